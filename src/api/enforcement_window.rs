@@ -1,0 +1,182 @@
+//! `EnforcementWindow`: one wave's schedule, shared by the policies that name it.
+
+// printcolumn(..) repeats `type_ = "string"`, which clippy mistakes for a duplicated attribute.
+#![allow(clippy::duplicated_attributes)]
+
+use std::collections::BTreeMap;
+
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::duration::Duration;
+use super::k8s::{Condition, Time};
+use super::schema;
+use super::segmentation_policy::NextTransition;
+
+/// Default owner notice: 14 days.
+pub const DEFAULT_MINIMUM_NOTICE: Duration = Duration::hours(14 * 24);
+/// Default monitoring after enforcement: 14 days.
+pub const DEFAULT_POST_ENFORCEMENT_MONITORING: Duration = Duration::hours(14 * 24);
+
+/// One wave's schedule: when owners are told, when monitor mode starts, when enforcement
+/// happens and when clean-up follows, plus the gates that must hold before enforcing.
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "microseg.io",
+    version = "v1alpha1",
+    kind = "EnforcementWindow",
+    namespaced,
+    status = "EnforcementWindowStatus",
+    shortname = "ew",
+    category = "microseg",
+    derive = "PartialEq",
+    doc = "One wave's enforcement schedule, shared by the SegmentationPolicies that name it.",
+    printcolumn(
+        name = "Notify-At",
+        type_ = "string",
+        json_path = ".spec.notifyAt",
+        description = "Owner notice"
+    ),
+    printcolumn(
+        name = "Monitor-From",
+        type_ = "string",
+        json_path = ".spec.monitorFrom",
+        description = "Monitor mode starts"
+    ),
+    printcolumn(
+        name = "Enforce-At",
+        type_ = "string",
+        json_path = ".spec.enforceAt",
+        description = "Catch-all turns to DROP"
+    ),
+    printcolumn(
+        name = "Policies",
+        type_ = "integer",
+        json_path = ".status.policies",
+        description = "Policies in this wave"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("timestamp(self.notifyAt) <= timestamp(self.monitorFrom)").message("notifyAt must not be after monitorFrom").field_path(".notifyAt"))]
+#[x_kube(validation = Rule::new("timestamp(self.monitorFrom) <= timestamp(self.enforceAt)").message("monitorFrom must not be after enforceAt").field_path(".monitorFrom"))]
+#[x_kube(validation = Rule::new("!has(self.cleanupAt) || timestamp(self.enforceAt) <= timestamp(self.cleanupAt)").message("cleanupAt must not be before enforceAt").field_path(".cleanupAt"))]
+#[x_kube(validation = Rule::new("timestamp(self.enforceAt) - timestamp(self.notifyAt) >= duration(has(self.minimumNotice) ? self.minimumNotice : '336h')").message("enforceAt must be at least minimumNotice after notifyAt").field_path(".enforceAt"))]
+pub struct EnforcementWindowSpec {
+    /// When owners are told (the Scheduled notice). Enforcement waits at least minimumNotice
+    /// after the notice is delivered.
+    #[schemars(schema_with = "schema::timestamp")]
+    pub notify_at: Time,
+    /// When monitor mode starts: rules and a logging PASS catch-all are written to NSX.
+    #[schemars(schema_with = "schema::timestamp")]
+    pub monitor_from: Time,
+    /// When the catch-all turns from PASS to DROP, if the gates allow.
+    #[schemars(schema_with = "schema::timestamp")]
+    pub enforce_at: Time,
+    /// When monitor logging is removed. Default: enforceAt + postEnforcementMonitoring.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::optional_timestamp")]
+    pub cleanup_at: Option<Time>,
+    /// Least time between the delivered owner notice and enforcement (Kubernetes duration,
+    /// default "336h" = 14 days).
+    #[serde(default = "default_minimum_notice")]
+    pub minimum_notice: Duration,
+    /// Monitoring after enforcement, before clean-up (default "336h").
+    #[serde(default = "default_post_enforcement")]
+    pub post_enforcement_monitoring: Duration,
+    /// Conditions that must hold before enforcing.
+    #[serde(default)]
+    pub gates: Gates,
+    /// Change freezes: no scheduled transition happens inside one; it waits for the end.
+    #[serde(default)]
+    #[schemars(length(max = 50))]
+    pub blackouts: Vec<Blackout>,
+    /// Pins every policy of the wave to monitor mode (catch-all PASS).
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+fn default_minimum_notice() -> Duration {
+    DEFAULT_MINIMUM_NOTICE
+}
+
+fn default_post_enforcement() -> Duration {
+    DEFAULT_POST_ENFORCEMENT_MONITORING
+}
+
+/// Conditions that must hold before the catch-all turns to DROP.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Gates {
+    /// No unmatched flow for this long before enforcing (e.g. "72h").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet_period: Option<Duration>,
+    /// Enforce only with at most this many open (unacknowledged) alerts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub max_open_alerts: Option<i64>,
+    /// Enforce only once the policy carries the annotation microseg.io/approved-by.
+    #[serde(default)]
+    pub require_approval: bool,
+    /// Hold enforcement while the application's DFW logs have been silent this long (monitoring
+    /// is blind). Absent: not checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_log_silence: Option<Duration>,
+    /// Roll back to monitor mode automatically after enforcement when too many unmatched flows
+    /// are dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackGate>,
+}
+
+/// Automatic rollback after enforcement.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackGate {
+    /// Dropped unmatched flows within `period` that trigger a rollback.
+    #[schemars(range(min = 1))]
+    pub dropped_flows: i64,
+    /// The sliding period (e.g. "10m").
+    pub period: Duration,
+}
+
+/// A change freeze.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[x_kube(validation = Rule::new("timestamp(self.start) < timestamp(self.end)").message("start must be before end").field_path(".end"))]
+pub struct Blackout {
+    /// What the freeze is for (shown in status).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub name: Option<String>,
+    /// First instant of the freeze.
+    #[schemars(schema_with = "schema::timestamp")]
+    pub start: Time,
+    /// First instant after the freeze.
+    #[schemars(schema_with = "schema::timestamp")]
+    pub end: Time,
+}
+
+/// What the controller reports about a window.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct EnforcementWindowStatus {
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// How many policies name this window.
+    #[serde(default)]
+    pub policies: i64,
+    /// How many of them are in each phase.
+    #[serde(default)]
+    pub phases: BTreeMap<String, i64>,
+    /// The earliest next transition among its policies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_transition: Option<NextTransition>,
+    /// Ready.
+    #[serde(default)]
+    #[schemars(schema_with = "schema::conditions")]
+    pub conditions: Vec<Condition>,
+}

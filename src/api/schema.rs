@@ -1,0 +1,61 @@
+//! Hand-written schema fragments for fields whose Rust type alone does not say enough to the
+//! API server: list-maps, CEL rules on strings, formats.
+
+use schemars::{Schema, SchemaGenerator, json_schema};
+
+/// Shape of an NSX policy path to an existing object the user names (a group or a service).
+pub const NSX_PATH_PATTERN: &str = r"^/infra(/[A-Za-z0-9_.:-][A-Za-z0-9_.: -]*)+$";
+
+/// A DNS-label name (rules, owners' keys): what NSX ids and Kubernetes both accept.
+pub const DNS_LABEL_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+
+/// `conditions`: a list-map keyed by `type`, so server-side apply merges by condition type.
+pub fn conditions(generator: &mut SchemaGenerator) -> Schema {
+    let item = generator.subschema_for::<super::k8s::Condition>();
+    json_schema!({
+        "type": "array",
+        "items": item,
+        "x-kubernetes-list-type": "map",
+        "x-kubernetes-list-map-keys": ["type"],
+    })
+}
+
+/// An RFC 3339 timestamp.
+pub fn timestamp(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "type": "string", "format": "date-time" })
+}
+
+/// An optional RFC 3339 timestamp.
+pub fn optional_timestamp(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "type": "string", "format": "date-time", "nullable": true })
+}
+
+/// A single IP address or a CIDR block, IPv4 or IPv6 (checked by the API server's CEL IP
+/// library).
+pub fn ip_or_cidr(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "string",
+        "maxLength": 64,
+        "x-kubernetes-validations": [{
+            "rule": "isIP(self) || isCIDR(self)",
+            "message": "must be an IP address or a CIDR block such as 10.0.0.0/24",
+        }],
+    })
+}
+
+/// A CIDR block or single address used as a rule peer.
+pub fn optional_ip_or_cidr(generator: &mut SchemaGenerator) -> Schema {
+    let mut schema = ip_or_cidr(generator);
+    schema.insert("nullable".into(), true.into());
+    schema
+}
+
+/// The policy path of an existing NSX object (group or service).
+pub fn optional_nsx_path(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "string",
+        "nullable": true,
+        "maxLength": 1024,
+        "pattern": NSX_PATH_PATTERN,
+    })
+}

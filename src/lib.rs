@@ -1,0 +1,15 @@
+//! microseg: zero-trust microsegmentation on VMware NSX distributed firewall, rolled out
+//! application by application on a schedule.
+//!
+//! Component map (see DESIGN.md):
+//! - [`api`]: the custom resources and their validation (pure).
+//! - [`schedule`]: the phase state machine and its gates (pure).
+//! - [`plan`]: the desired NSX objects for a policy in a phase, and the diff against NSX (pure).
+//! - [`nsx`]: the NSX Policy API wire model.
+//! - [`cli`]: command-line dispatch for the `microseg` binary.
+
+pub mod api;
+pub mod cli;
+pub mod nsx;
+pub mod plan;
+pub mod schedule;

@@ -1,0 +1,705 @@
+//! The phase state machine and its gates. Pure: `evaluate(inputs, now)` decides the phase, the
+//! effective schedule, the enforcement gate and the next instant at which the answer can change.
+//! No clock, no IO: `now` is a parameter and the previous status is an input.
+//!
+//! # Rules
+//!
+//! Effective schedule (`status.schedule`):
+//! - Each timestamp starts from the window and only ever moves later: the effective value is the
+//!   latest of the window's value, the previous effective value, and what postpones it.
+//! - A timestamp that has taken effect is frozen: once monitoring began, `monitorFrom` no longer
+//!   follows the window; once enforcing, `enforceAt`; once completed, `cleanupAt`. Editing a
+//!   window afterwards never takes an application back to an earlier phase.
+//! - Editing a window to an *earlier* time does not pull an application forward once it has an
+//!   effective schedule (that could break the promise made in the owner notice). To start over,
+//!   recreate the SegmentationPolicy.
+//! - `enforceAt` is at least `noticeDeliveredAt + minimumNotice`: a late notice postpones it.
+//! - `cleanupAt` is at least `enforceAt + postEnforcementMonitoring`, and at least
+//!   `enforcedSince + postEnforcementMonitoring` when enforcement started late.
+//! - An instant inside a blackout moves to the blackout's end (repeatedly, for chained
+//!   blackouts).
+//!
+//! Phases:
+//! - Pending until `monitorFrom`; then Monitoring. An application always passes through
+//!   Monitoring (and so through a successful NSX write) before it can enforce.
+//! - At `enforceAt` the gates are checked, in this order: suspended, blackout, owner notice
+//!   delivered, ready (peers resolved, members non-empty, NSX in sync), approval, monitoring
+//!   not blind, open alerts, quiet period. All open: Enforcing. Any closed: Held (catch-all
+//!   PASS), until the gate opens.
+//! - Enforcing until `cleanupAt`; then Completed, which is terminal.
+//! - Safety moves happen at once, blackout or not: `suspend` (policy or window) turns an
+//!   enforcing or completed application to Held; losing readiness while enforcing turns it to
+//!   Held; an automatic rollback turns it to RolledBack, which lasts until the spec changes
+//!   (a new generation). Every return from PASS to DROP goes through the gates again.
+//! - Scheduled transitions (to Monitoring, Enforcing, Completed) never happen inside a blackout.
+
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+
+use crate::api::condition::reason;
+use crate::api::k8s::Time;
+use crate::api::{EffectiveSchedule, EnforcementWindowSpec, NextTransition, Phase};
+
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
+mod tests;
+
+/// A blackout with parsed instants.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Blackout {
+    /// First instant of the freeze.
+    pub start: Timestamp,
+    /// First instant after it.
+    pub end: Timestamp,
+    /// Name shown in messages.
+    pub name: String,
+}
+
+/// An EnforcementWindow in the form the state machine uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Window {
+    /// Owner notice due.
+    pub notify_at: Timestamp,
+    /// Monitor mode starts.
+    pub monitor_from: Timestamp,
+    /// Catch-all turns to DROP.
+    pub enforce_at: Timestamp,
+    /// Clean-up; `None` means `enforce_at + post_enforcement`.
+    pub cleanup_at: Option<Timestamp>,
+    /// Least time between delivered notice and enforcement.
+    pub minimum_notice: SignedDuration,
+    /// Monitoring after enforcement.
+    pub post_enforcement: SignedDuration,
+    /// Quiet period gate.
+    pub quiet_period: Option<SignedDuration>,
+    /// Open-alerts gate.
+    pub max_open_alerts: Option<i64>,
+    /// Approval gate.
+    pub require_approval: bool,
+    /// Blind-monitoring gate.
+    pub max_log_silence: Option<SignedDuration>,
+    /// Automatic rollback configured.
+    pub rollback: bool,
+    /// Change freezes.
+    pub blackouts: Vec<Blackout>,
+    /// Whole wave suspended.
+    pub suspend: bool,
+}
+
+impl Window {
+    /// Converts a window spec.
+    pub fn from_spec(spec: &EnforcementWindowSpec) -> Window {
+        Window {
+            notify_at: ceil_second(spec.notify_at.0),
+            monitor_from: ceil_second(spec.monitor_from.0),
+            enforce_at: ceil_second(spec.enforce_at.0),
+            cleanup_at: spec.cleanup_at.as_ref().map(|t| ceil_second(t.0)),
+            minimum_notice: spec.minimum_notice.get(),
+            post_enforcement: spec.post_enforcement_monitoring.get(),
+            quiet_period: spec.gates.quiet_period.map(|d| d.get()),
+            max_open_alerts: spec.gates.max_open_alerts,
+            require_approval: spec.gates.require_approval,
+            max_log_silence: spec.gates.max_log_silence.map(|d| d.get()),
+            rollback: spec.gates.rollback.is_some(),
+            blackouts: spec
+                .blackouts
+                .iter()
+                .enumerate()
+                .map(|(i, b)| Blackout {
+                    start: b.start.0,
+                    end: ceil_second(b.end.0),
+                    name: b.name.clone().unwrap_or_else(|| format!("blackouts[{i}]")),
+                })
+                .collect(),
+            suspend: spec.suspend,
+        }
+    }
+
+    /// The blackout containing `t`, if any.
+    pub fn blackout_at(&self, t: Timestamp) -> Option<&Blackout> {
+        self.blackouts.iter().find(|b| b.start <= t && t < b.end)
+    }
+
+    /// Instants after `now` at which `blackout_at` gives a different answer than just before.
+    pub fn blackout_changes_after(&self, now: Timestamp) -> Vec<Timestamp> {
+        self.blackouts
+            .iter()
+            .flat_map(|b| [b.start, b.end])
+            .filter(|t| *t > now)
+            .filter(|t| {
+                self.blackout_at(*t) != self.blackout_at(*t - SignedDuration::from_nanos(1))
+            })
+            .collect()
+    }
+
+    /// Moves `t` out of every blackout that contains it.
+    pub fn after_blackouts(&self, mut t: Timestamp) -> Timestamp {
+        // Each step moves t strictly later to a blackout end; at most one step per blackout.
+        for _ in 0..=self.blackouts.len() {
+            match self.blackout_at(t) {
+                Some(b) => t = b.end,
+                None => break,
+            }
+        }
+        t
+    }
+}
+
+/// The effective schedule with parsed instants (mirrors `status.schedule`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Schedule {
+    /// Owner notice due.
+    pub notify_at: Timestamp,
+    /// Monitor mode starts.
+    pub monitor_from: Timestamp,
+    /// Catch-all turns to DROP.
+    pub enforce_at: Timestamp,
+    /// Clean-up.
+    pub cleanup_at: Timestamp,
+    /// Owner notice delivered.
+    pub notice_delivered_at: Option<Timestamp>,
+    /// Start of the current enforcement.
+    pub enforced_since: Option<Timestamp>,
+    /// Generation at the last automatic rollback.
+    pub rolled_back_generation: Option<i64>,
+}
+
+impl Schedule {
+    /// Reads `status.schedule`.
+    pub fn from_status(s: &EffectiveSchedule) -> Schedule {
+        Schedule {
+            notify_at: s.notify_at.0,
+            monitor_from: s.monitor_from.0,
+            enforce_at: s.enforce_at.0,
+            cleanup_at: s.cleanup_at.0,
+            notice_delivered_at: s.notice_delivered_at.as_ref().map(|t| t.0),
+            enforced_since: s.enforced_since.as_ref().map(|t| t.0),
+            rolled_back_generation: s.rolled_back_generation,
+        }
+    }
+
+    /// Writes `status.schedule`.
+    pub fn to_status(&self) -> EffectiveSchedule {
+        EffectiveSchedule {
+            notify_at: Time(self.notify_at),
+            monitor_from: Time(self.monitor_from),
+            enforce_at: Time(self.enforce_at),
+            cleanup_at: Time(self.cleanup_at),
+            notice_delivered_at: self.notice_delivered_at.map(Time),
+            enforced_since: self.enforced_since.map(Time),
+            rolled_back_generation: self.rolled_back_generation,
+        }
+    }
+}
+
+/// What monitor mode knows about the application.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MonitorSummary {
+    /// Open (unacknowledged) alerts.
+    pub open_alerts: i64,
+    /// Last unmatched flow.
+    pub last_unmatched_at: Option<Timestamp>,
+    /// Last DFW log line of the application.
+    pub last_log_at: Option<Timestamp>,
+    /// The monitor found dropped unmatched flows above the window's rollback threshold.
+    pub rollback_triggered: bool,
+}
+
+/// Why the controller cannot let the application enforce (peer missing, no members, NSX not in
+/// sync). Reported as the NotReady gate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Blocker {
+    /// PascalCase reason.
+    pub reason: &'static str,
+    /// For people.
+    pub message: String,
+}
+
+/// Everything the state machine looks at besides `now`.
+#[derive(Clone, Debug)]
+pub struct Inputs<'a> {
+    /// The window.
+    pub window: &'a Window,
+    /// spec.suspend.
+    pub suspend: bool,
+    /// The approval annotation is present.
+    pub approved: bool,
+    /// metadata.generation.
+    pub generation: i64,
+    /// status.phase.
+    pub previous_phase: Option<Phase>,
+    /// status.schedule.
+    pub previous: Option<&'a Schedule>,
+    /// When the owner notice was delivered (from status.notifications).
+    pub notice_delivered_at: Option<Timestamp>,
+    /// Monitor summary.
+    pub monitor: &'a MonitorSummary,
+    /// Controller-side readiness.
+    pub blocker: Option<Blocker>,
+}
+
+/// The enforcement gate as reported in the EnforcementGate condition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Gate {
+    /// True when nothing blocks enforcement.
+    pub open: bool,
+    /// PascalCase reason (the first blocker, or why the gate is not relevant).
+    pub reason: &'static str,
+    /// Every blocker, for people.
+    pub message: String,
+}
+
+/// The answer of the state machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// The phase now.
+    pub phase: Phase,
+    /// Why (PascalCase) — used for history and events when the phase changes.
+    pub reason: &'static str,
+    /// Why, for people.
+    pub message: String,
+    /// The effective schedule to record.
+    pub schedule: Schedule,
+    /// The next phase change.
+    pub next: Option<(Phase, Option<Timestamp>)>,
+    /// The next instant at which the answer can change by time alone (always after `now`).
+    pub wake_at: Option<Timestamp>,
+    /// The enforcement gate.
+    pub gate: Gate,
+    /// The Scheduled owner notice is due and not yet delivered.
+    pub notice_due: bool,
+}
+
+impl Decision {
+    /// `status.nextTransition`.
+    pub fn next_transition(&self) -> Option<NextTransition> {
+        self.next.map(|(phase, at)| NextTransition {
+            phase,
+            at: at.map(Time),
+        })
+    }
+}
+
+struct Blocking {
+    reason: &'static str,
+    message: String,
+    clears_at: Option<Timestamp>,
+}
+
+/// Enforcement that starts this much after `enforceAt` (a gate held it, or the controller was
+/// down) counts as late: `enforceAt` and `cleanupAt` move to keep the full post-enforcement
+/// monitoring. Smaller delays (a reconcile's latency) move nothing.
+pub const LATE_TOLERANCE: SignedDuration = SignedDuration::from_secs(60);
+
+fn later(a: Timestamp, b: Timestamp) -> Timestamp {
+    a.max(b)
+}
+
+/// Rounds up to a whole second: status timestamps have second precision, and rounding down
+/// would move an effective instant earlier after a round trip through status.
+pub fn ceil_second(t: Timestamp) -> Timestamp {
+    if t.subsec_nanosecond() == 0 {
+        return t;
+    }
+    Timestamp::from_second(t.as_second() + 1).unwrap_or(t)
+}
+
+/// Decides the phase at `now`.
+pub fn evaluate(inp: &Inputs<'_>, now: Timestamp) -> Decision {
+    let w = inp.window;
+    let prev_phase = inp.previous_phase.unwrap_or(Phase::Pending);
+    let suspended = inp.suspend || w.suspend;
+
+    let schedule = effective_schedule(inp, prev_phase);
+    let notice_due = schedule.notice_delivered_at.is_none()
+        && now >= schedule.notify_at
+        && prev_phase != Phase::Completed;
+    let mut wake: Vec<Timestamp> = Vec::new();
+    if schedule.notice_delivered_at.is_none() && schedule.notify_at > now {
+        wake.push(schedule.notify_at);
+    }
+
+    let mut d = Decision {
+        phase: prev_phase,
+        reason: reason::SCHEDULED,
+        message: String::new(),
+        schedule,
+        next: None,
+        wake_at: None,
+        gate: Gate {
+            open: false,
+            reason: reason::NOT_STARTED,
+            message: String::new(),
+        },
+        notice_due,
+    };
+
+    // Completed is terminal unless the brake is pulled.
+    if prev_phase == Phase::Completed && !suspended {
+        d.phase = Phase::Completed;
+        d.reason = reason::COMPLETED;
+        d.message = "clean-up done".into();
+        d.gate = Gate {
+            open: true,
+            reason: reason::COMPLETED,
+            message: "enforcement completed".into(),
+        };
+        d.notice_due = false;
+        return finish(d, wake, now);
+    }
+
+    // Pending: nothing in NSX until monitorFrom (and never inside a blackout).
+    if prev_phase == Phase::Pending {
+        let due = now >= d.schedule.monitor_from;
+        let frozen = w.blackout_at(now);
+        if !due || frozen.is_some() {
+            d.phase = Phase::Pending;
+            d.reason = reason::NOT_STARTED;
+            let at = match frozen {
+                Some(_) if due => w.after_blackouts(now),
+                _ => d.schedule.monitor_from,
+            };
+            d.message = format!("monitor mode starts at {at}");
+            d.next = Some((Phase::Monitoring, Some(at)));
+            d.gate.message = "monitoring has not started".into();
+            wake.push(at);
+            return finish(d, wake, now);
+        }
+        d.phase = Phase::Monitoring;
+        d.reason = reason::SCHEDULED;
+        d.message = "monitor mode started: rules and a logging PASS catch-all".into();
+        d.next = Some((Phase::Enforcing, Some(d.schedule.enforce_at)));
+        d.gate = preview_gate(inp, &d.schedule, now, &mut wake);
+        wake.push(d.schedule.enforce_at);
+        return finish(d, wake, now);
+    }
+
+    let rolled_back_active = prev_phase == Phase::RolledBack
+        && d.schedule.rolled_back_generation == Some(inp.generation);
+
+    if d.schedule.enforced_since.is_none() {
+        if rolled_back_active {
+            d.phase = Phase::RolledBack;
+            d.reason = reason::ROLLED_BACK;
+            d.message =
+                "rolled back to monitor mode after dropped flows; change the spec to try again"
+                    .into();
+            d.next = Some((Phase::Enforcing, None));
+            d.gate = Gate {
+                open: false,
+                reason: reason::ROLLED_BACK,
+                message: d.message.clone(),
+            };
+            return finish(d, wake, now);
+        }
+        if now < d.schedule.enforce_at {
+            d.phase = Phase::Monitoring;
+            let late_notice = d
+                .schedule
+                .notice_delivered_at
+                .filter(|t| *t + w.minimum_notice > w.enforce_at);
+            (d.reason, d.message) = match late_notice {
+                Some(t) => (
+                    reason::NOTICE_LATE,
+                    format!(
+                        "monitor mode until {}: the owner notice was delivered late, at {t}",
+                        d.schedule.enforce_at
+                    ),
+                ),
+                None => (
+                    reason::SCHEDULED,
+                    format!("monitor mode until {}", d.schedule.enforce_at),
+                ),
+            };
+            d.next = Some((Phase::Enforcing, Some(d.schedule.enforce_at)));
+            d.gate = preview_gate(inp, &d.schedule, now, &mut wake);
+            wake.push(d.schedule.enforce_at);
+            return finish(d, wake, now);
+        }
+        let blockers = blockers(inp, &d.schedule, now, true, &mut wake);
+        if blockers.is_empty() {
+            enter_enforcing(&mut d, w, ceil_second(now), now, &mut wake);
+            return finish(d, wake, now);
+        }
+        d.phase = Phase::Held;
+        d.reason = blockers[0].reason;
+        d.gate = closed_gate(&blockers);
+        d.message = format!("enforcement held: {}", d.gate.message);
+        let known: Option<Vec<Timestamp>> = blockers.iter().map(|b| b.clears_at).collect();
+        d.next = Some((Phase::Enforcing, known.and_then(|v| v.into_iter().max())));
+        wake.extend(blockers.iter().filter_map(|b| b.clears_at));
+        return finish(d, wake, now);
+    }
+
+    // Enforcing (or completed and suspended): safety moves first.
+    if suspended {
+        d.schedule.enforced_since = None;
+        d.phase = Phase::Held;
+        d.reason = reason::SUSPENDED;
+        d.message = "suspended: catch-all back to PASS".into();
+        d.gate = Gate {
+            open: false,
+            reason: reason::SUSPENDED,
+            message: "suspended by spec.suspend or the window's suspend".into(),
+        };
+        d.next = Some((Phase::Enforcing, None));
+        return finish(d, wake, now);
+    }
+    if let Some(b) = &inp.blocker {
+        d.schedule.enforced_since = None;
+        d.phase = Phase::Held;
+        d.reason = reason::NOT_READY;
+        d.message = format!("catch-all back to PASS: {}", b.message);
+        d.gate = Gate {
+            open: false,
+            reason: reason::NOT_READY,
+            message: b.message.clone(),
+        };
+        d.next = Some((Phase::Enforcing, None));
+        return finish(d, wake, now);
+    }
+    if w.rollback && inp.monitor.rollback_triggered && prev_phase == Phase::Enforcing {
+        d.schedule.enforced_since = None;
+        d.schedule.rolled_back_generation = Some(inp.generation);
+        d.phase = Phase::RolledBack;
+        d.reason = reason::ROLLED_BACK;
+        d.message = "too many dropped unmatched flows: rolled back to monitor mode".into();
+        d.gate = Gate {
+            open: false,
+            reason: reason::ROLLED_BACK,
+            message: d.message.clone(),
+        };
+        d.next = Some((Phase::Enforcing, None));
+        return finish(d, wake, now);
+    }
+    let since = d.schedule.enforced_since.unwrap_or(now);
+    enter_enforcing(&mut d, w, since, now, &mut wake);
+    finish(d, wake, now)
+}
+
+/// Enforcing (or, past cleanupAt and outside a blackout, Completed).
+fn enter_enforcing(
+    d: &mut Decision,
+    w: &Window,
+    since: Timestamp,
+    now: Timestamp,
+    wake: &mut Vec<Timestamp>,
+) {
+    d.schedule.enforced_since = Some(since);
+    if since > d.schedule.enforce_at + LATE_TOLERANCE {
+        d.schedule.enforce_at = since;
+        d.schedule.cleanup_at =
+            w.after_blackouts(later(d.schedule.cleanup_at, since + w.post_enforcement));
+    }
+    d.gate = Gate {
+        open: true,
+        reason: reason::GATES_OPEN,
+        message: format!("enforcing since {since}"),
+    };
+    let cleanup = d.schedule.cleanup_at;
+    let frozen = w.blackout_at(now);
+    if now >= cleanup && frozen.is_none() {
+        d.phase = Phase::Completed;
+        d.reason = reason::COMPLETED;
+        d.message = "post-enforcement monitoring over: clean-up done".into();
+        d.next = None;
+        return;
+    }
+    d.phase = Phase::Enforcing;
+    d.reason = reason::SCHEDULED;
+    d.message = format!("catch-all DROP and logged until {cleanup}");
+    let at = match frozen {
+        Some(_) if now >= cleanup => w.after_blackouts(now),
+        _ => cleanup,
+    };
+    d.next = Some((Phase::Completed, Some(at)));
+    wake.push(at);
+}
+
+fn finish(mut d: Decision, wake: Vec<Timestamp>, now: Timestamp) -> Decision {
+    d.wake_at = wake.into_iter().filter(|t| *t > now).min();
+    d
+}
+
+fn effective_schedule(inp: &Inputs<'_>, prev_phase: Phase) -> Schedule {
+    let w = inp.window;
+    let prev = inp.previous;
+    let pick = |f: fn(&Schedule) -> Timestamp, window: Timestamp| match prev {
+        Some(p) => later(f(p), window),
+        None => window,
+    };
+    let notice_delivered_at = prev
+        .and_then(|p| p.notice_delivered_at)
+        .or(inp.notice_delivered_at.map(ceil_second));
+    let enforced_since = prev.and_then(|p| p.enforced_since);
+    let rolled_back_generation = prev.and_then(|p| p.rolled_back_generation);
+
+    let notify_at = match (prev, notice_delivered_at) {
+        (Some(p), Some(_)) => p.notify_at,
+        _ => ceil_second(pick(|p| p.notify_at, w.notify_at)),
+    };
+    let monitor_from = match prev {
+        Some(p) if prev_phase != Phase::Pending => p.monitor_from,
+        _ => w.after_blackouts(ceil_second(pick(|p| p.monitor_from, w.monitor_from))),
+    };
+    let enforce_at = match (prev, enforced_since) {
+        (Some(p), Some(_)) => p.enforce_at,
+        _ => {
+            let mut e = later(pick(|p| p.enforce_at, w.enforce_at), monitor_from);
+            if let Some(d) = notice_delivered_at {
+                e = later(e, d + w.minimum_notice);
+            }
+            w.after_blackouts(ceil_second(e))
+        }
+    };
+    let cleanup_at = match prev {
+        Some(p) if prev_phase == Phase::Completed => p.cleanup_at,
+        _ => {
+            let window_cleanup = w.cleanup_at.unwrap_or(w.enforce_at + w.post_enforcement);
+            let c = later(
+                pick(|p| p.cleanup_at, window_cleanup),
+                enforce_at + w.post_enforcement,
+            );
+            w.after_blackouts(ceil_second(c))
+        }
+    };
+    Schedule {
+        notify_at,
+        monitor_from,
+        enforce_at,
+        cleanup_at,
+        notice_delivered_at,
+        enforced_since,
+        rolled_back_generation,
+    }
+}
+
+/// Every gate that blocks enforcement at `now`. `at_enforcement` includes the blackout gate
+/// (only relevant once enforcement is due).
+///
+/// Instants at which the list changes by time alone (a blackout or the blindness starting) are
+/// pushed to `wake`; those at which a blocker clears are in its `clears_at`.
+fn blockers(
+    inp: &Inputs<'_>,
+    s: &Schedule,
+    now: Timestamp,
+    at_enforcement: bool,
+    wake: &mut Vec<Timestamp>,
+) -> Vec<Blocking> {
+    let w = inp.window;
+    let mut out = Vec::new();
+    if at_enforcement {
+        wake.extend(w.blackout_changes_after(now));
+    }
+    if inp.suspend || w.suspend {
+        out.push(Blocking {
+            reason: reason::SUSPENDED,
+            message: "suspended by spec.suspend or the window's suspend".into(),
+            clears_at: None,
+        });
+    }
+    if at_enforcement && let Some(b) = w.blackout_at(now) {
+        out.push(Blocking {
+            reason: reason::BLACKOUT,
+            message: format!(
+                "inside blackout {} until {}",
+                b.name,
+                w.after_blackouts(now)
+            ),
+            clears_at: Some(w.after_blackouts(now)),
+        });
+    }
+    if s.notice_delivered_at.is_none() {
+        out.push(Blocking {
+            reason: reason::NOTICE_NOT_DELIVERED,
+            message: "the owner notice has not been delivered".into(),
+            clears_at: None,
+        });
+    }
+    if let Some(b) = &inp.blocker {
+        out.push(Blocking {
+            reason: reason::NOT_READY,
+            message: b.message.clone(),
+            clears_at: None,
+        });
+    }
+    if w.require_approval && !inp.approved {
+        out.push(Blocking {
+            reason: reason::APPROVAL_MISSING,
+            message: format!(
+                "approval required: annotate the policy with {}",
+                crate::api::APPROVAL_ANNOTATION
+            ),
+            clears_at: None,
+        });
+    }
+    if let Some(silence) = w.max_log_silence {
+        let reference = inp.monitor.last_log_at.unwrap_or(s.monitor_from);
+        wake.push(reference + silence);
+        if now >= reference + silence {
+            out.push(Blocking {
+                reason: reason::MONITORING_BLIND,
+                message: format!("no DFW log seen since {reference}: monitoring is blind"),
+                clears_at: None,
+            });
+        }
+    }
+    if let Some(max) = w.max_open_alerts
+        && inp.monitor.open_alerts > max
+    {
+        out.push(Blocking {
+            reason: reason::TOO_MANY_OPEN_ALERTS,
+            message: format!(
+                "{} open alerts, at most {max} allowed",
+                inp.monitor.open_alerts
+            ),
+            clears_at: None,
+        });
+    }
+    if let (Some(quiet), Some(last)) = (w.quiet_period, inp.monitor.last_unmatched_at) {
+        let quiet_end = last + quiet;
+        if now < quiet_end {
+            out.push(Blocking {
+                reason: reason::QUIET_PERIOD,
+                message: format!("unmatched flow seen at {last}; quiet period ends at {quiet_end}"),
+                clears_at: Some(quiet_end),
+            });
+        }
+    }
+    out
+}
+
+fn closed_gate(blockers: &[Blocking]) -> Gate {
+    Gate {
+        open: false,
+        reason: blockers
+            .first()
+            .map(|b| b.reason)
+            .unwrap_or(reason::GATES_OPEN),
+        message: blockers
+            .iter()
+            .map(|b| b.message.as_str())
+            .collect::<Vec<_>>()
+            .join("; "),
+    }
+}
+
+/// The gate as it stands before enforceAt: what would block enforcement if it were due now.
+fn preview_gate(inp: &Inputs<'_>, s: &Schedule, now: Timestamp, wake: &mut Vec<Timestamp>) -> Gate {
+    let blockers = blockers(inp, s, now, false, wake);
+    wake.extend(blockers.iter().filter_map(|b| b.clears_at));
+    if blockers.is_empty() {
+        Gate {
+            open: true,
+            reason: reason::GATES_OPEN,
+            message: format!("enforcement at {} if the gates stay open", s.enforce_at),
+        }
+    } else {
+        let mut g = closed_gate(&blockers);
+        g.message = format!(
+            "enforcement at {} would be held: {}",
+            s.enforce_at, g.message
+        );
+        g
+    }
+}

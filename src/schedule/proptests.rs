@@ -1,0 +1,222 @@
+//! Property tests over random windows, clocks and events: the invariants the rollout promises.
+
+use proptest::prelude::*;
+
+use super::tests::{Sim, at};
+use super::*;
+
+#[derive(Clone, Debug)]
+struct WindowParams {
+    notify: i64,
+    to_monitor: i64,
+    extra_notice: i64,
+    min_notice: i64,
+    post: i64,
+    cleanup_extra: Option<i64>,
+}
+
+fn window_params() -> impl Strategy<Value = WindowParams> {
+    (
+        -200i64..600,
+        0i64..400,
+        0i64..400,
+        10i64..600,
+        10i64..600,
+        proptest::option::of(0i64..800),
+    )
+        .prop_map(
+            |(notify, to_monitor, extra_notice, min_notice, post, cleanup_extra)| WindowParams {
+                notify,
+                to_monitor,
+                extra_notice,
+                min_notice,
+                post,
+                cleanup_extra,
+            },
+        )
+}
+
+fn build(p: &WindowParams, template: &Window) -> Window {
+    let notify = at(p.notify);
+    let monitor = at(p.notify + p.to_monitor);
+    let enforce = at(p.notify + p.to_monitor.max(p.min_notice) + p.extra_notice);
+    Window {
+        notify_at: notify,
+        monitor_from: monitor,
+        enforce_at: enforce,
+        cleanup_at: p
+            .cleanup_extra
+            .map(|c| enforce + SignedDuration::from_secs(c)),
+        minimum_notice: template.minimum_notice,
+        post_enforcement: SignedDuration::from_secs(p.post),
+        ..template.clone()
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Event {
+    Tick,
+    Deliver,
+    EditWindow(WindowParams),
+    ToggleSuspend,
+    ToggleWindowSuspend,
+    Approve(bool),
+    Alerts(i64),
+    Unmatched,
+    Log,
+    Rollback(bool),
+    NewGeneration,
+    Blocker(bool),
+}
+
+fn event() -> impl Strategy<Value = Event> {
+    prop_oneof![
+        6 => Just(Event::Tick),
+        2 => Just(Event::Deliver),
+        1 => window_params().prop_map(Event::EditWindow),
+        1 => Just(Event::ToggleSuspend),
+        1 => Just(Event::ToggleWindowSuspend),
+        1 => any::<bool>().prop_map(Event::Approve),
+        1 => (0i64..5).prop_map(Event::Alerts),
+        2 => Just(Event::Unmatched),
+        2 => Just(Event::Log),
+        1 => any::<bool>().prop_map(Event::Rollback),
+        1 => Just(Event::NewGeneration),
+        1 => any::<bool>().prop_map(Event::Blocker),
+    ]
+}
+
+fn scenario() -> impl Strategy<Value = (Window, Vec<(i64, Event)>)> {
+    (
+        window_params(),
+        10i64..600,
+        proptest::collection::vec((0i64..200, 0i64..200), 0..3),
+        proptest::option::of(0i64..300),
+        proptest::option::of(0i64..5),
+        any::<bool>(),
+        proptest::option::of(50i64..400),
+        any::<bool>(),
+        proptest::collection::vec((1i64..150, event()), 1..60),
+    )
+        .prop_map(
+            |(p, min_notice, blackouts, quiet, max_alerts, approval, silence, rollback, events)| {
+                let template = Window {
+                    minimum_notice: SignedDuration::from_secs(min_notice),
+                    quiet_period: quiet.map(SignedDuration::from_secs),
+                    max_open_alerts: max_alerts,
+                    require_approval: approval,
+                    max_log_silence: silence.map(SignedDuration::from_secs),
+                    rollback,
+                    blackouts: blackouts
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (start, len))| Blackout {
+                            start: at(start * 5),
+                            end: at(start * 5 + len + 1),
+                            name: format!("b{i}"),
+                        })
+                        .collect(),
+                    ..super::tests::window()
+                };
+                let p = WindowParams { min_notice, ..p };
+                (build(&p, &template), events)
+            },
+        )
+}
+
+fn apply(sim: &mut Sim, ev: &Event, now: Timestamp) {
+    match ev {
+        Event::Tick => {}
+        Event::Deliver => {
+            if sim.delivered.is_none() {
+                sim.deliver(now);
+            }
+        }
+        Event::EditWindow(p) => {
+            let p = WindowParams {
+                min_notice: sim.window.minimum_notice.as_secs(),
+                ..p.clone()
+            };
+            sim.window = build(&p, &sim.window);
+        }
+        Event::ToggleSuspend => sim.suspend = !sim.suspend,
+        Event::ToggleWindowSuspend => sim.window.suspend = !sim.window.suspend,
+        Event::Approve(a) => sim.approved = *a,
+        Event::Alerts(n) => sim.monitor.open_alerts = *n,
+        Event::Unmatched => sim.monitor.last_unmatched_at = Some(now),
+        Event::Log => sim.monitor.last_log_at = Some(now),
+        Event::Rollback(r) => sim.monitor.rollback_triggered = *r,
+        Event::NewGeneration => sim.generation += 1,
+        Event::Blocker(b) => {
+            sim.blocker = b.then(|| Blocker {
+                reason: reason::PEER_NOT_FOUND,
+                message: "peer missing".into(),
+            })
+        }
+    }
+}
+
+fn scheduled_transition(from: Phase, to: Phase) -> bool {
+    from != to
+        && matches!(to, Phase::Monitoring | Phase::Enforcing | Phase::Completed)
+        && !(to == Phase::Monitoring && from != Phase::Pending)
+}
+
+/// The fields that say what happens, without the wake-up instant.
+type Answer = (Phase, Option<(Phase, Option<Timestamp>)>, Gate, bool, Schedule);
+
+fn answer(d: &Decision) -> Answer {
+    (d.phase, d.next, d.gate.clone(), d.notice_due, d.schedule.clone())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    #[test]
+    fn rollout_invariants_hold((window, events) in scenario()) {
+        let mut sim = Sim::new(window);
+        let mut now = at(-300);
+        let mut last_schedule: Option<Schedule> = None;
+        for (dt, ev) in events {
+            now += SignedDuration::from_secs(dt);
+            apply(&mut sim, &ev, now);
+            let from = sim.phase.unwrap_or(Phase::Pending);
+            let d = sim.settle(now);
+
+            // Effective timestamps never move earlier.
+            if let Some(prev) = &last_schedule {
+                prop_assert!(d.schedule.notify_at >= prev.notify_at);
+                prop_assert!(d.schedule.monitor_from >= prev.monitor_from);
+                prop_assert!(d.schedule.enforce_at >= prev.enforce_at, "{:?} -> {:?}", prev, d.schedule);
+                prop_assert!(d.schedule.cleanup_at >= prev.cleanup_at);
+            }
+            last_schedule = Some(d.schedule.clone());
+
+            // No enforcement before notice delivery + minimum notice.
+            if d.phase == Phase::Enforcing {
+                let delivered = d.schedule.notice_delivered_at;
+                prop_assert!(delivered.is_some(), "enforcing without a delivered notice");
+                if from != Phase::Enforcing {
+                    prop_assert!(now >= delivered.unwrap() + sim.window.minimum_notice);
+                }
+            }
+
+            // No scheduled transition inside a blackout.
+            if scheduled_transition(from, d.phase) {
+                prop_assert!(sim.window.blackout_at(now).is_none(),
+                    "{from} -> {} at {now} inside a blackout", d.phase);
+            }
+
+            // The wake-up instant is in the future and exact.
+            let steady = sim.decide(now);
+            if let Some(w) = steady.wake_at {
+                prop_assert!(w > now);
+                let before = sim.decide(w - SignedDuration::from_nanos(1));
+                prop_assert_eq!(&before, &steady, "answer changed before the wake-up instant");
+                let at_wake = sim.decide(w);
+                prop_assert_ne!(answer(&at_wake), answer(&steady),
+                    "nothing changed at the wake-up instant {}", w);
+            }
+        }
+    }
+}
