@@ -19,13 +19,22 @@ fn crds_match_generated_yaml() {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .filter(|n| n.ends_with(".yaml"))
             .collect();
-        assert_eq!(present, expected_files, "files in {}; {REGENERATE}", dir.display());
+        assert_eq!(
+            present,
+            expected_files,
+            "files in {}; {REGENERATE}",
+            dir.display()
+        );
         for crd in &generated {
             let path = dir.join(api::crd_file_name(crd));
             let text = std::fs::read_to_string(&path).unwrap();
             let on_disk: serde_json::Value = serde_yaml::from_str(&text).unwrap();
             let want = serde_json::to_value(crd).unwrap();
-            assert!(on_disk == want, "{} differs from the types; {REGENERATE}", path.display());
+            assert!(
+                on_disk == want,
+                "{} differs from the types; {REGENERATE}",
+                path.display()
+            );
         }
     }
 }
@@ -37,6 +46,9 @@ fn chart_crds_are_byte_identical_to_crds() {
         let name = api::crd_file_name(&crd);
         let top = std::fs::read(root.join("crds").join(&name)).unwrap();
         let chart = std::fs::read(root.join("charts/microseg/crds").join(&name)).unwrap();
-        assert!(top == chart, "charts/microseg/crds/{name} differs from crds/{name}; {REGENERATE}");
+        assert!(
+            top == chart,
+            "charts/microseg/crds/{name} differs from crds/{name}; {REGENERATE}"
+        );
     }
 }

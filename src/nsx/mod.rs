@@ -1,3 +1,136 @@
-//! NSX Policy API: the wire model shared by the plan, the client and the simulator.
+//! NSX Policy API: the wire model shared by the plan, the client and the simulator, the
+//! `NsxApi` trait the controller talks to, and its typed errors.
 
 pub mod model;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use model::{ApiError, Group, Infra, SecurityPolicy};
+
+/// Realization of an intent path as NSX reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Realization {
+    /// `REALIZED` (and runtime status fine).
+    Realized,
+    /// `UNREALIZED`, `UNKNOWN` or no entry yet: still in progress.
+    InProgress,
+    /// `ERROR`, with NSX's message.
+    Failed(String),
+}
+
+/// What the controller needs from NSX. Implemented by `client::Client` (HTTP) and usable
+/// against `nsxsim`.
+#[async_trait]
+pub trait NsxApi: Send + Sync {
+    /// One group, or `None` when absent.
+    async fn get_group(&self, domain: &str, id: &str) -> Result<Option<Group>, Error>;
+    /// One security policy with its embedded rules (each with `rule_id`), or `None`.
+    async fn get_policy(&self, domain: &str, id: &str) -> Result<Option<SecurityPolicy>, Error>;
+    /// Every group of a domain (paged reads followed to the end).
+    async fn list_groups(&self, domain: &str) -> Result<Vec<Group>, Error>;
+    /// Every security policy of a domain, without rules (paged reads followed to the end).
+    async fn list_policies(&self, domain: &str) -> Result<Vec<SecurityPolicy>, Error>;
+    /// One hierarchical `PATCH /policy/api/v1/infra` call (atomic).
+    async fn patch_infra(&self, body: &Infra) -> Result<(), Error>;
+    /// Realization state of an intent path (e.g. a security policy path).
+    async fn realization(&self, intent_path: &str) -> Result<Realization, Error>;
+}
+
+/// Errors of the NSX client. NSX's own code and message survive to the status condition.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// NSX answered with an error body.
+    #[error("NSX {method} {path}: HTTP {status}, error {}: {}", .error.error_code, .error.error_message)]
+    Api {
+        /// HTTP method.
+        method: String,
+        /// Policy path or URL path called.
+        path: String,
+        /// HTTP status.
+        status: u16,
+        /// NSX's error body.
+        error: ApiError,
+    },
+    /// 412 (or another stale-revision signal) persisted after the bounded retries.
+    #[error("NSX {path}: revision conflict persisted after {attempts} attempts")]
+    Conflict {
+        /// Path.
+        path: String,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// 429 or 503 persisted after backing off.
+    #[error("NSX busy (HTTP {status}) on {path}")]
+    Busy {
+        /// Path.
+        path: String,
+        /// 429 or 503.
+        status: u16,
+        /// Retry-After, if NSX sent one.
+        retry_after: Option<Duration>,
+    },
+    /// Credentials refused (403 with error code 403 or 98 after re-login).
+    #[error("NSX refused the credentials for {user}")]
+    Auth {
+        /// User name (never the password).
+        user: String,
+    },
+    /// Connection, TLS or timeout.
+    #[error("NSX unreachable at {url}: {reason}")]
+    Transport {
+        /// Manager URL.
+        url: String,
+        /// Why (no secrets).
+        reason: String,
+    },
+    /// A response that does not parse.
+    #[error("NSX {path}: unexpected response: {reason}")]
+    Decode {
+        /// Path.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// Bad client configuration (missing credential file, bad CA bundle).
+    #[error("NSX client configuration: {0}")]
+    Config(String),
+}
+
+impl Error {
+    /// PascalCase label for metrics and events.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Api { status: 400, .. } => "NsxInvalidRequest",
+            Error::Api { status: 404, .. } => "NsxNotFound",
+            Error::Api { .. } => "NsxApiError",
+            Error::Conflict { .. } => "NsxConflict",
+            Error::Busy { .. } => "NsxBusy",
+            Error::Auth { .. } => "NsxAuth",
+            Error::Transport { .. } => "NsxUnreachable",
+            Error::Decode { .. } => "NsxDecode",
+            Error::Config(_) => "NsxConfig",
+        }
+    }
+
+    /// How long to wait before trying again, or `None` when retrying cannot help (invalid
+    /// request, bad configuration).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Busy { retry_after, .. } => Some(retry_after.unwrap_or(Duration::from_secs(5))),
+            Error::Transport { .. } | Error::Conflict { .. } => Some(Duration::from_secs(5)),
+            Error::Api { status, .. } if *status >= 500 => Some(Duration::from_secs(5)),
+            Error::Auth { .. } => Some(Duration::from_secs(60)),
+            _ => None,
+        }
+    }
+
+    /// NSX's error code, when NSX gave one.
+    pub fn nsx_code(&self) -> Option<i64> {
+        match self {
+            Error::Api { error, .. } => Some(error.error_code),
+            _ => None,
+        }
+    }
+}

@@ -163,10 +163,22 @@ fn scheduled_transition(from: Phase, to: Phase) -> bool {
 }
 
 /// The fields that say what happens, without the wake-up instant.
-type Answer = (Phase, Option<(Phase, Option<Timestamp>)>, Gate, bool, Schedule);
+type Answer = (
+    Phase,
+    Option<(Phase, Option<Timestamp>)>,
+    Gate,
+    bool,
+    Schedule,
+);
 
 fn answer(d: &Decision) -> Answer {
-    (d.phase, d.next, d.gate.clone(), d.notice_due, d.schedule.clone())
+    (
+        d.phase,
+        d.next,
+        d.gate.clone(),
+        d.notice_due,
+        d.schedule.clone(),
+    )
 }
 
 proptest! {
