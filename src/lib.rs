@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod notify;
 pub mod nsx;
 pub mod plan;
 pub mod schedule;
