@@ -10,7 +10,9 @@
 
 pub mod api;
 pub mod cli;
+pub mod controller;
 pub mod notify;
 pub mod nsx;
 pub mod plan;
 pub mod schedule;
+pub mod web;

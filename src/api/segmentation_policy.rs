@@ -446,7 +446,18 @@ impl Category {
 
 /// Rollout phase of an application. Ordered as the rollout goes; Held and RolledBack are detours.
 #[derive(
-    schemars::JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default,
+    schemars::JsonSchema,
+    Deserialize,
+    Serialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
 )]
 pub enum Phase {
     /// Before monitorFrom: nothing in NSX yet.
@@ -666,6 +677,10 @@ pub struct NotificationRecord {
     /// When it was delivered.
     #[schemars(schema_with = "schema::timestamp")]
     pub sent_at: Time,
+    /// The enforcement date the notice announced, if it announced one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::optional_timestamp")]
+    pub enforce_at: Option<Time>,
 }
 
 /// A phase change.
