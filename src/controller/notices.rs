@@ -133,3 +133,143 @@ pub fn due(d: &Decision, f: &Facts<'_>, now: Timestamp) -> Vec<Due> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::k8s::Time;
+    use crate::schedule::tests::{Sim, at, window};
+
+    fn owners() -> Vec<Owner> {
+        vec![
+            Owner {
+                name: "Web team".into(),
+                email: Some("web@example.com".into()),
+                webhook: None,
+            },
+            Owner {
+                name: "Ops".into(),
+                email: None,
+                webhook: Some("https://hooks.example.com/x".into()),
+            },
+        ]
+    }
+
+    fn record(d: &Due, t: Timestamp, enforce_at: Option<Timestamp>) -> NotificationRecord {
+        NotificationRecord {
+            kind: d.kind.as_str().into(),
+            owner: d.owner.name.clone(),
+            channel: "email".into(),
+            message_id: d.message_id.clone(),
+            sent_at: Time(t),
+            enforce_at: enforce_at.map(Time),
+        }
+    }
+
+    fn facts<'a>(owners: &'a [Owner], records: &'a [NotificationRecord]) -> Facts<'a> {
+        Facts {
+            namespace: "shop",
+            name: "web",
+            owners,
+            records,
+            open_alerts: 0,
+            reminder_before: SignedDuration::from_secs(200),
+        }
+    }
+
+    #[test]
+    fn the_scheduled_notice_goes_to_every_owner_once() {
+        let owners = owners();
+        let mut sim = Sim::new(window());
+        let d = sim.settle(at(0));
+        let due = due(&d, &facts(&owners, &[]), at(0));
+        assert_eq!(due.len(), 2);
+        assert!(due.iter().all(|x| x.kind == NoticeKind::Scheduled));
+        let records: Vec<_> = due
+            .iter()
+            .map(|x| record(x, at(1), Some(at(1000))))
+            .collect();
+        assert_eq!(
+            scheduled_delivered_at(&facts(&owners, &records)),
+            Some(at(1))
+        );
+        assert!(
+            super::due(&d, &facts(&owners, &records), at(2)).is_empty(),
+            "never twice"
+        );
+    }
+
+    #[test]
+    fn delivery_counts_only_when_every_owner_has_it() {
+        let owners = owners();
+        let mut sim = Sim::new(window());
+        let d = sim.settle(at(0));
+        let due = due(&d, &facts(&owners, &[]), at(0));
+        let one = vec![record(&due[0], at(1), None)];
+        assert_eq!(scheduled_delivered_at(&facts(&owners, &one)), None);
+    }
+
+    #[test]
+    fn reminder_enforced_and_completed_follow_the_phases() {
+        let owners = owners()[..1].to_vec();
+        let mut sim = Sim::new(window());
+        sim.deliver(at(0));
+        let told = vec![NotificationRecord {
+            kind: "Scheduled".into(),
+            owner: owners[0].name.clone(),
+            channel: "email".into(),
+            message_id: message_id(
+                NoticeKind::Scheduled,
+                "shop",
+                "web",
+                &owners[0].name,
+                "scheduled",
+            ),
+            sent_at: Time(at(0)),
+            enforce_at: Some(Time(at(1000))),
+        }];
+        sim.settle(at(100));
+        let kinds = |sim: &Sim, now| {
+            let d = sim.clone().settle(now);
+            due(&d, &facts(&owners, &told), now)
+                .into_iter()
+                .map(|x| x.kind)
+                .collect::<Vec<_>>()
+        };
+        assert!(kinds(&sim, at(700)).is_empty());
+        assert_eq!(kinds(&sim, at(850)), vec![NoticeKind::Reminder]);
+        assert_eq!(kinds(&sim, at(1000)), vec![NoticeKind::Enforced]);
+        sim.settle(at(1000));
+        assert_eq!(kinds(&sim, at(1500)), vec![NoticeKind::Completed]);
+    }
+
+    #[test]
+    fn a_moved_enforcement_date_is_announced_once() {
+        let owners = owners()[..1].to_vec();
+        let mut sim = Sim::new(window());
+        sim.settle(at(100));
+        // Delivered late: enforcement moves from 1000 to 1400.
+        sim.deliver(at(400));
+        let told = vec![NotificationRecord {
+            kind: "Scheduled".into(),
+            owner: owners[0].name.clone(),
+            channel: "email".into(),
+            message_id: message_id(
+                NoticeKind::Scheduled,
+                "shop",
+                "web",
+                &owners[0].name,
+                "scheduled",
+            ),
+            sent_at: Time(at(400)),
+            enforce_at: Some(Time(at(1000))),
+        }];
+        let d = sim.settle(at(401));
+        let due = due(&d, &facts(&owners, &told), at(401));
+        assert_eq!(
+            due.iter().map(|x| x.kind).collect::<Vec<_>>(),
+            vec![NoticeKind::Postponed]
+        );
+        assert_eq!(due[0].occasion, at(1400).to_string());
+    }
+}

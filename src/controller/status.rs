@@ -271,3 +271,128 @@ pub fn build(obs: &Observation<'_>, now: Timestamp) -> SegmentationPolicyStatus 
     });
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::MonitorStatus;
+    use crate::schedule::tests::{Sim, at, window};
+
+    fn policy() -> SegmentationPolicy {
+        let text = include_str!("../../deploy/examples/10-web.yaml");
+        let mut p: SegmentationPolicy = serde_yaml::from_str(text).unwrap();
+        p.metadata.generation = Some(3);
+        p
+    }
+
+    fn obs<'a>(
+        p: &'a SegmentationPolicy,
+        d: Option<&'a Decision>,
+        sync: SyncOutcome,
+    ) -> Observation<'a> {
+        Observation {
+            policy: p,
+            decision: d,
+            window_problem: None,
+            sync,
+            nsx: None,
+            delivered: vec![],
+            notice_error: None,
+            log_silence: SignedDuration::from_secs(300),
+        }
+    }
+
+    #[test]
+    fn the_first_visit_sets_every_condition_with_the_generation() {
+        let p = policy();
+        let d = Sim::new(window()).settle(at(-10));
+        let s = build(
+            &obs(
+                &p,
+                Some(&d),
+                SyncOutcome::Applied(vec!["create group x".into()]),
+            ),
+            at(-10),
+        );
+        let types: Vec<&str> = s.conditions.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(types, condition::POLICY_CONDITIONS.to_vec());
+        assert!(
+            s.conditions
+                .iter()
+                .all(|c| c.observed_generation == Some(3))
+        );
+        assert_eq!(s.phase, Some(Phase::Pending));
+        assert_eq!(s.history.len(), 1);
+        assert_eq!(s.application.as_deref(), Some("Shop web frontend"));
+        assert!(
+            s.monitor.is_none(),
+            "monitor belongs to the monitor's field manager"
+        );
+    }
+
+    #[test]
+    fn a_failed_write_makes_synced_and_ready_false_with_the_reason() {
+        let p = policy();
+        let d = Sim::new(window()).settle(at(-10));
+        let failed = SyncOutcome::Failed {
+            reason: reason::NSX_ERROR,
+            message: "NSX PATCH /infra: HTTP 400".into(),
+        };
+        let s = build(&obs(&p, Some(&d), failed), at(-10));
+        let synced = condition::find(&s.conditions, condition::SYNCED).unwrap();
+        assert_eq!(
+            (synced.status.as_str(), synced.reason.as_str()),
+            (FALSE, reason::NSX_ERROR)
+        );
+        let ready = condition::find(&s.conditions, condition::READY).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            (FALSE, reason::NSX_ERROR)
+        );
+    }
+
+    #[test]
+    fn history_grows_only_on_phase_changes_and_stays_bounded() {
+        let mut p = policy();
+        let mut sim = Sim::new(window());
+        sim.deliver(at(0));
+        let d = sim.settle(at(-10));
+        p.status = Some(build(&obs(&p, Some(&d), SyncOutcome::InSync), at(-10)));
+        let again = build(&obs(&p, Some(&d), SyncOutcome::InSync), at(-5));
+        assert_eq!(again.history.len(), 1);
+        let d = sim.settle(at(100));
+        let moved = build(&obs(&p, Some(&d), SyncOutcome::InSync), at(100));
+        assert_eq!(moved.history.len(), 2);
+        assert_eq!(moved.history[1].phase, Phase::Monitoring);
+        let mut many = p.clone();
+        let mut st = many.status.clone().unwrap();
+        st.history = (0..MAX_HISTORY).map(|_| moved.history[0].clone()).collect();
+        many.status = Some(st);
+        let bounded = build(&obs(&many, Some(&d), SyncOutcome::InSync), at(100));
+        assert_eq!(bounded.history.len(), MAX_HISTORY);
+        assert_eq!(bounded.history.last().unwrap().phase, Phase::Monitoring);
+    }
+
+    #[test]
+    fn monitoring_health_follows_the_last_log_line() {
+        let mut p = policy();
+        let mut sim = Sim::new(window());
+        sim.deliver(at(0));
+        let d = sim.settle(at(100));
+        let mut st = SegmentationPolicyStatus::default();
+        st.monitor = Some(MonitorStatus {
+            last_log_at: Some(Time(at(100))),
+            ..Default::default()
+        });
+        p.status = Some(st);
+        let fresh = build(&obs(&p, Some(&d), SyncOutcome::InSync), at(200));
+        let c = condition::find(&fresh.conditions, condition::MONITORING_HEALTHY).unwrap();
+        assert_eq!(c.status, TRUE);
+        let stale = build(&obs(&p, Some(&d), SyncOutcome::InSync), at(500));
+        let c = condition::find(&stale.conditions, condition::MONITORING_HEALTHY).unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            (FALSE, reason::MONITORING_BLIND)
+        );
+    }
+}
