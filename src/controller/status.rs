@@ -379,11 +379,13 @@ mod tests {
         let mut sim = Sim::new(window());
         sim.deliver(at(0));
         let d = sim.settle(at(100));
-        let mut st = SegmentationPolicyStatus::default();
-        st.monitor = Some(MonitorStatus {
-            last_log_at: Some(Time(at(100))),
+        let st = SegmentationPolicyStatus {
+            monitor: Some(MonitorStatus {
+                last_log_at: Some(Time(at(100))),
+                ..Default::default()
+            }),
             ..Default::default()
-        });
+        };
         p.status = Some(st);
         let fresh = build(&obs(&p, Some(&d), SyncOutcome::InSync), at(200));
         let c = condition::find(&fresh.conditions, condition::MONITORING_HEALTHY).unwrap();
