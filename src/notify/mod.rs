@@ -1,6 +1,24 @@
 //! Owner notices: what is sent (`Notice`), the `Notifier` channels (e-mail over SMTP, webhooks),
 //! and deterministic message ids that make sending idempotent together with the records in
 //! `status.notifications`.
+//!
+//! - [`render`]: subject, text and HTML of a notice from the templates (pure).
+//! - [`smtp`], [`webhook`]: one channel each, one try per call.
+//! - [`channels::Channels`]: every contact of an owner, with bounded retries; what the
+//!   controller holds as its `Notifier`.
+//! - [`config`]: channel settings from the environment and mounted Secret files.
+//! - [`examples`]: one example notice per kind (docs/notices/, tests).
+
+pub mod channels;
+pub mod config;
+pub mod examples;
+pub mod render;
+pub mod smtp;
+pub mod webhook;
+
+pub use channels::{ChannelResult, Channels};
+pub use config::NotifyConfig;
+pub use render::{Rendered, render};
 
 use async_trait::async_trait;
 use k8s_openapi::jiff::Timestamp;
