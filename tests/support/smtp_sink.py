@@ -2,8 +2,10 @@
 """A real SMTP server on loopback for microseg's notification tests (aiosmtpd).
 
 Every accepted message is written to OUT_DIR as NNNN.eml (the raw message as received, with
-an X-Sink-Rcpt header per envelope recipient on top); written to a temporary name first and
-renamed, so a reader never sees half a file. Prints "PORT <n>" on stdout once it listens.
+an X-Sink-Rcpt header per envelope recipient on top) and NNNN.json (envelope, decoded headers
+and the decoded text/plain and text/html parts); each written to a temporary name first and
+renamed, so a reader never sees half a file. Every RCPT TO is appended to OUT_DIR/rcpt.log.
+Prints "PORT <n>" on stdout once it listens.
 
     smtp_sink.py OUT_DIR [--port 0] [--refuse-rcpt] [--auth USER:PASSWORD]
                  [--tls-cert CERT --tls-key KEY [--implicit-tls]]
@@ -17,6 +19,9 @@ renamed, so a reader never sees half a file. Prints "PORT <n>" on stdout once it
 
 import argparse
 import asyncio
+import email
+import email.policy
+import json
 import os
 import ssl
 import sys
@@ -36,6 +41,8 @@ class Sink:
         self.count = 0
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        with open(os.path.join(self.out_dir, "rcpt.log"), "a") as f:
+            f.write(("refused " if self.refuse_rcpt else "accepted ") + address + "\n")
         if self.refuse_rcpt:
             return "550 5.1.1 mailbox unavailable (test sink refuses every recipient)"
         envelope.rcpt_tos.append(address)
@@ -53,7 +60,28 @@ class Sink:
         with open(tmp, "wb") as f:
             f.write(head + content)
         os.replace(tmp, os.path.join(self.out_dir, name))
+        write_json(self.out_dir, "%04d" % self.count, envelope, content)
         return "250 Message accepted for delivery"
+
+
+def write_json(out_dir, stem, envelope, content):
+    msg = email.message_from_bytes(content, policy=email.policy.default)
+    parts = {}
+    for part in msg.walk():
+        if part.get_content_maintype() == "text" and part.get_content_subtype() in ("plain", "html"):
+            parts.setdefault(part.get_content_subtype(), part.get_content())
+    doc = {
+        "mail_from": envelope.mail_from,
+        "rcpt_tos": envelope.rcpt_tos,
+        "headers": {k.lower(): str(v) for k, v in msg.items()},
+        "content_type": msg.get_content_type(),
+        "text": parts.get("plain"),
+        "html": parts.get("html"),
+    }
+    tmp = os.path.join(out_dir, "." + stem + ".json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(doc, f, indent=1)
+    os.replace(tmp, os.path.join(out_dir, stem + ".json"))
 
 
 def authenticator_for(out_dir, user, password):
