@@ -177,3 +177,33 @@ async fn implicit_tls_delivers_with_the_configured_ca() {
     assert_eq!(sink.wait_for(1).len(), 1);
     std::fs::remove_dir_all(&certs).unwrap();
 }
+
+#[tokio::test]
+async fn a_server_that_stops_answering_times_out() {
+    // Accepts connections and never says a word (not even the 220 greeting).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let mut config = SmtpConfig::new(
+        "127.0.0.1",
+        SmtpTls::InsecurePlaintext,
+        "microseg@example.com",
+    );
+    config.port = port;
+    config.timeout = Duration::from_millis(300);
+    let started = std::time::Instant::now();
+    let notice = email_only(examples::notice(microseg::notify::NoticeKind::Enforced));
+    let err = channels(&config, 2).send(&notice).await.unwrap_err();
+    assert!(err.to_string().contains("no answer within 300ms"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    silent.abort();
+}

@@ -20,7 +20,7 @@
 //! | `MICROSEG_SMTP_USERNAME`, `MICROSEG_SMTP_PASSWORD` | AUTH credentials, both or neither | none |
 //! | `MICROSEG_SMTP_FROM` | From address, e.g. `microseg <microseg@example.com>` | required with a host |
 //! | `MICROSEG_SMTP_CA_FILE` | PEM bundle; when set, the only trusted CAs | Mozilla roots (webpki-roots) |
-//! | `MICROSEG_SMTP_TIMEOUT` | per SMTP command, e.g. `30s` | 30s |
+//! | `MICROSEG_SMTP_TIMEOUT` | whole SMTP transaction (connect to QUIT), e.g. `30s` | 30s |
 //! | `MICROSEG_WEBHOOK_TIMEOUT` | whole webhook request | 10s |
 //! | `MICROSEG_WEBHOOK_FORMATS` | `host-pattern=format,...`, e.g. `chat.example.com=slack,*.teams.example.com=teams` | built-in rules |
 //! | `MICROSEG_NOTIFY_RETRY_ATTEMPTS` | tries per channel and notice (1 = no retry) | 4 |
@@ -137,7 +137,7 @@ pub struct SmtpConfig {
     pub from: String,
     /// PEM CA bundle that replaces the built-in roots.
     pub ca_bundle: Option<PathBuf>,
-    /// Timeout of each SMTP command.
+    /// Deadline of one whole SMTP transaction, connecting included.
     pub timeout: Duration,
 }
 

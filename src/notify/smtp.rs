@@ -28,6 +28,7 @@ pub struct SmtpNotifier {
     options: RenderOptions,
     endpoint: String,
     authenticated: bool,
+    timeout: std::time::Duration,
 }
 
 impl fmt::Debug for SmtpNotifier {
@@ -36,6 +37,7 @@ impl fmt::Debug for SmtpNotifier {
             .field("endpoint", &self.endpoint)
             .field("from", &self.from.to_string())
             .field("authenticated", &self.authenticated)
+            .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
 }
@@ -111,6 +113,7 @@ impl SmtpNotifier {
             options,
             endpoint,
             authenticated: config.auth.is_some(),
+            timeout: config.timeout,
         })
     }
 
@@ -159,15 +162,19 @@ impl Notifier for SmtpNotifier {
             message_id = %notice.message_id,
             "Sending owner notice by e-mail"
         );
-        match self.transport.send(message).await {
-            Ok(_) => Ok(vec![Delivery {
+        let fail = |reason: String| Error::Smtp {
+            recipient: notice.owner.email.clone().unwrap_or_default(),
+            reason: format!("smtp {}: {reason}", self.endpoint),
+        };
+        // lettre's own timeout covers connecting only; a server that stops answering would
+        // hold the reconcile forever, so the whole transaction has a deadline.
+        match tokio::time::timeout(self.timeout, self.transport.send(message)).await {
+            Ok(Ok(_)) => Ok(vec![Delivery {
                 channel: "email",
                 at: Timestamp::now(),
             }]),
-            Err(e) => Err(Error::Smtp {
-                recipient: notice.owner.email.clone().unwrap_or_default(),
-                reason: format!("smtp {}: {}", self.endpoint, chain(&e)),
-            }),
+            Ok(Err(e)) => Err(fail(chain(&e))),
+            Err(_) => Err(fail(format!("no answer within {:?}", self.timeout))),
         }
     }
 }

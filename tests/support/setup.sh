@@ -8,6 +8,7 @@ cd "$(dirname "$0")/../.."
 venv=.tmp/venv
 python=${PYTHON:-python3}
 
+command -v openssl >/dev/null || { echo "setup.sh: openssl is required for the SMTP TLS tests (apt-get install openssl)" >&2; exit 1; }
 command -v "$python" >/dev/null || { echo "setup.sh: $python is required for the SMTP tests (apt-get install python3 python3-venv)" >&2; exit 1; }
 
 if [ ! -x "$venv/bin/python" ]; then

@@ -94,12 +94,16 @@ def authenticator_for(out_dir, user, password):
         ok = login == user and auth_data.password.decode("utf-8", "replace") == password
         with open(log, "a") as f:
             f.write(("ok " if ok else "bad ") + login + "\n")
-        return AuthResult(success=ok)
+        # handled=False: aiosmtpd answers (235 or 535) itself.
+        return AuthResult(success=ok, handled=False)
 
     return authenticate
 
 
 async def main():
+    if os.environ.get("SMTP_SINK_DEBUG"):
+        import logging
+        logging.basicConfig(level=logging.DEBUG)
     p = argparse.ArgumentParser()
     p.add_argument("out_dir")
     p.add_argument("--port", type=int, default=0)
