@@ -138,7 +138,7 @@ async fn no_secret_in_logs_errors_or_debug_output() {
         microseg::notify::webhook::WebhookNotifier::new(
             &WebhookConfig {
                 timeout: Duration::from_secs(2),
-                format_rules: vec![],
+                ..WebhookConfig::default()
             },
             Default::default(),
         )

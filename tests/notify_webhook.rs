@@ -19,6 +19,8 @@ fn channels(attempts: u32) -> Channels {
     let config = WebhookConfig {
         timeout: Duration::from_secs(5),
         format_rules: vec![FormatRule::new("localhost", WebhookFormat::Teams)],
+        allowed_hosts: vec!["127.0.0.1".to_string(), "localhost".to_string()],
+        ..WebhookConfig::default()
     };
     Channels::new(
         None,
@@ -160,4 +162,48 @@ async fn an_unreachable_webhook_fails_without_the_token() {
     let text = format!("{err} {err:?}");
     assert!(text.contains("could not connect"), "{text}");
     assert!(!text.contains("T0KEN"), "{text}");
+}
+
+#[tokio::test]
+async fn https_webhooks_verify_the_certificate_against_the_configured_ca() {
+    let certs = servers::temp_dir("webhook-certs");
+    let (ca, cert, key) = servers::make_certificates(&certs);
+    let rx = servers::HttpsSink::start(&cert, &key);
+    let notice = to_webhook(
+        NoticeKind::Reminder,
+        format!("https://127.0.0.1:{}/hooks/T0KEN-TLS", rx.port),
+    );
+    let retry = RetryPolicy {
+        attempts: 1,
+        initial_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(10),
+    };
+    let with = |ca_bundle| {
+        let config = WebhookConfig {
+            ca_bundle,
+            ..WebhookConfig::default()
+        };
+        Channels::new(
+            None,
+            WebhookNotifier::new(&config, RenderOptions::default()).unwrap(),
+            retry,
+        )
+    };
+
+    // Verification is on by default: the test CA is not among the built-in roots.
+    let err = with(None).send(&notice).await.unwrap_err();
+    assert!(matches!(err, Error::Webhook { .. }), "{err:?}");
+    assert!(!err.to_string().contains("T0KEN"), "{err}");
+    assert!(
+        rx.received().is_empty(),
+        "nothing sent to an unverified server"
+    );
+
+    with(Some(ca)).send(&notice).await.unwrap();
+    let got = rx.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["path"], "/hooks/T0KEN-TLS");
+    assert_eq!(got[0]["idempotency_key"], notice.message_id.as_str());
+    assert_eq!(got[0]["body"]["kind"], "Reminder");
+    std::fs::remove_dir_all(&certs).unwrap();
 }

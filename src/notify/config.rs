@@ -22,6 +22,8 @@
 //! | `MICROSEG_SMTP_CA_FILE` | PEM bundle; when set, the only trusted CAs | Mozilla roots (webpki-roots) |
 //! | `MICROSEG_SMTP_TIMEOUT` | whole SMTP transaction (connect to QUIT), e.g. `30s` | 30s |
 //! | `MICROSEG_WEBHOOK_TIMEOUT` | whole webhook request | 10s |
+//! | `MICROSEG_WEBHOOK_ALLOWED_HOSTS` | `host,*.suffix,...`: the only hosts webhooks may go to (owners write the URLs) | any host |
+//! | `MICROSEG_WEBHOOK_CA_FILE` | PEM bundle; when set, the only trusted CAs for https webhooks | Mozilla roots (webpki-roots) |
 //! | `MICROSEG_WEBHOOK_FORMATS` | `host-pattern=format,...`, e.g. `chat.example.com=slack,*.teams.example.com=teams` | built-in rules |
 //! | `MICROSEG_NOTIFY_RETRY_ATTEMPTS` | tries per channel and notice (1 = no retry) | 4 |
 //! | `MICROSEG_NOTIFY_RETRY_BACKOFF` | wait after the first failure, doubled each time | 2s |
@@ -163,6 +165,11 @@ pub struct WebhookConfig {
     pub timeout: Duration,
     /// Rules that pick a payload format by host, checked before the built-in ones.
     pub format_rules: Vec<FormatRule>,
+    /// Host patterns (`host` or `*.suffix`) webhooks may go to; empty: any host. Owners write
+    /// the URLs, so a site can keep the controller from posting to internal services.
+    pub allowed_hosts: Vec<String>,
+    /// PEM CA bundle that replaces the built-in roots for https webhooks.
+    pub ca_bundle: Option<PathBuf>,
 }
 
 impl Default for WebhookConfig {
@@ -170,6 +177,8 @@ impl Default for WebhookConfig {
         WebhookConfig {
             timeout: Duration::from_secs(10),
             format_rules: Vec::new(),
+            allowed_hosts: Vec::new(),
+            ca_bundle: None,
         }
     }
 }
@@ -336,6 +345,22 @@ impl NotifyConfig {
         }
         if let Some(rules) = s.parse("MICROSEG_WEBHOOK_FORMATS", FormatRule::parse_list)? {
             webhook.format_rules = rules;
+        }
+        if let Some(hosts) = s.get("MICROSEG_WEBHOOK_ALLOWED_HOSTS")? {
+            webhook.allowed_hosts = hosts
+                .split(',')
+                .map(|h| h.trim().to_ascii_lowercase())
+                .filter(|h| !h.is_empty())
+                .collect();
+        }
+        webhook.ca_bundle = s.get("MICROSEG_WEBHOOK_CA_FILE")?.map(PathBuf::from);
+        if let Some(path) = &webhook.ca_bundle
+            && !path.is_file()
+        {
+            return Err(setting_error(
+                "MICROSEG_WEBHOOK_CA_FILE",
+                format!("{} is not a readable file", path.display()),
+            ));
         }
 
         let mut retry = RetryPolicy::default();
@@ -571,6 +596,29 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn webhook_allow_list_and_format_rules_are_read() {
+        let c = config(&[
+            (
+                "MICROSEG_WEBHOOK_ALLOWED_HOSTS",
+                "hooks.slack.com, *.Example.com,",
+            ),
+            ("MICROSEG_WEBHOOK_FORMATS", "chat.example.com=slack"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.webhook.allowed_hosts,
+            ["hooks.slack.com", "*.example.com"]
+        );
+        assert_eq!(c.webhook.format_rules.len(), 1);
+        let e = config(&[("MICROSEG_WEBHOOK_CA_FILE", "/nonexistent/ca.pem")]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("MICROSEG_WEBHOOK_CA_FILE: /nonexistent/ca.pem"),
+            "{e}"
+        );
     }
 
     #[test]

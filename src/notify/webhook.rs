@@ -108,13 +108,7 @@ impl FormatRule {
 
     /// Does the rule match this host?
     pub fn matches(&self, host: &str) -> bool {
-        let host = host.to_ascii_lowercase();
-        match self.pattern.strip_prefix("*.") {
-            Some(suffix) => host
-                .strip_suffix(suffix)
-                .is_some_and(|rest| rest.ends_with('.') && rest.len() > 1),
-            None => host == self.pattern,
-        }
+        host_matches(&self.pattern, host)
     }
 
     /// Parses `host=format,*.suffix=format,...`.
@@ -341,9 +335,36 @@ pub fn payload(
     }
 }
 
+/// Does `host` match a pattern (`host` or `*.suffix`, subdomains only)?
+pub fn host_matches(pattern: &str, host: &str) -> bool {
+    let host = host.to_ascii_lowercase();
+    let pattern = pattern.trim().to_ascii_lowercase();
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => host
+            .strip_suffix(suffix)
+            .is_some_and(|rest| rest.ends_with('.') && rest.len() > 1),
+        None => host == pattern,
+    }
+}
+
+/// Keeps a receiver's error text only when it looks like an error code (Slack answers
+/// `invalid_token`, `no_service`): a short line of letters, digits and `_-.: `. Anything else
+/// is dropped, so an owner-written URL cannot make the controller copy an internal service's
+/// response into status or events.
+fn error_code(body: &str) -> Option<String> {
+    let body = body.trim();
+    let looks_like_code = !body.is_empty()
+        && body.len() <= 100
+        && body
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || " _-.:".contains(c));
+    looks_like_code.then(|| body.to_string())
+}
+
 /// Sends notices to owners' webhooks.
 pub struct WebhookNotifier {
     client: reqwest::Client,
+    allowed_hosts: Vec<String>,
     rules: Vec<FormatRule>,
     options: RenderOptions,
     timeout: Duration,
@@ -352,6 +373,7 @@ pub struct WebhookNotifier {
 impl fmt::Debug for WebhookNotifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WebhookNotifier")
+            .field("allowed_hosts", &self.allowed_hosts)
             .field("rules", &self.rules)
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
@@ -361,15 +383,31 @@ impl fmt::Debug for WebhookNotifier {
 impl WebhookNotifier {
     /// A webhook channel with these settings.
     pub fn new(config: &WebhookConfig, options: RenderOptions) -> Result<Self, Error> {
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(10)))
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("microseg/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("microseg/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = &config.ca_bundle {
+            let bad = |e: &dyn fmt::Display| {
+                Error::Config(format!("webhook CA bundle {}: {e}", path.display()))
+            };
+            let pem = std::fs::read(path).map_err(|e| bad(&e))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(&e))?;
+            if certs.is_empty() {
+                return Err(bad(&"no certificate in the file"));
+            }
+            builder = builder.tls_built_in_root_certs(false);
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder
             .build()
             .map_err(|e| Error::Config(format!("webhook client: {}", e.without_url())))?;
         Ok(WebhookNotifier {
             client,
+            allowed_hosts: config.allowed_hosts.clone(),
             rules: config.format_rules.clone(),
             options,
             timeout: config.timeout,
@@ -432,6 +470,14 @@ impl Notifier for WebhookNotifier {
                 redact_url(raw)
             )));
         }
+        let host = url.host_str().unwrap_or_default();
+        if !self.allowed_hosts.is_empty()
+            && !self.allowed_hosts.iter().any(|p| host_matches(p, host))
+        {
+            return Err(Error::Config(format!(
+                "webhook of owner {owner}: host {host:?} is not in MICROSEG_WEBHOOK_ALLOWED_HOSTS"
+            )));
+        }
         let format = detect_format(&url, &self.rules)
             .map_err(|e| fail(format!("{}: {e}", redact_url(raw))))?;
         url.set_fragment(None);
@@ -474,17 +520,12 @@ impl Notifier for WebhookNotifier {
                 at: Timestamp::now(),
             }]);
         }
-        let text = response.text().await.unwrap_or_default();
-        let text: String = text
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .take(200)
-            .collect();
-        let text = scrub(text.trim(), &url);
+        let code = error_code(&response.text().await.unwrap_or_default())
+            .map(|c| format!(": {}", scrub(&c, &url)))
+            .unwrap_or_default();
         Err(fail(format!(
-            "POST {shown} ({}): HTTP {status}{}{text}",
-            format.as_str(),
-            if text.is_empty() { "" } else { ": " }
+            "POST {shown} ({}): HTTP {status}{code}",
+            format.as_str()
         )))
     }
 }
@@ -591,6 +632,36 @@ mod tests {
             );
             assert!(text.contains("&lt;!channel&gt; &amp;"), "{text}");
         }
+    }
+
+    #[test]
+    fn only_short_error_codes_from_receivers_are_kept() {
+        assert_eq!(
+            error_code("invalid_token\n").as_deref(),
+            Some("invalid_token")
+        );
+        assert_eq!(error_code("<html>root:x:0:0</html>"), None);
+        assert_eq!(error_code(&"a".repeat(101)), None);
+        assert_eq!(error_code(""), None);
+    }
+
+    #[tokio::test]
+    async fn hosts_outside_the_allow_list_are_refused_without_a_request() {
+        let config = WebhookConfig {
+            allowed_hosts: vec!["hooks.slack.com".to_string(), "*.example.com".to_string()],
+            ..WebhookConfig::default()
+        };
+        let notifier = WebhookNotifier::new(&config, RenderOptions::default()).unwrap();
+        let mut n = examples::notice(NoticeKind::Enforced);
+        n.owner.webhook = Some("http://169.254.169.254/latest/meta-data/TOKEN".to_string());
+        let e = notifier.send(&n).await.unwrap_err();
+        assert!(matches!(e, Error::Config(_)), "{e:?}");
+        assert!(
+            e.to_string()
+                .contains("\"169.254.169.254\" is not in MICROSEG_WEBHOOK_ALLOWED_HOSTS"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("TOKEN"));
     }
 
     #[test]

@@ -42,6 +42,93 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// Starts a Python sink script from `tests/support/` with `dir` and `args`, and waits for its
+/// `PORT <n>` line.
+fn spawn_sink(script: &str, dir: &Path, args: &[&str]) -> (Child, u16) {
+    let mut child = Command::new(python())
+        .arg(repo().join("tests/support").join(script))
+        .arg(dir)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(
+            std::fs::File::create(dir.join("sink.stderr")).unwrap(),
+        ))
+        .spawn()
+        .unwrap_or_else(|e| panic!("start tests/support/{script}: {e}"));
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
+    let port = line
+        .trim()
+        .strip_prefix("PORT ")
+        .and_then(|p| p.parse().ok());
+    let Some(port) = port else {
+        let status = child.try_wait().ok().flatten();
+        let _ = child.kill();
+        let _ = child.wait();
+        let stderr = std::fs::read_to_string(dir.join("sink.stderr")).unwrap_or_default();
+        panic!(
+            "{script} did not start (exit {status:?}, said {line:?}, stderr {stderr:?}); \
+             is aiosmtpd installed? run `bash tests/support/setup.sh`"
+        );
+    };
+    (child, port)
+}
+
+/// Decoded JSON files (`NNNN.json`) of a sink directory, in order.
+fn json_files(dir: &Path) -> Vec<serde_json::Value> {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .map(|p| serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap())
+        .collect()
+}
+
+/// A running HTTPS receiver (`https_sink.py`) with a certificate for 127.0.0.1.
+pub struct HttpsSink {
+    child: Child,
+    /// The port it listens on (127.0.0.1).
+    pub port: u16,
+    /// Where it writes the requests.
+    pub dir: PathBuf,
+}
+
+impl HttpsSink {
+    /// Starts the receiver with this certificate and key.
+    pub fn start(cert: &Path, key: &Path) -> HttpsSink {
+        let dir = temp_dir("https-sink");
+        let (child, port) = spawn_sink(
+            "https_sink.py",
+            &dir,
+            &[cert.to_str().unwrap(), key.to_str().unwrap()],
+        );
+        HttpsSink { child, port, dir }
+    }
+
+    /// The requests received so far.
+    pub fn received(&self) -> Vec<serde_json::Value> {
+        json_files(&self.dir)
+    }
+}
+
+impl Drop for HttpsSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// A running aiosmtpd sink.
 pub struct SmtpSink {
     child: Child,
@@ -55,53 +142,13 @@ impl SmtpSink {
     /// Starts `smtp_sink.py` with extra arguments and waits until it listens.
     pub fn start(name: &str, args: &[&str]) -> SmtpSink {
         let dir = temp_dir(name);
-        let mut child = Command::new(python())
-            .arg(repo().join("tests/support/smtp_sink.py"))
-            .arg(&dir)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(
-                std::fs::File::create(dir.join("sink.stderr")).unwrap(),
-            ))
-            .spawn()
-            .expect("start tests/support/smtp_sink.py");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
-        let port = line
-            .trim()
-            .strip_prefix("PORT ")
-            .and_then(|p| p.parse().ok());
-        let Some(port) = port else {
-            let status = child.try_wait().ok().flatten();
-            let _ = child.kill();
-            let _ = child.wait();
-            let stderr = std::fs::read_to_string(dir.join("sink.stderr")).unwrap_or_default();
-            panic!(
-                "smtp sink did not start (exit {status:?}, said {line:?}, stderr {stderr:?}); \
-                 is aiosmtpd installed? run `bash tests/support/setup.sh`"
-            );
-        };
+        let (child, port) = spawn_sink("smtp_sink.py", &dir, args);
         SmtpSink { child, port, dir }
     }
 
     /// The decoded messages received so far (NNNN.json), in order.
     pub fn messages(&self) -> Vec<serde_json::Value> {
-        let mut names: Vec<PathBuf> = std::fs::read_dir(&self.dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "json"))
-            .collect();
-        names.sort();
-        names
-            .iter()
-            .map(|p| serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap())
-            .collect()
+        json_files(&self.dir)
     }
 
     /// Waits until at least `n` messages arrived (10 s at most), then returns all of them.

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the notification tests need outside cargo: Python's aiosmtpd in a venv at
-# .tmp/venv (idempotent; safe to run on every CI run). tests/notify_smtp.rs uses
-# .tmp/venv/bin/python (or $MICROSEG_TEST_PYTHON) to run tests/support/smtp_sink.py.
+# .tmp/venv (idempotent; safe to run on every CI run), and checks for openssl (test certificates).
+# tests/notify_smtp.rs, notify_webhook.rs and notify_secrets.rs use
+# .tmp/venv/bin/python (or $MICROSEG_TEST_PYTHON) to run tests/support/smtp_sink.py and
+# https_sink.py; they fail (never skip) with a pointer to this script when it has not run.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
