@@ -22,6 +22,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The NSX simulator failed.
+    #[error("nsx-sim: {0}")]
+    NsxSim(#[from] crate::nsxsim::Error),
 }
 
 /// microseg: zero-trust microsegmentation on VMware NSX DFW, on a schedule.
@@ -45,6 +48,8 @@ pub enum Command {
         #[arg(long, default_value = ".")]
         root: PathBuf,
     },
+    /// Run the NSX Manager simulator on a loopback address until interrupted.
+    NsxSim(crate::nsxsim::Args),
 }
 
 /// Runs a parsed command line.
@@ -56,6 +61,14 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
             } else {
                 print!("{}", api::crds_yaml()?);
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::NsxSim(args) => {
+            let runtime = tokio::runtime::Runtime::new().map_err(|source| Error::Io {
+                path: PathBuf::from("tokio runtime"),
+                source,
+            })?;
+            runtime.block_on(crate::nsxsim::run(args))?;
             Ok(ExitCode::SUCCESS)
         }
     }
