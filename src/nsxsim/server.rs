@@ -59,6 +59,7 @@ pub struct Sim {
     /// Session idle timeout.
     pub session_timeout: Mutex<Duration>,
     sessions: Mutex<HashMap<String, Session>>,
+    issued: Mutex<Vec<(String, String)>>,
     /// Whether the listener speaks TLS (for the cookie's `Secure`).
     pub tls: bool,
 }
@@ -115,6 +116,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Decodes `%XX` and `+` of a query component.
 pub fn percent_decode(s: &str) -> String {
+    decode(s, true)
+}
+
+/// Decodes `%XX` of a path segment (`+` stays `+`).
+pub fn percent_decode_path(s: &str) -> String {
+    decode(s, false)
+}
+
+fn decode(s: &str, plus_is_space: bool) -> String {
     let bytes = s.as_bytes();
     let hex = |b: u8| (b as char).to_digit(16);
     let mut out = Vec::with_capacity(bytes.len());
@@ -130,7 +140,7 @@ pub fn percent_decode(s: &str) -> String {
                 i += 3;
                 continue;
             }
-            (None, b'+') => out.push(b' '),
+            (None, b'+') if plus_is_space => out.push(b' '),
             (None, b) => out.push(b),
         }
         i += 1;
@@ -215,7 +225,7 @@ pub fn route(path: &str) -> (Route, String) {
         .trim_end_matches('/')
         .split('/')
         .skip(1)
-        .map(percent_decode)
+        .map(percent_decode_path)
         .collect();
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
     let o = |x: &str| x.to_string();
@@ -392,6 +402,7 @@ impl Sim {
             principals: Mutex::new(HashMap::new()),
             session_timeout: Mutex::new(session_timeout),
             sessions: Mutex::new(HashMap::new()),
+            issued: Mutex::new(Vec::new()),
             tls,
         }
     }
@@ -401,6 +412,12 @@ impl Sim {
         *lock(&self.outage_until) = (faults.outage_seconds > 0.0)
             .then(|| Instant::now() + Duration::from_secs_f64(faults.outage_seconds));
         *lock(&self.faults) = faults;
+    }
+
+    /// Every session cookie and XSRF token handed out since start (for tests that check
+    /// they never leak into logs).
+    pub fn issued_session_tokens(&self) -> Vec<(String, String)> {
+        lock(&self.issued).clone()
     }
 
     fn count(&self, key: &str, status: &str) {
@@ -548,6 +565,7 @@ impl Sim {
         };
         let id = token(16);
         let xsrf = token(16);
+        lock(&self.issued).push((id.clone(), xsrf.clone()));
         lock(&self.sessions).insert(
             id.clone(),
             Session {

@@ -473,6 +473,16 @@ impl Store {
             for (rid, num, seq, proto) in rules {
                 let mut r = rule_defaults(Obj::new());
                 r.insert("sequence_number".into(), json!(seq));
+                let services = match rid {
+                    "default_rule_NDP" => {
+                        json!(["/infra/services/IPv6-ICMP_Neighbor_Solicitation"])
+                    }
+                    "default_rule_DHCP" => {
+                        json!(["/infra/services/DHCP-Server", "/infra/services/DHCP-Client"])
+                    }
+                    _ => json!(["ANY"]),
+                };
+                r.insert("services".into(), services);
                 if proto.is_empty() {
                     r.remove("ip_protocol");
                 } else {
