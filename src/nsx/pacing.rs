@@ -22,7 +22,8 @@ pub struct PacingConfig {
     pub concurrency: usize,
     /// Multiplier applied to the rate on a 429/503 (at most once per second).
     pub decrease_factor: f64,
-    /// Requests per second won back per successful call.
+    /// Fraction of `rate` won back per successful call (0.01: a hundred successes recover
+    /// the full rate from zero).
     pub recovery_per_success: f64,
     /// Retries of a call answered 429/503 before reporting `Busy`.
     pub max_busy_retries: u32,
@@ -41,7 +42,7 @@ impl Default for PacingConfig {
             min_rate: 1.0,
             concurrency: 10,
             decrease_factor: 0.7,
-            recovery_per_success: 0.5,
+            recovery_per_success: 0.01,
             max_busy_retries: 8,
             max_transport_retries: 3,
             backoff_base: Duration::from_millis(100),
@@ -114,7 +115,8 @@ impl Pacer {
     /// A call succeeded: win back a little rate.
     pub fn on_success(&self) {
         if let Ok(mut s) = self.state.lock() {
-            s.rate = (s.rate + self.config.recovery_per_success).min(self.config.rate);
+            s.rate = (s.rate + self.config.rate * self.config.recovery_per_success)
+                .min(self.config.rate);
         }
     }
 
