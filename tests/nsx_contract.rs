@@ -1196,3 +1196,146 @@ async fn effective_members_and_flow_logs_follow_the_policies() {
         "{line}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_limits_answer_429_per_client_and_503_globally() {
+    if real_nsx() {
+        return;
+    }
+    let sim = nsxsim::spawn(nsxsim::Config {
+        limits: LimitConfig {
+            rate: 0,
+            client_concurrency: 2,
+            global_concurrency: 4,
+        },
+        faults: Faults {
+            latency_ms: 300,
+            ..Faults::default()
+        },
+        users: [
+            ("admin".to_string(), nsxsim::DEFAULT_PASSWORD.to_string()),
+            ("auditor".to_string(), nsxsim::DEFAULT_PASSWORD.to_string()),
+        ]
+        .into(),
+        ..nsxsim::Config::default()
+    })
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let get = |user: &'static str| {
+        let http = http.clone();
+        let url = format!("{}/policy/api/v1/infra/domains/default/groups", sim.url);
+        async move {
+            let r = http
+                .get(url)
+                .basic_auth(user, Some(nsxsim::DEFAULT_PASSWORD))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.text().await.unwrap())
+        }
+    };
+    // Three at once from one user: two run (300 ms each), the third is refused with 429.
+    let answers = futures::future::join_all((0..3).map(|_| get("admin"))).await;
+    let refused: Vec<&(u16, String)> = answers.iter().filter(|(s, _)| *s == 429).collect();
+    assert_eq!(refused.len(), 1, "{answers:?}");
+    assert!(
+        refused[0]
+            .1
+            .contains("Client 'admin' exceeded concurrency limit of 2.")
+    );
+    assert_eq!(answers.iter().filter(|(s, _)| *s == 200).count(), 2);
+
+    // Past the global limit (all users together): 503.
+    let answers = futures::future::join_all(
+        (0..6).map(|i| get(if i % 2 == 0 { "admin" } else { "auditor" })),
+    )
+    .await;
+    assert!(answers.iter().any(|(s, _)| *s == 503), "{answers:?}");
+    assert!(
+        answers.iter().filter(|(s, _)| *s == 200).count() <= 4,
+        "{answers:?}"
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn request_rate_limit_message_and_retry_after() {
+    if real_nsx() {
+        return;
+    }
+    let sim = nsxsim::spawn(nsxsim::Config {
+        limits: LimitConfig {
+            rate: 3,
+            client_concurrency: 40,
+            global_concurrency: 199,
+        },
+        faults: Faults {
+            retry_after_seconds: Some(1),
+            ..Faults::default()
+        },
+        ..nsxsim::Config::default()
+    })
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let r = http
+            .get(format!("{}/policy/api/v1/infra/services", sim.url))
+            .basic_auth("admin", Some(nsxsim::DEFAULT_PASSWORD))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+        if r.status() == 429 {
+            assert_eq!(r.headers()["retry-after"], "1");
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(body["httpStatus"], "TOO_MANY_REQUESTS");
+            assert_eq!(
+                body["error_message"],
+                "Client 'admin' exceeded request rate of 3 per second."
+            );
+        }
+    }
+    assert_eq!(statuses, vec![200, 200, 200, 429]);
+
+    // The client waits for Retry-After and then succeeds.
+    let creds = credential_files(nsxsim::DEFAULT_PASSWORD);
+    let client = Client::new(sim_client_config(&sim.url, &creds, false)).unwrap();
+    let start = std::time::Instant::now();
+    let services: Vec<Value> = client.list("/infra/services").await.unwrap();
+    assert!(services.iter().any(|s| s["id"] == "HTTPS"));
+    assert!(start.elapsed() >= Duration::from_millis(900));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn paging_stops_on_result_count_when_the_last_page_has_a_cursor() {
+    if real_nsx() {
+        return;
+    }
+    let t = Target::with(nsxsim::Config::default(), |c| c.page_size = 4).await;
+    t.sim().set_faults(Faults {
+        cursor_on_last_page: true,
+        latency_ms: 1,
+        ..Faults::default()
+    });
+    let children = (0..10)
+        .map(|i| {
+            let id = t.id(&format!("lp-{i}"));
+            DomainChild::ChildGroup {
+                id: id.clone(),
+                marked_for_delete: false,
+                group: group(&id, vec![]),
+            }
+        })
+        .collect();
+    t.client
+        .patch_infra(&infra(&t.domain, children))
+        .await
+        .unwrap();
+    assert_eq!(t.client.list_groups(&t.domain).await.unwrap().len(), 10);
+    assert_eq!(t.sim().counters()["GET /infra/domains/{d}/groups"].total, 3);
+}

@@ -47,6 +47,11 @@ pub struct Faults {
     pub realization_delay_ms: u64,
     /// Intent paths whose realization fails, with NSX's error message.
     pub realization_errors: BTreeMap<String, String>,
+    /// Version quirk: the last page of a list still carries a cursor (some managers do,
+    /// reference §5); clients must then stop on `result_count`.
+    pub cursor_on_last_page: bool,
+    /// Send `Retry-After: N` with 429 and 503 answers (NSX does not document one).
+    pub retry_after_seconds: Option<u64>,
 }
 
 /// Calls of one method and path pattern.

@@ -451,7 +451,13 @@ impl Sim {
             self.count(&key, "reset");
             return Err(Reset);
         }
-        let resp = self.pipeline(req, peer, cert, route, &faults, outage).await;
+        let mut resp = self.pipeline(req, peer, cert, route, &faults, outage).await;
+        if let Some(secs) = faults.retry_after_seconds
+            && matches!(resp.status().as_u16(), 429 | 503)
+        {
+            resp.headers_mut()
+                .insert(hyper::header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         self.count(&key, resp.status().as_str());
         Ok(resp)
     }
@@ -683,7 +689,7 @@ impl Sim {
                     .values()
                     .map(|d| Value::Object(d.domain.clone()))
                     .collect();
-                page(items, q)
+                page(items, q, faults.cursor_on_last_page)
             }
             ("GET", Route::Domain(d)) => st
                 .domains
@@ -692,7 +698,11 @@ impl Sim {
                 .ok_or_else(|| Fail::not_found(&format!("/infra/domains/{d}"))),
             ("GET", Route::Groups(d)) => {
                 let dom = domain(&st, &d)?;
-                page(dom.groups.values().cloned().map(Value::Object).collect(), q)
+                page(
+                    dom.groups.values().cloned().map(Value::Object).collect(),
+                    q,
+                    faults.cursor_on_last_page,
+                )
             }
             ("GET", Route::Group(d, g)) => domain(&st, &d)?
                 .groups
@@ -750,6 +760,7 @@ impl Sim {
                         })
                         .collect(),
                     q,
+                    faults.cursor_on_last_page,
                 )
             }
             ("GET", Route::GroupIps(d, g)) => {
@@ -759,7 +770,11 @@ impl Sim {
                     .cloned()
                     .ok_or_else(|| Fail::not_found(&store::group_path(&d, &g)))?;
                 let ips = super::inventory::member_ips(&st, &group);
-                page(ips.into_iter().map(Value::String).collect(), q)
+                page(
+                    ips.into_iter().map(Value::String).collect(),
+                    q,
+                    faults.cursor_on_last_page,
+                )
             }
             ("GET", Route::Policies(d)) => {
                 let dom = domain(&st, &d)?;
@@ -775,7 +790,7 @@ impl Sim {
                         p
                     })
                     .collect();
-                page(items, q)
+                page(items, q, faults.cursor_on_last_page)
             }
             ("GET", Route::Policy(d, p)) => domain(&st, &d)?
                 .policies
@@ -857,6 +872,7 @@ impl Sim {
                         .map(|r| Value::Object(Store::rule_view(r)))
                         .collect(),
                     q,
+                    faults.cursor_on_last_page,
                 )
             }
             ("GET", Route::Rule(d, p, r)) => domain(&st, &d)?
@@ -925,7 +941,7 @@ impl Sim {
                     })
                     .map(Store::service_view)
                     .collect();
-                page(items, q)
+                page(items, q, faults.cursor_on_last_page)
             }
             ("GET", Route::Service(s)) => st
                 .services
@@ -979,7 +995,11 @@ impl Sim {
                     .services
                     .get(&s)
                     .ok_or_else(|| Fail::not_found(&store::service_path(&s)))?;
-                page(ss.entries.values().cloned().map(Value::Object).collect(), q)
+                page(
+                    ss.entries.values().cloned().map(Value::Object).collect(),
+                    q,
+                    faults.cursor_on_last_page,
+                )
             }
             ("GET", Route::Entry(s, e)) => st
                 .services
@@ -1163,7 +1183,11 @@ fn cookie(headers: &hyper::HeaderMap, name: &str) -> Option<String> {
 /// One page of a list: `page_size` (default and maximum 1000), decimal `cursor`, `result_count`
 /// always set, no `cursor` on the last page; `sort_by` (`id` or `display_name`) and
 /// `sort_ascending` are honoured.
-fn page(mut items: Vec<Value>, q: &BTreeMap<String, String>) -> Result<Resp, Fail> {
+fn page(
+    mut items: Vec<Value>,
+    q: &BTreeMap<String, String>,
+    last_cursor: bool,
+) -> Result<Resp, Fail> {
     if let Some(key) = q.get("sort_by") {
         items.sort_by(|a, b| {
             let ka = a.get(key).map(|x| x.to_string()).unwrap_or_default();
@@ -1196,7 +1220,7 @@ fn page(mut items: Vec<Value>, q: &BTreeMap<String, String>) -> Result<Resp, Fai
     let end = (start + size).min(total);
     let results: Vec<Value> = items.drain(start..end).collect();
     let mut body = json!({"results": results, "result_count": total});
-    if end < total
+    if (end < total || last_cursor)
         && let Some(o) = body.as_object_mut()
     {
         o.insert("cursor".into(), json!(end.to_string()));
