@@ -935,10 +935,9 @@ async fn tls_is_verified_against_the_named_ca_bundle() {
 
     // Without the CA the manager's certificate is refused.
     let client = Client::new(sim_client_config(&sim.url, &creds, false)).unwrap();
-    assert!(matches!(
-        client.get_group("default", "x").await.unwrap_err(),
-        Error::Transport { .. }
-    ));
+    let err = client.get_group("default", "x").await.unwrap_err();
+    assert!(matches!(err, Error::Transport { .. }), "{err:?}");
+    assert!(err.to_string().contains("certificate"), "{err}");
 
     // The insecure flag skips verification.
     let mut insecure = sim_client_config(&sim.url, &creds, false);

@@ -160,6 +160,22 @@ pub fn segment(s: &str) -> String {
     out
 }
 
+/// An error with its causes ("error sending request: connection refused"); reqwest errors
+/// carry no credentials, and the URL is stripped by the caller.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     headers
         .get(reqwest::header::RETRY_AFTER)
@@ -437,7 +453,7 @@ impl Client {
                 Ok(r) => r,
                 Err(e) => {
                     inner.metrics.record(method.as_str(), None, elapsed);
-                    let reason = e.without_url().to_string();
+                    let reason = error_chain(&e.without_url());
                     if idempotent && transport < inner.config.pacing.max_transport_retries {
                         transport += 1;
                         let wait = inner.pacer.backoff(transport, None);
