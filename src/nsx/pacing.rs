@@ -153,7 +153,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn throttle_halves_once_per_second_and_success_recovers() {
+    fn throttle_cuts_once_per_second_and_success_recovers() {
         let p = Pacer::new(PacingConfig::default());
         p.on_throttle();
         p.on_throttle();

@@ -1486,3 +1486,110 @@ pub fn expression_paths(g: &Obj) -> Vec<String> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> Ctx {
+        Ctx {
+            user: "admin".into(),
+            now_ms: 1,
+        }
+    }
+
+    fn obj(v: Value) -> Obj {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    fn rule_op(policy: &str, id: &str, src: &str) -> Op {
+        Op::Rule {
+            domain: "default".into(),
+            policy: policy.into(),
+            id: id.into(),
+            body: obj(json!({"action": "ALLOW", "source_groups": [src]})),
+            rev: RevCheck::Ignore,
+        }
+    }
+
+    fn policy_op(id: &str) -> Op {
+        Op::Policy {
+            domain: "default".into(),
+            id: id.into(),
+            body: obj(json!({"category": "Application"})),
+            rev: RevCheck::Ignore,
+            mode: Mode::Replace,
+            replace_rules: None,
+        }
+    }
+
+    #[test]
+    fn a_failed_transaction_leaves_no_trace() {
+        let mut s = Store::new();
+        let before = serde_json::to_value(&s).unwrap();
+        let err = s
+            .transact(
+                vec![
+                    Op::Group {
+                        domain: "default".into(),
+                        id: "g".into(),
+                        body: Obj::new(),
+                        rev: RevCheck::Ignore,
+                        mode: Mode::Merge,
+                    },
+                    policy_op("p"),
+                    rule_op("p", "r", "/infra/domains/default/groups/missing"),
+                ],
+                &ctx(),
+            )
+            .unwrap_err();
+        assert_eq!(err.body.error_code, CODE_INVALID_PATH);
+        assert_eq!(serde_json::to_value(&s).unwrap(), before);
+    }
+
+    #[test]
+    fn rule_ids_start_at_1002_stay_with_the_rule_and_are_never_reused() {
+        let mut s = Store::new();
+        s.transact(
+            vec![
+                policy_op("p"),
+                rule_op("p", "a", "ANY"),
+                rule_op("p", "b", "ANY"),
+            ],
+            &ctx(),
+        )
+        .unwrap();
+        let id =
+            |s: &Store, r: &str| s.domains["default"].policies["p"].rules[r]["rule_id"].clone();
+        assert_eq!(id(&s, "a"), json!(1002));
+        assert_eq!(id(&s, "b"), json!(1003));
+        s.transact(vec![rule_op("p", "a", "10.0.0.1")], &ctx())
+            .unwrap();
+        assert_eq!(id(&s, "a"), json!(1002));
+        assert_eq!(
+            s.domains["default"].policies["p"].rules["a"]["_revision"],
+            json!(1)
+        );
+        s.transact(
+            vec![Op::DeleteRule {
+                domain: "default".into(),
+                policy: "p".into(),
+                id: "b".into(),
+            }],
+            &ctx(),
+        )
+        .unwrap();
+        s.transact(vec![rule_op("p", "b", "ANY")], &ctx()).unwrap();
+        assert_eq!(id(&s, "b"), json!(1004));
+    }
+
+    #[test]
+    fn default_objects_are_read_only() {
+        let mut s = Store::new();
+        let err = s
+            .transact(vec![Op::DeleteService { id: "HTTPS".into() }], &ctx())
+            .unwrap_err();
+        assert_eq!(err.body.error_code, CODE_READ_ONLY);
+        assert!(s.service_exists("/infra/services/HTTPS"));
+    }
+}

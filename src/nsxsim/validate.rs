@@ -787,3 +787,40 @@ pub fn referenced_paths(obj: &Obj, fields: &[&str]) -> Vec<String> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ports(p: &[&str]) -> Vec<ApiError> {
+        let mut errs = Vec::new();
+        let p: Vec<String> = p.iter().map(|s| s.to_string()).collect();
+        check_ports(&p, "e", "destination_ports", &mut errs);
+        errs
+    }
+
+    #[test]
+    fn port_sets_follow_nsx_limits() {
+        assert!(ports(&["443", "8000-8080", "65535", "1"]).is_empty());
+        assert_eq!(ports(&["0"]).len(), 1);
+        assert_eq!(ports(&["65536"]).len(), 1);
+        assert_eq!(ports(&["90-80"]).len(), 1);
+        assert_eq!(ports(&["x"]).len(), 1);
+        // 7 ranges + 1 port = 15 values: allowed; one more port: refused.
+        let mut ok: Vec<&str> = vec!["1-2"; 7];
+        ok.push("3");
+        assert!(ports(&ok).is_empty());
+        ok.push("4");
+        assert_eq!(ports(&ok).len(), 1);
+    }
+
+    #[test]
+    fn addresses_parse_by_family() {
+        assert_eq!(parse_address("10.0.0.1"), Some(true));
+        assert_eq!(parse_address("10.0.0.0/8"), Some(true));
+        assert_eq!(parse_address("10.0.0.1-10.0.0.9"), Some(true));
+        assert_eq!(parse_address("fd00::/64"), Some(false));
+        assert_eq!(parse_address("10.0.0.9-10.0.0.1"), None);
+        assert_eq!(parse_address("web"), None);
+    }
+}
