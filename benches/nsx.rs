@@ -4,7 +4,8 @@
 //! and prints NSX calls by kind, wall time, calls per application, and the achieved request
 //! rate against the client's configured limit and the manager's 100 req/s limit.
 //!
-//! Run: `cargo bench --bench nsx`. Environment: `NSX_BENCH_APPS` (default 1000),
+//! Run: `cargo bench --bench nsx` (or `scripts/bench-nsx.sh`); under `cargo test` it only
+//! makes a 5-application smoke run. Environment: `NSX_BENCH_APPS` (default 1000),
 //! `NSX_BENCH_RULES` (10), `NSX_BENCH_RATE` (client rate, default the client default 50/s),
 //! `NSX_BENCH_CONCURRENCY` (client concurrency, default 10), `NSX_BENCH_PARALLEL` (reconciles
 //! in flight, default 20).
@@ -196,7 +197,10 @@ async fn phase(
 }
 
 fn main() -> Result<(), BoxError> {
-    let apps_n: usize = env("NSX_BENCH_APPS", 1000);
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without it,
+    // and then a 5-application smoke run keeps the test suite fast.
+    let full = std::env::args().any(|a| a == "--bench");
+    let apps_n: usize = env("NSX_BENCH_APPS", if full { 1000 } else { 5 });
     let rules: usize = env("NSX_BENCH_RULES", 10);
     let rate: f64 = env("NSX_BENCH_RATE", PacingConfig::default().rate);
     let concurrency: usize = env("NSX_BENCH_CONCURRENCY", PacingConfig::default().concurrency);

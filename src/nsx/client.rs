@@ -476,7 +476,7 @@ impl Client {
                     return Ok((headers, bytes));
                 }
                 429 | 503 => {
-                    inner.pacer.on_throttle();
+                    inner.pacer.on_throttle(status);
                     let after = retry_after(&headers);
                     if busy < inner.config.pacing.max_busy_retries {
                         busy += 1;
