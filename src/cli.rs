@@ -42,6 +42,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The NSX simulator failed.
+    #[error("nsx-sim: {0}")]
+    NsxSim(#[from] crate::nsxsim::Error),
 }
 
 /// microseg: zero-trust microsegmentation on VMware NSX DFW, on a schedule.
@@ -65,6 +68,8 @@ pub enum Command {
         #[arg(long, default_value = ".")]
         root: PathBuf,
     },
+    /// Run the NSX Manager simulator on a loopback address until interrupted.
+    NsxSim(crate::nsxsim::Args),
     /// Show what microseg would write to NSX for a directory of manifests, per phase.
     Plan(PlanArgs),
 }
@@ -95,6 +100,14 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Plan(args) => plan(&args),
+        Command::NsxSim(args) => {
+            let runtime = tokio::runtime::Runtime::new().map_err(|source| Error::Io {
+                path: PathBuf::from("tokio runtime"),
+                source,
+            })?;
+            runtime.block_on(crate::nsxsim::run(args))?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 //! - [`schedule`]: the phase state machine and its gates (pure).
 //! - [`plan`]: the desired NSX objects for a policy in a phase, and the diff against NSX (pure).
 //! - [`nsx`]: the NSX Policy API wire model.
+//! - [`nsxsim`]: an NSX Manager simulator for tests, benchmarks and dry runs.
 //! - [`cli`]: command-line dispatch for the `microseg` binary.
 
 pub mod api;
@@ -13,6 +14,7 @@ pub mod cli;
 pub mod controller;
 pub mod notify;
 pub mod nsx;
+pub mod nsxsim;
 pub mod plan;
 pub mod schedule;
 pub mod web;

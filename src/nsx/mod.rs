@@ -1,7 +1,20 @@
 //! NSX Policy API: the wire model shared by the plan, the client and the simulator, the
 //! `NsxApi` trait the controller talks to, and its typed errors.
+//!
+//! Submodules: [`model`] (wire types), [`client`] (the HTTP client implementing [`NsxApi`]),
+//! [`auth`] (credentials and secrets), [`pacing`] (shared rate/concurrency budget with AIMD
+//! back-off), [`metrics`] (Prometheus series of the client).
 
+pub mod auth;
+pub mod client;
+pub mod metrics;
 pub mod model;
+pub mod pacing;
+
+pub use auth::{AuthConfig, Credentials, Secret};
+pub use client::{Client, ClientConfig};
+pub use metrics::NsxMetrics;
+pub use pacing::PacingConfig;
 
 use std::time::Duration;
 

@@ -1,0 +1,248 @@
+//! Client-side pacing shared by every call of one `Client` (clones share it): a concurrency
+//! limit and an evenly spaced request rate, both below NSX's defaults (100 req/s and 40
+//! outstanding per client), adjusted AIMD-style:
+//!
+//! - 429 (this user is over the manager's per-client limit): the rate is halved and a ceiling
+//!   is set at 90 % of the rate that drew the 429; the ceiling then creeps up very slowly
+//!   (0.05 % of the configured rate per success), so the client settles just under the
+//!   manager's real limit instead of oscillating around it.
+//! - 503 (the manager is busy for everyone): the rate is cut by 20 %, the ceiling stays.
+//! - Cuts happen at most once per second, however many calls are refused at once.
+//! - Each success wins back 1 % of the configured rate, up to the ceiling.
+//!
+//! So random, load-unrelated 503s do not drive the rate to the floor, while sustained 429s do
+//! bring it down. Retries wait with full jitter, or for Retry-After when NSX sends one.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+/// Pacing settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PacingConfig {
+    /// Highest request rate (requests per second).
+    pub rate: f64,
+    /// Lowest rate the back-off goes down to.
+    pub min_rate: f64,
+    /// Calls outstanding at once.
+    pub concurrency: usize,
+    /// Multiplier applied to the rate on a 429 (at most once per second).
+    pub decrease_factor: f64,
+    /// Multiplier applied to the rate on a 503 (at most once per second).
+    pub busy_decrease_factor: f64,
+    /// After a 429 the ceiling is this fraction of the rate that drew it.
+    pub ceiling_factor: f64,
+    /// Fraction of `rate` the ceiling rises per success once the rate has reached it.
+    pub probe_per_success: f64,
+    /// Fraction of `rate` won back per successful call (0.01: a hundred successes recover
+    /// the full rate from zero).
+    pub recovery_per_success: f64,
+    /// Retries of a call answered 429/503 before reporting `Busy`.
+    pub max_busy_retries: u32,
+    /// Retries of an idempotent call after a connection error.
+    pub max_transport_retries: u32,
+    /// First back-off step.
+    pub backoff_base: Duration,
+    /// Longest back-off.
+    pub backoff_max: Duration,
+}
+
+impl Default for PacingConfig {
+    fn default() -> Self {
+        PacingConfig {
+            rate: 50.0,
+            min_rate: 1.0,
+            concurrency: 10,
+            decrease_factor: 0.5,
+            busy_decrease_factor: 0.8,
+            ceiling_factor: 0.9,
+            probe_per_success: 0.0005,
+            recovery_per_success: 0.01,
+            max_busy_retries: 8,
+            max_transport_retries: 3,
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(10),
+        }
+    }
+}
+
+struct State {
+    rate: f64,
+    ceiling: f64,
+    next_slot: Instant,
+    last_decrease: Option<Instant>,
+}
+
+/// The shared budget.
+pub struct Pacer {
+    config: PacingConfig,
+    permits: Semaphore,
+    state: Mutex<State>,
+}
+
+impl Pacer {
+    /// A pacer at full rate.
+    pub fn new(config: PacingConfig) -> Self {
+        let concurrency = config.concurrency.max(1);
+        let rate = config.rate.max(config.min_rate).max(0.001);
+        Pacer {
+            permits: Semaphore::new(concurrency),
+            state: Mutex::new(State {
+                rate,
+                ceiling: rate,
+                next_slot: Instant::now(),
+                last_decrease: None,
+            }),
+            config,
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &PacingConfig {
+        &self.config
+    }
+
+    /// The current rate (requests per second).
+    pub fn current_rate(&self) -> f64 {
+        self.state
+            .lock()
+            .map(|s| s.rate)
+            .unwrap_or(self.config.min_rate)
+    }
+
+    /// Waits for a concurrency slot and then for the next rate slot.
+    pub async fn acquire(&self) -> Option<SemaphorePermit<'_>> {
+        let permit = self.permits.acquire().await.ok()?;
+        let wait = {
+            let mut s = match self.state.lock() {
+                Ok(s) => s,
+                Err(p) => p.into_inner(),
+            };
+            let now = Instant::now();
+            let slot = s.next_slot.max(now);
+            s.next_slot = slot + Duration::from_secs_f64(1.0 / s.rate);
+            slot.saturating_duration_since(now)
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        Some(permit)
+    }
+
+    /// The current ceiling (requests per second).
+    pub fn current_ceiling(&self) -> f64 {
+        self.state
+            .lock()
+            .map(|s| s.ceiling)
+            .unwrap_or(self.config.min_rate)
+    }
+
+    /// A call succeeded: win back a little rate, up to the ceiling; at the ceiling, raise it
+    /// slowly.
+    pub fn on_success(&self) {
+        let c = &self.config;
+        if let Ok(mut s) = self.state.lock() {
+            if s.rate < s.ceiling {
+                s.rate = (s.rate + c.rate * c.recovery_per_success).min(s.ceiling);
+            } else {
+                s.ceiling = (s.ceiling + c.rate * c.probe_per_success).min(c.rate);
+                s.rate = s.ceiling;
+            }
+        }
+    }
+
+    /// NSX answered 429 (per-client limit) or 503 (busy): cut the rate, at most once per
+    /// second; a 429 also lowers the ceiling.
+    pub fn on_throttle(&self, status: u16) {
+        let c = &self.config;
+        if let Ok(mut s) = self.state.lock() {
+            let now = Instant::now();
+            if s.last_decrease
+                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+            {
+                if status == 429 {
+                    s.ceiling = (s.rate * c.ceiling_factor).max(c.min_rate);
+                    s.rate = (s.rate * c.decrease_factor).max(c.min_rate);
+                } else {
+                    s.rate = (s.rate * c.busy_decrease_factor).max(c.min_rate);
+                }
+                s.last_decrease = Some(now);
+            }
+        }
+    }
+
+    /// How long to wait before retry `attempt` (1-based): Retry-After when given, else
+    /// full jitter over an exponential step.
+    pub fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        if let Some(d) = retry_after {
+            return d.min(self.config.backoff_max * 6);
+        }
+        let exp = self
+            .config
+            .backoff_base
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+        let cap = exp.min(self.config.backoff_max);
+        cap.mul_f64(rand::random::<f64>().max(0.05))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttle_cuts_once_per_second_and_success_recovers() {
+        let p = Pacer::new(PacingConfig::default());
+        p.on_throttle(503);
+        p.on_throttle(503);
+        assert!((p.current_rate() - 40.0).abs() < 1e-9);
+        assert!((p.current_ceiling() - 50.0).abs() < 1e-9);
+        for _ in 0..20 {
+            p.on_success();
+        }
+        assert!((p.current_rate() - 50.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_429_lowers_the_ceiling_which_rises_slowly() {
+        let p = Pacer::new(PacingConfig::default());
+        p.on_throttle(429);
+        assert!((p.current_rate() - 25.0).abs() < 1e-9);
+        assert!((p.current_ceiling() - 45.0).abs() < 1e-9);
+        for _ in 0..40 {
+            p.on_success();
+        }
+        assert!((p.current_rate() - 45.0).abs() < 1e-9);
+        // 100 more successes at the ceiling raise it by 100 × 0.025 req/s.
+        for _ in 0..100 {
+            p.on_success();
+        }
+        assert!((p.current_ceiling() - 47.5).abs() < 1e-6);
+    }
+
+    #[test]
+    fn backoff_honours_retry_after_and_is_capped() {
+        let p = Pacer::new(PacingConfig::default());
+        assert_eq!(
+            p.backoff(1, Some(Duration::from_secs(2))),
+            Duration::from_secs(2)
+        );
+        for attempt in 1..30 {
+            assert!(p.backoff(attempt, None) <= Duration::from_secs(10));
+        }
+    }
+
+    #[tokio::test]
+    async fn rate_spaces_calls() {
+        let p = Pacer::new(PacingConfig {
+            rate: 100.0,
+            ..PacingConfig::default()
+        });
+        let start = Instant::now();
+        for _ in 0..21 {
+            drop(p.acquire().await);
+        }
+        assert!(start.elapsed() >= Duration::from_millis(190));
+    }
+}

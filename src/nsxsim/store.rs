@@ -1,0 +1,1595 @@
+//! The simulator's intent store: domains, groups, security policies with their rules, and
+//! services, kept as JSON objects with NSX's read-only fields filled in (`path`, `_revision`,
+//! `rule_id`, ...). Every write — a single-object PUT/PATCH/DELETE or a hierarchical
+//! `PATCH /infra` — is a transaction: its operations are applied with an undo journal, the
+//! references of the result are checked, and on any error everything is rolled back.
+//!
+//! Simulator decisions where the reference is silent (each also noted where it is made):
+//! - `_revision` starts at 0 and is bumped on every write to the object (also when the content
+//!   does not change).
+//! - Duplicate rule `sequence_number`s are accepted, as NSX accepts them; NSX's order between
+//!   them is nondeterministic, the simulator orders ties by rule id.
+//! - `rule_id`s start at 1002, are never reused, and stay with a rule (same policy and id)
+//!   across updates; a rule deleted and created again gets a new one.
+//! - DELETE of an absent object answers 200 (idempotent).
+//! - PATCH of a security policy or rule is a full replace of its fields (SDK docstring);
+//!   PATCH of a group or service merges the given top-level fields.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use hyper::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::errors::{
+    CODE_EXISTS, CODE_IN_USE, CODE_INVALID_PATH, CODE_READ_ONLY, CODE_REVISION, Fail, api_error,
+    invalid,
+};
+use super::validate::{self as v, Obj};
+use crate::nsx::model::ApiError;
+
+/// First rule id handed to user rules (reference §8).
+pub const FIRST_RULE_ID: i64 = 1002;
+/// Intent objects allowed in one H-API call on a Local Manager.
+pub const MAX_HAPI_OBJECTS: usize = 5000;
+
+/// A security policy and its rules.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct PolicyState {
+    /// The policy without `rules`.
+    pub policy: Obj,
+    /// Rules by id.
+    pub rules: BTreeMap<String, Obj>,
+}
+
+/// A service and its entries.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct ServiceState {
+    /// The service without `service_entries`.
+    pub service: Obj,
+    /// Entries by id.
+    pub entries: BTreeMap<String, Obj>,
+}
+
+/// A domain with its groups and policies.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct DomainState {
+    /// The domain object.
+    pub domain: Obj,
+    /// Groups by id.
+    pub groups: BTreeMap<String, Obj>,
+    /// Policies by id.
+    pub policies: BTreeMap<String, PolicyState>,
+}
+
+/// A VM of the simulated inventory (for effective membership and flow logs).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Vm {
+    /// Display name.
+    pub name: String,
+    /// IP addresses.
+    #[serde(default)]
+    pub ips: Vec<String>,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Vec<crate::nsx::model::Tag>,
+}
+
+/// The whole intent state; this is what `/admin/state` dumps and loads.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct Store {
+    /// Domains by id.
+    pub domains: BTreeMap<String, DomainState>,
+    /// Services by id.
+    pub services: BTreeMap<String, ServiceState>,
+    /// Next rule id to hand out.
+    pub next_rule_id: i64,
+    /// VM inventory.
+    #[serde(default)]
+    pub vms: Vec<Vm>,
+}
+
+/// How a write treats `_revision`.
+#[derive(Clone, Copy, Debug)]
+pub enum RevCheck {
+    /// Ignore it (H-API without `enforce_revision_check`).
+    Ignore,
+    /// PUT: absent on an existing object → 400/500127; stale → 412.
+    Put(Option<i64>),
+    /// PATCH (or H-API with `enforce_revision_check`): checked when given.
+    IfGiven(Option<i64>),
+}
+
+/// Whether an update merges fields or replaces them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Top-level merge of the given fields.
+    Merge,
+    /// Full replace of the writable fields.
+    Replace,
+}
+
+/// One write.
+#[derive(Clone, Debug)]
+pub enum Op {
+    /// Create or update a group.
+    Group {
+        /// Domain.
+        domain: String,
+        /// Id.
+        id: String,
+        /// Writable fields.
+        body: Obj,
+        /// Revision handling.
+        rev: RevCheck,
+        /// Merge or replace.
+        mode: Mode,
+    },
+    /// Delete a group.
+    DeleteGroup {
+        /// Domain.
+        domain: String,
+        /// Id.
+        id: String,
+    },
+    /// Create or update a policy (not its rules).
+    Policy {
+        /// Domain.
+        domain: String,
+        /// Id.
+        id: String,
+        /// Writable fields.
+        body: Obj,
+        /// Revision handling.
+        rev: RevCheck,
+        /// Merge or replace.
+        mode: Mode,
+        /// PUT: delete the rules not listed in `keep_rules`.
+        replace_rules: Option<BTreeSet<String>>,
+    },
+    /// Delete a policy and its rules.
+    DeletePolicy {
+        /// Domain.
+        domain: String,
+        /// Id.
+        id: String,
+    },
+    /// Create or update a rule.
+    Rule {
+        /// Domain.
+        domain: String,
+        /// Policy id.
+        policy: String,
+        /// Id.
+        id: String,
+        /// Writable fields.
+        body: Obj,
+        /// Revision handling.
+        rev: RevCheck,
+    },
+    /// Delete a rule.
+    DeleteRule {
+        /// Domain.
+        domain: String,
+        /// Policy id.
+        policy: String,
+        /// Id.
+        id: String,
+    },
+    /// Create or update a service; entries given are upserted (all replaced with `replace`).
+    Service {
+        /// Id.
+        id: String,
+        /// Writable fields without entries.
+        body: Obj,
+        /// Entries by id.
+        entries: Vec<(String, Obj)>,
+        /// Revision handling.
+        rev: RevCheck,
+        /// Merge or replace (replace also drops unlisted entries).
+        mode: Mode,
+    },
+    /// Delete a service.
+    DeleteService {
+        /// Id.
+        id: String,
+    },
+    /// Create a domain if absent.
+    Domain {
+        /// Id.
+        id: String,
+    },
+}
+
+enum Undo {
+    Group(String, String, Option<Obj>),
+    Policy(String, String, Option<PolicyState>),
+    Service(String, Option<ServiceState>),
+    Domain(String, Option<DomainState>),
+    NextRuleId(i64),
+}
+
+/// Who writes and when.
+#[derive(Clone, Debug)]
+pub struct Ctx {
+    /// User name for `_create_user` / `_last_modified_user`.
+    pub user: String,
+    /// Epoch milliseconds.
+    pub now_ms: i64,
+}
+
+/// A policy path.
+pub fn group_path(domain: &str, id: &str) -> String {
+    format!("/infra/domains/{domain}/groups/{id}")
+}
+/// A policy path.
+pub fn policy_path(domain: &str, id: &str) -> String {
+    format!("/infra/domains/{domain}/security-policies/{id}")
+}
+/// A policy path.
+pub fn rule_path(domain: &str, policy: &str, id: &str) -> String {
+    format!("{}/rules/{id}", policy_path(domain, policy))
+}
+/// A policy path.
+pub fn service_path(id: &str) -> String {
+    format!("/infra/services/{id}")
+}
+
+fn unique_id() -> String {
+    let b: [u8; 16] = rand::random();
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// Fills the read-only fields of a new or updated object.
+fn stamp(
+    mut obj: Obj,
+    previous: Option<&Obj>,
+    kind: &str,
+    id: &str,
+    path: String,
+    parent: &str,
+    ctx: &Ctx,
+) -> Obj {
+    obj.insert("resource_type".into(), json!(kind));
+    obj.insert("id".into(), json!(id));
+    if !obj.contains_key("display_name") {
+        obj.insert("display_name".into(), json!(id));
+    }
+    obj.remove("_revision");
+    let (rev, created, creator, uid) = match previous {
+        Some(p) => (
+            p.get("_revision").and_then(Value::as_i64).unwrap_or(0) + 1,
+            p.get("_create_time").cloned().unwrap_or(json!(ctx.now_ms)),
+            p.get("_create_user").cloned().unwrap_or(json!(ctx.user)),
+            p.get("unique_id")
+                .cloned()
+                .unwrap_or_else(|| json!(unique_id())),
+        ),
+        None => (0, json!(ctx.now_ms), json!(ctx.user), json!(unique_id())),
+    };
+    obj.insert("path".into(), json!(path));
+    obj.insert("parent_path".into(), json!(parent));
+    obj.insert("relative_path".into(), json!(id));
+    obj.insert("realization_id".into(), uid.clone());
+    obj.insert("unique_id".into(), uid);
+    obj.insert("marked_for_delete".into(), json!(false));
+    obj.insert("overridden".into(), json!(false));
+    obj.insert("_revision".into(), json!(rev));
+    obj.insert("_create_time".into(), created);
+    obj.insert("_create_user".into(), creator);
+    obj.insert("_last_modified_time".into(), json!(ctx.now_ms));
+    obj.insert("_last_modified_user".into(), json!(ctx.user));
+    obj.insert("_protection".into(), json!("NOT_PROTECTED"));
+    obj.insert("_system_owned".into(), json!(false));
+    obj
+}
+
+fn check_rev(path: &str, current: Option<&Obj>, rev: RevCheck) -> Result<(), Fail> {
+    let Some(current) = current else {
+        return Ok(());
+    };
+    let have = current
+        .get("_revision")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let given = match rev {
+        RevCheck::Ignore => return Ok(()),
+        RevCheck::Put(None) => {
+            return Err(Fail::bad(
+                CODE_EXISTS,
+                format!("Cannot create an object with path=[{path}] as it already exists."),
+            ));
+        }
+        RevCheck::Put(Some(r)) | RevCheck::IfGiven(Some(r)) => r,
+        RevCheck::IfGiven(None) => return Ok(()),
+    };
+    if given != have {
+        return Err(Fail {
+            status: StatusCode::PRECONDITION_FAILED,
+            body: Box::new(api_error(
+                StatusCode::PRECONDITION_FAILED,
+                CODE_REVISION,
+                "Policy",
+                format!(
+                    "Object _revision mismatch! (current: {have}, requested: {given}). Fetch the latest copy of the object and retry!"
+                ),
+            )),
+        });
+    }
+    Ok(())
+}
+
+fn merged(previous: Option<&Obj>, body: Obj, mode: Mode) -> Obj {
+    match (previous, mode) {
+        (Some(p), Mode::Merge) => {
+            let mut out = v::writable(p);
+            for (k, val) in body {
+                out.insert(k, val);
+            }
+            out
+        }
+        _ => body,
+    }
+}
+
+fn is_system(obj: &Obj) -> bool {
+    obj.get("_system_owned").and_then(Value::as_bool) == Some(true)
+        || obj.get("is_default").and_then(Value::as_bool) == Some(true)
+}
+
+fn read_only(path: &str) -> Fail {
+    Fail::bad(
+        CODE_READ_ONLY,
+        format!(
+            "The object path=[{path}] is a system-owned default object and cannot be modified or deleted."
+        ),
+    )
+}
+
+fn rule_defaults(mut obj: Obj) -> Obj {
+    let defaults = [
+        ("action", json!("ALLOW")),
+        ("source_groups", json!(["ANY"])),
+        ("destination_groups", json!(["ANY"])),
+        ("services", json!(["ANY"])),
+        ("profiles", json!(["ANY"])),
+        ("scope", json!(["ANY"])),
+        ("direction", json!("IN_OUT")),
+        ("ip_protocol", json!("IPV4_IPV6")),
+        ("logged", json!(false)),
+        ("disabled", json!(false)),
+        ("sources_excluded", json!(false)),
+        ("destinations_excluded", json!(false)),
+        ("sequence_number", json!(0)),
+    ];
+    for (k, val) in defaults {
+        if obj.get(k).is_none_or(Value::is_null) {
+            obj.insert(k.into(), val);
+        }
+    }
+    obj
+}
+
+fn policy_defaults(mut obj: Obj) -> Obj {
+    let defaults = [
+        ("sequence_number", json!(0)),
+        ("stateful", json!(true)),
+        ("tcp_strict", json!(true)),
+        ("scope", json!(["ANY"])),
+        ("locked", json!(false)),
+        ("is_default", json!(false)),
+    ];
+    for (k, val) in defaults {
+        if obj.get(k).is_none_or(Value::is_null) {
+            obj.insert(k.into(), val);
+        }
+    }
+    obj
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store::new()
+    }
+}
+
+impl Store {
+    /// A fresh manager: domain `default`, its default L2/L3 policies and the default services.
+    pub fn new() -> Self {
+        let ctx = Ctx {
+            user: "system".into(),
+            now_ms: 0,
+        };
+        let mut store = Store {
+            domains: BTreeMap::new(),
+            services: BTreeMap::new(),
+            next_rule_id: FIRST_RULE_ID,
+            vms: Vec::new(),
+        };
+        let domain = stamp(
+            Obj::new(),
+            None,
+            "Domain",
+            "default",
+            "/infra/domains/default".into(),
+            "/infra",
+            &ctx,
+        );
+        let mut d = DomainState {
+            domain,
+            ..DomainState::default()
+        };
+        let sys = |mut o: Obj| {
+            o.insert("_system_owned".into(), json!(true));
+            o.insert("is_default".into(), json!(true));
+            o.insert("_create_user".into(), json!("system"));
+            o
+        };
+        for (pid, category, stateful, rules) in [
+            (
+                "default-layer3-section",
+                "Application",
+                true,
+                vec![
+                    ("default_rule_NDP", 3, 25000, "IPV6"),
+                    ("default_rule_DHCP", 4, 50000, "IPV4_IPV6"),
+                    ("default-layer3-rule", 2, 2_147_483_647, "IPV4_IPV6"),
+                ],
+            ),
+            (
+                "default-layer2-section",
+                "Ethernet",
+                false,
+                vec![("default-layer2-rule", 1, 2_147_483_647, "")],
+            ),
+        ] {
+            let mut p = Obj::new();
+            p.insert("category".into(), json!(category));
+            p.insert("stateful".into(), json!(stateful));
+            p.insert("sequence_number".into(), json!(0));
+            p.insert("scope".into(), json!(["ANY"]));
+            let path = policy_path("default", pid);
+            let policy = sys(stamp(
+                p,
+                None,
+                "SecurityPolicy",
+                pid,
+                path.clone(),
+                "/infra/domains/default",
+                &ctx,
+            ));
+            let mut ps = PolicyState {
+                policy,
+                rules: BTreeMap::new(),
+            };
+            for (rid, num, seq, proto) in rules {
+                let mut r = rule_defaults(Obj::new());
+                r.insert("sequence_number".into(), json!(seq));
+                let services = match rid {
+                    "default_rule_NDP" => {
+                        json!(["/infra/services/IPv6-ICMP_Neighbor_Solicitation"])
+                    }
+                    "default_rule_DHCP" => {
+                        json!(["/infra/services/DHCP-Server", "/infra/services/DHCP-Client"])
+                    }
+                    _ => json!(["ANY"]),
+                };
+                r.insert("services".into(), services);
+                if proto.is_empty() {
+                    r.remove("ip_protocol");
+                } else {
+                    r.insert("ip_protocol".into(), json!(proto));
+                }
+                let mut r = sys(stamp(
+                    r,
+                    None,
+                    "Rule",
+                    rid,
+                    rule_path("default", pid, rid),
+                    &path,
+                    &ctx,
+                ));
+                r.insert("rule_id".into(), json!(num));
+                ps.rules.insert(rid.to_string(), r);
+            }
+            d.policies.insert(pid.to_string(), ps);
+        }
+        store.domains.insert("default".into(), d);
+        let services: &[(&str, &str, &[&str])] = &[
+            ("HTTP", "TCP", &["80"]),
+            ("HTTPS", "TCP", &["443"]),
+            ("SSH", "TCP", &["22"]),
+            ("RDP", "TCP", &["3389"]),
+            ("DNS", "TCP", &["53"]),
+            ("DNS-UDP", "UDP", &["53"]),
+            ("NTP", "UDP", &["123"]),
+            ("LDAP", "TCP", &["389"]),
+            ("MySQL", "TCP", &["3306"]),
+            ("DHCP-Server", "UDP", &["67"]),
+            ("DHCP-Client", "UDP", &["68"]),
+        ];
+        for (id, proto, ports) in services {
+            let mut s = Obj::new();
+            s.insert("service_type".into(), json!("NON_ETHER"));
+            let path = service_path(id);
+            let service = sys(stamp(s, None, "Service", id, path.clone(), "/infra", &ctx));
+            let eid = format!("{id}-{}", proto.to_ascii_lowercase());
+            let mut e = Obj::new();
+            e.insert("l4_protocol".into(), json!(proto));
+            e.insert("source_ports".into(), json!([]));
+            e.insert("destination_ports".into(), json!(ports));
+            let entry = sys(stamp(
+                e,
+                None,
+                "L4PortSetServiceEntry",
+                &eid,
+                format!("{path}/service-entries/{eid}"),
+                &path,
+                &ctx,
+            ));
+            let mut entries = BTreeMap::new();
+            entries.insert(eid, entry);
+            store
+                .services
+                .insert((*id).to_string(), ServiceState { service, entries });
+        }
+        let mut icmp = Obj::new();
+        icmp.insert("service_type".into(), json!("NON_ETHER"));
+        let path = service_path("IPv6-ICMP_Neighbor_Solicitation");
+        let service = sys(stamp(
+            icmp,
+            None,
+            "Service",
+            "IPv6-ICMP_Neighbor_Solicitation",
+            path.clone(),
+            "/infra",
+            &ctx,
+        ));
+        let mut e = Obj::new();
+        e.insert("protocol".into(), json!("ICMPv6"));
+        e.insert("icmp_type".into(), json!(135));
+        let entry = sys(stamp(
+            e,
+            None,
+            "ICMPTypeServiceEntry",
+            "ICMPv6-NS",
+            format!("{path}/service-entries/ICMPv6-NS"),
+            &path,
+            &ctx,
+        ));
+        store.services.insert(
+            "IPv6-ICMP_Neighbor_Solicitation".into(),
+            ServiceState {
+                service,
+                entries: BTreeMap::from([("ICMPv6-NS".to_string(), entry)]),
+            },
+        );
+        store
+    }
+
+    /// Whether a group path names an existing group.
+    pub fn group_exists(&self, path: &str) -> bool {
+        let parts: Vec<&str> = path.split('/').collect();
+        match parts.as_slice() {
+            ["", "infra", "domains", d, "groups", g] => self
+                .domains
+                .get(*d)
+                .is_some_and(|dom| dom.groups.contains_key(*g)),
+            _ => false,
+        }
+    }
+
+    /// Whether a service path names an existing service.
+    pub fn service_exists(&self, path: &str) -> bool {
+        match path.strip_prefix("/infra/services/") {
+            Some(id) if !id.contains('/') => self.services.contains_key(id),
+            _ => false,
+        }
+    }
+
+    /// A policy with its rules embedded (as GET returns it); rules ordered by sequence
+    /// number, ties by id.
+    pub fn policy_view(ps: &PolicyState, with_rules: bool) -> Value {
+        let mut p = ps.policy.clone();
+        if with_rules {
+            let rules: Vec<Value> = Self::ordered_rules(ps)
+                .into_iter()
+                .map(|r| Value::Object(Self::rule_view(r)))
+                .collect();
+            p.insert("rules".into(), Value::Array(rules));
+        }
+        p.insert("children".into(), json!([]));
+        Value::Object(p)
+    }
+
+    /// A rule as GET returns it.
+    pub fn rule_view(r: &Obj) -> Obj {
+        let mut r = r.clone();
+        r.insert("children".into(), json!([]));
+        r
+    }
+
+    /// Rules in evaluation order.
+    pub fn ordered_rules(ps: &PolicyState) -> Vec<&Obj> {
+        let mut rules: Vec<&Obj> = ps.rules.values().collect();
+        rules.sort_by_key(|r| {
+            (
+                r.get("sequence_number")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0),
+                r.get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        });
+        rules
+    }
+
+    /// A service with its entries embedded.
+    pub fn service_view(ss: &ServiceState) -> Value {
+        let mut s = ss.service.clone();
+        s.insert(
+            "service_entries".into(),
+            Value::Array(ss.entries.values().cloned().map(Value::Object).collect()),
+        );
+        s.insert("children".into(), json!([]));
+        Value::Object(s)
+    }
+
+    /// Applies `ops` atomically.
+    pub fn transact(&mut self, ops: Vec<Op>, ctx: &Ctx) -> Result<(), Fail> {
+        let mut journal = Vec::new();
+        let mut touched_policies = BTreeSet::new();
+        let mut touched_groups = BTreeSet::new();
+        let mut deleted = BTreeSet::new();
+        let mut result = Ok(());
+        for op in ops {
+            if let Err(e) = self.apply(
+                op,
+                ctx,
+                &mut journal,
+                &mut touched_policies,
+                &mut touched_groups,
+                &mut deleted,
+            ) {
+                result = Err(e);
+                break;
+            }
+        }
+        if result.is_ok() {
+            let errs = self.check_references(&touched_policies, &touched_groups, &deleted);
+            if let Some(f) = Fail::from_errors(errs) {
+                result = Err(f);
+            }
+        }
+        if result.is_err() {
+            self.rollback(journal);
+        }
+        result
+    }
+
+    fn rollback(&mut self, journal: Vec<Undo>) {
+        for undo in journal.into_iter().rev() {
+            match undo {
+                Undo::Group(d, id, prev) => {
+                    if let Some(dom) = self.domains.get_mut(&d) {
+                        match prev {
+                            Some(p) => {
+                                dom.groups.insert(id, p);
+                            }
+                            None => {
+                                dom.groups.remove(&id);
+                            }
+                        }
+                    }
+                }
+                Undo::Policy(d, id, prev) => {
+                    if let Some(dom) = self.domains.get_mut(&d) {
+                        match prev {
+                            Some(p) => {
+                                dom.policies.insert(id, p);
+                            }
+                            None => {
+                                dom.policies.remove(&id);
+                            }
+                        }
+                    }
+                }
+                Undo::Service(id, prev) => match prev {
+                    Some(s) => {
+                        self.services.insert(id, s);
+                    }
+                    None => {
+                        self.services.remove(&id);
+                    }
+                },
+                Undo::Domain(id, prev) => match prev {
+                    Some(d) => {
+                        self.domains.insert(id, d);
+                    }
+                    None => {
+                        self.domains.remove(&id);
+                    }
+                },
+                Undo::NextRuleId(n) => self.next_rule_id = n,
+            }
+        }
+    }
+
+    fn domain_mut(&mut self, d: &str) -> Result<&mut DomainState, Fail> {
+        self.domains
+            .get_mut(d)
+            .ok_or_else(|| Fail::not_found(&format!("/infra/domains/{d}")))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn apply(
+        &mut self,
+        op: Op,
+        ctx: &Ctx,
+        journal: &mut Vec<Undo>,
+        touched_policies: &mut BTreeSet<(String, String)>,
+        touched_groups: &mut BTreeSet<(String, String)>,
+        deleted: &mut BTreeSet<String>,
+    ) -> Result<(), Fail> {
+        match op {
+            Op::Domain { id } => {
+                if let std::collections::btree_map::Entry::Vacant(slot) =
+                    self.domains.entry(id.clone())
+                {
+                    journal.push(Undo::Domain(id.clone(), None));
+                    let domain = stamp(
+                        Obj::new(),
+                        None,
+                        "Domain",
+                        &id,
+                        format!("/infra/domains/{id}"),
+                        "/infra",
+                        ctx,
+                    );
+                    slot.insert(DomainState {
+                        domain,
+                        ..DomainState::default()
+                    });
+                }
+            }
+            Op::Group {
+                domain,
+                id,
+                body,
+                rev,
+                mode,
+            } => {
+                let path = group_path(&domain, &id);
+                let dom = self.domain_mut(&domain)?;
+                let prev = dom.groups.get(&id).cloned();
+                check_rev(&path, prev.as_ref(), rev)?;
+                let obj = merged(prev.as_ref(), body, mode);
+                let obj = stamp(
+                    obj,
+                    prev.as_ref(),
+                    "Group",
+                    &id,
+                    path,
+                    &format!("/infra/domains/{domain}"),
+                    ctx,
+                );
+                dom.groups.insert(id.clone(), obj);
+                journal.push(Undo::Group(domain.clone(), id.clone(), prev));
+                touched_groups.insert((domain, id));
+            }
+            Op::DeleteGroup { domain, id } => {
+                let Some(dom) = self.domains.get_mut(&domain) else {
+                    return Ok(());
+                };
+                if let Some(prev) = dom.groups.remove(&id) {
+                    journal.push(Undo::Group(domain.clone(), id.clone(), Some(prev)));
+                    deleted.insert(group_path(&domain, &id));
+                }
+            }
+            Op::Policy {
+                domain,
+                id,
+                body,
+                rev,
+                mode,
+                replace_rules,
+            } => {
+                let path = policy_path(&domain, &id);
+                let dom = self.domain_mut(&domain)?;
+                let prev = dom.policies.get(&id).cloned();
+                if let Some(p) = &prev
+                    && is_system(&p.policy)
+                {
+                    return Err(read_only(&path));
+                }
+                check_rev(&path, prev.as_ref().map(|p| &p.policy), rev)?;
+                let obj = policy_defaults(merged(prev.as_ref().map(|p| &p.policy), body, mode));
+                let policy = stamp(
+                    obj,
+                    prev.as_ref().map(|p| &p.policy),
+                    "SecurityPolicy",
+                    &id,
+                    path,
+                    &format!("/infra/domains/{domain}"),
+                    ctx,
+                );
+                let mut rules = prev.as_ref().map(|p| p.rules.clone()).unwrap_or_default();
+                if let Some(keep) = replace_rules {
+                    rules.retain(|rid, _| keep.contains(rid));
+                }
+                dom.policies
+                    .insert(id.clone(), PolicyState { policy, rules });
+                journal.push(Undo::Policy(domain.clone(), id.clone(), prev));
+                touched_policies.insert((domain, id));
+            }
+            Op::DeletePolicy { domain, id } => {
+                let path = policy_path(&domain, &id);
+                let Some(dom) = self.domains.get_mut(&domain) else {
+                    return Ok(());
+                };
+                if let Some(prev) = dom.policies.get(&id) {
+                    if is_system(&prev.policy) {
+                        return Err(read_only(&path));
+                    }
+                    let prev = dom.policies.remove(&id);
+                    journal.push(Undo::Policy(domain, id, prev));
+                }
+            }
+            Op::Rule {
+                domain,
+                policy,
+                id,
+                body,
+                rev,
+            } => {
+                let path = rule_path(&domain, &policy, &id);
+                let ppath = policy_path(&domain, &policy);
+                let next = self.next_rule_id;
+                let dom = self.domain_mut(&domain)?;
+                let Some(ps) = dom.policies.get_mut(&policy) else {
+                    return Err(Fail::not_found(&ppath));
+                };
+                if is_system(&ps.policy) && !ps.rules.contains_key(&id) {
+                    return Err(read_only(&ppath));
+                }
+                let before = ps.clone();
+                let prev = ps.rules.get(&id).cloned();
+                if let Some(p) = &prev
+                    && p.get("_system_owned").and_then(Value::as_bool) == Some(true)
+                    && p.get("rule_id").and_then(Value::as_i64) != Some(2)
+                {
+                    return Err(read_only(&path));
+                }
+                check_rev(&path, prev.as_ref(), rev)?;
+                let mut obj = stamp(
+                    rule_defaults(body),
+                    prev.as_ref(),
+                    "Rule",
+                    &id,
+                    path,
+                    &ppath,
+                    ctx,
+                );
+                let rule_id = match prev.as_ref().and_then(|p| p.get("rule_id")) {
+                    Some(n) => n.clone(),
+                    None => json!(next),
+                };
+                if let Some(p) = &prev {
+                    for k in ["is_default", "_system_owned"] {
+                        if let Some(val) = p.get(k) {
+                            obj.insert(k.into(), val.clone());
+                        }
+                    }
+                }
+                obj.insert("rule_id".into(), rule_id);
+                ps.rules.insert(id, obj);
+                journal.push(Undo::Policy(domain.clone(), policy.clone(), Some(before)));
+                if prev.is_none() {
+                    journal.push(Undo::NextRuleId(next));
+                    self.next_rule_id = next + 1;
+                }
+                touched_policies.insert((domain, policy));
+            }
+            Op::DeleteRule { domain, policy, id } => {
+                let ppath = policy_path(&domain, &policy);
+                let Some(dom) = self.domains.get_mut(&domain) else {
+                    return Ok(());
+                };
+                let Some(ps) = dom.policies.get_mut(&policy) else {
+                    return Ok(());
+                };
+                if let Some(r) = ps.rules.get(&id) {
+                    if is_system(r) {
+                        return Err(read_only(&format!("{ppath}/rules/{id}")));
+                    }
+                    let before = ps.clone();
+                    ps.rules.remove(&id);
+                    journal.push(Undo::Policy(domain, policy, Some(before)));
+                }
+            }
+            Op::Service {
+                id,
+                body,
+                entries,
+                rev,
+                mode,
+            } => {
+                let path = service_path(&id);
+                let prev = self.services.get(&id).cloned();
+                if let Some(p) = &prev
+                    && is_system(&p.service)
+                {
+                    return Err(read_only(&path));
+                }
+                check_rev(&path, prev.as_ref().map(|p| &p.service), rev)?;
+                let obj = merged(prev.as_ref().map(|p| &p.service), body, mode);
+                let service = stamp(
+                    obj,
+                    prev.as_ref().map(|p| &p.service),
+                    "Service",
+                    &id,
+                    path.clone(),
+                    "/infra",
+                    ctx,
+                );
+                let mut all = match (&prev, mode) {
+                    (Some(p), Mode::Merge) => p.entries.clone(),
+                    _ => BTreeMap::new(),
+                };
+                for (eid, e) in entries {
+                    let kind = e
+                        .get("resource_type")
+                        .and_then(Value::as_str)
+                        .unwrap_or("L4PortSetServiceEntry")
+                        .to_string();
+                    let old = prev.as_ref().and_then(|p| p.entries.get(&eid));
+                    let stamped = stamp(
+                        e,
+                        old,
+                        &kind,
+                        &eid,
+                        format!("{path}/service-entries/{eid}"),
+                        &path,
+                        ctx,
+                    );
+                    all.insert(eid, stamped);
+                }
+                self.services.insert(
+                    id.clone(),
+                    ServiceState {
+                        service,
+                        entries: all,
+                    },
+                );
+                journal.push(Undo::Service(id, prev));
+            }
+            Op::DeleteService { id } => {
+                if let Some(prev) = self.services.get(&id) {
+                    if is_system(&prev.service) {
+                        return Err(read_only(&service_path(&id)));
+                    }
+                    let prev = self.services.remove(&id);
+                    journal.push(Undo::Service(id.clone(), prev));
+                    deleted.insert(service_path(&id));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// After a transaction: every path that touched objects refer to exists, and nothing still
+    /// refers to a deleted object.
+    fn check_references(
+        &self,
+        policies: &BTreeSet<(String, String)>,
+        groups: &BTreeSet<(String, String)>,
+        deleted: &BTreeSet<String>,
+    ) -> Vec<ApiError> {
+        let mut errs = Vec::new();
+        let bad_path = |owner: &str, field: &str, p: &str| {
+            api_error(
+                StatusCode::BAD_REQUEST,
+                CODE_INVALID_PATH,
+                "Policy",
+                format!("Invalid path [{p}] in {field} of [{owner}]: the path=[{p}] is invalid."),
+            )
+        };
+        for (d, pid) in policies {
+            let Some(ps) = self.domains.get(d).and_then(|dom| dom.policies.get(pid)) else {
+                continue;
+            };
+            let ppath = policy_path(d, pid);
+            for p in v::referenced_paths(&ps.policy, &["scope"]) {
+                if !self.group_exists(&p) {
+                    errs.push(bad_path(&ppath, "scope", &p));
+                }
+            }
+            for (rid, r) in &ps.rules {
+                let rpath = format!("{ppath}/rules/{rid}");
+                for field in ["source_groups", "destination_groups", "scope"] {
+                    for p in v::referenced_paths(r, &[field]) {
+                        if !self.group_exists(&p) {
+                            errs.push(bad_path(&rpath, field, &p));
+                        }
+                    }
+                }
+                for p in v::referenced_paths(r, &["services"]) {
+                    if !self.service_exists(&p) {
+                        errs.push(bad_path(&rpath, "services", &p));
+                    }
+                }
+            }
+        }
+        for (d, gid) in groups {
+            let Some(g) = self.domains.get(d).and_then(|dom| dom.groups.get(gid)) else {
+                continue;
+            };
+            for p in expression_paths(g) {
+                if p.contains("/groups/") && !self.group_exists(&p) {
+                    errs.push(bad_path(&group_path(d, gid), "expression", &p));
+                }
+            }
+        }
+        if !deleted.is_empty() {
+            for (p, users) in self.referrers(deleted) {
+                errs.push(api_error(
+                    StatusCode::BAD_REQUEST,
+                    CODE_IN_USE,
+                    "Policy",
+                    format!(
+                        "The object path=[{p}] cannot be deleted as either it has children or it is being referenced by other objects path=[{}].",
+                        users.join(",")
+                    ),
+                ));
+            }
+        }
+        errs
+    }
+
+    /// For each of `targets`, the paths of the objects that still refer to it.
+    fn referrers(&self, targets: &BTreeSet<String>) -> BTreeMap<String, Vec<String>> {
+        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (d, dom) in &self.domains {
+            for (pid, ps) in &dom.policies {
+                let ppath = policy_path(d, pid);
+                for p in v::referenced_paths(&ps.policy, &["scope"]) {
+                    if targets.contains(&p) {
+                        out.entry(p).or_default().push(ppath.clone());
+                    }
+                }
+                for (rid, r) in &ps.rules {
+                    for p in v::referenced_paths(
+                        r,
+                        &["source_groups", "destination_groups", "scope", "services"],
+                    ) {
+                        if targets.contains(&p) {
+                            out.entry(p)
+                                .or_default()
+                                .push(format!("{ppath}/rules/{rid}"));
+                        }
+                    }
+                }
+            }
+            for (gid, g) in &dom.groups {
+                for p in expression_paths(g) {
+                    if targets.contains(&p) {
+                        out.entry(p).or_default().push(group_path(d, gid));
+                    }
+                }
+            }
+        }
+        for list in out.values_mut() {
+            list.sort();
+            list.dedup();
+        }
+        out
+    }
+
+    /// Builds the operations of a hierarchical `PATCH /infra` body, collecting every
+    /// validation error of the tree.
+    pub fn hapi_ops(&self, body: &Value, enforce_revision: bool) -> Result<Vec<Op>, Fail> {
+        let mut errs = Vec::new();
+        let mut ops = Vec::new();
+        let mut count = 0usize;
+        let rev = |o: &Obj, errs: &mut Vec<ApiError>| {
+            if enforce_revision {
+                RevCheck::IfGiven(v::revision(o, errs))
+            } else {
+                RevCheck::Ignore
+            }
+        };
+        let Some(root) = v::as_obj(body, "the request body", &mut errs) else {
+            return Err(fail(errs));
+        };
+        v::strict(root, true, &[v::INFRA], &mut errs);
+        if root.get("resource_type").and_then(Value::as_str) != Some("Infra") {
+            errs.push(invalid("resource_type of the root must be Infra."));
+        }
+        for child in array(root, "children", &mut errs) {
+            let Some(c) = v::as_obj(child, "a child of Infra", &mut errs) else {
+                continue;
+            };
+            let rt = c.get("resource_type").and_then(Value::as_str).unwrap_or("");
+            match rt {
+                "ChildResourceReference" | "ChildDomain" => {
+                    let (domain, inner) = if rt == "ChildDomain" {
+                        v::strict(c, false, &[v::WRAPPER, &["Domain"]], &mut errs);
+                        let Some(d) = c.get("Domain").and_then(Value::as_object) else {
+                            errs.push(invalid("ChildDomain requires the Domain property."));
+                            continue;
+                        };
+                        v::strict(d, true, &[], &mut errs);
+                        let id = d
+                            .get("id")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string();
+                        v::check_id(&id, "Domain", &mut errs);
+                        if flag(c, "marked_for_delete") {
+                            errs.push(invalid(format!(
+                                "Domain [{id}] cannot be deleted through this simulator."
+                            )));
+                        }
+                        ops.push(Op::Domain { id: id.clone() });
+                        count += 1;
+                        (id, d)
+                    } else {
+                        v::strict(c, false, &[v::REFERENCE], &mut errs);
+                        if c.get("target_type").and_then(Value::as_str) != Some("Domain") {
+                            errs.push(invalid(
+                                "ChildResourceReference under Infra must have target_type Domain.",
+                            ));
+                            continue;
+                        }
+                        let id = c
+                            .get("id")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string();
+                        if !self.domains.contains_key(&id) {
+                            errs.push(api_error(
+                                StatusCode::BAD_REQUEST,
+                                CODE_INVALID_PATH,
+                                "Policy",
+                                format!("The path=[/infra/domains/{id}] is invalid"),
+                            ));
+                            continue;
+                        }
+                        (id, c)
+                    };
+                    for dc in array(inner, "children", &mut errs) {
+                        self.hapi_domain_child(&domain, dc, &rev, &mut ops, &mut errs, &mut count);
+                    }
+                }
+                "ChildService" => {
+                    v::strict(c, false, &[v::WRAPPER, &["Service"]], &mut errs);
+                    let Some(s) = c.get("Service").and_then(Value::as_object) else {
+                        errs.push(invalid("ChildService requires the Service property."));
+                        continue;
+                    };
+                    let id = wrapper_id(c, s, "Service", &mut errs);
+                    count += 1;
+                    if flag(c, "marked_for_delete") {
+                        ops.push(Op::DeleteService { id });
+                        continue;
+                    }
+                    v::check_service(s, &id, &mut errs);
+                    let entries = entries_of(s);
+                    count += entries.len();
+                    ops.push(Op::Service {
+                        id,
+                        body: strip(s, &["service_entries"]),
+                        entries,
+                        rev: rev(s, &mut errs),
+                        mode: Mode::Merge,
+                    });
+                }
+                other => errs.push(invalid(format!(
+                    "Child type [{other}] is not supported under Infra."
+                ))),
+            }
+        }
+        if count > MAX_HAPI_OBJECTS {
+            errs.push(invalid(format!(
+                "The request has {count} intent objects, the maximum per hierarchical call is {MAX_HAPI_OBJECTS}."
+            )));
+        }
+        if errs.is_empty() {
+            Ok(ops)
+        } else {
+            Err(fail(errs))
+        }
+    }
+
+    fn hapi_domain_child(
+        &self,
+        domain: &str,
+        child: &Value,
+        rev: &dyn Fn(&Obj, &mut Vec<ApiError>) -> RevCheck,
+        ops: &mut Vec<Op>,
+        errs: &mut Vec<ApiError>,
+        count: &mut usize,
+    ) {
+        let Some(c) = v::as_obj(child, "a child of Domain", errs) else {
+            return;
+        };
+        let rt = c.get("resource_type").and_then(Value::as_str).unwrap_or("");
+        *count += 1;
+        match rt {
+            "ChildGroup" => {
+                v::strict(c, false, &[v::WRAPPER, &["Group"]], errs);
+                let Some(g) = c.get("Group").and_then(Value::as_object) else {
+                    errs.push(invalid("ChildGroup requires the Group property."));
+                    return;
+                };
+                let id = wrapper_id(c, g, "Group", errs);
+                if flag(c, "marked_for_delete") {
+                    ops.push(Op::DeleteGroup {
+                        domain: domain.into(),
+                        id,
+                    });
+                    return;
+                }
+                v::check_group(g, &id, errs);
+                ops.push(Op::Group {
+                    domain: domain.into(),
+                    id,
+                    body: v::writable(g),
+                    rev: rev(g, errs),
+                    mode: Mode::Merge,
+                });
+            }
+            "ChildSecurityPolicy" | "ChildResourceReference" => {
+                let (id, p, modify) = if rt == "ChildSecurityPolicy" {
+                    v::strict(c, false, &[v::WRAPPER, &["SecurityPolicy"]], errs);
+                    let Some(p) = c.get("SecurityPolicy").and_then(Value::as_object) else {
+                        errs.push(invalid(
+                            "ChildSecurityPolicy requires the SecurityPolicy property.",
+                        ));
+                        return;
+                    };
+                    (wrapper_id(c, p, "SecurityPolicy", errs), p, true)
+                } else {
+                    v::strict(c, false, &[v::REFERENCE], errs);
+                    if c.get("target_type").and_then(Value::as_str) != Some("SecurityPolicy") {
+                        errs.push(invalid(
+                            "ChildResourceReference under Domain must have target_type SecurityPolicy.",
+                        ));
+                        return;
+                    }
+                    let id = c
+                        .get("id")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string();
+                    if !self
+                        .domains
+                        .get(domain)
+                        .is_some_and(|d| d.policies.contains_key(&id))
+                    {
+                        errs.push(api_error(
+                            StatusCode::BAD_REQUEST,
+                            CODE_INVALID_PATH,
+                            "Policy",
+                            format!("The path=[{}] is invalid", policy_path(domain, &id)),
+                        ));
+                        return;
+                    }
+                    (id, c, false)
+                };
+                if modify && flag(c, "marked_for_delete") {
+                    ops.push(Op::DeletePolicy {
+                        domain: domain.into(),
+                        id,
+                    });
+                    return;
+                }
+                if modify {
+                    v::check_policy(p, &id, errs);
+                    ops.push(Op::Policy {
+                        domain: domain.into(),
+                        id: id.clone(),
+                        body: strip(p, &["rules"]),
+                        rev: rev(p, errs),
+                        mode: Mode::Replace,
+                        replace_rules: None,
+                    });
+                    for r in array(p, "rules", errs) {
+                        let Some(r) = v::as_obj(r, "a rule", errs) else {
+                            continue;
+                        };
+                        let rid = r
+                            .get("id")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string();
+                        v::check_rule(r, &rid, errs);
+                        *count += 1;
+                        ops.push(Op::Rule {
+                            domain: domain.into(),
+                            policy: id.clone(),
+                            id: rid,
+                            body: v::writable(r),
+                            rev: rev(r, errs),
+                        });
+                    }
+                }
+                for rc in array(p, "children", errs) {
+                    let Some(rc) = v::as_obj(rc, "a child of SecurityPolicy", errs) else {
+                        continue;
+                    };
+                    *count += 1;
+                    if rc.get("resource_type").and_then(Value::as_str) != Some("ChildRule") {
+                        errs.push(invalid(format!(
+                            "Child type [{}] is not supported under SecurityPolicy.",
+                            rc.get("resource_type")
+                                .and_then(Value::as_str)
+                                .unwrap_or("")
+                        )));
+                        continue;
+                    }
+                    v::strict(rc, false, &[v::WRAPPER, &["Rule"]], errs);
+                    let Some(r) = rc.get("Rule").and_then(Value::as_object) else {
+                        errs.push(invalid("ChildRule requires the Rule property."));
+                        continue;
+                    };
+                    let rid = wrapper_id(rc, r, "Rule", errs);
+                    if flag(rc, "marked_for_delete") {
+                        ops.push(Op::DeleteRule {
+                            domain: domain.into(),
+                            policy: id.clone(),
+                            id: rid,
+                        });
+                        continue;
+                    }
+                    v::check_rule(r, &rid, errs);
+                    ops.push(Op::Rule {
+                        domain: domain.into(),
+                        policy: id.clone(),
+                        id: rid,
+                        body: v::writable(r),
+                        rev: rev(r, errs),
+                    });
+                }
+            }
+            other => errs.push(invalid(format!(
+                "Child type [{other}] is not supported under Domain."
+            ))),
+        }
+    }
+
+    /// Every security policy of every domain, in DFW evaluation order (category, sequence
+    /// number, id), each with its rules in order.
+    pub fn evaluation_order(&self) -> Vec<(&str, &PolicyState)> {
+        let rank = |c: &str| match c {
+            "Ethernet" => 0,
+            "Emergency" => 1,
+            "Infrastructure" => 2,
+            "Environment" => 3,
+            "Application" => 4,
+            _ => 5,
+        };
+        let mut all: Vec<(&str, &PolicyState)> = self
+            .domains
+            .iter()
+            .flat_map(|(d, dom)| dom.policies.values().map(move |p| (d.as_str(), p)))
+            .collect();
+        all.sort_by_key(|(_, ps)| {
+            let p = &ps.policy;
+            (
+                rank(p.get("category").and_then(Value::as_str).unwrap_or("")),
+                i64::from(p.get("is_default").and_then(Value::as_bool) == Some(true)),
+                p.get("sequence_number")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0),
+                p.get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        });
+        all
+    }
+}
+
+fn fail(errs: Vec<ApiError>) -> Fail {
+    Fail::from_errors(errs).unwrap_or_else(|| Fail::bad(0, "invalid request"))
+}
+
+fn flag(o: &Obj, key: &str) -> bool {
+    o.get(key).and_then(Value::as_bool) == Some(true)
+}
+
+fn array<'a>(o: &'a Obj, key: &str, errs: &mut Vec<ApiError>) -> &'a [Value] {
+    match o.get(key) {
+        Some(Value::Array(a)) => a,
+        None | Some(Value::Null) => &[],
+        Some(_) => {
+            errs.push(super::errors::json_error(format!(
+                "property {key} must be an array."
+            )));
+            &[]
+        }
+    }
+}
+
+fn strip(o: &Obj, keys: &[&str]) -> Obj {
+    let mut w = v::writable(o);
+    for k in keys {
+        w.remove(*k);
+    }
+    w
+}
+
+/// The id of a wrapped object: the inner id, which must agree with the wrapper's.
+fn wrapper_id(wrapper: &Obj, inner: &Obj, kind: &str, errs: &mut Vec<ApiError>) -> String {
+    let outer = wrapper.get("id").and_then(Value::as_str);
+    let id = inner.get("id").and_then(Value::as_str);
+    match (outer, id) {
+        (Some(a), Some(b)) if a != b => {
+            errs.push(invalid(format!(
+                "Child{kind} wrapper id [{a}] does not match the {kind} id [{b}]."
+            )));
+            b.to_string()
+        }
+        (_, Some(b)) => b.to_string(),
+        (Some(a), None) => a.to_string(),
+        (None, None) => {
+            errs.push(invalid(format!("{kind} requires an id.")));
+            String::new()
+        }
+    }
+}
+
+/// Service entries of a service body, by id.
+pub fn entries_of(s: &Obj) -> Vec<(String, Obj)> {
+    s.get("service_entries")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_object)
+                .map(|e| {
+                    (
+                        e.get("id")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string(),
+                        v::writable(e),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Paths in a group's PathExpressions.
+pub fn expression_paths(g: &Obj) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(Value::Array(items)) = g.get("expression") {
+        for e in items {
+            if e.get("resource_type").and_then(Value::as_str) == Some("PathExpression")
+                && let Some(Value::Array(paths)) = e.get("paths")
+            {
+                out.extend(paths.iter().filter_map(Value::as_str).map(String::from));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> Ctx {
+        Ctx {
+            user: "admin".into(),
+            now_ms: 1,
+        }
+    }
+
+    fn obj(v: Value) -> Obj {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    fn rule_op(policy: &str, id: &str, src: &str) -> Op {
+        Op::Rule {
+            domain: "default".into(),
+            policy: policy.into(),
+            id: id.into(),
+            body: obj(json!({"action": "ALLOW", "source_groups": [src]})),
+            rev: RevCheck::Ignore,
+        }
+    }
+
+    fn policy_op(id: &str) -> Op {
+        Op::Policy {
+            domain: "default".into(),
+            id: id.into(),
+            body: obj(json!({"category": "Application"})),
+            rev: RevCheck::Ignore,
+            mode: Mode::Replace,
+            replace_rules: None,
+        }
+    }
+
+    #[test]
+    fn a_failed_transaction_leaves_no_trace() {
+        let mut s = Store::new();
+        let before = serde_json::to_value(&s).unwrap();
+        let err = s
+            .transact(
+                vec![
+                    Op::Group {
+                        domain: "default".into(),
+                        id: "g".into(),
+                        body: Obj::new(),
+                        rev: RevCheck::Ignore,
+                        mode: Mode::Merge,
+                    },
+                    policy_op("p"),
+                    rule_op("p", "r", "/infra/domains/default/groups/missing"),
+                ],
+                &ctx(),
+            )
+            .unwrap_err();
+        assert_eq!(err.body.error_code, CODE_INVALID_PATH);
+        assert_eq!(serde_json::to_value(&s).unwrap(), before);
+    }
+
+    #[test]
+    fn rule_ids_start_at_1002_stay_with_the_rule_and_are_never_reused() {
+        let mut s = Store::new();
+        s.transact(
+            vec![
+                policy_op("p"),
+                rule_op("p", "a", "ANY"),
+                rule_op("p", "b", "ANY"),
+            ],
+            &ctx(),
+        )
+        .unwrap();
+        let id =
+            |s: &Store, r: &str| s.domains["default"].policies["p"].rules[r]["rule_id"].clone();
+        assert_eq!(id(&s, "a"), json!(1002));
+        assert_eq!(id(&s, "b"), json!(1003));
+        s.transact(vec![rule_op("p", "a", "10.0.0.1")], &ctx())
+            .unwrap();
+        assert_eq!(id(&s, "a"), json!(1002));
+        assert_eq!(
+            s.domains["default"].policies["p"].rules["a"]["_revision"],
+            json!(1)
+        );
+        s.transact(
+            vec![Op::DeleteRule {
+                domain: "default".into(),
+                policy: "p".into(),
+                id: "b".into(),
+            }],
+            &ctx(),
+        )
+        .unwrap();
+        s.transact(vec![rule_op("p", "b", "ANY")], &ctx()).unwrap();
+        assert_eq!(id(&s, "b"), json!(1004));
+    }
+
+    #[test]
+    fn default_objects_are_read_only() {
+        let mut s = Store::new();
+        let err = s
+            .transact(vec![Op::DeleteService { id: "HTTPS".into() }], &ctx())
+            .unwrap_err();
+        assert_eq!(err.body.error_code, CODE_READ_ONLY);
+        assert!(s.service_exists("/infra/services/HTTPS"));
+    }
+}
