@@ -25,6 +25,9 @@ pub enum Error {
     /// No plan could be made.
     #[error(transparent)]
     Plan(#[from] crate::plan::PlanError),
+    /// The controller failed to start or stopped with an error.
+    #[error(transparent)]
+    Controller(#[from] crate::controller::cli::StartError),
     /// A flag was wrong.
     #[error("{flag}: {reason}")]
     Flag {
@@ -68,6 +71,8 @@ pub enum Command {
         #[arg(long, default_value = ".")]
         root: PathBuf,
     },
+    /// Run the controller: reconcile SegmentationPolicies into NSX on schedule.
+    Controller(Box<crate::controller::cli::ControllerArgs>),
     /// Run the NSX Manager simulator on a loopback address until interrupted.
     NsxSim(crate::nsxsim::Args),
     /// Show what microseg would write to NSX for a directory of manifests, per phase.
@@ -100,6 +105,14 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Plan(args) => plan(&args),
+        Command::Controller(args) => {
+            let runtime = tokio::runtime::Runtime::new().map_err(|source| Error::Io {
+                path: PathBuf::from("tokio runtime"),
+                source,
+            })?;
+            runtime.block_on(args.run())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::NsxSim(args) => {
             let runtime = tokio::runtime::Runtime::new().map_err(|source| Error::Io {
                 path: PathBuf::from("tokio runtime"),

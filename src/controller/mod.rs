@@ -3,6 +3,7 @@
 //! the status they write is built by the pure `status`, the notices they send are chosen by the
 //! pure `notices`.
 
+pub mod cli;
 pub mod context;
 pub mod metrics;
 pub mod notices;

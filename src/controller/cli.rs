@@ -1,0 +1,263 @@
+//! `microseg controller`: flags and environment, turned into a running controller.
+//! Credentials come from files or the environment, never from flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use prometheus_client::registry::Registry;
+
+use super::{LeaseSettings, Runtime, Settings, metrics::Metrics};
+use crate::api::duration::Duration;
+use crate::notify::Notifier;
+use crate::notify::channels::Channels;
+use crate::notify::config::{CONFIG_DIR_ENV, NotifyConfig};
+use crate::nsx::auth::{AuthConfig, Credentials};
+use crate::nsx::client::{Client, ClientConfig};
+use crate::nsx::metrics::NsxMetrics;
+use crate::nsx::pacing::PacingConfig;
+use crate::plan::Identity;
+
+/// How microseg authenticates to NSX.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NsxAuth {
+    /// HTTP basic on every call.
+    Basic,
+    /// A session with cookie and XSRF token.
+    Session,
+    /// A principal identity (TLS client certificate).
+    Certificate,
+}
+
+/// Flags of `microseg controller`.
+#[derive(clap::Args, Debug)]
+pub struct ControllerArgs {
+    /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Cluster identity written into NSX ids and ownership tags (a-z, 0-9, '-', at most 32).
+    #[arg(long, env = "MICROSEG_CLUSTER")]
+    pub cluster: String,
+    /// Watch only this namespace.
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// NSX Manager URL, e.g. https://nsx.example.com.
+    #[arg(long, env = "NSX_URL")]
+    pub nsx_url: String,
+    /// basic, session or certificate.
+    #[arg(long, value_enum, default_value = "session")]
+    pub nsx_auth: NsxAuth,
+    /// Directory with `username` and `password` files (a mounted Secret); else $NSX_USERNAME
+    /// and $NSX_PASSWORD.
+    #[arg(long)]
+    pub nsx_credentials_dir: Option<PathBuf>,
+    /// PEM client certificate (certificate auth).
+    #[arg(long)]
+    pub nsx_client_cert: Option<PathBuf>,
+    /// PEM client key (certificate auth).
+    #[arg(long)]
+    pub nsx_client_key: Option<PathBuf>,
+    /// PEM bundle of the CAs that sign the NSX Manager's certificate.
+    #[arg(long)]
+    pub nsx_ca_file: Option<PathBuf>,
+    /// Do not verify the NSX Manager's certificate. Insecure: labs only.
+    #[arg(long)]
+    pub nsx_insecure_skip_tls_verify: bool,
+    /// Requests per second to NSX (NSX's own limit is 100).
+    #[arg(long, default_value_t = 50)]
+    pub nsx_rate_limit: u32,
+    /// Concurrent NSX calls (NSX's own limit is 40).
+    #[arg(long, default_value_t = 10)]
+    pub nsx_concurrency: usize,
+    /// Directory with notification settings (a mounted Secret; see src/notify/config.rs).
+    #[arg(long, env = "MICROSEG_NOTIFY_CONFIG_DIR")]
+    pub notify_config_dir: Option<PathBuf>,
+    /// Reminder notice this long before enforcement.
+    #[arg(long, default_value = "48h")]
+    pub reminder_before: Duration,
+    /// MonitoringHealthy turns False after this long without a DFW log line.
+    #[arg(long, default_value = "24h")]
+    pub log_silence: Duration,
+    /// Compare NSX with the desired state at least this often.
+    #[arg(long, default_value = "5m")]
+    pub resync: Duration,
+    /// Compute and report NSX changes (events, status, log) without writing them.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Elect a leader through a Lease; only the leader writes NSX and status.
+    #[arg(long)]
+    pub leader_elect: bool,
+    /// Lease name.
+    #[arg(long, default_value = "microseg-controller")]
+    pub lease_name: String,
+    /// Lease namespace (default: $POD_NAMESPACE, else default).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// This replica's identity (default: $POD_NAME, else the host name and pid).
+    #[arg(long, env = "POD_NAME")]
+    pub lease_holder: Option<String>,
+    /// Lease duration.
+    #[arg(long, default_value = "15s")]
+    pub lease_duration: Duration,
+    /// Health, readiness and metrics listener.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+}
+
+/// Why the controller could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A flag or setting is wrong.
+    #[error("{0}")]
+    Config(String),
+    /// Kubernetes client configuration.
+    #[error("kubernetes client: {0}")]
+    Kube(String),
+    /// NSX client configuration.
+    #[error(transparent)]
+    Nsx(#[from] crate::nsx::Error),
+    /// Notification settings.
+    #[error(transparent)]
+    Notify(#[from] crate::notify::Error),
+    /// The controller stopped with an error.
+    #[error(transparent)]
+    Run(#[from] super::Error),
+}
+
+fn std_duration(d: Duration) -> std::time::Duration {
+    d.get().unsigned_abs()
+}
+
+impl ControllerArgs {
+    fn nsx_client(&self, registry: &mut Registry) -> Result<Client, StartError> {
+        let auth = match self.nsx_auth {
+            NsxAuth::Certificate => AuthConfig::Certificate {
+                cert_file: self.nsx_client_cert.clone().ok_or_else(|| {
+                    StartError::Config(
+                        "--nsx-client-cert: required with --nsx-auth certificate".into(),
+                    )
+                })?,
+                key_file: self.nsx_client_key.clone().ok_or_else(|| {
+                    StartError::Config(
+                        "--nsx-client-key: required with --nsx-auth certificate".into(),
+                    )
+                })?,
+            },
+            mode => {
+                let creds = match &self.nsx_credentials_dir {
+                    Some(dir) => Credentials {
+                        username_file: Some(dir.join("username")),
+                        password_file: Some(dir.join("password")),
+                        ..Default::default()
+                    },
+                    None => Credentials {
+                        username_env: Some("NSX_USERNAME".into()),
+                        password_env: Some("NSX_PASSWORD".into()),
+                        ..Default::default()
+                    },
+                };
+                if mode == NsxAuth::Basic {
+                    AuthConfig::Basic(creds)
+                } else {
+                    AuthConfig::Session(creds)
+                }
+            }
+        };
+        let mut config = ClientConfig::new(self.nsx_url.clone(), auth);
+        config.ca_bundle = self.nsx_ca_file.clone();
+        config.insecure_skip_tls_verify = self.nsx_insecure_skip_tls_verify;
+        config.pacing = PacingConfig {
+            rate: f64::from(self.nsx_rate_limit),
+            concurrency: self.nsx_concurrency,
+            ..PacingConfig::default()
+        };
+        let metrics = NsxMetrics::default();
+        metrics.register(registry);
+        Ok(Client::with_metrics(config, metrics)?)
+    }
+
+    fn notifier(&self) -> Result<Option<Arc<dyn Notifier>>, StartError> {
+        let dir = self.notify_config_dir.clone();
+        let lookup = move |name: &str| {
+            if name == CONFIG_DIR_ENV
+                && let Some(d) = &dir
+            {
+                return Some(d.display().to_string());
+            }
+            std::env::var(name).ok()
+        };
+        let config = NotifyConfig::from_lookup(&lookup)?;
+        let channels = Channels::from_config(&config)?;
+        Ok(Some(Arc::new(channels)))
+    }
+
+    /// Builds everything and runs until SIGTERM/SIGINT.
+    pub async fn run(self) -> Result<(), StartError> {
+        let identity = Identity::new(&self.cluster)
+            .map_err(|e| StartError::Config(format!("--cluster: {e}")))?;
+        let kube_config = match &self.kubeconfig {
+            Some(path) => {
+                let kc = kube::config::Kubeconfig::read_from(path)
+                    .map_err(|e| StartError::Kube(format!("{}: {e}", path.display())))?;
+                kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                    .await
+                    .map_err(|e| StartError::Kube(e.to_string()))?
+            }
+            None => kube::Config::infer()
+                .await
+                .map_err(|e| StartError::Kube(e.to_string()))?,
+        };
+        let client =
+            kube::Client::try_from(kube_config).map_err(|e| StartError::Kube(e.to_string()))?;
+        let mut registry = Registry::default();
+        let nsx = self.nsx_client(&mut registry)?;
+        let notifier = self.notifier()?;
+        let metrics = Arc::new(Metrics::register(&mut registry));
+        let lease = self.leader_elect.then(|| LeaseSettings {
+            namespace: self
+                .lease_namespace
+                .clone()
+                .unwrap_or_else(|| "default".into()),
+            name: self.lease_name.clone(),
+            holder: self.lease_holder.clone().unwrap_or_else(|| {
+                format!(
+                    "{}-{}",
+                    std::fs::read_to_string("/etc/hostname")
+                        .unwrap_or_default()
+                        .trim(),
+                    std::process::id()
+                )
+            }),
+            duration_seconds: self.lease_duration.get().as_secs().max(2).unsigned_abs(),
+        });
+        if self.nsx_insecure_skip_tls_verify {
+            tracing::warn!(
+                "--nsx-insecure-skip-tls-verify: the NSX Manager's certificate is NOT verified"
+            );
+        }
+        if self.dry_run {
+            tracing::warn!("--dry-run: NSX changes are computed and reported, never written");
+        }
+        tracing::info!(cluster = %self.cluster, nsx = %self.nsx_url, "starting the microseg controller");
+        super::run(Runtime {
+            client,
+            nsx: Arc::new(nsx),
+            notifier,
+            identity,
+            settings: Settings {
+                dry_run: self.dry_run,
+                resync: std_duration(self.resync),
+                reminder_before: self.reminder_before.get(),
+                log_silence: self.log_silence.get(),
+                ..Settings::default()
+            },
+            lease,
+            namespace: self.namespace.clone(),
+            http: self.http_addr,
+            registry,
+            metrics,
+        })
+        .await?;
+        Ok(())
+    }
+}
