@@ -27,7 +27,7 @@ pub enum Error {
     Plan(#[from] crate::plan::PlanError),
     /// The controller failed to start or stopped with an error.
     #[error(transparent)]
-    Controller(#[from] crate::controller::cli::StartError),
+    Controller(#[from] Box<crate::controller::cli::StartError>),
     /// A flag was wrong.
     #[error("{flag}: {reason}")]
     Flag {
@@ -110,7 +110,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
                 path: PathBuf::from("tokio runtime"),
                 source,
             })?;
-            runtime.block_on(args.run())?;
+            runtime.block_on(args.run()).map_err(Box::new)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::NsxSim(args) => {
