@@ -13,6 +13,26 @@ pub enum Error {
     /// Rendering YAML failed.
     #[error("rendering CRD YAML: {0}")]
     Yaml(#[from] serde_yaml::Error),
+    /// A manifest was refused.
+    #[error("{path}: {source}")]
+    Manifest {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: crate::api::manifest::ManifestError,
+    },
+    /// No plan could be made.
+    #[error(transparent)]
+    Plan(#[from] crate::plan::PlanError),
+    /// A flag was wrong.
+    #[error("{flag}: {reason}")]
+    Flag {
+        /// The flag.
+        flag: &'static str,
+        /// Why.
+        reason: String,
+    },
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {
@@ -48,8 +68,24 @@ pub enum Command {
         #[arg(long, default_value = ".")]
         root: PathBuf,
     },
+    /// Show what microseg would write to NSX for a directory of manifests, per phase.
+    Plan(PlanArgs),
     /// Run the NSX Manager simulator on a loopback address until interrupted.
     NsxSim(crate::nsxsim::Args),
+}
+
+/// Arguments of `microseg plan`.
+#[derive(clap::Args, Debug)]
+pub struct PlanArgs {
+    /// Directory (or file) of manifests: EnforcementWindows and SegmentationPolicies.
+    #[arg(short = 'f', long = "filename")]
+    pub path: PathBuf,
+    /// Cluster identity used in NSX ids and ownership tags.
+    #[arg(long, env = "MICROSEG_CLUSTER", default_value = "default")]
+    pub cluster: String,
+    /// Instant to plan for (RFC 3339); default now.
+    #[arg(long)]
+    pub at: Option<String>,
 }
 
 /// Runs a parsed command line.
@@ -63,6 +99,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Plan(args) => plan(&args),
         Command::NsxSim(args) => {
             let runtime = tokio::runtime::Runtime::new().map_err(|source| Error::Io {
                 path: PathBuf::from("tokio runtime"),
@@ -72,6 +109,68 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Reads every `.yaml`/`.yml` file of a directory (sorted by name), or one file.
+pub fn read_manifests(
+    path: &std::path::Path,
+) -> Result<Vec<(PathBuf, usize, crate::api::manifest::Resource)>, Error> {
+    let io = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { path, source }
+    };
+    let mut files = Vec::new();
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).map_err(io(path))? {
+            let p = entry.map_err(io(path))?.path();
+            if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+                files.push(p);
+            }
+        }
+        files.sort();
+    } else {
+        files.push(path.to_path_buf());
+    }
+    let mut out = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).map_err(io(&file))?;
+        let resources =
+            crate::api::manifest::resources(&text).map_err(|source| Error::Manifest {
+                path: file.clone(),
+                source,
+            })?;
+        out.extend(
+            resources
+                .into_iter()
+                .map(|(line, r)| (file.clone(), line, r)),
+        );
+    }
+    Ok(out)
+}
+
+fn plan(args: &PlanArgs) -> Result<ExitCode, Error> {
+    use crate::api::manifest::Resource;
+    let now = match &args.at {
+        Some(at) => at.parse().map_err(|e| Error::Flag {
+            flag: "--at",
+            reason: format!("{at:?} is not an RFC 3339 instant: {e}"),
+        })?,
+        None => k8s_openapi::jiff::Timestamp::now(),
+    };
+    let identity = crate::plan::Identity::new(&args.cluster)?;
+    let mut windows = Vec::new();
+    let mut policies = Vec::new();
+    for (_, _, r) in read_manifests(&args.path)? {
+        match r {
+            Resource::Window(w) => windows.push(*w),
+            Resource::Policy(p) => policies.push(*p),
+        }
+    }
+    print!(
+        "{}",
+        crate::plan::report::render(&windows, &policies, &identity, now)?
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Directories that hold the generated CRDs, relative to the repository root.

@@ -11,7 +11,10 @@
 
 pub mod api;
 pub mod cli;
+pub mod controller;
+pub mod notify;
 pub mod nsx;
 pub mod nsxsim;
 pub mod plan;
 pub mod schedule;
+pub mod web;

@@ -62,10 +62,10 @@ pub const DEFAULT_POST_ENFORCEMENT_MONITORING: Duration = Duration::hours(14 * 2
     )
 )]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("timestamp(self.notifyAt) <= timestamp(self.monitorFrom)").message("notifyAt must not be after monitorFrom").field_path(".notifyAt"))]
-#[x_kube(validation = Rule::new("timestamp(self.monitorFrom) <= timestamp(self.enforceAt)").message("monitorFrom must not be after enforceAt").field_path(".monitorFrom"))]
-#[x_kube(validation = Rule::new("!has(self.cleanupAt) || timestamp(self.enforceAt) <= timestamp(self.cleanupAt)").message("cleanupAt must not be before enforceAt").field_path(".cleanupAt"))]
-#[x_kube(validation = Rule::new("timestamp(self.enforceAt) - timestamp(self.notifyAt) >= duration(has(self.minimumNotice) ? self.minimumNotice : '336h')").message("enforceAt must be at least minimumNotice after notifyAt").field_path(".enforceAt"))]
+#[x_kube(validation = Rule::new("self.notifyAt <= self.monitorFrom").message("notifyAt must not be after monitorFrom").field_path(".notifyAt"))]
+#[x_kube(validation = Rule::new("self.monitorFrom <= self.enforceAt").message("monitorFrom must not be after enforceAt").field_path(".monitorFrom"))]
+#[x_kube(validation = Rule::new("!has(self.cleanupAt) || self.enforceAt <= self.cleanupAt").message("cleanupAt must not be before enforceAt").field_path(".cleanupAt"))]
+#[x_kube(validation = Rule::new("self.enforceAt - self.notifyAt >= duration(has(self.minimumNotice) ? self.minimumNotice : '336h')").message("enforceAt must be at least minimumNotice after notifyAt").field_path(".enforceAt"))]
 pub struct EnforcementWindowSpec {
     /// When owners are told (the Scheduled notice). Enforcement waits at least minimumNotice
     /// after the notice is delivered.
@@ -145,7 +145,7 @@ pub struct RollbackGate {
 
 /// A change freeze.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
-#[x_kube(validation = Rule::new("timestamp(self.start) < timestamp(self.end)").message("start must be before end").field_path(".end"))]
+#[x_kube(validation = Rule::new("self.start < self.end").message("start must be before end").field_path(".end"))]
 pub struct Blackout {
     /// What the freeze is for (shown in status).
     #[serde(default, skip_serializing_if = "Option::is_none")]

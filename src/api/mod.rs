@@ -8,6 +8,7 @@ pub mod condition;
 pub mod duration;
 pub mod enforcement_window;
 pub mod k8s;
+pub mod manifest;
 pub mod schema;
 pub mod segmentation_policy;
 pub mod validate;

@@ -95,7 +95,7 @@ pub struct SegmentationPolicySpec {
 }
 
 /// Someone who is told about the application's rollout.
-#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[derive(KubeSchema, Deserialize, Serialize, Clone, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.email) || has(self.webhook)").message("an owner needs an email or a webhook, or nobody can be told"))]
 pub struct Owner {
@@ -129,6 +129,17 @@ pub enum Criticality {
     High,
     /// Shared infrastructure or patient care (AD, DNS, DHCP, healthcare): last wave.
     Critical,
+}
+
+/// Owners print without their webhook URL, which often carries a secret token.
+impl std::fmt::Debug for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Owner")
+            .field("name", &self.name)
+            .field("email", &self.email)
+            .field("webhook", &self.webhook.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// A reference to an EnforcementWindow in the same namespace.
@@ -446,7 +457,18 @@ impl Category {
 
 /// Rollout phase of an application. Ordered as the rollout goes; Held and RolledBack are detours.
 #[derive(
-    schemars::JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default,
+    schemars::JsonSchema,
+    Deserialize,
+    Serialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
 )]
 pub enum Phase {
     /// Before monitorFrom: nothing in NSX yet.
@@ -666,6 +688,10 @@ pub struct NotificationRecord {
     /// When it was delivered.
     #[schemars(schema_with = "schema::timestamp")]
     pub sent_at: Time,
+    /// The enforcement date the notice announced, if it announced one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::optional_timestamp")]
+    pub enforce_at: Option<Time>,
 }
 
 /// A phase change.
@@ -691,5 +717,24 @@ impl SegmentationPolicy {
             .clone()
             .or_else(|| self.metadata.name.clone())
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_debug_hides_the_webhook_token() {
+        let o = Owner {
+            name: "Ops".into(),
+            email: None,
+            webhook: Some("https://hooks.slack.com/services/T000/B000/SECRET".into()),
+        };
+        let text = format!("{o:?}");
+        assert!(
+            !text.contains("SECRET") && text.contains("<redacted>"),
+            "{text}"
+        );
     }
 }

@@ -1,1 +1,910 @@
-//! placeholder
+//! The desired NSX objects of a SegmentationPolicy in a phase, and the difference from what NSX
+//! holds. Pure: no IO. Uses the wire types of `nsx::model`, never the client.
+//!
+//! Mapping (DESIGN.md):
+//! - One Group per application from `members` (OR-ed). It exists from Pending on: a group has
+//!   no effect on traffic, and other applications' rules may name it before this one starts.
+//! - One SecurityPolicy per application from Monitoring on, scoped to the group, with the
+//!   explicit rules first and the catch-all rule(s) last.
+//! - Catch-all per phase: Monitoring, Held, RolledBack = ALLOW, logged, monitor tag;
+//!   Enforcing = DROP, logged, monitor tag; Completed = DROP unlogged (KeepDrop) or none
+//!   (Remove); Pending = no policy.
+//! - Ids are deterministic and injective: `ms_{cluster}_{namespace}_{name}`. `_` cannot occur in
+//!   Kubernetes names nor in a cluster identity, so two policies never share an id. A rule's id is
+//!   its name; catch-alls are `catchall_in` / `catchall_out` (never a valid rule name).
+//! - Sequence numbers leave gaps and are kept from NSX: adding or removing a rule never changes
+//!   the others (see [`allocate_sequence`]).
+
+pub mod report;
+mod sequence;
+
+pub use sequence::{GAP, allocate_sequence};
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use sha2::{Digest, Sha256};
+
+use crate::api::{
+    Action, AfterCleanup, ApplicationRef, Direction, Member, Peer, Phase, Port, Protocol,
+    SegmentationPolicy,
+};
+use crate::nsx::model::{
+    ANY, DomainChild, Expression, Group, Infra, InfraChild, Meta, PolicyChild, Rule,
+    SecurityPolicy, ServiceEntry, Tag,
+};
+
+/// Tag scope naming the cluster that owns an NSX object.
+pub const OWNER_CLUSTER: &str = "microseg.io/cluster";
+/// Tag scope naming the owning namespace.
+pub const OWNER_NAMESPACE: &str = "microseg.io/namespace";
+/// Tag scope naming the owning SegmentationPolicy.
+pub const OWNER_NAME: &str = "microseg.io/name";
+/// Tag scope marking objects managed by microseg.
+pub const MANAGED_BY: &str = "microseg.io/managed-by";
+/// Value of the managed-by tag.
+pub const MANAGED_BY_VALUE: &str = "microseg";
+/// Id of the inbound catch-all rule.
+pub const CATCHALL_IN: &str = "catchall_in";
+/// Id of the outbound catch-all rule.
+pub const CATCHALL_OUT: &str = "catchall_out";
+/// Sequence number of the inbound catch-all (after every explicit rule).
+pub const CATCHALL_IN_SEQ: i64 = 2_000_000_000;
+/// Sequence number of the outbound catch-all.
+pub const CATCHALL_OUT_SEQ: i64 = 2_000_000_001;
+/// Most Condition expressions NSX accepts in a group.
+pub const MAX_CONDITIONS: usize = 5;
+/// Most values in one L4 port-set entry (a range counts twice).
+pub const MAX_PORT_VALUES: usize = 15;
+
+/// Which cluster this controller is; part of every NSX id and ownership tag.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    cluster: String,
+}
+
+impl Identity {
+    /// A cluster identity: 1–32 characters of `a-z`, `0-9` and `-`.
+    pub fn new(cluster: &str) -> Result<Identity, PlanError> {
+        let ok = !cluster.is_empty()
+            && cluster.len() <= 32
+            && cluster
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !ok {
+            return Err(PlanError::Invalid {
+                field: "cluster identity".into(),
+                reason: format!("{cluster:?} must be 1-32 characters of a-z, 0-9 and '-'"),
+            });
+        }
+        Ok(Identity {
+            cluster: cluster.to_string(),
+        })
+    }
+
+    /// The cluster name.
+    pub fn cluster(&self) -> &str {
+        &self.cluster
+    }
+
+    /// The NSX id of a policy's group and security policy.
+    pub fn object_id(&self, namespace: &str, name: &str) -> String {
+        format!("ms_{}_{}_{}", self.cluster, namespace, name)
+    }
+
+    /// The ownership tags of a policy's objects.
+    pub fn owner_tags(&self, namespace: &str, name: &str) -> Vec<Tag> {
+        vec![
+            Tag::new(OWNER_CLUSTER, &self.cluster),
+            Tag::new(OWNER_NAMESPACE, namespace),
+            Tag::new(OWNER_NAME, name),
+            Tag::new(MANAGED_BY, MANAGED_BY_VALUE),
+        ]
+    }
+
+    /// True when `tags` say this cluster's policy `namespace/name` owns the object.
+    pub fn owns(&self, tags: &[Tag], namespace: &str, name: &str) -> bool {
+        self.owner_tags(namespace, name)
+            .iter()
+            .all(|want| tags.contains(want))
+    }
+}
+
+/// Policy path of a group.
+pub fn group_path(domain: &str, id: &str) -> String {
+    format!("/infra/domains/{domain}/groups/{id}")
+}
+
+/// Policy path of a security policy.
+pub fn policy_path(domain: &str, id: &str) -> String {
+    format!("/infra/domains/{domain}/security-policies/{id}")
+}
+
+/// The tag written on a catch-all rule, printed in DFW logs: `ms-<hash>-in|out` (≤ 32 chars).
+pub fn monitor_tag(object_id: &str, direction: Direction) -> String {
+    let digest = Sha256::digest(object_id.as_bytes());
+    let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    let dir = match direction {
+        Direction::Inbound => "in",
+        Direction::Outbound => "out",
+    };
+    format!("ms-{hex}-{dir}")
+}
+
+/// Why no plan could be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// The spec breaks a rule the schema cannot check.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// Field path.
+        field: String,
+        /// Why.
+        reason: String,
+    },
+    /// A rule names an application that does not exist (or has no group yet).
+    #[error("spec.rules[{rule}].peers: application {peer} not found")]
+    PeerNotFound {
+        /// Rule name.
+        rule: String,
+        /// namespace/name.
+        peer: String,
+    },
+    /// NSX holds an object with our id that microseg does not own.
+    #[error("NSX {path} exists and is not owned by this policy; refusing to change it")]
+    NotOwned {
+        /// Path.
+        path: String,
+    },
+}
+
+impl PlanError {
+    /// PascalCase reason for conditions.
+    pub fn reason(&self) -> &'static str {
+        use crate::api::condition::reason;
+        match self {
+            PlanError::Invalid { .. } => reason::INVALID_SPEC,
+            PlanError::PeerNotFound { .. } => reason::PEER_NOT_FOUND,
+            PlanError::NotOwned { .. } => reason::NOT_OWNED,
+        }
+    }
+}
+
+/// Group paths of other applications, by namespace/name.
+pub type PeerGroups = BTreeMap<(String, String), String>;
+
+/// What a policy should look like in NSX.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DesiredState {
+    /// NSX domain.
+    pub domain: String,
+    /// The application's group (always present).
+    pub group: Group,
+    /// The security policy with its rules in `rules`, from Monitoring on.
+    pub policy: Option<SecurityPolicy>,
+}
+
+/// What NSX holds for a policy (as read).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LiveState {
+    /// The group, if present.
+    pub group: Option<Group>,
+    /// The security policy with embedded rules, if present.
+    pub policy: Option<SecurityPolicy>,
+}
+
+impl LiveState {
+    /// Sequence numbers of the live rules, by rule id.
+    pub fn rule_sequence(&self) -> BTreeMap<String, i64> {
+        self.policy
+            .iter()
+            .flat_map(|p| &p.rules)
+            .filter_map(|r| r.sequence_number.map(|s| (r.id.clone(), s)))
+            .collect()
+    }
+
+    /// NSX rule ids (as in DFW logs) by rule id.
+    pub fn rule_ids(&self) -> BTreeMap<String, i64> {
+        self.policy
+            .iter()
+            .flat_map(|p| &p.rules)
+            .filter_map(|r| r.rule_id.map(|n| (r.id.clone(), n)))
+            .collect()
+    }
+}
+
+/// Everything `desired` needs besides the policy.
+#[derive(Clone, Debug)]
+pub struct Context<'a> {
+    /// This cluster.
+    pub identity: &'a Identity,
+    /// Resolved peer applications.
+    pub peers: &'a PeerGroups,
+    /// Sequence numbers NSX already holds (keeps rules stable).
+    pub previous_sequence: &'a BTreeMap<String, i64>,
+}
+
+/// The desired NSX objects of `policy` in `phase`.
+pub fn desired(
+    policy: &SegmentationPolicy,
+    phase: Phase,
+    cx: &Context<'_>,
+) -> Result<DesiredState, PlanError> {
+    let namespace = policy.metadata.namespace.clone().unwrap_or_default();
+    let name = policy.metadata.name.clone().unwrap_or_default();
+    let spec = &policy.spec;
+    let domain = spec.nsx.domain.clone();
+    let id = cx.identity.object_id(&namespace, &name);
+    let tags = cx.identity.owner_tags(&namespace, &name);
+    let application = policy.application();
+    let gpath = group_path(&domain, &id);
+
+    let group = Group {
+        resource_type: "Group".into(),
+        id: id.clone(),
+        display_name: Some(application.clone()),
+        description: Some(format!("microseg application {namespace}/{name}")),
+        tags: tags.clone(),
+        expression: group_expression(&spec.members)?,
+        meta: Meta::default(),
+    };
+    if phase == Phase::Pending {
+        return Ok(DesiredState {
+            domain,
+            group,
+            policy: None,
+        });
+    }
+
+    let names: Vec<&str> = spec.rules.iter().map(|r| r.name.as_str()).collect();
+    let sequence = allocate_sequence(&names, cx.previous_sequence);
+    let mut rules = Vec::new();
+    for (i, (r, seq)) in spec.rules.iter().zip(sequence).enumerate() {
+        let peers = resolve_peers(&r.name, &r.peers, &namespace, cx.peers)?;
+        let (services, service_entries) = services(&r.ports, &format!("spec.rules[{i}].ports"))?;
+        let (sources, destinations, direction) = match r.direction {
+            Direction::Inbound => (peers, vec![gpath.clone()], "IN"),
+            Direction::Outbound => (vec![gpath.clone()], peers, "OUT"),
+        };
+        rules.push(Rule {
+            resource_type: "Rule".into(),
+            id: r.name.clone(),
+            display_name: Some(r.name.clone()),
+            action: nsx_action(r.action).into(),
+            source_groups: sources,
+            destination_groups: destinations,
+            services,
+            service_entries,
+            scope: vec![gpath.clone()],
+            direction: direction.into(),
+            ip_protocol: Some("IPV4_IPV6".into()),
+            logged: r.logged,
+            disabled: false,
+            sequence_number: Some(seq),
+            tag: None,
+            notes: r.description.clone(),
+            tags: Vec::new(),
+            rule_id: None,
+            meta: Meta::default(),
+        });
+    }
+    let catch_all = match phase {
+        Phase::Monitoring | Phase::Held | Phase::RolledBack => Some(("ALLOW", true)),
+        Phase::Enforcing => Some(("DROP", true)),
+        Phase::Completed => match spec.after_cleanup {
+            AfterCleanup::KeepDrop => Some(("DROP", false)),
+            AfterCleanup::Remove => None,
+        },
+        Phase::Pending => None,
+    };
+    if let Some((action, logged)) = catch_all {
+        let mut add = |rule_id: &str, direction: Direction, seq: i64| {
+            let (sources, destinations, dir) = match direction {
+                Direction::Inbound => (vec![ANY.to_string()], vec![gpath.clone()], "IN"),
+                Direction::Outbound => (vec![gpath.clone()], vec![ANY.to_string()], "OUT"),
+            };
+            rules.push(Rule {
+                resource_type: "Rule".into(),
+                id: rule_id.into(),
+                display_name: Some(format!("{application} catch-all {dir}")),
+                action: action.into(),
+                source_groups: sources,
+                destination_groups: destinations,
+                services: vec![ANY.into()],
+                service_entries: Vec::new(),
+                scope: vec![gpath.clone()],
+                direction: dir.into(),
+                ip_protocol: Some("IPV4_IPV6".into()),
+                logged,
+                disabled: false,
+                sequence_number: Some(seq),
+                tag: logged.then(|| monitor_tag(&id, direction)),
+                notes: Some(
+                    match (action, logged) {
+                        ("ALLOW", _) => "microseg catch-all: monitor mode (pass and log)",
+                        (_, true) => "microseg catch-all: enforcing (drop and log)",
+                        _ => "microseg catch-all: cleaned up (drop)",
+                    }
+                    .into(),
+                ),
+                tags: Vec::new(),
+                rule_id: None,
+                meta: Meta::default(),
+            });
+        };
+        if spec.catch_all.inbound {
+            add(CATCHALL_IN, Direction::Inbound, CATCHALL_IN_SEQ);
+        }
+        if spec.catch_all.outbound {
+            add(CATCHALL_OUT, Direction::Outbound, CATCHALL_OUT_SEQ);
+        }
+    }
+    let policy = SecurityPolicy {
+        resource_type: "SecurityPolicy".into(),
+        id: id.clone(),
+        display_name: Some(application),
+        description: Some(format!("microseg application {namespace}/{name}")),
+        tags,
+        category: Some(spec.nsx.category.as_nsx().into()),
+        sequence_number: spec.nsx.sequence_number.map(i64::from),
+        scope: vec![gpath],
+        stateful: Some(true),
+        rules,
+        children: Vec::new(),
+        meta: Meta::default(),
+    };
+    Ok(DesiredState {
+        domain,
+        group,
+        policy: Some(policy),
+    })
+}
+
+fn nsx_action(a: Action) -> &'static str {
+    match a {
+        Action::Allow => "ALLOW",
+        Action::Drop => "DROP",
+        Action::Reject => "REJECT",
+    }
+}
+
+fn group_expression(members: &[Member]) -> Result<Vec<Expression>, PlanError> {
+    let mut parts = Vec::new();
+    let mut v4 = Vec::new();
+    let mut v6 = Vec::new();
+    let mut paths = Vec::new();
+    for (i, m) in members.iter().enumerate() {
+        if let Some(t) = &m.vm_tag {
+            parts.push(Expression::Condition {
+                member_type: "VirtualMachine".into(),
+                key: "Tag".into(),
+                operator: "EQUALS".into(),
+                value: format!("{}|{}", t.scope.as_deref().unwrap_or(""), t.tag),
+            });
+        } else if let Some(n) = &m.vm_name {
+            let (operator, value) = match (&n.equals, &n.starts_with) {
+                (Some(v), _) => ("EQUALS", v),
+                (None, Some(v)) => ("STARTSWITH", v),
+                (None, None) => {
+                    return Err(PlanError::Invalid {
+                        field: format!("spec.members[{i}].vmName"),
+                        reason: "set equals or startsWith".into(),
+                    });
+                }
+            };
+            parts.push(Expression::Condition {
+                member_type: "VirtualMachine".into(),
+                key: "Name".into(),
+                operator: operator.into(),
+                value: value.clone(),
+            });
+        } else if let Some(ip) = &m.ip_address {
+            let net = parse_address(ip).ok_or_else(|| PlanError::Invalid {
+                field: format!("spec.members[{i}].ipAddress"),
+                reason: format!("{ip:?} is not an IP address or CIDR block"),
+            })?;
+            if net.addr().is_ipv4() {
+                v4.push(ip.clone());
+            } else {
+                v6.push(ip.clone());
+            }
+        } else if let Some(p) = &m.nsx_group {
+            paths.push(p.clone());
+        }
+    }
+    if parts.len() > MAX_CONDITIONS {
+        return Err(PlanError::Invalid {
+            field: "spec.members".into(),
+            reason: format!(
+                "{} vmTag/vmName members; NSX allows {MAX_CONDITIONS}",
+                parts.len()
+            ),
+        });
+    }
+    // One expression per address family (NSX refuses mixed families), then paths.
+    for ips in [v4, v6] {
+        if !ips.is_empty() {
+            parts.push(Expression::IpAddressExpression { ip_addresses: ips });
+        }
+    }
+    if !paths.is_empty() {
+        parts.push(Expression::PathExpression { paths });
+    }
+    let mut out = Vec::with_capacity(parts.len() * 2);
+    for (i, p) in parts.into_iter().enumerate() {
+        if i > 0 {
+            out.push(Expression::ConjunctionOperator {
+                conjunction_operator: "OR".into(),
+            });
+        }
+        out.push(p);
+    }
+    Ok(out)
+}
+
+fn parse_address(s: &str) -> Option<ipnet::IpNet> {
+    s.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+}
+
+fn resolve_peers(
+    rule: &str,
+    peers: &[Peer],
+    namespace: &str,
+    groups: &PeerGroups,
+) -> Result<Vec<String>, PlanError> {
+    let mut out = BTreeSet::new();
+    for p in peers {
+        if p.any == Some(true) {
+            return Ok(vec![ANY.into()]);
+        }
+        if let Some(ApplicationRef {
+            name,
+            namespace: ns,
+        }) = &p.application
+        {
+            let ns = ns.clone().unwrap_or_else(|| namespace.to_string());
+            let path =
+                groups
+                    .get(&(ns.clone(), name.clone()))
+                    .ok_or_else(|| PlanError::PeerNotFound {
+                        rule: rule.into(),
+                        peer: format!("{ns}/{name}"),
+                    })?;
+            out.insert(path.clone());
+        } else if let Some(c) = &p.cidr {
+            out.insert(c.clone());
+        } else if let Some(g) = &p.nsx_group {
+            out.insert(g.clone());
+        }
+    }
+    Ok(out.into_iter().collect())
+}
+
+fn services(ports: &[Port], field: &str) -> Result<(Vec<String>, Vec<ServiceEntry>), PlanError> {
+    if ports.is_empty() {
+        return Ok((vec![ANY.into()], Vec::new()));
+    }
+    let mut paths = BTreeSet::new();
+    let mut l4: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+    let mut l4_any: BTreeSet<&'static str> = BTreeSet::new();
+    let mut icmp = BTreeSet::new();
+    for (i, p) in ports.iter().enumerate() {
+        if let Some(s) = &p.nsx_service {
+            paths.insert(s.clone());
+            continue;
+        }
+        match p.protocol {
+            Some(proto @ (Protocol::Tcp | Protocol::Udp)) => {
+                let key = if proto == Protocol::Tcp { "TCP" } else { "UDP" };
+                match (p.port, p.end_port) {
+                    (None, _) => {
+                        l4_any.insert(key);
+                    }
+                    (Some(a), Some(b)) if b < a => {
+                        return Err(PlanError::Invalid {
+                            field: format!("{field}[{i}].endPort"),
+                            reason: format!("{b} is below port {a}"),
+                        });
+                    }
+                    (Some(a), Some(b)) if b > a => {
+                        l4.entry(key).or_default().push(format!("{a}-{b}"))
+                    }
+                    (Some(a), _) => l4.entry(key).or_default().push(a.to_string()),
+                }
+            }
+            Some(proto @ (Protocol::Icmp | Protocol::Icmpv6)) => {
+                let family = if proto == Protocol::Icmp {
+                    "ICMPv4"
+                } else {
+                    "ICMPv6"
+                };
+                icmp.insert((family, p.icmp_type.map(i64::from)));
+            }
+            None => {
+                return Err(PlanError::Invalid {
+                    field: format!("{field}[{i}]"),
+                    reason: "set protocol or nsxService".into(),
+                });
+            }
+        }
+    }
+    let mut entries = Vec::new();
+    for proto in ["TCP", "UDP"] {
+        if l4_any.contains(proto) {
+            entries.push(ServiceEntry::L4PortSetServiceEntry {
+                id: format!("{}-all", proto.to_lowercase()),
+                l4_protocol: proto.into(),
+                source_ports: Vec::new(),
+                destination_ports: Vec::new(),
+            });
+            continue;
+        }
+        let Some(values) = l4.get(proto) else {
+            continue;
+        };
+        let mut values = values.clone();
+        values.sort_by_key(|v| port_sort_key(v));
+        values.dedup();
+        // Split into entries of at most 15 values, a range counting twice.
+        let mut chunk: Vec<String> = Vec::new();
+        let mut weight = 0;
+        let mut n = 0;
+        for v in values {
+            let w = if v.contains('-') { 2 } else { 1 };
+            if weight + w > MAX_PORT_VALUES {
+                n += 1;
+                entries.push(l4_entry(proto, n, std::mem::take(&mut chunk)));
+                weight = 0;
+            }
+            weight += w;
+            chunk.push(v);
+        }
+        if !chunk.is_empty() {
+            n += 1;
+            entries.push(l4_entry(proto, n, chunk));
+        }
+    }
+    for (family, t) in icmp {
+        let id = match t {
+            Some(t) => format!("{}-{t}", family.to_lowercase()),
+            None => format!("{}-all", family.to_lowercase()),
+        };
+        entries.push(ServiceEntry::IcmpTypeServiceEntry {
+            id,
+            protocol: family.into(),
+            icmp_type: t,
+        });
+    }
+    let paths: Vec<String> = paths.into_iter().collect();
+    let services = if paths.is_empty() && !entries.is_empty() {
+        Vec::new()
+    } else {
+        paths
+    };
+    Ok((services, entries))
+}
+
+fn port_sort_key(v: &str) -> (u32, u32) {
+    let mut it = v.split('-').map(|x| x.parse::<u32>().unwrap_or(0));
+    let a = it.next().unwrap_or(0);
+    (a, it.next().unwrap_or(a))
+}
+
+fn l4_entry(proto: &str, n: usize, ports: Vec<String>) -> ServiceEntry {
+    ServiceEntry::L4PortSetServiceEntry {
+        id: format!("{}-{n}", proto.to_lowercase()),
+        l4_protocol: proto.into(),
+        source_ports: Vec::new(),
+        destination_ports: ports,
+    }
+}
+
+/// What has to change in NSX for one application.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    /// The one hierarchical call to make, or `None` when NSX already matches.
+    pub patch: Option<Infra>,
+    /// What changes, in words a reviewer reads.
+    pub summary: Vec<String>,
+}
+
+impl Change {
+    /// True when nothing needs writing.
+    pub fn is_empty(&self) -> bool {
+        self.patch.is_none()
+    }
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.summary.is_empty() {
+            return f.write_str("no change");
+        }
+        f.write_str(&self.summary.join("; "))
+    }
+}
+
+/// The comparable part of a rule (what NSX enforces), ignoring read-only fields.
+fn rule_key(r: &Rule) -> Rule {
+    Rule {
+        rule_id: None,
+        meta: Meta::default(),
+        display_name: r.display_name.clone(),
+        ip_protocol: r.ip_protocol.clone().or(Some("IPV4_IPV6".into())),
+        ..r.clone()
+    }
+}
+
+fn group_key(g: &Group) -> Group {
+    Group {
+        meta: Meta::default(),
+        ..g.clone()
+    }
+}
+
+fn policy_key(p: &SecurityPolicy) -> SecurityPolicy {
+    SecurityPolicy {
+        meta: Meta::default(),
+        rules: Vec::new(),
+        children: Vec::new(),
+        ..p.clone()
+    }
+}
+
+fn sorted_tags(tags: &[Tag]) -> Vec<Tag> {
+    let mut t = tags.to_vec();
+    t.sort();
+    t
+}
+
+/// Compares what NSX holds with what the phase needs and builds the one H-API call that
+/// converges it. Refuses to touch objects microseg does not own.
+pub fn diff(
+    desired: &DesiredState,
+    live: &LiveState,
+    identity: &Identity,
+    namespace: &str,
+    name: &str,
+) -> Result<Change, PlanError> {
+    let domain = &desired.domain;
+    for (tags, path) in [
+        (
+            live.group.as_ref().map(|g| &g.tags),
+            group_path(domain, &desired.group.id),
+        ),
+        (
+            live.policy.as_ref().map(|p| &p.tags),
+            policy_path(domain, &desired.group.id),
+        ),
+    ] {
+        if let Some(tags) = tags
+            && !identity.owns(tags, namespace, name)
+        {
+            return Err(PlanError::NotOwned { path });
+        }
+    }
+    let mut summary = Vec::new();
+    let mut children = Vec::new();
+
+    let group_changed = match &live.group {
+        None => {
+            summary.push(format!("create group {}", desired.group.id));
+            true
+        }
+        Some(g) => {
+            let (mut a, mut b) = (group_key(g), group_key(&desired.group));
+            a.tags = sorted_tags(&a.tags);
+            b.tags = sorted_tags(&b.tags);
+            let changed = a != b;
+            if changed {
+                summary.push(format!("update group {} members", desired.group.id));
+            }
+            changed
+        }
+    };
+    if group_changed {
+        children.push(DomainChild::ChildGroup {
+            id: desired.group.id.clone(),
+            marked_for_delete: false,
+            group: desired.group.clone(),
+        });
+    }
+
+    match (&desired.policy, &live.policy) {
+        (None, None) => {}
+        (None, Some(p)) => {
+            summary.push(format!("delete security policy {} and its rules", p.id));
+            children.push(DomainChild::ChildSecurityPolicy {
+                id: p.id.clone(),
+                marked_for_delete: true,
+                security_policy: minimal_policy(&p.id),
+            });
+        }
+        (Some(want), live_policy) => {
+            let live_rules: BTreeMap<&str, &Rule> = live_policy
+                .iter()
+                .flat_map(|p| &p.rules)
+                .map(|r| (r.id.as_str(), r))
+                .collect();
+            let want_ids: BTreeSet<&str> = want.rules.iter().map(|r| r.id.as_str()).collect();
+            let mut rule_children = Vec::new();
+            for r in &want.rules {
+                match live_rules.get(r.id.as_str()) {
+                    None => summary.push(format!("add rule {} ({})", r.id, describe_rule(r))),
+                    Some(l) if rule_key(l) != rule_key(r) => {
+                        summary.push(format!("change rule {} to {}", r.id, describe_rule(r)))
+                    }
+                    Some(_) => continue,
+                }
+                rule_children.push(PolicyChild::ChildRule {
+                    id: r.id.clone(),
+                    marked_for_delete: false,
+                    rule: r.clone(),
+                });
+            }
+            for (id, _) in live_rules.iter().filter(|(id, _)| !want_ids.contains(*id)) {
+                summary.push(format!("remove rule {id}"));
+                rule_children.push(PolicyChild::ChildRule {
+                    id: (*id).to_string(),
+                    marked_for_delete: true,
+                    rule: minimal_rule(id),
+                });
+            }
+            let policy_changed = match live_policy {
+                None => {
+                    summary.insert(
+                        usize::from(group_changed),
+                        format!("create security policy {}", want.id),
+                    );
+                    true
+                }
+                Some(l) => {
+                    let (mut a, mut b) = (policy_key(l), policy_key(want));
+                    a.tags = sorted_tags(&a.tags);
+                    b.tags = sorted_tags(&b.tags);
+                    a.stateful = a.stateful.or(Some(true));
+                    if a != b {
+                        summary.push(format!("update security policy {}", want.id));
+                        true
+                    } else {
+                        false
+                    }
+                }
+            };
+            if policy_changed || !rule_children.is_empty() {
+                let mut p = want.clone();
+                p.rules = Vec::new();
+                p.children = rule_children;
+                children.push(DomainChild::ChildSecurityPolicy {
+                    id: want.id.clone(),
+                    marked_for_delete: false,
+                    security_policy: p,
+                });
+            }
+        }
+    }
+    let patch = (!children.is_empty()).then(|| infra(domain, children));
+    Ok(Change { patch, summary })
+}
+
+/// The H-API call that removes everything a policy owns (policy first, then group; NSX
+/// resolves the order inside one call).
+pub fn removal(live: &LiveState, domain: &str) -> Option<Infra> {
+    let mut children = Vec::new();
+    if let Some(p) = &live.policy {
+        children.push(DomainChild::ChildSecurityPolicy {
+            id: p.id.clone(),
+            marked_for_delete: true,
+            security_policy: minimal_policy(&p.id),
+        });
+    }
+    if let Some(g) = &live.group {
+        children.push(DomainChild::ChildGroup {
+            id: g.id.clone(),
+            marked_for_delete: true,
+            group: Group {
+                resource_type: "Group".into(),
+                id: g.id.clone(),
+                display_name: None,
+                description: None,
+                tags: Vec::new(),
+                expression: Vec::new(),
+                meta: Meta::default(),
+            },
+        });
+    }
+    (!children.is_empty()).then(|| infra(domain, children))
+}
+
+fn infra(domain: &str, children: Vec<DomainChild>) -> Infra {
+    Infra {
+        resource_type: "Infra".into(),
+        children: vec![InfraChild::ChildResourceReference {
+            id: domain.to_string(),
+            target_type: "Domain".into(),
+            children,
+        }],
+    }
+}
+
+fn minimal_policy(id: &str) -> SecurityPolicy {
+    SecurityPolicy {
+        resource_type: "SecurityPolicy".into(),
+        id: id.into(),
+        display_name: None,
+        description: None,
+        tags: Vec::new(),
+        category: None,
+        sequence_number: None,
+        scope: Vec::new(),
+        stateful: None,
+        rules: Vec::new(),
+        children: Vec::new(),
+        meta: Meta::default(),
+    }
+}
+
+fn minimal_rule(id: &str) -> Rule {
+    Rule {
+        resource_type: "Rule".into(),
+        id: id.into(),
+        display_name: None,
+        action: "ALLOW".into(),
+        source_groups: vec![ANY.into()],
+        destination_groups: vec![ANY.into()],
+        services: vec![ANY.into()],
+        service_entries: Vec::new(),
+        scope: Vec::new(),
+        direction: "IN_OUT".into(),
+        ip_protocol: None,
+        logged: false,
+        disabled: false,
+        sequence_number: None,
+        tag: None,
+        notes: None,
+        tags: Vec::new(),
+        rule_id: None,
+        meta: Meta::default(),
+    }
+}
+
+/// One line describing a rule for people: `ALLOW IN from [...] to [...] on [...]`.
+pub fn describe_rule(r: &Rule) -> String {
+    let mut services: Vec<String> = r.services.clone();
+    for e in &r.service_entries {
+        services.push(match e {
+            ServiceEntry::L4PortSetServiceEntry {
+                l4_protocol,
+                destination_ports,
+                ..
+            } if destination_ports.is_empty() => format!("{l4_protocol}/any"),
+            ServiceEntry::L4PortSetServiceEntry {
+                l4_protocol,
+                destination_ports,
+                ..
+            } => format!("{l4_protocol}/{}", destination_ports.join(",")),
+            ServiceEntry::IcmpTypeServiceEntry {
+                protocol,
+                icmp_type,
+                ..
+            } => match icmp_type {
+                Some(t) => format!("{protocol} type {t}"),
+                None => protocol.clone(),
+            },
+        });
+    }
+    format!(
+        "{} {} from {} to {} on {}{}",
+        r.action,
+        r.direction,
+        r.source_groups.join(","),
+        r.destination_groups.join(","),
+        services.join(","),
+        if r.logged { ", logged" } else { "" }
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -42,7 +42,7 @@ use crate::api::{EffectiveSchedule, EnforcementWindowSpec, NextTransition, Phase
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 /// A blackout with parsed instants.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -2,15 +2,15 @@
 
 use super::*;
 
-pub(super) const MIN_NOTICE: i64 = 1_000;
-pub(super) const POST: i64 = 500;
+pub(crate) const MIN_NOTICE: i64 = 1_000;
+pub(crate) const POST: i64 = 500;
 
-pub(super) fn at(s: i64) -> Timestamp {
+pub(crate) fn at(s: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + s).unwrap()
 }
 
 /// notify 0, monitor 100, enforce 1000, cleanup default (1500).
-pub(super) fn window() -> Window {
+pub(crate) fn window() -> Window {
     Window {
         notify_at: at(0),
         monitor_from: at(100),
@@ -31,7 +31,7 @@ pub(super) fn window() -> Window {
 /// A policy's state carried from one evaluation to the next, as the controller does through
 /// status.
 #[derive(Clone, Debug)]
-pub(super) struct Sim {
+pub(crate) struct Sim {
     pub window: Window,
     pub suspend: bool,
     pub approved: bool,

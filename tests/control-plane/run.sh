@@ -48,10 +48,11 @@ build() {
     minor="$(echo "$k8s_version" | cut -d. -f2)"
     echo "run.sh: building control-plane (Kubernetes $k8s_version; the first build takes minutes)" >&2
     # Stamp the Kubernetes version into the binary so /version reports it.
-    # No -trimpath: StartTestServer resolves its own source directory at runtime.
+    # -trimpath=false (even if GOFLAGS says otherwise): StartTestServer
+    # resolves its own source directory at runtime and fails on trimmed paths.
     pkg=k8s.io/component-base/version
     cd "$HERE"
-    "$go" build \
+    "$go" build -trimpath=false \
       -ldflags "-X $pkg.gitVersion=$k8s_version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean" \
       -o "$BIN.tmp" .
     mv -f "$BIN.tmp" "$BIN"

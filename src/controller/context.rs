@@ -1,0 +1,85 @@
+//! What every reconcile shares: clients, stores, the recorder, metrics, the clock and settings.
+//! Built once in `controller::run`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::Client;
+use kube::runtime::events::Recorder;
+use kube::runtime::reflector::Store;
+
+use super::metrics::Metrics;
+use crate::api::{EnforcementWindow, SegmentationPolicy};
+use crate::notify::Notifier;
+use crate::nsx::NsxApi;
+use crate::plan::Identity;
+
+/// The source of `now`.
+pub trait Clock: Send + Sync {
+    /// The current instant.
+    fn now(&self) -> Timestamp;
+}
+
+/// The system clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+}
+
+/// Tunables of the controller.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Compute and report NSX changes without writing them.
+    pub dry_run: bool,
+    /// Resync period: NSX is compared at least this often (drift by hand).
+    pub resync: Duration,
+    /// Reminder notice this long before enforceAt.
+    pub reminder_before: SignedDuration,
+    /// MonitoringHealthy turns False after this long without a DFW log line.
+    pub log_silence: SignedDuration,
+    /// Wait before retrying a failed notice.
+    pub notice_retry: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            dry_run: false,
+            resync: Duration::from_secs(300),
+            reminder_before: SignedDuration::from_hours(48),
+            log_silence: SignedDuration::from_hours(24),
+            notice_retry: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Shared state of the reconcilers.
+#[derive(Clone)]
+pub struct Context {
+    /// Kubernetes client.
+    pub client: Client,
+    /// NSX.
+    pub nsx: Arc<dyn NsxApi>,
+    /// Owner notices; `None` when no channel is configured (notices cannot be delivered, so
+    /// enforcement is held).
+    pub notifier: Option<Arc<dyn Notifier>>,
+    /// Event recorder (one, shared).
+    pub recorder: Recorder,
+    /// This cluster's identity in NSX.
+    pub identity: Identity,
+    /// All policies (warm in every replica).
+    pub policies: Store<SegmentationPolicy>,
+    /// All windows.
+    pub windows: Store<EnforcementWindow>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Clock.
+    pub clock: Arc<dyn Clock>,
+    /// Settings.
+    pub settings: Settings,
+}

@@ -1,0 +1,389 @@
+//! The controller: kube-runtime wiring, leader election, health and metrics endpoints. The
+//! reconcile logic is in `policy` (SegmentationPolicy) and `window` (EnforcementWindow status);
+//! the status they write is built by the pure `status`, the notices they send are chosen by the
+//! pure `notices`.
+
+pub mod context;
+pub mod metrics;
+pub mod notices;
+pub mod policy;
+pub mod rbac;
+pub mod status;
+pub mod window;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::Api;
+use kube::runtime::Predicate;
+use kube::runtime::controller::{self, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{WatchStreamExt, predicates, watcher};
+use kube::{Client, ResourceExt};
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::api::{EnforcementWindow, SegmentationPolicy};
+use crate::notify::Notifier;
+use crate::nsx::NsxApi;
+use crate::plan::Identity;
+pub use context::{Clock, Context, Settings, SystemClock};
+
+/// Field manager of every status write.
+pub const FIELD_MANAGER: &str = "microseg";
+/// Finalizer that removes a policy's NSX objects before it goes.
+pub const NSX_CLEANUP_FINALIZER: &str = "microseg.io/nsx-cleanup";
+
+/// Errors of the controller.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The Kubernetes API refused or failed a call.
+    #[error("kubernetes API: {0}")]
+    Kube(#[source] kube::Error),
+    /// NSX failed a call the reconcile cannot do without.
+    #[error("{policy}: {source}")]
+    Nsx {
+        /// namespace/name.
+        policy: String,
+        /// Why.
+        #[source]
+        source: crate::nsx::Error,
+    },
+    /// The finalizer helper failed.
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    /// A namespaced object without a namespace.
+    #[error("metadata.namespace: missing")]
+    MissingNamespace,
+    /// Leader election failed.
+    #[error("leader election: {0}")]
+    Lease(String),
+    /// The HTTP server could not start.
+    #[error("http server on {addr}: {reason}")]
+    Http {
+        /// Address.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// PascalCase label for metrics and events.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "KubeApi",
+            Error::Nsx { source, .. } => source.category(),
+            Error::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.category(),
+                _ => "Finalizer",
+            },
+            Error::MissingNamespace => "InvalidObject",
+            Error::Lease(_) => "LeaderElection",
+            Error::Http { .. } => "Http",
+        }
+    }
+
+    /// When to try again.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Nsx { source, .. } => source.retry_after().or(Some(Duration::from_secs(30))),
+            Error::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.retry_after(),
+                _ => Some(Duration::from_secs(5)),
+            },
+            Error::MissingNamespace => None,
+            _ => Some(Duration::from_secs(5)),
+        }
+    }
+}
+
+/// Leader election settings.
+#[derive(Clone, Debug)]
+pub struct LeaseSettings {
+    /// Namespace of the Lease.
+    pub namespace: String,
+    /// Lease name.
+    pub name: String,
+    /// This replica's identity (pod name).
+    pub holder: String,
+    /// Lease duration in seconds.
+    pub duration_seconds: u64,
+}
+
+/// Everything `run` needs.
+pub struct Runtime {
+    /// Kubernetes client.
+    pub client: Client,
+    /// NSX.
+    pub nsx: Arc<dyn NsxApi>,
+    /// Notices.
+    pub notifier: Option<Arc<dyn Notifier>>,
+    /// Cluster identity.
+    pub identity: Identity,
+    /// Tunables.
+    pub settings: Settings,
+    /// Leader election; `None` runs as the only writer.
+    pub lease: Option<LeaseSettings>,
+    /// Only this namespace (namespace-scoped mode), or all.
+    pub namespace: Option<String>,
+    /// Health and metrics listener.
+    pub http: SocketAddr,
+    /// Metrics registry (other components may have registered into it).
+    pub registry: Registry,
+    /// Metrics of this controller, registered in `registry`.
+    pub metrics: Arc<metrics::Metrics>,
+}
+
+fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs the controller until SIGTERM/SIGINT.
+pub async fn run(rt: Runtime) -> Result<(), Error> {
+    let policies: Api<SegmentationPolicy> = api(&rt.client, &rt.namespace);
+    let windows: Api<EnforcementWindow> = api(&rt.client, &rt.namespace);
+
+    // Warm stores in every replica (the dashboard and ingestion read them too).
+    let (policy_store, policy_writer) = reflector::store();
+    let (window_store, window_writer) = reflector::store();
+    tokio::spawn(
+        watcher(policies.clone(), watcher::Config::default())
+            .default_backoff()
+            .reflect(policy_writer)
+            .for_each(|_| futures::future::ready(())),
+    );
+    tokio::spawn(
+        watcher(windows.clone(), watcher::Config::default())
+            .default_backoff()
+            .reflect(window_writer)
+            .for_each(|_| futures::future::ready(())),
+    );
+
+    let ctx = Arc::new(Context {
+        client: rt.client.clone(),
+        nsx: rt.nsx,
+        notifier: rt.notifier,
+        recorder: Recorder::new(
+            rt.client.clone(),
+            Reporter {
+                controller: FIELD_MANAGER.into(),
+                instance: rt.lease.as_ref().map(|l| l.holder.clone()),
+            },
+        ),
+        identity: rt.identity,
+        policies: policy_store.clone(),
+        windows: window_store.clone(),
+        metrics: rt.metrics,
+        clock: Arc::new(SystemClock),
+        settings: rt.settings,
+    });
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        info!("shutting down");
+        let _ = shutdown_tx.send(true);
+    });
+
+    let ready = {
+        let (p, w) = (policy_store.clone(), window_store.clone());
+        async move {
+            let _ = p.wait_until_ready().await;
+            let _ = w.wait_until_ready().await;
+        }
+    };
+    let server = crate::web::health::serve(rt.http, rt.registry, ready, shutdown_rx.clone())
+        .await
+        .map_err(|reason| Error::Http {
+            addr: rt.http,
+            reason,
+        })?;
+
+    let phase_gauges = tokio::spawn(window::phase_gauges(ctx.clone(), shutdown_rx.clone()));
+
+    match rt.lease {
+        None => run_controllers(ctx.clone(), policies, windows, shutdown_rx.clone()).await,
+        Some(lease) => {
+            run_as_leader(ctx.clone(), lease, policies, windows, shutdown_rx.clone()).await?
+        }
+    }
+    phase_gauges.abort();
+    let _ = server.await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = tokio::signal::ctrl_c() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn wait_true(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn wait_false(mut rx: watch::Receiver<bool>) {
+    while *rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Runs the writing controllers while this replica holds the lease; stops them when it is lost
+/// and starts them again when it is regained.
+async fn run_as_leader(
+    ctx: Arc<Context>,
+    lease: LeaseSettings,
+    policies: Api<SegmentationPolicy>,
+    windows: Api<EnforcementWindow>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), Error> {
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(ctx.client.clone(), &lease.name)
+        .with_namespace(&lease.namespace)
+        .with_identity(&lease.holder)
+        .with_duration(lease.duration_seconds)
+        .with_grace(lease.duration_seconds.div_ceil(3).max(1))
+        .with_field_manager("microseg-leader-election")
+        .build()
+        .await
+        .map_err(|e| Error::Lease(e.to_string()))?;
+    let (leader, task) = manager.watch().await;
+    loop {
+        tokio::select! {
+            _ = wait_true(leader.clone()) => {},
+            _ = wait_true(shutdown.clone()) => break,
+        }
+        if *shutdown.borrow() {
+            break;
+        }
+        info!(holder = %lease.holder, "acquired the lease: this replica writes NSX and status");
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let lost = {
+            let leader = leader.clone();
+            let shutdown = shutdown.clone();
+            async move {
+                tokio::select! {
+                    _ = wait_false(leader) => {},
+                    _ = wait_true(shutdown) => {},
+                }
+                let _ = stop_tx.send(true);
+            }
+        };
+        tokio::join!(
+            run_controllers(ctx.clone(), policies.clone(), windows.clone(), stop_rx),
+            lost
+        );
+        if *shutdown.borrow() {
+            break;
+        }
+        warn!(holder = %lease.holder, "lost the lease: stopped writing");
+    }
+    drop(leader);
+    match task.await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => warn!(error = %e, "releasing the lease"),
+        Err(e) => warn!(error = %e, "lease task"),
+    }
+    Ok(())
+}
+
+/// The policy and window controllers, until `stop` turns true.
+async fn run_controllers(
+    ctx: Arc<Context>,
+    policies: Api<SegmentationPolicy>,
+    windows: Api<EnforcementWindow>,
+    stop: watch::Receiver<bool>,
+) {
+    let (reader, writer) = reflector::store();
+    let stream = watcher(policies.clone(), watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(
+            (predicates::generation as fn(&SegmentationPolicy) -> Option<u64>)
+                .combine(predicates::finalizers as fn(&SegmentationPolicy) -> Option<u64>)
+                .combine(predicates::annotations as fn(&SegmentationPolicy) -> Option<u64>),
+            Default::default(),
+        );
+    let store = ctx.policies.clone();
+    let policy_controller = Controller::for_stream(stream, reader)
+        .with_config(controller::Config::default().concurrency(16))
+        .watches(
+            windows.clone(),
+            watcher::Config::default(),
+            move |w: EnforcementWindow| {
+                let ns = w.namespace().unwrap_or_default();
+                let name = w.name_any();
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|p| {
+                        p.namespace().as_deref() == Some(ns.as_str()) && p.spec.window.name == name
+                    })
+                    .map(|p| ObjectRef::from_obj(p.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .graceful_shutdown_on(wait_true(stop.clone()))
+        .run(policy::reconcile, policy::error_policy, ctx.clone())
+        .for_each(|res| {
+            if let Err(e) = res {
+                match e {
+                    controller::Error::ReconcilerFailed(..) => {}
+                    other => error!(error = %other, "policy controller"),
+                }
+            }
+            futures::future::ready(())
+        });
+    let window_controller = Controller::new(windows, watcher::Config::default())
+        .watches(
+            policies,
+            watcher::Config::default(),
+            |p: SegmentationPolicy| {
+                let ns = p.namespace().unwrap_or_default();
+                Some(ObjectRef::new(&p.spec.window.name).within(&ns))
+            },
+        )
+        .graceful_shutdown_on(wait_true(stop))
+        .run(window::reconcile, window::error_policy, ctx)
+        .for_each(|_| futures::future::ready(()));
+    tokio::join!(policy_controller, window_controller);
+}

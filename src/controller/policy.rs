@@ -1,0 +1,743 @@
+//! Reconciles one SegmentationPolicy. `apply` runs, in order:
+//! 1. gather the window (from its store), the peers' group paths, the monitor summary and `now`;
+//! 2. ask `schedule::evaluate` for the phase and the next instant the answer can change;
+//! 3. send the owner notices that are due and not yet recorded (and re-evaluate if the
+//!    Scheduled notice was just delivered);
+//! 4. ask `plan::desired` for the NSX objects of the phase, read NSX, `plan::diff`, and make at
+//!    most one hierarchical write (none in dry-run mode); read back the rule ids;
+//! 5. build the status with the pure `status::build` and send it with one server-side apply;
+//! 6. emit events for transitions, drift, errors and notices;
+//! 7. requeue for the next instant (or the resync period, whichever is first).
+//!
+//! `cleanup` (finalizer) removes what the policy owns in NSX, and only that.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, instrument, warn};
+
+use super::context::Context;
+use super::notices::{self, Facts, scheduled_delivered_at};
+use super::status::{self, NsxFacts, Observation, SyncOutcome};
+use super::{Error, FIELD_MANAGER, NSX_CLEANUP_FINALIZER};
+use crate::api::condition::{self, reason};
+use crate::api::k8s::Time;
+use crate::api::{
+    APPROVAL_ANNOTATION, EnforcementWindow, NotificationRecord, Phase, SegmentationPolicy,
+    SegmentationPolicyStatus,
+};
+use crate::notify::Notice;
+use crate::plan::{self, LiveState, PeerGroups};
+use crate::schedule::{self, Blocker, Decision, MonitorSummary, Schedule, Window};
+
+/// Entry point for the Controller.
+#[instrument(skip(policy, ctx), fields(policy = %format!("{}/{}", policy.namespace().unwrap_or_default(), policy.name_any())))]
+pub async fn reconcile(
+    policy: Arc<SegmentationPolicy>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    ctx.metrics.reconciles.inc();
+    let ns = policy.namespace().ok_or(Error::MissingNamespace)?;
+    let api: Api<SegmentationPolicy> = Api::namespaced(ctx.client.clone(), &ns);
+    let result = finalizer(&api, NSX_CLEANUP_FINALIZER, policy, |event| async {
+        match event {
+            Finalizer::Apply(p) => apply(&p, &ctx).await,
+            Finalizer::Cleanup(p) => cleanup(&p, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    ctx.metrics
+        .reconcile_duration
+        .observe(started.elapsed().as_secs_f64());
+    result
+}
+
+/// What to do after an error.
+pub fn error_policy(policy: Arc<SegmentationPolicy>, error: &Error, ctx: Arc<Context>) -> Action {
+    warn!(policy = %policy.name_any(), error = %error, "reconcile failed");
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&super::metrics::CategoryLabel {
+            category: error.category().to_string(),
+        })
+        .inc();
+    match error.retry_after() {
+        Some(d) => Action::requeue(d),
+        None => Action::requeue(ctx.settings.resync),
+    }
+}
+
+struct Names {
+    ns: String,
+    name: String,
+    id: String,
+    domain: String,
+}
+
+fn names(p: &SegmentationPolicy, ctx: &Context) -> Names {
+    let ns = p.namespace().unwrap_or_default();
+    let name = p.name_any();
+    Names {
+        id: ctx.identity.object_id(&ns, &name),
+        domain: p.spec.nsx.domain.clone(),
+        ns,
+        name,
+    }
+}
+
+/// Group paths of the applications this policy's rules name; the missing ones as a blocker.
+fn resolve_peers(p: &SegmentationPolicy, ns: &str, ctx: &Context) -> (PeerGroups, Option<Blocker>) {
+    let mut groups = PeerGroups::new();
+    let mut missing = Vec::new();
+    for r in &p.spec.rules {
+        for peer in &r.peers {
+            let Some(app) = &peer.application else {
+                continue;
+            };
+            let peer_ns = app.namespace.clone().unwrap_or_else(|| ns.to_string());
+            let key = ObjectRef::new(&app.name).within(&peer_ns);
+            match ctx.policies.get(&key) {
+                Some(other) if other.metadata.deletion_timestamp.is_none() => {
+                    let path = plan::group_path(
+                        &other.spec.nsx.domain,
+                        &ctx.identity.object_id(&peer_ns, &app.name),
+                    );
+                    groups.insert((peer_ns, app.name.clone()), path);
+                }
+                _ => missing.push(format!("{peer_ns}/{} (rule {})", app.name, r.name)),
+            }
+        }
+    }
+    missing.sort();
+    missing.dedup();
+    let blocker = (!missing.is_empty()).then(|| Blocker {
+        reason: reason::PEER_NOT_FOUND,
+        message: format!("peer application not found: {}", missing.join(", ")),
+    });
+    (groups, blocker)
+}
+
+fn monitor_summary(status: &SegmentationPolicyStatus) -> MonitorSummary {
+    let m = status.monitor.clone().unwrap_or_default();
+    MonitorSummary {
+        open_alerts: m.open_alerts,
+        last_unmatched_at: m.last_unmatched_at.map(|t| t.0),
+        last_log_at: m.last_log_at.map(|t| t.0),
+        rollback_triggered: false,
+    }
+}
+
+async fn read_live(ctx: &Context, n: &Names) -> Result<LiveState, crate::nsx::Error> {
+    let group = ctx.nsx.get_group(&n.domain, &n.id).await?;
+    let policy = ctx.nsx.get_policy(&n.domain, &n.id).await?;
+    Ok(LiveState { group, policy })
+}
+
+async fn publish(
+    ctx: &Context,
+    p: &SegmentationPolicy,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_string(),
+        note: Some(note.chars().take(1000).collect()),
+        action: reason.to_string(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &p.object_ref(&())).await {
+        warn!(error = %e, "could not publish event");
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn evaluate_with(
+    window: &Window,
+    p: &SegmentationPolicy,
+    prev: &SegmentationPolicyStatus,
+    previous_schedule: Option<&Schedule>,
+    delivered: Option<Timestamp>,
+    monitor: &MonitorSummary,
+    blocker: Option<Blocker>,
+    now: Timestamp,
+) -> Decision {
+    schedule::evaluate(
+        &schedule::Inputs {
+            window,
+            suspend: p.spec.suspend,
+            approved: p.annotations().contains_key(APPROVAL_ANNOTATION),
+            generation: p.metadata.generation.unwrap_or(0),
+            previous_phase: prev.phase,
+            previous: previous_schedule,
+            notice_delivered_at: delivered,
+            monitor,
+            blocker,
+        },
+        now,
+    )
+}
+
+async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
+    let now = ctx.clock.now();
+    let n = names(p, ctx);
+    let prev = p.status.clone().unwrap_or_default();
+    let prev_phase = prev.phase;
+    let generation = p.metadata.generation;
+
+    // 1. The window.
+    let window_ref = ObjectRef::<EnforcementWindow>::new(&p.spec.window.name).within(&n.ns);
+    let Some(window) = ctx.windows.get(&window_ref) else {
+        let message = format!(
+            "spec.window.name: EnforcementWindow {:?} not found in {}",
+            p.spec.window.name, n.ns
+        );
+        let obs = Observation {
+            policy: p,
+            decision: None,
+            window_problem: Some(message.clone()),
+            sync: SyncOutcome::Failed {
+                reason: reason::WINDOW_NOT_FOUND,
+                message: message.clone(),
+            },
+            nsx: None,
+            delivered: Vec::new(),
+            notice_error: None,
+            log_silence: ctx.settings.log_silence,
+        };
+        patch_status(ctx, p, status::build(&obs, now)).await?;
+        if condition::find(&prev.conditions, condition::READY).map(|c| c.reason.as_str())
+            != Some(reason::WINDOW_NOT_FOUND)
+        {
+            publish(
+                ctx,
+                p,
+                EventType::Warning,
+                reason::WINDOW_NOT_FOUND,
+                message,
+            )
+            .await;
+        }
+        return Ok(Action::requeue(ctx.settings.resync));
+    };
+    let w = Window::from_spec(&window.spec);
+
+    // 2. Peers, NSX, monitor summary, readiness.
+    let (peers, mut blocker) = resolve_peers(p, &n.ns, ctx);
+    let live = read_live(ctx, &n).await;
+    if let Err(e) = &live {
+        blocker.get_or_insert(Blocker {
+            reason: reason::NSX_ERROR,
+            message: format!("NSX could not be read: {e}"),
+        });
+    }
+    let previously_synced = condition::find(&prev.conditions, condition::SYNCED)
+        .map(|c| c.status == condition::TRUE && c.observed_generation == generation)
+        .unwrap_or(false);
+    if !previously_synced && !prev_phase.unwrap_or_default().drops() {
+        blocker.get_or_insert(Blocker {
+            reason: reason::NOT_READY,
+            message: "NSX has not yet been confirmed in sync with this spec".into(),
+        });
+    }
+    let monitor = monitor_summary(&prev);
+    let previous_schedule = prev.schedule.as_ref().map(Schedule::from_status);
+    let facts = Facts {
+        namespace: &n.ns,
+        name: &n.name,
+        owners: &p.spec.owners,
+        records: &prev.notifications,
+        open_alerts: monitor.open_alerts,
+        reminder_before: ctx.settings.reminder_before,
+    };
+    let delivered = scheduled_delivered_at(&facts);
+    let mut decision = evaluate_with(
+        &w,
+        p,
+        &prev,
+        previous_schedule.as_ref(),
+        delivered,
+        &monitor,
+        blocker.clone(),
+        now,
+    );
+
+    // 3. Notices.
+    let (records, notice_error) = send_notices(p, ctx, &n, &decision, &facts, now).await;
+    if !records.is_empty() && decision.schedule.notice_delivered_at.is_none() {
+        let mut all = prev.notifications.clone();
+        all.extend(records.iter().cloned());
+        let facts = Facts {
+            records: &all,
+            ..facts
+        };
+        if let Some(t) = scheduled_delivered_at(&facts) {
+            decision = evaluate_with(
+                &w,
+                p,
+                &prev,
+                previous_schedule.as_ref(),
+                Some(t),
+                &monitor,
+                blocker.clone(),
+                now,
+            );
+        }
+    }
+
+    // 4. NSX.
+    let (sync, nsx_facts, decision) = sync_nsx(
+        p, ctx, &n, &peers, live, decision, &w, &prev, &monitor, blocker, now,
+    )
+    .await;
+
+    // 5. Status.
+    let obs = Observation {
+        policy: p,
+        decision: Some(&decision),
+        window_problem: None,
+        sync: sync.clone(),
+        nsx: nsx_facts,
+        delivered: records.clone(),
+        notice_error: notice_error.clone(),
+        log_silence: ctx.settings.log_silence,
+    };
+    patch_status(ctx, p, status::build(&obs, now)).await?;
+
+    // 6. Events and metrics.
+    if prev_phase != Some(decision.phase) {
+        let type_ = if matches!(decision.phase, Phase::Held | Phase::RolledBack) {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        info!(phase = %decision.phase, reason = decision.reason, "phase changed");
+        publish(
+            ctx,
+            p,
+            type_,
+            decision.reason,
+            format!("{}: {}", decision.phase, decision.message),
+        )
+        .await;
+        let scheduled = match decision.phase {
+            Phase::Monitoring => Some(decision.schedule.monitor_from),
+            Phase::Enforcing => Some(decision.schedule.enforce_at),
+            Phase::Completed => Some(decision.schedule.cleanup_at),
+            _ => None,
+        };
+        if let Some(at) = scheduled {
+            let late = now.duration_since(at).as_secs_f64().max(0.0);
+            ctx.metrics
+                .transition_lateness
+                .get_or_create(&super::metrics::PhaseLabel {
+                    phase: decision.phase.to_string(),
+                })
+                .observe(late);
+        }
+    }
+    match &sync {
+        SyncOutcome::Applied(summary) => {
+            let drift = prev_phase == Some(decision.phase)
+                && previously_synced
+                && prev.observed_generation == generation;
+            if drift {
+                ctx.metrics.drift_corrected.inc();
+                publish(
+                    ctx,
+                    p,
+                    EventType::Warning,
+                    "DriftCorrected",
+                    format!(
+                        "NSX differed from the desired state and was corrected: {}",
+                        summary.join("; ")
+                    ),
+                )
+                .await;
+            } else {
+                publish(
+                    ctx,
+                    p,
+                    EventType::Normal,
+                    reason::APPLIED,
+                    format!("Applied NSX changes: {}", summary.join("; ")),
+                )
+                .await;
+            }
+        }
+        SyncOutcome::DryRun(summary) if !summary.is_empty() => {
+            info!(changes = %summary.join("; "), "dry run: NSX changes not written");
+            publish(
+                ctx,
+                p,
+                EventType::Normal,
+                reason::DRY_RUN,
+                format!("Would apply: {}", summary.join("; ")),
+            )
+            .await;
+        }
+        SyncOutcome::Failed { reason, message } => {
+            publish(ctx, p, EventType::Warning, reason, message.clone()).await;
+        }
+        _ => {}
+    }
+    for r in &records {
+        publish(
+            ctx,
+            p,
+            EventType::Normal,
+            "NoticeSent",
+            format!(
+                "{} notice delivered to {} by {}",
+                r.kind, r.owner, r.channel
+            ),
+        )
+        .await;
+    }
+    if let Some(e) = &notice_error {
+        publish(ctx, p, EventType::Warning, "NoticeFailed", e.clone()).await;
+    }
+
+    // 7. Requeue.
+    let mut wait = ctx.settings.resync;
+    if let Some(at) = decision.wake_at {
+        let until = now.duration_until(at).unsigned_abs();
+        // Wake just after the instant so the answer has changed when we look.
+        wait = wait.min(until + Duration::from_millis(5));
+    }
+    if prev_phase != Some(decision.phase)
+        || notice_error.is_some()
+        || matches!(sync, SyncOutcome::Failed { .. })
+    {
+        let retry = if notice_error.is_some() || matches!(sync, SyncOutcome::Failed { .. }) {
+            ctx.settings.notice_retry.min(Duration::from_secs(30))
+        } else {
+            Duration::from_millis(200)
+        };
+        wait = wait.min(retry);
+    }
+    Ok(Action::requeue(wait))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn sync_nsx(
+    p: &SegmentationPolicy,
+    ctx: &Context,
+    n: &Names,
+    peers: &PeerGroups,
+    live: Result<LiveState, crate::nsx::Error>,
+    decision: Decision,
+    w: &Window,
+    prev: &SegmentationPolicyStatus,
+    monitor: &MonitorSummary,
+    blocker: Option<Blocker>,
+    now: Timestamp,
+) -> (SyncOutcome, Option<NsxFacts>, Decision) {
+    let prev_drops = prev.phase.unwrap_or_default().drops();
+    let live = match live {
+        Ok(l) => l,
+        Err(e) => {
+            return (
+                SyncOutcome::Failed {
+                    reason: reason::NSX_ERROR,
+                    message: format!("NSX could not be read: {e}"),
+                },
+                None,
+                decision,
+            );
+        }
+    };
+    let sequence = live.rule_sequence();
+    let cx = plan::Context {
+        identity: &ctx.identity,
+        peers,
+        previous_sequence: &sequence,
+    };
+    let planned = plan::desired(p, decision.phase, &cx)
+        .and_then(|d| plan::diff(&d, &live, &ctx.identity, &n.ns, &n.name).map(|c| (d, c)));
+    let (_desired, change) = match planned {
+        Ok(x) => x,
+        Err(e) => {
+            return (
+                SyncOutcome::Failed {
+                    reason: e.reason(),
+                    message: e.to_string(),
+                },
+                Some(facts(n, &live)),
+                decision,
+            );
+        }
+    };
+    let Some(patch) = change.patch else {
+        return (SyncOutcome::InSync, Some(facts(n, &live)), decision);
+    };
+    if ctx.settings.dry_run {
+        return (
+            SyncOutcome::DryRun(change.summary),
+            Some(facts(n, &live)),
+            decision,
+        );
+    }
+    ctx.metrics.nsx_writes.inc();
+    match ctx.nsx.patch_infra(&patch).await {
+        Ok(()) => {
+            info!(changes = %change.summary.join("; "), "Applied NSX changes");
+            let after = read_live(ctx, n).await.unwrap_or(live);
+            (
+                SyncOutcome::Applied(change.summary),
+                Some(facts(n, &after)),
+                decision,
+            )
+        }
+        Err(e) => {
+            let message = format!("NSX write failed: {e}");
+            warn!(error = %e, "NSX write failed");
+            // A failed write never counts as enforcement: report Held while NSX still passes.
+            let decision = if decision.phase.drops() && !prev_drops {
+                let held = Blocker {
+                    reason: reason::NSX_ERROR,
+                    message: message.clone(),
+                };
+                evaluate_with(
+                    w,
+                    p,
+                    prev,
+                    prev.schedule.as_ref().map(Schedule::from_status).as_ref(),
+                    decision.schedule.notice_delivered_at,
+                    monitor,
+                    Some(blocker.unwrap_or(held)),
+                    now,
+                )
+            } else {
+                decision
+            };
+            (
+                SyncOutcome::Failed {
+                    reason: reason::NSX_ERROR,
+                    message,
+                },
+                Some(facts(n, &live)),
+                decision,
+            )
+        }
+    }
+}
+
+fn facts(n: &Names, live: &LiveState) -> NsxFacts {
+    NsxFacts {
+        group_path: live
+            .group
+            .as_ref()
+            .map(|_| plan::group_path(&n.domain, &n.id)),
+        policy_path: live
+            .policy
+            .as_ref()
+            .map(|_| plan::policy_path(&n.domain, &n.id)),
+        revision: live.policy.as_ref().and_then(|p| p.meta.revision),
+        rule_ids: live.rule_ids(),
+    }
+}
+
+async fn send_notices(
+    p: &SegmentationPolicy,
+    ctx: &Context,
+    n: &Names,
+    d: &Decision,
+    facts: &Facts<'_>,
+    now: Timestamp,
+) -> (Vec<NotificationRecord>, Option<String>) {
+    let due = notices::due(d, facts, now);
+    if due.is_empty() {
+        return (Vec::new(), None);
+    }
+    let Some(notifier) = &ctx.notifier else {
+        return (
+            Vec::new(),
+            Some("no notification channel is configured: owner notices cannot be sent".into()),
+        );
+    };
+    let mut records = Vec::new();
+    let mut errors = Vec::new();
+    let monitor = p
+        .status
+        .as_ref()
+        .and_then(|s| s.monitor.clone())
+        .unwrap_or_default();
+    for item in due {
+        let notice = Notice {
+            kind: item.kind,
+            namespace: n.ns.clone(),
+            name: n.name.clone(),
+            application: p.application(),
+            owner: item.owner.clone(),
+            phase: d.phase,
+            monitor_from: d.schedule.monitor_from,
+            enforce_at: d.schedule.enforce_at,
+            cleanup_at: d.schedule.cleanup_at,
+            reason: matches!(
+                item.kind,
+                crate::notify::NoticeKind::Postponed | crate::notify::NoticeKind::RolledBack
+            )
+            .then(|| d.message.clone()),
+            flows: monitor.top_flows.clone(),
+            message_id: item.message_id.clone(),
+        };
+        match notifier.send(&notice).await {
+            Ok(deliveries) => {
+                ctx.metrics
+                    .notices
+                    .get_or_create(&super::metrics::PhaseLabel {
+                        phase: item.kind.as_str().to_string(),
+                    })
+                    .inc();
+                for del in deliveries {
+                    records.push(NotificationRecord {
+                        kind: item.kind.as_str().into(),
+                        owner: item.owner.name.clone(),
+                        channel: del.channel.into(),
+                        message_id: item.message_id.clone(),
+                        sent_at: Time(del.at),
+                        enforce_at: matches!(
+                            item.kind,
+                            crate::notify::NoticeKind::Scheduled
+                                | crate::notify::NoticeKind::Postponed
+                                | crate::notify::NoticeKind::Reminder
+                        )
+                        .then_some(Time(d.schedule.enforce_at)),
+                    });
+                }
+            }
+            Err(e) => errors.push(format!(
+                "{} notice to {}: {e}",
+                item.kind.as_str(),
+                item.owner.name
+            )),
+        }
+    }
+    (records, (!errors.is_empty()).then(|| errors.join("; ")))
+}
+
+async fn patch_status(
+    ctx: &Context,
+    p: &SegmentationPolicy,
+    status: SegmentationPolicyStatus,
+) -> Result<(), Error> {
+    let api: Api<SegmentationPolicy> =
+        Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
+    let body = json!({
+        "apiVersion": "microseg.io/v1alpha1",
+        "kind": "SegmentationPolicy",
+        "status": status,
+    });
+    api.patch_status(
+        &p.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(Error::Kube)?;
+    Ok(())
+}
+
+/// Finalizer: removes what the policy owns in NSX. NSX unreachable: the deletion waits and says
+/// so. A group still referenced by another application's rules is reported, not forced.
+async fn cleanup(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
+    let n = names(p, ctx);
+    let live = match read_live(ctx, &n).await {
+        Ok(l) => l,
+        Err(e) => {
+            publish(
+                ctx,
+                p,
+                EventType::Warning,
+                "DeletionBlocked",
+                format!("NSX unreachable, the deletion waits: {e}"),
+            )
+            .await;
+            return Err(Error::Nsx {
+                policy: format!("{}/{}", n.ns, n.name),
+                source: e,
+            });
+        }
+    };
+    let owned = LiveState {
+        group: live
+            .group
+            .filter(|g| ctx.identity.owns(&g.tags, &n.ns, &n.name)),
+        policy: live
+            .policy
+            .filter(|x| ctx.identity.owns(&x.tags, &n.ns, &n.name)),
+    };
+    let Some(patch) = plan::removal(&owned, &n.domain) else {
+        return Ok(Action::await_change());
+    };
+    if ctx.settings.dry_run {
+        publish(
+            ctx,
+            p,
+            EventType::Normal,
+            reason::DRY_RUN,
+            "Would remove the NSX group and security policy".into(),
+        )
+        .await;
+        return Ok(Action::await_change());
+    }
+    match ctx.nsx.patch_infra(&patch).await {
+        Ok(()) => {
+            info!("Removed NSX group and security policy");
+            publish(
+                ctx,
+                p,
+                EventType::Normal,
+                "Removed",
+                "Removed the NSX group and security policy".into(),
+            )
+            .await;
+            Ok(Action::await_change())
+        }
+        Err(e) => {
+            let referenced = matches!(&e, crate::nsx::Error::Api { error, .. } if error.error_message.contains("referenced"));
+            if referenced {
+                // Remove the policy; keep the group until nothing refers to it.
+                let only_policy = LiveState {
+                    group: None,
+                    policy: owned.policy.clone(),
+                };
+                if let Some(patch) = plan::removal(&only_policy, &n.domain) {
+                    ctx.nsx
+                        .patch_infra(&patch)
+                        .await
+                        .map_err(|source| Error::Nsx {
+                            policy: format!("{}/{}", n.ns, n.name),
+                            source,
+                        })?;
+                }
+                publish(ctx, p, EventType::Warning, "GroupInUse", format!("The NSX group is still referenced by other rules; it stays until they are gone: {e}")).await;
+            } else {
+                publish(
+                    ctx,
+                    p,
+                    EventType::Warning,
+                    "DeletionBlocked",
+                    format!("NSX refused the removal, the deletion waits: {e}"),
+                )
+                .await;
+            }
+            Err(Error::Nsx {
+                policy: format!("{}/{}", n.ns, n.name),
+                source: e,
+            })
+        }
+    }
+}

@@ -1,0 +1,400 @@
+//! Builds a policy's status from what one reconcile observed and decided. Pure: no IO, `now` is
+//! a parameter; the controller sends the result with one server-side-apply patch.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+
+use crate::api::condition::{self, FALSE, TRUE, UNKNOWN, reason, set_condition};
+use crate::api::k8s::Time;
+use crate::api::{
+    HistoryEntry, MAX_HISTORY, MAX_NOTIFICATIONS, NotificationRecord, NsxStatus, Phase,
+    SegmentationPolicy, SegmentationPolicyStatus,
+};
+use crate::schedule::Decision;
+
+/// How the NSX side of a reconcile went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SyncOutcome {
+    /// NSX already matched.
+    InSync,
+    /// One H-API call converged NSX; the summary says what changed.
+    Applied(Vec<String>),
+    /// Dry run: these changes would have been written.
+    DryRun(Vec<String>),
+    /// Nothing could be written (invalid spec, missing window or peer, name clash, NSX error).
+    Failed {
+        /// PascalCase reason.
+        reason: &'static str,
+        /// For people.
+        message: String,
+    },
+}
+
+/// Where the NSX objects are and what NSX numbered the rules.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NsxFacts {
+    /// Group path.
+    pub group_path: Option<String>,
+    /// Policy path (absent before Monitoring).
+    pub policy_path: Option<String>,
+    /// Policy `_revision`.
+    pub revision: Option<i64>,
+    /// Rule ids by rule name.
+    pub rule_ids: BTreeMap<String, i64>,
+}
+
+/// Everything one reconcile learned.
+#[derive(Clone, Debug)]
+pub struct Observation<'a> {
+    /// The policy as read.
+    pub policy: &'a SegmentationPolicy,
+    /// The schedule's answer (`None` when the window is missing).
+    pub decision: Option<&'a Decision>,
+    /// Why the window could not be used, if so.
+    pub window_problem: Option<String>,
+    /// The NSX side.
+    pub sync: SyncOutcome,
+    /// Object paths and rule ids (kept from the previous status when NSX was not read).
+    pub nsx: Option<NsxFacts>,
+    /// Notices delivered in this reconcile.
+    pub delivered: Vec<NotificationRecord>,
+    /// Why the Scheduled notice could not be delivered (last attempt).
+    pub notice_error: Option<String>,
+    /// Silence after which monitoring counts as blind (for MonitoringHealthy).
+    pub log_silence: SignedDuration,
+}
+
+/// The new status. Fields the controller does not own (`monitor`, written by the monitor) are
+/// left out so server-side apply keeps them.
+pub fn build(obs: &Observation<'_>, now: Timestamp) -> SegmentationPolicyStatus {
+    let prev = obs.policy.status.clone().unwrap_or_default();
+    let generation = obs.policy.metadata.generation;
+    let mut s = SegmentationPolicyStatus {
+        observed_generation: generation,
+        application: Some(obs.policy.application()),
+        phase: prev.phase,
+        schedule: prev.schedule.clone(),
+        next_transition: prev.next_transition.clone(),
+        conditions: prev.conditions.clone(),
+        nsx: prev.nsx.clone(),
+        monitor: None,
+        notifications: prev.notifications.clone(),
+        history: prev.history.clone(),
+    };
+    s.notifications.extend(obs.delivered.iter().cloned());
+    let excess = s.notifications.len().saturating_sub(MAX_NOTIFICATIONS);
+    s.notifications.drain(..excess);
+
+    if let Some(d) = obs.decision {
+        let previous_phase = prev.phase.unwrap_or(Phase::Pending);
+        if prev.phase != Some(d.phase) {
+            s.history.push(HistoryEntry {
+                phase: d.phase,
+                at: Time(now),
+                reason: d.reason.to_string(),
+                message: d.message.clone(),
+            });
+            let excess = s.history.len().saturating_sub(MAX_HISTORY);
+            s.history.drain(..excess);
+        }
+        let _ = previous_phase;
+        s.phase = Some(d.phase);
+        s.schedule = Some(d.schedule.to_status());
+        s.next_transition = d.next_transition();
+    } else if s.phase.is_none() {
+        s.phase = Some(Phase::Pending);
+    }
+
+    if let Some(facts) = &obs.nsx {
+        s.nsx = Some(NsxStatus {
+            group_path: facts.group_path.clone(),
+            policy_path: facts.policy_path.clone(),
+            revision: facts.revision,
+            rule_ids: facts.rule_ids.clone(),
+            last_sync_time: Some(Time(now)),
+        });
+    }
+
+    let c = &mut s.conditions;
+    // Synced.
+    let (st, rs, msg) = match &obs.sync {
+        SyncOutcome::InSync => (
+            TRUE,
+            reason::IN_SYNC,
+            "NSX matches the desired state".to_string(),
+        ),
+        SyncOutcome::Applied(summary) => (
+            TRUE,
+            reason::APPLIED,
+            format!("applied: {}", summary.join("; ")),
+        ),
+        SyncOutcome::DryRun(summary) if summary.is_empty() => (
+            TRUE,
+            reason::IN_SYNC,
+            "dry run: NSX matches the desired state".to_string(),
+        ),
+        SyncOutcome::DryRun(summary) => (
+            FALSE,
+            reason::DRY_RUN,
+            format!("dry run, would apply: {}", summary.join("; ")),
+        ),
+        SyncOutcome::Failed { reason, message } => (FALSE, *reason, message.clone()),
+    };
+    set_condition(c, condition::SYNCED, st, rs, msg, generation, now);
+
+    // OwnerNotified.
+    let schedule = s.schedule.as_ref();
+    let delivered_at = schedule.and_then(|x| x.notice_delivered_at.clone());
+    let (st, rs, msg) = match (&delivered_at, obs.decision, &obs.notice_error) {
+        (Some(t), _, _) => (
+            TRUE,
+            reason::DELIVERED,
+            format!("the Scheduled notice was delivered at {}", t.0),
+        ),
+        (None, Some(d), Some(err)) if d.notice_due => (
+            FALSE,
+            reason::NOTICE_DUE,
+            format!("the Scheduled notice is due and failed: {err}"),
+        ),
+        (None, Some(d), None) if d.notice_due => (
+            FALSE,
+            reason::NOTICE_DUE,
+            "the Scheduled notice is due".to_string(),
+        ),
+        (None, Some(d), _) => (
+            UNKNOWN,
+            reason::NOT_DUE,
+            format!("the Scheduled notice is due at {}", d.schedule.notify_at),
+        ),
+        (None, None, _) => (UNKNOWN, reason::PENDING, "no schedule".to_string()),
+    };
+    set_condition(c, condition::OWNER_NOTIFIED, st, rs, msg, generation, now);
+
+    // EnforcementGate.
+    match obs.decision {
+        Some(d) => set_condition(
+            c,
+            condition::ENFORCEMENT_GATE,
+            if d.gate.open { TRUE } else { FALSE },
+            d.gate.reason,
+            d.gate.message.clone(),
+            generation,
+            now,
+        ),
+        None => set_condition(
+            c,
+            condition::ENFORCEMENT_GATE,
+            UNKNOWN,
+            reason::WINDOW_NOT_FOUND,
+            "no window",
+            generation,
+            now,
+        ),
+    }
+
+    // MonitoringHealthy.
+    let phase = s.phase.unwrap_or_default();
+    let monitoring = matches!(
+        phase,
+        Phase::Monitoring | Phase::Enforcing | Phase::Held | Phase::RolledBack
+    );
+    let last_log = prev
+        .monitor
+        .as_ref()
+        .and_then(|m| m.last_log_at.as_ref())
+        .map(|t| t.0);
+    let (st, rs, msg) = match (monitoring, last_log) {
+        (false, _) => (
+            UNKNOWN,
+            reason::NOT_MONITORING,
+            format!("no monitoring in phase {phase}"),
+        ),
+        (true, None) => (
+            UNKNOWN,
+            reason::NO_LOGS_YET,
+            "no DFW log line of this application has arrived yet".to_string(),
+        ),
+        (true, Some(t)) if now < t + obs.log_silence => {
+            (TRUE, reason::LOGS_ARRIVING, format!("last DFW log at {t}"))
+        }
+        (true, Some(t)) => (
+            FALSE,
+            reason::MONITORING_BLIND,
+            format!("no DFW log since {t}: monitoring is blind"),
+        ),
+    };
+    set_condition(
+        c,
+        condition::MONITORING_HEALTHY,
+        st,
+        rs,
+        msg,
+        generation,
+        now,
+    );
+
+    // Ready: the first problem, or all well.
+    let problem: Option<(&str, String)> = if let Some(w) = &obs.window_problem {
+        Some((reason::WINDOW_NOT_FOUND, w.clone()))
+    } else if let SyncOutcome::Failed { reason, message } = &obs.sync {
+        Some((reason, message.clone()))
+    } else if let Some(d) = obs
+        .decision
+        .filter(|d| matches!(d.phase, Phase::Held | Phase::RolledBack))
+    {
+        Some((d.reason, d.message.clone()))
+    } else {
+        None
+    };
+    match problem {
+        Some((rs, msg)) => set_condition(c, condition::READY, FALSE, rs, msg, generation, now),
+        None => {
+            let msg = obs.decision.map(|d| d.message.clone()).unwrap_or_default();
+            set_condition(
+                c,
+                condition::READY,
+                TRUE,
+                reason::AS_EXPECTED,
+                msg,
+                generation,
+                now,
+            )
+        }
+    }
+    // Display order.
+    c.sort_by_key(|x| {
+        condition::POLICY_CONDITIONS
+            .iter()
+            .position(|t| *t == x.type_)
+            .unwrap_or(99)
+    });
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::MonitorStatus;
+    use crate::schedule::tests::{Sim, at, window};
+
+    fn policy() -> SegmentationPolicy {
+        let text = include_str!("../../deploy/examples/10-web.yaml");
+        let mut p: SegmentationPolicy = serde_yaml::from_str(text).unwrap();
+        p.metadata.generation = Some(3);
+        p
+    }
+
+    fn obs<'a>(
+        p: &'a SegmentationPolicy,
+        d: Option<&'a Decision>,
+        sync: SyncOutcome,
+    ) -> Observation<'a> {
+        Observation {
+            policy: p,
+            decision: d,
+            window_problem: None,
+            sync,
+            nsx: None,
+            delivered: vec![],
+            notice_error: None,
+            log_silence: SignedDuration::from_secs(300),
+        }
+    }
+
+    #[test]
+    fn the_first_visit_sets_every_condition_with_the_generation() {
+        let p = policy();
+        let d = Sim::new(window()).settle(at(-10));
+        let s = build(
+            &obs(
+                &p,
+                Some(&d),
+                SyncOutcome::Applied(vec!["create group x".into()]),
+            ),
+            at(-10),
+        );
+        let types: Vec<&str> = s.conditions.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(types, condition::POLICY_CONDITIONS.to_vec());
+        assert!(
+            s.conditions
+                .iter()
+                .all(|c| c.observed_generation == Some(3))
+        );
+        assert_eq!(s.phase, Some(Phase::Pending));
+        assert_eq!(s.history.len(), 1);
+        assert_eq!(s.application.as_deref(), Some("Shop web frontend"));
+        assert!(
+            s.monitor.is_none(),
+            "monitor belongs to the monitor's field manager"
+        );
+    }
+
+    #[test]
+    fn a_failed_write_makes_synced_and_ready_false_with_the_reason() {
+        let p = policy();
+        let d = Sim::new(window()).settle(at(-10));
+        let failed = SyncOutcome::Failed {
+            reason: reason::NSX_ERROR,
+            message: "NSX PATCH /infra: HTTP 400".into(),
+        };
+        let s = build(&obs(&p, Some(&d), failed), at(-10));
+        let synced = condition::find(&s.conditions, condition::SYNCED).unwrap();
+        assert_eq!(
+            (synced.status.as_str(), synced.reason.as_str()),
+            (FALSE, reason::NSX_ERROR)
+        );
+        let ready = condition::find(&s.conditions, condition::READY).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            (FALSE, reason::NSX_ERROR)
+        );
+    }
+
+    #[test]
+    fn history_grows_only_on_phase_changes_and_stays_bounded() {
+        let mut p = policy();
+        let mut sim = Sim::new(window());
+        sim.deliver(at(0));
+        let d = sim.settle(at(-10));
+        p.status = Some(build(&obs(&p, Some(&d), SyncOutcome::InSync), at(-10)));
+        let again = build(&obs(&p, Some(&d), SyncOutcome::InSync), at(-5));
+        assert_eq!(again.history.len(), 1);
+        let d = sim.settle(at(100));
+        let moved = build(&obs(&p, Some(&d), SyncOutcome::InSync), at(100));
+        assert_eq!(moved.history.len(), 2);
+        assert_eq!(moved.history[1].phase, Phase::Monitoring);
+        let mut many = p.clone();
+        let mut st = many.status.clone().unwrap();
+        st.history = (0..MAX_HISTORY).map(|_| moved.history[0].clone()).collect();
+        many.status = Some(st);
+        let bounded = build(&obs(&many, Some(&d), SyncOutcome::InSync), at(100));
+        assert_eq!(bounded.history.len(), MAX_HISTORY);
+        assert_eq!(bounded.history.last().unwrap().phase, Phase::Monitoring);
+    }
+
+    #[test]
+    fn monitoring_health_follows_the_last_log_line() {
+        let mut p = policy();
+        let mut sim = Sim::new(window());
+        sim.deliver(at(0));
+        let d = sim.settle(at(100));
+        let st = SegmentationPolicyStatus {
+            monitor: Some(MonitorStatus {
+                last_log_at: Some(Time(at(100))),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        p.status = Some(st);
+        let fresh = build(&obs(&p, Some(&d), SyncOutcome::InSync), at(200));
+        let c = condition::find(&fresh.conditions, condition::MONITORING_HEALTHY).unwrap();
+        assert_eq!(c.status, TRUE);
+        let stale = build(&obs(&p, Some(&d), SyncOutcome::InSync), at(500));
+        let c = condition::find(&stale.conditions, condition::MONITORING_HEALTHY).unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            (FALSE, reason::MONITORING_BLIND)
+        );
+    }
+}

@@ -1,0 +1,116 @@
+//! EnforcementWindow status: how many policies name it, how many are in each phase, and the
+//! earliest next transition among them. Computed from the policy store.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use serde_json::json;
+use tokio::sync::watch;
+
+use super::context::Context;
+use super::metrics::PhaseLabel;
+use super::{Error, FIELD_MANAGER};
+use crate::api::condition::{self, reason, set_condition};
+use crate::api::{
+    EnforcementWindow, EnforcementWindowStatus, NextTransition, Phase, SegmentationPolicy,
+};
+
+/// Counts of the policies that name `window` (pure).
+pub fn summarize(
+    window: &EnforcementWindow,
+    policies: &[Arc<SegmentationPolicy>],
+) -> EnforcementWindowStatus {
+    let ns = window.namespace();
+    let name = window.name_any();
+    let mut phases: BTreeMap<String, i64> = BTreeMap::new();
+    let mut next: Option<NextTransition> = None;
+    let mut count = 0;
+    for p in policies
+        .iter()
+        .filter(|p| p.namespace() == ns && p.spec.window.name == name)
+    {
+        count += 1;
+        let status = p.status.clone().unwrap_or_default();
+        *phases
+            .entry(status.phase.unwrap_or_default().to_string())
+            .or_default() += 1;
+        if let Some(n) = status.next_transition
+            && let Some(at) = &n.at
+            && next
+                .as_ref()
+                .and_then(|x| x.at.as_ref())
+                .is_none_or(|cur| at.0 < cur.0)
+        {
+            next = Some(n);
+        }
+    }
+    EnforcementWindowStatus {
+        observed_generation: window.metadata.generation,
+        policies: count,
+        phases,
+        next_transition: next,
+        conditions: window.status.clone().unwrap_or_default().conditions,
+    }
+}
+
+/// Writes the window's status.
+pub async fn reconcile(window: Arc<EnforcementWindow>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let mut status = summarize(&window, &ctx.policies.state());
+    let now = ctx.clock.now();
+    let msg = format!("{} policies in this wave", status.policies);
+    set_condition(
+        &mut status.conditions,
+        condition::READY,
+        condition::TRUE,
+        reason::AS_EXPECTED,
+        msg,
+        window.metadata.generation,
+        now,
+    );
+    if window.status.as_ref() == Some(&status) {
+        return Ok(Action::requeue(ctx.settings.resync));
+    }
+    let api: Api<EnforcementWindow> =
+        Api::namespaced(ctx.client.clone(), &window.namespace().unwrap_or_default());
+    let body = json!({"apiVersion": "microseg.io/v1alpha1", "kind": "EnforcementWindow", "status": status});
+    api.patch_status(
+        &window.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(Error::Kube)?;
+    Ok(Action::requeue(ctx.settings.resync))
+}
+
+/// What to do after an error.
+pub fn error_policy(_: Arc<EnforcementWindow>, _: &Error, _: Arc<Context>) -> Action {
+    Action::requeue(Duration::from_secs(10))
+}
+
+/// Keeps the `microseg_policies{phase}` gauges current from the store.
+pub async fn phase_gauges(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let mut counts: BTreeMap<Phase, i64> = Phase::ALL.iter().map(|p| (*p, 0)).collect();
+        for p in ctx.policies.state() {
+            let phase = p.status.as_ref().and_then(|s| s.phase).unwrap_or_default();
+            *counts.entry(phase).or_default() += 1;
+        }
+        for (phase, n) in counts {
+            ctx.metrics
+                .policies
+                .get_or_create(&PhaseLabel {
+                    phase: phase.to_string(),
+                })
+                .set(n);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {},
+            _ = shutdown.changed() => return,
+        }
+    }
+}

@@ -1,0 +1,676 @@
+//! The webhook channel: one HTTP POST per notice to the owner's webhook URL, as generic JSON,
+//! as a Slack incoming-webhook message or as a Microsoft Teams Adaptive Card message, with the
+//! header `Idempotency-Key: <message id>` so a receiver can drop a resend.
+//!
+//! Webhook URLs carry secret tokens in their path (Slack, Teams), so this module never puts a
+//! whole URL in a log line, an error or `Debug` output: [`redact_url`] keeps scheme, host and
+//! port. Redirects are not followed (they would carry the token elsewhere). One try per call;
+//! retries belong to [`super::channels::Channels`].
+//!
+//! # Choosing the format
+//! First match wins:
+//! 1. the URL fragment `#microseg-format=generic|slack|teams` (fragments never leave this
+//!    process, so an owner can pick a format in the manifest);
+//! 2. the configured rules ([`super::config::WebhookConfig::format_rules`],
+//!    `MICROSEG_WEBHOOK_FORMATS`);
+//! 3. built-in rules: `hooks.slack.com` → Slack; `*.webhook.office.com`, `outlook.office.com`,
+//!    `outlook.office365.com`, `*.logic.azure.com`, `*.powerplatform.com` → Teams;
+//! 4. otherwise generic.
+//!
+//! # Generic payload (`microseg.io/notice/v1`)
+//! ```json
+//! { "schema": "microseg.io/notice/v1", "kind": "AlertDigest", "messageId": "…@microseg.io",
+//!   "application": "Shop web frontend", "namespace": "wave-1", "name": "shop-web",
+//!   "owner": "Web Team", "phase": "Monitoring",
+//!   "monitorFrom": "2027-02-01T09:00:00Z", "enforceAt": "…", "cleanupAt": "…",
+//!   "reason": null, "subject": "[microseg] …", "summary": "…", "text": "<plain-text body>",
+//!   "flows": [ { "source": "10.20.30.40", "destination": "10.1.0.11", "protocol": "TCP",
+//!                "port": 8443, "direction": "Inbound", "action": "PASS", "count": 1284,
+//!                "firstSeen": "…", "lastSeen": "…", "rule": "- name: allow-in-tcp-8443-…" } ] }
+//! ```
+//! Examples of all three formats are under `docs/notices/`.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use k8s_openapi::jiff::Timestamp;
+use reqwest::Url;
+use serde_json::{Value, json};
+
+use super::config::WebhookConfig;
+use super::render::{self, RenderOptions, Rendered};
+use super::{Delivery, Error, Notice, Notifier};
+
+/// The schema name of the generic payload.
+pub const GENERIC_SCHEMA: &str = "microseg.io/notice/v1";
+
+/// The URL fragment key that picks a format for one webhook.
+pub const FORMAT_FRAGMENT: &str = "microseg-format";
+
+/// Most flows listed in a chat message (Slack allows 50 blocks; the rest is in the e-mail).
+pub const MAX_CHAT_FLOWS: usize = 10;
+
+/// The payload format a webhook receives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WebhookFormat {
+    /// The documented microseg JSON.
+    Generic,
+    /// Slack incoming webhook (`text` plus Block Kit `blocks`).
+    Slack,
+    /// Microsoft Teams incoming webhook or Workflows (a message with an Adaptive Card).
+    Teams,
+}
+
+impl WebhookFormat {
+    /// Lower-case name, as in configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookFormat::Generic => "generic",
+            WebhookFormat::Slack => "slack",
+            WebhookFormat::Teams => "teams",
+        }
+    }
+}
+
+impl std::str::FromStr for WebhookFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "generic" | "json" => Ok(WebhookFormat::Generic),
+            "slack" => Ok(WebhookFormat::Slack),
+            "teams" | "msteams" => Ok(WebhookFormat::Teams),
+            other => Err(format!(
+                "{other:?} is not a webhook format (generic, slack, teams)"
+            )),
+        }
+    }
+}
+
+/// Picks a format by host: `pattern` is a host name (`chat.example.com`) or a suffix pattern
+/// (`*.example.com`, which matches subdomains only).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FormatRule {
+    /// Host or `*.suffix`.
+    pub pattern: String,
+    /// The format for matching hosts.
+    pub format: WebhookFormat,
+}
+
+impl FormatRule {
+    /// A rule.
+    pub fn new(pattern: &str, format: WebhookFormat) -> Self {
+        FormatRule {
+            pattern: pattern.trim().to_ascii_lowercase(),
+            format,
+        }
+    }
+
+    /// Does the rule match this host?
+    pub fn matches(&self, host: &str) -> bool {
+        host_matches(&self.pattern, host)
+    }
+
+    /// Parses `host=format,*.suffix=format,...`.
+    pub fn parse_list(text: &str) -> Result<Vec<FormatRule>, String> {
+        text.split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(|item| {
+                let (pattern, format) = item
+                    .split_once('=')
+                    .ok_or_else(|| format!("{item:?} is not host=format"))?;
+                if pattern.trim().is_empty() {
+                    return Err(format!("{item:?} has no host"));
+                }
+                Ok(FormatRule::new(pattern, format.parse()?))
+            })
+            .collect()
+    }
+}
+
+/// The built-in format rules.
+pub fn builtin_rules() -> Vec<FormatRule> {
+    vec![
+        FormatRule::new("hooks.slack.com", WebhookFormat::Slack),
+        FormatRule::new("*.webhook.office.com", WebhookFormat::Teams),
+        FormatRule::new("outlook.office.com", WebhookFormat::Teams),
+        FormatRule::new("outlook.office365.com", WebhookFormat::Teams),
+        FormatRule::new("*.logic.azure.com", WebhookFormat::Teams),
+        FormatRule::new("*.powerplatform.com", WebhookFormat::Teams),
+    ]
+}
+
+/// The format for a webhook URL (see the module documentation for the order of the rules).
+pub fn detect_format(url: &Url, rules: &[FormatRule]) -> Result<WebhookFormat, String> {
+    if let Some(fragment) = url.fragment() {
+        for pair in fragment.split('&') {
+            if let Some(value) = pair
+                .strip_prefix(FORMAT_FRAGMENT)
+                .and_then(|v| v.strip_prefix('='))
+            {
+                return value.parse();
+            }
+        }
+    }
+    let host = url.host_str().unwrap_or_default();
+    Ok(rules
+        .iter()
+        .chain(builtin_rules().iter())
+        .find(|r| r.matches(host))
+        .map_or(WebhookFormat::Generic, |r| r.format))
+}
+
+/// `scheme://host[:port]/…`: a URL without its path, query and fragment (which may hold
+/// tokens), for logs and errors. Unparseable input becomes `<invalid url>`.
+pub fn redact_url(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(u) => {
+            let host = u.host_str().unwrap_or_default();
+            match u.port() {
+                Some(p) => format!("{}://{host}:{p}/…", u.scheme()),
+                None => format!("{}://{host}/…", u.scheme()),
+            }
+        }
+        Err(_) => "<invalid url>".to_string(),
+    }
+}
+
+fn rfc3339(t: Timestamp) -> String {
+    t.to_string()
+}
+
+/// The generic JSON payload.
+pub fn generic_payload(notice: &Notice, rendered: &Rendered, options: &RenderOptions) -> Value {
+    let flows: Vec<Value> = notice
+        .flows
+        .iter()
+        .map(|f| {
+            json!({
+                "source": f.source,
+                "destination": f.destination,
+                "protocol": f.protocol,
+                "port": f.port,
+                "direction": f.direction,
+                "action": f.action,
+                "count": f.count,
+                "firstSeen": rfc3339(f.first_seen.0),
+                "lastSeen": rfc3339(f.last_seen.0),
+                "rule": render::rule_entry(f),
+            })
+        })
+        .collect();
+    json!({
+        "schema": GENERIC_SCHEMA,
+        "kind": notice.kind.as_str(),
+        "messageId": notice.message_id,
+        "application": notice.application,
+        "namespace": notice.namespace,
+        "name": notice.name,
+        "owner": notice.owner.name,
+        "phase": notice.phase,
+        "monitorFrom": rfc3339(notice.monitor_from),
+        "enforceAt": rfc3339(notice.enforce_at),
+        "cleanupAt": rfc3339(notice.cleanup_at),
+        "reason": notice.reason,
+        "subject": rendered.subject,
+        "summary": render::summary(notice, options),
+        "text": rendered.text,
+        "flows": flows,
+    })
+}
+
+/// Escapes the three characters Slack's mrkdwn treats as control characters.
+fn slack_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// Cuts `s` to at most `max` characters, ending with `…` when cut.
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+fn dates(notice: &Notice) -> [(&'static str, String); 3] {
+    [
+        ("Monitor mode", render::format_time(notice.monitor_from)),
+        ("Enforcement", render::format_time(notice.enforce_at)),
+        ("Clean-up", render::format_time(notice.cleanup_at)),
+    ]
+}
+
+/// The Slack incoming-webhook payload: `text` (the notification fallback) and Block Kit
+/// `blocks`.
+pub fn slack_payload(notice: &Notice, rendered: &Rendered, options: &RenderOptions) -> Value {
+    let mut blocks = vec![
+        json!({"type": "header", "text": {"type": "plain_text", "text": truncate(&rendered.subject, 150)}}),
+        json!({"type": "section", "text": {"type": "mrkdwn", "text": truncate(&slack_escape(&render::summary(notice, options)), 3000)}}),
+    ];
+    let mut fields: Vec<Value> = dates(notice)
+        .iter()
+        .map(|(k, v)| json!({"type": "mrkdwn", "text": format!("*{k}*\n{v}")}))
+        .collect();
+    fields.push(json!({"type": "mrkdwn", "text": format!("*Policy*\n`{}/{}`", slack_escape(&notice.namespace), slack_escape(&notice.name))}));
+    blocks.push(json!({"type": "section", "fields": fields}));
+    for (i, f) in notice.flows.iter().take(MAX_CHAT_FLOWS).enumerate() {
+        let text = format!(
+            "*{}.* `{}` → `{}` {} ({:?}), {} times, first {}, last {}\n```{}```",
+            i + 1,
+            slack_escape(&f.source),
+            slack_escape(&f.destination),
+            slack_escape(&render::service(f)),
+            f.direction,
+            f.count,
+            render::format_time(f.first_seen.0),
+            render::format_time(f.last_seen.0),
+            slack_escape(&render::rule_entry(f)),
+        );
+        blocks.push(
+            json!({"type": "section", "text": {"type": "mrkdwn", "text": truncate(&text, 3000)}}),
+        );
+    }
+    blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": truncate(&format!("microseg · {} · message id {}", slack_escape(notice.kind.as_str()), notice.message_id), 3000)}]}));
+    json!({"text": slack_escape(&rendered.subject), "blocks": blocks})
+}
+
+/// The Microsoft Teams payload: a message with one Adaptive Card (accepted by Teams incoming
+/// webhooks and by Workflows "post to a channel when a webhook request is received").
+pub fn teams_payload(notice: &Notice, rendered: &Rendered, options: &RenderOptions) -> Value {
+    let mut facts: Vec<Value> = dates(notice)
+        .iter()
+        .map(|(k, v)| json!({"title": k, "value": v}))
+        .collect();
+    facts
+        .push(json!({"title": "Policy", "value": format!("{}/{}", notice.namespace, notice.name)}));
+    facts.push(json!({"title": "Phase", "value": notice.phase}));
+    if let Some(reason) = &notice.reason {
+        facts.push(json!({"title": "Reason", "value": reason}));
+    }
+    let mut body = vec![
+        json!({"type": "TextBlock", "text": rendered.subject, "weight": "Bolder", "size": "Medium", "wrap": true}),
+        json!({"type": "TextBlock", "text": render::summary(notice, options), "wrap": true}),
+        json!({"type": "FactSet", "facts": facts}),
+    ];
+    for (i, f) in notice.flows.iter().take(MAX_CHAT_FLOWS).enumerate() {
+        body.push(json!({"type": "TextBlock", "wrap": true, "text": format!(
+            "{}. {} → {} {} ({:?}), {} times, first {}, last {}",
+            i + 1, f.source, f.destination, render::service(f), f.direction, f.count,
+            render::format_time(f.first_seen.0), render::format_time(f.last_seen.0))}));
+        body.push(json!({"type": "TextBlock", "wrap": true, "fontType": "Monospace", "text": render::rule_entry(f)}));
+    }
+    body.push(json!({"type": "TextBlock", "text": format!("microseg · message id {}", notice.message_id), "size": "Small", "isSubtle": true, "wrap": true}));
+    json!({
+        "type": "message",
+        "attachments": [{
+            "contentType": "application/vnd.microsoft.card.adaptive",
+            "contentUrl": null,
+            "content": {
+                "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                "type": "AdaptiveCard",
+                "version": "1.4",
+                "msteams": {"width": "Full"},
+                "body": body,
+            }
+        }]
+    })
+}
+
+/// The payload of a notice in a format.
+pub fn payload(
+    format: WebhookFormat,
+    notice: &Notice,
+    rendered: &Rendered,
+    options: &RenderOptions,
+) -> Value {
+    match format {
+        WebhookFormat::Generic => generic_payload(notice, rendered, options),
+        WebhookFormat::Slack => slack_payload(notice, rendered, options),
+        WebhookFormat::Teams => teams_payload(notice, rendered, options),
+    }
+}
+
+/// Does `host` match a pattern (`host` or `*.suffix`, subdomains only)?
+pub fn host_matches(pattern: &str, host: &str) -> bool {
+    let host = host.to_ascii_lowercase();
+    let pattern = pattern.trim().to_ascii_lowercase();
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => host
+            .strip_suffix(suffix)
+            .is_some_and(|rest| rest.ends_with('.') && rest.len() > 1),
+        None => host == pattern,
+    }
+}
+
+/// Keeps a receiver's error text only when it looks like an error code (Slack answers
+/// `invalid_token`, `no_service`): a short line of letters, digits and `_-.: `. Anything else
+/// is dropped, so an owner-written URL cannot make the controller copy an internal service's
+/// response into status or events.
+fn error_code(body: &str) -> Option<String> {
+    let body = body.trim();
+    let looks_like_code = !body.is_empty()
+        && body.len() <= 100
+        && body
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || " _-.:".contains(c));
+    looks_like_code.then(|| body.to_string())
+}
+
+/// Sends notices to owners' webhooks.
+pub struct WebhookNotifier {
+    client: reqwest::Client,
+    allowed_hosts: Vec<String>,
+    rules: Vec<FormatRule>,
+    options: RenderOptions,
+    timeout: Duration,
+}
+
+impl fmt::Debug for WebhookNotifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookNotifier")
+            .field("allowed_hosts", &self.allowed_hosts)
+            .field("rules", &self.rules)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WebhookNotifier {
+    /// A webhook channel with these settings.
+    pub fn new(config: &WebhookConfig, options: RenderOptions) -> Result<Self, Error> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("microseg/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = &config.ca_bundle {
+            let bad = |e: &dyn fmt::Display| {
+                Error::Config(format!("webhook CA bundle {}: {e}", path.display()))
+            };
+            let pem = std::fs::read(path).map_err(|e| bad(&e))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(&e))?;
+            if certs.is_empty() {
+                return Err(bad(&"no certificate in the file"));
+            }
+            builder = builder.tls_built_in_root_certs(false);
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder
+            .build()
+            .map_err(|e| Error::Config(format!("webhook client: {}", e.without_url())))?;
+        Ok(WebhookNotifier {
+            client,
+            allowed_hosts: config.allowed_hosts.clone(),
+            rules: config.format_rules.clone(),
+            options,
+            timeout: config.timeout,
+        })
+    }
+
+    /// The format this channel uses for a URL.
+    pub fn format_for(&self, url: &str) -> Result<WebhookFormat, String> {
+        let url = Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
+        detect_format(&url, &self.rules)
+    }
+}
+
+/// The text of an error and its sources, with anything that looks like the URL's secret parts
+/// removed.
+fn describe(err: &(dyn std::error::Error + 'static), url: &Url) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        let s = e.to_string();
+        if !text.contains(&s) {
+            text.push_str(": ");
+            text.push_str(&s);
+        }
+        source = e.source();
+    }
+    scrub(&text, url)
+}
+
+/// Removes the URL, its path and its query from a text.
+fn scrub(text: &str, url: &Url) -> String {
+    let mut out = text.replace(url.as_str(), &redact_url(url.as_str()));
+    for secret in [url.path(), url.query().unwrap_or_default()] {
+        if secret.len() > 1 {
+            out = out.replace(secret, "/…");
+        }
+    }
+    out
+}
+
+#[async_trait]
+impl Notifier for WebhookNotifier {
+    /// One POST to `notice.owner.webhook`; one delivery on success.
+    async fn send(&self, notice: &Notice) -> Result<Vec<Delivery>, Error> {
+        let owner = &notice.owner.name;
+        let fail = |reason: String| Error::Webhook {
+            owner: owner.clone(),
+            reason,
+        };
+        let Some(raw) = notice.owner.webhook.as_deref() else {
+            return Err(Error::NoChannel {
+                owner: owner.clone(),
+                contact: "webhook",
+            });
+        };
+        let mut url = Url::parse(raw).map_err(|e| fail(format!("webhook is not a URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(fail(format!(
+                "{}: only http and https webhooks are supported",
+                redact_url(raw)
+            )));
+        }
+        let host = url.host_str().unwrap_or_default();
+        if !self.allowed_hosts.is_empty()
+            && !self.allowed_hosts.iter().any(|p| host_matches(p, host))
+        {
+            return Err(Error::Config(format!(
+                "webhook of owner {owner}: host {host:?} is not in MICROSEG_WEBHOOK_ALLOWED_HOSTS"
+            )));
+        }
+        let format = detect_format(&url, &self.rules)
+            .map_err(|e| fail(format!("{}: {e}", redact_url(raw))))?;
+        url.set_fragment(None);
+        let shown = redact_url(url.as_str());
+        let rendered =
+            render::render_with(notice, &self.options).map_err(|e| Error::Config(e.to_string()))?;
+        let body = payload(format, notice, &rendered, &self.options);
+        tracing::debug!(
+            url = %shown,
+            format = format.as_str(),
+            message_id = %notice.message_id,
+            "Posting owner notice to webhook"
+        );
+        let response = self
+            .client
+            .post(url.clone())
+            .header("Idempotency-Key", &notice.message_id)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| {
+                let kind = if e.is_timeout() {
+                    format!("timed out after {:?}", self.timeout)
+                } else if e.is_connect() {
+                    "could not connect".to_string()
+                } else {
+                    "request failed".to_string()
+                };
+                let e = e.without_url();
+                fail(format!(
+                    "POST {shown} ({}): {kind}: {}",
+                    format.as_str(),
+                    describe(&e, &url)
+                ))
+            })?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(vec![Delivery {
+                channel: "webhook",
+                at: Timestamp::now(),
+            }]);
+        }
+        let code = error_code(&response.text().await.unwrap_or_default())
+            .map(|c| format!(": {}", scrub(&c, &url)))
+            .unwrap_or_default();
+        Err(fail(format!(
+            "POST {shown} ({}): HTTP {status}{code}",
+            format.as_str()
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notify::{NoticeKind, examples};
+
+    fn format(url: &str, rules: &[FormatRule]) -> WebhookFormat {
+        detect_format(&Url::parse(url).unwrap(), rules).unwrap()
+    }
+
+    #[test]
+    fn format_follows_fragment_then_config_then_builtin_rules() {
+        let rules =
+            FormatRule::parse_list("chat.example.com=slack, *.teams.example.com=teams").unwrap();
+        let cases = [
+            (
+                "https://hooks.slack.com/services/T/B/X",
+                WebhookFormat::Slack,
+            ),
+            (
+                "https://contoso.webhook.office.com/webhookb2/abc",
+                WebhookFormat::Teams,
+            ),
+            (
+                "https://prod-01.westeurope.logic.azure.com/workflows/x",
+                WebhookFormat::Teams,
+            ),
+            ("https://webhook.office.com/x", WebhookFormat::Generic),
+            ("https://chat.example.com/hook", WebhookFormat::Slack),
+            ("https://a.teams.example.com/hook", WebhookFormat::Teams),
+            ("https://teams.example.com/hook", WebhookFormat::Generic),
+            (
+                "https://hooks.slack.com/x#microseg-format=generic",
+                WebhookFormat::Generic,
+            ),
+            (
+                "https://alerts.example.com/in#microseg-format=teams",
+                WebhookFormat::Teams,
+            ),
+            ("http://127.0.0.1:8080/anything", WebhookFormat::Generic),
+        ];
+        for (url, want) in cases {
+            assert_eq!(format(url, &rules), want, "{url}");
+        }
+        assert!(
+            detect_format(
+                &Url::parse("https://x.example.com/#microseg-format=irc").unwrap(),
+                &[]
+            )
+            .is_err()
+        );
+        assert!(FormatRule::parse_list("nohost").is_err());
+    }
+
+    #[test]
+    fn redacted_urls_keep_only_scheme_host_and_port() {
+        assert_eq!(
+            redact_url("https://hooks.slack.com/services/T000/B000/SECRET?x=1"),
+            "https://hooks.slack.com/…"
+        );
+        assert_eq!(
+            redact_url("http://127.0.0.1:9000/tok"),
+            "http://127.0.0.1:9000/…"
+        );
+        assert_eq!(redact_url("not a url SECRET"), "<invalid url>");
+    }
+
+    #[test]
+    fn payloads_have_the_documented_shapes() {
+        let options = RenderOptions::default();
+        let n = examples::notice(NoticeKind::AlertDigest);
+        let r = render::render_with(&n, &options).unwrap();
+        let g = generic_payload(&n, &r, &options);
+        assert_eq!(g["schema"], GENERIC_SCHEMA);
+        assert_eq!(g["kind"], "AlertDigest");
+        assert_eq!(g["messageId"], n.message_id);
+        assert_eq!(g["enforceAt"], "2027-02-16T09:00:00Z");
+        assert_eq!(g["flows"][0]["port"], 8443);
+        assert_eq!(g["flows"][0]["direction"], "Inbound");
+        let s = slack_payload(&n, &r, &options);
+        assert!(s["text"].as_str().unwrap().contains("Shop web frontend"));
+        assert_eq!(s["blocks"][0]["type"], "header");
+        let t = teams_payload(&n, &r, &options);
+        assert_eq!(t["type"], "message");
+        assert_eq!(t["attachments"][0]["content"]["type"], "AdaptiveCard");
+    }
+
+    #[test]
+    fn slack_text_escapes_control_characters() {
+        let mut n = examples::notice(NoticeKind::Postponed);
+        n.application = "<!channel> & <http://evil|click>".to_string();
+        let options = RenderOptions::default();
+        let r = render::render_with(&n, &options).unwrap();
+        let s = slack_payload(&n, &r, &options);
+        // `text` and mrkdwn blocks are parsed by Slack; the header is plain_text.
+        for text in [&s["text"], &s["blocks"][1]["text"]["text"]] {
+            let text = text.as_str().unwrap();
+            assert!(
+                !text.contains("<!channel>") && !text.contains("<http://evil"),
+                "{text}"
+            );
+            assert!(text.contains("&lt;!channel&gt; &amp;"), "{text}");
+        }
+    }
+
+    #[test]
+    fn only_short_error_codes_from_receivers_are_kept() {
+        assert_eq!(
+            error_code("invalid_token\n").as_deref(),
+            Some("invalid_token")
+        );
+        assert_eq!(error_code("<html>root:x:0:0</html>"), None);
+        assert_eq!(error_code(&"a".repeat(101)), None);
+        assert_eq!(error_code(""), None);
+    }
+
+    #[tokio::test]
+    async fn hosts_outside_the_allow_list_are_refused_without_a_request() {
+        let config = WebhookConfig {
+            allowed_hosts: vec!["hooks.slack.com".to_string(), "*.example.com".to_string()],
+            ..WebhookConfig::default()
+        };
+        let notifier = WebhookNotifier::new(&config, RenderOptions::default()).unwrap();
+        let mut n = examples::notice(NoticeKind::Enforced);
+        n.owner.webhook = Some("http://169.254.169.254/latest/meta-data/TOKEN".to_string());
+        let e = notifier.send(&n).await.unwrap_err();
+        assert!(matches!(e, Error::Config(_)), "{e:?}");
+        assert!(
+            e.to_string()
+                .contains("\"169.254.169.254\" is not in MICROSEG_WEBHOOK_ALLOWED_HOSTS"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("TOKEN"));
+    }
+
+    #[test]
+    fn scrub_removes_path_and_query() {
+        let url = Url::parse("https://h.example.com/services/SECRET?token=ALSO").unwrap();
+        let s = scrub(
+            "error for https://h.example.com/services/SECRET?token=ALSO and /services/SECRET",
+            &url,
+        );
+        assert!(!s.contains("SECRET") && !s.contains("ALSO"), "{s}");
+    }
+}

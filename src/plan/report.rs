@@ -1,0 +1,171 @@
+//! `microseg plan`: what microseg would write to NSX for a directory of manifests, now and at
+//! each future transition, in words a reviewer reads in a pull request. Pure: takes parsed
+//! resources and `now`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use k8s_openapi::jiff::Timestamp;
+
+use super::{
+    Context, DesiredState, Identity, PeerGroups, PlanError, describe_rule, desired, group_path,
+};
+use crate::api::{EnforcementWindow, Phase, SegmentationPolicy};
+use crate::schedule::{Inputs, MonitorSummary, Window, evaluate};
+
+/// Phases shown for the future, in order.
+const ROLLOUT: [Phase; 4] = [
+    Phase::Pending,
+    Phase::Monitoring,
+    Phase::Enforcing,
+    Phase::Completed,
+];
+
+/// Group paths of every policy in the set, as this cluster would name them.
+pub fn peer_groups(policies: &[SegmentationPolicy], identity: &Identity) -> PeerGroups {
+    policies
+        .iter()
+        .map(|p| {
+            let ns = p
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into());
+            let name = p.metadata.name.clone().unwrap_or_default();
+            let path = group_path(&p.spec.nsx.domain, &identity.object_id(&ns, &name));
+            ((ns, name), path)
+        })
+        .collect()
+}
+
+/// Renders the plan of every policy.
+pub fn render(
+    windows: &[EnforcementWindow],
+    policies: &[SegmentationPolicy],
+    identity: &Identity,
+    now: Timestamp,
+) -> Result<String, PlanError> {
+    let peers = peer_groups(policies, identity);
+    let windows: BTreeMap<(String, String), &EnforcementWindow> = windows
+        .iter()
+        .map(|w| {
+            let ns = w
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into());
+            ((ns, w.metadata.name.clone().unwrap_or_default()), w)
+        })
+        .collect();
+    let mut out = String::new();
+    for p in policies {
+        let ns = p
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let name = p.metadata.name.clone().unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{ns}/{name} \"{}\" ({:?}, window {})",
+            p.application(),
+            p.spec.criticality,
+            p.spec.window.name
+        );
+        let Some(w) = windows.get(&(ns.clone(), p.spec.window.name.clone())) else {
+            let _ = writeln!(
+                out,
+                "  spec.window.name: EnforcementWindow {:?} not found in {ns}: nothing would be written\n",
+                p.spec.window.name
+            );
+            continue;
+        };
+        let window = Window::from_spec(&w.spec);
+        let monitor = MonitorSummary::default();
+        let decision = evaluate(
+            &Inputs {
+                window: &window,
+                suspend: p.spec.suspend,
+                approved: false,
+                generation: 1,
+                previous_phase: None,
+                previous: None,
+                notice_delivered_at: None,
+                monitor: &monitor,
+                blocker: None,
+            },
+            now,
+        );
+        let s = &decision.schedule;
+        let _ = writeln!(
+            out,
+            "  schedule: notify {} | monitor {} | enforce {} | clean-up {}",
+            s.notify_at, s.monitor_from, s.enforce_at, s.cleanup_at
+        );
+        let _ = writeln!(out, "  at {now}: {}", decision.phase);
+        let sequence = BTreeMap::new();
+        let cx = Context {
+            identity,
+            peers: &peers,
+            previous_sequence: &sequence,
+        };
+        let mut previous: Option<DesiredState> = None;
+        for phase in ROLLOUT {
+            let d = desired(p, phase, &cx)?;
+            let _ = writeln!(out, "  {phase}:");
+            let created = previous
+                .as_ref()
+                .map(|x| x.policy.is_none())
+                .unwrap_or(true);
+            match (&previous, &d.policy) {
+                (None, _) => {
+                    let _ = writeln!(
+                        out,
+                        "    group {} ({} membership criteria)",
+                        d.group.id,
+                        d.group.expression.len().div_ceil(2)
+                    );
+                }
+                (Some(_), Some(policy)) if created => {
+                    let _ = writeln!(
+                        out,
+                        "    create security policy {} ({}, {} rules):",
+                        policy.id,
+                        policy.category.as_deref().unwrap_or("Application"),
+                        policy.rules.len()
+                    );
+                    for r in &policy.rules {
+                        let _ = writeln!(
+                            out,
+                            "      {:>10} {:<22} {}",
+                            r.sequence_number.unwrap_or(0),
+                            r.id,
+                            describe_rule(r)
+                        );
+                    }
+                }
+                (Some(prev), _) => {
+                    let change = super::diff(
+                        &d,
+                        &super::LiveState {
+                            group: Some(prev.group.clone()),
+                            policy: prev.policy.clone(),
+                        },
+                        identity,
+                        &ns,
+                        &name,
+                    )?;
+                    for line in &change.summary {
+                        let _ = writeln!(out, "    {line}");
+                    }
+                    if change.summary.is_empty() {
+                        let _ = writeln!(out, "    no change");
+                    }
+                }
+            }
+            previous = Some(d);
+        }
+        out.push('\n');
+    }
+    Ok(out)
+}

@@ -1,0 +1,3 @@
+//! The controller's HTTP side: health, readiness and metrics (`health`).
+
+pub mod health;

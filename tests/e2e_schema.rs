@@ -1,0 +1,113 @@
+//! End-to-end on a real kube-apiserver: the CRDs install, `kubectl explain` shows their docs, and
+//! the API server refuses bad manifests with a message that names the field.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+mod common;
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn crds_install_and_explain_shows_the_field_docs() {
+    let cp = common::shared();
+    // The API server publishes a new CRD's OpenAPI a moment after it is Established.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let out = loop {
+        let o = cp.kubectl(&["explain", "segmentationpolicy.spec.rules"]);
+        if o.status.success() || std::time::Instant::now() > deadline {
+            break String::from_utf8_lossy(&o.stdout).into_owned() + &stderr(&o);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    assert!(
+        out.contains("Explicit rules, matched before the catch-all"),
+        "{out}"
+    );
+    assert!(out.contains("peers"), "{out}");
+    let out = cp.kubectl_ok(&["explain", "enforcementwindow.spec.minimumNotice"]);
+    assert!(
+        out.contains("Least time between the delivered owner notice and enforcement"),
+        "{out}"
+    );
+    let names = cp.kubectl_ok(&["api-resources", "--categories=microseg", "-o", "name"]);
+    assert!(
+        names.contains("segmentationpolicies.microseg.io")
+            && names.contains("enforcementwindows.microseg.io"),
+        "{names}"
+    );
+}
+
+#[test]
+fn the_examples_are_accepted_by_the_api_server() {
+    let cp = common::shared();
+    let dir = common::repo().join("deploy/examples");
+    let out = cp.kubectl(&["apply", "--dry-run=server", "-f", dir.to_str().unwrap()]);
+    // The namespace does not exist in a dry run, so create it first for real.
+    if !out.status.success() {
+        cp.kubectl_ok(&["create", "namespace", "shop"]);
+    }
+    cp.kubectl_ok(&["apply", "--dry-run=server", "-f", dir.to_str().unwrap()]);
+}
+
+const WINDOW: &str = r#"
+apiVersion: microseg.io/v1alpha1
+kind: EnforcementWindow
+metadata: {name: w, namespace: NS}
+spec:
+  notifyAt: "2027-02-01T09:00:00Z"
+  monitorFrom: "2027-02-01T09:00:00Z"
+  enforceAt: "2027-02-16T09:00:00Z"
+"#;
+
+const POLICY: &str = r#"
+apiVersion: microseg.io/v1alpha1
+kind: SegmentationPolicy
+metadata: {name: web, namespace: NS}
+spec:
+  owners: [{name: Web team, email: web@example.com}]
+  criticality: Medium
+  window: {name: w}
+  members: [{vmTag: {tag: web}}]
+  rules:
+    - name: https
+      direction: Inbound
+      peers: [{cidr: 10.0.0.0/8}]
+      ports: [{protocol: TCP, port: 443}]
+"#;
+
+#[test]
+fn the_api_server_refuses_bad_manifests_naming_the_field() {
+    let cp = common::shared();
+    let ns = cp.namespace("schema");
+    let w = WINDOW.replace("NS", &ns);
+    let p = POLICY.replace("NS", &ns);
+    let ok = cp.kubectl_stdin(&["apply", "-f", "-"], &format!("{w}---{p}"));
+    assert!(
+        ok.status.success(),
+        "valid manifests refused: {}",
+        stderr(&ok)
+    );
+
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("wrong timestamp order", w.replace("monitorFrom: \"2027-02-01T09:00:00Z\"", "monitorFrom: \"2027-01-01T09:00:00Z\""), "notifyAt must not be after monitorFrom"),
+        ("notice shorter than minimumNotice", w.replace("2027-02-16T09:00:00Z", "2027-02-10T09:00:00Z"), "enforceAt must be at least minimumNotice after notifyAt"),
+        ("duplicate rule names", p.replace("  rules:\n", "  rules:\n    - name: https\n      direction: Outbound\n      peers: [{any: true}]\n"), "Duplicate value"),
+        ("bad CIDR", p.replace("10.0.0.0/8", "10.0.0.0/33"), "must be an IP address or a CIDR block"),
+        ("port 0", p.replace("port: 443", "port: 0"), "spec.rules[0].ports[0].port"),
+        ("port 70000", p.replace("port: 443", "port: 70000"), "spec.rules[0].ports[0].port"),
+        ("unknown enum", p.replace("criticality: Medium", "criticality: Extreme"), "spec.criticality"),
+        ("unknown direction", p.replace("direction: Inbound", "direction: Sideways"), "spec.rules[0].direction"),
+        ("owner nobody can reach", p.replace("owners: [{name: Web team, email: web@example.com}]", "owners: [{name: Web team}]"), "an owner needs an email or a webhook"),
+    ];
+    for (what, manifest, expected) in cases {
+        let out = cp.kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], &manifest);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{what}: accepted");
+        assert!(
+            err.contains(expected),
+            "{what}: expected {expected:?} in:\n{err}"
+        );
+    }
+}
