@@ -25,7 +25,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::auth::{AuthConfig, Login, Secret};
+use super::auth::{AuthConfig, Credentials, Login, Secret};
 use super::metrics::NsxMetrics;
 use super::model::{ApiError, Group, Infra, ListResult, Rule, SecurityPolicy};
 use super::pacing::{Pacer, PacingConfig};
@@ -72,6 +72,85 @@ impl ClientConfig {
             page_size: 1000,
             session_max_idle: Duration::from_secs(25 * 60),
         }
+    }
+}
+
+/// Environment variables [`ClientConfig::from_env`] reads.
+pub const ENV_VARS: &[&str] = &[
+    "NSX_URL",
+    "NSX_AUTH",
+    "NSX_USERNAME_FILE",
+    "NSX_PASSWORD_FILE",
+    "NSX_CLIENT_CERT_FILE",
+    "NSX_CLIENT_KEY_FILE",
+    "NSX_CA_BUNDLE",
+    "NSX_INSECURE_SKIP_TLS_VERIFY",
+    "NSX_RATE_LIMIT",
+    "NSX_CONCURRENCY",
+];
+
+impl ClientConfig {
+    /// Reads the configuration from the environment (see [`ClientConfig::from_lookup`]).
+    pub fn from_env() -> Result<Self, Error> {
+        Self::from_lookup(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+    }
+
+    /// Reads the configuration through `get`: `NSX_URL` (required); `NSX_AUTH` = `session`
+    /// (default), `basic` or `certificate`; for session/basic the user name and password come
+    /// from the files `NSX_USERNAME_FILE` / `NSX_PASSWORD_FILE` when set, else from the
+    /// variables `NSX_USERNAME` / `NSX_PASSWORD` (read when the client is built, never
+    /// printed); for certificate `NSX_CLIENT_CERT_FILE` and `NSX_CLIENT_KEY_FILE`;
+    /// `NSX_CA_BUNDLE`, `NSX_INSECURE_SKIP_TLS_VERIFY=true`, `NSX_RATE_LIMIT` (req/s),
+    /// `NSX_CONCURRENCY`.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
+        let url = get("NSX_URL").ok_or_else(|| Error::Config("NSX_URL is not set".into()))?;
+        let credentials = || Credentials {
+            username_file: get("NSX_USERNAME_FILE").map(PathBuf::from),
+            username_env: Some("NSX_USERNAME".into()),
+            password_file: get("NSX_PASSWORD_FILE").map(PathBuf::from),
+            password_env: Some("NSX_PASSWORD".into()),
+        };
+        let auth = match get("NSX_AUTH").as_deref().unwrap_or("session") {
+            "session" => AuthConfig::Session(credentials()),
+            "basic" => AuthConfig::Basic(credentials()),
+            "certificate" => AuthConfig::Certificate {
+                cert_file: get("NSX_CLIENT_CERT_FILE")
+                    .map(PathBuf::from)
+                    .ok_or_else(|| {
+                        Error::Config(
+                            "NSX_CLIENT_CERT_FILE is required with NSX_AUTH=certificate".into(),
+                        )
+                    })?,
+                key_file: get("NSX_CLIENT_KEY_FILE")
+                    .map(PathBuf::from)
+                    .ok_or_else(|| {
+                        Error::Config(
+                            "NSX_CLIENT_KEY_FILE is required with NSX_AUTH=certificate".into(),
+                        )
+                    })?,
+            },
+            other => {
+                return Err(Error::Config(format!(
+                    "NSX_AUTH: {other:?} is not one of session, basic, certificate"
+                )));
+            }
+        };
+        let mut cfg = ClientConfig::new(url, auth);
+        cfg.ca_bundle = get("NSX_CA_BUNDLE").map(PathBuf::from);
+        cfg.insecure_skip_tls_verify =
+            get("NSX_INSECURE_SKIP_TLS_VERIFY").as_deref() == Some("true");
+        if let Some(r) = get("NSX_RATE_LIMIT") {
+            cfg.pacing.rate = r.parse::<f64>().ok().filter(|r| *r > 0.0).ok_or_else(|| {
+                Error::Config(format!("NSX_RATE_LIMIT: {r:?} is not a positive number"))
+            })?;
+        }
+        if let Some(c) = get("NSX_CONCURRENCY") {
+            cfg.pacing.concurrency =
+                c.parse::<usize>().ok().filter(|c| *c > 0).ok_or_else(|| {
+                    Error::Config(format!("NSX_CONCURRENCY: {c:?} is not a positive integer"))
+                })?;
+        }
+        Ok(cfg)
     }
 }
 
@@ -942,6 +1021,35 @@ mod tests {
             realization_of(&[json!({"id": "x", "state": "ERROR", "runtime_error": "boom"})]),
             Realization::Failed("x: boom".into())
         );
+    }
+
+    #[test]
+    fn config_from_the_environment() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let cfg = ClientConfig::from_lookup(env(&[
+            ("NSX_URL", "https://nsx.example.com"),
+            ("NSX_PASSWORD_FILE", "/secrets/password"),
+            ("NSX_CA_BUNDLE", "/secrets/ca.pem"),
+            ("NSX_RATE_LIMIT", "30"),
+        ]))
+        .unwrap();
+        assert_eq!(cfg.url, "https://nsx.example.com");
+        assert!(matches!(&cfg.auth, AuthConfig::Session(c)
+            if c.password_file.as_deref() == Some(std::path::Path::new("/secrets/password"))
+                && c.username_env.as_deref() == Some("NSX_USERNAME")));
+        assert_eq!(cfg.pacing.rate, 30.0);
+        assert!(!cfg.insecure_skip_tls_verify);
+        let err =
+            ClientConfig::from_lookup(env(&[("NSX_URL", "x"), ("NSX_AUTH", "token")])).unwrap_err();
+        assert!(err.to_string().contains("NSX_AUTH"), "{err}");
+        assert!(ClientConfig::from_lookup(env(&[])).is_err());
     }
 
     #[test]
