@@ -1338,3 +1338,35 @@ async fn paging_stops_on_result_count_when_the_last_page_has_a_cursor() {
     assert_eq!(t.client.list_groups(&t.domain).await.unwrap().len(), 10);
     assert_eq!(t.sim().counters()["GET /infra/domains/{d}/groups"].total, 3);
 }
+
+#[tokio::test]
+async fn concurrent_transaction_refusals_are_retried_for_hierarchical_writes() {
+    if real_nsx() {
+        return;
+    }
+    let t = Target::new().await;
+    t.sim().set_faults(Faults {
+        atomic_conflict_fraction: 0.4,
+        ..Faults::default()
+    });
+    for i in 0..15 {
+        t.client
+            .patch_infra(&application(&t.domain, &t.id(&format!("tx{i}")), 1))
+            .await
+            .unwrap();
+    }
+    let c = t.sim().counters();
+    assert_eq!(c["PATCH /infra"].ok(), 15);
+    assert!(c["PATCH /infra"].by_status.get("400").copied().unwrap_or(0) > 0);
+    // A non-transient 400 is not retried.
+    t.sim().set_faults(Faults::default());
+    t.sim().reset_counters();
+    let bad = serde_json::json!({"resource_type": "Infra", "colour": "blue"});
+    assert!(
+        t.client
+            .send_json(Method::PATCH, "/infra", Some(&bad))
+            .await
+            .is_err()
+    );
+    assert_eq!(t.sim().counters()["PATCH /infra"].total, 1);
+}

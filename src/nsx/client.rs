@@ -255,6 +255,22 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// NSX answers that mean "try the same call again" (reference §4): 409 (concurrent change),
+/// 500 with code 607 (API transaction aborted) or 98 (manager could not reach its backend), and
+/// 400 "The object AtomicRequest/N is already present" (concurrent hierarchical calls). Only
+/// idempotent calls are retried on them.
+pub fn is_transient(status: u16, error: &ApiError) -> bool {
+    match status {
+        409 => true,
+        500 => matches!(error.error_code, 607 | 98),
+        400 => {
+            error.error_message.contains("AtomicRequest")
+                && error.error_message.contains("already present")
+        }
+        _ => false,
+    }
+}
+
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     headers
         .get(reqwest::header::RETRY_AFTER)
@@ -484,6 +500,7 @@ impl Client {
         let url = format!("{}{}", inner.base, path);
         let mut busy = 0u32;
         let mut transport = 0u32;
+        let mut transient = 0u32;
         let mut relogged = false;
         loop {
             let session = if authenticate {
@@ -596,6 +613,16 @@ impl Client {
                 return Err(Error::Auth {
                     user: inner.auth.user(),
                 });
+            }
+            if idempotent
+                && is_transient(status, &error)
+                && transient < inner.config.pacing.max_busy_retries
+            {
+                transient += 1;
+                let wait = inner.pacer.backoff(transient, None);
+                tracing::info!(%method, path, status, code = error.error_code, attempt = transient, ?wait, "NSX transient error, retrying");
+                tokio::time::sleep(wait).await;
+                continue;
             }
             return Err(Error::Api {
                 method: method.to_string(),
@@ -1050,6 +1077,26 @@ mod tests {
             ClientConfig::from_lookup(env(&[("NSX_URL", "x"), ("NSX_AUTH", "token")])).unwrap_err();
         assert!(err.to_string().contains("NSX_AUTH"), "{err}");
         assert!(ClientConfig::from_lookup(env(&[])).is_err());
+    }
+
+    #[test]
+    fn transient_nsx_errors_are_recognised() {
+        let e = |code: i64, msg: &str| ApiError {
+            error_code: code,
+            error_message: msg.into(),
+            ..ApiError::default()
+        };
+        assert!(is_transient(409, &e(0, "")));
+        assert!(is_transient(500, &e(607, "API transaction aborted")));
+        assert!(is_transient(
+            400,
+            &e(
+                1,
+                "The object AtomicRequest/12 is already present in the system."
+            )
+        ));
+        assert!(!is_transient(400, &e(287, "property x is unrecognized")));
+        assert!(!is_transient(500, &e(1, "boom")));
     }
 
     #[test]

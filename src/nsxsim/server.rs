@@ -23,7 +23,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::errors::{
-    CODE_CREDENTIALS, CODE_INVALID_PATH, CODE_RATE, CODE_UNAVAILABLE, CODE_XSRF, Fail, invalid,
+    CODE_ATOMIC_REQUEST, CODE_CREDENTIALS, CODE_INVALID_PATH, CODE_RATE, CODE_UNAVAILABLE,
+    CODE_XSRF, Fail, invalid,
 };
 use super::limits::{Counters, Faults, Limiter, OutageMode, Refusal};
 use super::store::{self, Ctx, Mode, Op, RevCheck, Store};
@@ -677,6 +678,15 @@ impl Sim {
                         "marked_for_delete": false, "overridden": false}),
             )),
             ("PATCH", Route::Infra) => {
+                if rand::random::<f64>() < faults.atomic_conflict_fraction {
+                    return Err(Fail::bad(
+                        CODE_ATOMIC_REQUEST,
+                        format!(
+                            "The object AtomicRequest/{} is already present in the system.",
+                            rand::random::<u16>()
+                        ),
+                    ));
+                }
                 let v = parse()?;
                 let enforce = q.get("enforce_revision_check").map(String::as_str) == Some("true");
                 let ops = st.hapi_ops(&v, enforce)?;
