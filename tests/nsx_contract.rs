@@ -965,6 +965,7 @@ async fn tls_is_verified_against_the_named_ca_bundle() {
         },
     );
     pi.ca_bundle = Some(ca);
+    let pi_ca = pi.ca_bundle.clone();
     let client = Client::new(pi).unwrap();
     client
         .patch_group("default", &group("pi-group", vec![]))
@@ -983,6 +984,30 @@ async fn tls_is_verified_against_the_named_ca_bundle() {
         sim.state().domains["default"].groups["pi-group"]["_create_user"],
         "microseg-pi"
     );
+    assert_eq!(g.meta.protection.as_deref(), Some("NOT_PROTECTED"));
+
+    // What a principal identity created is protected from other users...
+    let mut admin_cfg = sim_client_config(&sim.url, &creds, true);
+    admin_cfg.ca_bundle = pi_ca.clone();
+    let admin = Client::new(admin_cfg.clone()).unwrap();
+    let seen = admin
+        .get_group("default", "pi-group")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen.meta.protection.as_deref(), Some("REQUIRE_OVERRIDE"));
+    let err = admin
+        .patch_group("default", &group("pi-group", vec!["10.7.7.7"]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Api { status: 403, .. }), "{err:?}");
+    // ...unless the superuser says X-Allow-Overwrite.
+    admin_cfg.allow_overwrite = true;
+    Client::new(admin_cfg)
+        .unwrap()
+        .patch_group("default", &group("pi-group", vec!["10.7.7.7"]))
+        .await
+        .unwrap();
     sim.shutdown().await;
 }
 

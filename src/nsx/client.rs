@@ -56,6 +56,9 @@ pub struct ClientConfig {
     pub page_size: u32,
     /// Renew a session that has been idle this long (NSX's default idle timeout is 1800 s).
     pub session_max_idle: Duration,
+    /// Send `X-Allow-Overwrite: true`: lets a superuser change objects a principal identity
+    /// created (NSX protects them otherwise).
+    pub allow_overwrite: bool,
 }
 
 impl ClientConfig {
@@ -71,6 +74,7 @@ impl ClientConfig {
             max_conflict_retries: 3,
             page_size: 1000,
             session_max_idle: Duration::from_secs(25 * 60),
+            allow_overwrite: false,
         }
     }
 }
@@ -517,6 +521,9 @@ impl Client {
             }
             if let Some((h, _)) = &session {
                 req = req.headers(h.clone());
+            }
+            if inner.config.allow_overwrite {
+                req = req.header("X-Allow-Overwrite", "true");
             }
             req = match body {
                 Body::None => req,

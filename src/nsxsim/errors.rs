@@ -33,6 +33,9 @@ pub const CODE_RATE: i64 = 102;
 /// Concurrent hierarchical transaction ("AtomicRequest ... already present"; simulator's
 /// choice).
 pub const CODE_ATOMIC_REQUEST: i64 = 500_100;
+/// Change to an object protected by another principal identity (simulator's choice; the
+/// reference assumes 403).
+pub const CODE_PROTECTED: i64 = 500_101;
 /// Service unavailable (simulator's choice).
 pub const CODE_UNAVAILABLE: i64 = 101;
 
