@@ -68,10 +68,10 @@ pub enum Command {
         #[arg(long, default_value = ".")]
         root: PathBuf,
     },
-    /// Show what microseg would write to NSX for a directory of manifests, per phase.
-    Plan(PlanArgs),
     /// Run the NSX Manager simulator on a loopback address until interrupted.
     NsxSim(crate::nsxsim::Args),
+    /// Show what microseg would write to NSX for a directory of manifests, per phase.
+    Plan(PlanArgs),
 }
 
 /// Arguments of `microseg plan`.
