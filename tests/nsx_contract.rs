@@ -965,6 +965,7 @@ async fn tls_is_verified_against_the_named_ca_bundle() {
         },
     );
     pi.ca_bundle = Some(ca);
+    let pi_ca = pi.ca_bundle.clone();
     let client = Client::new(pi).unwrap();
     client
         .patch_group("default", &group("pi-group", vec![]))
@@ -983,6 +984,30 @@ async fn tls_is_verified_against_the_named_ca_bundle() {
         sim.state().domains["default"].groups["pi-group"]["_create_user"],
         "microseg-pi"
     );
+    assert_eq!(g.meta.protection.as_deref(), Some("NOT_PROTECTED"));
+
+    // What a principal identity created is protected from other users...
+    let mut admin_cfg = sim_client_config(&sim.url, &creds, true);
+    admin_cfg.ca_bundle = pi_ca.clone();
+    let admin = Client::new(admin_cfg.clone()).unwrap();
+    let seen = admin
+        .get_group("default", "pi-group")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen.meta.protection.as_deref(), Some("REQUIRE_OVERRIDE"));
+    let err = admin
+        .patch_group("default", &group("pi-group", vec!["10.7.7.7"]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Api { status: 403, .. }), "{err:?}");
+    // ...unless the superuser says X-Allow-Overwrite.
+    admin_cfg.allow_overwrite = true;
+    Client::new(admin_cfg)
+        .unwrap()
+        .patch_group("default", &group("pi-group", vec!["10.7.7.7"]))
+        .await
+        .unwrap();
     sim.shutdown().await;
 }
 
@@ -1337,4 +1362,36 @@ async fn paging_stops_on_result_count_when_the_last_page_has_a_cursor() {
         .unwrap();
     assert_eq!(t.client.list_groups(&t.domain).await.unwrap().len(), 10);
     assert_eq!(t.sim().counters()["GET /infra/domains/{d}/groups"].total, 3);
+}
+
+#[tokio::test]
+async fn concurrent_transaction_refusals_are_retried_for_hierarchical_writes() {
+    if real_nsx() {
+        return;
+    }
+    let t = Target::new().await;
+    t.sim().set_faults(Faults {
+        atomic_conflict_fraction: 0.4,
+        ..Faults::default()
+    });
+    for i in 0..15 {
+        t.client
+            .patch_infra(&application(&t.domain, &t.id(&format!("tx{i}")), 1))
+            .await
+            .unwrap();
+    }
+    let c = t.sim().counters();
+    assert_eq!(c["PATCH /infra"].ok(), 15);
+    assert!(c["PATCH /infra"].by_status.get("400").copied().unwrap_or(0) > 0);
+    // A non-transient 400 is not retried.
+    t.sim().set_faults(Faults::default());
+    t.sim().reset_counters();
+    let bad = serde_json::json!({"resource_type": "Infra", "colour": "blue"});
+    assert!(
+        t.client
+            .send_json(Method::PATCH, "/infra", Some(&bad))
+            .await
+            .is_err()
+    );
+    assert_eq!(t.sim().counters()["PATCH /infra"].total, 1);
 }

@@ -25,7 +25,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::auth::{AuthConfig, Login, Secret};
+use super::auth::{AuthConfig, Credentials, Login, Secret};
 use super::metrics::NsxMetrics;
 use super::model::{ApiError, Group, Infra, ListResult, Rule, SecurityPolicy};
 use super::pacing::{Pacer, PacingConfig};
@@ -56,6 +56,9 @@ pub struct ClientConfig {
     pub page_size: u32,
     /// Renew a session that has been idle this long (NSX's default idle timeout is 1800 s).
     pub session_max_idle: Duration,
+    /// Send `X-Allow-Overwrite: true`: lets a superuser change objects a principal identity
+    /// created (NSX protects them otherwise).
+    pub allow_overwrite: bool,
 }
 
 impl ClientConfig {
@@ -71,7 +74,87 @@ impl ClientConfig {
             max_conflict_retries: 3,
             page_size: 1000,
             session_max_idle: Duration::from_secs(25 * 60),
+            allow_overwrite: false,
         }
+    }
+}
+
+/// Environment variables [`ClientConfig::from_env`] reads.
+pub const ENV_VARS: &[&str] = &[
+    "NSX_URL",
+    "NSX_AUTH",
+    "NSX_USERNAME_FILE",
+    "NSX_PASSWORD_FILE",
+    "NSX_CLIENT_CERT_FILE",
+    "NSX_CLIENT_KEY_FILE",
+    "NSX_CA_BUNDLE",
+    "NSX_INSECURE_SKIP_TLS_VERIFY",
+    "NSX_RATE_LIMIT",
+    "NSX_CONCURRENCY",
+];
+
+impl ClientConfig {
+    /// Reads the configuration from the environment (see [`ClientConfig::from_lookup`]).
+    pub fn from_env() -> Result<Self, Error> {
+        Self::from_lookup(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+    }
+
+    /// Reads the configuration through `get`: `NSX_URL` (required); `NSX_AUTH` = `session`
+    /// (default), `basic` or `certificate`; for session/basic the user name and password come
+    /// from the files `NSX_USERNAME_FILE` / `NSX_PASSWORD_FILE` when set, else from the
+    /// variables `NSX_USERNAME` / `NSX_PASSWORD` (read when the client is built, never
+    /// printed); for certificate `NSX_CLIENT_CERT_FILE` and `NSX_CLIENT_KEY_FILE`;
+    /// `NSX_CA_BUNDLE`, `NSX_INSECURE_SKIP_TLS_VERIFY=true`, `NSX_RATE_LIMIT` (req/s),
+    /// `NSX_CONCURRENCY`.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
+        let url = get("NSX_URL").ok_or_else(|| Error::Config("NSX_URL is not set".into()))?;
+        let credentials = || Credentials {
+            username_file: get("NSX_USERNAME_FILE").map(PathBuf::from),
+            username_env: Some("NSX_USERNAME".into()),
+            password_file: get("NSX_PASSWORD_FILE").map(PathBuf::from),
+            password_env: Some("NSX_PASSWORD".into()),
+        };
+        let auth = match get("NSX_AUTH").as_deref().unwrap_or("session") {
+            "session" => AuthConfig::Session(credentials()),
+            "basic" => AuthConfig::Basic(credentials()),
+            "certificate" => AuthConfig::Certificate {
+                cert_file: get("NSX_CLIENT_CERT_FILE")
+                    .map(PathBuf::from)
+                    .ok_or_else(|| {
+                        Error::Config(
+                            "NSX_CLIENT_CERT_FILE is required with NSX_AUTH=certificate".into(),
+                        )
+                    })?,
+                key_file: get("NSX_CLIENT_KEY_FILE")
+                    .map(PathBuf::from)
+                    .ok_or_else(|| {
+                        Error::Config(
+                            "NSX_CLIENT_KEY_FILE is required with NSX_AUTH=certificate".into(),
+                        )
+                    })?,
+            },
+            other => {
+                return Err(Error::Config(format!(
+                    "NSX_AUTH: {other:?} is not one of session, basic, certificate"
+                )));
+            }
+        };
+        let mut cfg = ClientConfig::new(url, auth);
+        cfg.ca_bundle = get("NSX_CA_BUNDLE").map(PathBuf::from);
+        cfg.insecure_skip_tls_verify =
+            get("NSX_INSECURE_SKIP_TLS_VERIFY").as_deref() == Some("true");
+        if let Some(r) = get("NSX_RATE_LIMIT") {
+            cfg.pacing.rate = r.parse::<f64>().ok().filter(|r| *r > 0.0).ok_or_else(|| {
+                Error::Config(format!("NSX_RATE_LIMIT: {r:?} is not a positive number"))
+            })?;
+        }
+        if let Some(c) = get("NSX_CONCURRENCY") {
+            cfg.pacing.concurrency =
+                c.parse::<usize>().ok().filter(|c| *c > 0).ok_or_else(|| {
+                    Error::Config(format!("NSX_CONCURRENCY: {c:?} is not a positive integer"))
+                })?;
+        }
+        Ok(cfg)
     }
 }
 
@@ -174,6 +257,22 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+/// NSX answers that mean "try the same call again" (reference §4): 409 (concurrent change),
+/// 500 with code 607 (API transaction aborted) or 98 (manager could not reach its backend), and
+/// 400 "The object AtomicRequest/N is already present" (concurrent hierarchical calls). Only
+/// idempotent calls are retried on them.
+pub fn is_transient(status: u16, error: &ApiError) -> bool {
+    match status {
+        409 => true,
+        500 => matches!(error.error_code, 607 | 98),
+        400 => {
+            error.error_message.contains("AtomicRequest")
+                && error.error_message.contains("already present")
+        }
+        _ => false,
+    }
 }
 
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
@@ -405,6 +504,7 @@ impl Client {
         let url = format!("{}{}", inner.base, path);
         let mut busy = 0u32;
         let mut transport = 0u32;
+        let mut transient = 0u32;
         let mut relogged = false;
         loop {
             let session = if authenticate {
@@ -421,6 +521,9 @@ impl Client {
             }
             if let Some((h, _)) = &session {
                 req = req.headers(h.clone());
+            }
+            if inner.config.allow_overwrite {
+                req = req.header("X-Allow-Overwrite", "true");
             }
             req = match body {
                 Body::None => req,
@@ -517,6 +620,16 @@ impl Client {
                 return Err(Error::Auth {
                     user: inner.auth.user(),
                 });
+            }
+            if idempotent
+                && is_transient(status, &error)
+                && transient < inner.config.pacing.max_busy_retries
+            {
+                transient += 1;
+                let wait = inner.pacer.backoff(transient, None);
+                tracing::info!(%method, path, status, code = error.error_code, attempt = transient, ?wait, "NSX transient error, retrying");
+                tokio::time::sleep(wait).await;
+                continue;
             }
             return Err(Error::Api {
                 method: method.to_string(),
@@ -942,6 +1055,55 @@ mod tests {
             realization_of(&[json!({"id": "x", "state": "ERROR", "runtime_error": "boom"})]),
             Realization::Failed("x: boom".into())
         );
+    }
+
+    #[test]
+    fn config_from_the_environment() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let cfg = ClientConfig::from_lookup(env(&[
+            ("NSX_URL", "https://nsx.example.com"),
+            ("NSX_PASSWORD_FILE", "/secrets/password"),
+            ("NSX_CA_BUNDLE", "/secrets/ca.pem"),
+            ("NSX_RATE_LIMIT", "30"),
+        ]))
+        .unwrap();
+        assert_eq!(cfg.url, "https://nsx.example.com");
+        assert!(matches!(&cfg.auth, AuthConfig::Session(c)
+            if c.password_file.as_deref() == Some(std::path::Path::new("/secrets/password"))
+                && c.username_env.as_deref() == Some("NSX_USERNAME")));
+        assert_eq!(cfg.pacing.rate, 30.0);
+        assert!(!cfg.insecure_skip_tls_verify);
+        let err =
+            ClientConfig::from_lookup(env(&[("NSX_URL", "x"), ("NSX_AUTH", "token")])).unwrap_err();
+        assert!(err.to_string().contains("NSX_AUTH"), "{err}");
+        assert!(ClientConfig::from_lookup(env(&[])).is_err());
+    }
+
+    #[test]
+    fn transient_nsx_errors_are_recognised() {
+        let e = |code: i64, msg: &str| ApiError {
+            error_code: code,
+            error_message: msg.into(),
+            ..ApiError::default()
+        };
+        assert!(is_transient(409, &e(0, "")));
+        assert!(is_transient(500, &e(607, "API transaction aborted")));
+        assert!(is_transient(
+            400,
+            &e(
+                1,
+                "The object AtomicRequest/12 is already present in the system."
+            )
+        ));
+        assert!(!is_transient(400, &e(287, "property x is unrecognized")));
+        assert!(!is_transient(500, &e(1, "boom")));
     }
 
     #[test]

@@ -30,6 +30,12 @@ pub const CODE_REVISION: i64 = 206;
 pub const CODE_READ_ONLY: i64 = 500071;
 /// Rate or concurrency limit (simulator's choice).
 pub const CODE_RATE: i64 = 102;
+/// Concurrent hierarchical transaction ("AtomicRequest ... already present"; simulator's
+/// choice).
+pub const CODE_ATOMIC_REQUEST: i64 = 500_100;
+/// Change to an object protected by another principal identity (simulator's choice; the
+/// reference assumes 403).
+pub const CODE_PROTECTED: i64 = 500_101;
 /// Service unavailable (simulator's choice).
 pub const CODE_UNAVAILABLE: i64 = 101;
 

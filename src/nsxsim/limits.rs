@@ -27,7 +27,7 @@ pub enum OutageMode {
 }
 
 /// Faults injected into the API calls (not the admin API). Settable at start and through
-/// `PUT /admin/faults`.
+/// `PUT /admin/faults`, which replaces the whole set (fields left out are off).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Faults {
@@ -52,6 +52,10 @@ pub struct Faults {
     pub cursor_on_last_page: bool,
     /// Send `Retry-After: N` with 429 and 503 answers (NSX does not document one).
     pub retry_after_seconds: Option<u64>,
+    /// Fraction (0–1) of hierarchical `PATCH /infra` calls refused, before anything is
+    /// applied, with NSX's concurrent-transaction error (400 "The object AtomicRequest/N is
+    /// already present in the system.").
+    pub atomic_conflict_fraction: f64,
 }
 
 /// Calls of one method and path pattern.

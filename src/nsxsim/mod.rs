@@ -10,6 +10,20 @@
 //!
 //! Tests start one with [`spawn`] and stop it with [`Running::shutdown`] or by dropping it.
 //!
+//! From the command line:
+//! ```text
+//! microseg nsx-sim --listen 127.0.0.1:8443 --ca-out /tmp/nsxsim-ca.pem \
+//!     --password-file pw.txt --error-503-fraction 0.1 --state snapshot.json
+//! curl --cacert /tmp/nsxsim-ca.pem -u admin:... https://127.0.0.1:8443/policy/api/v1/infra/services
+//! curl --cacert /tmp/nsxsim-ca.pem https://127.0.0.1:8443/admin/counters          # GET; DELETE resets
+//! curl --cacert /tmp/nsxsim-ca.pem -X PUT -d '{"outage_seconds": 30}' .../admin/faults
+//! curl --cacert /tmp/nsxsim-ca.pem .../admin/state > snapshot.json                 # PUT loads one
+//! curl --cacert /tmp/nsxsim-ca.pem -X PUT -d '[{"name":"web-01","ips":["10.0.0.5"],
+//!     "tags":[{"scope":"app","tag":"web"}]}]' .../admin/vms
+//! curl --cacert /tmp/nsxsim-ca.pem -X POST -d '{"src_ip":"10.0.0.9","dst_ip":"10.0.0.5",
+//!     "protocol":"TCP","dst_port":443}' .../admin/flow                              # DFW log lines
+//! ```
+//!
 //! Submodules: [`store`] (intent objects and transactions), [`validate`] (NSX's field rules),
 //! [`server`] (HTTP pipeline and routes), [`limits`] (rate limits, faults, counters),
 //! [`inventory`] (VMs, effective membership, packet logs), [`errors`] (NSX error bodies).

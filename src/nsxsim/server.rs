@@ -23,7 +23,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::errors::{
-    CODE_CREDENTIALS, CODE_INVALID_PATH, CODE_RATE, CODE_UNAVAILABLE, CODE_XSRF, Fail, invalid,
+    CODE_ATOMIC_REQUEST, CODE_CREDENTIALS, CODE_INVALID_PATH, CODE_RATE, CODE_UNAVAILABLE,
+    CODE_XSRF, Fail, invalid,
 };
 use super::limits::{Counters, Faults, Limiter, OutageMode, Refusal};
 use super::store::{self, Ctx, Mode, Op, RevCheck, Store};
@@ -543,14 +544,42 @@ impl Sim {
             return empty(StatusCode::OK);
         }
         let q = query(&parts.uri);
+        let principal = cert
+            .as_deref()
+            .and_then(|der| lock(&self.principals).get(der).cloned())
+            .is_some_and(|pi| pi == user);
+        let allow_overwrite = parts
+            .headers
+            .get("x-allow-overwrite")
+            .and_then(|h| h.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
         let ctx = Ctx {
             user,
             now_ms: now_ms(),
+            principal,
+            allow_overwrite,
         };
-        match self.dispatch(&parts.method, route, &q, &body, &ctx, faults) {
+        let resp = match self.dispatch(&parts.method, route, &q, &body, &ctx, faults) {
             Ok(r) => r,
             Err(f) => fail_response(&f),
+        };
+        let protected = lock(&self.store).protected.clone();
+        if parts.method != Method::GET || protected.is_empty() {
+            return resp;
         }
+        // `_protection` as this viewer sees objects created by a principal identity.
+        let (head, body) = resp.into_parts();
+        let bytes = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let Ok(mut v) = serde_json::from_slice::<Value>(&bytes) else {
+            return Response::from_parts(head, Full::new(bytes));
+        };
+        mark_protection(&mut v, &protected, &ctx);
+        let bytes = serde_json::to_vec_pretty(&v).unwrap_or_default();
+        Response::from_parts(head, Full::new(Bytes::from(bytes)))
     }
 
     fn session_create(&self, body: &[u8]) -> Resp {
@@ -677,6 +706,15 @@ impl Sim {
                         "marked_for_delete": false, "overridden": false}),
             )),
             ("PATCH", Route::Infra) => {
+                if rand::random::<f64>() < faults.atomic_conflict_fraction {
+                    return Err(Fail::bad(
+                        CODE_ATOMIC_REQUEST,
+                        format!(
+                            "The object AtomicRequest/{} is already present in the system.",
+                            rand::random::<u16>()
+                        ),
+                    ));
+                }
                 let v = parse()?;
                 let enforce = q.get("enforce_revision_check").map(String::as_str) == Some("true");
                 let ops = st.hapi_ops(&v, enforce)?;
@@ -1129,6 +1167,40 @@ impl Sim {
                 &json!({"error": format!("no admin endpoint {method} {path}")}),
             ),
         }
+    }
+}
+
+/// Sets `_protection` on every object of `v` a principal identity owns: `NOT_PROTECTED` for
+/// the owner, `PROTECTED` for other principal identities, `REQUIRE_OVERRIDE` for users (all
+/// simulator users are superusers).
+fn mark_protection(v: &mut Value, protected: &BTreeMap<String, String>, ctx: &Ctx) {
+    match v {
+        Value::Object(o) => {
+            let owner = o
+                .get("path")
+                .and_then(Value::as_str)
+                .and_then(|p| protected.get(p))
+                .cloned();
+            if let Some(owner) = owner {
+                let seen = if owner == ctx.user {
+                    "NOT_PROTECTED"
+                } else if ctx.principal {
+                    "PROTECTED"
+                } else {
+                    "REQUIRE_OVERRIDE"
+                };
+                o.insert("_protection".into(), json!(seen));
+            }
+            for child in o.values_mut() {
+                mark_protection(child, protected, ctx);
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                mark_protection(item, protected, ctx);
+            }
+        }
+        _ => {}
     }
 }
 

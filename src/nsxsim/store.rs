@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::errors::{
-    CODE_EXISTS, CODE_IN_USE, CODE_INVALID_PATH, CODE_READ_ONLY, CODE_REVISION, Fail, api_error,
-    invalid,
+    CODE_EXISTS, CODE_IN_USE, CODE_INVALID_PATH, CODE_PROTECTED, CODE_READ_ONLY, CODE_REVISION,
+    Fail, api_error, invalid,
 };
 use super::validate::{self as v, Obj};
 use crate::nsx::model::ApiError;
@@ -87,6 +87,10 @@ pub struct Store {
     /// VM inventory.
     #[serde(default)]
     pub vms: Vec<Vm>,
+    /// Objects created by a principal identity (certificate user), by path: other users may
+    /// change or delete them only with `X-Allow-Overwrite: true` (reference §3).
+    #[serde(default)]
+    pub protected: BTreeMap<String, String>,
 }
 
 /// How a write treats `_revision`.
@@ -207,6 +211,7 @@ enum Undo {
     Service(String, Option<ServiceState>),
     Domain(String, Option<DomainState>),
     NextRuleId(i64),
+    Protected(String, Option<String>),
 }
 
 /// Who writes and when.
@@ -216,6 +221,10 @@ pub struct Ctx {
     pub user: String,
     /// Epoch milliseconds.
     pub now_ms: i64,
+    /// The user is a principal identity (client certificate): what it creates is protected.
+    pub principal: bool,
+    /// The request carries `X-Allow-Overwrite: true`.
+    pub allow_overwrite: bool,
 }
 
 /// A policy path.
@@ -407,12 +416,15 @@ impl Store {
         let ctx = Ctx {
             user: "system".into(),
             now_ms: 0,
+            principal: false,
+            allow_overwrite: false,
         };
         let mut store = Store {
             domains: BTreeMap::new(),
             services: BTreeMap::new(),
             next_rule_id: FIRST_RULE_ID,
             vms: Vec::new(),
+            protected: BTreeMap::new(),
         };
         let domain = stamp(
             Obj::new(),
@@ -653,6 +665,30 @@ impl Store {
         let mut deleted = BTreeSet::new();
         let mut result = Ok(());
         for op in ops {
+            let target = self.target(&op);
+            let deleting = matches!(
+                op,
+                Op::DeleteGroup { .. }
+                    | Op::DeletePolicy { .. }
+                    | Op::DeleteRule { .. }
+                    | Op::DeleteService { .. }
+            );
+            if let Some((path, exists)) = &target
+                && *exists
+                && let Err(e) = self.guard(path, ctx)
+            {
+                result = Err(e);
+                break;
+            }
+            if let Some((path, exists)) = target {
+                self.track(
+                    path,
+                    !exists && !deleting,
+                    deleting && exists,
+                    ctx,
+                    &mut journal,
+                );
+            }
             if let Err(e) = self.apply(
                 op,
                 ctx,
@@ -721,6 +757,14 @@ impl Store {
                     }
                 },
                 Undo::NextRuleId(n) => self.next_rule_id = n,
+                Undo::Protected(path, prev) => match prev {
+                    Some(owner) => {
+                        self.protected.insert(path, owner);
+                    }
+                    None => {
+                        self.protected.remove(&path);
+                    }
+                },
             }
         }
     }
@@ -729,6 +773,74 @@ impl Store {
         self.domains
             .get_mut(d)
             .ok_or_else(|| Fail::not_found(&format!("/infra/domains/{d}")))
+    }
+
+    /// Refuses a change to an object another principal identity created, unless the request
+    /// says `X-Allow-Overwrite: true` (403 assumed: the reference leaves the status open).
+    fn guard(&self, path: &str, ctx: &Ctx) -> Result<(), Fail> {
+        match self.protected.get(path) {
+            Some(owner) if *owner != ctx.user && !ctx.allow_overwrite => Err(Fail::new(
+                StatusCode::FORBIDDEN,
+                CODE_PROTECTED,
+                "Policy",
+                format!(
+                    "The object path=[{path}] is owned by principal identity {owner} and is protected; set X-Allow-Overwrite: true to modify it."
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records who owns a created object, or forgets a deleted one (journaled).
+    fn track(
+        &mut self,
+        path: String,
+        created: bool,
+        deleted: bool,
+        ctx: &Ctx,
+        journal: &mut Vec<Undo>,
+    ) {
+        if created && ctx.principal {
+            journal.push(Undo::Protected(
+                path.clone(),
+                self.protected.get(&path).cloned(),
+            ));
+            self.protected.insert(path, ctx.user.clone());
+        } else if deleted && self.protected.contains_key(&path) {
+            journal.push(Undo::Protected(
+                path.clone(),
+                self.protected.get(&path).cloned(),
+            ));
+            self.protected.remove(&path);
+        }
+    }
+
+    /// The path an operation writes, and whether the object exists before it.
+    fn target(&self, op: &Op) -> Option<(String, bool)> {
+        let dom = |d: &str| self.domains.get(d);
+        Some(match op {
+            Op::Domain { .. } => return None,
+            Op::Group { domain, id, .. } | Op::DeleteGroup { domain, id } => (
+                group_path(domain, id),
+                dom(domain).is_some_and(|x| x.groups.contains_key(id)),
+            ),
+            Op::Policy { domain, id, .. } | Op::DeletePolicy { domain, id } => (
+                policy_path(domain, id),
+                dom(domain).is_some_and(|x| x.policies.contains_key(id)),
+            ),
+            Op::Rule {
+                domain, policy, id, ..
+            }
+            | Op::DeleteRule { domain, policy, id } => (
+                rule_path(domain, policy, id),
+                dom(domain)
+                    .and_then(|x| x.policies.get(policy))
+                    .is_some_and(|p| p.rules.contains_key(id)),
+            ),
+            Op::Service { id, .. } | Op::DeleteService { id } => {
+                (service_path(id), self.services.contains_key(id))
+            }
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1495,6 +1607,8 @@ mod tests {
         Ctx {
             user: "admin".into(),
             now_ms: 1,
+            principal: false,
+            allow_overwrite: false,
         }
     }
 
