@@ -647,6 +647,8 @@ fn group_key(g: &Group) -> Group {
 fn policy_key(p: &SecurityPolicy) -> SecurityPolicy {
     SecurityPolicy {
         meta: Meta::default(),
+        // NSX reads an unset sequence number back as 0.
+        sequence_number: p.sequence_number.or(Some(0)),
         rules: Vec::new(),
         children: Vec::new(),
         ..p.clone()
