@@ -388,6 +388,7 @@ async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
             .await;
         }
         SyncOutcome::Failed { reason, message } => {
+            warn!(reason = *reason, message = %message, "NSX not in sync");
             publish(ctx, p, EventType::Warning, reason, message.clone()).await;
         }
         _ => {}
@@ -411,6 +412,14 @@ async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
 
     // 7. Requeue.
     let mut wait = ctx.settings.resync;
+    // The Reminder notice is due at enforceAt - reminderBefore, which is not a phase change.
+    let reminder_at = decision.schedule.enforce_at - ctx.settings.reminder_before;
+    if decision.phase == Phase::Monitoring
+        && decision.schedule.notice_delivered_at.is_some()
+        && reminder_at > now
+    {
+        wait = wait.min(now.duration_until(reminder_at).unsigned_abs() + Duration::from_millis(5));
+    }
     if let Some(at) = decision.wake_at {
         let until = now.duration_until(at).unsigned_abs();
         // Wake just after the instant so the answer has changed when we look.

@@ -1,0 +1,392 @@
+//! End-to-end: the controller, as a separate process with exactly the chart's permissions, takes
+//! the example wave through its whole lifecycle on a real kube-apiserver, the NSX simulator and a
+//! real SMTP server; deletion, foreign objects, a restart in mid-rollout and leader hand-over.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::e2e::Env;
+use microseg::api::{Phase, SegmentationPolicy};
+use microseg::nsx::NsxApi;
+use microseg::plan::{self, Identity, LiveState};
+
+const POLICIES: [&str; 4] = ["10-web.yaml", "11-app.yaml", "12-db.yaml", "20-dns.yaml"];
+
+/// NSX holds exactly what `plan` says for the policy's current phase.
+async fn nsx_matches_plan(env: &Env, name: &str) -> Result<(), String> {
+    let json = env.policy(name);
+    let policy: SegmentationPolicy = serde_json::from_value(json).map_err(|e| e.to_string())?;
+    let phase = policy
+        .status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .unwrap_or_default();
+    let identity = Identity::new("e2e").unwrap();
+    let id = identity.object_id(&env.ns, name);
+    let client = env.nsx_client();
+    let live = LiveState {
+        group: client
+            .get_group("default", &id)
+            .await
+            .map_err(|e| e.to_string())?,
+        policy: client
+            .get_policy("default", &id)
+            .await
+            .map_err(|e| e.to_string())?,
+    };
+    let peers: plan::PeerGroups = ["web", "app", "db", "dns"]
+        .iter()
+        .map(|n| {
+            (
+                (env.ns.clone(), n.to_string()),
+                plan::group_path("default", &identity.object_id(&env.ns, n)),
+            )
+        })
+        .collect();
+    let seq = live.rule_sequence();
+    let desired = plan::desired(
+        &policy,
+        phase,
+        &plan::Context {
+            identity: &identity,
+            peers: &peers,
+            previous_sequence: &seq,
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let change =
+        plan::diff(&desired, &live, &identity, &env.ns, name).map_err(|e| e.to_string())?;
+    if change.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{name} in {phase}: {change}"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_wave_goes_from_pending_to_completed_with_nsx_matching_the_plan() {
+    let env = Env::new("wave").await;
+    // An NSX group that existed before microseg (app's rules name it).
+    env.nsx_client()
+        .patch_infra(&serde_json::from_value(serde_json::json!({
+            "resource_type": "Infra",
+            "children": [{"resource_type": "ChildResourceReference", "id": "default", "target_type": "Domain",
+                "children": [{"resource_type": "ChildGroup", "id": "monitoring-servers",
+                    "Group": {"resource_type": "Group", "id": "monitoring-servers",
+                        "expression": [{"resource_type": "IPAddressExpression", "ip_addresses": ["10.50.0.0/24"]}]}}]}]
+        })).unwrap())
+        .await
+        .unwrap();
+    let _controller = env.controller("a", &[]);
+    env.apply(&format!(
+        "{}---\n{}",
+        env.window("wave-1", 2, 6, 26, 34, "20s"),
+        env.window("wave-critical", 2, 6, 26, 34, "20s").replace(
+            "postEnforcementMonitoring: 5s",
+            "postEnforcementMonitoring: 5s\n  gates: {requireApproval: true}"
+        )
+    ));
+    for f in POLICIES {
+        env.apply(&env.example(f));
+    }
+    env.cp.kubectl_ok(&[
+        "annotate",
+        "segpol",
+        "-n",
+        &env.ns,
+        "dns",
+        "microseg.io/approved-by=change-board",
+    ]);
+
+    // Follow web through every phase; at each, NSX holds exactly what the plan says.
+    let mut seen: Vec<String> = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while std::time::Instant::now() < deadline {
+        let phase = env.phase("web");
+        let synced = env.condition("web", "Synced").0 == "True";
+        if !phase.is_empty()
+            && seen.last() != Some(&phase)
+            && synced
+            && nsx_matches_plan(&env, "web").await.is_ok()
+        {
+            seen.push(phase.clone());
+        }
+        if seen.last().map(String::as_str) == Some("Completed")
+            && ["web", "app", "db", "dns"]
+                .iter()
+                .all(|n| env.phase(n) == "Completed")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        seen,
+        vec!["Pending", "Monitoring", "Enforcing", "Completed"],
+        "phases of web with NSX in sync"
+    );
+    for name in ["web", "app", "db", "dns"] {
+        assert_eq!(env.phase(name), "Completed", "{name}");
+        nsx_matches_plan(&env, name).await.unwrap();
+    }
+    // The foreign group is untouched.
+    let foreign = env
+        .nsx_client()
+        .get_group("default", "monitoring-servers")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(foreign.tags.is_empty());
+
+    // kubectl shows the printer columns with the right values.
+    let table = env.cp.kubectl_ok(&["get", "segpol", "-n", &env.ns]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "APPLICATION",
+            "PHASE",
+            "ENFORCE-AT",
+            "UNMATCHED",
+            "SYNCED",
+            "AGE"
+        ]
+    );
+    let web = table.lines().find(|l| l.starts_with("web ")).unwrap();
+    assert!(
+        web.contains("Shop web frontend") && web.contains("Completed") && web.contains("True"),
+        "{web}"
+    );
+    let enforce_at = env.policy("web")["status"]["schedule"]["enforceAt"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(web.contains(&enforce_at), "{web} lacks {enforce_at}");
+
+    // The owner heard: scheduled, reminder, enforced, completed — once each, in order.
+    let subjects = env.subjects_to("web-team@example.com");
+    let kinds: Vec<&str> = subjects
+        .iter()
+        .map(|s| {
+            if s.contains("scheduled") {
+                "Scheduled"
+            } else if s.contains("reminder") {
+                "Reminder"
+            } else if s.contains("active since") {
+                "Enforced"
+            } else if s.contains("complete") {
+                "Completed"
+            } else {
+                "Other"
+            }
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec!["Scheduled", "Reminder", "Enforced", "Completed"],
+        "{subjects:?}"
+    );
+    let events = env.cp.kubectl_ok(&[
+        "get",
+        "events",
+        "-n",
+        &env.ns,
+        "-o",
+        "jsonpath={range .items[*]}{.reason}{\"\\n\"}{end}",
+    ]);
+    assert!(
+        events.contains("NoticeSent") && events.contains("Applied"),
+        "{events}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_policy_removes_its_nsx_objects_and_foreign_objects_are_left_alone() {
+    let env = Env::new("delete").await;
+    let identity = Identity::new("e2e").unwrap();
+    // A group with the id microseg would use for "clash", created by someone else.
+    let clash_id = identity.object_id(&env.ns, "clash");
+    env.nsx_client()
+        .patch_infra(&serde_json::from_value(serde_json::json!({
+            "resource_type": "Infra",
+            "children": [{"resource_type": "ChildResourceReference", "id": "default", "target_type": "Domain",
+                "children": [{"resource_type": "ChildGroup", "id": clash_id,
+                    "Group": {"resource_type": "Group", "id": clash_id, "tags": [{"scope": "owner", "tag": "dc-team"}],
+                        "expression": [{"resource_type": "IPAddressExpression", "ip_addresses": ["10.9.9.9"]}]}}]}]
+        })).unwrap())
+        .await
+        .unwrap();
+    let _controller = env.controller("a", &[]);
+    env.apply(&env.window(
+        "later",
+        3600,
+        7200,
+        7200 + 30 * 86400,
+        7200 + 60 * 86400,
+        "336h",
+    ));
+    let db = env
+        .example("12-db.yaml")
+        .replace("name: wave-1", "name: later");
+    env.apply(&db);
+    env.apply(&db.replace("name: db\n", "name: clash\n"));
+    env.eventually("db synced", Duration::from_secs(60), || {
+        env.condition("db", "Synced") == ("True".into(), "Applied".into())
+            || env.condition("db", "Synced").0 == "True"
+    });
+    env.eventually(
+        "clash reports the name clash",
+        Duration::from_secs(60),
+        || env.condition("clash", "Synced") == ("False".into(), "NotOwned".into()),
+    );
+    let db_id = identity.object_id(&env.ns, "db");
+    assert!(
+        env.nsx_client()
+            .get_group("default", &db_id)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    env.cp.kubectl_ok(&[
+        "delete",
+        "segpol",
+        "-n",
+        &env.ns,
+        "db",
+        "clash",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
+    assert!(
+        env.nsx_client()
+            .get_group("default", &db_id)
+            .await
+            .unwrap()
+            .is_none(),
+        "db's group removed"
+    );
+    let foreign = env
+        .nsx_client()
+        .get_group("default", &clash_id)
+        .await
+        .unwrap()
+        .expect("foreign group kept");
+    assert_eq!(foreign.tags.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_killed_in_mid_rollout_continues_on_time_without_repeating_anything() {
+    let env = Env::new("restart").await;
+    let mut first = env.controller("first", &[]);
+    // DNS names no other application, so it stands alone.
+    env.apply(&env.window("wave-1", 1, 3, 18, 24, "15s"));
+    env.apply(
+        &env.example("20-dns.yaml")
+            .replace("name: wave-critical", "name: wave-1"),
+    );
+    env.wait_phase("dns", "Monitoring", Duration::from_secs(60));
+    first.kill();
+    let enforce_at: String = env.policy("dns")["status"]["schedule"]["enforceAt"]
+        .as_str()
+        .unwrap()
+        .into();
+    // Down for a while; back a few seconds before enforceAt.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let _second = env.controller("second", &[]);
+    env.wait_phase("dns", "Completed", Duration::from_secs(60));
+    let history = env.policy("dns")["status"]["history"].clone();
+    let enforced = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["phase"] == "Enforcing")
+        .unwrap()["at"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let late = enforced
+        .parse::<k8s_openapi::jiff::Timestamp>()
+        .unwrap()
+        .duration_since(enforce_at.parse().unwrap());
+    assert!(
+        late.as_secs() <= 2,
+        "enforced at {enforced}, scheduled {enforce_at}"
+    );
+    // At most one write per phase (group at Pending, Monitoring, Enforcing, Completed): the
+    // restarted controller found NSX in sync and repeated nothing.
+    let writes = env.nsx_calls("PATCH /infra");
+    assert!(
+        (3..=4).contains(&writes),
+        "{writes} writes: {:?}",
+        env.sim.counters()
+    );
+    assert_eq!(env.condition("dns", "Synced").0, "True");
+    let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+    for s in env.subjects_to("infra@example.com") {
+        let k = if s.contains("scheduled") {
+            "Scheduled"
+        } else if s.contains("reminder") {
+            "Reminder"
+        } else if s.contains("active since") {
+            "Enforced"
+        } else {
+            "Completed"
+        };
+        *kinds.entry(k.into()).or_default() += 1;
+    }
+    assert!(
+        kinds.values().all(|n| *n == 1),
+        "a notice was sent twice: {kinds:?}"
+    );
+    assert_eq!(kinds.len(), 4, "{kinds:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_controllers_only_the_leader_writes_and_killing_it_hands_over() {
+    let env = Env::new("leader").await;
+    let lease = [
+        "--leader-elect",
+        "--lease-namespace",
+        &env.ns,
+        "--lease-duration",
+        "4s",
+    ];
+    let mut a = env.controller("a", &[&lease[..], &["--lease-holder", "a"]].concat());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let b = env.controller("b", &[&lease[..], &["--lease-holder", "b"]].concat());
+    env.apply(&env.window("wave-1", 1, 3, 20, 28, "15s"));
+    env.apply(
+        &env.example("20-dns.yaml")
+            .replace("name: wave-critical", "name: wave-1"),
+    );
+    env.wait_phase("dns", "Monitoring", Duration::from_secs(60));
+    let holder = env.cp.kubectl_ok(&[
+        "get",
+        "lease",
+        "-n",
+        &env.ns,
+        "microseg-controller",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]);
+    assert_eq!(holder, "a");
+    assert!(a.log_text().contains("Applied NSX changes"));
+    assert!(
+        !b.log_text().contains("Applied NSX changes"),
+        "the follower wrote to NSX"
+    );
+    a.kill();
+    env.wait_phase("dns", "Completed", Duration::from_secs(60));
+    assert!(
+        b.log_text().contains("acquired the lease"),
+        "{}",
+        b.log_text()
+    );
+    assert!(b.log_text().contains("Applied NSX changes"));
+    let _ = Phase::Completed;
+}
