@@ -6,11 +6,13 @@
 //! - [`schedule`]: the phase state machine and its gates (pure).
 //! - [`plan`]: the desired NSX objects for a policy in a phase, and the diff against NSX (pure).
 //! - [`nsx`]: the NSX Policy API wire model.
+//! - [`monitor`]: DFW packet-log and Log Insight webhook parsing (pure parts) for monitor mode.
 //! - [`cli`]: command-line dispatch for the `microseg` binary.
 
 pub mod api;
 pub mod cli;
 pub mod controller;
+pub mod monitor;
 pub mod notify;
 pub mod nsx;
 pub mod plan;
