@@ -772,6 +772,7 @@ pub fn parse_line(line: &str) -> Result<LogRecord<'_>, ParseError> {
                 };
                 if let Some(t2) = look.next()
                     && !t2.1.ends_with(':')
+                    && !is_esxi_severity(t2.1)
                 {
                     return Err(tok_err(
                         Field::AddressFamily,
