@@ -408,6 +408,8 @@ fn errors_name_the_field_and_token() {
             "[unclosed b6507827 INET",
         ),
     ];
+    let e = parse_line("<182>May  2 10:15:31 esx01 dfwpktlogs: x").unwrap_err();
+    assert!(e.reason.contains("BSD timestamp"), "{e}");
     for (line, field, token) in cases {
         let e = parse_line(line).expect_err(line);
         assert_eq!((e.field, e.token(line)), (*field, *token), "{line}: {e}");

@@ -575,6 +575,16 @@ fn timestamp(tok: (usize, &str)) -> Result<(&str, jiff::Timestamp), ParseError> 
     let t = tok.1;
     // Cheap shape check first so that random text fails fast and clearly.
     let b = t.as_bytes();
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    if MONTHS.contains(&t) {
+        return Err(tok_err(
+            Field::Timestamp,
+            tok,
+            "RFC 3164 BSD timestamp (no year, no zone) is not supported; send ISO-8601 (ESXi does) or RFC 5424",
+        ));
+    }
     if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || (b[10] != b'T' && b[10] != b't') {
         return Err(tok_err(
             Field::Timestamp,
