@@ -431,3 +431,12 @@ fn truncating_any_example_never_panics_and_errs_or_parses() {
         }
     }
 }
+
+#[test]
+fn trailing_whitespace_after_a_newline_is_ignored_and_the_record_formats_back() {
+    // Found by the fuzzer: a `\n` followed by tabs at the end of the line.
+    let line = "2026-09-23T12:00:00.000Z b6507827 INET match PASS 1 OUT 48 UDP 192.0.2.5/1->192.0.2.1/53 a.b(c) x\n\t\t";
+    let r = ok(line);
+    assert_eq!(r.rule_tag, Some("x"));
+    assert_eq!(parse_line(&format_line(&r)), Ok(r));
+}

@@ -706,9 +706,9 @@ fn rfc3164_tag(tok: (usize, &str)) -> Result<(&str, Option<&str>), ParseError> {
     Ok((app, procid))
 }
 
-/// Parses one DFW packet-log line (trailing `\r`/`\n` ignored). Never panics.
+/// Parses one DFW packet-log line (trailing spaces, tabs, `\r` and `\n` ignored). Never panics.
 pub fn parse_line(line: &str) -> Result<LogRecord<'_>, ParseError> {
-    let line = line.trim_end_matches(['\n', '\r']);
+    let line = line.trim_end_matches([' ', '\t', '\n', '\r']);
     let pri = syslog_pri(line)?;
     let mut c = Cursor {
         s: line,
