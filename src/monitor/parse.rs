@@ -592,6 +592,9 @@ fn timestamp(tok: (usize, &str)) -> Result<(&str, jiff::Timestamp), ParseError> 
             "expected an ISO-8601 timestamp with offset, like 2018-07-03T19:44:09.749Z",
         ));
     }
+    if let Some(time) = fast_utc_millis(b) {
+        return Ok((t, time));
+    }
     let time = t.parse::<jiff::Timestamp>().map_err(|_| {
         tok_err(
             Field::Timestamp,
@@ -600,6 +603,35 @@ fn timestamp(tok: (usize, &str)) -> Result<(&str, jiff::Timestamp), ParseError> 
         )
     })?;
     Ok((t, time))
+}
+
+/// Fast path for the form DFW logs use, `YYYY-MM-DDTHH:MM:SS.mmmZ`; anything else (or an invalid
+/// date) goes to jiff's full ISO-8601 parser.
+fn fast_utc_millis(b: &[u8]) -> Option<jiff::Timestamp> {
+    if b.len() != 24 || b[13] != b':' || b[16] != b':' || b[19] != b'.' || b[23] != b'Z' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i32> {
+        let mut n = 0i32;
+        for &c in b.get(r)? {
+            if !c.is_ascii_digit() {
+                return None;
+            }
+            n = n * 10 + i32::from(c - b'0');
+        }
+        Some(n)
+    };
+    let dt = jiff::civil::DateTime::new(
+        i16::try_from(num(0..4)?).ok()?,
+        i8::try_from(num(5..7)?).ok()?,
+        i8::try_from(num(8..10)?).ok()?,
+        i8::try_from(num(11..13)?).ok()?,
+        i8::try_from(num(14..16)?).ok()?,
+        i8::try_from(num(17..19)?).ok()?,
+        num(20..23)? * 1_000_000,
+    )
+    .ok()?;
+    jiff::tz::Offset::UTC.to_timestamp(dt).ok()
 }
 
 /// RFC 5424 STRUCTURED-DATA: `-` or one or more `[...]` elements (quoted values may hold spaces,
@@ -1023,4 +1055,44 @@ fn endpoint(t: &str, af: AddressFamily) -> Result<(IpAddr, Option<u16>), &'stati
         ),
     };
     Ok((ip, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_timestamp_path_agrees_with_jiff() {
+        for t in [
+            "2018-07-03T19:44:09.749Z",
+            "2024-02-29T23:59:59.999Z",
+            "1970-01-01T00:00:00.000Z",
+            "0001-01-01T00:00:00.000Z",
+            "2026-03-03t00:02:11.678Z",
+        ] {
+            let fast = fast_utc_millis(t.as_bytes());
+            assert_eq!(fast, Some(t.parse::<jiff::Timestamp>().unwrap()), "{t}");
+        }
+        // Invalid or out of range: the fast path declines, and jiff refuses too.
+        for t in [
+            "2023-02-29T00:00:00.000Z",
+            "2024-13-01T00:00:00.000Z",
+            "9999-12-31T23:59:59.999Z",
+        ] {
+            assert_eq!(fast_utc_millis(t.as_bytes()), None, "{t}");
+            assert!(t.parse::<jiff::Timestamp>().is_err(), "{t}");
+        }
+        // Other forms go to jiff.
+        assert_eq!(fast_utc_millis(b"2024-01-01T00:00:00.000z"), None);
+    }
+
+    #[test]
+    fn rule_tag_rule_excludes_app_ids_and_non_tag_characters() {
+        assert!(is_rule_tag("DR-Allow"));
+        assert!(is_rule_tag("web_allow-https"));
+        assert!(!is_rule_tag("APP_DNS"));
+        assert!(!is_rule_tag("www.example.com(uuid)"));
+        assert!(!is_rule_tag(&"x".repeat(MAX_RULE_TAG_LEN + 1)));
+        assert!(is_tcp_flags("SEW") && !is_tcp_flags("SYN"));
+    }
 }
