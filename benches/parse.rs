@@ -288,3 +288,12 @@ fn run() -> std::io::Result<()> {
     );
     Ok(())
 }
+
+// Recorded 2026-11-26 (2 shared cores, load average ~2 from other work), `cargo bench --bench parse`:
+//   file: 1,000,000 lines, 158,937,799 bytes
+//   wc -l:             41.6 ms  = 24.0 M lines/s
+//   read+parse:        682 ms   = 1.47 M lines/s/core (233 MB/s)
+//   parse only:        679 ms   = 1.47 M lines/s/core
+//   parse + JSON:      1.38 s   = 0.72 M lines/s/core
+//   ratio: read+parse takes 16.4x the time of wc -l
+// `microseg parse-log < file > /dev/null` (release): 2.85 s wall, 1.82 s user for 1,000,000 lines.

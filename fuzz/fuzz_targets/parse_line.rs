@@ -16,6 +16,9 @@ fuzz_target!(|data: &[u8]| {
     } else if let Err(e) = parse_line(line) {
         // The error's token must be a slice of the line.
         let _ = e.token(line);
-        assert!(e.start <= e.end && e.end <= line.len(), "{e:?} for {line:?}");
+        assert!(
+            e.start <= e.end && e.end <= line.len(),
+            "{e:?} for {line:?}"
+        );
     }
 });
