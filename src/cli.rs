@@ -77,6 +77,13 @@ pub enum Command {
     NsxSim(crate::nsxsim::Args),
     /// Show what microseg would write to NSX for a directory of manifests, per phase.
     Plan(PlanArgs),
+    /// Parse DFW packet-log lines from stdin: one JSON object per line on stdout, a summary of
+    /// unparsed lines on stderr.
+    ParseLog {
+        /// How many unparsed lines to quote in the summary.
+        #[arg(long, default_value_t = 10)]
+        samples: usize,
+    },
 }
 
 /// Arguments of `microseg plan`.
@@ -119,6 +126,15 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
                 source,
             })?;
             runtime.block_on(crate::nsxsim::run(args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ParseLog { samples } => {
+            let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
+            crate::monitor::parse_log_cli(stdin.lock(), stdout.lock(), stderr.lock(), samples)
+                .map_err(|source| Error::Io {
+                    path: PathBuf::from("-"),
+                    source,
+                })?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -1,0 +1,594 @@
+//! Log Insight / Aria Operations for Logs alert webhook payloads (pure).
+//!
+//! Owns the JSON of `nsx-policy-api.md` §10: the legacy shape (`AlertName`, `messages[]` with
+//! `text`, `timestamp` and `fields[{name, content}]`, `NumHits`, ...), the UI test alert (empty
+//! `messages`) and the templated "user-defined" shape of Aria Operations for Logs cloud, from
+//! which it extracts whatever log text or message objects it carries. Each message becomes an
+//! [`Entry`]: a DFW line parsed from `text`; when `text` is missing or does not parse, a
+//! [`FieldRecord`] from the NSX content-pack fields (`vmw_nsxt_firewall_*`, protocol under
+//! either `vmw_nsxt_firewall_protocol` or `vmw_nsx_firewall_protocol`); otherwise an
+//! [`Entry::Unusable`] saying why. Nothing is dropped silently.
+//!
+//! It must not do IO or read the clock; the HTTP endpoint, authentication and aggregation are
+//! elsewhere. Errors name the JSON field (`messages[2].fields[0].name: expected a string`).
+
+use std::net::IpAddr;
+
+use serde_json::Value;
+
+use super::parse::{Action, LogRecord, ParseError, Protocol, parse_line};
+
+/// Content-pack field: action (`PASS`, `DROP`, `REJECT`; `ALLOW` accepted).
+pub const FIELD_ACTION: &str = "vmw_nsxt_firewall_action";
+/// Content-pack field: rule id.
+pub const FIELD_RULE_ID: &str = "vmw_nsxt_firewall_ruleid";
+/// Content-pack field: source address.
+pub const FIELD_SRC: &str = "vmw_nsxt_firewall_src";
+/// Content-pack field: source port.
+pub const FIELD_SRC_PORT: &str = "vmw_nsxt_firewall_src_port";
+/// Content-pack field: destination address.
+pub const FIELD_DST: &str = "vmw_nsxt_firewall_dst";
+/// Content-pack field: destination port.
+pub const FIELD_DST_PORT: &str = "vmw_nsxt_firewall_dst_port";
+/// Content-pack field: `<dst>/<dport>`, used when the separate fields are missing.
+pub const FIELD_DST_IP_PORT: &str = "vmw_nsxt_firewall_dst_ip_port";
+/// Content-pack field: protocol, as the CLI tools and analyzers name it.
+pub const FIELD_PROTOCOL: &str = "vmw_nsxt_firewall_protocol";
+/// Content-pack field: protocol, as a webhook consumer names it.
+pub const FIELD_PROTOCOL_ALT: &str = "vmw_nsx_firewall_protocol";
+/// Generic field: host name.
+pub const FIELD_HOSTNAME: &str = "hostname";
+
+/// Keys whose string values are taken as log text in a user-defined payload.
+const TEXT_KEYS: &[&str] = &[
+    "text", "message", "messages", "msg", "log", "logs", "line", "lines", "event", "events", "raw",
+    "_raw",
+];
+
+/// Deepest nesting walked in a user-defined payload.
+const MAX_DEPTH: usize = 16;
+
+/// A payload that cannot be read at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// Not JSON.
+    #[error("body: not JSON ({reason}) at line {line} column {column}")]
+    Json {
+        /// serde_json's message.
+        reason: String,
+        /// Line.
+        line: usize,
+        /// Column.
+        column: usize,
+    },
+    /// A field has the wrong type or value.
+    #[error("{field}: {reason}")]
+    Field {
+        /// JSON path of the field.
+        field: String,
+        /// Why.
+        reason: String,
+    },
+    /// A user-defined payload with no log text or message objects in it.
+    #[error(
+        "body: user-defined payload (keys: {keys}) has no messages[], text or log-line field; \
+         send the legacy alert shape or include the log text"
+    )]
+    NoLogLines {
+        /// Top-level keys seen.
+        keys: String,
+    },
+}
+
+fn field_err(field: impl Into<String>, reason: impl Into<String>) -> Error {
+    Error::Field {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Which shape the payload had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// Legacy/on-prem shape with `messages[]`.
+    Legacy,
+    /// Templated payload (Aria Operations for Logs cloud), read as user-defined.
+    UserDefined,
+}
+
+/// One message of the alert.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    /// JSON path of the message (`messages[0]`, `$.results[1].text#2`).
+    pub at: String,
+    /// The raw log text, when present.
+    pub text: Option<String>,
+    /// Epoch milliseconds, when present.
+    pub timestamp_ms: Option<i64>,
+    /// `fields[{name, content}]`, in order.
+    pub fields: Vec<(String, String)>,
+}
+
+impl Message {
+    fn field(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, c)| c.as_str())
+    }
+}
+
+/// A parsed webhook payload; [`Alert::entries`] turns its messages into records.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alert {
+    /// Shape of the body.
+    pub shape: Shape,
+    /// `AlertName` (or `name` in a user-defined payload).
+    pub name: Option<String>,
+    /// `AlertType`: 1 message query, 2 aggregate query, absent for system notifications.
+    pub alert_type: Option<i64>,
+    /// `NumHits` (may exceed the number of messages).
+    pub num_hits: Option<u64>,
+    /// `HasMoreResults`.
+    pub has_more_results: Option<bool>,
+    /// `Url` (link to the results).
+    pub url: Option<String>,
+    /// The messages.
+    pub messages: Vec<Message>,
+}
+
+impl Alert {
+    /// A UI "test alert": legacy shape, no messages, no hits.
+    pub fn is_test(&self) -> bool {
+        self.shape == Shape::Legacy && self.messages.is_empty() && self.num_hits.unwrap_or(0) == 0
+    }
+
+    /// One entry per message: a parsed line, a field record, or why neither.
+    pub fn entries(&self) -> impl Iterator<Item = Entry<'_>> {
+        self.messages.iter().map(entry)
+    }
+}
+
+/// A flow record built from content-pack fields when the text is missing or unparseable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldRecord<'a> {
+    /// From the message's epoch-ms `timestamp`.
+    pub time: Option<jiff::Timestamp>,
+    /// `hostname`.
+    pub host: Option<&'a str>,
+    /// `vmw_nsxt_firewall_action`.
+    pub action: Option<Action>,
+    /// `vmw_nsxt_firewall_ruleid` (required).
+    pub rule_id: u32,
+    /// `vmw_nsxt_firewall_src`.
+    pub src: Option<IpAddr>,
+    /// `vmw_nsxt_firewall_src_port`.
+    pub src_port: Option<u16>,
+    /// `vmw_nsxt_firewall_dst` (or from `_dst_ip_port`).
+    pub dst: Option<IpAddr>,
+    /// `vmw_nsxt_firewall_dst_port` (or from `_dst_ip_port`).
+    pub dst_port: Option<u16>,
+    /// `vmw_nsxt_firewall_protocol` or `vmw_nsx_firewall_protocol`.
+    pub protocol: Option<Protocol>,
+}
+
+/// What one message yielded.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Entry<'a> {
+    /// `text` parsed as a DFW packet-log line.
+    Line {
+        /// JSON path of the message.
+        at: &'a str,
+        /// The record.
+        record: LogRecord<'a>,
+    },
+    /// Built from the content-pack fields.
+    Fields {
+        /// JSON path of the message.
+        at: &'a str,
+        /// The record.
+        record: FieldRecord<'a>,
+        /// Why `text` was not used (`None` when there was no text).
+        text_error: Option<ParseError>,
+    },
+    /// Neither text nor fields were usable.
+    Unusable {
+        /// JSON path of the message.
+        at: &'a str,
+        /// Why, naming the field.
+        reason: String,
+    },
+}
+
+fn entry(m: &Message) -> Entry<'_> {
+    let text_error = match m.text.as_deref() {
+        Some(t) => match parse_line(t) {
+            Ok(record) => {
+                return Entry::Line { at: &m.at, record };
+            }
+            Err(e) => Some(e),
+        },
+        None => None,
+    };
+    match field_record(m) {
+        Ok(record) => Entry::Fields {
+            at: &m.at,
+            record,
+            text_error,
+        },
+        Err(why) => {
+            let reason = match (text_error, m.text.as_deref()) {
+                (Some(e), Some(t)) => {
+                    format!("{}.text: {e}: {:?}; {why}", m.at, e.token(t))
+                }
+                _ => format!("{}.text: missing; {why}", m.at),
+            };
+            Entry::Unusable { at: &m.at, reason }
+        }
+    }
+}
+
+fn field_record(m: &Message) -> Result<FieldRecord<'_>, String> {
+    let at = |name: &str| format!("{}.fields[{name}]", m.at);
+    let Some(rule) = m.field(FIELD_RULE_ID) else {
+        return Err(format!("{}.fields: no {FIELD_RULE_ID}", m.at));
+    };
+    let rule_id = rule
+        .trim()
+        .parse::<u32>()
+        .map_err(|_| format!("{}: {rule:?} is not a rule id", at(FIELD_RULE_ID)))?;
+    let action = match m.field(FIELD_ACTION) {
+        None => None,
+        Some(a) => Some(match a.trim() {
+            "ALLOW" => Action::Pass,
+            t => Action::from_token(t)
+                .ok_or_else(|| format!("{}: {a:?} is not a DFW action", at(FIELD_ACTION)))?,
+        }),
+    };
+    let ip = |name: &str| -> Result<Option<IpAddr>, String> {
+        m.field(name)
+            .map(|v| {
+                v.trim()
+                    .parse::<IpAddr>()
+                    .map_err(|_| format!("{}: {v:?} is not an IP address", at(name)))
+            })
+            .transpose()
+    };
+    let port = |name: &str| -> Result<Option<u16>, String> {
+        m.field(name)
+            .map(|v| {
+                v.trim()
+                    .parse::<u16>()
+                    .map_err(|_| format!("{}: {v:?} is not a port", at(name)))
+            })
+            .transpose()
+    };
+    let mut dst = ip(FIELD_DST)?;
+    let mut dst_port = port(FIELD_DST_PORT)?;
+    if let Some(v) = m.field(FIELD_DST_IP_PORT)
+        && (dst.is_none() || dst_port.is_none())
+    {
+        let bad = || format!("{}: {v:?} is not <ip>/<port>", at(FIELD_DST_IP_PORT));
+        let (ip, p) = v.trim().rsplit_once('/').ok_or_else(bad)?;
+        dst = dst.or(Some(ip.parse().map_err(|_| bad())?));
+        dst_port = dst_port.or(Some(p.parse().map_err(|_| bad())?));
+    }
+    let (proto_name, proto) = match (m.field(FIELD_PROTOCOL), m.field(FIELD_PROTOCOL_ALT)) {
+        (Some(p), _) => (FIELD_PROTOCOL, Some(p)),
+        (None, Some(p)) => (FIELD_PROTOCOL_ALT, Some(p)),
+        (None, None) => (FIELD_PROTOCOL, None),
+    };
+    let protocol = proto
+        .map(|p| {
+            protocol_value(p).ok_or_else(|| format!("{}: {p:?} is not a protocol", at(proto_name)))
+        })
+        .transpose()?;
+    Ok(FieldRecord {
+        time: m
+            .timestamp_ms
+            .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok()),
+        host: m.field(FIELD_HOSTNAME),
+        action,
+        rule_id,
+        src: ip(FIELD_SRC)?,
+        src_port: port(FIELD_SRC_PORT)?,
+        dst,
+        dst_port,
+        protocol,
+    })
+}
+
+/// `TCP`, `udp`, `ICMP`, `PROTO 2`, `6`, ...
+fn protocol_value(p: &str) -> Option<Protocol> {
+    let p = p.trim();
+    let n = if p.eq_ignore_ascii_case("tcp") {
+        6
+    } else if p.eq_ignore_ascii_case("udp") {
+        17
+    } else if p.eq_ignore_ascii_case("icmp") {
+        1
+    } else {
+        let digits = p
+            .strip_prefix("PROTO")
+            .or_else(|| p.strip_prefix("proto"))
+            .unwrap_or(p);
+        digits.trim().parse::<u8>().ok()?
+    };
+    Some(match n {
+        6 => Protocol::Tcp,
+        17 => Protocol::Udp,
+        1 => Protocol::Icmp,
+        n => Protocol::Other(n),
+    })
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn opt_str(
+    obj: &serde_json::Map<String, Value>,
+    key: &str,
+    at: &str,
+) -> Result<Option<String>, Error> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(v) => Err(field_err(
+            format!("{at}{key}"),
+            format!("expected a string, found {}", type_name(v)),
+        )),
+    }
+}
+
+fn opt_int(
+    obj: &serde_json::Map<String, Value>,
+    key: &str,
+    at: &str,
+) -> Result<Option<i64>, Error> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.is_finite() && f.fract() == 0.0)
+                    .map(|f| f as i64)
+            })
+            .map(Some)
+            .ok_or_else(|| field_err(format!("{at}{key}"), format!("{n} is not an integer"))),
+        Some(v) => Err(field_err(
+            format!("{at}{key}"),
+            format!("expected a number, found {}", type_name(v)),
+        )),
+    }
+}
+
+/// Parses a webhook body.
+pub fn parse_payload(body: &[u8]) -> Result<Alert, Error> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| Error::Json {
+        reason: e.to_string(),
+        line: e.line(),
+        column: e.column(),
+    })?;
+    let Value::Object(obj) = v else {
+        return Err(field_err(
+            "body",
+            format!("expected a JSON object, found {}", type_name(&v)),
+        ));
+    };
+    if obj.contains_key("messages") {
+        legacy(&obj)
+    } else {
+        user_defined(&obj)
+    }
+}
+
+fn legacy(obj: &serde_json::Map<String, Value>) -> Result<Alert, Error> {
+    let Some(Value::Array(msgs)) = obj.get("messages") else {
+        let found = obj.get("messages").map_or("nothing", type_name);
+        return Err(field_err(
+            "messages",
+            format!("expected an array, found {found}"),
+        ));
+    };
+    let mut messages = Vec::with_capacity(msgs.len());
+    for (i, m) in msgs.iter().enumerate() {
+        let at = format!("messages[{i}]");
+        let Value::Object(m) = m else {
+            return Err(field_err(
+                at,
+                format!("expected an object, found {}", type_name(m)),
+            ));
+        };
+        messages.push(message(m, at)?);
+    }
+    let num_hits = opt_int(obj, "NumHits", "")?
+        .map(|n| u64::try_from(n).map_err(|_| field_err("NumHits", format!("{n} is negative"))))
+        .transpose()?;
+    let has_more_results = match obj.get("HasMoreResults") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(v) => {
+            return Err(field_err(
+                "HasMoreResults",
+                format!("expected a boolean, found {}", type_name(v)),
+            ));
+        }
+    };
+    Ok(Alert {
+        shape: Shape::Legacy,
+        name: opt_str(obj, "AlertName", "")?,
+        alert_type: opt_int(obj, "AlertType", "")?,
+        num_hits,
+        has_more_results,
+        url: opt_str(obj, "Url", "")?,
+        messages,
+    })
+}
+
+/// One legacy message object (`{text, timestamp, fields}`).
+fn message(m: &serde_json::Map<String, Value>, at: String) -> Result<Message, Error> {
+    let prefix = format!("{at}.");
+    let text = opt_str(m, "text", &prefix)?;
+    let timestamp_ms = opt_int(m, "timestamp", &prefix)?;
+    let mut fields = Vec::new();
+    match m.get("fields") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(fs)) => {
+            for (j, f) in fs.iter().enumerate() {
+                let fat = format!("{at}.fields[{j}]");
+                let Value::Object(f) = f else {
+                    return Err(field_err(
+                        fat,
+                        format!("expected an object, found {}", type_name(f)),
+                    ));
+                };
+                let name = match f.get("name") {
+                    Some(Value::String(s)) => s.clone(),
+                    other => {
+                        return Err(field_err(
+                            format!("{fat}.name"),
+                            format!(
+                                "expected a string, found {}",
+                                other.map_or("nothing", type_name)
+                            ),
+                        ));
+                    }
+                };
+                let content = match f.get("content") {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Number(n)) => n.to_string(),
+                    Some(Value::Null) | None => continue,
+                    Some(v) => {
+                        return Err(field_err(
+                            format!("{fat}.content"),
+                            format!("expected a string or number, found {}", type_name(v)),
+                        ));
+                    }
+                };
+                fields.push((name, content));
+            }
+        }
+        Some(v) => {
+            return Err(field_err(
+                format!("{at}.fields"),
+                format!("expected an array, found {}", type_name(v)),
+            ));
+        }
+    }
+    Ok(Message {
+        at,
+        text,
+        timestamp_ms,
+        fields,
+    })
+}
+
+fn user_defined(obj: &serde_json::Map<String, Value>) -> Result<Alert, Error> {
+    let mut messages = Vec::new();
+    for (k, v) in obj {
+        walk(
+            v,
+            &format!("$.{k}"),
+            TEXT_KEYS.contains(&k.as_str()),
+            0,
+            &mut messages,
+        )?;
+    }
+    if messages.is_empty() {
+        let keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+        return Err(Error::NoLogLines {
+            keys: keys.join(", "),
+        });
+    }
+    let name = match obj.get("name").or_else(|| obj.get("AlertName")) {
+        Some(Value::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    Ok(Alert {
+        shape: Shape::UserDefined,
+        name,
+        alert_type: None,
+        num_hits: None,
+        has_more_results: None,
+        url: match obj.get("resultsUrl") {
+            Some(Value::String(s)) => Some(s.clone()),
+            _ => None,
+        },
+        messages,
+    })
+}
+
+/// Collects log text and message objects from a user-defined payload. A string under a text-like
+/// key is split into lines; any other string is taken when it parses as a DFW line; an object
+/// with `text` or `fields[]` is read as a legacy message; JSON inside a string (`additionalInfo`)
+/// is walked too.
+fn walk(
+    v: &Value,
+    at: &str,
+    text_key: bool,
+    depth: usize,
+    out: &mut Vec<Message>,
+) -> Result<(), Error> {
+    if depth > MAX_DEPTH {
+        return Ok(());
+    }
+    match v {
+        Value::String(s) => {
+            let t = s.trim();
+            if (t.starts_with('{') || t.starts_with('['))
+                && let Ok(inner) = serde_json::from_str::<Value>(t)
+            {
+                return walk(&inner, at, text_key, depth + 1, out);
+            }
+            let lines = s.lines().filter(|l| !l.trim().is_empty());
+            let many = s.lines().filter(|l| !l.trim().is_empty()).nth(1).is_some();
+            for (n, line) in lines.enumerate() {
+                if text_key || parse_line(line).is_ok() {
+                    out.push(Message {
+                        at: if many {
+                            format!("{at}#{n}")
+                        } else {
+                            at.to_owned()
+                        },
+                        text: Some(line.to_owned()),
+                        timestamp_ms: None,
+                        fields: Vec::new(),
+                    });
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                walk(item, &format!("{at}[{i}]"), text_key, depth + 1, out)?;
+            }
+        }
+        Value::Object(o) => {
+            let message_like = matches!(o.get("text"), Some(Value::String(_)))
+                || matches!(o.get("fields"), Some(Value::Array(_)));
+            if message_like {
+                out.push(message(o, at.to_owned())?);
+            } else {
+                for (k, child) in o {
+                    walk(
+                        child,
+                        &format!("{at}.{k}"),
+                        TEXT_KEYS.contains(&k.as_str()),
+                        depth + 1,
+                        out,
+                    )?;
+                }
+            }
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,299 @@
+//! Monitor mode: DFW packet logs and Log Insight alert webhooks in, unmatched flows out.
+//!
+//! This module owns the log-side of monitor mode:
+//! - [`parse`]: the DFW packet-log line grammar (pure, borrows from the line, never panics);
+//! - [`format`]: the inverse, writing a record back in any layout (pure);
+//! - [`loginsight`]: the Log Insight / Aria Operations for Logs alert webhook payload (pure);
+//! - the JSON form of a record (field names as in `nsx-policy-api.md` §9) and
+//!   [`parse_log_cli`], the body of `microseg parse-log`.
+//!
+//! It must not talk to Kubernetes or NSX, nor read the clock; ingestion endpoints and
+//! aggregation live with the web server and the controller and call into this module.
+
+pub mod format;
+pub mod loginsight;
+pub mod parse;
+
+use std::collections::BTreeMap;
+use std::io::{self, BufRead, Write};
+
+use serde::ser::{SerializeMap, SerializeSeq};
+use serde::{Serialize, Serializer};
+
+pub use parse::{LogRecord, ParseError, parse_line};
+
+/// Longest part of an unparsed line quoted in the summary.
+pub const SAMPLE_LINE_MAX: usize = 300;
+
+impl Serialize for parse::Extras<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(None)?;
+        for t in self.iter() {
+            seq.serialize_element(t)?;
+        }
+        seq.end()
+    }
+}
+
+impl Serialize for parse::SyslogHeader<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        match *self {
+            parse::SyslogHeader::Rfc3164 {
+                pri,
+                host,
+                severity,
+                app,
+                procid,
+            } => {
+                m.serialize_entry("format", "rfc3164")?;
+                m.serialize_entry("pri", &pri)?;
+                m.serialize_entry("host", &host)?;
+                m.serialize_entry("severity", &severity)?;
+                m.serialize_entry("app", &app)?;
+                m.serialize_entry("procid", &procid)?;
+            }
+            parse::SyslogHeader::Rfc5424 {
+                pri,
+                host,
+                app,
+                procid,
+                msgid,
+                structured_data,
+            } => {
+                m.serialize_entry("format", "rfc5424")?;
+                m.serialize_entry("pri", &pri)?;
+                m.serialize_entry("host", &host)?;
+                m.serialize_entry("app", &app)?;
+                m.serialize_entry("procid", &procid)?;
+                m.serialize_entry("msgid", &msgid)?;
+                m.serialize_entry("structured_data", &structured_data)?;
+            }
+        }
+        m.end()
+    }
+}
+
+/// JSON form of a record: every field always present (`null` when absent), names as in §9.
+impl Serialize for LogRecord<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("timestamp", self.timestamp)?;
+        m.serialize_entry("host", &self.host())?;
+        m.serialize_entry("syslog", &self.syslog)?;
+        m.serialize_entry("filter_hash", &self.filter_hash)?;
+        m.serialize_entry("af", self.af.as_str())?;
+        m.serialize_entry("reason", self.reason.as_str())?;
+        m.serialize_entry("action", &self.action.map(|a| a.as_str()))?;
+        m.serialize_entry("ruleset", &self.ruleset)?;
+        m.serialize_entry("rule_id", &self.rule_id)?;
+        m.serialize_entry("direction", self.direction.as_str())?;
+        m.serialize_entry("length", &self.length)?;
+        m.serialize_entry("protocol", &ProtocolName(self.protocol))?;
+        m.serialize_entry("protocol_number", &self.protocol.number())?;
+        m.serialize_entry("close_reason", &self.close_reason.map(|c| c.as_str()))?;
+        m.serialize_entry("src", &self.src)?;
+        m.serialize_entry("src_port", &self.src_port)?;
+        m.serialize_entry("dst", &self.dst)?;
+        m.serialize_entry("dst_port", &self.dst_port)?;
+        m.serialize_entry("tcp_flags", &self.tcp_flags)?;
+        let c = self.counters;
+        m.serialize_entry("pkts_in", &c.map(|c| c.pkts_in))?;
+        m.serialize_entry("pkts_out", &c.map(|c| c.pkts_out))?;
+        m.serialize_entry("bytes_in", &c.map(|c| c.bytes_in))?;
+        m.serialize_entry("bytes_out", &c.map(|c| c.bytes_out))?;
+        m.serialize_entry("extras", &self.extras)?;
+        m.serialize_entry("rule_tag", &self.rule_tag)?;
+        m.end()
+    }
+}
+
+struct ProtocolName(parse::Protocol);
+
+impl Serialize for ProtocolName {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+/// One unparsed line kept as a sample for the summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnparsedSample {
+    /// 1-based line number.
+    pub line_no: u64,
+    /// Why (the parse error, or "not UTF-8").
+    pub reason: String,
+    /// The line, cut at [`SAMPLE_LINE_MAX`] bytes.
+    pub text: String,
+}
+
+/// What `microseg parse-log` saw: every line read is parsed, blank or unparsed; nothing is
+/// dropped without being counted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ParseSummary {
+    /// Lines read.
+    pub read: u64,
+    /// Lines parsed into records.
+    pub parsed: u64,
+    /// Blank lines (skipped, counted).
+    pub blank: u64,
+    /// Lines that did not parse.
+    pub unparsed: u64,
+    /// Unparsed lines per field (`not_utf8` for invalid UTF-8).
+    pub unparsed_by_field: BTreeMap<&'static str, u64>,
+    /// The first unparsed lines.
+    pub samples: Vec<UnparsedSample>,
+}
+
+impl ParseSummary {
+    fn unparsed(
+        &mut self,
+        field: &'static str,
+        line_no: u64,
+        reason: String,
+        text: &str,
+        max: usize,
+    ) {
+        self.unparsed += 1;
+        *self.unparsed_by_field.entry(field).or_default() += 1;
+        if self.samples.len() < max {
+            let mut cut = text.len().min(SAMPLE_LINE_MAX);
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            self.samples.push(UnparsedSample {
+                line_no,
+                reason,
+                text: text.get(..cut).unwrap_or("").to_owned(),
+            });
+        }
+    }
+
+    /// Writes the human summary (what `parse-log` prints on stderr).
+    pub fn write_to(&self, w: &mut impl Write) -> io::Result<()> {
+        writeln!(
+            w,
+            "parse-log: {} lines read, {} parsed, {} unparsed, {} blank",
+            self.read, self.parsed, self.unparsed, self.blank
+        )?;
+        if self.unparsed > 0 {
+            let by: Vec<String> = self
+                .unparsed_by_field
+                .iter()
+                .map(|(f, n)| format!("{f}={n}"))
+                .collect();
+            writeln!(w, "unparsed by field: {}", by.join(", "))?;
+            writeln!(
+                w,
+                "sample of unparsed lines ({} of {}):",
+                self.samples.len(),
+                self.unparsed
+            )?;
+            for s in &self.samples {
+                writeln!(w, "  line {}: {}", s.line_no, s.reason)?;
+                writeln!(w, "    {}", s.text)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `microseg parse-log`: reads DFW log lines from `input`, writes one JSON object per parsed line
+/// to `out`, and the summary (counts and up to `max_samples` unparsed lines with their reasons)
+/// to `err`. Returns the summary.
+pub fn parse_log_cli(
+    mut input: impl BufRead,
+    out: impl Write,
+    mut err: impl Write,
+    max_samples: usize,
+) -> io::Result<ParseSummary> {
+    let mut out = io::BufWriter::with_capacity(1 << 16, out);
+    let mut summary = ParseSummary::default();
+    let mut buf = Vec::with_capacity(512);
+    loop {
+        buf.clear();
+        if input.read_until(b'\n', &mut buf)? == 0 {
+            break;
+        }
+        summary.read += 1;
+        let line_no = summary.read;
+        let Ok(line) = std::str::from_utf8(&buf) else {
+            let lossy = String::from_utf8_lossy(&buf);
+            summary.unparsed(
+                "not_utf8",
+                line_no,
+                "line is not valid UTF-8".to_owned(),
+                lossy.trim_end(),
+                max_samples,
+            );
+            continue;
+        };
+        let line = line.trim_end_matches(['\n', '\r']);
+        if line.trim().is_empty() {
+            summary.blank += 1;
+            continue;
+        }
+        match parse_line(line) {
+            Ok(record) => {
+                serde_json::to_writer(&mut out, &record).map_err(io::Error::other)?;
+                out.write_all(b"\n")?;
+                summary.parsed += 1;
+            }
+            Err(e) => {
+                let token = e.token(line);
+                let reason = if token.is_empty() {
+                    e.to_string()
+                } else {
+                    format!("{e}: {token:?}")
+                };
+                summary.unparsed(e.field.as_str(), line_no, reason, line, max_samples);
+            }
+        }
+    }
+    out.flush()?;
+    summary.write_to(&mut err)?;
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pure parts stay pure (STYLE.md §3.1): no IO, no clock, no Kubernetes or HTTP client.
+    #[test]
+    fn pure_modules_use_no_io_clock_or_clients() {
+        let forbidden = [
+            "std::fs",
+            "std::io",
+            "std::net::Tcp",
+            "std::net::Udp",
+            "Timestamp::now",
+            "SystemTime",
+            "Instant::now",
+            "tokio",
+            "reqwest",
+            "kube::",
+        ];
+        for (file, src) in [
+            ("parse.rs", include_str!("parse.rs")),
+            ("format.rs", include_str!("format.rs")),
+            ("loginsight.rs", include_str!("loginsight.rs")),
+        ] {
+            for name in forbidden {
+                assert!(!src.contains(name), "monitor/{file} uses {name}");
+            }
+        }
+    }
+
+    #[test]
+    fn summary_counts_every_line_and_keeps_bounded_samples() {
+        let input = "x\n\n2018-07-03T19:44:09.749Z b6507827 INET match PASS 1 IN 52 UDP 1.1.1.1/1->1.1.1.2/2\ny\nz\n";
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        let s = parse_log_cli(input.as_bytes(), &mut out, &mut err, 2).unwrap();
+        assert_eq!((s.read, s.parsed, s.blank, s.unparsed), (5, 1, 1, 3));
+        assert_eq!(s.samples.len(), 2);
+        assert_eq!(s.unparsed_by_field.get("timestamp"), Some(&3));
+        assert_eq!(String::from_utf8(out).unwrap().lines().count(), 1);
+    }
+}

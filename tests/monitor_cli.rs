@@ -1,0 +1,123 @@
+//! `microseg parse-log` end to end: the real binary, lines on stdin, JSON on stdout, the summary
+//! of unparsed lines on stderr.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+fn run(input: &[u8], args: &[&str]) -> (String, String, bool) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_microseg"))
+        .arg("parse-log")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+        out.status.success(),
+    )
+}
+
+#[test]
+fn parse_log_writes_json_per_line_and_summarises_unparsed_lines() {
+    let mut input = Vec::new();
+    input.extend_from_slice(b"<182>2024-05-02T10:15:31.204Z esx01.lab.local dfwpktlogs: 2d4b6e2d INET match DROP 3084 IN 60 TCP 10.10.10.5/51204->10.10.20.5/3389 S web-deny\n");
+    input.extend_from_slice(b"<13>1 2026-09-23T12:00:00.001Z host01 FIREWALL-PKTLOG - - - INET TERM PASS 5096 OUT TCP RST 192.0.2.11/60517->192.0.2.10/443 9/8 1461/4677 DR-Allow\r\n");
+    input.extend_from_slice(b"\n");
+    input.extend_from_slice(b"2018-07-06T18:19:54.764Z 028cd586 INET6 match DROP mainrs/1027 OUT 143 UDP fe80:0:0:0:68c2:8472:2364:9be/546->ff02:0:0:0:0:0:1:2/547\n");
+    input.extend_from_slice(b"2018-07-03T19:44:09.749Z b6507827 INET match PASS mainrs/x IN 52 TCP 1.1.1.1/1->1.1.1.2/2 S\n");
+    input.extend_from_slice(b"\xff\xfe not utf-8\n");
+    input.extend_from_slice(b"2026-03-03T00:02:11.678Z No(13) FIREWALL-PKTLOG[1069031]: 8b4a1980 INET match PASS 25577 OUT 84 ICMP 192.168.72.10->192.168.72.17"); // no final newline
+
+    let (stdout, stderr, ok) = run(&input, &[]);
+    assert!(ok, "{stderr}");
+    let records: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 4, "{stdout}");
+
+    let r = &records[0];
+    assert_eq!(r["timestamp"], "2024-05-02T10:15:31.204Z");
+    assert_eq!(r["host"], "esx01.lab.local");
+    assert_eq!(r["syslog"]["format"], "rfc3164");
+    assert_eq!(r["syslog"]["app"], "dfwpktlogs");
+    assert_eq!(r["filter_hash"], "2d4b6e2d");
+    assert_eq!(r["af"], "INET");
+    assert_eq!(r["reason"], "match");
+    assert_eq!(r["action"], "DROP");
+    assert_eq!(r["ruleset"], serde_json::Value::Null);
+    assert_eq!(r["rule_id"], 3084);
+    assert_eq!(r["direction"], "IN");
+    assert_eq!(r["length"], 60);
+    assert_eq!(r["protocol"], "TCP");
+    assert_eq!(r["protocol_number"], 6);
+    assert_eq!(r["src"], "10.10.10.5");
+    assert_eq!(r["src_port"], 51204);
+    assert_eq!(r["dst"], "10.10.20.5");
+    assert_eq!(r["dst_port"], 3389);
+    assert_eq!(r["tcp_flags"], "S");
+    assert_eq!(r["extras"], serde_json::json!([]));
+    assert_eq!(r["rule_tag"], "web-deny");
+
+    let r = &records[1];
+    assert_eq!(r["syslog"]["format"], "rfc5424");
+    assert_eq!(r["filter_hash"], serde_json::Value::Null);
+    assert_eq!(r["reason"], "TERM");
+    assert_eq!(r["close_reason"], "RST");
+    assert_eq!(
+        (
+            &r["pkts_in"],
+            &r["pkts_out"],
+            &r["bytes_in"],
+            &r["bytes_out"]
+        ),
+        (&9.into(), &8.into(), &1461.into(), &4677.into())
+    );
+    assert_eq!(r["length"], serde_json::Value::Null);
+    assert_eq!(r["rule_tag"], "DR-Allow");
+
+    assert_eq!(records[2]["af"], "INET6");
+    assert_eq!(records[2]["ruleset"], "mainrs");
+    assert_eq!(records[2]["src"], "fe80::68c2:8472:2364:9be");
+    assert_eq!(records[3]["protocol"], "ICMP");
+    assert_eq!(records[3]["src_port"], serde_json::Value::Null);
+    assert_eq!(records[3]["syslog"]["severity"], "No(13)");
+
+    assert!(
+        stderr.contains("parse-log: 7 lines read, 4 parsed, 2 unparsed, 1 blank"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("unparsed by field: not_utf8=1, rule=1"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("line 5: rule (byte 50):"), "{stderr}");
+    assert!(stderr.contains("\"mainrs/x\""), "{stderr}");
+    assert!(
+        stderr.contains("line 6: line is not valid UTF-8"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn parse_log_samples_are_bounded_but_every_line_is_counted() {
+    let input = "junk\n".repeat(50);
+    let (stdout, stderr, ok) = run(input.as_bytes(), &["--samples", "3"]);
+    assert!(ok);
+    assert!(stdout.is_empty());
+    assert!(
+        stderr.contains("50 lines read, 0 parsed, 50 unparsed"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("sample of unparsed lines (3 of 50)"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("  line ").count(), 3, "{stderr}");
+}

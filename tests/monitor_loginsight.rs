@@ -1,0 +1,235 @@
+//! Log Insight alert webhook payloads (`nsx-policy-api.md` §10): the legacy shape, the test
+//! alert, content-pack fields under both protocol names, the user-defined shape, and bad JSON.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::IpAddr;
+
+use microseg::monitor::loginsight::{Entry, Error, FieldRecord, Shape, parse_payload};
+use microseg::monitor::parse::{Action, Protocol};
+
+/// The §10 example, verbatim.
+const DFW_DROP: &str = include_str!("fixtures/monitor/loginsight-dfw-drop.json");
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn fields_only(text: Option<&str>, fields: &[(&str, &str)]) -> String {
+    let fields: Vec<_> = fields
+        .iter()
+        .map(|(n, c)| serde_json::json!({"name": n, "content": c}))
+        .collect();
+    let mut m = serde_json::json!({"timestamp": 1714644931204i64, "fields": fields});
+    if let Some(t) = text {
+        m["text"] = t.into();
+    }
+    serde_json::json!({"AlertType": 1, "AlertName": "x", "messages": [m], "NumHits": 1}).to_string()
+}
+
+#[test]
+fn reference_example_yields_the_parsed_line() {
+    let alert = parse_payload(DFW_DROP.as_bytes()).unwrap();
+    assert_eq!(alert.shape, Shape::Legacy);
+    assert_eq!(alert.name.as_deref(), Some("NSX-T DFW - Dropped traffic"));
+    assert_eq!(alert.alert_type, Some(1));
+    assert_eq!(alert.num_hits, Some(1));
+    assert_eq!(alert.has_more_results, Some(false));
+    assert_eq!(alert.url.as_deref(), Some("https://li.lab.local/s/8pgzq6"));
+    assert!(!alert.is_test());
+    let entries: Vec<_> = alert.entries().collect();
+    let [Entry::Line { at, record }] = entries.as_slice() else {
+        panic!("{entries:?}");
+    };
+    assert_eq!(*at, "messages[0]");
+    assert_eq!(record.host(), Some("esx01.lab.local"));
+    assert_eq!(record.action, Some(Action::Drop));
+    assert_eq!(record.rule_id, 3084);
+    assert_eq!(
+        (record.src, record.src_port),
+        (ip("10.10.10.5"), Some(51204))
+    );
+    assert_eq!(
+        (record.dst, record.dst_port),
+        (ip("10.10.20.5"), Some(3389))
+    );
+    assert_eq!(record.rule_tag, Some("web-deny"));
+}
+
+#[test]
+fn test_alert_has_no_entries() {
+    let body = r#"{"AlertName":"Test","SearchPeriod":300000,"HitCount":0.0,"HitOperator":2,
+        "messages":[],"HasMoreResults":false,"Url":null,"EditUrl":null,"Info":"i",
+        "Recommendation":null,"NumHits":0}"#;
+    let alert = parse_payload(body.as_bytes()).unwrap();
+    assert!(alert.is_test());
+    assert_eq!(alert.entries().count(), 0);
+}
+
+#[test]
+fn fields_are_used_when_text_is_missing_or_unparseable() {
+    let fields = [
+        ("hostname", "esx01"),
+        ("vmw_nsxt_firewall_action", "DROP"),
+        ("vmw_nsxt_firewall_ruleid", "3084"),
+        ("vmw_nsxt_firewall_src", "10.10.10.5"),
+        ("vmw_nsxt_firewall_src_port", "51204"),
+        ("vmw_nsxt_firewall_dst", "10.10.20.5"),
+        ("vmw_nsxt_firewall_dst_port", "3389"),
+        ("vmw_nsxt_firewall_protocol", "TCP"),
+    ];
+    let expected = FieldRecord {
+        time: Some(jiff::Timestamp::from_millisecond(1714644931204).unwrap()),
+        host: Some("esx01"),
+        action: Some(Action::Drop),
+        rule_id: 3084,
+        src: Some(ip("10.10.10.5")),
+        src_port: Some(51204),
+        dst: Some(ip("10.10.20.5")),
+        dst_port: Some(3389),
+        protocol: Some(Protocol::Tcp),
+    };
+    for text in [None, Some("DFW said something odd")] {
+        let body = fields_only(text, &fields);
+        let alert = parse_payload(body.as_bytes()).unwrap();
+        let entries: Vec<_> = alert.entries().collect();
+        let [
+            Entry::Fields {
+                record, text_error, ..
+            },
+        ] = entries.as_slice()
+        else {
+            panic!("{entries:?}");
+        };
+        assert_eq!(*record, expected);
+        assert_eq!(text_error.is_some(), text.is_some());
+    }
+}
+
+#[test]
+fn protocol_is_read_under_either_field_name_and_dst_from_ip_port() {
+    let body = fields_only(
+        None,
+        &[
+            ("vmw_nsxt_firewall_ruleid", "1031"),
+            ("vmw_nsx_firewall_protocol", "UDP"),
+            ("vmw_nsxt_firewall_dst_ip_port", "10.0.0.53/53"),
+            ("vmw_nsxt_firewall_action", "ALLOW"),
+        ],
+    );
+    let alert = parse_payload(body.as_bytes()).unwrap();
+    let Some(Entry::Fields { record, .. }) = alert.entries().next() else {
+        panic!();
+    };
+    assert_eq!(record.protocol, Some(Protocol::Udp));
+    assert_eq!(
+        (record.dst, record.dst_port),
+        (Some(ip("10.0.0.53")), Some(53))
+    );
+    assert_eq!(record.action, Some(Action::Pass));
+}
+
+#[test]
+fn unusable_messages_say_why() {
+    let cases = [
+        (
+            fields_only(Some("garbage"), &[]),
+            "messages[0].text: timestamp",
+        ),
+        (
+            fields_only(None, &[("hostname", "x")]),
+            "messages[0].fields: no vmw_nsxt_firewall_ruleid",
+        ),
+        (
+            fields_only(
+                None,
+                &[
+                    ("vmw_nsxt_firewall_ruleid", "1"),
+                    ("vmw_nsxt_firewall_src_port", "http"),
+                ],
+            ),
+            "messages[0].fields[vmw_nsxt_firewall_src_port]: \"http\" is not a port",
+        ),
+    ];
+    for (body, want) in cases {
+        let alert = parse_payload(body.as_bytes()).unwrap();
+        let Some(Entry::Unusable { reason, .. }) = alert.entries().next() else {
+            panic!("{body}");
+        };
+        assert!(reason.contains(want), "{reason} does not contain {want}");
+    }
+}
+
+#[test]
+fn bad_json_errors_name_the_field() {
+    let cases: &[(&str, &str)] = &[
+        ("{", "body: not JSON"),
+        ("[]", "body: expected a JSON object, found an array"),
+        (
+            r#"{"messages": {}}"#,
+            "messages: expected an array, found an object",
+        ),
+        (
+            r#"{"messages": [1]}"#,
+            "messages[0]: expected an object, found a number",
+        ),
+        (
+            r#"{"messages": [{"text": 5}]}"#,
+            "messages[0].text: expected a string, found a number",
+        ),
+        (
+            r#"{"messages": [{"fields": [{"content": "x"}]}]}"#,
+            "messages[0].fields[0].name: expected a string, found nothing",
+        ),
+        (
+            r#"{"messages": [{"fields": "x"}]}"#,
+            "messages[0].fields: expected an array, found a string",
+        ),
+        (
+            r#"{"messages": [], "NumHits": "many"}"#,
+            "NumHits: expected a number, found a string",
+        ),
+        (
+            r#"{"messages": [], "HasMoreResults": 1}"#,
+            "HasMoreResults: expected a boolean, found a number",
+        ),
+        (
+            r#"{"name": "a", "severity": "high", "sourceInfo": "li"}"#,
+            "user-defined payload (keys: name, severity, sourceInfo)",
+        ),
+    ];
+    for (body, want) in cases {
+        let e: Error = parse_payload(body.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains(want), "{body}: {e}");
+    }
+}
+
+#[test]
+fn user_defined_payload_yields_lines_from_text_like_fields() {
+    let line = "2024-05-02T10:15:31.204Z esx01.lab.local dfwpktlogs: 2d4b6e2d INET match DROP 3084 IN 60 TCP 10.10.10.5/51204->10.10.20.5/3389 S web-deny";
+    let body = serde_json::json!({
+        "name": "DFW drops",
+        "alertType": "EVERY_MATCH",
+        "sourceInfo": "li-cloud",
+        "resultsUrl": "https://li/x",
+        "messages": null,
+        "additionalInfo": serde_json::json!({"logs": [line, "not a dfw line"]}).to_string(),
+        "description": line,
+    });
+    // "messages": null is not the legacy shape's array.
+    assert!(parse_payload(body.to_string().as_bytes()).is_err());
+    let mut body = body;
+    body.as_object_mut().unwrap().remove("messages");
+    let alert = parse_payload(body.to_string().as_bytes()).unwrap();
+    assert_eq!(alert.shape, Shape::UserDefined);
+    assert_eq!(alert.name.as_deref(), Some("DFW drops"));
+    let entries: Vec<_> = alert.entries().collect();
+    let lines = entries
+        .iter()
+        .filter(|e| matches!(e, Entry::Line { record, .. } if record.rule_id == 3084))
+        .count();
+    // One from additionalInfo.logs, one from description (a string that parses).
+    assert_eq!(lines, 2, "{entries:?}");
+    assert!(entries.iter().any(
+        |e| matches!(e, Entry::Unusable { at, .. } if at.starts_with("$.additionalInfo.logs[1]"))
+    ));
+}
