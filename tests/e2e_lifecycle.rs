@@ -390,3 +390,128 @@ async fn with_two_controllers_only_the_leader_writes_and_killing_it_hands_over()
     assert!(b.log_text().contains("Applied NSX changes"));
     let _ = Phase::Completed;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_whose_members_match_nothing_is_held_not_enforced() {
+    let env = Env::new("nomembers").await;
+    let _controller = env.controller("a", &[]);
+    env.apply(&env.window("wave-1", 1, 2, 14, 20, "12s"));
+    let ghost = env
+        .example("20-dns.yaml")
+        .replace("name: dns\n", "name: ghost\n")
+        .replace("name: wave-critical", "name: wave-1")
+        .replace("equals: dns-01", "equals: no-such-vm-1")
+        .replace("equals: dns-02", "equals: no-such-vm-2")
+        .replace("    - ipAddress: 10.0.0.53\n", "");
+    env.apply(&ghost);
+    env.wait_phase("ghost", "Held", Duration::from_secs(60));
+    let ready = env.policy("ghost")["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "EnforcementGate")
+        .cloned()
+        .unwrap();
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .contains("no effective members"),
+        "{ready}"
+    );
+    let identity = Identity::new("e2e").unwrap();
+    let live = env
+        .nsx_client()
+        .get_policy("default", &identity.object_id(&env.ns, "ghost"))
+        .await
+        .unwrap()
+        .unwrap();
+    let catch_all = live.rules.iter().find(|r| r.id == "catchall_in").unwrap();
+    assert_eq!(catch_all.action, "ALLOW", "never DROP on an empty group");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_owner_notice_postpones_enforcement_to_delivery_plus_minimum_notice() {
+    let env = Env::new("refused").await;
+    // The owner's mail server refuses every recipient at first.
+    let refusing = common::e2e::servers::SmtpSink::start("refusing", &["--refuse-rcpt"]);
+    std::fs::write(env.dir.join("notify/smtp-port"), refusing.port.to_string()).unwrap();
+    let _controller = env.controller("a", &[]);
+    env.apply(&env.window("wave-1", 1, 2, 14, 30, "12s"));
+    env.apply(
+        &env.example("20-dns.yaml")
+            .replace("name: wave-critical", "name: wave-1"),
+    );
+    let window_enforce: String = env.cp.kubectl_ok(&[
+        "get",
+        "ew",
+        "-n",
+        &env.ns,
+        "wave-1",
+        "-o",
+        "jsonpath={.spec.enforceAt}",
+    ]);
+    env.eventually("the notice is refused", Duration::from_secs(30), || {
+        env.condition("dns", "OwnerNotified") == ("False".into(), "NoticeDue".into())
+    });
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // The mail server accepts again (same port).
+    let port = refusing.port.to_string();
+    drop(refusing);
+    let accepting = common::e2e::servers::SmtpSink::start("accepting", &["--port", &port]);
+    env.eventually("the notice is delivered", Duration::from_secs(30), || {
+        env.condition("dns", "OwnerNotified").0 == "True"
+    });
+    let schedule = env.policy("dns")["status"]["schedule"].clone();
+    let delivered: k8s_openapi::jiff::Timestamp = schedule["noticeDeliveredAt"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let enforce: k8s_openapi::jiff::Timestamp =
+        schedule["enforceAt"].as_str().unwrap().parse().unwrap();
+    let window: k8s_openapi::jiff::Timestamp = window_enforce.parse().unwrap();
+    assert!(
+        enforce > window,
+        "enforcement not postponed: {enforce} vs window {window}"
+    );
+    let gap = enforce.duration_since(delivered).as_secs();
+    assert!(
+        (12..=13).contains(&gap),
+        "enforceAt {enforce} is not delivery {delivered} + 12s"
+    );
+    env.wait_phase("dns", "Enforcing", Duration::from_secs(40));
+    let history = env.policy("dns")["status"]["history"].clone();
+    let enforced: k8s_openapi::jiff::Timestamp = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["phase"] == "Enforcing")
+        .unwrap()["at"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        enforced >= enforce,
+        "enforced at {enforced} before the postponed {enforce}"
+    );
+    let subjects: Vec<String> = accepting
+        .messages()
+        .iter()
+        .map(|m| m["headers"]["subject"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(
+        subjects.iter().any(|s| s.contains("scheduled")),
+        "{subjects:?}"
+    );
+    let events = env.cp.kubectl_ok(&[
+        "get",
+        "events",
+        "-n",
+        &env.ns,
+        "-o",
+        "jsonpath={range .items[*]}{.reason}{\"\\n\"}{end}",
+    ]);
+    assert!(events.contains("NoticeFailed"), "{events}");
+}

@@ -78,6 +78,9 @@ pub struct ControllerArgs {
     /// Reminder notice this long before enforcement.
     #[arg(long, default_value = "48h")]
     pub reminder_before: Duration,
+    /// Retry an undelivered owner notice after this long.
+    #[arg(long, default_value = "60s")]
+    pub notice_retry: Duration,
     /// MonitoringHealthy turns False after this long without a DFW log line.
     #[arg(long, default_value = "24h")]
     pub log_silence: Duration,
@@ -252,7 +255,7 @@ impl ControllerArgs {
                 resync: std_duration(self.resync),
                 reminder_before: self.reminder_before.get(),
                 log_silence: self.log_silence.get(),
-                ..Settings::default()
+                notice_retry: std_duration(self.notice_retry),
             },
             lease,
             namespace: self.namespace.clone(),

@@ -273,8 +273,39 @@ async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
         now,
     );
 
+    // Entering enforcement needs members: a DROP on an empty group protects nothing and says
+    // the membership criteria are wrong.
+    if decision.phase == Phase::Enforcing && prev_phase != Some(Phase::Enforcing) {
+        let members = ctx.nsx.group_member_count(&n.domain, &n.id).await;
+        let problem = match members {
+            Ok(0) => Some(Blocker {
+                reason: reason::NO_MEMBERS,
+                message: "spec.members: the NSX group has no effective members (no VM or address matches)".into(),
+            }),
+            Ok(_) => None,
+            Err(e) => Some(Blocker {
+                reason: reason::NSX_ERROR,
+                message: format!("NSX group members could not be read: {e}"),
+            }),
+        };
+        if let Some(b) = problem {
+            blocker = Some(blocker.unwrap_or(b));
+            decision = evaluate_with(
+                &w,
+                p,
+                &prev,
+                previous_schedule.as_ref(),
+                delivered,
+                &monitor,
+                blocker.clone(),
+                now,
+            );
+        }
+    }
+
     // 3. Notices.
-    let (records, notice_error) = send_notices(p, ctx, &n, &decision, &facts, now).await;
+    let (records, notice_error) =
+        send_notices(p, ctx, &n, &decision, &facts, w.minimum_notice, now).await;
     if !records.is_empty() && decision.schedule.notice_delivered_at.is_none() {
         let mut all = prev.notifications.clone();
         all.extend(records.iter().cloned());
@@ -430,7 +461,7 @@ async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
         || matches!(sync, SyncOutcome::Failed { .. })
     {
         let retry = if notice_error.is_some() || matches!(sync, SyncOutcome::Failed { .. }) {
-            ctx.settings.notice_retry.min(Duration::from_secs(30))
+            ctx.settings.notice_retry
         } else {
             Duration::from_millis(200)
         };
@@ -564,6 +595,7 @@ async fn send_notices(
     n: &Names,
     d: &Decision,
     facts: &Facts<'_>,
+    minimum_notice: k8s_openapi::jiff::SignedDuration,
     now: Timestamp,
 ) -> (Vec<NotificationRecord>, Option<String>) {
     let due = notices::due(d, facts, now);
@@ -584,6 +616,15 @@ async fn send_notices(
         .and_then(|s| s.monitor.clone())
         .unwrap_or_default();
     for item in due {
+        // A Scheduled notice announces the date that holds if it is delivered now: never less
+        // than the minimum notice from now.
+        let enforce_at = if item.kind == crate::notify::NoticeKind::Scheduled {
+            d.schedule
+                .enforce_at
+                .max(schedule::ceil_second(now) + minimum_notice)
+        } else {
+            d.schedule.enforce_at
+        };
         let notice = Notice {
             kind: item.kind,
             namespace: n.ns.clone(),
@@ -592,7 +633,7 @@ async fn send_notices(
             owner: item.owner.clone(),
             phase: d.phase,
             monitor_from: d.schedule.monitor_from,
-            enforce_at: d.schedule.enforce_at,
+            enforce_at,
             cleanup_at: d.schedule.cleanup_at,
             reason: matches!(
                 item.kind,
@@ -623,7 +664,7 @@ async fn send_notices(
                                 | crate::notify::NoticeKind::Postponed
                                 | crate::notify::NoticeKind::Reminder
                         )
-                        .then_some(Time(d.schedule.enforce_at)),
+                        .then_some(Time(enforce_at)),
                     });
                 }
             }

@@ -954,6 +954,19 @@ impl Client {
 
 #[async_trait]
 impl NsxApi for Client {
+    async fn group_member_count(&self, domain: &str, id: &str) -> Result<u64, Error> {
+        let base = format!(
+            "/infra/domains/{}/groups/{}/members",
+            segment(domain),
+            segment(id)
+        );
+        let vms = self
+            .list_values(&format!("{base}/virtual-machines"))
+            .await?;
+        let ips = self.list_values(&format!("{base}/ip-addresses")).await?;
+        Ok((vms.len() + ips.len()) as u64)
+    }
+
     async fn get_group(&self, domain: &str, id: &str) -> Result<Option<Group>, Error> {
         self.get(&format!(
             "/infra/domains/{}/groups/{}",

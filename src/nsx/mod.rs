@@ -47,6 +47,8 @@ pub trait NsxApi: Send + Sync {
     async fn list_policies(&self, domain: &str) -> Result<Vec<SecurityPolicy>, Error>;
     /// One hierarchical `PATCH /policy/api/v1/infra` call (atomic).
     async fn patch_infra(&self, body: &Infra) -> Result<(), Error>;
+    /// How many effective members (VMs and IP addresses) a group has now.
+    async fn group_member_count(&self, domain: &str, id: &str) -> Result<u64, Error>;
     /// Realization state of an intent path (e.g. a security policy path).
     async fn realization(&self, intent_path: &str) -> Result<Realization, Error>;
 }

@@ -104,7 +104,14 @@ impl Env {
             .arg(self.dir.join("nsx"))
             .arg("--notify-config-dir")
             .arg(self.dir.join("notify"))
-            .args(["--resync", "20s", "--reminder-before", "8s"])
+            .args([
+                "--resync",
+                "20s",
+                "--reminder-before",
+                "8s",
+                "--notice-retry",
+                "2s",
+            ])
             .args(["--http-addr", &format!("127.0.0.1:{http}")])
             .args(extra)
             .env("RUST_LOG", "info,microseg=debug")
