@@ -106,6 +106,25 @@ async fn the_example_wave_goes_from_pending_to_completed_with_nsx_matching_the_p
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     while std::time::Instant::now() < deadline {
         let phase = env.phase("web");
+        if phase == "Held" {
+            let id = Identity::new("e2e").unwrap().object_id(&env.ns, "web");
+            let vms = reqwest::get(format!("{}/admin/vms", env.sim.url))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            eprintln!(
+                "web Held: members {:?}; vms loaded {}; group {:?}",
+                env.nsx_client().group_member_count("default", &id).await,
+                vms.len(),
+                env.nsx_client()
+                    .get_group("default", &id)
+                    .await
+                    .unwrap()
+                    .map(|g| g.expression)
+            );
+        }
         let synced = env.condition("web", "Synced").0 == "True";
         if !phase.is_empty()
             && seen.last() != Some(&phase)

@@ -498,6 +498,47 @@ async fn sync_nsx(
             );
         }
     };
+    // A new application's group goes first, alone: other applications' rules may name it, and
+    // two applications that name each other would otherwise each wait for the other's group.
+    let live = if live.group.is_none() && !ctx.settings.dry_run {
+        match plan::desired(
+            p,
+            Phase::Pending,
+            &plan::Context {
+                identity: &ctx.identity,
+                peers,
+                previous_sequence: &Default::default(),
+            },
+        )
+        .and_then(|d| plan::diff(&d, &live, &ctx.identity, &n.ns, &n.name))
+        {
+            Ok(plan::Change {
+                patch: Some(patch),
+                summary,
+            }) if live.policy.is_none() => {
+                ctx.metrics.nsx_writes.inc();
+                match ctx.nsx.patch_infra(&patch).await {
+                    Ok(()) => {
+                        info!(changes = %summary.join("; "), "Applied NSX changes");
+                        read_live(ctx, n).await.unwrap_or(live)
+                    }
+                    Err(e) => {
+                        return (
+                            SyncOutcome::Failed {
+                                reason: reason::NSX_ERROR,
+                                message: format!("NSX write failed: {e}"),
+                            },
+                            Some(facts(n, &live)),
+                            decision,
+                        );
+                    }
+                }
+            }
+            _ => live,
+        }
+    } else {
+        live
+    };
     let sequence = live.rule_sequence();
     let cx = plan::Context {
         identity: &ctx.identity,

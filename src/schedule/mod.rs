@@ -419,6 +419,17 @@ pub fn evaluate(inp: &Inputs<'_>, now: Timestamp) -> Decision {
         let blockers = blockers(inp, &d.schedule, now, true, &mut wake);
         if blockers.is_empty() {
             enter_enforcing(&mut d, w, ceil_second(now), now, &mut wake);
+            // Entering enforcement is always a phase of its own, however late: clean-up follows
+            // only once the catch-all has dropped.
+            if d.phase == Phase::Completed {
+                d.phase = Phase::Enforcing;
+                d.reason = reason::SCHEDULED;
+                d.message = format!(
+                    "catch-all DROP and logged; clean-up is due at {}",
+                    d.schedule.cleanup_at
+                );
+                d.next = Some((Phase::Completed, Some(d.schedule.cleanup_at.max(now))));
+            }
             return finish(d, wake, now);
         }
         d.phase = Phase::Held;

@@ -481,3 +481,25 @@ fn sub_second_instants_round_up_so_status_round_trips_never_move_them_earlier() 
     assert_eq!(d.schedule.enforce_at, at(1051));
     assert_eq!(sim.settle(at(201)).schedule.enforce_at, at(1051));
 }
+
+#[test]
+fn a_late_enforcement_is_a_phase_of_its_own_never_skipped_to_completed() {
+    let mut w = window();
+    w.post_enforcement = SignedDuration::from_secs(20);
+    let mut sim = monitoring_sim(w);
+    sim.blocker = Some(Blocker {
+        reason: reason::NO_MEMBERS,
+        message: "no members".into(),
+    });
+    assert_eq!(sim.settle(at(1000)).phase, Phase::Held);
+    sim.blocker = None;
+    // The gate opens after the scheduled clean-up (1020), within the late tolerance.
+    let d = sim.step(at(1030));
+    assert_eq!(
+        d.phase,
+        Phase::Enforcing,
+        "the DROP is written before clean-up"
+    );
+    let d = sim.step(at(1030));
+    assert_eq!(d.phase, Phase::Completed, "{d:?}");
+}

@@ -64,6 +64,20 @@ impl Env {
         let sim = microseg::nsxsim::spawn(microseg::nsxsim::Config::default())
             .await
             .unwrap();
+        // The VMs of the example wave, so groups have effective members.
+        let vms = std::fs::read(super::repo().join("deploy/examples/nsxsim-vms.json")).unwrap();
+        let status = reqwest::Client::new()
+            .put(format!("{}/admin/vms", sim.url))
+            .header("content-type", "application/json")
+            .body(vms)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert!(
+            status.is_success(),
+            "loading VMs into the simulator: {status}"
+        );
         let smtp = servers::SmtpSink::start(&format!("e2e-{prefix}"), &[]);
         let dir = servers::temp_dir(&format!("e2e-{prefix}-env"));
         std::fs::create_dir_all(dir.join("nsx")).unwrap();
