@@ -347,9 +347,16 @@ async fn run_controllers(
     let store = ctx.policies.clone();
     let policy_controller = Controller::for_stream(stream, reader)
         .with_config(controller::Config::default().concurrency(16))
-        .watches(
-            windows.clone(),
-            watcher::Config::default(),
+        // Only a window's spec matters to its policies; its status (phase counts) changes with
+        // every policy and must not requeue all of them.
+        .watches_stream(
+            watcher(windows.clone(), watcher::Config::default())
+                .default_backoff()
+                .applied_objects()
+                .predicate_filter(
+                    predicates::generation as fn(&EnforcementWindow) -> Option<u64>,
+                    Default::default(),
+                ),
             move |w: EnforcementWindow| {
                 let ns = w.namespace().unwrap_or_default();
                 let name = w.name_any();
