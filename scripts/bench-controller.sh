@@ -23,8 +23,9 @@ export KUBECONFIG="$WORK/kubeconfig"
 kubectl apply --server-side -f crds/ >/dev/null
 kubectl wait --for=condition=Established crd/segmentationpolicies.microseg.io crd/enforcementwindows.microseg.io >/dev/null
 NSX_PORT=$(free_port); HTTP_PORT=$(free_port)
+python3 -c 'import json,sys; n=int(sys.argv[1]); print(json.dumps([{"name": f"app-{i:04}-vm", "ips": [f"10.{100 + i // 250}.{i % 250}.1"], "tags": [{"scope": "app", "tag": f"app-{i:04}"}]} for i in range(n)]))' "$N" > "$WORK/vms.json"
 printf admin > "$WORK/nsx/username"; printf 'bench-%s' "$RANDOM$RANDOM" > "$WORK/nsx/password"
-"$M" nsx-sim --listen "127.0.0.1:$NSX_PORT" --plain-http --password-file "$WORK/nsx/password" --rate-limit 100 >"$WORK/sim.log" 2>&1 &
+"$M" nsx-sim --listen "127.0.0.1:$NSX_PORT" --plain-http --password-file "$WORK/nsx/password" --rate-limit 100 --vms "$WORK/vms.json" >"$WORK/sim.log" 2>&1 &
 PIDS+=($!)
 "$ROOT/.tmp/venv/bin/python" tests/support/smtp_sink.py "$WORK/mail" >"$WORK/smtp.out" 2>"$WORK/smtp.log" &
 PIDS+=($!)

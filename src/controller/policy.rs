@@ -520,7 +520,21 @@ async fn sync_nsx(
                 match ctx.nsx.patch_infra(&patch).await {
                     Ok(()) => {
                         info!(changes = %summary.join("; "), "Applied NSX changes");
-                        read_live(ctx, n).await.unwrap_or(live)
+                        let group = plan::desired(
+                            p,
+                            Phase::Pending,
+                            &plan::Context {
+                                identity: &ctx.identity,
+                                peers,
+                                previous_sequence: &Default::default(),
+                            },
+                        )
+                        .map(|d| d.group)
+                        .ok();
+                        LiveState {
+                            group,
+                            policy: None,
+                        }
                     }
                     Err(e) => {
                         return (
@@ -547,7 +561,7 @@ async fn sync_nsx(
     };
     let planned = plan::desired(p, decision.phase, &cx)
         .and_then(|d| plan::diff(&d, &live, &ctx.identity, &n.ns, &n.name).map(|c| (d, c)));
-    let (_desired, change) = match planned {
+    let (desired, change) = match planned {
         Ok(x) => x,
         Err(e) => {
             return (
@@ -574,7 +588,14 @@ async fn sync_nsx(
     match ctx.nsx.patch_infra(&patch).await {
         Ok(()) => {
             info!(changes = %change.summary.join("; "), "Applied NSX changes");
-            let after = read_live(ctx, n).await.unwrap_or(live);
+            // Read back the policy for NSX's rule ids; the group is as written.
+            let after = match ctx.nsx.get_policy(&n.domain, &n.id).await {
+                Ok(policy) => LiveState {
+                    group: live.group.clone().or(Some(desired.group.clone())),
+                    policy,
+                },
+                Err(_) => live,
+            };
             (
                 SyncOutcome::Applied(change.summary),
                 Some(facts(n, &after)),
