@@ -272,4 +272,48 @@ mod tests {
         );
         assert_eq!(due[0].occasion, at(1400).to_string());
     }
+
+    #[test]
+    fn the_alert_digest_goes_at_most_daily_while_alerts_are_open() {
+        let owners = owners()[..1].to_vec();
+        let mut sim = Sim::new(window());
+        sim.deliver(at(0));
+        let d = sim.settle(at(200));
+        let mut f = facts(&owners, &[]);
+        f.open_alerts = 3;
+        let due1 = due(&d, &f, at(200));
+        let digest: Vec<_> = due1
+            .iter()
+            .filter(|x| x.kind == NoticeKind::AlertDigest)
+            .collect();
+        assert_eq!(digest.len(), 1);
+        let records = vec![record(digest[0], at(200), None)];
+        let f = Facts {
+            records: &records,
+            open_alerts: 3,
+            ..facts(&owners, &[])
+        };
+        assert!(
+            due(&d, &f, at(300))
+                .iter()
+                .all(|x| x.kind != NoticeKind::AlertDigest),
+            "same day: not again"
+        );
+        let tomorrow = at(200) + SignedDuration::from_hours(24);
+        assert!(
+            due(&d, &f, tomorrow)
+                .iter()
+                .any(|x| x.kind == NoticeKind::AlertDigest),
+            "next day: again"
+        );
+        let quiet = Facts {
+            open_alerts: 0,
+            ..facts(&owners, &[])
+        };
+        assert!(
+            due(&d, &quiet, tomorrow)
+                .iter()
+                .all(|x| x.kind != NoticeKind::AlertDigest)
+        );
+    }
 }
