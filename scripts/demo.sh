@@ -43,7 +43,7 @@ NSX_PORT=$(free_port)
 printf 'admin' > "$WORK/nsx-credentials/username"
 printf 'demo-password-%s' "$RANDOM$RANDOM" > "$WORK/nsx-credentials/password"
 "$MICROSEG" nsx-sim --listen "127.0.0.1:$NSX_PORT" --plain-http \
-  --password-file "$WORK/nsx-credentials/password" --vms deploy/examples/nsxsim-vms.json >"$WORK/nsx-sim.log" 2>&1 &
+  --password-file "$WORK/nsx-credentials/password" --vms deploy/nsxsim/example-vms.json >"$WORK/nsx-sim.log" 2>&1 &
 PIDS+=($!)
 "$ROOT/.tmp/venv/bin/python" tests/support/smtp_sink.py "$WORK/mail" >"$WORK/smtp.out" 2>"$WORK/smtp.log" &
 PIDS+=($!)

@@ -65,7 +65,7 @@ impl Env {
             .await
             .unwrap();
         // The VMs of the example wave, so groups have effective members.
-        let vms = std::fs::read(super::repo().join("deploy/examples/nsxsim-vms.json")).unwrap();
+        let vms = std::fs::read(super::repo().join("deploy/nsxsim/example-vms.json")).unwrap();
         let status = reqwest::Client::new()
             .put(format!("{}/admin/vms", sim.url))
             .header("content-type", "application/json")
