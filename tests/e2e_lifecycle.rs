@@ -534,3 +534,88 @@ async fn a_refused_owner_notice_postpones_enforcement_to_delivery_plus_minimum_n
     ]);
     assert!(events.contains("NoticeFailed"), "{events}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_reports_what_would_change_and_writes_nothing() {
+    let env = Env::new("dryrun").await;
+    let _controller = env.controller("a", &["--dry-run"]);
+    env.apply(&env.window("wave-1", 1, 2, 3600, 7200, "10s"));
+    env.apply(
+        &env.example("20-dns.yaml")
+            .replace("name: wave-critical", "name: wave-1"),
+    );
+    env.eventually("a dry-run condition", Duration::from_secs(60), || {
+        env.condition("dns", "Synced") == ("False".into(), "DryRun".into())
+    });
+    let message = env.policy("dns")["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Synced")
+        .unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        message.contains("would apply") && message.contains("create group"),
+        "{message}"
+    );
+    assert_eq!(env.nsx_calls("PATCH /infra"), 0, "dry run wrote to NSX");
+    let events = env.cp.kubectl_ok(&[
+        "get",
+        "events",
+        "-n",
+        &env.ns,
+        "-o",
+        "jsonpath={range .items[*]}{.reason}{\"\\n\"}{end}",
+    ]);
+    assert!(events.contains("DryRun"), "{events}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_waits_while_nsx_is_unreachable_and_says_so() {
+    let env = Env::new("outage").await;
+    let _controller = env.controller("a", &[]);
+    env.apply(&env.window("wave-1", 1, 2, 3600, 7200, "10s"));
+    env.apply(
+        &env.example("20-dns.yaml")
+            .replace("name: wave-critical", "name: wave-1"),
+    );
+    env.eventually("dns synced", Duration::from_secs(60), || {
+        env.condition("dns", "Synced").0 == "True"
+    });
+    env.sim.set_faults(microseg::nsxsim::Faults {
+        outage_seconds: 3600.0,
+        ..Default::default()
+    });
+    env.cp
+        .kubectl_ok(&["delete", "segpol", "-n", &env.ns, "dns", "--wait=false"]);
+    env.eventually("a DeletionBlocked event", Duration::from_secs(90), || {
+        env.cp
+            .kubectl_ok(&[
+                "get",
+                "events",
+                "-n",
+                &env.ns,
+                "-o",
+                "jsonpath={range .items[*]}{.reason}{\"\\n\"}{end}",
+            ])
+            .contains("DeletionBlocked")
+    });
+    assert!(
+        !env.policy("dns").is_null(),
+        "the policy went while NSX still holds its objects"
+    );
+    env.sim.set_faults(microseg::nsxsim::Faults::default());
+    env.eventually("deleted once NSX is back", Duration::from_secs(90), || {
+        env.policy("dns").is_null()
+    });
+    let identity = Identity::new("e2e").unwrap();
+    assert!(
+        env.nsx_client()
+            .get_group("default", &identity.object_id(&env.ns, "dns"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
