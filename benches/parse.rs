@@ -190,14 +190,16 @@ fn main() -> ExitCode {
 }
 
 fn run() -> std::io::Result<()> {
+    // `cargo bench` passes `--bench`; under `cargo test --all-targets` this is a small smoke run.
+    let benchmarking = std::env::args().any(|a| a == "--bench");
     let n: u64 = std::env::var("BENCH_LINES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+        .unwrap_or(if benchmarking { 1_000_000 } else { 10_000 });
     let runs: usize = std::env::var("BENCH_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
+        .unwrap_or(if benchmarking { 5 } else { 1 });
     let path = std::env::var_os("BENCH_FILE")
         .map(PathBuf::from)
         .unwrap_or_else(|| std::env::temp_dir().join(format!("microseg-dfw-{n}.log")));
