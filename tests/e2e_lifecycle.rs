@@ -15,6 +15,21 @@ use microseg::plan::{self, Identity, LiveState};
 
 const POLICIES: [&str; 4] = ["10-web.yaml", "11-app.yaml", "12-db.yaml", "20-dns.yaml"];
 
+/// The notice kind a mail subject announces (subjects as rendered by `notify::render`).
+fn notice_kind(subject: &str) -> &'static str {
+    if subject.contains("scheduled") {
+        "Scheduled"
+    } else if subject.contains("reminder") {
+        "Reminder"
+    } else if subject.contains("active since") {
+        "Enforced"
+    } else if subject.contains("complete") {
+        "Completed"
+    } else {
+        "Other"
+    }
+}
+
 /// NSX holds exactly what `plan` says for the policy's current phase.
 async fn nsx_matches_plan(env: &Env, name: &str) -> Result<(), String> {
     let json = env.policy(name);
@@ -188,22 +203,7 @@ async fn the_example_wave_goes_from_pending_to_completed_with_nsx_matching_the_p
 
     // The owner heard: scheduled, reminder, enforced, completed — once each, in order.
     let subjects = env.subjects_to("web-team@example.com");
-    let kinds: Vec<&str> = subjects
-        .iter()
-        .map(|s| {
-            if s.contains("scheduled") {
-                "Scheduled"
-            } else if s.contains("reminder") {
-                "Reminder"
-            } else if s.contains("active since") {
-                "Enforced"
-            } else if s.contains("complete") {
-                "Completed"
-            } else {
-                "Other"
-            }
-        })
-        .collect();
+    let kinds: Vec<&str> = subjects.iter().map(|s| notice_kind(s)).collect();
     assert_eq!(
         kinds,
         vec!["Scheduled", "Reminder", "Enforced", "Completed"],
@@ -347,16 +347,7 @@ async fn a_controller_killed_in_mid_rollout_continues_on_time_without_repeating_
     assert_eq!(env.condition("dns", "Synced").0, "True");
     let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
     for s in env.subjects_to("infra@example.com") {
-        let k = if s.contains("scheduled") {
-            "Scheduled"
-        } else if s.contains("reminder") {
-            "Reminder"
-        } else if s.contains("active since") {
-            "Enforced"
-        } else {
-            "Completed"
-        };
-        *kinds.entry(k.into()).or_default() += 1;
+        *kinds.entry(notice_kind(&s).into()).or_default() += 1;
     }
     assert!(
         kinds.values().all(|n| *n == 1),

@@ -500,8 +500,9 @@ async fn sync_nsx(
     };
     // A new application's group goes first, alone: other applications' rules may name it, and
     // two applications that name each other would otherwise each wait for the other's group.
-    let live = if live.group.is_none() && !ctx.settings.dry_run {
-        match plan::desired(
+    let mut live = live;
+    if live.group.is_none() && live.policy.is_none() && !ctx.settings.dry_run {
+        let pending = plan::desired(
             p,
             Phase::Pending,
             &plan::Context {
@@ -510,49 +511,28 @@ async fn sync_nsx(
                 previous_sequence: &Default::default(),
             },
         )
-        .and_then(|d| plan::diff(&d, &live, &ctx.identity, &n.ns, &n.name))
-        {
-            Ok(plan::Change {
+        .and_then(|d| plan::diff(&d, &live, &ctx.identity, &n.ns, &n.name).map(|c| (d.group, c)));
+        if let Ok((
+            group,
+            plan::Change {
                 patch: Some(patch),
                 summary,
-            }) if live.policy.is_none() => {
-                ctx.metrics.nsx_writes.inc();
-                match ctx.nsx.patch_infra(&patch).await {
-                    Ok(()) => {
-                        info!(changes = %summary.join("; "), "Applied NSX changes");
-                        let group = plan::desired(
-                            p,
-                            Phase::Pending,
-                            &plan::Context {
-                                identity: &ctx.identity,
-                                peers,
-                                previous_sequence: &Default::default(),
-                            },
-                        )
-                        .map(|d| d.group)
-                        .ok();
-                        LiveState {
-                            group,
-                            policy: None,
-                        }
-                    }
-                    Err(e) => {
-                        return (
-                            SyncOutcome::Failed {
-                                reason: reason::NSX_ERROR,
-                                message: format!("NSX write failed: {e}"),
-                            },
-                            Some(facts(n, &live)),
-                            decision,
-                        );
-                    }
-                }
+            },
+        )) = pending
+        {
+            if let Err(e) = write(ctx, &patch, &summary).await {
+                return (
+                    SyncOutcome::Failed {
+                        reason: reason::NSX_ERROR,
+                        message: format!("NSX write failed: {e}"),
+                    },
+                    Some(facts(n, &live)),
+                    decision,
+                );
             }
-            _ => live,
+            live.group = Some(group);
         }
-    } else {
-        live
-    };
+    }
     let sequence = live.rule_sequence();
     let cx = plan::Context {
         identity: &ctx.identity,
@@ -584,10 +564,8 @@ async fn sync_nsx(
             decision,
         );
     }
-    ctx.metrics.nsx_writes.inc();
-    match ctx.nsx.patch_infra(&patch).await {
+    match write(ctx, &patch, &change.summary).await {
         Ok(()) => {
-            info!(changes = %change.summary.join("; "), "Applied NSX changes");
             // Read back the policy for NSX's rule ids; the group is as written.
             let after = match ctx.nsx.get_policy(&n.domain, &n.id).await {
                 Ok(policy) => LiveState {
@@ -634,6 +612,18 @@ async fn sync_nsx(
             )
         }
     }
+}
+
+/// One hierarchical write, counted and logged.
+async fn write(
+    ctx: &Context,
+    patch: &crate::nsx::model::Infra,
+    summary: &[String],
+) -> Result<(), crate::nsx::Error> {
+    ctx.metrics.nsx_writes.inc();
+    ctx.nsx.patch_infra(patch).await?;
+    info!(changes = %summary.join("; "), "Applied NSX changes");
+    Ok(())
 }
 
 fn facts(n: &Names, live: &LiveState) -> NsxFacts {
