@@ -87,7 +87,6 @@ pub fn build(obs: &Observation<'_>, now: Timestamp) -> SegmentationPolicyStatus 
     s.notifications.drain(..excess);
 
     if let Some(d) = obs.decision {
-        let previous_phase = prev.phase.unwrap_or(Phase::Pending);
         if prev.phase != Some(d.phase) {
             s.history.push(HistoryEntry {
                 phase: d.phase,
@@ -98,7 +97,6 @@ pub fn build(obs: &Observation<'_>, now: Timestamp) -> SegmentationPolicyStatus 
             let excess = s.history.len().saturating_sub(MAX_HISTORY);
             s.history.drain(..excess);
         }
-        let _ = previous_phase;
         s.phase = Some(d.phase);
         s.schedule = Some(d.schedule.to_status());
         s.next_transition = d.next_transition();
