@@ -303,7 +303,7 @@ async fn a_controller_killed_in_mid_rollout_continues_on_time_without_repeating_
     let env = Env::new("restart").await;
     let mut first = env.controller("first", &[]);
     // DNS names no other application, so it stands alone.
-    env.apply(&env.window("wave-1", 1, 3, 18, 24, "15s"));
+    env.apply(&env.window("wave-1", 1, 3, 30, 36, "15s"));
     env.apply(
         &env.example("20-dns.yaml")
             .replace("name: wave-critical", "name: wave-1"),
@@ -314,8 +314,15 @@ async fn a_controller_killed_in_mid_rollout_continues_on_time_without_repeating_
         .as_str()
         .unwrap()
         .into();
-    // Down for a while; back a few seconds before enforceAt.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Down for a while; back six seconds before enforceAt (however late the test got here).
+    let back_at = enforce_at.parse::<k8s_openapi::jiff::Timestamp>().unwrap()
+        - k8s_openapi::jiff::SignedDuration::from_secs(6);
+    let wait = k8s_openapi::jiff::Timestamp::now().duration_until(back_at);
+    assert!(
+        wait.as_secs() >= 0,
+        "the test reached the restart after enforceAt - 6 s"
+    );
+    tokio::time::sleep(wait.unsigned_abs()).await;
     let _second = env.controller("second", &[]);
     env.wait_phase("dns", "Completed", Duration::from_secs(60));
     let history = env.policy("dns")["status"]["history"].clone();
