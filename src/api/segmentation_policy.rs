@@ -622,16 +622,24 @@ pub struct NsxStatus {
     pub last_sync_time: Option<Time>,
 }
 
-/// What monitor mode has seen for the application.
+/// What monitor mode has seen for the application. Written by the ingestion path (field manager
+/// `microseg-monitor`) with read-modify-write on the resourceVersion, never by the reconciler.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct MonitorStatus {
-    /// Flows that reached a catch-all rule since monitoring began.
+    /// Flows that reached a catch-all rule since monitoring began (DFW `match` lines).
     #[serde(default)]
     pub unmatched_total: i64,
-    /// Distinct unmatched flows not yet acknowledged.
+    /// Log lines that hit one of the application's explicit rules (healthy traffic).
+    #[serde(default)]
+    pub healthy_total: i64,
+    /// Distinct unmatched flows not yet acknowledged, plus the overflow.
     #[serde(default)]
     pub open_alerts: i64,
+    /// Distinct unmatched flows not kept because `flows` was full (they count as open alerts
+    /// until acknowledged all at once).
+    #[serde(default)]
+    pub overflow: i64,
     /// Last time an unmatched flow was seen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "schema::optional_timestamp")]
@@ -640,16 +648,28 @@ pub struct MonitorStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "schema::optional_timestamp")]
     pub last_log_at: Option<Time>,
-    /// The loudest unmatched flows (bounded).
+    /// Aggregated unmatched flows, loudest first (bounded; acknowledged ones stay as history).
     #[serde(default)]
-    #[schemars(length(max = 20))]
-    pub top_flows: Vec<FlowSummary>,
+    #[schemars(length(max = 500))]
+    pub flows: Vec<FlowSummary>,
+    /// Unmatched and dropped counts per minute, oldest first (bounded: the last 6 hours).
+    #[serde(default)]
+    #[schemars(length(max = 360))]
+    pub series: Vec<MonitorBucket>,
+    /// Idempotency keys of the most recent ingested batches (a retried batch is not counted
+    /// twice).
+    #[serde(default)]
+    #[schemars(length(max = 256))]
+    pub batches: Vec<String>,
 }
 
 /// One aggregated unmatched flow.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct FlowSummary {
+    /// Stable id of the flow (hash of application, addresses, protocol, port, direction, action).
+    #[serde(default)]
+    pub id: String,
     /// Source address.
     pub source: String,
     /// Destination address.
@@ -671,6 +691,38 @@ pub struct FlowSummary {
     /// Last seen.
     #[schemars(schema_with = "schema::timestamp")]
     pub last_seen: Time,
+    /// Who acknowledged the alert, when and why; absent while it is open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged: Option<Acknowledgement>,
+}
+
+/// An acknowledged alert.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct Acknowledgement {
+    /// Who (as authenticated by the dashboard or given on the command line).
+    #[schemars(length(max = 253))]
+    pub by: String,
+    /// When.
+    #[schemars(schema_with = "schema::timestamp")]
+    pub at: Time,
+    /// Why.
+    #[serde(default)]
+    #[schemars(length(max = 1024))]
+    pub comment: String,
+}
+
+/// Counts of one minute.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct MonitorBucket {
+    /// Start of the minute.
+    #[schemars(schema_with = "schema::timestamp")]
+    pub start: Time,
+    /// Unmatched flows seen (PASS and DROP).
+    #[serde(default)]
+    pub unmatched: i64,
+    /// Unmatched flows the catch-all dropped.
+    #[serde(default)]
+    pub dropped: i64,
 }
 
 /// A notice that was sent.

@@ -692,7 +692,13 @@ async fn send_notices(
                 crate::notify::NoticeKind::Postponed | crate::notify::NoticeKind::RolledBack
             )
             .then(|| d.message.clone()),
-            flows: monitor.top_flows.clone(),
+            flows: monitor
+                .flows
+                .iter()
+                .filter(|f| f.acknowledged.is_none())
+                .take(20)
+                .cloned()
+                .collect(),
             message_id: item.message_id.clone(),
         };
         match notifier.send(&notice).await {

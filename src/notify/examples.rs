@@ -42,6 +42,7 @@ fn flow(
     (first, last): (&str, &str),
 ) -> FlowSummary {
     FlowSummary {
+        id: String::new(),
         source: source.to_string(),
         destination: destination.to_string(),
         protocol: protocol.to_string(),
@@ -51,6 +52,7 @@ fn flow(
         count,
         first_seen: Time(at(first)),
         last_seen: Time(at(last)),
+        acknowledged: None,
     }
 }
 
