@@ -326,6 +326,27 @@ async fn run_as_leader(
     Ok(())
 }
 
+/// The part of the monitor summary that can move a gate, so that a status write by the ingestion
+/// path reconciles the policy only when it matters: open alerts (any phase), logs arriving while
+/// the application is blind, dropped flows while enforcing (rollback).
+pub fn monitor_gates(p: &SegmentationPolicy) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let s = p.status.as_ref()?;
+    let m = s.monitor.as_ref()?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    m.open_alerts.hash(&mut h);
+    let healthy =
+        crate::api::condition::find(&s.conditions, crate::api::condition::MONITORING_HEALTHY)
+            .is_some_and(|c| c.status == crate::api::condition::TRUE);
+    if !healthy {
+        m.last_log_at.as_ref().map(|t| t.0.as_second()).hash(&mut h);
+    }
+    if s.phase == Some(crate::api::Phase::Enforcing) {
+        m.series.iter().map(|b| b.dropped).sum::<i64>().hash(&mut h);
+    }
+    Some(h.finish())
+}
+
 /// The policy and window controllers, until `stop` turns true.
 async fn run_controllers(
     ctx: Arc<Context>,
@@ -341,7 +362,8 @@ async fn run_controllers(
         .predicate_filter(
             (predicates::generation as fn(&SegmentationPolicy) -> Option<u64>)
                 .combine(predicates::finalizers as fn(&SegmentationPolicy) -> Option<u64>)
-                .combine(predicates::annotations as fn(&SegmentationPolicy) -> Option<u64>),
+                .combine(predicates::annotations as fn(&SegmentationPolicy) -> Option<u64>)
+                .combine(monitor_gates as fn(&SegmentationPolicy) -> Option<u64>),
             Default::default(),
         );
     let store = ctx.policies.clone();

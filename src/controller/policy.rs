@@ -127,13 +127,31 @@ fn resolve_peers(p: &SegmentationPolicy, ns: &str, ctx: &Context) -> (PeerGroups
     (groups, blocker)
 }
 
-fn monitor_summary(status: &SegmentationPolicyStatus) -> MonitorSummary {
+/// The monitor summary the schedule reads. The rollback trigger counts dropped unmatched flows
+/// since enforcement started, within the window's rollback period.
+fn monitor_summary(
+    status: &SegmentationPolicyStatus,
+    rollback: Option<&crate::api::RollbackGate>,
+    now: Timestamp,
+) -> MonitorSummary {
     let m = status.monitor.clone().unwrap_or_default();
+    let enforced_since = status
+        .schedule
+        .as_ref()
+        .and_then(|s| s.enforced_since.as_ref())
+        .map(|t| t.0);
+    let rollback_triggered = match (rollback, enforced_since) {
+        (Some(gate), Some(since)) => {
+            crate::monitor::aggregate::dropped_within(&m, since, gate.period.get(), now)
+                >= gate.dropped_flows
+        }
+        _ => false,
+    };
     MonitorSummary {
         open_alerts: m.open_alerts,
         last_unmatched_at: m.last_unmatched_at.map(|t| t.0),
         last_log_at: m.last_log_at.map(|t| t.0),
-        rollback_triggered: false,
+        rollback_triggered,
     }
 }
 
@@ -251,7 +269,7 @@ async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
             message: "NSX has not yet been confirmed in sync with this spec".into(),
         });
     }
-    let monitor = monitor_summary(&prev);
+    let monitor = monitor_summary(&prev, window.spec.gates.rollback.as_ref(), now);
     let previous_schedule = prev.schedule.as_ref().map(Schedule::from_status);
     let facts = Facts {
         namespace: &n.ns,

@@ -7,12 +7,17 @@
 //! - the JSON form of a record (field names as in `nsx-policy-api.md` §9) and
 //!   [`parse_log_cli`], the body of `microseg parse-log`.
 //!
-//! It must not talk to Kubernetes or NSX, nor read the clock; ingestion endpoints and
-//! aggregation live with the web server and the controller and call into this module.
+//! - [`aggregate`]: attribution to applications and aggregation of unmatched flows (pure);
+//! - [`recorder`]: the group-commit writer of `status.monitor` (talks to Kubernetes).
+//!
+//! The parsing and aggregation modules do no IO and read no clock; the ingestion endpoints live
+//! with the web server (`web::ingest`) and call into this module.
 
+pub mod aggregate;
 pub mod format;
 pub mod loginsight;
 pub mod parse;
+pub mod recorder;
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, Write};
@@ -278,6 +283,7 @@ mod tests {
             ("parse.rs", include_str!("parse.rs")),
             ("format.rs", include_str!("format.rs")),
             ("loginsight.rs", include_str!("loginsight.rs")),
+            ("aggregate.rs", include_str!("aggregate.rs")),
         ] {
             for name in forbidden {
                 assert!(!src.contains(name), "monitor/{file} uses {name}");

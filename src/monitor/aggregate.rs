@@ -1,0 +1,545 @@
+//! Attribution and aggregation of DFW log records (pure: no IO, no clock; time comes in).
+//!
+//! A record belongs to an application when its rule id is one of the application's rules (from
+//! `status.nsx.ruleIds`) or, while the ids are not known yet, when its rule tag is one of the
+//! application's catch-all monitor tags. A `match` line on a catch-all is an unmatched flow; a line
+//! on an explicit rule is healthy traffic; TERM and other lines only prove that logs arrive.
+//!
+//! Unmatched flows are aggregated per (application, source, destination, protocol, destination
+//! port, direction, action) into a [`Delta`], which [`apply`] folds into the policy's
+//! `status.monitor`, bounded by a cap on distinct flows with an overflow counter.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use sha2::{Digest, Sha256};
+
+use super::loginsight::FieldRecord;
+use super::parse::{Action, LogRecord, Protocol, Reason};
+use crate::api::{Acknowledgement, Direction, FlowSummary, MonitorBucket, MonitorStatus};
+use crate::plan::{CATCHALL_IN, CATCHALL_OUT};
+
+/// Most buckets kept in `status.monitor.series` (one per minute: six hours).
+pub const SERIES_MAX: usize = 360;
+/// Most idempotency keys kept in `status.monitor.batches`.
+pub const BATCH_KEYS_MAX: usize = 256;
+/// Most distinct flows the status can hold (the CRD's bound).
+pub const FLOWS_MAX: usize = 500;
+
+/// `namespace/name` of a SegmentationPolicy.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PolicyKey {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl std::fmt::Display for PolicyKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// What a rule of an application is, for attribution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleRole {
+    /// The inbound or outbound catch-all.
+    CatchAll(Direction),
+    /// An explicit rule, by name.
+    Explicit(String),
+}
+
+/// Where a record belongs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attribution {
+    /// The application's policy.
+    pub policy: PolicyKey,
+    /// Which of its rules the record hit.
+    pub role: RuleRole,
+}
+
+/// Rule ids and monitor tags of every application, built from the policies' status.
+#[derive(Debug, Default, Clone)]
+pub struct Index {
+    by_rule: HashMap<u32, Attribution>,
+    by_tag: HashMap<String, Attribution>,
+}
+
+impl Index {
+    /// Adds one application: its rule ids by rule name (`status.nsx.ruleIds`) and its NSX object
+    /// id (for the monitor tags of its catch-alls).
+    pub fn add(&mut self, policy: PolicyKey, rule_ids: &BTreeMap<String, i64>, object_id: &str) {
+        for (name, id) in rule_ids {
+            let Ok(id) = u32::try_from(*id) else { continue };
+            let role = match name.as_str() {
+                CATCHALL_IN => RuleRole::CatchAll(Direction::Inbound),
+                CATCHALL_OUT => RuleRole::CatchAll(Direction::Outbound),
+                other => RuleRole::Explicit(other.to_string()),
+            };
+            self.by_rule.insert(
+                id,
+                Attribution {
+                    policy: policy.clone(),
+                    role,
+                },
+            );
+        }
+        for direction in [Direction::Inbound, Direction::Outbound] {
+            self.by_tag.insert(
+                crate::plan::monitor_tag(object_id, direction),
+                Attribution {
+                    policy: policy.clone(),
+                    role: RuleRole::CatchAll(direction),
+                },
+            );
+        }
+    }
+
+    /// Number of rule ids known.
+    pub fn rules(&self) -> usize {
+        self.by_rule.len()
+    }
+
+    /// The application and rule a record belongs to, if any.
+    pub fn attribute(&self, rule_id: u32, rule_tag: Option<&str>) -> Option<&Attribution> {
+        self.by_rule
+            .get(&rule_id)
+            .or_else(|| rule_tag.and_then(|t| self.by_tag.get(t)))
+    }
+}
+
+/// The fields of a log record that matter here, from a DFW line or Log Insight fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Observation<'a> {
+    /// When the packet was logged.
+    pub time: Timestamp,
+    /// NSX rule id.
+    pub rule_id: u32,
+    /// Rule tag, when the line carries one.
+    pub rule_tag: Option<&'a str>,
+    /// A first-packet `match` line (false: TERM and other reasons).
+    pub is_match: bool,
+    /// What the datapath did, when known.
+    pub action: Option<Action>,
+    /// Protocol, when known.
+    pub protocol: Option<Protocol>,
+    /// Source.
+    pub src: Option<IpAddr>,
+    /// Destination.
+    pub dst: Option<IpAddr>,
+    /// Destination port.
+    pub dst_port: Option<u16>,
+}
+
+impl<'a> From<&LogRecord<'a>> for Observation<'a> {
+    fn from(r: &LogRecord<'a>) -> Self {
+        Observation {
+            time: r.time,
+            rule_id: r.rule_id,
+            rule_tag: r.rule_tag,
+            is_match: r.reason == Reason::Match,
+            action: r.action,
+            protocol: Some(r.protocol),
+            src: Some(r.src),
+            dst: Some(r.dst),
+            dst_port: r.dst_port,
+        }
+    }
+}
+
+impl<'a> Observation<'a> {
+    /// From Log Insight content-pack fields; `received` stands in for a missing timestamp.
+    pub fn from_fields(r: &FieldRecord<'a>, received: Timestamp) -> Self {
+        Observation {
+            time: r.time.unwrap_or(received),
+            rule_id: r.rule_id,
+            rule_tag: None,
+            is_match: true,
+            action: r.action,
+            protocol: r.protocol,
+            src: r.src,
+            dst: r.dst,
+            dst_port: r.dst_port,
+        }
+    }
+}
+
+/// Aggregation key of an unmatched flow.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    /// Source address (`?` when unknown).
+    pub source: String,
+    /// Destination address.
+    pub destination: String,
+    /// `TCP`, `UDP`, `ICMP`, `PROTO n`, or `?`.
+    pub protocol: String,
+    /// Destination port for TCP and UDP.
+    pub port: Option<u16>,
+    /// From the application's point of view.
+    pub direction: Direction,
+    /// `PASS`, `DROP`, `REJECT`, or `?`.
+    pub action: String,
+}
+
+/// Counts and first/last seen of one flow within a delta.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowCount {
+    /// Occurrences.
+    pub count: u64,
+    /// Earliest.
+    pub first: Timestamp,
+    /// Latest.
+    pub last: Timestamp,
+}
+
+/// What a batch contributes to one application.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delta {
+    /// Unmatched (catch-all `match`) lines.
+    pub unmatched: u64,
+    /// Lines on explicit rules.
+    pub healthy: u64,
+    /// Latest log time (clamped to the receive time).
+    pub last_log: Option<Timestamp>,
+    /// Latest unmatched time.
+    pub last_unmatched: Option<Timestamp>,
+    /// Unmatched flows.
+    pub flows: BTreeMap<FlowKey, FlowCount>,
+    /// Per minute (epoch seconds of the minute's start): (unmatched, dropped).
+    pub buckets: BTreeMap<i64, (u64, u64)>,
+}
+
+impl Delta {
+    /// Nothing to record.
+    pub fn is_empty(&self) -> bool {
+        self.last_log.is_none()
+    }
+
+    /// Adds one attributed observation; `now` bounds log times from clocks ahead of ours.
+    pub fn add(&mut self, o: &Observation<'_>, role: &RuleRole, now: Timestamp) {
+        let t = o.time.min(now);
+        self.last_log = Some(self.last_log.map_or(t, |l| l.max(t)));
+        let RuleRole::CatchAll(direction) = role else {
+            if o.is_match {
+                self.healthy += 1;
+            }
+            return;
+        };
+        if !o.is_match {
+            return;
+        }
+        self.unmatched += 1;
+        self.last_unmatched = Some(self.last_unmatched.map_or(t, |l| l.max(t)));
+        let dropped = matches!(o.action, Some(Action::Drop | Action::Reject));
+        let bucket = self.buckets.entry(minute(t)).or_default();
+        bucket.0 += 1;
+        if dropped {
+            bucket.1 += 1;
+        }
+        let protocol = o.protocol;
+        let key = FlowKey {
+            source: o.src.map_or_else(|| "?".into(), |a| a.to_string()),
+            destination: o.dst.map_or_else(|| "?".into(), |a| a.to_string()),
+            protocol: protocol.map_or_else(|| "?".into(), |p| p.to_string()),
+            port: match protocol {
+                Some(Protocol::Tcp | Protocol::Udp) | None => o.dst_port,
+                _ => None,
+            },
+            direction: *direction,
+            action: o.action.map_or("?", |a| a.as_str()).to_string(),
+        };
+        self.flows
+            .entry(key)
+            .and_modify(|c| {
+                c.count += 1;
+                c.first = c.first.min(t);
+                c.last = c.last.max(t);
+            })
+            .or_insert(FlowCount {
+                count: 1,
+                first: t,
+                last: t,
+            });
+    }
+
+    /// Folds another delta of the same application into this one.
+    pub fn merge(&mut self, other: &Delta) {
+        self.unmatched += other.unmatched;
+        self.healthy += other.healthy;
+        self.last_log = max_opt(self.last_log, other.last_log);
+        self.last_unmatched = max_opt(self.last_unmatched, other.last_unmatched);
+        for (k, c) in &other.flows {
+            self.flows
+                .entry(k.clone())
+                .and_modify(|m| {
+                    m.count += c.count;
+                    m.first = m.first.min(c.first);
+                    m.last = m.last.max(c.last);
+                })
+                .or_insert(*c);
+        }
+        for (m, (u, d)) in &other.buckets {
+            let b = self.buckets.entry(*m).or_default();
+            b.0 += u;
+            b.1 += d;
+        }
+    }
+}
+
+fn max_opt(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+fn minute(t: Timestamp) -> i64 {
+    t.as_second().div_euclid(60) * 60
+}
+
+/// Stable id of a flow of an application: 12 hex digits.
+pub fn flow_id(policy: &PolicyKey, k: &FlowKey) -> String {
+    let mut h = Sha256::new();
+    for part in [
+        policy.namespace.as_str(),
+        policy.name.as_str(),
+        k.source.as_str(),
+        k.destination.as_str(),
+        k.protocol.as_str(),
+        &k.port.map(|p| p.to_string()).unwrap_or_default(),
+        match k.direction {
+            Direction::Inbound => "in",
+            Direction::Outbound => "out",
+        },
+        k.action.as_str(),
+    ] {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    hex12(&h.finalize())
+}
+
+/// First 12 hex digits of a digest.
+pub fn hex12(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(12);
+    for b in bytes.iter().take(6) {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// What [`apply`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Applied {
+    /// The batch key was already recorded: nothing was added.
+    pub duplicate: bool,
+    /// Distinct flows seen for the first time.
+    pub new_flows: u64,
+    /// Distinct new flows that did not fit (counted in `overflow`).
+    pub overflowed: u64,
+}
+
+/// Folds `delta` into `m`. A `key` already in `m.batches` makes it a no-op (a retried batch);
+/// otherwise the key is remembered. `cap` bounds the distinct flows kept (at most
+/// [`FLOWS_MAX`]); when full, the acknowledged flow seen longest ago makes room, and when none is
+/// acknowledged the flow is counted in `overflow`.
+pub fn apply(
+    m: &mut MonitorStatus,
+    policy: &PolicyKey,
+    delta: &Delta,
+    key: Option<&str>,
+    cap: usize,
+) -> Applied {
+    let mut out = Applied::default();
+    if let Some(key) = key {
+        if m.batches.iter().any(|k| k == key) {
+            out.duplicate = true;
+            return out;
+        }
+        m.batches.push(key.to_string());
+        let excess = m.batches.len().saturating_sub(BATCH_KEYS_MAX);
+        m.batches.drain(..excess);
+    }
+    let cap = cap.clamp(1, FLOWS_MAX);
+    m.unmatched_total = m.unmatched_total.saturating_add(to_i64(delta.unmatched));
+    m.healthy_total = m.healthy_total.saturating_add(to_i64(delta.healthy));
+    m.last_log_at = max_opt(m.last_log_at.as_ref().map(|t| t.0), delta.last_log).map(Time);
+    m.last_unmatched_at = max_opt(
+        m.last_unmatched_at.as_ref().map(|t| t.0),
+        delta.last_unmatched,
+    )
+    .map(Time);
+    for (k, c) in &delta.flows {
+        let id = flow_id(policy, k);
+        if let Some(f) = m.flows.iter_mut().find(|f| f.id == id) {
+            f.count = f.count.saturating_add(to_i64(c.count));
+            f.first_seen = Time(f.first_seen.0.min(c.first));
+            f.last_seen = Time(f.last_seen.0.max(c.last));
+            continue;
+        }
+        out.new_flows += 1;
+        if m.flows.len() >= cap {
+            let oldest_acked = m
+                .flows
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| f.acknowledged.is_some())
+                .min_by_key(|(_, f)| f.last_seen.0)
+                .map(|(i, _)| i);
+            match oldest_acked {
+                Some(i) => {
+                    m.flows.remove(i);
+                }
+                None => {
+                    m.overflow = m.overflow.saturating_add(1);
+                    out.overflowed += 1;
+                    continue;
+                }
+            }
+        }
+        m.flows.push(FlowSummary {
+            id,
+            source: k.source.clone(),
+            destination: k.destination.clone(),
+            protocol: k.protocol.clone(),
+            port: k.port.map(i32::from),
+            direction: k.direction,
+            action: k.action.clone(),
+            count: to_i64(c.count),
+            first_seen: Time(c.first),
+            last_seen: Time(c.last),
+            acknowledged: None,
+        });
+    }
+    sort_flows(&mut m.flows);
+    merge_series(&mut m.series, &delta.buckets);
+    m.open_alerts = open_alerts(m);
+    out
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Open first, then loudest, then newest; ties by id (deterministic).
+fn sort_flows(flows: &mut [FlowSummary]) {
+    flows.sort_by(|a, b| {
+        a.acknowledged
+            .is_some()
+            .cmp(&b.acknowledged.is_some())
+            .then(b.count.cmp(&a.count))
+            .then(b.last_seen.0.cmp(&a.last_seen.0))
+            .then(a.id.cmp(&b.id))
+    });
+}
+
+fn merge_series(series: &mut Vec<MonitorBucket>, buckets: &BTreeMap<i64, (u64, u64)>) {
+    for (start, (u, d)) in buckets {
+        let Ok(t) = Timestamp::from_second(*start) else {
+            continue;
+        };
+        match series.iter_mut().find(|b| b.start.0 == t) {
+            Some(b) => {
+                b.unmatched = b.unmatched.saturating_add(to_i64(*u));
+                b.dropped = b.dropped.saturating_add(to_i64(*d));
+            }
+            None => series.push(MonitorBucket {
+                start: Time(t),
+                unmatched: to_i64(*u),
+                dropped: to_i64(*d),
+            }),
+        }
+    }
+    series.sort_by_key(|b| b.start.0);
+    if let Some(newest) = series.last().map(|b| b.start.0) {
+        let horizon = newest - SignedDuration::from_mins(i64::try_from(SERIES_MAX).unwrap_or(360));
+        series.retain(|b| b.start.0 > horizon);
+    }
+    let excess = series.len().saturating_sub(SERIES_MAX);
+    series.drain(..excess);
+}
+
+/// Unacknowledged distinct flows plus the overflow.
+pub fn open_alerts(m: &MonitorStatus) -> i64 {
+    let open = m.flows.iter().filter(|f| f.acknowledged.is_none()).count();
+    to_i64(open as u64).saturating_add(m.overflow)
+}
+
+/// Which alerts to acknowledge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AckTarget {
+    /// These flow ids.
+    Flows(Vec<String>),
+    /// Every open flow and the overflow.
+    All,
+}
+
+/// Acknowledges alerts; returns how many were open and are now acknowledged. Unknown ids are
+/// returned in the error, and nothing is changed then.
+pub fn acknowledge(
+    m: &mut MonitorStatus,
+    target: &AckTarget,
+    by: &str,
+    comment: &str,
+    at: Timestamp,
+) -> Result<u64, Vec<String>> {
+    let ack = Acknowledgement {
+        by: by.to_string(),
+        at: Time(at),
+        comment: comment.to_string(),
+    };
+    let mut n = 0;
+    match target {
+        AckTarget::Flows(ids) => {
+            let unknown: Vec<String> = ids
+                .iter()
+                .filter(|id| !m.flows.iter().any(|f| &f.id == *id))
+                .cloned()
+                .collect();
+            if !unknown.is_empty() {
+                return Err(unknown);
+            }
+            for f in m.flows.iter_mut() {
+                if f.acknowledged.is_none() && ids.contains(&f.id) {
+                    f.acknowledged = Some(ack.clone());
+                    n += 1;
+                }
+            }
+        }
+        AckTarget::All => {
+            for f in m.flows.iter_mut().filter(|f| f.acknowledged.is_none()) {
+                f.acknowledged = Some(ack.clone());
+                n += 1;
+            }
+            n += u64::try_from(m.overflow).unwrap_or(0);
+            m.overflow = 0;
+        }
+    }
+    sort_flows(&mut m.flows);
+    m.open_alerts = open_alerts(m);
+    Ok(n)
+}
+
+/// Unmatched flows the catch-all dropped in the last `period` before `now`, counting only since
+/// `since` (enforcement start). Minute buckets: a bucket counts when any part of it is inside.
+pub fn dropped_within(
+    m: &MonitorStatus,
+    since: Timestamp,
+    period: SignedDuration,
+    now: Timestamp,
+) -> i64 {
+    let from = since.max(now - period);
+    m.series
+        .iter()
+        .filter(|b| b.start.0 + SignedDuration::from_mins(1) > from && b.start.0 <= now)
+        .map(|b| b.dropped)
+        .sum()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,285 @@
+use super::*;
+use crate::monitor::parse_line;
+
+fn key() -> PolicyKey {
+    PolicyKey {
+        namespace: "shop".into(),
+        name: "web".into(),
+    }
+}
+
+fn index() -> Index {
+    let mut ix = Index::default();
+    let ids = BTreeMap::from([
+        ("https".to_string(), 1001),
+        (CATCHALL_IN.to_string(), 1002),
+        (CATCHALL_OUT.to_string(), 1003),
+    ]);
+    ix.add(key(), &ids, "ms_c1_shop_web");
+    ix
+}
+
+fn now() -> Timestamp {
+    "2026-11-26T12:00:00Z".parse().unwrap()
+}
+
+fn delta(lines: &[&str]) -> Delta {
+    let ix = index();
+    let mut d = Delta::default();
+    for l in lines {
+        let r = parse_line(l).unwrap();
+        let o = Observation::from(&r);
+        if let Some(a) = ix.attribute(o.rule_id, o.rule_tag) {
+            d.add(&o, &a.role, now());
+        }
+    }
+    d
+}
+
+const UNMATCHED: &str = "2026-11-26T11:59:00.000Z b6507827 INET match PASS 1002 IN 52 TCP 10.9.0.1/49627->10.1.0.5/8443 S";
+const UNMATCHED_LATER: &str = "2026-11-26T11:59:30.000Z b6507827 INET match PASS 1002 IN 52 TCP 10.9.0.1/50001->10.1.0.5/8443 S";
+const HEALTHY: &str = "2026-11-26T11:59:10.000Z b6507827 INET match PASS 1001 IN 52 TCP 10.9.0.2/49627->10.1.0.5/443 S";
+const TERM: &str = "2026-11-26T11:59:40.000Z b6507827 INET TERM PASS 1002 IN TCP FIN 10.9.0.1/49627->10.1.0.5/8443 2/2 100/100";
+const DROPPED: &str =
+    "2026-11-26T11:59:50.000Z b6507827 INET match DROP 1003 OUT 52 UDP 10.1.0.5/40000->10.8.0.1/53";
+
+#[test]
+fn catch_all_lines_are_unmatched_and_explicit_rules_are_healthy() {
+    let d = delta(&[UNMATCHED, UNMATCHED_LATER, HEALTHY, TERM, DROPPED]);
+    assert_eq!(d.unmatched, 3);
+    assert_eq!(d.healthy, 1);
+    // Source ports are not part of the key: the two 8443 lines are one flow.
+    assert_eq!(d.flows.len(), 2);
+    let inbound = d
+        .flows
+        .iter()
+        .find(|(k, _)| k.direction == Direction::Inbound)
+        .unwrap();
+    assert_eq!(inbound.1.count, 2);
+    assert_eq!(inbound.0.port, Some(8443));
+    assert_eq!(
+        d.last_log,
+        Some("2026-11-26T11:59:50Z".parse().unwrap()),
+        "TERM and every other line prove logs arrive"
+    );
+    assert_eq!(d.buckets.values().map(|b| b.1).sum::<u64>(), 1);
+}
+
+#[test]
+fn monitor_tag_attributes_before_rule_ids_are_known() {
+    let mut ix = Index::default();
+    ix.add(key(), &BTreeMap::new(), "ms_c1_shop_web");
+    let tag = crate::plan::monitor_tag("ms_c1_shop_web", Direction::Outbound);
+    let a = ix.attribute(77, Some(&tag)).unwrap();
+    assert_eq!(a.role, RuleRole::CatchAll(Direction::Outbound));
+    assert!(ix.attribute(77, Some("other")).is_none());
+    assert!(ix.attribute(77, None).is_none());
+}
+
+#[test]
+fn apply_accumulates_and_a_repeated_key_is_not_counted_twice() {
+    let mut m = MonitorStatus::default();
+    let d = delta(&[UNMATCHED, DROPPED, HEALTHY]);
+    let a = apply(&mut m, &key(), &d, Some("k1"), 100);
+    assert_eq!((a.duplicate, a.new_flows), (false, 2));
+    assert_eq!(m.unmatched_total, 2);
+    assert_eq!(m.healthy_total, 1);
+    assert_eq!(m.open_alerts, 2);
+    let again = apply(&mut m, &key(), &d, Some("k1"), 100);
+    assert!(again.duplicate);
+    assert_eq!(m.unmatched_total, 2);
+    apply(&mut m, &key(), &d, Some("k2"), 100);
+    assert_eq!(m.unmatched_total, 4);
+    assert_eq!(m.flows.len(), 2);
+    assert_eq!(m.flows.iter().map(|f| f.count).sum::<i64>(), 4);
+    assert_eq!(m.series.iter().map(|b| b.dropped).sum::<i64>(), 2);
+}
+
+#[test]
+fn batch_keys_are_bounded() {
+    let mut m = MonitorStatus::default();
+    for i in 0..(BATCH_KEYS_MAX + 10) {
+        apply(
+            &mut m,
+            &key(),
+            &Delta::default(),
+            Some(&format!("k{i}")),
+            10,
+        );
+    }
+    assert_eq!(m.batches.len(), BATCH_KEYS_MAX);
+    assert_eq!(m.batches.first().map(String::as_str), Some("k10"));
+}
+
+fn flows(n: u16) -> Delta {
+    let mut d = Delta::default();
+    let role = RuleRole::CatchAll(Direction::Inbound);
+    for p in 0..n {
+        let o = Observation {
+            time: now(),
+            rule_id: 1002,
+            rule_tag: None,
+            is_match: true,
+            action: Some(Action::Pass),
+            protocol: Some(Protocol::Tcp),
+            src: Some("10.9.0.1".parse().unwrap()),
+            dst: Some("10.1.0.5".parse().unwrap()),
+            dst_port: Some(1000 + p),
+        };
+        d.add(&o, &role, now());
+    }
+    d
+}
+
+#[test]
+fn the_cap_counts_overflow_and_acknowledged_flows_make_room() {
+    let mut m = MonitorStatus::default();
+    let a = apply(&mut m, &key(), &flows(5), None, 3);
+    assert_eq!((a.new_flows, a.overflowed), (5, 2));
+    assert_eq!(m.flows.len(), 3);
+    assert_eq!(m.overflow, 2);
+    assert_eq!(m.open_alerts, 5, "overflowed flows stay open alerts");
+
+    let id = m.flows[0].id.clone();
+    let n = acknowledge(
+        &mut m,
+        &AckTarget::Flows(vec![id.clone()]),
+        "alice",
+        "known backup job",
+        now(),
+    )
+    .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(m.open_alerts, 4);
+    assert_eq!(
+        m.flows.last().unwrap().id,
+        id,
+        "acknowledged flows sort last"
+    );
+    assert_eq!(
+        m.flows.last().unwrap().acknowledged.as_ref().unwrap().by,
+        "alice"
+    );
+
+    // A new distinct flow replaces the acknowledged one.
+    let mut more = Delta::default();
+    more.add(
+        &Observation {
+            dst_port: Some(9999),
+            ..observation()
+        },
+        &RuleRole::CatchAll(Direction::Inbound),
+        now(),
+    );
+    apply(&mut m, &key(), &more, None, 3);
+    assert!(m.flows.iter().all(|f| f.id != id));
+    assert_eq!(m.overflow, 2);
+
+    assert_eq!(
+        acknowledge(
+            &mut m,
+            &AckTarget::Flows(vec!["nope".into()]),
+            "a",
+            "",
+            now()
+        ),
+        Err(vec!["nope".to_string()])
+    );
+    let n = acknowledge(&mut m, &AckTarget::All, "bob", "all reviewed", now()).unwrap();
+    assert_eq!(n, 5);
+    assert_eq!((m.open_alerts, m.overflow), (0, 0));
+}
+
+fn observation() -> Observation<'static> {
+    Observation {
+        time: now(),
+        rule_id: 1002,
+        rule_tag: None,
+        is_match: true,
+        action: Some(Action::Pass),
+        protocol: Some(Protocol::Tcp),
+        src: Some("10.9.0.1".parse().unwrap()),
+        dst: Some("10.1.0.5".parse().unwrap()),
+        dst_port: Some(1),
+    }
+}
+
+#[test]
+fn an_acknowledged_flow_seen_again_stays_acknowledged_and_counts() {
+    let mut m = MonitorStatus::default();
+    let mut d = Delta::default();
+    d.add(
+        &observation(),
+        &RuleRole::CatchAll(Direction::Inbound),
+        now(),
+    );
+    apply(&mut m, &key(), &d, None, 10);
+    acknowledge(&mut m, &AckTarget::All, "a", "", now()).unwrap();
+    apply(&mut m, &key(), &d, None, 10);
+    assert_eq!(m.flows[0].count, 2);
+    assert!(m.flows[0].acknowledged.is_some());
+    assert_eq!(m.open_alerts, 0);
+}
+
+#[test]
+fn log_times_ahead_of_the_receiver_are_clamped() {
+    let mut d = Delta::default();
+    d.add(
+        &Observation {
+            time: now() + SignedDuration::from_hours(5),
+            ..observation()
+        },
+        &RuleRole::CatchAll(Direction::Inbound),
+        now(),
+    );
+    assert_eq!(d.last_log, Some(now()));
+}
+
+#[test]
+fn series_keeps_six_hours_and_rollback_counts_drops_since_enforcement_within_the_period() {
+    let mut m = MonitorStatus::default();
+    let mut d = Delta::default();
+    for minutes_ago in [400, 30, 9, 5, 1] {
+        d.add(
+            &Observation {
+                time: now() - SignedDuration::from_mins(minutes_ago),
+                action: Some(Action::Drop),
+                ..observation()
+            },
+            &RuleRole::CatchAll(Direction::Inbound),
+            now(),
+        );
+    }
+    apply(&mut m, &key(), &d, None, 10);
+    assert_eq!(m.series.len(), 4, "the bucket from 400 minutes ago is gone");
+    let ten = SignedDuration::from_mins(10);
+    assert_eq!(
+        dropped_within(&m, now() - SignedDuration::from_hours(1), ten, now()),
+        3
+    );
+    assert_eq!(
+        dropped_within(&m, now() - SignedDuration::from_mins(6), ten, now()),
+        2
+    );
+    assert_eq!(dropped_within(&m, now(), ten, now()), 0);
+}
+
+#[test]
+fn flow_ids_are_stable_and_distinguish_applications() {
+    let k = FlowKey {
+        source: "10.0.0.1".into(),
+        destination: "10.0.0.2".into(),
+        protocol: "TCP".into(),
+        port: Some(443),
+        direction: Direction::Inbound,
+        action: "PASS".into(),
+    };
+    let a = flow_id(&key(), &k);
+    assert_eq!(a.len(), 12);
+    assert_eq!(a, flow_id(&key(), &k));
+    let other = PolicyKey {
+        namespace: "shop".into(),
+        name: "db".into(),
+    };
+    assert_ne!(a, flow_id(&other, &k));
+}
