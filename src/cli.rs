@@ -48,6 +48,17 @@ pub enum Error {
     /// The NSX simulator failed.
     #[error("nsx-sim: {0}")]
     NsxSim(#[from] crate::nsxsim::Error),
+    /// Reading NSX failed.
+    #[error(transparent)]
+    Nsx(#[from] Box<crate::nsx::Error>),
+    /// A file's content was refused.
+    #[error("{path}: {reason}")]
+    Content {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// microseg: zero-trust microsegmentation on VMware NSX DFW, on a schedule.
@@ -98,6 +109,32 @@ pub struct PlanArgs {
     /// Instant to plan for (RFC 3339); default now.
     #[arg(long)]
     pub at: Option<String>,
+    /// Compare with this NSX Manager, e.g. https://nsx.example.com: exit 0 when NSX already
+    /// holds what microseg would write now, 2 when it differs, 1 on error.
+    #[arg(long, conflicts_with = "nsx_snapshot")]
+    pub nsx_url: Option<String>,
+    /// Compare with a simulator state dump (JSON, as `GET /admin/state` returns it) instead of a
+    /// manager.
+    #[arg(long)]
+    pub nsx_snapshot: Option<PathBuf>,
+    /// basic, session or certificate (with --nsx-url).
+    #[arg(long, value_enum, default_value = "session")]
+    pub nsx_auth: crate::controller::cli::NsxAuth,
+    /// Directory with `username` and `password` files; else $NSX_USERNAME and $NSX_PASSWORD.
+    #[arg(long)]
+    pub nsx_credentials_dir: Option<PathBuf>,
+    /// PEM client certificate (certificate auth).
+    #[arg(long)]
+    pub nsx_client_cert: Option<PathBuf>,
+    /// PEM client key (certificate auth).
+    #[arg(long)]
+    pub nsx_client_key: Option<PathBuf>,
+    /// PEM bundle of the CAs that sign the NSX Manager's certificate.
+    #[arg(long)]
+    pub nsx_ca_file: Option<PathBuf>,
+    /// Do not verify the NSX Manager's certificate. Insecure: labs only.
+    #[arg(long)]
+    pub nsx_insecure_skip_tls_verify: bool,
 }
 
 /// Runs a parsed command line.
@@ -199,7 +236,120 @@ fn plan(args: &PlanArgs) -> Result<ExitCode, Error> {
         "{}",
         crate::plan::report::render(&windows, &policies, &identity, now)?
     );
-    Ok(ExitCode::SUCCESS)
+    let live = if let Some(path) = &args.nsx_snapshot {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Content {
+            path: path.clone(),
+            reason: format!("not JSON: {e}"),
+        })?;
+        crate::plan::live::Live::from_snapshot(&value).map_err(|e| Error::Content {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?
+    } else if let Some(url) = &args.nsx_url {
+        let client = nsx_client(args, url)?;
+        let domains: std::collections::BTreeSet<String> = policies
+            .iter()
+            .map(|p| p.spec.nsx.domain.clone())
+            .chain([crate::api::DEFAULT_DOMAIN.to_string()])
+            .collect();
+        let runtime = tokio::runtime::Runtime::new().map_err(|source| Error::Io {
+            path: PathBuf::from("tokio runtime"),
+            source,
+        })?;
+        runtime
+            .block_on(read_live(&client, &domains, &identity))
+            .map_err(Box::new)?
+    } else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let review = crate::plan::live::review(&windows, &policies, &identity, now, &live);
+    print!("\n{}", review.render());
+    Ok(ExitCode::from(review.exit_code()))
+}
+
+/// The NSX client of `plan --nsx-url`, built as the controller builds its own.
+fn nsx_client(args: &PlanArgs, url: &str) -> Result<crate::nsx::Client, Error> {
+    use crate::controller::cli::NsxAuth;
+    use crate::nsx::{AuthConfig, Credentials};
+    let flag = |flag: &'static str| Error::Flag {
+        flag,
+        reason: "required with --nsx-auth certificate".into(),
+    };
+    let auth = match args.nsx_auth {
+        NsxAuth::Certificate => AuthConfig::Certificate {
+            cert_file: args
+                .nsx_client_cert
+                .clone()
+                .ok_or_else(|| flag("--nsx-client-cert"))?,
+            key_file: args
+                .nsx_client_key
+                .clone()
+                .ok_or_else(|| flag("--nsx-client-key"))?,
+        },
+        mode => {
+            let creds = match &args.nsx_credentials_dir {
+                Some(dir) => Credentials {
+                    username_file: Some(dir.join("username")),
+                    password_file: Some(dir.join("password")),
+                    ..Default::default()
+                },
+                None => Credentials {
+                    username_env: Some("NSX_USERNAME".into()),
+                    password_env: Some("NSX_PASSWORD".into()),
+                    ..Default::default()
+                },
+            };
+            if mode == NsxAuth::Basic {
+                AuthConfig::Basic(creds)
+            } else {
+                AuthConfig::Session(creds)
+            }
+        }
+    };
+    let mut config = crate::nsx::ClientConfig::new(url.to_string(), auth);
+    config.ca_bundle = args.nsx_ca_file.clone();
+    config.insecure_skip_tls_verify = args.nsx_insecure_skip_tls_verify;
+    if args.nsx_insecure_skip_tls_verify {
+        eprintln!(
+            "warning: --nsx-insecure-skip-tls-verify: the NSX Manager's certificate is NOT verified"
+        );
+    }
+    crate::nsx::Client::new(config).map_err(|e| Error::Nsx(Box::new(e)))
+}
+
+/// Reads the groups and security policies of `domains` that matter to the review: every group
+/// and policy (to find objects in the way), with the rules of those this cluster may own.
+async fn read_live(
+    client: &crate::nsx::Client,
+    domains: &std::collections::BTreeSet<String>,
+    identity: &crate::plan::Identity,
+) -> Result<crate::plan::live::Live, crate::nsx::Error> {
+    use crate::nsx::NsxApi;
+    let mut live = crate::plan::live::Live::default();
+    let ours = format!("ms_{}_", identity.cluster());
+    for domain in domains {
+        for g in client.list_groups(domain).await? {
+            live.groups.insert((domain.clone(), g.id.clone()), g);
+        }
+        for p in client.list_policies(domain).await? {
+            let owned = p
+                .tags
+                .iter()
+                .any(|t| t.scope == crate::plan::OWNER_CLUSTER && t.tag == identity.cluster());
+            let policy = if owned || p.id.starts_with(&ours) {
+                client.get_policy(domain, &p.id).await?.unwrap_or(p)
+            } else {
+                p
+            };
+            live.policies
+                .insert((domain.clone(), policy.id.clone()), policy);
+        }
+    }
+    Ok(live)
 }
 
 /// Directories that hold the generated CRDs, relative to the repository root.
