@@ -348,3 +348,103 @@ async fn in_monitor_mode_only_the_rare_flows_reach_the_catch_all() {
     assert!(!app.contains(&unrelated));
     sim.shutdown().await;
 }
+
+const MONITORED: &str = r#"apiVersion: microseg.io/v1alpha1
+kind: SegmentationPolicy
+metadata:
+  name: orders
+  namespace: shop
+spec:
+  owners: [{ name: Orders team, email: orders@example.com }]
+  criticality: High
+  window: { name: wave-1 }
+  members: [{ vmTag: { scope: app, tag: orders } }]
+  rules:
+    - name: https
+      direction: Inbound
+      peers: [{ cidr: 10.20.30.0/24 }]
+      ports: [{ protocol: TCP, port: 443 }]
+status:
+  monitor:
+    unmatchedTotal: 61
+    flows:
+      - { source: 10.5.5.5, destination: 10.10.2.11, protocol: TCP, port: 9443, direction: Inbound,
+          action: PASS, count: 20, firstSeen: "2027-02-02T10:00:00Z", lastSeen: "2027-02-03T10:00:00Z" }
+      - { source: 10.10.2.12, destination: 10.0.0.25, protocol: TCP, port: 25, direction: Outbound,
+          action: PASS, count: 40, firstSeen: "2027-02-02T10:00:00Z", lastSeen: "2027-02-03T10:00:00Z",
+          acknowledged: { by: ops, at: "2027-02-03T11:00:00Z", comment: mail relay goes away } }
+      - { source: 192.0.2.200, destination: 10.10.2.13, protocol: UDP, port: 161, direction: Inbound,
+          action: PASS, count: 1, firstSeen: "2027-02-02T12:00:00Z", lastSeen: "2027-02-02T12:00:00Z" }
+"#;
+
+#[test]
+fn a_policys_unmatched_monitor_flows_become_rules_added_to_it() {
+    let dir =
+        std::env::temp_dir().join(format!("microseg-recommend-policy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("orders.yaml");
+    std::fs::write(&path, MONITORED).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_microseg"))
+        .args(["recommend", "--flows", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let yaml = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let p = &policies_in(&yaml)[0];
+    let names: Vec<&str> = p.spec.rules.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["https", "from-10-5-5-5-tcp-9443"], "{yaml}");
+    assert_eq!(p.spec.criticality, microseg::api::Criticality::High);
+    assert!(
+        !yaml.contains("10.0.0.25"),
+        "acknowledged flows are decided: {yaml}"
+    );
+    assert!(
+        yaml.contains("#   Inbound from 192.0.2.200 UDP/161: 1 flow (seen fewer than 3 times, first 2027-02-02T12:00:00Z, last 2027-02-02T12:00:00Z)"),
+        "{yaml}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn missing_identity_flags_are_named() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_microseg"))
+        .args([
+            "recommend",
+            "--flows",
+            fixtures().join("flows.csv").to_str().unwrap(),
+            "--app-tag",
+            "app|orders",
+            "--window",
+            "wave-1",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--name: required"), "{stderr}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_microseg"))
+        .args([
+            "recommend",
+            "--flows",
+            fixtures().join("flows.csv").to_str().unwrap(),
+            "--name",
+            "orders",
+            "--window",
+            "wave-1",
+            "--owner",
+            "Orders <orders@example.com>",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("recommend: application: give a VM tag"),
+        "{stderr}"
+    );
+}
