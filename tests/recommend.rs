@@ -448,3 +448,102 @@ fn missing_identity_flags_are_named() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_cluster_reads_the_policy_through_the_kubeconfig() {
+    // A stand-in API server on 127.0.0.1 that serves the one object the command reads.
+    let body: serde_json::Value = serde_yaml::from_str(MONITORED).unwrap();
+    let body = body.to_string();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = seen.clone();
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let body = body.clone();
+        let log = log.clone();
+        async move {
+            let path = req.uri().path().to_string();
+            log.lock().unwrap().push(path.clone());
+            if path == "/apis/microseg.io/v1alpha1/namespaces/shop/segmentationpolicies/orders" {
+                (
+                    axum::http::StatusCode::OK,
+                    [("content-type", "application/json")],
+                    body,
+                )
+            } else {
+                (
+                    axum::http::StatusCode::NOT_FOUND,
+                    [("content-type", "application/json")],
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                        "reason": "NotFound", "code": 404, "message": "not found"})
+                    .to_string(),
+                )
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+    });
+    let dir = std::env::temp_dir().join(format!("microseg-recommend-kube-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: t\n  cluster:\n    server: http://{addr}\nusers:\n- name: u\n  user: {{}}\ncontexts:\n- name: c\n  context:\n    cluster: t\n    user: u\ncurrent-context: c\n"
+        ),
+    )
+    .unwrap();
+    let run = |key: &'static str| {
+        let kubeconfig = kubeconfig.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_microseg"))
+                .args([
+                    "recommend",
+                    "--from-cluster",
+                    key,
+                    "--kubeconfig",
+                    kubeconfig.to_str().unwrap(),
+                ])
+                .output()
+                .unwrap()
+        })
+    };
+    let out = run("shop/orders").await.unwrap();
+    let yaml = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let names: Vec<String> = policies_in(&yaml)[0]
+        .spec
+        .rules
+        .iter()
+        .map(|r| r.name.clone())
+        .collect();
+    assert_eq!(names, ["https", "from-10-5-5-5-tcp-9443"], "{yaml}");
+    let missing = run("shop/nope").await.unwrap();
+    let stderr = String::from_utf8(missing.stderr).unwrap();
+    assert_eq!(missing.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--from-cluster: SegmentationPolicy shop/nope"),
+        "{stderr}"
+    );
+    assert!(
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|p| p.ends_with("/namespaces/shop/segmentationpolicies/orders"))
+    );
+    stop.send(()).unwrap();
+    server.await.unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
