@@ -345,3 +345,51 @@ async fn a_live_manager_is_read_through_the_nsx_flags() {
     );
     sim.shutdown().await;
 }
+
+const CACHE: &str = "# A cache the shop adds in this pull request.
+apiVersion: microseg.io/v1alpha1
+kind: SegmentationPolicy
+metadata:
+  name: cache
+  namespace: shop
+spec:
+  owners: [{ name: Orders team, email: orders@example.com }]
+  criticality: Low
+  window: { name: wave-1 }
+  members: [{ vmName: { startsWith: cache- } }]
+  rules:
+    - name: from-app
+      direction: Inbound
+      peers: [{ application: { name: app } }]
+      ports: [{ protocol: TCP, port: 6379 }]
+";
+
+fn examples_and_cache(label: &str) -> PathBuf {
+    let dir = examples_with(label, |_, text| text);
+    std::fs::write(dir.join("30-cache.yaml"), CACHE).unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn a_policy_nsx_does_not_have_yet_is_added() {
+    let snap = snapshot(&examples(), MONITORING).await;
+    let out = plan(&examples_and_cache("added-policy"), MONITORING, &snap);
+    let diff = difference(&out);
+    assert_eq!(out.status.code(), Some(2), "{diff}");
+    assert!(diff.contains("shop/cache (Monitoring): added"), "{diff}");
+    golden("added-policy", &diff);
+}
+
+#[tokio::test]
+async fn a_policy_gone_from_git_is_removed() {
+    let snap = snapshot(&examples_and_cache("removed-policy"), MONITORING).await;
+    let out = plan(&examples(), MONITORING, &snap);
+    let diff = difference(&out);
+    assert_eq!(out.status.code(), Some(2), "{diff}");
+    assert!(diff.contains("shop/cache: removed"), "{diff}");
+    assert!(
+        diff.contains("0 added, 0 changed, 1 removed, 4 unchanged"),
+        "{diff}"
+    );
+    golden("removed-policy", &diff);
+}

@@ -305,6 +305,18 @@ fn removed(
     namer: &Namer,
 ) -> Vec<Entry> {
     let mut gone: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    // Name the removed applications' own groups too.
+    let mut namer = Namer {
+        groups: namer.groups.clone(),
+    };
+    for ((domain, id), g) in &live.groups {
+        if let Some((ns, name)) = owner(&g.tags, identity).filter(|k| !in_git.contains(k)) {
+            namer
+                .groups
+                .insert(super::group_path(domain, id), format!("{ns}/{name}"));
+        }
+    }
+    let namer = &namer;
     for ((_, id), p) in &live.policies {
         if let Some(key) = owner(&p.tags, identity).filter(|k| !in_git.contains(k)) {
             let line = format!("- security policy {id} and its {} rules", p.rules.len());
