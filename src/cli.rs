@@ -89,7 +89,9 @@ pub enum Command {
     Controller(Box<crate::controller::cli::ControllerArgs>),
     /// Run the NSX Manager simulator on a loopback address until interrupted.
     NsxSim(crate::nsxsim::Args),
-    /// Show what microseg would write to NSX for a directory of manifests, per phase.
+    /// Show what microseg would write to NSX for a directory of manifests, per phase; with
+    /// --nsx-url or --nsx-snapshot, the difference from NSX now (exit 0: no change, 2: changes,
+    /// 1: error).
     Plan(PlanArgs),
     /// Recommend a SegmentationPolicy from observed flows: a flow-analytics export (vRNI JSON or
     /// CSV), DFW packet-log lines, or a policy's unmatched monitor flows (file or cluster).

@@ -393,3 +393,67 @@ async fn a_policy_gone_from_git_is_removed() {
     );
     golden("removed-policy", &diff);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_managers_certificate_is_verified_unless_told_otherwise() {
+    let sim = nsxsim::spawn(nsxsim::Config {
+        tls: true,
+        ..nsxsim::Config::default()
+    })
+    .await
+    .unwrap();
+    let dir = temp_dir("tls");
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, sim.ca_pem.clone().unwrap()).unwrap();
+    let creds = credential_files(nsxsim::DEFAULT_PASSWORD);
+    let mut config = sim_client_config(&sim.url, &creds, false);
+    config.ca_bundle = Some(ca.clone());
+    let client = Client::new(config).unwrap();
+    write_state(&client, &examples(), MONITORING).await;
+    let creds_dir = creds.0.parent().unwrap().to_str().unwrap().to_string();
+    let url = sim.url.clone();
+    let with = move |extra: Vec<String>| {
+        let (url, creds_dir) = (url.clone(), creds_dir.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut args: Vec<String> = [
+                "plan",
+                "-f",
+                examples().to_str().unwrap(),
+                "--cluster",
+                "demo",
+                "--at",
+                MONITORING,
+                "--nsx-url",
+                &url,
+                "--nsx-auth",
+                "basic",
+                "--nsx-credentials-dir",
+                &creds_dir,
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            args.extend(extra);
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            run(&refs)
+        })
+    };
+    let unverified = with(Vec::new()).await.unwrap();
+    let stderr = String::from_utf8(unverified.stderr).unwrap();
+    assert_eq!(unverified.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("NSX unreachable"), "{stderr}");
+    let verified = with(vec!["--nsx-ca-file".into(), ca.display().to_string()])
+        .await
+        .unwrap();
+    assert_eq!(verified.status.code(), Some(0), "{}", difference(&verified));
+    let skipped = with(vec!["--nsx-insecure-skip-tls-verify".into()])
+        .await
+        .unwrap();
+    assert_eq!(skipped.status.code(), Some(0), "{}", difference(&skipped));
+    assert!(
+        String::from_utf8(skipped.stderr)
+            .unwrap()
+            .contains("certificate is NOT verified")
+    );
+    sim.shutdown().await;
+}
