@@ -263,17 +263,14 @@ pub fn samples(seed: u64) -> Samples {
     Samples { flows, vms, files }
 }
 
-fn reference(e: &Endpoint, n: usize, side: &str) -> Value {
+fn reference(e: &Endpoint, n: usize) -> Value {
     match &e.vm {
         Some(name) => json!({
             "entity_id": format!("18230:1:{}", 1000 + n),
             "entity_type": "VirtualMachine",
             "entity_name": name,
         }),
-        None => {
-            let _ = side;
-            Value::Null
-        }
+        None => Value::Null,
     }
 }
 
@@ -306,8 +303,8 @@ fn vrni_json(flows: &[Observation]) -> String {
                 "traffic_type": "EAST_WEST_TRAFFIC",
                 "within_host": false,
                 "flow_tag": ["TAG_UNICAST"],
-                "source_vm": reference(&f.src, 2 * i, "source"),
-                "destination_vm": reference(&f.dst, 2 * i + 1, "destination"),
+                "source_vm": reference(&f.src, 2 * i),
+                "destination_vm": reference(&f.dst, 2 * i + 1),
                 "source_vm_tags": f.src.tags,
                 "destination_vm_tags": f.dst.tags,
                 "count": f.count,
