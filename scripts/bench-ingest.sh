@@ -47,7 +47,7 @@ apiVersion: microseg.io/v1alpha1
 kind: SegmentationPolicy
 metadata: {{name: app-{i:04}, namespace: bench}}
 spec:
-  owners: [{{name: Team {i}}}]
+  owners: [{{name: Team {i}, email: team{i}@example.com}}]
   criticality: Low
   window: {{name: wave}}
   members: [{{vmTag: {{scope: app, tag: app-{i:04}}}}}]
