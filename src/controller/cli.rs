@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use prometheus_client::registry::Registry;
 
-use super::{LeaseSettings, Runtime, Settings, metrics::Metrics};
+use super::{LeaseSettings, MonitorSettings, Runtime, Settings, metrics::Metrics};
 use crate::api::duration::Duration;
 use crate::notify::Notifier;
 use crate::notify::channels::Channels;
@@ -20,6 +20,7 @@ use crate::nsx::client::{Client, ClientConfig};
 use crate::nsx::metrics::NsxMetrics;
 use crate::nsx::pacing::PacingConfig;
 use crate::plan::Identity;
+use crate::web::ingest::IngestConfig;
 
 /// How microseg authenticates to NSX.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,9 +106,37 @@ pub struct ControllerArgs {
     /// Lease duration.
     #[arg(long, default_value = "15s")]
     pub lease_duration: Duration,
-    /// Health, readiness and metrics listener.
+    /// Health, readiness, metrics and ingestion listener.
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
+    /// File holding the bearer token of the ingestion endpoints (/ingest/lines,
+    /// /ingest/loginsight). Without it and without --ingest-hmac-secret-file ingestion is off.
+    #[arg(long, env = "MICROSEG_INGEST_TOKEN_FILE")]
+    pub ingest_token_file: Option<PathBuf>,
+    /// File holding the HMAC-SHA256 key: a request signed in `X-Microseg-Signature:
+    /// sha256=<hex>` is accepted without the token.
+    #[arg(long, env = "MICROSEG_INGEST_HMAC_SECRET_FILE")]
+    pub ingest_hmac_secret_file: Option<PathBuf>,
+    /// Largest ingestion body accepted.
+    #[arg(long, default_value_t = 4 * 1024 * 1024)]
+    pub ingest_max_body_bytes: usize,
+    /// Log lines per second accepted on average (HTTP and syslog together).
+    #[arg(long, default_value_t = 20_000)]
+    pub ingest_rate: u32,
+    /// Log lines accepted at once (the largest batch).
+    #[arg(long, default_value_t = 50_000)]
+    pub ingest_burst_lines: u32,
+    /// Listen for syslog over UDP here (e.g. 0.0.0.0:5514). Syslog has no authentication:
+    /// restrict who can reach it (the chart's NetworkPolicy).
+    #[arg(long)]
+    pub syslog_udp_addr: Option<SocketAddr>,
+    /// Listen for syslog over TCP here (octet-counted or newline framing).
+    #[arg(long)]
+    pub syslog_tcp_addr: Option<SocketAddr>,
+    /// Distinct unmatched flows kept per application in status (1 to 500); more are counted
+    /// in status.monitor.overflow.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u16).range(1..=500))]
+    pub monitor_max_flows: u16,
 }
 
 /// Why the controller could not start.
@@ -182,6 +211,42 @@ impl ControllerArgs {
         Ok(Client::with_metrics(config, metrics)?)
     }
 
+    fn ingest(&self) -> Result<Option<IngestConfig>, StartError> {
+        let read = |flag: &str, path: &PathBuf| -> Result<String, StartError> {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| StartError::Config(format!("{flag}: {}: {e}", path.display())))?;
+            let text = text.trim().to_string();
+            if text.len() < 16 {
+                return Err(StartError::Config(format!(
+                    "{flag}: {}: shorter than 16 characters; use a long random secret",
+                    path.display()
+                )));
+            }
+            Ok(text)
+        };
+        let token = self
+            .ingest_token_file
+            .as_ref()
+            .map(|p| read("--ingest-token-file", p))
+            .transpose()?;
+        let hmac_secret = self
+            .ingest_hmac_secret_file
+            .as_ref()
+            .map(|p| read("--ingest-hmac-secret-file", p).map(String::into_bytes))
+            .transpose()?;
+        if token.is_none() && hmac_secret.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(IngestConfig {
+            token,
+            hmac_secret,
+            max_body_bytes: self.ingest_max_body_bytes,
+            rate_lines_per_second: self.ingest_rate,
+            burst_lines: self.ingest_burst_lines,
+            commit_timeout: std::time::Duration::from_secs(30),
+        }))
+    }
+
     fn notifier(&self) -> Result<Option<Arc<dyn Notifier>>, StartError> {
         let dir = self.notify_config_dir.clone();
         let lookup = move |name: &str| {
@@ -218,6 +283,7 @@ impl ControllerArgs {
         let mut registry = Registry::default();
         let nsx = self.nsx_client(&mut registry)?;
         let notifier = self.notifier()?;
+        let ingest = self.ingest()?;
         let metrics = Arc::new(Metrics::register(&mut registry));
         let lease = self.leader_elect.then(|| LeaseSettings {
             namespace: self
@@ -262,6 +328,12 @@ impl ControllerArgs {
             http: self.http_addr,
             registry,
             metrics,
+            monitor: MonitorSettings {
+                ingest,
+                max_flows: usize::from(self.monitor_max_flows),
+                syslog_udp: self.syslog_udp_addr,
+                syslog_tcp: self.syslog_tcp_addr,
+            },
         })
         .await?;
         Ok(())

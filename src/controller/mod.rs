@@ -140,6 +140,21 @@ pub struct Runtime {
     pub registry: Registry,
     /// Metrics of this controller, registered in `registry`.
     pub metrics: Arc<metrics::Metrics>,
+    /// Monitor ingestion.
+    pub monitor: MonitorSettings,
+}
+
+/// Monitor ingestion settings.
+#[derive(Debug, Clone)]
+pub struct MonitorSettings {
+    /// HTTP ingestion (token or HMAC); `None`: off.
+    pub ingest: Option<crate::web::ingest::IngestConfig>,
+    /// Distinct flows kept per application.
+    pub max_flows: usize,
+    /// Syslog over UDP.
+    pub syslog_udp: Option<SocketAddr>,
+    /// Syslog over TCP.
+    pub syslog_tcp: Option<SocketAddr>,
 }
 
 fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
@@ -210,7 +225,50 @@ pub async fn run(rt: Runtime) -> Result<(), Error> {
             let _ = w.wait_until_ready().await;
         }
     };
-    let server = crate::web::health::serve(rt.http, rt.registry, ready, shutdown_rx.clone())
+    let mut registry = rt.registry;
+    let (recorder, recorder_task) = crate::monitor::recorder::Recorder::spawn(
+        rt.client.clone(),
+        crate::monitor::recorder::RecorderConfig {
+            max_flows: rt.monitor.max_flows,
+        },
+        crate::monitor::recorder::RecorderMetrics::register(&mut registry),
+    );
+    let ingest_metrics = crate::web::ingest::IngestMetrics::register(&mut registry);
+    let ingest = crate::web::ingest::Ingest::new(
+        rt.monitor
+            .ingest
+            .clone()
+            .unwrap_or_else(|| crate::web::ingest::IngestConfig {
+                token: None,
+                hmac_secret: None,
+                max_body_bytes: 0,
+                rate_lines_per_second: 20_000,
+                burst_lines: 50_000,
+                commit_timeout: Duration::from_secs(30),
+            }),
+        recorder.clone(),
+        policy_store.clone(),
+        ctx.identity.clone(),
+        ingest_metrics,
+    );
+    let mut syslog = Vec::new();
+    for (addr, udp) in [
+        (rt.monitor.syslog_udp, true),
+        (rt.monitor.syslog_tcp, false),
+    ] {
+        let Some(addr) = addr else { continue };
+        let started = if udp {
+            crate::web::ingest::serve_syslog_udp(addr, ingest.clone(), shutdown_rx.clone()).await
+        } else {
+            crate::web::ingest::serve_syslog_tcp(addr, ingest.clone(), shutdown_rx.clone()).await
+        };
+        syslog.push(started.map_err(|reason| Error::Http { addr, reason })?);
+        info!(%addr, protocol = if udp { "udp" } else { "tcp" }, "listening for syslog");
+    }
+    let app = crate::web::health::router(registry, ready).merge(crate::web::ingest::router(
+        rt.monitor.ingest.is_some().then_some(ingest),
+    ));
+    let server = crate::web::serve(rt.http, app, shutdown_rx.clone())
         .await
         .map_err(|reason| Error::Http {
             addr: rt.http,
@@ -227,6 +285,12 @@ pub async fn run(rt: Runtime) -> Result<(), Error> {
     }
     phase_gauges.abort();
     let _ = server.await;
+    for s in syslog {
+        let _ = s.await;
+    }
+    // Every request has been answered; let the recorder write what syslog queued, then stop.
+    drop(recorder);
+    let _ = tokio::time::timeout(Duration::from_secs(10), recorder_task).await;
     Ok(())
 }
 

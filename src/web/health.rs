@@ -1,7 +1,6 @@
 //! `/healthz`, `/readyz` and `/metrics` on one listener.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -11,8 +10,6 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus_client::registry::Registry;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 #[derive(Clone)]
 struct Shared {
@@ -20,13 +17,9 @@ struct Shared {
     ready: Arc<AtomicBool>,
 }
 
-/// Starts the server; `ready` resolves when the stores are synced. Returns once listening.
-pub async fn serve(
-    addr: SocketAddr,
-    registry: Registry,
-    ready: impl Future<Output = ()> + Send + 'static,
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<JoinHandle<()>, String> {
+/// `/healthz`, `/readyz` and `/metrics`; `ready` resolves when the stores are synced. The
+/// registry is read at every scrape, so it must be complete before this is called.
+pub fn router(registry: Registry, ready: impl Future<Output = ()> + Send + 'static) -> Router {
     let shared = Shared {
         registry: Arc::new(registry),
         ready: Arc::new(AtomicBool::new(false)),
@@ -36,25 +29,11 @@ pub async fn serve(
         ready.await;
         flag.store(true, Ordering::SeqCst);
     });
-    let app = Router::new()
+    Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(shared);
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                while !*shutdown.borrow() {
-                    if shutdown.changed().await.is_err() {
-                        break;
-                    }
-                }
-            })
-            .await;
-    }))
+        .with_state(shared)
 }
 
 async fn readyz(State(s): State<Shared>) -> impl IntoResponse {
