@@ -18,7 +18,7 @@ function h(tag, attrs, ...kids) {
     else if (k === 'text') el.textContent = v;
     else el.setAttribute(k, v === true ? '' : String(v));
   }
-  for (const kid of kids.flat()) {
+  for (const kid of kids.flat(Infinity)) {
     if (kid === null || kid === undefined || kid === false) continue;
     el.append(kid instanceof Node ? kid : document.createTextNode(String(kid)));
   }
@@ -29,7 +29,7 @@ function s(tag, attrs, ...kids) {
   for (const [k, v] of Object.entries(attrs || {})) {
     if (v !== null && v !== undefined) el.setAttribute(k, String(v));
   }
-  for (const kid of kids.flat()) {
+  for (const kid of kids.flat(Infinity)) {
     if (kid === null || kid === undefined) continue;
     el.append(kid instanceof Node ? kid : document.createTextNode(String(kid)));
   }
