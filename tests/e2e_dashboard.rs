@@ -23,9 +23,14 @@ const DASHBOARD_TOKEN: &str = "dashboard-e2e-token-0123456789abcdef";
 const INGEST_TOKEN: &str = "ingest-e2e-token-0123456789abcdef";
 const COMMENT: &str = "Nightly backup from the storage VLAN; rule follows in the next release";
 
-fn line(rule_id: i64, src: &str, sport: u16, dport: u16) -> String {
-    let now = Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.3fZ");
-    format!("{now} b6507827 INET match PASS {rule_id} IN 60 TCP {src}/{sport}->10.1.0.5/{dport} S")
+fn now() -> String {
+    Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
+}
+
+fn line(at: &str, rule_id: i64, src: &str, sport: u16, dport: u16) -> String {
+    format!("{at} b6507827 INET match PASS {rule_id} IN 60 TCP {src}/{sport}->10.1.0.5/{dport} S")
 }
 
 async fn ingest(http: u16, body: String) {
@@ -192,11 +197,12 @@ async fn dashboard_shows_the_wave_live_alerts_acknowledges_and_suggests_a_rule_t
 
     // Inject two unmatched flows while the alert queue is open: 3 × 10.20.30.40 → 8443, 1 × .41 → 22.
     browser.expect("STEP inject");
+    let at = now(); // one instant: the queue orders the two flows by count alone
     let batch = [
-        line(catchall, "10.20.30.40", 51001, 8443),
-        line(catchall, "10.20.30.40", 51002, 8443),
-        line(catchall, "10.20.30.40", 51003, 8443),
-        line(catchall, "10.20.30.41", 52001, 22),
+        line(&at, catchall, "10.20.30.40", 51001, 8443),
+        line(&at, catchall, "10.20.30.40", 51002, 8443),
+        line(&at, catchall, "10.20.30.40", 51003, 8443),
+        line(&at, catchall, "10.20.30.41", 52001, 22),
     ]
     .join("\n");
     ingest(controller.http, batch).await;
@@ -216,7 +222,10 @@ async fn dashboard_shows_the_wave_live_alerts_acknowledges_and_suggests_a_rule_t
         .find(|f| f["source"] == "10.20.30.40")
         .unwrap();
     assert_eq!(acked["acknowledged"]["comment"], COMMENT, "{flows}");
-    assert_eq!(acked["acknowledged"]["by"], "dashboard", "{flows}");
+    assert_eq!(
+        acked["acknowledged"]["by"], "Alice Example (dashboard token)",
+        "{flows}"
+    );
     assert_eq!(acked["count"], 3);
     let other = flows
         .as_array()
@@ -256,7 +265,11 @@ async fn dashboard_shows_the_wave_live_alerts_acknowledges_and_suggests_a_rule_t
         monitor(&env, "unmatchedTotal"),
     );
     // NSX now logs the flow on the explicit rule.
-    ingest(controller.http, line(id, "10.20.30.40", 51004, 8443)).await;
+    ingest(
+        controller.http,
+        line(&now(), id, "10.20.30.40", 51004, 8443),
+    )
+    .await;
     env.eventually("healthyTotal grows", Duration::from_secs(30), || {
         monitor(&env, "healthyTotal") > healthy
     });

@@ -99,7 +99,10 @@ fn every_values_combination_renders_and_the_api_server_accepts_it() {
                 "dashboard token mounted from its Secret"
             );
         } else {
-            assert!(!rendered.contains("--dashboard-"), "dashboard off by default");
+            assert!(
+                !rendered.contains("--dashboard-"),
+                "dashboard off by default"
+            );
         }
         if extra.contains(&"namespaceScoped=true") {
             assert!(!rendered.contains("kind: ClusterRole\n") && rendered.contains("--namespace="));

@@ -30,6 +30,7 @@ const WAVE = env('WAVE');
 const SOURCE = env('FLOW_SOURCE');
 const SHOTS = env('SCREENSHOT_DIR');
 const COMMENT = 'Nightly backup from the storage VLAN; rule follows in the next release';
+const ACKER = 'Alice Example';
 const TIMEOUT = 30_000;
 
 const input = readline.createInterface({ input: process.stdin })[Symbol.asyncIterator]();
@@ -107,7 +108,7 @@ try {
   expect(await page.evaluate(() => window.__notReloaded === true), 'the alerts appeared without a reload');
   const first = rows.first();
   expect((await first.textContent()).includes(SOURCE), `the loudest flow (from ${SOURCE}) is listed first`);
-  expect((await page.locator('#nav-open').textContent()).trim() === '2', 'the navigation counts 2 open alerts');
+  await page.locator('#nav-open', { hasText: /^2$/ }).waitFor();
   const key = await first.getAttribute('data-alert');
 
   // Suggest rule: the YAML snippet, copied to the clipboard.
@@ -128,7 +129,8 @@ try {
   await form.getByRole('button', { name: 'Acknowledge' }).click();
   expect(await form.locator('textarea').evaluate((t) => !t.validity.valid), 'an empty comment is refused');
   await form.locator('textarea').fill(COMMENT);
-  await form.locator('textarea').press('Tab');
+  await form.getByLabel('Your name').fill(ACKER);
+  await form.getByLabel('Your name').press('Tab');
   await page.keyboard.press('Enter');
   await page.locator(`tr[data-alert="${key}"]`).waitFor({ state: 'detached' });
   await page.waitForFunction(() => document.querySelectorAll('#alert-queue tbody tr[data-alert]').length === 1);

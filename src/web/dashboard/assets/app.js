@@ -216,7 +216,7 @@ const drafts = new Map(); // key -> comment draft
 const alertKey = (a) => `${a.namespace}/${a.policy}/${a.id}`;
 draftsActive = () => {
   const el = document.activeElement;
-  return !!(el && el.tagName === 'TEXTAREA' && el.value);
+  return !!(el && el.closest && el.closest('form.ack-form'));
 };
 
 async function copyText(text, button, status) {
@@ -247,6 +247,10 @@ function ackForm(a, onDone) {
   const msg = h('p', { role: 'alert', class: 'error' });
   const ta = h('textarea', { id, name: 'comment', required: true, maxlength: 1024, oninput: (e) => drafts.set(key, e.target.value) });
   ta.value = drafts.get(key) || '';
+  // Recorded with the acknowledgement when signed in with the token (a proxy's user wins).
+  const by = h('input', { id: `${id}-by`, name: 'by', maxlength: 128, autocomplete: 'name',
+    oninput: (e) => { try { localStorage.setItem('microseg.by', e.target.value); } catch (_) { /* private mode */ } } });
+  try { by.value = localStorage.getItem('microseg.by') || ''; } catch (_) { by.value = ''; }
   const form = h('form', { class: 'ack-form', 'data-ack-form': key, onsubmit: async (e) => {
     e.preventDefault();
     const btn = form.querySelector('button[type=submit]');
@@ -255,7 +259,7 @@ function ackForm(a, onDone) {
       await api('/api/v1/alerts/acknowledge', {
         method: 'POST',
         headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
-        body: JSON.stringify({ namespace: a.namespace, name: a.policy, flowIds: [a.id], comment: ta.value }),
+        body: JSON.stringify({ namespace: a.namespace, name: a.policy, flowIds: [a.id], comment: ta.value, by: by.value.trim() || undefined }),
       });
       drafts.delete(key); openPanels.delete(`${key}:ack`);
       setLive('acknowledged');
@@ -266,7 +270,9 @@ function ackForm(a, onDone) {
     }
   } },
   h('label', { for: id }, `Why is ${a.source} → ${a.destination} ${service(a)} acceptable, or what will be done?`),
-  ta, msg,
+  ta,
+  h('label', { for: `${id}-by` }, 'Your name (optional; recorded with the comment)'), by,
+  msg,
   h('div', { class: 'actions' }, h('button', { type: 'submit' }, 'Acknowledge'),
     h('button', { type: 'button', class: 'secondary', onclick: () => { openPanels.delete(`${key}:ack`); refresh(); } }, 'Cancel')));
   return form;
