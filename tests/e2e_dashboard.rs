@@ -278,6 +278,17 @@ async fn dashboard_shows_the_wave_live_alerts_acknowledges_and_suggests_a_rule_t
     browser.expect("DONE");
     let status = browser.child.wait().unwrap();
     assert!(status.success(), "dashboard.mjs: {status}");
+    // "Acknowledge all" on the application page took the other flow.
+    assert_eq!(monitor(&env, "openAlerts"), 0);
+    let flows = env.policy("web")["status"]["monitor"]["flows"].clone();
+    assert!(
+        flows
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| !f["acknowledged"].is_null()),
+        "{flows}"
+    );
     for page in ["programme", "alerts", "application"] {
         let png = shots.join(format!("{page}.png"));
         let bytes = std::fs::read(&png).unwrap_or_default();

@@ -242,6 +242,7 @@ function ruleSnippet(a) {
 }
 
 function ackForm(a, onDone) {
+  const all = a.id === '*';
   const key = alertKey(a);
   const id = `c-${key.replace(/[^a-zA-Z0-9]/g, '-')}`;
   const msg = h('p', { role: 'alert', class: 'error' });
@@ -259,7 +260,8 @@ function ackForm(a, onDone) {
       await api('/api/v1/alerts/acknowledge', {
         method: 'POST',
         headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
-        body: JSON.stringify({ namespace: a.namespace, name: a.policy, flowIds: [a.id], comment: ta.value, by: by.value.trim() || undefined }),
+        body: JSON.stringify(Object.assign({ namespace: a.namespace, name: a.policy, comment: ta.value, by: by.value.trim() || undefined },
+          all ? { all: true } : { flowIds: [a.id] })),
       });
       drafts.delete(key); openPanels.delete(`${key}:ack`);
       setLive('acknowledged');
@@ -269,11 +271,12 @@ function ackForm(a, onDone) {
       msg.textContent = err.message; btn.disabled = false;
     }
   } },
-  h('label', { for: id }, `Why is ${a.source} → ${a.destination} ${service(a)} acceptable, or what will be done?`),
+  h('label', { for: id }, all ? `Why are all open flows of ${a.application} acceptable, or what will be done?`
+    : `Why is ${a.source} → ${a.destination} ${service(a)} acceptable, or what will be done?`),
   ta,
   h('label', { for: `${id}-by` }, 'Your name (optional; recorded with the comment)'), by,
   msg,
-  h('div', { class: 'actions' }, h('button', { type: 'submit' }, 'Acknowledge'),
+  h('div', { class: 'actions' }, h('button', { type: 'submit' }, all ? 'Acknowledge all' : 'Acknowledge'),
     h('button', { type: 'button', class: 'secondary', onclick: () => { openPanels.delete(`${key}:ack`); refresh(); } }, 'Cancel')));
   return form;
 }
@@ -327,7 +330,7 @@ async function renderAlerts() {
   ];
   if (q.alerts.length) body.push(alertTable(q.alerts, { id: 'alert-queue', caption: `Alerts (${state})`, showApp: true, actions: true }));
   else body.push(h('p', { class: 'muted', id: 'queue-empty' }, state === 'open' ? 'The open queue is empty.' : 'Nothing to show.'));
-  for (const o of q.overflow) body.push(h('p', { class: 'muted' }, `${o.namespace}/${o.policy}: ${o.count} more open flows beyond the listed ones (acknowledge all on the application page).`));
+  for (const o of q.overflow) body.push(h('p', { class: 'muted' }, `${o.namespace}/${o.policy}: ${o.count} more open flows beyond the listed ones (“Acknowledge all” on the application page).`));
   content.replaceChildren(...body);
 }
 
@@ -391,6 +394,18 @@ function portText(p) {
   return p.protocol || 'any';
 }
 
+// Every open flow of the application at once, the overflow included.
+function ackAll(a, open) {
+  if (!open) return null;
+  const target = { namespace: a.namespace, policy: a.name, application: a.application, id: '*' };
+  const key = alertKey(target);
+  if (!openPanels.has(`${key}:ack`)) {
+    return h('p', {}, h('button', { type: 'button', class: 'secondary', 'aria-expanded': 'false',
+      onclick: () => { openPanels.add(`${key}:ack`); refresh(); } }, `Acknowledge all ${open} open…`));
+  }
+  return h('div', { class: 'panel' }, ackForm(target, refresh));
+}
+
 async function renderApplication() {
   const parts = location.pathname.split('/').filter(Boolean); // ui, applications, ns, name
   const ns = decodeURIComponent(parts[2] || ''), name = decodeURIComponent(parts[3] || '');
@@ -416,7 +431,8 @@ async function renderApplication() {
     h('section', { 'aria-labelledby': 'h-alerts' }, h('h2', { id: 'h-alerts' }, `Alerts (${open.length} open)`),
       h('h3', {}, 'Unmatched flows per minute'), chart(v.monitor.series, v.now),
       kv([['Unmatched total', String(v.monitor.unmatchedTotal)], ['Healthy (explicit rules)', String(v.monitor.healthyTotal)], ['Last log line', fmtTime(v.monitor.lastLogAt)], ['Not listed', String(v.monitor.overflow)]]),
-      v.alerts.length ? alertTable(v.alerts, { id: 'app-alerts', caption: 'Alerts of this application', showApp: false, actions: true }) : h('p', { class: 'muted' }, 'No unmatched flow recorded.')),
+      v.alerts.length ? alertTable(v.alerts, { id: 'app-alerts', caption: 'Alerts of this application', showApp: false, actions: true }) : h('p', { class: 'muted' }, 'No unmatched flow recorded.'),
+      ackAll(a, v.monitor.openAlerts)),
     h('section', { 'aria-labelledby': 'h-members' }, h('h2', { id: 'h-members' }, 'Members'),
       h('ul', {}, v.members.map((m) => h('li', {}, memberText(m))))),
     h('section', { 'aria-labelledby': 'h-rules' }, h('h2', { id: 'h-rules' }, 'Rules'),
