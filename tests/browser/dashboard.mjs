@@ -115,6 +115,8 @@ try {
   await first.getByRole('button', { name: 'Suggest rule' }).click();
   const pre = page.locator(`pre[data-rule="${key}"]`);
   await pre.waitFor();
+  expect(await page.evaluate(() => (document.activeElement.dataset.toggle || '').startsWith('rule:')),
+    'keyboard focus stays on the toggle after the live re-render');
   const yaml = await pre.textContent();
   expect(yaml.includes('logged: true'), `the suggested rule is logged: ${yaml}`);
   await page.locator(`button[data-copy="${key}"]`).click();
@@ -126,6 +128,8 @@ try {
   // Acknowledge with a comment, using the keyboard: it leaves the open queue.
   await first.getByRole('button', { name: 'Acknowledge…' }).click();
   const form = page.locator(`form[data-ack-form="${key}"]`);
+  await form.waitFor();
+  await page.waitForFunction(() => document.activeElement && document.activeElement.name === 'comment');
   await form.getByRole('button', { name: 'Acknowledge' }).click();
   expect(await form.locator('textarea').evaluate((t) => !t.validity.valid), 'an empty comment is refused');
   await form.locator('textarea').fill(COMMENT);

@@ -66,10 +66,24 @@ function showError(err) {
 let rendering = false;
 let pending = false;
 let draftsActive = () => false;
+// Re-rendering replaces the DOM: keep keyboard focus on the same control (or on the one asked for).
+let wantFocus = null;
+function focusKey(el) {
+  if (!el || el === document.body || !el.getAttribute) return null;
+  for (const a of ['id', 'data-toggle', 'data-copy']) {
+    const v = el.getAttribute(a);
+    if (v) return `[${a}="${CSS.escape(v)}"]`;
+  }
+  return null;
+}
 async function refresh() {
   if (rendering || draftsActive()) { pending = true; return; }
   rendering = true;
+  const focus = wantFocus || focusKey(document.activeElement);
+  wantFocus = null;
   try { await RENDER[PAGE](); } catch (e) { showError(e); } finally { rendering = false; }
+  const el = focus && document.querySelector(focus);
+  if (el && el !== document.activeElement) el.focus();
   updateNavCount();
   if (pending) { pending = false; setTimeout(refresh, 50); }
 }
@@ -216,7 +230,7 @@ const drafts = new Map(); // key -> comment draft
 const alertKey = (a) => `${a.namespace}/${a.policy}/${a.id}`;
 draftsActive = () => {
   const el = document.activeElement;
-  return !!(el && el.closest && el.closest('form.ack-form'));
+  return !!(el && (el.tagName === 'TEXTAREA' || el.tagName === 'INPUT') && el.closest('form.ack-form'));
 };
 
 async function copyText(text, button, status) {
@@ -241,10 +255,11 @@ function ruleSnippet(a) {
     pre, h('div', { class: 'actions' }, copy, status));
 }
 
+const ackId = (key) => `c-${key.replace(/[^a-zA-Z0-9]/g, '-')}`;
 function ackForm(a, onDone) {
   const all = a.id === '*';
   const key = alertKey(a);
-  const id = `c-${key.replace(/[^a-zA-Z0-9]/g, '-')}`;
+  const id = ackId(key);
   const msg = h('p', { role: 'alert', class: 'error' });
   const ta = h('textarea', { id, name: 'comment', required: true, maxlength: 1024, oninput: (e) => drafts.set(key, e.target.value) });
   ta.value = drafts.get(key) || '';
@@ -265,7 +280,7 @@ function ackForm(a, onDone) {
       });
       drafts.delete(key); openPanels.delete(`${key}:ack`);
       setLive('acknowledged');
-      ta.blur();
+      if (document.activeElement) document.activeElement.blur();
       onDone();
     } catch (err) {
       msg.textContent = err.message; btn.disabled = false;
@@ -288,7 +303,14 @@ function alertRows(alerts, { showApp, actions }) {
     const toggle = (panel, label) => {
       const open = openPanels.has(`${key}:${panel}`);
       return h('button', { type: 'button', class: 'secondary', 'aria-expanded': String(open), 'data-toggle': `${panel}:${key}`,
-        onclick: () => { open ? openPanels.delete(`${key}:${panel}`) : openPanels.add(`${key}:${panel}`); refresh(); } }, label);
+        onclick: () => {
+          if (open) openPanels.delete(`${key}:${panel}`);
+          else {
+            openPanels.add(`${key}:${panel}`);
+            if (panel === 'ack') wantFocus = `#${CSS.escape(ackId(key))}`;
+          }
+          refresh();
+        } }, label);
     };
     const row = h('tr', { 'data-alert': key },
       showApp ? h('td', {}, appLink(a), h('br'), h('span', { class: 'muted' }, a.namespace)) : null,
@@ -401,7 +423,7 @@ function ackAll(a, open) {
   const key = alertKey(target);
   if (!openPanels.has(`${key}:ack`)) {
     return h('p', {}, h('button', { type: 'button', class: 'secondary', 'aria-expanded': 'false',
-      onclick: () => { openPanels.add(`${key}:ack`); refresh(); } }, `Acknowledge all ${open} open…`));
+      onclick: () => { openPanels.add(`${key}:ack`); wantFocus = `#${CSS.escape(ackId(key))}`; refresh(); } }, `Acknowledge all ${open} open…`));
   }
   return h('div', { class: 'panel' }, ackForm(target, refresh));
 }
