@@ -84,12 +84,15 @@ curl -sf -u "admin:$NSX_PASS" -X PATCH -H 'Content-Type: application/json' \
 
 say "starting the microseg controller"
 HTTP_PORT=$(free_port)
+(umask 077; python3 -c 'import secrets; print(secrets.token_hex(24))' >"$WORK/dashboard-token")
 RUST_LOG=info,microseg=info "$MICROSEG" controller --cluster demo \
   --nsx-url "http://127.0.0.1:$NSX_PORT" --nsx-auth session --nsx-credentials-dir "$WORK/nsx-credentials" \
   --notify-config-dir "$WORK/notify" --reminder-before 20s --resync 30s \
+  --dashboard-token-file "$WORK/dashboard-token" \
   --http-addr "127.0.0.1:$HTTP_PORT" >"$WORK/controller.log" 2>&1 &
 PIDS+=($!)
 echo "health and metrics: http://127.0.0.1:$HTTP_PORT/readyz  http://127.0.0.1:$HTTP_PORT/metrics"
+echo "dashboard: http://127.0.0.1:$HTTP_PORT/ui/ (sign in with the token in $WORK/dashboard-token)"
 
 # The example wave with its schedule compressed: seconds instead of weeks.
 at() { date -u -d "@$(( $(date +%s) + $1 ))" +%Y-%m-%dT%H:%M:%SZ; }
