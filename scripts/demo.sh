@@ -129,7 +129,8 @@ sed "s#https://chat.example.com/hooks/orders#http://127.0.0.1:$HOOK_PORT/hooks/o
 kubectl apply -f deploy/examples/10-web.yaml -f "$WORK/11-app.yaml" -f deploy/examples/12-db.yaml -f deploy/examples/20-dns.yaml >/dev/null
 say "wave-1: notice $T1, monitor $T2, enforce $T3, clean-up $T4; wave-critical (DNS, needs approval): enforce $C3"
 echo "watching: kubectl get segmentationpolicies -n shop -w"
-kubectl get segmentationpolicies -n shop -w --output-watch-events=false 2>/dev/null | tee "$WORK/watch.log" &
+# Not a pipeline: $! must be kubectl's pid, or the clean-up's `wait` waits for it forever.
+kubectl get segmentationpolicies -n shop -w --output-watch-events=false 2>/dev/null > >(tee "$WORK/watch.log") &
 PIDS+=($!)
 
 approved=0
