@@ -48,6 +48,20 @@ pub enum Error {
     /// The NSX simulator failed.
     #[error("nsx-sim: {0}")]
     NsxSim(#[from] crate::nsxsim::Error),
+    /// No policy could be recommended.
+    #[error("recommend: {0}")]
+    Recommend(#[from] crate::recommend::RecommendError),
+    /// Reading NSX failed.
+    #[error(transparent)]
+    Nsx(#[from] Box<crate::nsx::Error>),
+    /// A file's content was refused.
+    #[error("{path}: {reason}")]
+    Content {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// microseg: zero-trust microsegmentation on VMware NSX DFW, on a schedule.
@@ -75,8 +89,13 @@ pub enum Command {
     Controller(Box<crate::controller::cli::ControllerArgs>),
     /// Run the NSX Manager simulator on a loopback address until interrupted.
     NsxSim(crate::nsxsim::Args),
-    /// Show what microseg would write to NSX for a directory of manifests, per phase.
+    /// Show what microseg would write to NSX for a directory of manifests, per phase; with
+    /// --nsx-url or --nsx-snapshot, the difference from NSX now (exit 0: no change, 2: changes,
+    /// 1: error).
     Plan(PlanArgs),
+    /// Recommend a SegmentationPolicy from observed flows: a flow-analytics export (vRNI JSON or
+    /// CSV), DFW packet-log lines, or a policy's unmatched monitor flows (file or cluster).
+    Recommend(Box<RecommendArgs>),
     /// Parse DFW packet-log lines from stdin: one JSON object per line on stdout, a summary of
     /// unparsed lines on stderr.
     ParseLog {
@@ -98,6 +117,115 @@ pub struct PlanArgs {
     /// Instant to plan for (RFC 3339); default now.
     #[arg(long)]
     pub at: Option<String>,
+    /// Compare with this NSX Manager, e.g. https://nsx.example.com: exit 0 when NSX already
+    /// holds what microseg would write now, 2 when it differs, 1 on error.
+    #[arg(long, conflicts_with = "nsx_snapshot")]
+    pub nsx_url: Option<String>,
+    /// Compare with a simulator state dump (JSON, as `GET /admin/state` returns it) instead of a
+    /// manager.
+    #[arg(long)]
+    pub nsx_snapshot: Option<PathBuf>,
+    /// basic, session or certificate (with --nsx-url).
+    #[arg(long, value_enum, default_value = "session")]
+    pub nsx_auth: crate::controller::cli::NsxAuth,
+    /// Directory with `username` and `password` files; else $NSX_USERNAME and $NSX_PASSWORD.
+    #[arg(long)]
+    pub nsx_credentials_dir: Option<PathBuf>,
+    /// PEM client certificate (certificate auth).
+    #[arg(long)]
+    pub nsx_client_cert: Option<PathBuf>,
+    /// PEM client key (certificate auth).
+    #[arg(long)]
+    pub nsx_client_key: Option<PathBuf>,
+    /// PEM bundle of the CAs that sign the NSX Manager's certificate.
+    #[arg(long)]
+    pub nsx_ca_file: Option<PathBuf>,
+    /// Do not verify the NSX Manager's certificate. Insecure: labs only.
+    #[arg(long)]
+    pub nsx_insecure_skip_tls_verify: bool,
+}
+
+/// Where `microseg recommend` reads flows.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlowFormat {
+    /// By file extension: .json, .csv, .yaml/.yml (a policy with status), anything else DFW log.
+    Auto,
+    /// vRNI / Aria Operations for Networks Flow JSON.
+    Json,
+    /// CSV with the vRNI columns (see src/recommend/input.rs).
+    Csv,
+    /// DFW packet-log lines.
+    Dfw,
+    /// A SegmentationPolicy with status (kubectl get segpol NAME -o yaml): its monitor flows.
+    Policy,
+}
+
+/// Arguments of `microseg recommend`.
+#[derive(clap::Args, Debug)]
+pub struct RecommendArgs {
+    /// Flow file (see --format).
+    #[arg(long, required_unless_present = "from_cluster")]
+    pub flows: Option<PathBuf>,
+    /// Format of --flows.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub format: FlowFormat,
+    /// Read the unmatched monitor flows of this SegmentationPolicy (NAMESPACE/NAME) from the
+    /// cluster; its name, window, owners, members and rules are the defaults.
+    #[arg(long, conflicts_with = "flows")]
+    pub from_cluster: Option<String>,
+    /// Kubeconfig file for --from-cluster (default: $KUBECONFIG, ~/.kube/config, in-cluster).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// A VM tag of the application: `scope|tag` or `tag` (repeatable).
+    #[arg(long)]
+    pub app_tag: Vec<String>,
+    /// A VM name of the application; a trailing `*` matches names starting with it (repeatable).
+    #[arg(long)]
+    pub app_name: Vec<String>,
+    /// An IP address or CIDR block of the application (repeatable).
+    #[arg(long)]
+    pub app_ip: Vec<String>,
+    /// VM inventory (JSON list of {name, ips, tags}, as the simulator's /admin/vms) that gives
+    /// names and tags to addresses.
+    #[arg(long)]
+    pub inventory: Option<PathBuf>,
+    /// Directory (or file) of the SegmentationPolicies already in Git: peers that belong to them
+    /// are named by application.
+    #[arg(long)]
+    pub policies: Option<PathBuf>,
+    /// metadata.name of the recommended policy.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// metadata.namespace.
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// spec.application (display name).
+    #[arg(long)]
+    pub application: Option<String>,
+    /// spec.window.name.
+    #[arg(long)]
+    pub window: Option<String>,
+    /// An owner: `Name <email>` or `Name <https://webhook>` (repeatable).
+    #[arg(long)]
+    pub owner: Vec<String>,
+    /// Low, Medium, High or Critical.
+    #[arg(long)]
+    pub criticality: Option<String>,
+    /// Prefix length IPv4 peers collapse to.
+    #[arg(long, default_value_t = crate::recommend::DEFAULT_PREFIX)]
+    pub prefix: u8,
+    /// Addresses of one network (same direction and service) that collapse to it.
+    #[arg(long, default_value_t = crate::recommend::DEFAULT_COLLAPSE_MIN)]
+    pub collapse_min: usize,
+    /// Entries seen fewer times than this are listed as comments instead of rules.
+    #[arg(long, default_value_t = crate::recommend::DEFAULT_RARE_BELOW)]
+    pub rare_below: u64,
+    /// Turn on the outbound catch-all (outbound rules only matter with it).
+    #[arg(long)]
+    pub catch_all_outbound: bool,
+    /// Write the YAML here instead of stdout.
+    #[arg(short = 'o', long)]
+    pub output: Option<PathBuf>,
 }
 
 /// Runs a parsed command line.
@@ -112,6 +240,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Plan(args) => plan(&args),
+        Command::Recommend(args) => recommend(&args),
         Command::Controller(args) => {
             let runtime = tokio::runtime::Runtime::new().map_err(|source| Error::Io {
                 path: PathBuf::from("tokio runtime"),
@@ -199,7 +328,120 @@ fn plan(args: &PlanArgs) -> Result<ExitCode, Error> {
         "{}",
         crate::plan::report::render(&windows, &policies, &identity, now)?
     );
-    Ok(ExitCode::SUCCESS)
+    let live = if let Some(path) = &args.nsx_snapshot {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Content {
+            path: path.clone(),
+            reason: format!("not JSON: {e}"),
+        })?;
+        crate::plan::live::Live::from_snapshot(&value).map_err(|e| Error::Content {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?
+    } else if let Some(url) = &args.nsx_url {
+        let client = nsx_client(args, url)?;
+        let domains: std::collections::BTreeSet<String> = policies
+            .iter()
+            .map(|p| p.spec.nsx.domain.clone())
+            .chain([crate::api::DEFAULT_DOMAIN.to_string()])
+            .collect();
+        let runtime = tokio::runtime::Runtime::new().map_err(|source| Error::Io {
+            path: PathBuf::from("tokio runtime"),
+            source,
+        })?;
+        runtime
+            .block_on(read_live(&client, &domains, &identity))
+            .map_err(Box::new)?
+    } else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let review = crate::plan::live::review(&windows, &policies, &identity, now, &live);
+    print!("\n{}", review.render());
+    Ok(ExitCode::from(review.exit_code()))
+}
+
+/// The NSX client of `plan --nsx-url`, built as the controller builds its own.
+fn nsx_client(args: &PlanArgs, url: &str) -> Result<crate::nsx::Client, Error> {
+    use crate::controller::cli::NsxAuth;
+    use crate::nsx::{AuthConfig, Credentials};
+    let flag = |flag: &'static str| Error::Flag {
+        flag,
+        reason: "required with --nsx-auth certificate".into(),
+    };
+    let auth = match args.nsx_auth {
+        NsxAuth::Certificate => AuthConfig::Certificate {
+            cert_file: args
+                .nsx_client_cert
+                .clone()
+                .ok_or_else(|| flag("--nsx-client-cert"))?,
+            key_file: args
+                .nsx_client_key
+                .clone()
+                .ok_or_else(|| flag("--nsx-client-key"))?,
+        },
+        mode => {
+            let creds = match &args.nsx_credentials_dir {
+                Some(dir) => Credentials {
+                    username_file: Some(dir.join("username")),
+                    password_file: Some(dir.join("password")),
+                    ..Default::default()
+                },
+                None => Credentials {
+                    username_env: Some("NSX_USERNAME".into()),
+                    password_env: Some("NSX_PASSWORD".into()),
+                    ..Default::default()
+                },
+            };
+            if mode == NsxAuth::Basic {
+                AuthConfig::Basic(creds)
+            } else {
+                AuthConfig::Session(creds)
+            }
+        }
+    };
+    let mut config = crate::nsx::ClientConfig::new(url.to_string(), auth);
+    config.ca_bundle = args.nsx_ca_file.clone();
+    config.insecure_skip_tls_verify = args.nsx_insecure_skip_tls_verify;
+    if args.nsx_insecure_skip_tls_verify {
+        eprintln!(
+            "warning: --nsx-insecure-skip-tls-verify: the NSX Manager's certificate is NOT verified"
+        );
+    }
+    crate::nsx::Client::new(config).map_err(|e| Error::Nsx(Box::new(e)))
+}
+
+/// Reads the groups and security policies of `domains` that matter to the review: every group
+/// and policy (to find objects in the way), with the rules of those this cluster may own.
+async fn read_live(
+    client: &crate::nsx::Client,
+    domains: &std::collections::BTreeSet<String>,
+    identity: &crate::plan::Identity,
+) -> Result<crate::plan::live::Live, crate::nsx::Error> {
+    use crate::nsx::NsxApi;
+    let mut live = crate::plan::live::Live::default();
+    let ours = format!("ms_{}_", identity.cluster());
+    for domain in domains {
+        for g in client.list_groups(domain).await? {
+            live.groups.insert((domain.clone(), g.id.clone()), g);
+        }
+        for p in client.list_policies(domain).await? {
+            let owned = p
+                .tags
+                .iter()
+                .any(|t| t.scope == crate::plan::OWNER_CLUSTER && t.tag == identity.cluster());
+            let policy = if owned || p.id.starts_with(&ours) {
+                client.get_policy(domain, &p.id).await?.unwrap_or(p)
+            } else {
+                p
+            };
+            live.policies
+                .insert((domain.clone(), policy.id.clone()), policy);
+        }
+    }
+    Ok(live)
 }
 
 /// Directories that hold the generated CRDs, relative to the repository root.
@@ -222,4 +464,256 @@ fn write_crds(root: &std::path::Path) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+fn read_text(path: &std::path::Path) -> Result<String, Error> {
+    std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn parse_owner(text: &str) -> Result<crate::api::Owner, Error> {
+    let bad = || Error::Flag {
+        flag: "--owner",
+        reason: format!("{text:?} is not `Name <email>` or `Name <https://webhook>`"),
+    };
+    let (name, rest) = text.split_once('<').ok_or_else(bad)?;
+    let address = rest.strip_suffix('>').ok_or_else(bad)?.trim();
+    let name = name.trim();
+    if name.is_empty() || address.is_empty() {
+        return Err(bad());
+    }
+    let web = address.starts_with("https://") || address.starts_with("http://");
+    Ok(crate::api::Owner {
+        name: name.to_string(),
+        email: (!web).then(|| address.to_string()),
+        webhook: web.then(|| address.to_string()),
+    })
+}
+
+fn read_cluster_policy(key: &str, kubeconfig: Option<&std::path::Path>) -> Result<String, Error> {
+    let (ns, name) = key.split_once('/').ok_or_else(|| Error::Flag {
+        flag: "--from-cluster",
+        reason: format!("{key:?} is not NAMESPACE/NAME"),
+    })?;
+    let cluster = |reason: String| Error::Flag {
+        flag: "--from-cluster",
+        reason,
+    };
+    let runtime = tokio::runtime::Runtime::new().map_err(|source| Error::Io {
+        path: PathBuf::from("tokio runtime"),
+        source,
+    })?;
+    runtime.block_on(async {
+        let config = match kubeconfig {
+            Some(path) => {
+                let kc = kube::config::Kubeconfig::read_from(path)
+                    .map_err(|e| cluster(format!("{}: {e}", path.display())))?;
+                kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                    .await
+                    .map_err(|e| cluster(e.to_string()))?
+            }
+            None => kube::Config::infer()
+                .await
+                .map_err(|e| cluster(e.to_string()))?,
+        };
+        let client = kube::Client::try_from(config).map_err(|e| cluster(e.to_string()))?;
+        let api: kube::Api<crate::api::SegmentationPolicy> = kube::Api::namespaced(client, ns);
+        let policy = api
+            .get(name)
+            .await
+            .map_err(|e| cluster(format!("SegmentationPolicy {ns}/{name}: {e}")))?;
+        serde_json::to_string(&policy).map_err(|e| cluster(e.to_string()))
+    })
+}
+
+fn recommend(args: &RecommendArgs) -> Result<ExitCode, Error> {
+    use crate::api::manifest::Resource;
+    use crate::recommend::{Application, Options, input};
+    let content = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |e: crate::recommend::RecommendError| Error::Content {
+            path,
+            reason: e.to_string(),
+        }
+    };
+    // Flows, and the policy they came from when they are monitor flows.
+    let (flows, source_policy) = if let Some(key) = &args.from_cluster {
+        let text = read_cluster_policy(key, args.kubeconfig.as_deref())?;
+        let (p, f) = input::policy_flows(&text).map_err(content(std::path::Path::new(key)))?;
+        (f, Some(p))
+    } else if let Some(path) = &args.flows {
+        let text = read_text(path)?;
+        let format = match args.format {
+            FlowFormat::Auto => match path.extension().and_then(|e| e.to_str()) {
+                Some("json") => FlowFormat::Json,
+                Some("csv") => FlowFormat::Csv,
+                Some("yaml" | "yml") => FlowFormat::Policy,
+                _ => FlowFormat::Dfw,
+            },
+            f => f,
+        };
+        match format {
+            FlowFormat::Json => (input::vrni_json(&text).map_err(content(path))?, None),
+            FlowFormat::Csv => (input::csv(&text).map_err(content(path))?, None),
+            FlowFormat::Policy => {
+                let (p, f) = input::policy_flows(&text).map_err(content(path))?;
+                (f, Some(p))
+            }
+            FlowFormat::Dfw | FlowFormat::Auto => {
+                let read = input::dfw_log(&text);
+                if let Some((line, reason)) = read.unparsed.first() {
+                    eprintln!(
+                        "{}: {} lines are not DFW log lines and were skipped (first: line {line}: {reason})",
+                        path.display(),
+                        read.unparsed.len()
+                    );
+                }
+                (read.flows, None)
+            }
+        }
+    } else {
+        return Err(Error::Flag {
+            flag: "--flows",
+            reason: "give --flows FILE or --from-cluster NAMESPACE/NAME".into(),
+        });
+    };
+
+    let mut app = Application::default();
+    for t in &args.app_tag {
+        let (scope, tag) = match t.split_once('|') {
+            Some((s, t)) => (Some(s.to_string()).filter(|s| !s.is_empty()), t.to_string()),
+            None => (None, t.clone()),
+        };
+        app.tags.push(crate::api::VmTag { scope, tag });
+    }
+    for n in &args.app_name {
+        app.names.push(match n.strip_suffix('*') {
+            Some(prefix) => crate::api::VmName {
+                equals: None,
+                starts_with: Some(prefix.to_string()),
+            },
+            None => crate::api::VmName {
+                equals: Some(n.clone()),
+                starts_with: None,
+            },
+        });
+    }
+    for ip in &args.app_ip {
+        app.networks
+            .push(crate::recommend::parse_net(ip).ok_or_else(|| Error::Flag {
+                flag: "--app-ip",
+                reason: format!("{ip:?} is not an IP address or CIDR block"),
+            })?);
+    }
+    if app.is_empty()
+        && let Some(p) = &source_policy
+    {
+        app = Application::from_members(&p.spec.members);
+    }
+
+    let inventory = match &args.inventory {
+        Some(path) => serde_json::from_str(&read_text(path)?).map_err(|e| Error::Content {
+            path: path.clone(),
+            reason: format!("not a JSON list of {{name, ips, tags}}: {e}"),
+        })?,
+        None => Vec::new(),
+    };
+    let known: Vec<crate::api::SegmentationPolicy> = match &args.policies {
+        Some(dir) => read_manifests(dir)?
+            .into_iter()
+            .filter_map(|(_, _, r)| match r {
+                Resource::Policy(p) => Some(*p),
+                Resource::Window(_) => None,
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+
+    let from = |f: fn(&crate::api::SegmentationPolicy) -> Option<String>| {
+        source_policy.as_ref().and_then(f)
+    };
+    let required = |value: Option<String>, flag: &'static str| {
+        value.ok_or_else(|| Error::Flag {
+            flag,
+            reason: "required (unless the flows come from a policy)".into(),
+        })
+    };
+    let name = required(
+        args.name
+            .clone()
+            .or_else(|| from(|p| p.metadata.name.clone())),
+        "--name",
+    )?;
+    let window = required(
+        args.window
+            .clone()
+            .or_else(|| from(|p| Some(p.spec.window.name.clone()))),
+        "--window",
+    )?;
+    let namespace = args
+        .namespace
+        .clone()
+        .or_else(|| from(|p| p.metadata.namespace.clone()))
+        .unwrap_or_else(|| "default".into());
+    let mut owners = args
+        .owner
+        .iter()
+        .map(|o| parse_owner(o))
+        .collect::<Result<Vec<_>, _>>()?;
+    if owners.is_empty()
+        && let Some(p) = &source_policy
+    {
+        owners = p.spec.owners.clone();
+    }
+    if owners.is_empty() {
+        return Err(Error::Flag {
+            flag: "--owner",
+            reason: "at least one owner is required (`Name <email>`)".into(),
+        });
+    }
+    let mut opts = Options::new(&name, &namespace, &window, owners);
+    opts.application = args
+        .application
+        .clone()
+        .or_else(|| from(|p| p.spec.application.clone()));
+    opts.criticality = match &args.criticality {
+        Some(c) => serde_json::from_value(serde_json::Value::String(c.clone())).map_err(|_| {
+            Error::Flag {
+                flag: "--criticality",
+                reason: format!("{c:?} is not Low, Medium, High or Critical"),
+            }
+        })?,
+        None => source_policy
+            .as_ref()
+            .map(|p| p.spec.criticality)
+            .unwrap_or(crate::api::Criticality::Medium),
+    };
+    opts.prefix = args.prefix;
+    opts.collapse_min = args.collapse_min;
+    opts.rare_below = args.rare_below;
+    opts.outbound_catch_all = args.catch_all_outbound
+        || source_policy
+            .as_ref()
+            .is_some_and(|p| p.spec.catch_all.outbound);
+    if let Some(p) = &source_policy {
+        opts.keep_rules = p.spec.rules.clone();
+    }
+    let r = crate::recommend::recommend(&flows, &app, &inventory, &known, &opts)?;
+    match &args.output {
+        Some(path) => std::fs::write(path, &r.yaml).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?,
+        None => print!("{}", r.yaml),
+    }
+    eprintln!(
+        "{} rules from {} flow records ({} touch no member of the application), {} rare entries left as comments",
+        r.policy.spec.rules.len(),
+        r.flows,
+        r.ignored,
+        r.rare.len()
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -18,5 +18,6 @@ pub mod notify;
 pub mod nsx;
 pub mod nsxsim;
 pub mod plan;
+pub mod recommend;
 pub mod schedule;
 pub mod web;

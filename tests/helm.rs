@@ -51,8 +51,12 @@ fn every_values_combination_renders_and_the_api_server_accepts_it() {
         "crd/servicemonitors.monitoring.coreos.com",
     ]);
     let ns = cp.namespace("chart");
-    let matrix: [&[&str]; 6] = [
+    let matrix: [&[&str]; 7] = [
         &[],
+        &[
+            "--set",
+            "networkPolicy.enabled=true,monitor.ingest.secretName=ingest,monitor.ingest.hmacKey=hmac,monitor.syslog.udpPort=5514,monitor.syslog.tcpPort=6514",
+        ],
         &["--set", "namespaceScoped=true"],
         &["--set", "serviceMonitor.enabled=true"],
         &["--set", "networkPolicy.enabled=true"],
@@ -104,6 +108,20 @@ fn every_values_combination_renders_and_the_api_server_accepts_it() {
                 "dashboard off by default"
             );
         }
+        if extra
+            .iter()
+            .any(|e| e.contains("monitor.ingest.secretName"))
+        {
+            for needle in [
+                "--ingest-token-file=/etc/microseg/ingest/token",
+                "--ingest-hmac-secret-file=/etc/microseg/ingest/hmac",
+                "--syslog-udp-addr=0.0.0.0:5514",
+                "--syslog-tcp-addr=0.0.0.0:6514",
+                "name: syslog-udp",
+            ] {
+                assert!(rendered.contains(needle), "{needle} not rendered");
+            }
+        }
         if extra.contains(&"namespaceScoped=true") {
             assert!(!rendered.contains("kind: ClusterRole\n") && rendered.contains("--namespace="));
         }
@@ -121,6 +139,8 @@ fn the_values_schema_refuses_wrong_values_with_a_message() {
         ("service.port=70000", "port"),
         ("nsx.url=nsx.example.com", "url"),
         ("dashboard.userHeader=X Forwarded User", "userHeader"),
+        ("monitor.maxFlows=501", "maxFlows"),
+        ("monitor.syslog.udpPort=70000", "udpPort"),
     ];
     for (set, field) in cases {
         let out = helm(&["template", "x", "charts/microseg", "-f", CI, "--set", set]);

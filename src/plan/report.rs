@@ -11,7 +11,7 @@ use super::{
     Context, DesiredState, Identity, PeerGroups, PlanError, describe_rule, desired, group_path,
 };
 use crate::api::{EnforcementWindow, Phase, SegmentationPolicy};
-use crate::schedule::{Inputs, MonitorSummary, Window, evaluate};
+use crate::schedule::{Decision, Inputs, MonitorSummary, Window, evaluate};
 
 /// Phases shown for the future, in order.
 const ROLLOUT: [Phase; 4] = [
@@ -38,15 +38,8 @@ pub fn peer_groups(policies: &[SegmentationPolicy], identity: &Identity) -> Peer
         .collect()
 }
 
-/// Renders the plan of every policy.
-pub fn render(
-    windows: &[EnforcementWindow],
-    policies: &[SegmentationPolicy],
-    identity: &Identity,
-    now: Timestamp,
-) -> Result<String, PlanError> {
-    let peers = peer_groups(policies, identity);
-    let windows: BTreeMap<(String, String), &EnforcementWindow> = windows
+fn by_key(windows: &[EnforcementWindow]) -> BTreeMap<(String, String), &EnforcementWindow> {
+    windows
         .iter()
         .map(|w| {
             let ns = w
@@ -56,7 +49,90 @@ pub fn render(
                 .unwrap_or_else(|| "default".into());
             ((ns, w.metadata.name.clone().unwrap_or_default()), w)
         })
-        .collect();
+        .collect()
+}
+
+/// The schedule's decision for a policy at `now`, assuming owner notices are delivered when due,
+/// DFW logs arrive and no unmatched flow was seen (what a plan can know without the cluster); enforcement
+/// approval comes from the approval annotation in the manifest. `None` when the policy's window
+/// is not among `windows`.
+pub fn phase_at(
+    policy: &SegmentationPolicy,
+    windows: &[EnforcementWindow],
+    now: Timestamp,
+) -> Option<Decision> {
+    decide(policy, &by_key(windows), now)
+}
+
+fn decide(
+    policy: &SegmentationPolicy,
+    windows: &BTreeMap<(String, String), &EnforcementWindow>,
+    now: Timestamp,
+) -> Option<Decision> {
+    let ns = policy
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let w = windows.get(&(ns, policy.spec.window.name.clone()))?;
+    let window = Window::from_spec(&w.spec);
+    let approved = policy
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(crate::api::APPROVAL_ANNOTATION));
+    // Replay the reconciles the controller would have made: at every instant the schedule
+    // names up to `now`, feeding each answer back (the state machine moves one phase per
+    // evaluation), then at `now`.
+    let mut previous: Option<(Phase, crate::schedule::Schedule)> = None;
+    let mut t = window.notify_at.min(now);
+    let mut last = None;
+    for _ in 0..MAX_STEPS {
+        let monitor = MonitorSummary {
+            last_log_at: Some(t),
+            ..MonitorSummary::default()
+        };
+        let d = evaluate(
+            &Inputs {
+                window: &window,
+                suspend: policy.spec.suspend,
+                approved,
+                generation: 1,
+                previous_phase: previous.as_ref().map(|p| p.0),
+                previous: previous.as_ref().map(|p| &p.1),
+                notice_delivered_at: Some(window.notify_at),
+                monitor: &monitor,
+                blocker: None,
+            },
+            t,
+        );
+        let moved = previous.as_ref().is_none_or(|p| p.0 != d.phase);
+        previous = Some((d.phase, d.schedule.clone()));
+        let wake = d.wake_at;
+        last = Some(d);
+        if moved {
+            continue;
+        }
+        if t == now {
+            break;
+        }
+        t = wake.filter(|w| *w <= now).unwrap_or(now);
+    }
+    last
+}
+
+/// Bound on the evaluations replayed to find the phase at an instant.
+const MAX_STEPS: usize = 64;
+
+/// Renders the plan of every policy.
+pub fn render(
+    windows: &[EnforcementWindow],
+    policies: &[SegmentationPolicy],
+    identity: &Identity,
+    now: Timestamp,
+) -> Result<String, PlanError> {
+    let peers = peer_groups(policies, identity);
+    let windows = by_key(windows);
     let mut out = String::new();
     for p in policies {
         let ns = p
@@ -72,7 +148,7 @@ pub fn render(
             p.spec.criticality,
             p.spec.window.name
         );
-        let Some(w) = windows.get(&(ns.clone(), p.spec.window.name.clone())) else {
+        let Some(decision) = decide(p, &windows, now) else {
             let _ = writeln!(
                 out,
                 "  spec.window.name: EnforcementWindow {:?} not found in {ns}: nothing would be written\n",
@@ -80,22 +156,6 @@ pub fn render(
             );
             continue;
         };
-        let window = Window::from_spec(&w.spec);
-        let monitor = MonitorSummary::default();
-        let decision = evaluate(
-            &Inputs {
-                window: &window,
-                suspend: p.spec.suspend,
-                approved: false,
-                generation: 1,
-                previous_phase: None,
-                previous: None,
-                notice_delivered_at: None,
-                monitor: &monitor,
-                blocker: None,
-            },
-            now,
-        );
         let s = &decision.schedule;
         let _ = writeln!(
             out,

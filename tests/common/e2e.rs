@@ -107,7 +107,11 @@ impl Env {
 
     /// Starts the controller as the ServiceAccount, watching only this namespace.
     pub fn controller(&self, name: &str, extra: &[&str]) -> Controller {
-        let http = free_port();
+        self.controller_on(name, free_port(), extra)
+    }
+
+    /// Starts the controller with its HTTP listener on this port.
+    pub fn controller_on(&self, name: &str, http: u16, extra: &[&str]) -> Controller {
         let log = self.dir.join(format!("controller-{name}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_microseg"))
             .args(["controller", "--cluster", "e2e", "--namespace", &self.ns])

@@ -1,0 +1,389 @@
+//! Flow sources of `microseg recommend`, parsed from text. Pure.
+//!
+//! - **vRNI / Aria Operations for Networks Flow JSON** (reference §11): a list of Flow objects,
+//!   or `{"results": [...]}`. Read per flow: `source_ip.ip_address`, `destination_ip.ip_address`,
+//!   `port.start`/`port.end`, `protocol`, `source_vm`/`destination_vm` (a Reference: its
+//!   `entity_name`, else `name`), `source_vm_tags`/`destination_vm_tags` (strings, `scope|tag` or
+//!   `tag`). Two optional fields that exports add: `count` (flows aggregated in the record,
+//!   default 1) and `source_port`.
+//! - **CSV** with the same columns, one flow per line, a header line first:
+//!   `source_ip,source_port,destination_ip,port,protocol,source_vm,destination_vm,source_vm_tags,destination_vm_tags,count`.
+//!   `port` is `443` or `1000-2000`; tags are separated by `;`; empty cells are unknown; only
+//!   `source_ip`, `destination_ip` and `protocol` are required, and columns may come in any order.
+//! - **DFW packet-log lines** (reference §9): every `match` line is one flow (TERM lines are the
+//!   end of a flow already counted and are skipped).
+//! - **A SegmentationPolicy with status** (`kubectl get segpol NAME -o yaml`, or read from the
+//!   cluster): its `status.monitor.flows`, unacknowledged ones only, with their direction.
+
+use std::net::IpAddr;
+
+use serde_json::Value;
+
+use super::{Endpoint, Observation, Proto, RecommendError, invalid};
+use crate::api::SegmentationPolicy;
+
+/// The CSV columns, in the order `microseg recommend` writes them.
+pub const CSV_COLUMNS: [&str; 10] = [
+    "source_ip",
+    "source_port",
+    "destination_ip",
+    "port",
+    "protocol",
+    "source_vm",
+    "destination_vm",
+    "source_vm_tags",
+    "destination_vm_tags",
+    "count",
+];
+
+fn ip(v: &str, field: &str) -> Result<IpAddr, RecommendError> {
+    v.trim()
+        .parse()
+        .map_err(|_| invalid(field, format!("{v:?} is not an IP address")))
+}
+
+fn port_range(v: &str, field: &str) -> Result<(u16, u16), RecommendError> {
+    let bad = || invalid(field, format!("{v:?} is not a port or a port range"));
+    let (a, b) = v.split_once('-').unwrap_or((v, v));
+    let a: u16 = a.trim().parse().map_err(|_| bad())?;
+    let b: u16 = b.trim().parse().map_err(|_| bad())?;
+    if b < a {
+        return Err(bad());
+    }
+    Ok((a, b))
+}
+
+fn proto(v: &str, field: &str) -> Result<Proto, RecommendError> {
+    Proto::parse(v).ok_or_else(|| invalid(field, format!("{v:?} is not a protocol")))
+}
+
+/// Reads vRNI Flow JSON.
+pub fn vrni_json(text: &str) -> Result<Vec<Observation>, RecommendError> {
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| invalid("flows", format!("not JSON: {e}")))?;
+    let list = match &value {
+        Value::Array(a) => a,
+        Value::Object(o) => o
+            .get("results")
+            .and_then(Value::as_array)
+            .ok_or_else(|| invalid("flows", "an object needs a results list"))?,
+        _ => return Err(invalid("flows", "expected a list of flows")),
+    };
+    let mut out = Vec::new();
+    for (i, f) in list.iter().enumerate() {
+        let field = |name: &str| format!("flows[{i}].{name}");
+        let address = |name: &str| -> Result<IpAddr, RecommendError> {
+            let v = f
+                .pointer(&format!("/{name}/ip_address"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| invalid(field(&format!("{name}.ip_address")), "missing"))?;
+            ip(v, &field(&format!("{name}.ip_address")))
+        };
+        let vm = |name: &str| {
+            f.get(name).and_then(|r| {
+                r.get("entity_name")
+                    .or_else(|| r.get("name"))
+                    .and_then(Value::as_str)
+                    .map(String::from)
+            })
+        };
+        let tags = |name: &str| -> Vec<String> {
+            f.get(name)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect()
+        };
+        let protocol = proto(
+            f.get("protocol")
+                .and_then(Value::as_str)
+                .ok_or_else(|| invalid(field("protocol"), "missing"))?,
+            &field("protocol"),
+        )?;
+        let port = match f.get("port") {
+            None | Some(Value::Null) => None,
+            Some(p) => {
+                let n = |k: &str| -> Result<Option<u16>, RecommendError> {
+                    match p.get(k) {
+                        None | Some(Value::Null) => Ok(None),
+                        Some(v) => v
+                            .as_u64()
+                            .and_then(|n| u16::try_from(n).ok())
+                            .map(Some)
+                            .ok_or_else(|| invalid(field(&format!("port.{k}")), "not a port")),
+                    }
+                };
+                match (n("start")?, n("end")?) {
+                    (Some(a), Some(b)) if b >= a => Some((a, b)),
+                    (Some(a), None) => Some((a, a)),
+                    (Some(_), Some(_)) => {
+                        return Err(invalid(field("port.end"), "below port.start"));
+                    }
+                    (None, _) => None,
+                }
+            }
+        };
+        let src_port = f
+            .get("source_port")
+            .and_then(Value::as_u64)
+            .and_then(|n| u16::try_from(n).ok());
+        out.push(Observation {
+            src: Endpoint {
+                ip: address("source_ip")?,
+                vm: vm("source_vm"),
+                tags: tags("source_vm_tags"),
+            },
+            dst: Endpoint {
+                ip: address("destination_ip")?,
+                vm: vm("destination_vm"),
+                tags: tags("destination_vm_tags"),
+            },
+            protocol,
+            src_port,
+            port,
+            count: f.get("count").and_then(Value::as_u64).unwrap_or(1),
+            direction: None,
+            seen: None,
+        });
+    }
+    Ok(out)
+}
+
+/// Splits one CSV line (RFC 4180 quoting).
+fn csv_fields(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                cur.push('"');
+                chars.next();
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => out.push(std::mem::take(&mut cur)),
+            _ => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out
+}
+
+/// Reads the CSV form.
+pub fn csv(text: &str) -> Result<Vec<Observation>, RecommendError> {
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
+    let Some((_, header)) = lines.next() else {
+        return Ok(Vec::new());
+    };
+    let header: Vec<String> = csv_fields(header)
+        .into_iter()
+        .map(|h| h.trim().to_string())
+        .collect();
+    for h in &header {
+        if !CSV_COLUMNS.contains(&h.as_str()) {
+            return Err(invalid(
+                "line 1",
+                format!(
+                    "unknown column {h:?}; columns are {}",
+                    CSV_COLUMNS.join(",")
+                ),
+            ));
+        }
+    }
+    for required in ["source_ip", "destination_ip", "protocol"] {
+        if !header.iter().any(|h| h == required) {
+            return Err(invalid("line 1", format!("column {required} is missing")));
+        }
+    }
+    let mut out = Vec::new();
+    for (n, line) in lines {
+        let fields = csv_fields(line);
+        let line_no = n + 1;
+        if fields.len() != header.len() {
+            return Err(invalid(
+                format!("line {line_no}"),
+                format!("{} fields, the header has {}", fields.len(), header.len()),
+            ));
+        }
+        let get = |name: &str| -> Option<&str> {
+            header
+                .iter()
+                .position(|h| h == name)
+                .map(|i| fields[i].trim())
+                .filter(|v| !v.is_empty())
+        };
+        let field = |name: &str| format!("line {line_no}: {name}");
+        let tags = |name: &str| -> Vec<String> {
+            get(name)
+                .map(|v| {
+                    v.split(';')
+                        .map(str::trim)
+                        .filter(|t| !t.is_empty())
+                        .map(String::from)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let required = |name: &str| get(name).ok_or_else(|| invalid(field(name), "empty"));
+        out.push(Observation {
+            src: Endpoint {
+                ip: ip(required("source_ip")?, &field("source_ip"))?,
+                vm: get("source_vm").map(String::from),
+                tags: tags("source_vm_tags"),
+            },
+            dst: Endpoint {
+                ip: ip(required("destination_ip")?, &field("destination_ip"))?,
+                vm: get("destination_vm").map(String::from),
+                tags: tags("destination_vm_tags"),
+            },
+            protocol: proto(required("protocol")?, &field("protocol"))?,
+            src_port: get("source_port")
+                .map(|v| {
+                    v.parse::<u16>()
+                        .map_err(|_| invalid(field("source_port"), format!("{v:?} is not a port")))
+                })
+                .transpose()?,
+            port: get("port")
+                .map(|v| port_range(v, &field("port")))
+                .transpose()?,
+            count: get("count")
+                .map(|v| {
+                    v.parse::<u64>()
+                        .map_err(|_| invalid(field("count"), format!("{v:?} is not a count")))
+                })
+                .transpose()?
+                .unwrap_or(1),
+            direction: None,
+            seen: None,
+        });
+    }
+    Ok(out)
+}
+
+/// Writes flows in the CSV form (the inverse of [`csv`]).
+pub fn to_csv(flows: &[Observation]) -> String {
+    let mut out = CSV_COLUMNS.join(",");
+    out.push('\n');
+    for f in flows {
+        let port = f
+            .port
+            .map(|(a, b)| {
+                if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a}-{b}")
+                }
+            })
+            .unwrap_or_default();
+        let cells = [
+            f.src.ip.to_string(),
+            f.src_port.map(|p| p.to_string()).unwrap_or_default(),
+            f.dst.ip.to_string(),
+            port,
+            f.protocol.label(),
+            f.src.vm.clone().unwrap_or_default(),
+            f.dst.vm.clone().unwrap_or_default(),
+            f.src.tags.join(";"),
+            f.dst.tags.join(";"),
+            f.count.to_string(),
+        ];
+        let quoted: Vec<String> = cells
+            .iter()
+            .map(|c| {
+                if c.contains([',', '"']) {
+                    format!("\"{}\"", c.replace('"', "\"\""))
+                } else {
+                    c.clone()
+                }
+            })
+            .collect();
+        out.push_str(&quoted.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+/// What [`dfw_log`] read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogRead {
+    /// One flow per `match` line.
+    pub flows: Vec<Observation>,
+    /// Lines that did not parse: (line number, reason).
+    pub unparsed: Vec<(usize, String)>,
+}
+
+/// Reads DFW packet-log lines.
+pub fn dfw_log(text: &str) -> LogRead {
+    use crate::monitor::parse::{Reason, parse_line};
+    let mut read = LogRead::default();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match parse_line(line) {
+            Ok(r) if r.reason == Reason::Match => {
+                let protocol = Proto::parse(&r.protocol.number().to_string())
+                    .unwrap_or(Proto::Other(r.protocol.number()));
+                read.flows.push(Observation {
+                    src: Endpoint::ip(r.src),
+                    dst: Endpoint::ip(r.dst),
+                    protocol,
+                    src_port: r.src_port,
+                    port: r.dst_port.map(|p| (p, p)),
+                    count: 1,
+                    direction: None,
+                    seen: Some((r.timestamp.to_string(), r.timestamp.to_string())),
+                });
+            }
+            Ok(_) => {}
+            Err(e) => read
+                .unparsed
+                .push((i + 1, format!("{}: {}", e.field.as_str(), e.reason))),
+        }
+    }
+    read
+}
+
+/// Reads a SegmentationPolicy with status (YAML or JSON) and its unacknowledged monitor flows.
+pub fn policy_flows(text: &str) -> Result<(SegmentationPolicy, Vec<Observation>), RecommendError> {
+    let policy: SegmentationPolicy = serde_yaml::from_str(text)
+        .map_err(|e| invalid("policy", format!("not a SegmentationPolicy: {e}")))?;
+    let flows = policy
+        .status
+        .as_ref()
+        .and_then(|s| s.monitor.as_ref())
+        .map(|m| m.flows.as_slice())
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for (i, f) in flows.iter().enumerate() {
+        if f.acknowledged.is_some() {
+            continue;
+        }
+        let field = |n: &str| format!("status.monitor.flows[{i}].{n}");
+        let port = f
+            .port
+            .map(|p| {
+                u16::try_from(p)
+                    .map(|p| (p, p))
+                    .map_err(|_| invalid(field("port"), format!("{p} is not a port")))
+            })
+            .transpose()?;
+        out.push(Observation {
+            src: Endpoint::ip(ip(&f.source, &field("source"))?),
+            dst: Endpoint::ip(ip(&f.destination, &field("destination"))?),
+            protocol: proto(&f.protocol, &field("protocol"))?,
+            src_port: None,
+            port,
+            count: u64::try_from(f.count).unwrap_or(0),
+            direction: Some(f.direction),
+            seen: Some((f.first_seen.0.to_string(), f.last_seen.0.to_string())),
+        });
+    }
+    Ok((policy, out))
+}
