@@ -84,12 +84,15 @@ curl -sf -u "admin:$NSX_PASS" -X PATCH -H 'Content-Type: application/json' \
 
 say "starting the microseg controller"
 HTTP_PORT=$(free_port)
+(umask 077; python3 -c 'import secrets; print(secrets.token_hex(24))' >"$WORK/dashboard-token")
 RUST_LOG=info,microseg=info "$MICROSEG" controller --cluster demo \
   --nsx-url "http://127.0.0.1:$NSX_PORT" --nsx-auth session --nsx-credentials-dir "$WORK/nsx-credentials" \
   --notify-config-dir "$WORK/notify" --reminder-before 20s --resync 30s \
+  --dashboard-token-file "$WORK/dashboard-token" \
   --http-addr "127.0.0.1:$HTTP_PORT" >"$WORK/controller.log" 2>&1 &
 PIDS+=($!)
 echo "health and metrics: http://127.0.0.1:$HTTP_PORT/readyz  http://127.0.0.1:$HTTP_PORT/metrics"
+echo "dashboard: http://127.0.0.1:$HTTP_PORT/ui/ (sign in with the token in $WORK/dashboard-token)"
 
 # The example wave with its schedule compressed: seconds instead of weeks.
 at() { date -u -d "@$(( $(date +%s) + $1 ))" +%Y-%m-%dT%H:%M:%SZ; }
@@ -126,7 +129,8 @@ sed "s#https://chat.example.com/hooks/orders#http://127.0.0.1:$HOOK_PORT/hooks/o
 kubectl apply -f deploy/examples/10-web.yaml -f "$WORK/11-app.yaml" -f deploy/examples/12-db.yaml -f deploy/examples/20-dns.yaml >/dev/null
 say "wave-1: notice $T1, monitor $T2, enforce $T3, clean-up $T4; wave-critical (DNS, needs approval): enforce $C3"
 echo "watching: kubectl get segmentationpolicies -n shop -w"
-kubectl get segmentationpolicies -n shop -w --output-watch-events=false 2>/dev/null | tee "$WORK/watch.log" &
+# Not a pipeline: $! must be kubectl's pid, or the clean-up's `wait` waits for it forever.
+kubectl get segmentationpolicies -n shop -w --output-watch-events=false 2>/dev/null > >(tee "$WORK/watch.log") &
 PIDS+=($!)
 
 approved=0

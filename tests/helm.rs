@@ -51,7 +51,7 @@ fn every_values_combination_renders_and_the_api_server_accepts_it() {
         "crd/servicemonitors.monitoring.coreos.com",
     ]);
     let ns = cp.namespace("chart");
-    let matrix: [&[&str]; 6] = [
+    let matrix: [&[&str]; 7] = [
         &[],
         &[
             "--set",
@@ -61,6 +61,12 @@ fn every_values_combination_renders_and_the_api_server_accepts_it() {
         &["--set", "serviceMonitor.enabled=true"],
         &["--set", "networkPolicy.enabled=true"],
         &["--set", "replicaCount=1"],
+        &[
+            "--set",
+            "dashboard.tokenSecret.name=microseg-dashboard",
+            "--set",
+            "dashboard.userHeader=X-Forwarded-User",
+        ],
     ];
     for extra in matrix {
         let mut args = vec![
@@ -87,6 +93,19 @@ fn every_values_combination_renders_and_the_api_server_accepts_it() {
             assert!(
                 !rendered.contains("kind: PodDisruptionBudget"),
                 "no PDB with one replica"
+            );
+        }
+        if extra.contains(&"dashboard.userHeader=X-Forwarded-User") {
+            assert!(
+                rendered.contains("--dashboard-token-file=/etc/microseg/dashboard/token")
+                    && rendered.contains("--dashboard-user-header=X-Forwarded-User")
+                    && rendered.contains("secretName: microseg-dashboard"),
+                "dashboard token mounted from its Secret"
+            );
+        } else {
+            assert!(
+                !rendered.contains("--dashboard-"),
+                "dashboard off by default"
             );
         }
         if extra
@@ -119,6 +138,7 @@ fn the_values_schema_refuses_wrong_values_with_a_message() {
         ("replicaCount=0", "replicaCount"),
         ("service.port=70000", "port"),
         ("nsx.url=nsx.example.com", "url"),
+        ("dashboard.userHeader=X Forwarded User", "userHeader"),
         ("monitor.maxFlows=501", "maxFlows"),
         ("monitor.syslog.udpPort=70000", "udpPort"),
     ];

@@ -20,6 +20,7 @@ use crate::nsx::client::{Client, ClientConfig};
 use crate::nsx::metrics::NsxMetrics;
 use crate::nsx::pacing::PacingConfig;
 use crate::plan::Identity;
+use crate::web::dashboard::DashboardConfig;
 use crate::web::ingest::IngestConfig;
 
 /// How microseg authenticates to NSX.
@@ -137,6 +138,15 @@ pub struct ControllerArgs {
     /// in status.monitor.overflow.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u16).range(1..=500))]
     pub monitor_max_flows: u16,
+    /// File holding the dashboard's bearer token (also accepted by its sign-in form). Without
+    /// it and without --dashboard-user-header the dashboard (/ui/, /api/v1/) is not served.
+    #[arg(long, env = "MICROSEG_DASHBOARD_TOKEN_FILE")]
+    pub dashboard_token_file: Option<PathBuf>,
+    /// Header set by an authenticating proxy in front of the dashboard that names the user
+    /// (e.g. X-Forwarded-User); a request carrying it is let in and the name is recorded on
+    /// acknowledgements. Only use it when every request passes through that proxy.
+    #[arg(long, env = "MICROSEG_DASHBOARD_USER_HEADER")]
+    pub dashboard_user_header: Option<String>,
 }
 
 /// Why the controller could not start.
@@ -247,6 +257,42 @@ impl ControllerArgs {
         }))
     }
 
+    fn dashboard(&self) -> Result<DashboardConfig, StartError> {
+        let token = match &self.dashboard_token_file {
+            None => None,
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    StartError::Config(format!("--dashboard-token-file: {}: {e}", path.display()))
+                })?;
+                let text = text.trim().to_string();
+                if text.len() < 16 {
+                    return Err(StartError::Config(format!(
+                        "--dashboard-token-file: {}: shorter than 16 characters; use a long random token",
+                        path.display()
+                    )));
+                }
+                Some(text)
+            }
+        };
+        let user_header = match self.dashboard_user_header.as_deref().map(str::trim) {
+            None => None,
+            Some(h) if axum::http::HeaderName::from_bytes(h.as_bytes()).is_ok() => {
+                Some(h.to_string())
+            }
+            Some(h) => {
+                return Err(StartError::Config(format!(
+                    "--dashboard-user-header: {h:?} is not a valid HTTP header name"
+                )));
+            }
+        };
+        if token.is_none() && user_header.is_none() {
+            tracing::info!(
+                "dashboard off: no --dashboard-token-file and no --dashboard-user-header"
+            );
+        }
+        Ok(DashboardConfig { token, user_header })
+    }
+
     fn notifier(&self) -> Result<Option<Arc<dyn Notifier>>, StartError> {
         let dir = self.notify_config_dir.clone();
         let lookup = move |name: &str| {
@@ -284,6 +330,7 @@ impl ControllerArgs {
         let nsx = self.nsx_client(&mut registry)?;
         let notifier = self.notifier()?;
         let ingest = self.ingest()?;
+        let dashboard = self.dashboard()?;
         let metrics = Arc::new(Metrics::register(&mut registry));
         let lease = self.leader_elect.then(|| LeaseSettings {
             namespace: self
@@ -334,6 +381,7 @@ impl ControllerArgs {
                 syslog_udp: self.syslog_udp_addr,
                 syslog_tcp: self.syslog_tcp_addr,
             },
+            dashboard,
         })
         .await?;
         Ok(())

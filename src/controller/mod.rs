@@ -142,6 +142,8 @@ pub struct Runtime {
     pub metrics: Arc<metrics::Metrics>,
     /// Monitor ingestion.
     pub monitor: MonitorSettings,
+    /// Who may use the dashboard (neither token nor user header: not served).
+    pub dashboard: crate::web::dashboard::DashboardConfig,
 }
 
 /// Monitor ingestion settings.
@@ -265,9 +267,17 @@ pub async fn run(rt: Runtime) -> Result<(), Error> {
         syslog.push(started.map_err(|reason| Error::Http { addr, reason })?);
         info!(%addr, protocol = if udp { "udp" } else { "tcp" }, "listening for syslog");
     }
-    let app = crate::web::health::router(registry, ready).merge(crate::web::ingest::router(
-        rt.monitor.ingest.is_some().then_some(ingest),
-    ));
+    let dashboard = crate::web::dashboard::router(crate::web::dashboard::DashboardState {
+        policies: policy_store.clone(),
+        windows: window_store.clone(),
+        recorder: Some(recorder.clone()),
+        config: rt.dashboard,
+    });
+    let app = crate::web::health::router(registry, ready)
+        .merge(crate::web::ingest::router(
+            rt.monitor.ingest.is_some().then_some(ingest),
+        ))
+        .merge(dashboard);
     let server = crate::web::serve(rt.http, app, shutdown_rx.clone())
         .await
         .map_err(|reason| Error::Http {

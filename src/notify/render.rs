@@ -433,7 +433,8 @@ pub fn rule_name(flow: &FlowSummary) -> String {
 }
 
 /// One `spec.rules` entry (a YAML list item, two-space indented keys) that would allow the flow,
-/// or a YAML comment saying why none can be written (the peer is not an IP address).
+/// or a YAML comment saying why none can be written (the peer is not an IP address). The rule is
+/// `logged`, so that NSX keeps logging the flow and monitor mode counts it as healthy traffic.
 pub fn rule_entry(flow: &FlowSummary) -> String {
     let Ok(ip) = peer(flow).parse::<IpAddr>() else {
         return format!(
@@ -463,7 +464,7 @@ pub fn rule_entry(flow: &FlowSummary) -> String {
     };
     let _ = write!(
         out,
-        "- name: {}\n  direction: {direction}\n  peers: [{{cidr: {ip}/{prefix}}}]\n  ports: {ports}",
+        "- name: {}\n  direction: {direction}\n  peers: [{{cidr: {ip}/{prefix}}}]\n  ports: {ports}\n  logged: true",
         rule_name(flow)
     );
     out
@@ -632,6 +633,10 @@ mod tests {
             Some("10.20.30.40/32")
         );
         assert_eq!(spec.rules[0].ports[0].port, Some(8443));
+        assert!(
+            spec.rules.iter().all(|r| r.logged),
+            "a suggested rule is logged, so the flow keeps being counted:\n{yaml}"
+        );
         assert_eq!(spec.rules[1].peers[0].cidr.as_deref(), Some("10.9.8.7/32"));
         assert_eq!(
             spec.rules[3].peers[0].cidr.as_deref(),

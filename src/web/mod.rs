@@ -1,6 +1,8 @@
 //! The controller's HTTP side, one listener: health, readiness and metrics (`health`) and the
-//! monitor ingestion endpoints (`ingest`, with the syslog listeners beside it).
+//! monitor ingestion endpoints (`ingest`, with the syslog listeners beside it), and the monitor
+//! dashboard (`dashboard`: pages under `/ui/`, its JSON API under `/api/v1/`).
 
+pub mod dashboard;
 pub mod health;
 pub mod ingest;
 

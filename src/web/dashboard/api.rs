@@ -1,0 +1,926 @@
+//! The dashboard's JSON API (`/api/v1/...`): the views behind every page, built from the
+//! reflector stores, and the one write, acknowledging alerts through the monitor
+//! [`Recorder`](crate::monitor::recorder::Recorder).
+//!
+//! The view builders ([`programme`], [`application`], [`alerts`]) are pure functions of the
+//! objects and `now`; the handlers read the stores and the clock. Nothing secret is ever part of a
+//! view: owners' webhook URLs (which often carry a token) are reduced to "has a webhook".
+//! The API is documented in `docs/dashboard.md`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::convert::Infallible;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::Stream;
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use serde::{Deserialize, Serialize};
+
+use super::{Shared, User};
+use crate::api::condition::{self, READY, SYNCED};
+use crate::api::{
+    Acknowledgement, EnforcementWindow, FlowSummary, HistoryEntry, Member, MonitorBucket,
+    NotificationRecord, NsxStatus, PolicyRule, SegmentationPolicy,
+};
+use crate::monitor::aggregate::{AckTarget, PolicyKey};
+use crate::monitor::recorder::AckError;
+use crate::notify::render::rule_entry;
+
+/// Longest acknowledgement comment accepted.
+pub const COMMENT_MAX: usize = 1024;
+/// Longest `by` accepted from a token user.
+pub const BY_MAX: usize = 128;
+/// How often the event stream looks for changes.
+const EVENTS_TICK: Duration = Duration::from_millis(500);
+/// An event stream ends after this long (the browser reconnects at once), so that a graceful
+/// shutdown of the server never waits longer than this for it.
+const EVENTS_LIFETIME: Duration = Duration::from_secs(25);
+
+/// A JSON error answer: `{"error": "<field>: <reason>"}`.
+pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
+}
+
+/// Filters of the programme and the alert queue (all optional, combined with AND).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Filter {
+    /// Exact namespace.
+    pub namespace: Option<String>,
+    /// Phase (case-insensitive), e.g. `Monitoring`.
+    pub phase: Option<String>,
+    /// Criticality (case-insensitive), e.g. `Critical`.
+    pub criticality: Option<String>,
+    /// Case-insensitive text in the name, application, namespace, window or owners.
+    pub q: Option<String>,
+}
+
+fn set(v: &Option<String>) -> Option<&str> {
+    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+impl Filter {
+    fn is_empty(&self) -> bool {
+        set(&self.namespace).is_none()
+            && set(&self.phase).is_none()
+            && set(&self.criticality).is_none()
+            && set(&self.q).is_none()
+    }
+
+    fn matches(&self, a: &AppSummary) -> bool {
+        if set(&self.namespace).is_some_and(|ns| ns != a.namespace) {
+            return false;
+        }
+        if set(&self.phase).is_some_and(|p| !p.eq_ignore_ascii_case(&a.phase)) {
+            return false;
+        }
+        if set(&self.criticality).is_some_and(|c| !c.eq_ignore_ascii_case(&a.criticality)) {
+            return false;
+        }
+        if let Some(q) = set(&self.q) {
+            let q = q.to_lowercase();
+            let hay = [&a.name, &a.application, &a.namespace, &a.window]
+                .into_iter()
+                .chain(a.owners.iter())
+                .any(|s| s.to_lowercase().contains(&q));
+            if !hay {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// One application in a list.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AppSummary {
+    /// Namespace.
+    pub namespace: String,
+    /// SegmentationPolicy name.
+    pub name: String,
+    /// Display name.
+    pub application: String,
+    /// Low | Medium | High | Critical.
+    pub criticality: String,
+    /// EnforcementWindow name (the wave).
+    pub window: String,
+    /// Phase (`Pending` until the controller has written one).
+    pub phase: String,
+    /// `spec.suspend`.
+    pub suspend: bool,
+    /// Effective schedule.
+    pub schedule: Option<ScheduleView>,
+    /// Next phase and when.
+    pub next_transition: Option<Transition>,
+    /// Open (unacknowledged) alerts.
+    pub open_alerts: i64,
+    /// Unmatched flows counted.
+    pub unmatched_total: i64,
+    /// Log lines on explicit rules counted.
+    pub healthy_total: i64,
+    /// Latest unmatched flow.
+    pub last_unmatched_at: Option<Time>,
+    /// Status of the `Synced` condition (`True`, `False`, `Unknown`).
+    pub synced: String,
+    /// Status of the `Ready` condition.
+    pub ready: String,
+    /// Owner names.
+    pub owners: Vec<String>,
+}
+
+/// The four effective instants.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleView {
+    /// Owner notice.
+    pub notify_at: Time,
+    /// Monitor mode from.
+    pub monitor_from: Time,
+    /// Enforcement.
+    pub enforce_at: Time,
+    /// Clean-up.
+    pub cleanup_at: Time,
+}
+
+/// The next phase change.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Transition {
+    /// To this phase.
+    pub phase: String,
+    /// At this instant, if known.
+    pub at: Option<Time>,
+}
+
+/// One wave: an EnforcementWindow and the applications that name it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Wave {
+    /// Namespace.
+    pub namespace: String,
+    /// EnforcementWindow name.
+    pub name: String,
+    /// False when policies name a window that does not exist.
+    pub found: bool,
+    /// The window's schedule (cleanup defaulted as the controller does); `None` when not found.
+    pub schedule: Option<ScheduleView>,
+    /// `spec.suspend` of the window.
+    pub suspend: bool,
+    /// Applications per phase (of the applications listed).
+    pub phases: BTreeMap<String, i64>,
+    /// Open alerts of the applications listed.
+    pub open_alerts: i64,
+    /// The applications, by criticality then name.
+    pub applications: Vec<AppSummary>,
+}
+
+/// `GET /api/v1/programme`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Programme {
+    /// Server time of the answer (the timeline's "today").
+    pub now: Time,
+    /// Waves by enforcement time.
+    pub waves: Vec<Wave>,
+    /// Applications listed.
+    pub applications: i64,
+    /// Open alerts of the applications listed.
+    pub open_alerts: i64,
+    /// Applications listed per phase.
+    pub phases: BTreeMap<String, i64>,
+    /// Values for the filter controls (over all applications, not only those listed).
+    pub choices: Choices,
+}
+
+/// Values the filters can take.
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Choices {
+    /// Namespaces with policies or windows.
+    pub namespaces: Vec<String>,
+    /// Every phase.
+    pub phases: Vec<String>,
+    /// Every criticality.
+    pub criticalities: Vec<String>,
+}
+
+fn condition_status(p: &SegmentationPolicy, type_: &str) -> String {
+    p.status
+        .as_ref()
+        .and_then(|s| condition::find(&s.conditions, type_))
+        .map_or_else(|| condition::UNKNOWN.to_string(), |c| c.status.clone())
+}
+
+/// The summary of one policy.
+pub fn summary(p: &SegmentationPolicy) -> AppSummary {
+    let status = p.status.as_ref();
+    let monitor = status.and_then(|s| s.monitor.as_ref());
+    AppSummary {
+        namespace: p.namespace().unwrap_or_default(),
+        name: p.name_any(),
+        application: p.spec.application.clone().unwrap_or_else(|| p.name_any()),
+        criticality: format!("{:?}", p.spec.criticality),
+        window: p.spec.window.name.clone(),
+        phase: status.and_then(|s| s.phase).unwrap_or_default().to_string(),
+        suspend: p.spec.suspend,
+        schedule: status
+            .and_then(|s| s.schedule.as_ref())
+            .map(|s| ScheduleView {
+                notify_at: s.notify_at.clone(),
+                monitor_from: s.monitor_from.clone(),
+                enforce_at: s.enforce_at.clone(),
+                cleanup_at: s.cleanup_at.clone(),
+            }),
+        next_transition: status
+            .and_then(|s| s.next_transition.as_ref())
+            .map(|t| Transition {
+                phase: t.phase.to_string(),
+                at: t.at.clone(),
+            }),
+        open_alerts: monitor.map_or(0, |m| m.open_alerts),
+        unmatched_total: monitor.map_or(0, |m| m.unmatched_total),
+        healthy_total: monitor.map_or(0, |m| m.healthy_total),
+        last_unmatched_at: monitor.and_then(|m| m.last_unmatched_at.clone()),
+        synced: condition_status(p, SYNCED),
+        ready: condition_status(p, READY),
+        owners: p.spec.owners.iter().map(|o| o.name.clone()).collect(),
+    }
+}
+
+fn window_schedule(w: &EnforcementWindow) -> ScheduleView {
+    let s = &w.spec;
+    let cleanup = s.cleanup_at.clone().unwrap_or_else(|| {
+        Time(
+            s.enforce_at
+                .0
+                .checked_add(s.post_enforcement_monitoring.get())
+                .unwrap_or(s.enforce_at.0),
+        )
+    });
+    ScheduleView {
+        notify_at: s.notify_at.clone(),
+        monitor_from: s.monitor_from.clone(),
+        enforce_at: s.enforce_at.clone(),
+        cleanup_at: cleanup,
+    }
+}
+
+const PHASES: [&str; 6] = [
+    "Pending",
+    "Monitoring",
+    "Held",
+    "Enforcing",
+    "RolledBack",
+    "Completed",
+];
+const CRITICALITIES: [&str; 4] = ["Low", "Medium", "High", "Critical"];
+
+fn criticality_rank(c: &str) -> usize {
+    CRITICALITIES.iter().position(|x| *x == c).unwrap_or(0)
+}
+
+/// The programme: applications grouped by wave, filtered.
+pub fn programme(
+    policies: &[Arc<SegmentationPolicy>],
+    windows: &[Arc<EnforcementWindow>],
+    filter: &Filter,
+    now: Timestamp,
+) -> Programme {
+    let mut waves: BTreeMap<(String, String), Wave> = BTreeMap::new();
+    let mut namespaces = BTreeSet::new();
+    for w in windows {
+        let ns = w.namespace().unwrap_or_default();
+        namespaces.insert(ns.clone());
+        waves.insert(
+            (ns.clone(), w.name_any()),
+            Wave {
+                namespace: ns,
+                name: w.name_any(),
+                found: true,
+                schedule: Some(window_schedule(w)),
+                suspend: w.spec.suspend,
+                phases: BTreeMap::new(),
+                open_alerts: 0,
+                applications: Vec::new(),
+            },
+        );
+    }
+    for p in policies {
+        let a = summary(p);
+        namespaces.insert(a.namespace.clone());
+        if !filter.matches(&a) {
+            continue;
+        }
+        let wave = waves
+            .entry((a.namespace.clone(), a.window.clone()))
+            .or_insert_with(|| Wave {
+                namespace: a.namespace.clone(),
+                name: a.window.clone(),
+                found: false,
+                schedule: None,
+                suspend: false,
+                phases: BTreeMap::new(),
+                open_alerts: 0,
+                applications: Vec::new(),
+            });
+        *wave.phases.entry(a.phase.clone()).or_default() += 1;
+        wave.open_alerts += a.open_alerts;
+        wave.applications.push(a);
+    }
+    let mut waves: Vec<Wave> = waves
+        .into_values()
+        .filter(|w| filter.is_empty() || !w.applications.is_empty())
+        .collect();
+    for w in &mut waves {
+        w.applications.sort_by(|a, b| {
+            criticality_rank(&a.criticality)
+                .cmp(&criticality_rank(&b.criticality))
+                .then_with(|| a.name.cmp(&b.name))
+        });
+    }
+    waves.sort_by(|a, b| {
+        let key = |w: &Wave| w.schedule.as_ref().map(|s| s.enforce_at.0);
+        // Waves without a window last.
+        (key(a).is_none(), key(a), &a.namespace, &a.name).cmp(&(
+            key(b).is_none(),
+            key(b),
+            &b.namespace,
+            &b.name,
+        ))
+    });
+    let mut phases = BTreeMap::new();
+    let mut applications = 0;
+    let mut open_alerts = 0;
+    for w in &waves {
+        for a in &w.applications {
+            applications += 1;
+            open_alerts += a.open_alerts;
+            *phases.entry(a.phase.clone()).or_default() += 1;
+        }
+    }
+    Programme {
+        now: Time(now),
+        waves,
+        applications,
+        open_alerts,
+        phases,
+        choices: Choices {
+            namespaces: namespaces.into_iter().collect(),
+            phases: PHASES.iter().map(|s| s.to_string()).collect(),
+            criticalities: CRITICALITIES.iter().map(|s| s.to_string()).collect(),
+        },
+    }
+}
+
+/// One alert (an aggregated unmatched flow) with its application and suggested rule.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Alert {
+    /// Namespace of the policy.
+    pub namespace: String,
+    /// SegmentationPolicy name.
+    pub policy: String,
+    /// Display name.
+    pub application: String,
+    /// Criticality of the application.
+    pub criticality: String,
+    /// Phase of the application.
+    pub phase: String,
+    /// Flow id (what acknowledging names).
+    pub id: String,
+    /// Source address.
+    pub source: String,
+    /// Destination address.
+    pub destination: String,
+    /// Protocol.
+    pub protocol: String,
+    /// Destination port.
+    pub port: Option<i32>,
+    /// Inbound | Outbound (from the application's point of view).
+    pub direction: String,
+    /// PASS (monitor mode) or DROP (enforcing).
+    pub action: String,
+    /// Occurrences.
+    pub count: i64,
+    /// First seen.
+    pub first_seen: Time,
+    /// Last seen.
+    pub last_seen: Time,
+    /// Who acknowledged it, when and why; `None` while open.
+    pub acknowledged: Option<Acknowledgement>,
+    /// The `spec.rules` entry (YAML) that makes this flow an explicit, logged rule.
+    pub suggested_rule: String,
+}
+
+fn alert(p: &AppSummary, f: &FlowSummary) -> Alert {
+    Alert {
+        namespace: p.namespace.clone(),
+        policy: p.name.clone(),
+        application: p.application.clone(),
+        criticality: p.criticality.clone(),
+        phase: p.phase.clone(),
+        id: f.id.clone(),
+        source: f.source.clone(),
+        destination: f.destination.clone(),
+        protocol: f.protocol.clone(),
+        port: f.port,
+        direction: format!("{:?}", f.direction),
+        action: f.action.clone(),
+        count: f.count,
+        first_seen: f.first_seen.clone(),
+        last_seen: f.last_seen.clone(),
+        acknowledged: f.acknowledged.clone(),
+        suggested_rule: rule_entry(f),
+    }
+}
+
+/// Newest first, then loudest.
+fn queue_order(a: &Alert, b: &Alert) -> std::cmp::Ordering {
+    b.last_seen
+        .0
+        .cmp(&a.last_seen.0)
+        .then_with(|| b.count.cmp(&a.count))
+        .then_with(|| (&a.namespace, &a.policy, &a.id).cmp(&(&b.namespace, &b.policy, &b.id)))
+}
+
+/// Which alerts a queue lists.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertState {
+    /// Not acknowledged (the default).
+    #[default]
+    Open,
+    /// Acknowledged.
+    Acknowledged,
+    /// Both.
+    All,
+}
+
+/// Query of `GET /api/v1/alerts`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct AlertQuery {
+    /// open (default), acknowledged or all.
+    #[serde(default)]
+    pub state: AlertState,
+    /// Filters, as for the programme.
+    #[serde(flatten)]
+    pub filter: Filter,
+}
+
+/// Flows beyond the per-application bound, counted but not listed.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Overflow {
+    /// Namespace.
+    pub namespace: String,
+    /// Policy.
+    pub policy: String,
+    /// Unlisted open flows.
+    pub count: i64,
+}
+
+/// `GET /api/v1/alerts`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertQueue {
+    /// Server time.
+    pub now: Time,
+    /// Open alerts of the applications matching the filter (listed or not).
+    pub open: i64,
+    /// The alerts, newest and loudest first.
+    pub alerts: Vec<Alert>,
+    /// Applications with flows beyond the listed bound.
+    pub overflow: Vec<Overflow>,
+}
+
+/// The alert queue across applications.
+pub fn alerts(
+    policies: &[Arc<SegmentationPolicy>],
+    query: &AlertQuery,
+    now: Timestamp,
+) -> AlertQueue {
+    let mut list = Vec::new();
+    let mut overflow = Vec::new();
+    let mut open = 0;
+    for p in policies {
+        let a = summary(p);
+        if !query.filter.matches(&a) {
+            continue;
+        }
+        open += a.open_alerts;
+        let Some(m) = p.status.as_ref().and_then(|s| s.monitor.as_ref()) else {
+            continue;
+        };
+        if m.overflow > 0 {
+            overflow.push(Overflow {
+                namespace: a.namespace.clone(),
+                policy: a.name.clone(),
+                count: m.overflow,
+            });
+        }
+        for f in &m.flows {
+            let wanted = match query.state {
+                AlertState::Open => f.acknowledged.is_none(),
+                AlertState::Acknowledged => f.acknowledged.is_some(),
+                AlertState::All => true,
+            };
+            if wanted {
+                list.push(alert(&a, f));
+            }
+        }
+    }
+    list.sort_by(queue_order);
+    AlertQueue {
+        now: Time(now),
+        open,
+        alerts: list,
+        overflow,
+    }
+}
+
+/// An owner without secrets.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnerView {
+    /// Name.
+    pub name: String,
+    /// E-mail address.
+    pub email: Option<String>,
+    /// Whether notices also go to a webhook (its URL is never shown).
+    pub webhook: bool,
+}
+
+/// A condition as shown.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConditionView {
+    /// Type.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// True | False | Unknown.
+    pub status: String,
+    /// PascalCase reason.
+    pub reason: String,
+    /// Message.
+    pub message: String,
+    /// Last change.
+    pub last_transition_time: Time,
+}
+
+/// Monitor counters and the per-minute series.
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct MonitorView {
+    /// Unmatched flows counted.
+    pub unmatched_total: i64,
+    /// Lines on explicit rules.
+    pub healthy_total: i64,
+    /// Open alerts.
+    pub open_alerts: i64,
+    /// Open flows beyond the listed bound.
+    pub overflow: i64,
+    /// Latest unmatched flow.
+    pub last_unmatched_at: Option<Time>,
+    /// Latest log line.
+    pub last_log_at: Option<Time>,
+    /// Per-minute unmatched and dropped counts, oldest first.
+    pub series: Vec<MonitorBucket>,
+}
+
+/// `GET /api/v1/applications/{namespace}/{name}`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplicationView {
+    /// Server time.
+    pub now: Time,
+    /// The summary (phase, schedule, counts).
+    pub summary: AppSummary,
+    /// Owners.
+    pub owners: Vec<OwnerView>,
+    /// `spec.members`.
+    pub members: Vec<Member>,
+    /// `spec.rules`.
+    pub rules: Vec<PolicyRule>,
+    /// Inbound and outbound catch-alls enabled.
+    pub catch_all: BTreeMap<String, bool>,
+    /// `spec.afterCleanup`.
+    pub after_cleanup: String,
+    /// The window's own schedule (the policy's effective one is in the summary).
+    pub wave: Option<ScheduleView>,
+    /// NSX paths, revision, rule ids, last sync.
+    pub nsx: Option<NsxStatus>,
+    /// Conditions with reasons.
+    pub conditions: Vec<ConditionView>,
+    /// Phase changes, oldest first.
+    pub history: Vec<HistoryEntry>,
+    /// Notices sent.
+    pub notifications: Vec<NotificationRecord>,
+    /// Monitor counters and series.
+    pub monitor: MonitorView,
+    /// Every listed flow of this application, open first, then newest and loudest.
+    pub alerts: Vec<Alert>,
+}
+
+/// The application page's view.
+pub fn application(
+    p: &SegmentationPolicy,
+    window: Option<&EnforcementWindow>,
+    now: Timestamp,
+) -> ApplicationView {
+    let a = summary(p);
+    let status = p.status.clone().unwrap_or_default();
+    let monitor = status.monitor.clone().unwrap_or_default();
+    let mut list: Vec<Alert> = monitor.flows.iter().map(|f| alert(&a, f)).collect();
+    list.sort_by(|x, y| {
+        x.acknowledged
+            .is_some()
+            .cmp(&y.acknowledged.is_some())
+            .then_with(|| queue_order(x, y))
+    });
+    ApplicationView {
+        now: Time(now),
+        owners: p
+            .spec
+            .owners
+            .iter()
+            .map(|o| OwnerView {
+                name: o.name.clone(),
+                email: o.email.clone(),
+                webhook: o.webhook.is_some(),
+            })
+            .collect(),
+        members: p.spec.members.clone(),
+        rules: p.spec.rules.clone(),
+        catch_all: [
+            ("inbound".to_string(), p.spec.catch_all.inbound),
+            ("outbound".to_string(), p.spec.catch_all.outbound),
+        ]
+        .into(),
+        after_cleanup: format!("{:?}", p.spec.after_cleanup),
+        wave: window.map(window_schedule),
+        nsx: status.nsx.clone(),
+        conditions: status
+            .conditions
+            .iter()
+            .map(|c| ConditionView {
+                type_: c.type_.clone(),
+                status: c.status.clone(),
+                reason: c.reason.clone(),
+                message: c.message.clone(),
+                last_transition_time: c.last_transition_time.clone(),
+            })
+            .collect(),
+        history: status.history.clone(),
+        notifications: status.notifications.clone(),
+        monitor: MonitorView {
+            unmatched_total: monitor.unmatched_total,
+            healthy_total: monitor.healthy_total,
+            open_alerts: monitor.open_alerts,
+            overflow: monitor.overflow,
+            last_unmatched_at: monitor.last_unmatched_at.clone(),
+            last_log_at: monitor.last_log_at.clone(),
+            series: monitor.series.clone(),
+        },
+        alerts: list,
+        summary: a,
+    }
+}
+
+// ---- handlers ----
+
+/// `GET /api/v1`: what the API offers.
+pub async fn index() -> Response {
+    Json(serde_json::json!({
+        "documentation": "docs/dashboard.md",
+        "endpoints": [
+            {"method": "GET", "path": "/api/v1/programme", "query": "namespace, phase, criticality, q", "what": "applications grouped by wave"},
+            {"method": "GET", "path": "/api/v1/applications/{namespace}/{name}", "what": "one application: members, rules, NSX, schedule, conditions, history, notices, alerts"},
+            {"method": "GET", "path": "/api/v1/alerts", "query": "state=open|acknowledged|all, namespace, phase, criticality, q", "what": "the alert queue, newest and loudest first"},
+            {"method": "POST", "path": "/api/v1/alerts/acknowledge", "body": "{namespace, name, flowIds | all: true, comment, by?}", "what": "acknowledge alerts (recorded on the policy)"},
+            {"method": "GET", "path": "/api/v1/events", "what": "server-sent events: `change` whenever policies or windows change"},
+        ]
+    }))
+    .into_response()
+}
+
+/// `GET /api/v1/programme`.
+pub async fn get_programme(State(s): State<Arc<Shared>>, Query(f): Query<Filter>) -> Response {
+    Json(programme(
+        &s.state.policies.state(),
+        &s.state.windows.state(),
+        &f,
+        Timestamp::now(),
+    ))
+    .into_response()
+}
+
+/// `GET /api/v1/alerts`.
+pub async fn get_alerts(State(s): State<Arc<Shared>>, Query(q): Query<AlertQuery>) -> Response {
+    Json(alerts(&s.state.policies.state(), &q, Timestamp::now())).into_response()
+}
+
+fn find_policy(s: &Shared, namespace: &str, name: &str) -> Option<Arc<SegmentationPolicy>> {
+    s.state
+        .policies
+        .state()
+        .into_iter()
+        .find(|p| p.namespace().as_deref() == Some(namespace) && p.name_any() == name)
+}
+
+/// `GET /api/v1/applications/{namespace}/{name}`.
+pub async fn get_application(
+    State(s): State<Arc<Shared>>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Response {
+    let Some(p) = find_policy(&s, &namespace, &name) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("segmentationpolicy {namespace}/{name}: not found"),
+        );
+    };
+    let window = s.state.windows.state().into_iter().find(|w| {
+        w.namespace().as_deref() == Some(namespace.as_str()) && w.name_any() == p.spec.window.name
+    });
+    Json(application(&p, window.as_deref(), Timestamp::now())).into_response()
+}
+
+/// Body of `POST /api/v1/alerts/acknowledge`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AckRequest {
+    /// Namespace of the policy.
+    #[serde(default)]
+    pub namespace: String,
+    /// Policy name.
+    #[serde(default)]
+    pub name: String,
+    /// Flow ids to acknowledge.
+    #[serde(default)]
+    pub flow_ids: Vec<String>,
+    /// Acknowledge every open flow of the policy (and its overflow).
+    #[serde(default)]
+    pub all: bool,
+    /// Why (required).
+    #[serde(default)]
+    pub comment: String,
+    /// Who, for token users (ignored when an authenticating proxy names the user).
+    #[serde(default)]
+    pub by: Option<String>,
+}
+
+/// Checks a request; returns the target or the field and reason.
+pub fn validate(r: &AckRequest) -> Result<AckTarget, String> {
+    if r.namespace.trim().is_empty() {
+        return Err("namespace: required".into());
+    }
+    if r.name.trim().is_empty() {
+        return Err("name: required".into());
+    }
+    if r.comment.trim().is_empty() {
+        return Err(
+            "comment: required (why the flow is acceptable, or what will be done about it)".into(),
+        );
+    }
+    if r.comment.chars().count() > COMMENT_MAX {
+        return Err(format!("comment: longer than {COMMENT_MAX} characters"));
+    }
+    if r.by.as_ref().is_some_and(|b| b.chars().count() > BY_MAX) {
+        return Err(format!("by: longer than {BY_MAX} characters"));
+    }
+    match (r.all, r.flow_ids.is_empty()) {
+        (true, true) => Ok(AckTarget::All),
+        (true, false) => Err("flowIds: give flow ids or all: true, not both".into()),
+        (false, true) => Err("flowIds: required (or all: true)".into()),
+        (false, false) => Ok(AckTarget::Flows(r.flow_ids.clone())),
+    }
+}
+
+/// Who is recorded as `by`: the proxy's user, else the name a token user gave, else "dashboard".
+pub fn recorded_by(user: &User, r: &AckRequest) -> String {
+    match &user.name {
+        Some(n) => n.clone(),
+        None => {
+            r.by.as_deref()
+                .map(str::trim)
+                .filter(|b| !b.is_empty())
+                .map_or_else(
+                    || "dashboard".to_string(),
+                    |b| format!("{b} (dashboard token)"),
+                )
+        }
+    }
+}
+
+/// `POST /api/v1/alerts/acknowledge`.
+pub async fn acknowledge(
+    State(s): State<Arc<Shared>>,
+    axum::Extension(user): axum::Extension<User>,
+    body: Result<Json<AckRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(req) = match body {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("body: {}", e.body_text())),
+    };
+    let target = match validate(&req) {
+        Ok(t) => t,
+        Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, e),
+    };
+    if find_policy(&s, &req.namespace, &req.name).is_none() {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "segmentationpolicy {}/{}: not found",
+                req.namespace, req.name
+            ),
+        );
+    }
+    let Some(recorder) = s.state.recorder.clone() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "acknowledge: this replica records no monitor data (no recorder)",
+        );
+    };
+    let by = recorded_by(&user, &req);
+    let key = PolicyKey {
+        namespace: req.namespace.clone(),
+        name: req.name.clone(),
+    };
+    match recorder
+        .acknowledge(key, target, by.clone(), req.comment.trim().to_string())
+        .await
+    {
+        Ok(n) => {
+            tracing::info!(policy = %format!("{}/{}", req.namespace, req.name), by = %by, acknowledged = n, "Acknowledged alerts");
+            Json(serde_json::json!({ "acknowledged": n, "by": by })).into_response()
+        }
+        Err(e @ (AckError::PolicyNotFound(_) | AckError::UnknownFlows { .. })) => {
+            error(StatusCode::NOT_FOUND, format!("flowIds: {e}"))
+        }
+        Err(e @ AckError::Write(_)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+/// A fingerprint of everything the pages show: changes whenever an object changes.
+pub fn fingerprint(
+    policies: &[Arc<SegmentationPolicy>],
+    windows: &[Arc<EnforcementWindow>],
+) -> u64 {
+    let mut keys: Vec<(String, String, String, String)> = policies
+        .iter()
+        .map(|p| {
+            (
+                "p".to_string(),
+                p.namespace().unwrap_or_default(),
+                p.name_any(),
+                p.resource_version().unwrap_or_default(),
+            )
+        })
+        .chain(windows.iter().map(|w| {
+            (
+                "w".to_string(),
+                w.namespace().unwrap_or_default(),
+                w.name_any(),
+                w.resource_version().unwrap_or_default(),
+            )
+        }))
+        .collect();
+    keys.sort();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    keys.hash(&mut h);
+    h.finish()
+}
+
+/// `GET /api/v1/events`: a `change` event at once and whenever the stores change.
+pub async fn events(
+    State(s): State<Arc<Shared>>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let started = tokio::time::Instant::now();
+    let stream = futures::stream::unfold(None::<u64>, move |last| {
+        let s = s.clone();
+        async move {
+            loop {
+                if started.elapsed() >= EVENTS_LIFETIME {
+                    return None;
+                }
+                let fp = fingerprint(&s.state.policies.state(), &s.state.windows.state());
+                if last != Some(fp) {
+                    let event = Event::default()
+                        .event("change")
+                        .retry(Duration::from_secs(1))
+                        .data(format!("{{\"version\":\"{fp:016x}\"}}"));
+                    return Some((Ok(event), Some(fp)));
+                }
+                tokio::time::sleep(EVENTS_TICK).await;
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}

@@ -1,0 +1,438 @@
+//! The monitor dashboard: pages under `/ui/...`, the JSON API behind them under `/api/v1/...`
+//! and live updates as server-sent events at `/api/v1/events`.
+//!
+//! Pages are plain HTML, CSS and JavaScript embedded in the binary (no build step, no CDN): the
+//! dashboard works offline. They read the reflector stores that every replica keeps warm; the one
+//! write, acknowledging alerts, goes through the monitor [`Recorder`], the only writer of
+//! `status.monitor`.
+//!
+//! Access: with neither a token nor a proxy user header configured the dashboard is not served at
+//! all (404 with a message saying how to turn it on). Otherwise every page and API call needs
+//! `Authorization: Bearer <token>` (compared in constant time), the session cookie set by the
+//! login form (HttpOnly, SameSite=Strict; its value is derived from the token, never the token),
+//! or, when `user_header` is configured, that header as set by an authenticating proxy (its
+//! value is the user recorded on acknowledgements). Nothing secret is ever part of a page or an
+//! answer, and the token is never logged.
+
+pub mod api;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Form, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{any, get, post};
+use kube::runtime::reflector::Store;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::api::{EnforcementWindow, SegmentationPolicy};
+use crate::monitor::recorder::Recorder;
+
+/// Name of the session cookie set by the login form.
+pub const SESSION_COOKIE: &str = "microseg_dashboard";
+/// Longest user name accepted from the proxy header.
+const USER_MAX: usize = 256;
+
+const SHELL_HTML: &str = include_str!("assets/shell.html");
+const LOGIN_HTML: &str = include_str!("assets/login.html");
+const APP_JS: &str = include_str!("assets/app.js");
+const STYLE_CSS: &str = include_str!("assets/style.css");
+const FAVICON_SVG: &str = include_str!("assets/favicon.svg");
+
+/// Who may read and acknowledge.
+#[derive(Clone, Default)]
+pub struct DashboardConfig {
+    /// The bearer token (from `--dashboard-token-file`).
+    pub token: Option<String>,
+    /// A header set by an authenticating proxy that names the user (`--dashboard-user-header`).
+    pub user_header: Option<String>,
+}
+
+impl std::fmt::Debug for DashboardConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DashboardConfig")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("user_header", &self.user_header)
+            .finish()
+    }
+}
+
+impl DashboardConfig {
+    /// Whether the dashboard is served.
+    pub fn enabled(&self) -> bool {
+        self.token.as_deref().is_some_and(|t| !t.is_empty())
+            || self.user_header.as_deref().is_some_and(|h| !h.is_empty())
+    }
+}
+
+/// What the dashboard reads and writes.
+#[derive(Clone)]
+pub struct DashboardState {
+    /// Every SegmentationPolicy the controller watches.
+    pub policies: Store<SegmentationPolicy>,
+    /// Every EnforcementWindow the controller watches.
+    pub windows: Store<EnforcementWindow>,
+    /// The monitor recorder (acknowledgements); `None` refuses acknowledgements with 503.
+    pub recorder: Option<Recorder>,
+    /// Access.
+    pub config: DashboardConfig,
+}
+
+/// The authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// The user named by the authenticating proxy; `None` for token and cookie sessions.
+    pub name: Option<String>,
+}
+
+/// State of the handlers.
+pub struct Shared {
+    state: DashboardState,
+    /// The session cookie's value (derived from the token), if a token is configured.
+    session: Option<String>,
+}
+
+/// Constant-time equality (of the SHA-256 digests, so lengths leak nothing either).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let (x, y) = (Sha256::digest(a), Sha256::digest(b));
+    let diff = x
+        .iter()
+        .zip(y.iter())
+        .fold(0u8, |acc, (p, q)| acc | (p ^ q));
+    std::hint::black_box(diff) == 0
+}
+
+/// The session cookie's value for a token: a digest, so the cookie never holds the token.
+pub fn session_value(token: &str) -> String {
+    let digest = Sha256::digest(format!("microseg-dashboard-session\0{token}").as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+impl Shared {
+    /// Who the request comes from, if it may come in at all.
+    fn identify(&self, headers: &HeaderMap) -> Option<User> {
+        if let Some(h) = self
+            .state
+            .config
+            .user_header
+            .as_deref()
+            .filter(|h| !h.is_empty())
+            && let Some(v) = headers.get(h).and_then(|v| v.to_str().ok())
+        {
+            let v = v.trim();
+            if !v.is_empty() && v.chars().count() <= USER_MAX {
+                return Some(User {
+                    name: Some(v.to_string()),
+                });
+            }
+        }
+        if let Some(token) = self.state.config.token.as_deref().filter(|t| !t.is_empty()) {
+            let bearer = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::trim);
+            if bearer.is_some_and(|b| constant_time_eq(b.as_bytes(), token.as_bytes())) {
+                return Some(User { name: None });
+            }
+        }
+        if let (Some(session), Some(c)) = (&self.session, cookie(headers, SESSION_COOKIE))
+            && constant_time_eq(c.as_bytes(), session.as_bytes())
+        {
+            return Some(User { name: None });
+        }
+        None
+    }
+}
+
+async fn authenticate(State(s): State<Arc<Shared>>, mut req: Request, next: Next) -> Response {
+    match s.identify(req.headers()) {
+        Some(user) => {
+            req.extensions_mut().insert(user);
+            next.run(req).await
+        }
+        None if req.uri().path().starts_with("/api/") => {
+            let mut r = api::error(
+                StatusCode::UNAUTHORIZED,
+                "authorization: a dashboard token (Authorization: Bearer) or a signed-in session is required",
+            );
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"microseg\""),
+            );
+            r
+        }
+        None => {
+            let next_path = req
+                .uri()
+                .path_and_query()
+                .map_or("/ui/", |p| p.as_str())
+                .to_string();
+            Redirect::to(&format!("/ui/login?next={}", url_escape(&next_path))).into_response()
+        }
+    }
+}
+
+/// Security headers on every answer; API answers are never cached.
+async fn headers(req: Request, next: Next) -> Response {
+    let api = req.uri().path().starts_with("/api/");
+    let mut r = next.run(req).await;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    if api || !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    r
+}
+
+fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Escapes text for HTML element content and attribute values.
+pub fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Only same-site dashboard paths are followed after login (no open redirect).
+fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with("/ui/") && !n.starts_with("/ui//") && !n.contains('\\') => {
+            n.to_string()
+        }
+        _ => "/ui/".to_string(),
+    }
+}
+
+fn page(kind: &str, title: &str) -> Response {
+    Html(
+        SHELL_HTML
+            .replace("{{PAGE}}", kind)
+            .replace("{{TITLE}}", title),
+    )
+    .into_response()
+}
+
+async fn page_programme() -> Response {
+    page("programme", "Programme")
+}
+
+async fn page_application() -> Response {
+    page("application", "Application")
+}
+
+async fn page_alerts() -> Response {
+    page("alerts", "Alerts")
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginQuery {
+    next: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    #[serde(default)]
+    token: String,
+    next: Option<String>,
+}
+
+fn login_page(s: &Shared, next: &str, error: Option<&str>, status: StatusCode) -> Response {
+    let note = if s.session.is_some() {
+        "Enter the dashboard token (the content of the file given to --dashboard-token-file)."
+    } else {
+        "This dashboard accepts only users signed in by the authenticating proxy in front of it."
+    };
+    let error = error.map_or_else(String::new, |e| {
+        format!(
+            "<p class=\"error\" role=\"alert\" id=\"login-error\">{}</p>",
+            html_escape(e)
+        )
+    });
+    let body = LOGIN_HTML
+        .replace("{{NOTE}}", &html_escape(note))
+        .replace("{{ERROR}}", &error)
+        .replace("{{NEXT}}", &html_escape(next))
+        .replace(
+            "{{DISABLED}}",
+            if s.session.is_some() { "" } else { "disabled" },
+        );
+    (status, Html(body)).into_response()
+}
+
+async fn get_login(
+    State(s): State<Arc<Shared>>,
+    axum::extract::Query(q): axum::extract::Query<LoginQuery>,
+) -> Response {
+    login_page(&s, &safe_next(q.next.as_deref()), None, StatusCode::OK)
+}
+
+async fn post_login(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    let next = safe_next(f.next.as_deref());
+    let (Some(token), Some(session)) = (s.state.config.token.as_deref(), &s.session) else {
+        return login_page(
+            &s,
+            &next,
+            Some("token: sign-in with a token is not configured here"),
+            StatusCode::FORBIDDEN,
+        );
+    };
+    if !constant_time_eq(f.token.trim().as_bytes(), token.as_bytes()) {
+        tracing::info!("dashboard sign-in refused: wrong token");
+        return login_page(
+            &s,
+            &next,
+            Some("token: not accepted"),
+            StatusCode::UNAUTHORIZED,
+        );
+    }
+    let secure = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("https"));
+    let cookie = format!(
+        "{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict{}",
+        if secure { "; Secure" } else { "" }
+    );
+    let mut r = Redirect::to(&next).into_response();
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+async fn post_logout() -> Response {
+    let mut r = Redirect::to("/ui/login").into_response();
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static(
+            "microseg_dashboard=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0",
+        ),
+    );
+    r
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn disabled() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        "the dashboard is not enabled: start the controller with --dashboard-token-file PATH or --dashboard-user-header NAME\n",
+    )
+        .into_response()
+}
+
+/// The dashboard's routes: pages under `/ui/`, the API under `/api/v1/`.
+pub fn router(state: DashboardState) -> Router {
+    if !state.config.enabled() {
+        return Router::new()
+            .route("/ui", any(disabled))
+            .route("/ui/", any(disabled))
+            .route("/ui/{*rest}", any(disabled))
+            .route("/api/v1", any(disabled))
+            .route("/api/v1/{*rest}", any(disabled));
+    }
+    let session = state
+        .config
+        .token
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .map(session_value);
+    let shared = Arc::new(Shared { state, session });
+    let protected = Router::new()
+        .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
+        .route("/ui/", get(page_programme))
+        .route("/ui/applications/{namespace}/{name}", get(page_application))
+        .route("/ui/alerts", get(page_alerts))
+        .route("/api/v1", get(api::index))
+        .route("/api/v1/programme", get(api::get_programme))
+        .route(
+            "/api/v1/applications/{namespace}/{name}",
+            get(api::get_application),
+        )
+        .route("/api/v1/alerts", get(api::get_alerts))
+        .route("/api/v1/alerts/acknowledge", post(api::acknowledge))
+        .route("/api/v1/events", get(api::events))
+        .route_layer(middleware::from_fn_with_state(shared.clone(), authenticate));
+    let public = Router::new()
+        .route("/ui/login", get(get_login).post(post_login))
+        .route("/ui/logout", post(post_logout))
+        .route(
+            "/ui/assets/app.js",
+            get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
+        )
+        .route(
+            "/ui/assets/style.css",
+            get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }),
+        )
+        .route(
+            "/ui/assets/favicon.svg",
+            get(|| async { asset("image/svg+xml", FAVICON_SVG) }),
+        );
+    protected
+        .merge(public)
+        .with_state(shared)
+        .layer(middleware::from_fn(headers))
+}
+
+#[cfg(test)]
+mod tests;

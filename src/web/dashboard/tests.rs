@@ -1,0 +1,589 @@
+//! The dashboard's routes and views, served on 127.0.0.1 over stores filled by hand.
+
+use std::sync::Arc;
+
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher;
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use super::api::{self, AckRequest, AlertQuery, AlertState, Filter};
+use super::*;
+
+const TOKEN: &str = "t0ken-Sup3r-secret-value";
+
+const WINDOWS: &str = r#"
+- apiVersion: microseg.io/v1alpha1
+  kind: EnforcementWindow
+  metadata: {name: wave-1, namespace: shop, resourceVersion: "1"}
+  spec:
+    notifyAt: "2027-02-01T09:00:00Z"
+    monitorFrom: "2027-02-01T09:00:00Z"
+    enforceAt: "2027-02-16T09:00:00Z"
+    postEnforcementMonitoring: 336h
+- apiVersion: microseg.io/v1alpha1
+  kind: EnforcementWindow
+  metadata: {name: wave-critical, namespace: shop, resourceVersion: "2"}
+  spec:
+    notifyAt: "2027-03-15T09:00:00Z"
+    monitorFrom: "2027-03-15T09:00:00Z"
+    enforceAt: "2027-04-05T09:00:00Z"
+    cleanupAt: "2027-04-19T09:00:00Z"
+"#;
+
+const POLICIES: &str = r#"
+- apiVersion: microseg.io/v1alpha1
+  kind: SegmentationPolicy
+  metadata: {name: web, namespace: shop, resourceVersion: "10"}
+  spec:
+    application: Shop web frontend
+    owners:
+      - {name: Web team, email: web-team@example.com, webhook: "https://hooks.slack.com/services/T000/B000/XXXXsecretXXXX"}
+    criticality: Medium
+    window: {name: wave-1}
+    members: [{vmTag: {scope: app, tag: shop-web}}]
+    rules:
+      - name: https-from-anywhere
+        direction: Inbound
+        peers: [{any: true}]
+        ports: [{protocol: TCP, port: 443}]
+  status:
+    phase: Monitoring
+    nsx: {policyPath: /infra/domains/default/security-policies/ms_e2e_shop_web, ruleIds: {https-from-anywhere: 1001, catchall_in: 1002}}
+    monitor:
+      unmatchedTotal: 12
+      openAlerts: 2
+      flows:
+        - {id: aaa111, source: 10.20.30.40, destination: 10.1.0.5, protocol: TCP, port: 8443, direction: Inbound, action: PASS, count: 2, firstSeen: "2027-02-02T10:00:00Z", lastSeen: "2027-02-03T10:00:00Z"}
+        - {id: bbb222, source: 10.20.30.41, destination: 10.1.0.5, protocol: TCP, port: 22, direction: Inbound, action: PASS, count: 9, firstSeen: "2027-02-02T10:00:00Z", lastSeen: "2027-02-03T10:00:00Z"}
+        - {id: ccc333, source: 10.20.30.42, destination: 10.1.0.5, protocol: UDP, port: 161, direction: Inbound, action: PASS, count: 1, firstSeen: "2027-02-02T10:00:00Z", lastSeen: "2027-02-04T10:00:00Z", acknowledged: {by: alice, at: "2027-02-04T11:00:00Z", comment: "SNMP poller, rule coming"}}
+      series:
+        - {start: "2027-02-03T10:00:00Z", unmatched: 11, dropped: 0}
+- apiVersion: microseg.io/v1alpha1
+  kind: SegmentationPolicy
+  metadata: {name: dns, namespace: shop, resourceVersion: "11"}
+  spec:
+    application: Corporate DNS
+    owners: [{name: Infra team, email: infra@example.com}]
+    criticality: Critical
+    window: {name: wave-critical}
+    members: [{ipAddress: 10.9.0.53}]
+- apiVersion: microseg.io/v1alpha1
+  kind: SegmentationPolicy
+  metadata: {name: lost, namespace: other, resourceVersion: "12"}
+  spec:
+    owners: [{name: Nobody, email: nobody@example.com}]
+    criticality: Low
+    window: {name: missing}
+    members: [{ipAddress: 10.9.0.99}]
+"#;
+
+fn stores() -> (Store<SegmentationPolicy>, Store<EnforcementWindow>) {
+    let (policies, mut pw) = reflector::store();
+    for p in serde_yaml::from_str::<Vec<SegmentationPolicy>>(POLICIES).unwrap() {
+        pw.apply_watcher_event(&watcher::Event::Apply(p));
+    }
+    let (windows, mut ww) = reflector::store();
+    for w in serde_yaml::from_str::<Vec<EnforcementWindow>>(WINDOWS).unwrap() {
+        ww.apply_watcher_event(&watcher::Event::Apply(w));
+    }
+    (policies, windows)
+}
+
+fn config(token: Option<&str>, header: Option<&str>) -> DashboardConfig {
+    DashboardConfig {
+        token: token.map(str::to_string),
+        user_header: header.map(str::to_string),
+    }
+}
+
+struct Server {
+    url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(config: DashboardConfig) -> Server {
+    let (policies, windows) = stores();
+    let app = router(DashboardState {
+        policies,
+        windows,
+        recorder: None,
+        config,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Server { url, task }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+const API_GETS: [&str; 5] = [
+    "/api/v1",
+    "/api/v1/programme",
+    "/api/v1/alerts",
+    "/api/v1/applications/shop/web",
+    "/api/v1/events",
+];
+
+#[tokio::test]
+async fn without_token_or_user_header_the_dashboard_is_not_served() {
+    let s = serve(config(None, None)).await;
+    for path in API_GETS
+        .iter()
+        .chain(["/ui/", "/ui/alerts", "/ui/login"].iter())
+    {
+        let r = client()
+            .get(format!("{}{path}", s.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
+        let text = r.text().await.unwrap();
+        assert!(text.contains("--dashboard-token-file"), "{path}: {text}");
+    }
+}
+
+#[tokio::test]
+async fn the_api_refuses_requests_without_the_token() {
+    let s = serve(config(Some(TOKEN), None)).await;
+    for path in API_GETS {
+        for auth in [
+            None,
+            Some("Bearer wrong"),
+            Some("Basic dG9rZW4="),
+            Some(TOKEN),
+        ] {
+            let mut req = client().get(format!("{}{path}", s.url));
+            if let Some(a) = auth {
+                req = req.header("authorization", a);
+            }
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path} with {auth:?}");
+            assert!(r.headers().contains_key("www-authenticate"));
+            let body: Value = r.json().await.unwrap();
+            assert!(
+                body["error"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("authorization:"),
+                "{body}"
+            );
+        }
+    }
+    let r = client()
+        .post(format!("{}/api/v1/alerts/acknowledge", s.url))
+        .json(&serde_json::json!({"namespace": "shop", "name": "web", "flowIds": ["aaa111"], "comment": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // A page without a session goes to the login form and comes back afterwards.
+    let r = client()
+        .get(format!("{}/ui/alerts", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_redirection());
+    assert_eq!(
+        r.headers()["location"].to_str().unwrap(),
+        "/ui/login?next=/ui/alerts"
+    );
+}
+
+#[tokio::test]
+async fn with_the_token_every_api_answers_json_without_secrets() {
+    let s = serve(config(Some(TOKEN), None)).await;
+    for path in &API_GETS[..4] {
+        let r = client()
+            .get(format!("{}{path}", s.url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        assert_eq!(r.headers()["cache-control"], "no-store");
+        assert!(
+            r.headers()["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .contains("default-src 'none'")
+        );
+        let text = r.text().await.unwrap();
+        assert!(!text.contains(TOKEN), "{path} shows the token");
+        assert!(
+            !text.contains("hooks.slack.com"),
+            "{path} shows a webhook URL"
+        );
+        serde_json::from_str::<Value>(&text).unwrap();
+    }
+    let r = client()
+        .get(format!("{}/api/v1/applications/shop/nope", s.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "segmentationpolicy shop/nope: not found");
+}
+
+#[tokio::test]
+async fn programme_groups_applications_by_wave_and_filters() {
+    let s = serve(config(Some(TOKEN), None)).await;
+    let get = |q: &'static str| {
+        let url = format!("{}/api/v1/programme{q}", s.url);
+        async move {
+            client()
+                .get(url)
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let all = get("").await;
+    let waves: Vec<&str> = all["waves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(waves, ["wave-1", "wave-critical", "missing"]);
+    assert_eq!(all["applications"], 3);
+    assert_eq!(all["openAlerts"], 2);
+    let w1 = &all["waves"][0];
+    assert_eq!(w1["schedule"]["cleanupAt"], "2027-03-02T09:00:00Z");
+    assert_eq!(w1["applications"][0]["application"], "Shop web frontend");
+    assert_eq!(w1["applications"][0]["phase"], "Monitoring");
+    assert_eq!(w1["phases"]["Monitoring"], 1);
+    assert_eq!(all["waves"][2]["found"], false);
+    assert_eq!(
+        all["choices"]["namespaces"],
+        serde_json::json!(["other", "shop"])
+    );
+
+    let critical = get("?criticality=critical").await;
+    assert_eq!(critical["applications"], 1);
+    assert_eq!(critical["waves"][0]["applications"][0]["name"], "dns");
+    let search = get("?q=WEB%20TEAM").await;
+    assert_eq!(search["applications"], 1);
+    assert_eq!(search["waves"][0]["name"], "wave-1");
+    let ns = get("?namespace=other&phase=pending").await;
+    assert_eq!(ns["applications"], 1);
+    assert_eq!(ns["waves"][0]["name"], "missing");
+    let none = get("?phase=Enforcing").await;
+    assert_eq!(none["applications"], 0);
+    assert_eq!(none["waves"], serde_json::json!([]));
+}
+
+#[test]
+fn alert_queue_is_newest_then_loudest_with_a_logged_rule_suggestion() {
+    let (policies, _) = stores();
+    let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+    let q = api::alerts(&policies.state(), &AlertQuery::default(), now);
+    let ids: Vec<&str> = q.alerts.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["bbb222", "aaa111"],
+        "open only, same lastSeen: loudest first"
+    );
+    assert_eq!(q.open, 2);
+    let rule = &q.alerts[1].suggested_rule;
+    assert!(
+        rule.contains("- name: allow-in-tcp-8443-from-10-20-30-40"),
+        "{rule}"
+    );
+    assert!(rule.contains("logged: true"), "{rule}");
+    let parsed: Vec<PolicyRuleCheck> = serde_yaml::from_str(rule).unwrap();
+    assert_eq!(parsed.len(), 1);
+
+    let all = api::alerts(
+        &policies.state(),
+        &AlertQuery {
+            state: AlertState::All,
+            filter: Filter::default(),
+        },
+        now,
+    );
+    assert_eq!(all.alerts[0].id, "ccc333", "newest first");
+    let acked = api::alerts(
+        &policies.state(),
+        &AlertQuery {
+            state: AlertState::Acknowledged,
+            filter: Filter::default(),
+        },
+        now,
+    );
+    assert_eq!(acked.alerts.len(), 1);
+    assert_eq!(acked.alerts[0].acknowledged.as_ref().unwrap().by, "alice");
+}
+
+/// The suggestion parses as a `spec.rules` entry.
+type PolicyRuleCheck = crate::api::PolicyRule;
+
+#[test]
+fn application_view_has_rules_ids_and_no_webhook_url() {
+    let (policies, windows) = stores();
+    let web = policies
+        .state()
+        .into_iter()
+        .find(|p| p.metadata.name.as_deref() == Some("web"))
+        .unwrap();
+    let w = windows.state().into_iter().next();
+    let v = api::application(&web, w.as_deref(), jiff::Timestamp::UNIX_EPOCH);
+    assert!(v.owners[0].webhook);
+    let json = serde_json::to_string(&v).unwrap();
+    assert!(!json.contains("hooks.slack.com"));
+    assert_eq!(v.rules[0].name, "https-from-anywhere");
+    assert_eq!(v.nsx.as_ref().unwrap().rule_ids["catchall_in"], 1002);
+    // Open first, then acknowledged.
+    assert!(v.alerts.last().unwrap().acknowledged.is_some());
+    assert_eq!(v.monitor.series.len(), 1);
+}
+
+#[tokio::test]
+async fn login_form_sets_an_httponly_strict_cookie_that_is_not_the_token() {
+    let s = serve(config(Some(TOKEN), None)).await;
+    let r = client()
+        .post(format!("{}/ui/login", s.url))
+        .form(&[("token", "nope"), ("next", "/ui/alerts")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(r.headers().get("set-cookie").is_none());
+    assert!(r.text().await.unwrap().contains("token: not accepted"));
+
+    let r = client()
+        .post(format!("{}/ui/login", s.url))
+        .form(&[("token", TOKEN), ("next", "/ui/alerts")])
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_redirection());
+    assert_eq!(r.headers()["location"], "/ui/alerts");
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    assert!(!cookie.contains(TOKEN));
+    let pair = cookie.split(';').next().unwrap().to_string();
+    let r = client()
+        .get(format!("{}/api/v1/alerts", s.url))
+        .header("cookie", &pair)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = client()
+        .get(format!("{}/ui/", s.url))
+        .header("cookie", &pair)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("data-page=\"programme\"") && page.contains("/ui/assets/app.js"));
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "no CDN"
+    );
+
+    // No open redirect.
+    let r = client()
+        .post(format!("{}/ui/login", s.url))
+        .form(&[("token", TOKEN), ("next", "//evil.example.com/")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["location"], "/ui/");
+    // A forged cookie does not pass.
+    let r = client()
+        .get(format!("{}/api/v1/alerts", s.url))
+        .header("cookie", format!("{SESSION_COOKIE}={TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_proxy_user_header_is_accepted_when_configured_only() {
+    let with = serve(config(None, Some("X-Forwarded-User"))).await;
+    let r = client()
+        .get(format!("{}/api/v1/alerts", with.url))
+        .header("x-forwarded-user", "alice@example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = client()
+        .get(format!("{}/api/v1/alerts", with.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let without = serve(config(Some(TOKEN), None)).await;
+    let r = client()
+        .get(format!("{}/api/v1/alerts", without.url))
+        .header("x-forwarded-user", "alice@example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // The proxy's user is recorded; a token user's own name is marked as such.
+    let req = AckRequest {
+        by: Some("mallory".into()),
+        ..Default::default()
+    };
+    let proxy = User {
+        name: Some("alice@example.com".into()),
+    };
+    assert_eq!(api::recorded_by(&proxy, &req), "alice@example.com");
+    assert_eq!(
+        api::recorded_by(&User { name: None }, &req),
+        "mallory (dashboard token)"
+    );
+    assert_eq!(
+        api::recorded_by(&User { name: None }, &AckRequest::default()),
+        "dashboard"
+    );
+}
+
+#[tokio::test]
+async fn acknowledge_names_the_wrong_field_and_needs_a_recorder() {
+    let s = serve(config(Some(TOKEN), None)).await;
+    let post = |body: Value| {
+        let url = format!("{}/api/v1/alerts/acknowledge", s.url);
+        async move {
+            let r = client()
+                .post(url)
+                .bearer_auth(TOKEN)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            let body: Value = r.json().await.unwrap();
+            (
+                status,
+                body["error"].as_str().unwrap_or_default().to_string(),
+            )
+        }
+    };
+    let (st, e) = post(serde_json::json!({"namespace": "shop", "name": "web", "flowIds": ["aaa111"], "comment": "  "})).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(e.starts_with("comment: required"), "{e}");
+    let (st, e) =
+        post(serde_json::json!({"namespace": "shop", "name": "web", "comment": "ok"})).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(e.starts_with("flowIds:"), "{e}");
+    let (st, e) = post(serde_json::json!({"namespace": "shop", "name": "web", "flowIds": ["a"], "all": true, "comment": "ok"})).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(e.starts_with("flowIds:"), "{e}");
+    let (st, e) = post(serde_json::json!({"namespace": "shop", "name": "web", "flowIds": ["a"], "comment": "ok", "extra": 1})).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(e.starts_with("body:") && e.contains("extra"), "{e}");
+    let (st, e) = post(
+        serde_json::json!({"namespace": "shop", "name": "nope", "flowIds": ["a"], "comment": "ok"}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    assert_eq!(e, "segmentationpolicy shop/nope: not found");
+    let (st, e) = post(serde_json::json!({"namespace": "shop", "name": "web", "flowIds": ["aaa111"], "comment": "known"})).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(e.starts_with("acknowledge:"), "{e}");
+    let long = "x".repeat(api::COMMENT_MAX + 1);
+    let (st, e) =
+        post(serde_json::json!({"namespace": "shop", "name": "web", "all": true, "comment": long}))
+            .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(e.starts_with("comment: longer"), "{e}");
+}
+
+#[tokio::test]
+async fn events_announce_the_current_version_at_once() {
+    let s = serve(config(Some(TOKEN), None)).await;
+    let mut r = client()
+        .get(format!("{}/api/v1/events", s.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let chunk = tokio::time::timeout(std::time::Duration::from_secs(5), r.chunk())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&chunk);
+    assert!(text.contains("event: change"), "{text}");
+    let (policies, windows) = stores();
+    let fp = api::fingerprint(&policies.state(), &windows.state());
+    assert!(text.contains(&format!("{fp:016x}")), "{text}");
+}
+
+#[test]
+fn fingerprint_changes_with_any_resource_version() {
+    let (policies, windows) = stores();
+    let before = api::fingerprint(&policies.state(), &windows.state());
+    let mut changed: Vec<Arc<SegmentationPolicy>> = policies.state();
+    let mut p = (*changed[0]).clone();
+    p.metadata.resource_version = Some("99".into());
+    changed[0] = Arc::new(p);
+    assert_ne!(before, api::fingerprint(&changed, &windows.state()));
+}
+
+#[test]
+fn constant_time_eq_and_session_value() {
+    assert!(constant_time_eq(b"abc", b"abc"));
+    assert!(!constant_time_eq(b"abc", b"abd"));
+    assert!(!constant_time_eq(b"abc", b"abcd"));
+    let v = session_value(TOKEN);
+    assert_eq!(v.len(), 64);
+    assert!(!v.contains(TOKEN));
+    assert_ne!(v, session_value("other"));
+    assert!(!format!("{:?}", config(Some(TOKEN), None)).contains(TOKEN));
+}
+
+#[test]
+fn assets_are_self_contained() {
+    for (name, text) in [
+        ("shell.html", SHELL_HTML),
+        ("login.html", LOGIN_HTML),
+        ("app.js", APP_JS),
+        ("style.css", STYLE_CSS),
+    ] {
+        for remote in ["http://", "https://", "//cdn", "@import"] {
+            let allowed = name == "app.js" && text.contains("http://www.w3.org/2000/svg");
+            let hits = text.matches(remote).count() - usize::from(allowed && remote == "http://");
+            assert_eq!(hits, 0, "{name} loads {remote}");
+        }
+        assert!(!text.contains("<script>"), "{name}: inline script");
+    }
+    assert!(SHELL_HTML.contains("lang=\"en\"") && LOGIN_HTML.contains("<label for=\"token\">"));
+}
