@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Ingestion benchmark (not a test): DFW log lines through POST /ingest/lines with status writes
 # on, against the local control plane and the NSX simulator.
-# Prints: acknowledged lines per second (every 200 means the lines are in status.monitor), the
+# Prints: acknowledged events per second through the Log Insight webhook and the line endpoint (every 200 means the lines are in status.monitor), the
 # check that status counts exactly what was acknowledged, and the controller's memory before and
 # after 100,000 distinct unmatched flows.
 #
@@ -68,26 +68,37 @@ apps = [(i, p["status"]["nsx"]["ruleIds"]["catchall_in"]) for i, p in enumerate(
 def line(app, rule, src, dport):
     ts = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
     return f"{ts} 2d4b6e2d INET match PASS {rule} IN 60 TCP 10.7.{src // 250 % 250}.{src % 250}/51000->10.100.{app}.1/{dport} S"
-def post(body, key):
+def post(body, key, path="/ingest/lines"):
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    c.request("POST", "/ingest/lines", body, {"Authorization": f"Bearer {token}", "Idempotency-Key": key})
+    c.request("POST", path, body, {"Authorization": f"Bearer {token}", "Idempotency-Key": key, "Content-Type": "application/json" if path.endswith("loginsight") else "text/plain"})
     r = c.getresponse(); r.read(); c.close(); return r.status
 acked = [0] * senders; seq = [0]
 lock = threading.Lock()
-def sender(k, until):
+def sender(k, until, path):
     n = 0
     while time.time() < until:
         with lock: seq[0] += 1; b = seq[0]
         app, rule = apps[b % len(apps)]
-        body = "\n".join(line(app, rule, j % 20, 8000 + j % 20) for j in range(batch))
-        while post(body, f"tp-{b}") != 200: time.sleep(0.2)
+        lines = [line(app, rule, j % 20, 8000 + j % 20) for j in range(batch)]
+        if path.endswith("loginsight"):
+            body = json.dumps({"AlertType": 1, "AlertName": "DFW unmatched", "SearchPeriod": 300000, "HitCount": 0.0, "HitOperator": 2,
+                "messages": [{"text": l, "timestamp": int(time.time() * 1000), "fields": []} for l in lines],
+                "HasMoreResults": False, "Url": None, "EditUrl": None, "Info": "", "Recommendation": None, "NumHits": len(lines)})
+        else:
+            body = "\n".join(lines)
+        while post(body, f"tp-{b}", path) != 200: time.sleep(0.2)
         acked[k] += batch
-t0 = time.time(); ths = [threading.Thread(target=sender, args=(k, t0 + secs)) for k in range(senders)]
-[t.start() for t in ths]; [t.join() for t in ths]; dt = time.time() - t0
-total = sum(acked)
+def run(path, secs):
+    acked[:] = [0] * senders
+    t0 = time.time(); ths = [threading.Thread(target=sender, args=(k, t0 + secs, path)) for k in range(senders)]
+    [t.start() for t in ths]; [t.join() for t in ths]; dt = time.time() - t0
+    print(f"{path}: {sum(acked)} events acknowledged in {dt:.1f} s = {sum(acked)/dt:,.0f} events/s ({senders} senders, {batch} per batch, {len(apps)} policies, status written before every 200)")
+    return sum(acked), dt
+li, _ = run("/ingest/loginsight", secs / 2)
+total, dt = run("/ingest/lines", secs)
+total += li
 items = json.loads(subprocess.check_output(["kubectl", "get", "segpol", "-n", "bench", "-o", "json"]))["items"]
 counted = sum((p["status"].get("monitor") or {}).get("unmatchedTotal", 0) for p in items)
-print(f"throughput: {total} lines acknowledged in {dt:.1f} s = {total/dt:,.0f} lines/s ({senders} senders, {batch} lines/batch, {len(apps)} policies, status written before every 200)")
 print(f"status.monitor.unmatchedTotal summed over policies: {counted} ({'equals' if counted == total else 'DIFFERS FROM'} the acknowledged lines)")
 # 100,000 distinct unmatched flows: distinct (source, destination port) per application.
 distinct = 100_000; per = distinct // len(apps); sent = 0; b = 0
