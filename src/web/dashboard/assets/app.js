@@ -79,10 +79,12 @@ function focusKey(el) {
 async function refresh() {
   if (rendering || draftsActive()) { pending = true; return; }
   rendering = true;
-  const focus = wantFocus || focusKey(document.activeElement);
-  wantFocus = null;
+  const focus = focusKey(document.activeElement);
   try { await RENDER[PAGE](); } catch (e) { showError(e); } finally { rendering = false; }
-  const el = focus && document.querySelector(focus);
+  // A control clicked while this render was under way asked for focus: it wins.
+  const want = wantFocus || focus;
+  wantFocus = null;
+  const el = want && document.querySelector(want);
   if (el && el !== document.activeElement) el.focus();
   updateNavCount();
   if (pending) { pending = false; setTimeout(refresh, 50); }
@@ -309,6 +311,7 @@ function alertRows(alerts, { showApp, actions }) {
             openPanels.add(`${key}:${panel}`);
             if (panel === 'ack') wantFocus = `#${CSS.escape(ackId(key))}`;
           }
+          if (!wantFocus) wantFocus = `[data-toggle="${CSS.escape(`${panel}:${key}`)}"]`;
           refresh();
         } }, label);
     };
