@@ -383,18 +383,7 @@ fn nsx_client(args: &PlanArgs, url: &str) -> Result<crate::nsx::Client, Error> {
                 .ok_or_else(|| flag("--nsx-client-key"))?,
         },
         mode => {
-            let creds = match &args.nsx_credentials_dir {
-                Some(dir) => Credentials {
-                    username_file: Some(dir.join("username")),
-                    password_file: Some(dir.join("password")),
-                    ..Default::default()
-                },
-                None => Credentials {
-                    username_env: Some("NSX_USERNAME".into()),
-                    password_env: Some("NSX_PASSWORD".into()),
-                    ..Default::default()
-                },
-            };
+            let creds = Credentials::from_dir_or_env(args.nsx_credentials_dir.as_deref());
             if mode == NsxAuth::Basic {
                 AuthConfig::Basic(creds)
             } else {

@@ -189,18 +189,7 @@ impl ControllerArgs {
                 })?,
             },
             mode => {
-                let creds = match &self.nsx_credentials_dir {
-                    Some(dir) => Credentials {
-                        username_file: Some(dir.join("username")),
-                        password_file: Some(dir.join("password")),
-                        ..Default::default()
-                    },
-                    None => Credentials {
-                        username_env: Some("NSX_USERNAME".into()),
-                        password_env: Some("NSX_PASSWORD".into()),
-                        ..Default::default()
-                    },
-                };
+                let creds = Credentials::from_dir_or_env(self.nsx_credentials_dir.as_deref());
                 if mode == NsxAuth::Basic {
                     AuthConfig::Basic(creds)
                 } else {

@@ -58,6 +58,25 @@ pub struct Credentials {
     pub password_env: Option<String>,
 }
 
+impl Credentials {
+    /// `username` and `password` files in `dir` (a mounted Secret), or else `$NSX_USERNAME` and
+    /// `$NSX_PASSWORD`.
+    pub fn from_dir_or_env(dir: Option<&std::path::Path>) -> Credentials {
+        match dir {
+            Some(dir) => Credentials {
+                username_file: Some(dir.join("username")),
+                password_file: Some(dir.join("password")),
+                ..Default::default()
+            },
+            None => Credentials {
+                username_env: Some("NSX_USERNAME".into()),
+                password_env: Some("NSX_PASSWORD".into()),
+                ..Default::default()
+            },
+        }
+    }
+}
+
 /// A loaded user name and password.
 #[derive(Clone, Debug)]
 pub struct Login {

@@ -22,7 +22,7 @@ use super::{
     OWNER_NAME, OWNER_NAMESPACE, PlanError, describe_rule, desired, diff,
 };
 use crate::api::{EnforcementWindow, Phase, SegmentationPolicy};
-use crate::nsx::model::{Expression, Group, Rule, SecurityPolicy, ServiceEntry, Tag};
+use crate::nsx::model::{Expression, Group, Rule, SecurityPolicy, Tag};
 
 /// Everything NSX holds that matters to the review, keyed by (domain, id).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -458,33 +458,6 @@ fn list_change(label: &str, old: &[String], new: &[String], namer: &Namer) -> Op
     Some(format!("{label} {}", parts.join(", ")))
 }
 
-fn services(r: &Rule) -> Vec<String> {
-    let mut out = r.services.clone();
-    for e in &r.service_entries {
-        out.push(match e {
-            ServiceEntry::L4PortSetServiceEntry {
-                l4_protocol,
-                destination_ports,
-                ..
-            } if destination_ports.is_empty() => format!("{l4_protocol}/any"),
-            ServiceEntry::L4PortSetServiceEntry {
-                l4_protocol,
-                destination_ports,
-                ..
-            } => format!("{l4_protocol}/{}", destination_ports.join(",")),
-            ServiceEntry::IcmpTypeServiceEntry {
-                protocol,
-                icmp_type,
-                ..
-            } => match icmp_type {
-                Some(t) => format!("{protocol} type {t}"),
-                None => protocol.clone(),
-            },
-        });
-    }
-    out
-}
-
 fn rule_changes(old: &Rule, new: &Rule, namer: &Namer) -> Vec<String> {
     let mut out = Vec::new();
     let mut field = |label: &str, a: String, b: String| {
@@ -519,8 +492,8 @@ fn rule_changes(old: &Rule, new: &Rule, namer: &Namer) -> Vec<String> {
     ));
     out.extend(list_change(
         "services",
-        &services(old),
-        &services(new),
+        &super::service_names(old),
+        &super::service_names(new),
         namer,
     ));
     out.extend(list_change("applied to", &old.scope, &new.scope, namer));

@@ -873,8 +873,8 @@ fn minimal_rule(id: &str) -> Rule {
     }
 }
 
-/// One line describing a rule for people: `ALLOW IN from [...] to [...] on [...]`.
-pub fn describe_rule(r: &Rule) -> String {
+/// The services of a rule for people: service paths, then `TCP/443`, `UDP/any`, `ICMP type 8`.
+pub fn service_names(r: &Rule) -> Vec<String> {
     let mut services: Vec<String> = r.services.clone();
     for e in &r.service_entries {
         services.push(match e {
@@ -898,6 +898,12 @@ pub fn describe_rule(r: &Rule) -> String {
             },
         });
     }
+    services
+}
+
+/// One line describing a rule for people: `ALLOW IN from [...] to [...] on [...]`.
+pub fn describe_rule(r: &Rule) -> String {
+    let services = service_names(r);
     format!(
         "{} {} from {} to {} on {}{}",
         r.action,

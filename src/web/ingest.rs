@@ -518,21 +518,35 @@ fn batch_key(headers: &HeaderMap, body: &[u8]) -> Result<String, Response> {
 }
 
 async fn lines(State(ingest): State<Ingest>, req: Request) -> Response {
-    let response = lines_inner(&ingest, req).await;
+    let response = match read_batch(&ingest, req).await {
+        Ok((body, key)) => lines_batch(&ingest, &body, key).await,
+        Err(r) => r,
+    };
     ingest.inner.metrics.request("lines", response.status());
     response
 }
 
-async fn lines_inner(ingest: &Ingest, req: Request) -> Response {
+async fn loginsight_webhook(State(ingest): State<Ingest>, req: Request) -> Response {
+    let response = match read_batch(&ingest, req).await {
+        Ok((body, key)) => loginsight_batch(&ingest, &body, key).await,
+        Err(r) => r,
+    };
+    ingest
+        .inner
+        .metrics
+        .request("loginsight", response.status());
+    response
+}
+
+/// The authorised body and its batch key.
+async fn read_batch(ingest: &Ingest, req: Request) -> Result<(Bytes, String), Response> {
     let headers = req.headers().clone();
-    let body = match authorised_body(ingest, req).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let key = match batch_key(&headers, &body) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
+    let body = authorised_body(ingest, req).await?;
+    let key = batch_key(&headers, &body)?;
+    Ok((body, key))
+}
+
+async fn lines_batch(ingest: &Ingest, body: &[u8], key: String) -> Response {
     if body.iter().all(u8::is_ascii_whitespace) {
         return refuse(
             StatusCode::BAD_REQUEST,
@@ -547,26 +561,8 @@ async fn lines_inner(ingest: &Ingest, req: Request) -> Response {
     finish(ingest, "lines", c, key).await
 }
 
-async fn loginsight_webhook(State(ingest): State<Ingest>, req: Request) -> Response {
-    let response = loginsight_inner(&ingest, req).await;
-    ingest
-        .inner
-        .metrics
-        .request("loginsight", response.status());
-    response
-}
-
-async fn loginsight_inner(ingest: &Ingest, req: Request) -> Response {
-    let headers = req.headers().clone();
-    let body = match authorised_body(ingest, req).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let key = match batch_key(&headers, &body) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
-    let alert = match loginsight::parse_payload(&body) {
+async fn loginsight_batch(ingest: &Ingest, body: &[u8], key: String) -> Response {
+    let alert = match loginsight::parse_payload(body) {
         Ok(a) => a,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, e.to_string()),
     };
@@ -584,10 +580,7 @@ async fn loginsight_inner(ingest: &Ingest, req: Request) -> Response {
                 let o = Observation::from_fields(&record, c.now);
                 c.observe(&o);
             }
-            Entry::Unusable { at, reason } => {
-                let _ = at;
-                c.error(at.to_string(), reason);
-            }
+            Entry::Unusable { at, reason } => c.error(at.to_string(), reason),
         }
     }
     finish(ingest, "loginsight", c, key).await
