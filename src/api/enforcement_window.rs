@@ -108,28 +108,97 @@ fn default_post_enforcement() -> Duration {
     DEFAULT_POST_ENFORCEMENT_MONITORING
 }
 
-/// Conditions that must hold before the catch-all turns to DROP.
+/// Default quiet period: no unmatched flow for three days before DROP. The method microseg
+/// automates watched monitor mode for days; three days cover a weekend and the batch jobs that
+/// only run once or twice a week.
+pub const DEFAULT_QUIET_PERIOD: Duration = Duration::hours(72);
+/// Default open-alerts threshold: every unmatched flow is handled (a rule added, or acknowledged)
+/// before DROP.
+pub const DEFAULT_MAX_OPEN_ALERTS: i64 = 0;
+
+/// Conditions that must hold before the catch-all turns to DROP. The evidence gates are on by
+/// default: an application enforces only when its own DFW log lines arrived during monitor mode
+/// (and recently: `maxLogSilence`), no alert is open (`maxOpenAlerts`, default 0) and no
+/// unmatched flow was seen for `quietPeriod` (default 72h). Turning one off is written in
+/// `waive` and shows as a Warning event and in the EnforcementGate condition.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Gates {
-    /// No unmatched flow for this long before enforcing (e.g. "72h").
+    /// No unmatched flow for this long before enforcing (default "72h"), counted from the last
+    /// unmatched flow, the start of monitor mode or the last return to monitor mode (rollback,
+    /// a widening change under DROP), whichever is latest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quiet_period: Option<Duration>,
-    /// Enforce only with at most this many open (unacknowledged) alerts.
+    /// Enforce only with at most this many open (unacknowledged) alerts (default 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = 1000000))]
     pub max_open_alerts: Option<i64>,
-    /// Enforce only once the policy carries the annotation microseg.io/approved-by.
+    /// Enforce only once the policy carries the annotation microseg.io/approved-generation with
+    /// its current metadata.generation.
     #[serde(default)]
     pub require_approval: bool,
-    /// Hold enforcement while the application's DFW logs have been silent this long (monitoring
-    /// is blind). Absent: not checked.
+    /// Hold enforcement while the application's DFW logs have been silent this long, or never
+    /// arrived during monitor mode (monitoring is blind). Default: the controller's
+    /// --log-silence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_log_silence: Option<Duration>,
     /// Roll back to monitor mode automatically after enforcement when too many unmatched flows
     /// are dropped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<RollbackGate>,
+    /// Evidence gates turned off, in writing: Blind (enforce without DFW logs of the
+    /// application), OpenAlerts (enforce with open alerts), QuietPeriod (enforce right after an
+    /// unmatched flow). Each waived gate shows in the EnforcementGate condition and as a
+    /// Warning event while the application enforces.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "schema::waived_gates")]
+    pub waive: Vec<WaivedGate>,
+}
+
+impl Gates {
+    /// The quiet period in force (`None`: waived).
+    pub fn effective_quiet_period(&self) -> Option<Duration> {
+        (!self.waives(WaivedGate::QuietPeriod))
+            .then(|| self.quiet_period.unwrap_or(DEFAULT_QUIET_PERIOD))
+    }
+    /// The open-alerts threshold in force (`None`: waived).
+    pub fn effective_max_open_alerts(&self) -> Option<i64> {
+        (!self.waives(WaivedGate::OpenAlerts))
+            .then(|| self.max_open_alerts.unwrap_or(DEFAULT_MAX_OPEN_ALERTS))
+    }
+    /// The log-silence threshold in force, given the controller's default (`None`: waived).
+    pub fn effective_max_log_silence(&self, controller_default: Duration) -> Option<Duration> {
+        (!self.waives(WaivedGate::Blind))
+            .then(|| self.max_log_silence.unwrap_or(controller_default))
+    }
+    /// Whether `gate` is turned off.
+    pub fn waives(&self, gate: WaivedGate) -> bool {
+        self.waive.contains(&gate)
+    }
+}
+
+/// An evidence gate that a window may turn off explicitly.
+#[derive(
+    schemars::JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord,
+)]
+pub enum WaivedGate {
+    /// Enforce although monitor mode saw no DFW log line of the application (or none lately).
+    Blind,
+    /// Enforce with open alerts.
+    OpenAlerts,
+    /// Enforce without a quiet period after the last unmatched flow.
+    QuietPeriod,
+}
+
+impl WaivedGate {
+    /// The name as written in the manifest.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WaivedGate::Blind => "Blind",
+            WaivedGate::OpenAlerts => "OpenAlerts",
+            WaivedGate::QuietPeriod => "QuietPeriod",
+        }
+    }
 }
 
 /// Automatic rollback after enforcement.

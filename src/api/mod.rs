@@ -11,11 +11,12 @@ pub mod k8s;
 pub mod manifest;
 pub mod schema;
 pub mod segmentation_policy;
+pub mod time;
 pub mod validate;
 
 pub use enforcement_window::{
     Blackout, EnforcementWindow, EnforcementWindowSpec, EnforcementWindowStatus, Gates,
-    RollbackGate,
+    RollbackGate, WaivedGate,
 };
 pub use segmentation_policy::*;
 
@@ -25,9 +26,25 @@ use kube::CustomResourceExt;
 pub const GROUP: &str = "microseg.io";
 /// The one served version.
 pub const VERSION: &str = "v1alpha1";
-/// Annotation that approves enforcement when a window's gates require approval. Its value names
-/// who approved (free text, shown in status).
-pub const APPROVAL_ANNOTATION: &str = "microseg.io/approved-by";
+/// Annotation that approves enforcement: its value is the `metadata.generation` approved, so an
+/// approval of an older spec does not open the gate. Needed when a window requires approval, and
+/// to keep enforcing through a widening change under DROP.
+pub const APPROVAL_ANNOTATION: &str = "microseg.io/approved-generation";
+/// Who approved (free text, optional, shown in the gate's message).
+pub const APPROVED_BY_ANNOTATION: &str = "microseg.io/approved-by";
+
+/// Whether the policy's current generation is approved (`microseg.io/approved-generation` equal
+/// to `metadata.generation`).
+pub fn approved_generation(meta: &k8s::ObjectMeta) -> bool {
+    let Some(generation) = meta.generation else {
+        return false;
+    };
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(APPROVAL_ANNOTATION))
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        == Some(generation)
+}
 
 /// Every CRD microseg owns, in a stable order.
 pub fn all_crds() -> Vec<k8s::CustomResourceDefinition> {

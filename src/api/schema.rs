@@ -59,3 +59,13 @@ pub fn optional_nsx_path(_: &mut SchemaGenerator) -> Schema {
         "pattern": NSX_PATH_PATTERN,
     })
 }
+
+/// `gates.waive`: a set of evidence gates (each at most once).
+pub fn waived_gates(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "array",
+        "maxItems": 3,
+        "items": { "type": "string", "enum": ["Blind", "OpenAlerts", "QuietPeriod"] },
+        "x-kubernetes-list-type": "set",
+    })
+}
