@@ -96,6 +96,12 @@ pub mod reason {
     pub const ROLLED_BACK: &str = "RolledBack";
     /// Phase change that followed the schedule.
     pub const SCHEDULED: &str = "Scheduled";
+    /// A spec change under DROP widens what DROP affects: back to PASS and the gates.
+    pub const CHANGE_UNDER_DROP: &str = "ChangeUnderDrop";
+    /// A spec change under DROP that only narrows it (or an approved one): stays enforcing.
+    pub const CHANGE_ACCEPTED: &str = "ChangeAccepted";
+    /// An evidence gate is waived by the window while the application enforces.
+    pub const GATE_WAIVED: &str = "GateWaived";
 }
 
 /// Sets (or adds) a condition. `lastTransitionTime` changes only when the status changes.

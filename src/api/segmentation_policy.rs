@@ -558,6 +558,54 @@ pub struct SegmentationPolicyStatus {
     #[serde(default)]
     #[schemars(length(max = 50))]
     pub history: Vec<HistoryEntry>,
+    /// The part of the spec that was under DROP last (members, rules, catch-alls): a later
+    /// spec that widens what DROP affects goes back to PASS and through the gates again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforced_spec: Option<EnforcedSpec>,
+    /// The window's settings as last seen (gates, blackouts, notice and monitoring periods): if
+    /// the window disappears, the application continues from its effective schedule with these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<WindowSnapshot>,
+}
+
+/// What DROP applied to: the spec's members, rules and catch-alls at the generation enforced.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct EnforcedSpec {
+    /// metadata.generation of that spec.
+    pub generation: i64,
+    /// spec.members.
+    pub members: Vec<Member>,
+    /// spec.rules.
+    #[serde(default)]
+    pub rules: Vec<PolicyRule>,
+    /// spec.catchAll.
+    pub catch_all: CatchAll,
+}
+
+/// An EnforcementWindow's settings besides its instants (those are in `status.schedule`).
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct WindowSnapshot {
+    /// The window's name.
+    pub name: String,
+    /// Its metadata.generation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    /// spec.minimumNotice.
+    pub minimum_notice: super::duration::Duration,
+    /// spec.postEnforcementMonitoring.
+    pub post_enforcement_monitoring: super::duration::Duration,
+    /// spec.gates.
+    #[serde(default)]
+    pub gates: super::enforcement_window::Gates,
+    /// spec.blackouts.
+    #[serde(default)]
+    #[schemars(length(max = 50))]
+    pub blackouts: Vec<super::enforcement_window::Blackout>,
+    /// spec.suspend.
+    #[serde(default)]
+    pub suspend: bool,
 }
 
 /// The effective timestamps of the rollout, plus the facts that move them.
@@ -587,6 +635,12 @@ pub struct EffectiveSchedule {
     /// The spec generation at the last automatic rollback; a newer spec lifts the rollback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rolled_back_generation: Option<i64>,
+    /// Monitor-mode evidence counts from here: set when the catch-all went back to PASS after
+    /// an automatic rollback or a widening change under DROP. The quiet period and the log
+    /// evidence are counted again from this instant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::optional_timestamp")]
+    pub evidence_from: Option<Time>,
 }
 
 /// The next phase change.

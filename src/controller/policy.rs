@@ -1,8 +1,11 @@
 //! Reconciles one SegmentationPolicy. `apply` runs, in order:
-//! 1. gather the window (from its store), the peers' group paths, the monitor summary and `now`;
+//! 1. gather the window (from its store; when it is missing, the window as last seen in status
+//!    with the recorded effective schedule, so the brakes keep working), the peers' group
+//!    paths, the monitor summary, how the spec compares with the spec under DROP, and `now`;
 //! 2. ask `schedule::evaluate` for the phase and the next instant the answer can change;
 //! 3. send the owner notices that are due and not yet recorded (and re-evaluate if the
-//!    Scheduled notice was just delivered);
+//!    Scheduled notice was just delivered); a decision that enters enforcement is checked for
+//!    effective members last, on the final decision;
 //! 4. ask `plan::desired` for the NSX objects of the phase, read NSX, `plan::diff`, and make at
 //!    most one hierarchical write (none in dry-run mode); read back the rule ids;
 //! 5. build the status with the pure `status::build` and send it with one server-side apply;
@@ -31,8 +34,8 @@ use super::{Error, FIELD_MANAGER, NSX_CLEANUP_FINALIZER};
 use crate::api::condition::{self, reason};
 use crate::api::k8s::Time;
 use crate::api::{
-    APPROVAL_ANNOTATION, EnforcementWindow, NotificationRecord, Phase, SegmentationPolicy,
-    SegmentationPolicyStatus,
+    AfterCleanup, EffectiveSchedule, EnforcementWindow, EnforcementWindowSpec, NotificationRecord,
+    Phase, SegmentationPolicy, SegmentationPolicyStatus, WindowSnapshot, approved_generation,
 };
 use crate::notify::Notice;
 use crate::plan::{self, LiveState, PeerGroups};
@@ -180,6 +183,55 @@ async fn publish(
     }
 }
 
+/// The window's settings worth keeping in status (everything but its instants).
+fn snapshot_window(w: &EnforcementWindow) -> WindowSnapshot {
+    WindowSnapshot {
+        name: w.name_any(),
+        generation: w.metadata.generation,
+        minimum_notice: w.spec.minimum_notice,
+        post_enforcement_monitoring: w.spec.post_enforcement_monitoring,
+        gates: w.spec.gates.clone(),
+        blackouts: w.spec.blackouts.clone(),
+        suspend: w.spec.suspend,
+    }
+}
+
+/// The window a policy continues with when its EnforcementWindow is gone: the recorded
+/// effective schedule and the window's settings as last seen (or the defaults, every evidence
+/// gate on). `None` when the policy never had a schedule: it stays Pending, nothing in NSX.
+fn remembered_window(prev: &SegmentationPolicyStatus) -> Option<EnforcementWindowSpec> {
+    let s: &EffectiveSchedule = prev.schedule.as_ref()?;
+    let mut spec = EnforcementWindowSpec {
+        notify_at: s.notify_at.clone(),
+        monitor_from: s.monitor_from.clone(),
+        enforce_at: s.enforce_at.clone(),
+        cleanup_at: Some(s.cleanup_at.clone()),
+        minimum_notice: crate::api::enforcement_window::DEFAULT_MINIMUM_NOTICE,
+        post_enforcement_monitoring:
+            crate::api::enforcement_window::DEFAULT_POST_ENFORCEMENT_MONITORING,
+        gates: Default::default(),
+        blackouts: Vec::new(),
+        suspend: false,
+    };
+    if let Some(w) = &prev.window {
+        spec.minimum_notice = w.minimum_notice;
+        spec.post_enforcement_monitoring = w.post_enforcement_monitoring;
+        spec.gates = w.gates.clone();
+        spec.blackouts = w.blackouts.clone();
+        spec.suspend = w.suspend;
+    }
+    Some(spec)
+}
+
+/// Whether the catch-all drops in this phase for this spec.
+fn drops(phase: Option<Phase>, p: &SegmentationPolicy) -> bool {
+    match phase {
+        Some(Phase::Enforcing) => true,
+        Some(Phase::Completed) => p.spec.after_cleanup == AfterCleanup::KeepDrop,
+        _ => false,
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn evaluate_with(
     window: &Window,
@@ -189,13 +241,15 @@ fn evaluate_with(
     delivered: Option<Timestamp>,
     monitor: &MonitorSummary,
     blocker: Option<Blocker>,
+    widening: Option<String>,
     now: Timestamp,
 ) -> Decision {
     schedule::evaluate(
         &schedule::Inputs {
             window,
             suspend: p.spec.suspend,
-            approved: p.annotations().contains_key(APPROVAL_ANNOTATION),
+            approved: approved_generation(&p.metadata),
+            widening,
             generation: p.metadata.generation.unwrap_or(0),
             previous_phase: prev.phase,
             previous: previous_schedule,
@@ -214,42 +268,62 @@ async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
     let prev_phase = prev.phase;
     let generation = p.metadata.generation;
 
-    // 1. The window.
+    // 1. The window, or the window as last seen: the state machine always runs, so suspend,
+    //    rollback and readiness keep working when a window is pruned or renamed.
     let window_ref = ObjectRef::<EnforcementWindow>::new(&p.spec.window.name).within(&n.ns);
-    let Some(window) = ctx.windows.get(&window_ref) else {
-        let message = format!(
-            "spec.window.name: EnforcementWindow {:?} not found in {}",
-            p.spec.window.name, n.ns
-        );
-        let obs = Observation {
-            policy: p,
-            decision: None,
-            window_problem: Some(message.clone()),
-            sync: SyncOutcome::Failed {
-                reason: reason::WINDOW_NOT_FOUND,
-                message: message.clone(),
-            },
-            nsx: None,
-            delivered: Vec::new(),
-            notice_error: None,
-            log_silence: ctx.settings.log_silence,
-        };
-        patch_status(ctx, p, status::build(&obs, now)).await?;
-        if condition::find(&prev.conditions, condition::READY).map(|c| c.reason.as_str())
+    let found = ctx.windows.get(&window_ref);
+    let window_problem = found.is_none().then(|| {
+        format!(
+            "spec.window.name: EnforcementWindow {:?} not found in {}{}",
+            p.spec.window.name,
+            n.ns,
+            if prev.schedule.is_some() {
+                "; continuing from the recorded schedule (status.schedule) and the window as last seen"
+            } else {
+                ""
+            }
+        )
+    });
+    if let Some(message) = &window_problem
+        && condition::find(&prev.conditions, condition::READY).map(|c| c.reason.as_str())
             != Some(reason::WINDOW_NOT_FOUND)
-        {
-            publish(
-                ctx,
-                p,
-                EventType::Warning,
-                reason::WINDOW_NOT_FOUND,
-                message,
-            )
-            .await;
-        }
-        return Ok(Action::requeue(ctx.settings.resync));
+    {
+        publish(
+            ctx,
+            p,
+            EventType::Warning,
+            reason::WINDOW_NOT_FOUND,
+            message.clone(),
+        )
+        .await;
+    }
+    let (window_spec, snapshot) = match &found {
+        Some(w) => (w.spec.clone(), Some(snapshot_window(w))),
+        None => match remembered_window(&prev) {
+            Some(spec) => (spec, prev.window.clone()),
+            None => {
+                let message = window_problem.clone().unwrap_or_default();
+                let obs = Observation {
+                    policy: p,
+                    decision: None,
+                    window_problem: Some(message.clone()),
+                    sync: SyncOutcome::Failed {
+                        reason: reason::WINDOW_NOT_FOUND,
+                        message,
+                    },
+                    nsx: None,
+                    delivered: Vec::new(),
+                    notice_error: None,
+                    log_silence: ctx.settings.log_silence,
+                    enforced_spec: prev.enforced_spec.clone(),
+                    window: prev.window.clone(),
+                };
+                patch_status(ctx, p, status::build(&obs, now)).await?;
+                return Ok(Action::requeue(ctx.settings.resync));
+            }
+        },
     };
-    let w = Window::from_spec(&window.spec);
+    let w = Window::from_spec(&window_spec, ctx.settings.log_silence);
 
     // 2. Peers, NSX, monitor summary, readiness.
     let (peers, mut blocker) = resolve_peers(p, &n.ns, ctx);
@@ -269,7 +343,15 @@ async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
             message: "NSX has not yet been confirmed in sync with this spec".into(),
         });
     }
-    let monitor = monitor_summary(&prev, window.spec.gates.rollback.as_ref(), now);
+    let monitor = monitor_summary(&prev, window_spec.gates.rollback.as_ref(), now);
+    // A spec change under DROP: does it widen what DROP affects?
+    let comparison = match (&prev.enforced_spec, generation) {
+        (Some(enforced), Some(g)) if drops(prev_phase, p) && enforced.generation != g => {
+            Some(plan::widening::compare(enforced, &p.spec, &n.ns))
+        }
+        _ => None,
+    };
+    let widening = comparison.as_ref().and_then(|c| c.widening());
     let previous_schedule = prev.schedule.as_ref().map(Schedule::from_status);
     let facts = Facts {
         namespace: &n.ns,
@@ -288,12 +370,40 @@ async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
         delivered,
         &monitor,
         blocker.clone(),
+        widening.clone(),
         now,
     );
 
+    // 3. Notices.
+    let (records, notice_error) =
+        send_notices(p, ctx, &n, &decision, &facts, w.minimum_notice, now).await;
+    let mut delivered = delivered;
+    if !records.is_empty() && decision.schedule.notice_delivered_at.is_none() {
+        let mut all = prev.notifications.clone();
+        all.extend(records.iter().cloned());
+        let facts = Facts {
+            records: &all,
+            ..facts
+        };
+        if let Some(t) = scheduled_delivered_at(&facts) {
+            delivered = Some(t);
+            decision = evaluate_with(
+                &w,
+                p,
+                &prev,
+                previous_schedule.as_ref(),
+                delivered,
+                &monitor,
+                blocker.clone(),
+                widening.clone(),
+                now,
+            );
+        }
+    }
+
     // Entering enforcement needs members: a DROP on an empty group protects nothing and says
-    // the membership criteria are wrong.
-    if decision.phase == Phase::Enforcing && prev_phase != Some(Phase::Enforcing) {
+    // the membership criteria are wrong. Checked on the final decision of this reconcile.
+    if decision.phase == Phase::Enforcing && !drops(prev_phase, p) {
         let members = ctx.nsx.group_member_count(&n.domain, &n.id).await;
         let problem = match members {
             Ok(0) => Some(Blocker {
@@ -316,30 +426,7 @@ async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
                 delivered,
                 &monitor,
                 blocker.clone(),
-                now,
-            );
-        }
-    }
-
-    // 3. Notices.
-    let (records, notice_error) =
-        send_notices(p, ctx, &n, &decision, &facts, w.minimum_notice, now).await;
-    if !records.is_empty() && decision.schedule.notice_delivered_at.is_none() {
-        let mut all = prev.notifications.clone();
-        all.extend(records.iter().cloned());
-        let facts = Facts {
-            records: &all,
-            ..facts
-        };
-        if let Some(t) = scheduled_delivered_at(&facts) {
-            decision = evaluate_with(
-                &w,
-                p,
-                &prev,
-                previous_schedule.as_ref(),
-                Some(t),
-                &monitor,
-                blocker.clone(),
+                widening.clone(),
                 now,
             );
         }
@@ -347,24 +434,78 @@ async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
 
     // 4. NSX.
     let (sync, nsx_facts, decision) = sync_nsx(
-        p, ctx, &n, &peers, live, decision, &w, &prev, &monitor, blocker, now,
+        p,
+        ctx,
+        &n,
+        &peers,
+        live,
+        decision,
+        &w,
+        &prev,
+        &monitor,
+        blocker,
+        widening.clone(),
+        now,
     )
     .await;
 
-    // 5. Status.
+    // 5. Status. The spec under DROP is recorded whenever this decision drops; a widening
+    //    change that is not approved went back to PASS above and keeps the old record.
+    let enforced_spec = match generation {
+        Some(g) if drops(Some(decision.phase), p) => Some(plan::widening::snapshot(&p.spec, g)),
+        _ => prev.enforced_spec.clone(),
+    };
     let obs = Observation {
         policy: p,
         decision: Some(&decision),
-        window_problem: None,
+        window_problem: window_problem.clone(),
         sync: sync.clone(),
         nsx: nsx_facts,
         delivered: records.clone(),
         notice_error: notice_error.clone(),
-        log_silence: ctx.settings.log_silence,
+        log_silence: w.max_log_silence.unwrap_or(ctx.settings.log_silence),
+        enforced_spec,
+        window: snapshot.or(prev.window.clone()),
     };
     patch_status(ctx, p, status::build(&obs, now)).await?;
 
     // 6. Events and metrics.
+    if decision.phase == Phase::Enforcing
+        && prev_phase != Some(Phase::Enforcing)
+        && !w.waived.is_empty()
+    {
+        let names: Vec<&str> = w.waived.iter().map(|g| g.as_str()).collect();
+        publish(
+            ctx,
+            p,
+            EventType::Warning,
+            reason::GATE_WAIVED,
+            format!(
+                "enforcing with gates waived by window {}: {} (DROP without that evidence)",
+                p.spec.window.name,
+                names.join(", ")
+            ),
+        )
+        .await;
+    }
+    if let Some(c) = &comparison
+        && decision.phase.drops()
+    {
+        let note = match c.widening() {
+            Some(why) => format!(
+                "generation {} is approved: stays enforcing although it widens what DROP affects ({why})",
+                generation.unwrap_or_default()
+            ),
+            None if c.narrows.is_empty() => {
+                "spec change does not touch what DROP affects: stays enforcing".to_string()
+            }
+            None => format!(
+                "spec change only narrows what DROP affects or adds allow rules ({}): stays enforcing",
+                c.narrows.join("; ")
+            ),
+        };
+        publish(ctx, p, EventType::Normal, reason::CHANGE_ACCEPTED, note).await;
+    }
     if prev_phase != Some(decision.phase) {
         let type_ = if matches!(decision.phase, Phase::Held | Phase::RolledBack) {
             EventType::Warning
@@ -462,17 +603,22 @@ async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
     // 7. Requeue.
     let mut wait = ctx.settings.resync;
     // The Reminder notice is due at enforceAt - reminderBefore, which is not a phase change.
-    let reminder_at = decision.schedule.enforce_at - ctx.settings.reminder_before;
+    let reminder_at =
+        crate::api::time::minus(decision.schedule.enforce_at, ctx.settings.reminder_before);
     if decision.phase == Phase::Monitoring
         && decision.schedule.notice_delivered_at.is_some()
         && reminder_at > now
     {
-        wait = wait.min(now.duration_until(reminder_at).unsigned_abs() + Duration::from_millis(5));
+        wait = wait.min(
+            now.duration_until(reminder_at)
+                .unsigned_abs()
+                .saturating_add(Duration::from_millis(5)),
+        );
     }
     if let Some(at) = decision.wake_at {
         let until = now.duration_until(at).unsigned_abs();
         // Wake just after the instant so the answer has changed when we look.
-        wait = wait.min(until + Duration::from_millis(5));
+        wait = wait.min(until.saturating_add(Duration::from_millis(5)));
     }
     if prev_phase != Some(decision.phase)
         || notice_error.is_some()
@@ -500,6 +646,7 @@ async fn sync_nsx(
     prev: &SegmentationPolicyStatus,
     monitor: &MonitorSummary,
     blocker: Option<Blocker>,
+    widening: Option<String>,
     now: Timestamp,
 ) -> (SyncOutcome, Option<NsxFacts>, Decision) {
     let prev_drops = prev.phase.unwrap_or_default().drops();
@@ -615,6 +762,7 @@ async fn sync_nsx(
                     decision.schedule.notice_delivered_at,
                     monitor,
                     Some(blocker.unwrap_or(held)),
+                    widening,
                     now,
                 )
             } else {
@@ -689,9 +837,10 @@ async fn send_notices(
         // A Scheduled notice announces the date that holds if it is delivered now: never less
         // than the minimum notice from now.
         let enforce_at = if item.kind == crate::notify::NoticeKind::Scheduled {
-            d.schedule
-                .enforce_at
-                .max(schedule::ceil_second(now) + minimum_notice)
+            d.schedule.enforce_at.max(crate::api::time::plus(
+                schedule::ceil_second(now),
+                minimum_notice,
+            ))
         } else {
             d.schedule.enforce_at
         };

@@ -8,8 +8,8 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use crate::api::condition::{self, FALSE, TRUE, UNKNOWN, reason, set_condition};
 use crate::api::k8s::Time;
 use crate::api::{
-    HistoryEntry, MAX_HISTORY, MAX_NOTIFICATIONS, NotificationRecord, NsxStatus, Phase,
-    SegmentationPolicy, SegmentationPolicyStatus,
+    EnforcedSpec, HistoryEntry, MAX_HISTORY, MAX_NOTIFICATIONS, NotificationRecord, NsxStatus,
+    Phase, SegmentationPolicy, SegmentationPolicyStatus, WindowSnapshot,
 };
 use crate::schedule::Decision;
 
@@ -63,6 +63,10 @@ pub struct Observation<'a> {
     pub notice_error: Option<String>,
     /// Silence after which monitoring counts as blind (for MonitoringHealthy).
     pub log_silence: SignedDuration,
+    /// The spec under DROP to record (`status.enforcedSpec`).
+    pub enforced_spec: Option<EnforcedSpec>,
+    /// The window's settings to record (`status.window`).
+    pub window: Option<WindowSnapshot>,
 }
 
 /// The new status. Fields the controller does not own (`monitor`, written by the monitor) are
@@ -81,6 +85,8 @@ pub fn build(obs: &Observation<'_>, now: Timestamp) -> SegmentationPolicyStatus 
         monitor: None,
         notifications: prev.notifications.clone(),
         history: prev.history.clone(),
+        enforced_spec: obs.enforced_spec.clone(),
+        window: obs.window.clone(),
     };
     s.notifications.extend(obs.delivered.iter().cloned());
     let excess = s.notifications.len().saturating_sub(MAX_NOTIFICATIONS);
@@ -213,7 +219,7 @@ pub fn build(obs: &Observation<'_>, now: Timestamp) -> SegmentationPolicyStatus 
             reason::NO_LOGS_YET,
             "no DFW log line of this application has arrived yet".to_string(),
         ),
-        (true, Some(t)) if now < t + obs.log_silence => {
+        (true, Some(t)) if now < crate::api::time::plus(t, obs.log_silence) => {
             (TRUE, reason::LOGS_ARRIVING, format!("last DFW log at {t}"))
         }
         (true, Some(t)) => (
@@ -297,6 +303,8 @@ mod tests {
             delivered: vec![],
             notice_error: None,
             log_silence: SignedDuration::from_secs(300),
+            enforced_spec: None,
+            window: None,
         }
     }
 

@@ -18,6 +18,7 @@
 pub mod live;
 pub mod report;
 mod sequence;
+pub mod widening;
 
 pub use sequence::{GAP, allocate_sequence};
 

@@ -54,8 +54,9 @@ fn by_key(windows: &[EnforcementWindow]) -> BTreeMap<(String, String), &Enforcem
 
 /// The schedule's decision for a policy at `now`, assuming owner notices are delivered when due,
 /// DFW logs arrive and no unmatched flow was seen (what a plan can know without the cluster); enforcement
-/// approval comes from the approval annotation in the manifest. `None` when the policy's window
-/// is not among `windows`.
+/// approval comes from the approval annotation in the manifest (a manifest has no generation, so
+/// any `microseg.io/approved-generation` counts). `None` when the policy's window is not among
+/// `windows`.
 pub fn phase_at(
     policy: &SegmentationPolicy,
     windows: &[EnforcementWindow],
@@ -75,7 +76,8 @@ fn decide(
         .clone()
         .unwrap_or_else(|| "default".into());
     let w = windows.get(&(ns, policy.spec.window.name.clone()))?;
-    let window = Window::from_spec(&w.spec);
+    // Logs are assumed to arrive at every instant replayed, so the default silence never bites.
+    let window = Window::from_spec(&w.spec, k8s_openapi::jiff::SignedDuration::from_hours(1));
     let approved = policy
         .metadata
         .annotations
@@ -103,6 +105,7 @@ fn decide(
                 notice_delivered_at: Some(window.notify_at),
                 monitor: &monitor,
                 blocker: None,
+                widening: None,
             },
             t,
         );

@@ -26,18 +26,29 @@
 //!   delivered, ready (peers resolved, members non-empty, NSX in sync), approval, monitoring
 //!   not blind, open alerts, quiet period. All open: Enforcing. Any closed: Held (catch-all
 //!   PASS), until the gate opens.
+//! - The evidence gates (blind, open alerts, quiet period) are on unless the window waives them
+//!   in writing. Blind: no DFW log line of the application arrived since the evidence began
+//!   (`monitorFrom`, or the last return to PASS after a rollback or a widening change), or the
+//!   last one is older than `maxLogSilence`. Quiet period: counted from the latest of the last
+//!   unmatched flow and the start of the evidence.
 //! - Enforcing until `cleanupAt`; then Completed, which is terminal.
 //! - Safety moves happen at once, blackout or not: `suspend` (policy or window) turns an
 //!   enforcing or completed application to Held; losing readiness while enforcing turns it to
 //!   Held; an automatic rollback turns it to RolledBack, which lasts until the spec changes
-//!   (a new generation). Every return from PASS to DROP goes through the gates again.
+//!   (a new generation); a spec change that widens what DROP affects (members added or
+//!   widened, an allow rule removed or narrowed) turns it to Held unless that generation is
+//!   approved. Every return from PASS to DROP goes through the gates again; after a rollback or
+//!   a widening change the evidence starts over (`evidenceFrom`).
+//! - Time arithmetic saturates (`api::time`): no window the API server accepts can make the
+//!   machine panic, and clamping only ever moves an instant later.
 //! - Scheduled transitions (to Monitoring, Enforcing, Completed) never happen inside a blackout.
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use crate::api::condition::reason;
 use crate::api::k8s::Time;
-use crate::api::{EffectiveSchedule, EnforcementWindowSpec, NextTransition, Phase};
+use crate::api::time::{minus, plus};
+use crate::api::{EffectiveSchedule, EnforcementWindowSpec, NextTransition, Phase, WaivedGate};
 
 #[cfg(test)]
 mod proptests;
@@ -70,14 +81,16 @@ pub struct Window {
     pub minimum_notice: SignedDuration,
     /// Monitoring after enforcement.
     pub post_enforcement: SignedDuration,
-    /// Quiet period gate.
+    /// Quiet period gate in force (`None`: waived).
     pub quiet_period: Option<SignedDuration>,
-    /// Open-alerts gate.
+    /// Open-alerts gate in force (`None`: waived).
     pub max_open_alerts: Option<i64>,
     /// Approval gate.
     pub require_approval: bool,
-    /// Blind-monitoring gate.
+    /// Blind-monitoring gate in force (`None`: waived).
     pub max_log_silence: Option<SignedDuration>,
+    /// Evidence gates the window turned off, in writing (reported while enforcing).
+    pub waived: Vec<WaivedGate>,
     /// Automatic rollback configured.
     pub rollback: bool,
     /// Change freezes.
@@ -87,8 +100,12 @@ pub struct Window {
 }
 
 impl Window {
-    /// Converts a window spec.
-    pub fn from_spec(spec: &EnforcementWindowSpec) -> Window {
+    /// Converts a window spec; `log_silence` is the controller's default for `maxLogSilence`.
+    pub fn from_spec(spec: &EnforcementWindowSpec, log_silence: SignedDuration) -> Window {
+        let gates = &spec.gates;
+        let mut waived = gates.waive.clone();
+        waived.sort();
+        waived.dedup();
         Window {
             notify_at: ceil_second(spec.notify_at.0),
             monitor_from: ceil_second(spec.monitor_from.0),
@@ -96,11 +113,14 @@ impl Window {
             cleanup_at: spec.cleanup_at.as_ref().map(|t| ceil_second(t.0)),
             minimum_notice: spec.minimum_notice.get(),
             post_enforcement: spec.post_enforcement_monitoring.get(),
-            quiet_period: spec.gates.quiet_period.map(|d| d.get()),
-            max_open_alerts: spec.gates.max_open_alerts,
-            require_approval: spec.gates.require_approval,
-            max_log_silence: spec.gates.max_log_silence.map(|d| d.get()),
-            rollback: spec.gates.rollback.is_some(),
+            quiet_period: gates.effective_quiet_period().map(|d| d.get()),
+            max_open_alerts: gates.effective_max_open_alerts(),
+            require_approval: gates.require_approval,
+            max_log_silence: gates
+                .effective_max_log_silence(log_silence.into())
+                .map(|d| d.get()),
+            waived,
+            rollback: gates.rollback.is_some(),
             blackouts: spec
                 .blackouts
                 .iter()
@@ -127,7 +147,7 @@ impl Window {
             .flat_map(|b| [b.start, b.end])
             .filter(|t| *t > now)
             .filter(|t| {
-                self.blackout_at(*t) != self.blackout_at(*t - SignedDuration::from_nanos(1))
+                self.blackout_at(*t) != self.blackout_at(minus(*t, SignedDuration::from_nanos(1)))
             })
             .collect()
     }
@@ -162,6 +182,8 @@ pub struct Schedule {
     pub enforced_since: Option<Timestamp>,
     /// Generation at the last automatic rollback.
     pub rolled_back_generation: Option<i64>,
+    /// Evidence counts from here (last return to PASS after a rollback or a widening change).
+    pub evidence_from: Option<Timestamp>,
 }
 
 impl Schedule {
@@ -175,6 +197,7 @@ impl Schedule {
             notice_delivered_at: s.notice_delivered_at.as_ref().map(|t| t.0),
             enforced_since: s.enforced_since.as_ref().map(|t| t.0),
             rolled_back_generation: s.rolled_back_generation,
+            evidence_from: s.evidence_from.as_ref().map(|t| t.0),
         }
     }
 
@@ -188,6 +211,7 @@ impl Schedule {
             notice_delivered_at: self.notice_delivered_at.map(Time),
             enforced_since: self.enforced_since.map(Time),
             rolled_back_generation: self.rolled_back_generation,
+            evidence_from: self.evidence_from.map(Time),
         }
     }
 }
@@ -222,8 +246,11 @@ pub struct Inputs<'a> {
     pub window: &'a Window,
     /// spec.suspend.
     pub suspend: bool,
-    /// The approval annotation is present.
+    /// The current generation is approved (`microseg.io/approved-generation`).
     pub approved: bool,
+    /// Why the current spec widens what DROP affects compared with the spec that was enforced
+    /// (members added or widened, allow rules removed or narrowed); `None` when it does not.
+    pub widening: Option<String>,
     /// metadata.generation.
     pub generation: i64,
     /// status.phase.
@@ -334,7 +361,16 @@ pub fn evaluate(inp: &Inputs<'_>, now: Timestamp) -> Decision {
         notice_due,
     };
 
-    // Completed is terminal unless the brake is pulled.
+    // Completed is terminal unless the brake is pulled or a change widens what DROP affects.
+    let widening = inp.widening.as_ref().filter(|_| !inp.approved);
+    if prev_phase == Phase::Completed
+        && !suspended
+        && let Some(why) = widening
+        && d.schedule.enforced_since.is_some()
+    {
+        regate(&mut d, why, now);
+        return finish(d, wake, now);
+    }
     if prev_phase == Phase::Completed && !suspended {
         d.phase = Phase::Completed;
         d.reason = reason::COMPLETED;
@@ -397,7 +433,7 @@ pub fn evaluate(inp: &Inputs<'_>, now: Timestamp) -> Decision {
             let late_notice = d
                 .schedule
                 .notice_delivered_at
-                .filter(|t| *t + w.minimum_notice > w.enforce_at);
+                .filter(|t| plus(*t, w.minimum_notice) > w.enforce_at);
             (d.reason, d.message) = match late_notice {
                 Some(t) => (
                     reason::NOTICE_LATE,
@@ -472,6 +508,7 @@ pub fn evaluate(inp: &Inputs<'_>, now: Timestamp) -> Decision {
     if w.rollback && inp.monitor.rollback_triggered && prev_phase == Phase::Enforcing {
         d.schedule.enforced_since = None;
         d.schedule.rolled_back_generation = Some(inp.generation);
+        d.schedule.evidence_from = Some(ceil_second(now));
         d.phase = Phase::RolledBack;
         d.reason = reason::ROLLED_BACK;
         d.message = "too many dropped unmatched flows: rolled back to monitor mode".into();
@@ -483,9 +520,32 @@ pub fn evaluate(inp: &Inputs<'_>, now: Timestamp) -> Decision {
         d.next = Some((Phase::Enforcing, None));
         return finish(d, wake, now);
     }
+    if let Some(why) = widening {
+        regate(&mut d, why, now);
+        return finish(d, wake, now);
+    }
     let since = d.schedule.enforced_since.unwrap_or(now);
     enter_enforcing(&mut d, w, since, now, &mut wake);
     finish(d, wake, now)
+}
+
+/// Back to PASS because the spec widens what DROP affects: Held, and the evidence (log lines,
+/// quiet period) starts over now.
+fn regate(d: &mut Decision, why: &str, now: Timestamp) {
+    d.schedule.enforced_since = None;
+    d.schedule.evidence_from = Some(ceil_second(now));
+    d.phase = Phase::Held;
+    d.reason = reason::CHANGE_UNDER_DROP;
+    d.message = format!(
+        "catch-all back to PASS: the spec change widens what DROP affects ({why}); enforcement \
+         needs the gates again, or approve this generation"
+    );
+    d.gate = Gate {
+        open: false,
+        reason: reason::CHANGE_UNDER_DROP,
+        message: d.message.clone(),
+    };
+    d.next = Some((Phase::Enforcing, None));
 }
 
 /// Enforcing (or, past cleanupAt and outside a blackout, Completed).
@@ -497,15 +557,17 @@ fn enter_enforcing(
     wake: &mut Vec<Timestamp>,
 ) {
     d.schedule.enforced_since = Some(since);
-    if since > d.schedule.enforce_at + LATE_TOLERANCE {
+    if since > plus(d.schedule.enforce_at, LATE_TOLERANCE) {
         d.schedule.enforce_at = since;
-        d.schedule.cleanup_at =
-            w.after_blackouts(later(d.schedule.cleanup_at, since + w.post_enforcement));
+        d.schedule.cleanup_at = w.after_blackouts(later(
+            d.schedule.cleanup_at,
+            plus(since, w.post_enforcement),
+        ));
     }
     d.gate = Gate {
         open: true,
         reason: reason::GATES_OPEN,
-        message: format!("enforcing since {since}"),
+        message: format!("enforcing since {since}{}", waived_note(w)),
     };
     let cleanup = d.schedule.cleanup_at;
     let frozen = w.blackout_at(now);
@@ -544,6 +606,7 @@ fn effective_schedule(inp: &Inputs<'_>, prev_phase: Phase) -> Schedule {
         .or(inp.notice_delivered_at.map(ceil_second));
     let enforced_since = prev.and_then(|p| p.enforced_since);
     let rolled_back_generation = prev.and_then(|p| p.rolled_back_generation);
+    let evidence_from = prev.and_then(|p| p.evidence_from);
 
     let notify_at = match (prev, notice_delivered_at) {
         (Some(p), Some(_)) => p.notify_at,
@@ -558,7 +621,7 @@ fn effective_schedule(inp: &Inputs<'_>, prev_phase: Phase) -> Schedule {
         _ => {
             let mut e = later(pick(|p| p.enforce_at, w.enforce_at), monitor_from);
             if let Some(d) = notice_delivered_at {
-                e = later(e, d + w.minimum_notice);
+                e = later(e, plus(d, w.minimum_notice));
             }
             w.after_blackouts(ceil_second(e))
         }
@@ -566,10 +629,12 @@ fn effective_schedule(inp: &Inputs<'_>, prev_phase: Phase) -> Schedule {
     let cleanup_at = match prev {
         Some(p) if prev_phase == Phase::Completed => p.cleanup_at,
         _ => {
-            let window_cleanup = w.cleanup_at.unwrap_or(w.enforce_at + w.post_enforcement);
+            let window_cleanup = w
+                .cleanup_at
+                .unwrap_or_else(|| plus(w.enforce_at, w.post_enforcement));
             let c = later(
                 pick(|p| p.cleanup_at, window_cleanup),
-                enforce_at + w.post_enforcement,
+                plus(enforce_at, w.post_enforcement),
             );
             w.after_blackouts(ceil_second(c))
         }
@@ -582,6 +647,7 @@ fn effective_schedule(inp: &Inputs<'_>, prev_phase: Phase) -> Schedule {
         notice_delivered_at,
         enforced_since,
         rolled_back_generation,
+        evidence_from,
     }
 }
 
@@ -644,15 +710,33 @@ fn blockers(
             clears_at: None,
         });
     }
+    // Evidence counts from the start of monitor mode, or from the last return to PASS.
+    let evidence_from = later(s.monitor_from, s.evidence_from.unwrap_or(s.monitor_from));
     if let Some(silence) = w.max_log_silence {
-        let reference = inp.monitor.last_log_at.unwrap_or(s.monitor_from);
-        wake.push(reference + silence);
-        if now >= reference + silence {
-            out.push(Blocking {
+        match inp.monitor.last_log_at.filter(|t| *t >= evidence_from) {
+            None => out.push(Blocking {
                 reason: reason::MONITORING_BLIND,
-                message: format!("no DFW log seen since {reference}: monitoring is blind"),
+                message: format!(
+                    "monitoring is blind: no DFW log line of this application has arrived since \
+                     {evidence_from} (send its DFW logs to microseg, or waive the Blind gate)"
+                ),
                 clears_at: None,
-            });
+            }),
+            Some(last) => {
+                let blind_at = plus(last, silence);
+                wake.push(blind_at);
+                if now >= blind_at {
+                    out.push(Blocking {
+                        reason: reason::MONITORING_BLIND,
+                        message: format!(
+                            "monitoring is blind: no DFW log line since {last} (maxLogSilence \
+                             {})",
+                            crate::api::duration::Duration::from(silence)
+                        ),
+                        clears_at: None,
+                    });
+                }
+            }
         }
     }
     if let Some(max) = w.max_open_alerts
@@ -667,17 +751,44 @@ fn blockers(
             clears_at: None,
         });
     }
-    if let (Some(quiet), Some(last)) = (w.quiet_period, inp.monitor.last_unmatched_at) {
-        let quiet_end = last + quiet;
+    if let Some(quiet) = w.quiet_period {
+        let last_flow = inp
+            .monitor
+            .last_unmatched_at
+            .filter(|t| *t >= evidence_from);
+        let since = last_flow.unwrap_or(evidence_from);
+        let quiet_end = plus(since, quiet);
         if now < quiet_end {
+            let what = match (last_flow, s.evidence_from) {
+                (Some(t), _) => format!("unmatched flow seen at {t}"),
+                (None, Some(t)) if t >= s.monitor_from => {
+                    format!("back in monitor mode since {t}")
+                }
+                _ => format!("monitor mode since {since}"),
+            };
             out.push(Blocking {
                 reason: reason::QUIET_PERIOD,
-                message: format!("unmatched flow seen at {last}; quiet period ends at {quiet_end}"),
+                message: format!(
+                    "{what}; quiet period of {} ends at {quiet_end}",
+                    crate::api::duration::Duration::from(quiet)
+                ),
                 clears_at: Some(quiet_end),
             });
         }
     }
     out
+}
+
+/// The gates the window waived, for messages (empty when none).
+fn waived_note(w: &Window) -> String {
+    if w.waived.is_empty() {
+        return String::new();
+    }
+    let names: Vec<&str> = w.waived.iter().map(|g| g.as_str()).collect();
+    format!(
+        "; gates waived by the window: {} (enforcing without that evidence)",
+        names.join(", ")
+    )
 }
 
 fn closed_gate(blockers: &[Blocking]) -> Gate {
@@ -703,7 +814,11 @@ fn preview_gate(inp: &Inputs<'_>, s: &Schedule, now: Timestamp, wake: &mut Vec<T
         Gate {
             open: true,
             reason: reason::GATES_OPEN,
-            message: format!("enforcement at {} if the gates stay open", s.enforce_at),
+            message: format!(
+                "enforcement at {} if the gates stay open{}",
+                s.enforce_at,
+                waived_note(inp.window)
+            ),
         }
     } else {
         let mut g = closed_gate(&blockers);

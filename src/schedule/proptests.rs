@@ -232,3 +232,103 @@ proptest! {
         }
     }
 }
+
+/// Seconds of the last instant a window may name (the CRD bound; jiff's range ends a few hours
+/// before 10000-01-01 because of time-zone offsets).
+fn last_second() -> i64 {
+    Timestamp::MAX.as_second()
+}
+
+/// Instants across the whole accepted range, weighted towards both ends.
+fn extreme_instant() -> impl Strategy<Value = i64> {
+    let last = last_second();
+    prop_oneof![
+        2 => 0i64..=last,
+        1 => (last - 40 * 24 * 3600)..=last,
+        1 => 0i64..(40 * 24 * 3600),
+    ]
+}
+
+/// Durations up to the CRD bound (87600h), weighted towards the bound.
+fn extreme_duration() -> impl Strategy<Value = SignedDuration> {
+    let max = 87_600 * 3600i64;
+    prop_oneof![
+        1 => Just(SignedDuration::from_secs(max)),
+        2 => (0i64..=max).prop_map(SignedDuration::from_secs),
+        1 => (0i64..600).prop_map(SignedDuration::from_secs),
+    ]
+}
+
+fn extreme_window() -> impl Strategy<Value = Window> {
+    (
+        proptest::collection::vec(extreme_instant(), 4),
+        proptest::collection::vec(extreme_duration(), 4),
+        proptest::option::of(0i64..3),
+        any::<bool>(),
+        any::<bool>(),
+        proptest::collection::vec((extreme_instant(), extreme_duration()), 0..3),
+    )
+        .prop_map(|(mut instants, durations, alerts, approval, rollback, blackouts)| {
+            instants.sort();
+            let ts = |s: i64| Timestamp::from_second(s).unwrap_or(Timestamp::MAX);
+            let spec: crate::api::EnforcementWindowSpec = serde_json::from_value(serde_json::json!({
+                "notifyAt": ts(instants[0]).to_string(),
+                "monitorFrom": ts(instants[1]).to_string(),
+                "enforceAt": ts(instants[2]).to_string(),
+                "cleanupAt": ts(instants[3]).to_string(),
+                "minimumNotice": crate::api::duration::Duration::from(durations[0]).to_string(),
+                "postEnforcementMonitoring": crate::api::duration::Duration::from(durations[1]).to_string(),
+                "gates": {
+                    "quietPeriod": crate::api::duration::Duration::from(durations[2]).to_string(),
+                    "maxLogSilence": crate::api::duration::Duration::from(durations[3]).to_string(),
+                    "maxOpenAlerts": alerts,
+                    "requireApproval": approval,
+                    "rollback": if rollback { serde_json::json!({"droppedFlows": 1, "period": "10m"}) } else { serde_json::Value::Null },
+                },
+                "blackouts": blackouts.iter().map(|(start, len)| serde_json::json!({
+                    "start": ts(*start).to_string(),
+                    "end": crate::api::time::plus(ts(*start), *len).max(crate::api::time::plus(ts(*start), SignedDuration::from_secs(1))).to_string(),
+                })).collect::<Vec<_>>(),
+            }))
+            .unwrap();
+            Window::from_spec(&spec, durations[3])
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Windows anywhere in years 1970–9999 with durations up to the bound: the machine never
+    /// panics, never moves an effective instant earlier and always wakes after `now`.
+    #[test]
+    fn extreme_windows_never_panic_nor_pull_an_instant_earlier(
+        window in extreme_window(),
+        steps in proptest::collection::vec((extreme_instant(), event()), 1..40),
+    ) {
+        let mut sim = Sim::new(window);
+        let mut times: Vec<i64> = steps.iter().map(|(t, _)| *t).collect();
+        times.sort();
+        let mut last_schedule: Option<Schedule> = None;
+        for (t, (_, ev)) in times.into_iter().zip(steps.iter()) {
+            let now = Timestamp::from_second(t).unwrap_or(Timestamp::MAX);
+            if !matches!(ev, Event::EditWindow(_)) {
+                apply(&mut sim, ev, now);
+            }
+            let d = sim.settle(now);
+            if let Some(prev) = &last_schedule {
+                prop_assert!(d.schedule.notify_at >= prev.notify_at);
+                prop_assert!(d.schedule.monitor_from >= prev.monitor_from);
+                prop_assert!(d.schedule.enforce_at >= prev.enforce_at, "{:?} -> {:?}", prev, d.schedule);
+                prop_assert!(d.schedule.cleanup_at >= prev.cleanup_at);
+            }
+            if let Some(w) = d.wake_at {
+                prop_assert!(w > now);
+            }
+            // The status round trip of the schedule stays representable.
+            let json = serde_json::to_string(&d.schedule.to_status()).unwrap();
+            let back: EffectiveSchedule = serde_json::from_str(&json).unwrap();
+            prop_assert!(Schedule::from_status(&back).enforce_at >= d.schedule.enforce_at - SignedDuration::from_secs(1));
+            last_schedule = Some(d.schedule.clone());
+        }
+    }
+}

@@ -22,6 +22,7 @@ pub(crate) fn window() -> Window {
         max_open_alerts: None,
         require_approval: false,
         max_log_silence: None,
+        waived: vec![],
         rollback: false,
         blackouts: vec![],
         suspend: false,
@@ -41,6 +42,7 @@ pub(crate) struct Sim {
     pub delivered: Option<Timestamp>,
     pub monitor: MonitorSummary,
     pub blocker: Option<Blocker>,
+    pub widening: Option<String>,
 }
 
 impl Sim {
@@ -55,6 +57,7 @@ impl Sim {
             delivered: None,
             monitor: MonitorSummary::default(),
             blocker: None,
+            widening: None,
         }
     }
 
@@ -70,6 +73,7 @@ impl Sim {
                 notice_delivered_at: self.delivered,
                 monitor: &self.monitor,
                 blocker: self.blocker.clone(),
+                widening: self.widening.clone(),
             },
             now,
         )
@@ -502,4 +506,199 @@ fn a_late_enforcement_is_a_phase_of_its_own_never_skipped_to_completed() {
     );
     let d = sim.step(at(1030));
     assert_eq!(d.phase, Phase::Completed, "{d:?}");
+}
+
+/// The example wave's window as a user writes it, with every default (the evidence gates on).
+fn defaults_window() -> Window {
+    let spec: crate::api::EnforcementWindowSpec = serde_yaml::from_str(&format!(
+        "notifyAt: {}\nmonitorFrom: {}\nenforceAt: {}\nminimumNotice: {MIN_NOTICE}s\npostEnforcementMonitoring: {POST}s\n",
+        at(0),
+        at(100),
+        at(ENFORCE_DEFAULT)
+    ))
+    .unwrap();
+    Window::from_spec(&spec, SignedDuration::from_hours(1))
+}
+
+const ENFORCE_DEFAULT: i64 = MIN_NOTICE + 400_000;
+
+#[test]
+fn the_evidence_gates_are_on_by_default() {
+    let w = defaults_window();
+    assert_eq!(w.quiet_period, Some(SignedDuration::from_hours(72)));
+    assert_eq!(w.max_open_alerts, Some(0));
+    assert_eq!(w.max_log_silence, Some(SignedDuration::from_hours(1)));
+    assert!(w.waived.is_empty());
+}
+
+#[test]
+fn no_log_line_ever_is_blind_and_holds_enforcement() {
+    let mut sim = monitoring_sim(defaults_window());
+    let d = sim.settle(at(ENFORCE_DEFAULT));
+    assert_eq!((d.phase, d.reason), (Phase::Held, reason::MONITORING_BLIND));
+    assert!(
+        d.gate.message.contains("no DFW log line"),
+        "{}",
+        d.gate.message
+    );
+    assert_eq!(d.next, Some((Phase::Enforcing, None)));
+}
+
+#[test]
+fn log_lines_from_before_monitor_mode_are_no_evidence() {
+    let mut sim = monitoring_sim(defaults_window());
+    sim.monitor.last_log_at = Some(at(50));
+    let d = sim.settle(at(ENFORCE_DEFAULT));
+    assert_eq!((d.phase, d.reason), (Phase::Held, reason::MONITORING_BLIND));
+}
+
+#[test]
+fn logs_stopped_longer_than_max_log_silence_hold_enforcement() {
+    let mut sim = monitoring_sim(defaults_window());
+    sim.monitor.last_log_at = Some(at(ENFORCE_DEFAULT - 3601));
+    let d = sim.settle(at(ENFORCE_DEFAULT));
+    assert_eq!((d.phase, d.reason), (Phase::Held, reason::MONITORING_BLIND));
+    sim.monitor.last_log_at = Some(at(ENFORCE_DEFAULT + 5));
+    assert_eq!(sim.settle(at(ENFORCE_DEFAULT + 6)).phase, Phase::Enforcing);
+}
+
+#[test]
+fn logs_arriving_no_alerts_and_a_quiet_period_passed_enforce() {
+    let mut sim = monitoring_sim(defaults_window());
+    sim.monitor.last_log_at = Some(at(ENFORCE_DEFAULT - 10));
+    sim.monitor.last_unmatched_at = Some(at(200));
+    let d = sim.settle(at(ENFORCE_DEFAULT));
+    assert_eq!(d.phase, Phase::Enforcing, "{d:?}");
+    assert_eq!(d.gate.reason, reason::GATES_OPEN);
+}
+
+#[test]
+fn one_open_alert_holds_by_default() {
+    let mut sim = monitoring_sim(defaults_window());
+    sim.monitor.last_log_at = Some(at(ENFORCE_DEFAULT - 10));
+    sim.monitor.open_alerts = 1;
+    let d = sim.settle(at(ENFORCE_DEFAULT));
+    assert_eq!(
+        (d.phase, d.reason),
+        (Phase::Held, reason::TOO_MANY_OPEN_ALERTS)
+    );
+}
+
+#[test]
+fn the_quiet_period_counts_from_monitor_mode_when_no_flow_was_seen() {
+    // monitorFrom 100, enforceAt 1000, quiet period 72h by default: enforcement waits until
+    // monitorFrom + 72h although nothing unmatched was ever seen.
+    let mut w = defaults_window();
+    w.enforce_at = at(MIN_NOTICE);
+    let mut sim = monitoring_sim(w);
+    sim.monitor.last_log_at = Some(at(990));
+    let d = sim.settle(at(1000));
+    assert_eq!((d.phase, d.reason), (Phase::Held, reason::QUIET_PERIOD));
+    let quiet_end = at(100 + 72 * 3600);
+    assert_eq!(d.next, Some((Phase::Enforcing, Some(quiet_end))));
+    sim.monitor.last_log_at = Some(at(100 + 72 * 3600 - 5));
+    assert_eq!(sim.settle(quiet_end).phase, Phase::Enforcing);
+}
+
+#[test]
+fn waived_gates_enforce_without_evidence_and_say_so() {
+    let spec: crate::api::EnforcementWindowSpec = serde_yaml::from_str(&format!(
+        "notifyAt: {}\nmonitorFrom: {}\nenforceAt: {}\nminimumNotice: {MIN_NOTICE}s\ngates: {{waive: [QuietPeriod, Blind]}}\n",
+        at(0),
+        at(100),
+        at(MIN_NOTICE)
+    ))
+    .unwrap();
+    let w = Window::from_spec(&spec, SignedDuration::from_hours(1));
+    assert_eq!((w.quiet_period, w.max_log_silence), (None, None));
+    assert_eq!(w.waived, vec![WaivedGate::Blind, WaivedGate::QuietPeriod]);
+    let mut sim = monitoring_sim(w);
+    let preview = sim.settle(at(500));
+    assert!(
+        preview.gate.message.contains("waived"),
+        "{}",
+        preview.gate.message
+    );
+    let d = sim.settle(at(MIN_NOTICE));
+    assert_eq!(d.phase, Phase::Enforcing);
+    assert!(
+        d.gate
+            .message
+            .contains("gates waived by the window: Blind, QuietPeriod"),
+        "{}",
+        d.gate.message
+    );
+}
+
+#[test]
+fn after_a_rollback_a_new_generation_needs_the_gates_again_from_the_rollback() {
+    let mut w = defaults_window();
+    w.rollback = true;
+    let mut sim = monitoring_sim(w);
+    sim.monitor.last_log_at = Some(at(ENFORCE_DEFAULT - 1));
+    assert_eq!(sim.settle(at(ENFORCE_DEFAULT)).phase, Phase::Enforcing);
+    sim.monitor.rollback_triggered = true;
+    let rb = at(ENFORCE_DEFAULT + 100);
+    let d = sim.settle(rb);
+    assert_eq!(d.phase, Phase::RolledBack);
+    assert_eq!(d.schedule.evidence_from, Some(rb));
+    sim.monitor.rollback_triggered = false;
+    sim.generation = 2;
+    // Logs arrive, no alert open: still the quiet period from the rollback.
+    sim.monitor.last_log_at = Some(at(ENFORCE_DEFAULT + 200));
+    let d = sim.settle(at(ENFORCE_DEFAULT + 201));
+    assert_eq!((d.phase, d.reason), (Phase::Held, reason::QUIET_PERIOD));
+    assert!(
+        d.gate.message.contains("back in monitor mode"),
+        "{}",
+        d.gate.message
+    );
+    let quiet_end = at(ENFORCE_DEFAULT + 100 + 72 * 3600);
+    assert_eq!(d.next, Some((Phase::Enforcing, Some(quiet_end))));
+    sim.monitor.last_log_at = Some(at(ENFORCE_DEFAULT + 100 + 72 * 3600 - 1));
+    assert_eq!(sim.settle(quiet_end).phase, Phase::Enforcing);
+}
+
+#[test]
+fn a_widening_change_under_drop_goes_back_to_pass_unless_approved() {
+    let mut sim = monitoring_sim(window());
+    assert_eq!(sim.settle(at(1000)).phase, Phase::Enforcing);
+    sim.generation = 2;
+    sim.widening = Some("member added: address 10.9.9.9".into());
+    sim.approved = true;
+    assert_eq!(sim.settle(at(1010)).phase, Phase::Enforcing, "approved");
+    sim.approved = false;
+    let d = sim.step(at(1020));
+    assert_eq!(
+        (d.phase, d.reason),
+        (Phase::Held, reason::CHANGE_UNDER_DROP)
+    );
+    assert!(d.message.contains("10.9.9.9"), "{}", d.message);
+    assert_eq!(d.schedule.evidence_from, Some(at(1020)));
+    assert_eq!(d.schedule.enforced_since, None);
+    // The controller stops reporting the widening once the application is no longer under
+    // DROP; the gates decide from here.
+    sim.widening = None;
+    assert_eq!(sim.settle(at(1030)).phase, Phase::Enforcing);
+}
+
+#[test]
+fn a_widening_change_after_clean_up_goes_back_to_pass_too() {
+    let mut sim = monitoring_sim(window());
+    sim.settle(at(1000));
+    assert_eq!(sim.settle(at(1500)).phase, Phase::Completed);
+    sim.widening = Some("allow rule https removed".into());
+    let d = sim.step(at(1600));
+    assert_eq!(
+        (d.phase, d.reason),
+        (Phase::Held, reason::CHANGE_UNDER_DROP)
+    );
+    sim.widening = None;
+    let d = sim.settle(at(1610));
+    assert_eq!(d.phase, Phase::Enforcing);
+    assert_eq!(
+        d.schedule.cleanup_at,
+        at(2110),
+        "monitored again after re-enforcement"
+    );
 }
