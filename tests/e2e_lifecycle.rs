@@ -100,21 +100,14 @@ async fn the_example_wave_goes_from_pending_to_completed_with_nsx_matching_the_p
         "{}---\n{}",
         env.window("wave-1", 2, 6, 26, 34, "20s"),
         env.window("wave-critical", 2, 6, 26, 34, "20s").replace(
-            "postEnforcementMonitoring: 5s",
-            "postEnforcementMonitoring: 5s\n  gates: {requireApproval: true}"
+            common::e2e::WAIVED,
+            "gates: {requireApproval: true, waive: [Blind, QuietPeriod]}"
         )
     ));
     for f in POLICIES {
         env.apply(&env.example(f));
     }
-    env.cp.kubectl_ok(&[
-        "annotate",
-        "segpol",
-        "-n",
-        &env.ns,
-        "dns",
-        "microseg.io/approved-by=change-board",
-    ]);
+    env.approve("dns");
 
     // Follow web through every phase; at each, NSX holds exactly what the plan says.
     let mut seen: Vec<String> = Vec::new();

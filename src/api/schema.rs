@@ -69,3 +69,14 @@ pub fn waived_gates(_: &mut SchemaGenerator) -> Schema {
         "x-kubernetes-list-type": "set",
     })
 }
+
+/// A copy of spec fields the controller records in status for itself (the spec under DROP, the
+/// window as last seen): kept as written, without the spec's validation rules (their CEL cost
+/// would count a second time against the CRD's budget, and the copy was validated as spec).
+pub fn recorded_object(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "object",
+        "nullable": true,
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
+}

@@ -561,10 +561,12 @@ pub struct SegmentationPolicyStatus {
     /// The part of the spec that was under DROP last (members, rules, catch-alls): a later
     /// spec that widens what DROP affects goes back to PASS and through the gates again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::recorded_object")]
     pub enforced_spec: Option<EnforcedSpec>,
     /// The window's settings as last seen (gates, blackouts, notice and monitoring periods): if
     /// the window disappears, the application continues from its effective schedule with these.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::recorded_object")]
     pub window: Option<WindowSnapshot>,
 }
 

@@ -33,6 +33,10 @@ impl Controller {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+    /// The process has not exited.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -43,6 +47,9 @@ impl Drop for Controller {
         self.kill();
     }
 }
+
+/// The gates line of [`Env::window`].
+pub const WAIVED: &str = "gates: {waive: [Blind, QuietPeriod]}";
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -163,6 +170,9 @@ impl Env {
             .join("\n")
     }
 
+    /// A window for tests that are not about the evidence gates: it waives Blind and
+    /// QuietPeriod in writing (the defaults would hold a compressed schedule for 72 hours).
+    /// Replace [`WAIVED`] to set other gates.
     pub fn window(
         &self,
         name: &str,
@@ -173,13 +183,30 @@ impl Env {
         notice: &str,
     ) -> String {
         format!(
-            "apiVersion: microseg.io/v1alpha1\nkind: EnforcementWindow\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  notifyAt: \"{}\"\n  monitorFrom: \"{}\"\n  enforceAt: \"{}\"\n  cleanupAt: \"{}\"\n  minimumNotice: {notice}\n  postEnforcementMonitoring: 5s\n",
+            "apiVersion: microseg.io/v1alpha1\nkind: EnforcementWindow\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  notifyAt: \"{}\"\n  monitorFrom: \"{}\"\n  enforceAt: \"{}\"\n  cleanupAt: \"{}\"\n  minimumNotice: {notice}\n  postEnforcementMonitoring: 5s\n  {WAIVED}\n",
             at(notify),
             at(monitor),
             at(enforce),
             at(cleanup),
             ns = self.ns
         )
+    }
+
+    /// Approves the policy's current generation (`microseg.io/approved-generation`).
+    pub fn approve(&self, name: &str) {
+        let generation = self.policy(name)["metadata"]["generation"]
+            .as_i64()
+            .unwrap();
+        self.cp.kubectl_ok(&[
+            "annotate",
+            "--overwrite",
+            "segpol",
+            "-n",
+            &self.ns,
+            name,
+            &format!("microseg.io/approved-generation={generation}"),
+            "microseg.io/approved-by=change-board",
+        ]);
     }
 
     pub fn policy(&self, name: &str) -> Value {
