@@ -30,7 +30,7 @@ pub const VERSION: &str = "v1alpha1";
 /// approval of an older spec does not open the gate. Needed when a window requires approval, and
 /// to keep enforcing through a widening change under DROP.
 pub const APPROVAL_ANNOTATION: &str = "microseg.io/approved-generation";
-/// Who approved (free text, optional, shown in the gate's message).
+/// Who approved (free text, optional, for people reading the policy; not a gate).
 pub const APPROVED_BY_ANNOTATION: &str = "microseg.io/approved-by";
 
 /// Whether the policy's current generation is approved (`microseg.io/approved-generation` equal

@@ -575,6 +575,11 @@ fn enter_enforcing(
         d.phase = Phase::Completed;
         d.reason = reason::COMPLETED;
         d.message = "post-enforcement monitoring over: clean-up done".into();
+        d.gate = Gate {
+            open: true,
+            reason: reason::COMPLETED,
+            message: "enforcement completed".into(),
+        };
         d.next = None;
         return;
     }
@@ -704,8 +709,9 @@ fn blockers(
         out.push(Blocking {
             reason: reason::APPROVAL_MISSING,
             message: format!(
-                "approval required: annotate the policy with {}",
-                crate::api::APPROVAL_ANNOTATION
+                "approval required: annotate the policy with {}=\"{}\" (its current generation)",
+                crate::api::APPROVAL_ANNOTATION,
+                inp.generation
             ),
             clears_at: None,
         });
