@@ -416,7 +416,10 @@ pub fn monitor_gates(p: &SegmentationPolicy) -> Option<u64> {
         m.last_log_at.as_ref().map(|t| t.0.as_second()).hash(&mut h);
     }
     if s.phase == Some(crate::api::Phase::Enforcing) {
-        m.series.iter().map(|b| b.dropped).sum::<i64>().hash(&mut h);
+        m.series
+            .iter()
+            .fold(0i64, |n, b| n.saturating_add(b.dropped))
+            .hash(&mut h);
     }
     Some(h.finish())
 }
