@@ -96,6 +96,10 @@ pub mod reason {
     pub const ROLLED_BACK: &str = "RolledBack";
     /// Phase change that followed the schedule.
     pub const SCHEDULED: &str = "Scheduled";
+    /// The reconcile panicked (a bug): caught, reported, retried after a back-off.
+    pub const RECONCILE_PANICKED: &str = "ReconcilePanicked";
+    /// The object cannot be decoded by the controller and is skipped until fixed.
+    pub const INVALID_OBJECT: &str = "InvalidObject";
 }
 
 /// Sets (or adds) a condition. `lastTransitionTime` changes only when the status changes.
