@@ -4,10 +4,12 @@
 //! pure `notices`.
 //!
 //! No single object takes the brakes away: every watch goes through `invalid::guarded_watcher`
-//! (an object that cannot be decoded is skipped and reported, the others are served).
+//! (an object that cannot be decoded is skipped and reported, the others are served) and every
+//! reconcile through `guard` (a panic is caught, reported on its object and retried).
 
 pub mod cli;
 pub mod context;
+pub mod guard;
 pub mod invalid;
 pub mod metrics;
 pub mod notices;
@@ -76,6 +78,14 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// The reconcile of one object panicked (caught by `guard`; the others are still served).
+    #[error("{object}: reconcile panicked: {message}")]
+    ReconcilePanicked {
+        /// namespace/name.
+        object: String,
+        /// The panic message.
+        message: String,
+    },
 }
 
 impl Error {
@@ -92,6 +102,7 @@ impl Error {
             Error::MissingNamespace => crate::api::condition::reason::INVALID_OBJECT,
             Error::Lease(_) => "LeaderElection",
             Error::Http { .. } => "Http",
+            Error::ReconcilePanicked { .. } => crate::api::condition::reason::RECONCILE_PANICKED,
         }
     }
 
@@ -105,6 +116,7 @@ impl Error {
                 _ => Some(Duration::from_secs(5)),
             },
             Error::MissingNamespace => None,
+            Error::ReconcilePanicked { .. } => Some(guard::BACKOFF),
             _ => Some(Duration::from_secs(5)),
         }
     }
@@ -480,7 +492,7 @@ async fn run_controllers(
             },
         )
         .graceful_shutdown_on(wait_true(stop.clone()))
-        .run(policy::reconcile, policy::error_policy, ctx.clone())
+        .run(guard::reconcile_policy, policy::error_policy, ctx.clone())
         .for_each(|res| {
             if let Err(e) = res {
                 match e {
@@ -506,7 +518,7 @@ async fn run_controllers(
             },
         )
         .graceful_shutdown_on(wait_true(stop))
-        .run(window::reconcile, window::error_policy, ctx)
+        .run(guard::reconcile_window, window::error_policy, ctx)
         .for_each(|_| futures::future::ready(()));
     tokio::join!(policy_controller, window_controller);
 }
