@@ -90,7 +90,41 @@ fn the_api_server_refuses_bad_manifests_naming_the_field() {
         stderr(&ok)
     );
 
+    let enforce = "enforceAt: \"2027-02-16T09:00:00Z\"";
+    let with_notice = |d: &str| w.replace(enforce, &format!("{enforce}\n  minimumNotice: \"{d}\""));
+    let before_1970 = w.replace("2027-02-01T09:00:00Z", "1969-12-31T23:59:59Z");
+
+    // What the controller can represent is accepted, however far away: a rule that subtracted
+    // the timestamps overflowed CEL's int64 nanoseconds here.
+    let accepted: Vec<(&str, String)> = vec![
+        (
+            "window at 9999-12-20",
+            w.replace("2027-02-16T09:00:00Z", "9999-12-20T00:00:00Z"),
+        ),
+        (
+            "last representable instant",
+            w.replace("2027-02-16T09:00:00Z", "9999-12-30T22:00:00Z"),
+        ),
+        ("72h notice", with_notice("72h")),
+        (
+            "ten-year notice",
+            with_notice("87600h").replace("2027-02-16T09:00:00Z", "9999-12-20T00:00:00Z"),
+        ),
+    ];
+    for (what, manifest) in accepted {
+        let out = cp.kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], &manifest);
+        assert!(out.status.success(), "{what}: refused: {}", stderr(&out));
+    }
+
     let cases: Vec<(&str, String, &str)> = vec![
+        ("timestamp in year 10000", w.replace("2027-02-16T09:00:00Z", "10000-01-01T00:00:00Z"), "spec.enforceAt"),
+        ("timestamp jiff cannot hold", w.replace("2027-02-16T09:00:00Z", "9999-12-31T23:59:59Z"), "spec.enforceAt: Invalid value: \"string\": must be between 1970-01-01T00:00:00Z and 9999-12-30T22:00:00Z"),
+        ("timestamp before 1970", before_1970.clone(), "spec.notifyAt: Invalid value: \"string\": must be between 1970-01-01T00:00:00Z and 9999-12-30T22:00:00Z"),
+        ("more than nine fraction digits", w.replace("2027-02-16T09:00:00Z", "2027-02-16T09:00:00.1234567891Z"), "spec.enforceAt in body should match"),
+        ("far-future notice too short", w.replace("2027-02-01T09:00:00Z", "9999-12-20T00:00:00Z").replace("2027-02-16T09:00:00Z", "9999-12-30T22:00:00Z"), "enforceAt must be at least minimumNotice after notifyAt"),
+        ("duration overflowing int64 nanoseconds", with_notice("99999999999h"), "spec.minimumNotice in body should match"),
+        ("duration overflowing int64 nanoseconds (CEL)", with_notice("99999999999h"), "must be at most 87600h (10 years)"),
+        ("duration over ten years", with_notice("87601h"), "spec.minimumNotice: Invalid value: \"string\": must be at most 87600h (10 years)"),
         ("wrong timestamp order", w.replace("monitorFrom: \"2027-02-01T09:00:00Z\"", "monitorFrom: \"2027-01-01T09:00:00Z\""), "notifyAt must not be after monitorFrom"),
         ("notice shorter than minimumNotice", w.replace("2027-02-16T09:00:00Z", "2027-02-10T09:00:00Z"), "enforceAt must be at least minimumNotice after notifyAt"),
         ("duplicate rule names", p.replace("  rules:\n", "  rules:\n    - name: https\n      direction: Outbound\n      peers: [{any: true}]\n"), "Duplicate value"),

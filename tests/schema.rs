@@ -96,6 +96,86 @@ fn cases() -> Vec<(&'static str, Value, &'static str, &'static str)> {
             "date-time",
         ),
         (
+            "timestamp in year 10000",
+            set(w.clone(), "/spec/enforceAt", json!("10000-01-01T00:00:00Z")),
+            "spec.enforceAt",
+            "should match",
+        ),
+        (
+            "timestamp after the last one the controller can represent",
+            // 9999-12-31 already fails the local date-time check (jiff cannot hold it); the
+            // e2e suite checks the API server refuses it with this message.
+            set(
+                w.clone(),
+                "/spec/enforceAt",
+                json!("9999-12-30T22:00:00.5Z"),
+            ),
+            "enforceAt",
+            "must be between 1970-01-01T00:00:00Z and 9999-12-30T22:00:00Z",
+        ),
+        (
+            "timestamp before 1970",
+            set(
+                set(w.clone(), "/spec/notifyAt", json!("1969-12-31T23:59:59Z")),
+                "/spec/monitorFrom",
+                json!("1969-12-31T23:59:59Z"),
+            ),
+            "notifyAt",
+            "must be between 1970-01-01T00:00:00Z and 9999-12-30T22:00:00Z",
+        ),
+        (
+            "blackout before 1970",
+            set(
+                w.clone(),
+                "/spec/blackouts",
+                json!([{"start": "1960-01-01T00:00:00Z", "end": "2027-01-01T00:00:00Z"}]),
+            ),
+            "start",
+            "must be between 1970-01-01T00:00:00Z",
+        ),
+        (
+            "timestamp with more than nine fraction digits",
+            set(
+                w.clone(),
+                "/spec/cleanupAt",
+                json!("2027-03-01T09:00:00.1234567891Z"),
+            ),
+            "spec.cleanupAt",
+            "should match",
+        ),
+        (
+            "far-future window with too short a notice",
+            set(
+                set(
+                    set(w.clone(), "/spec/notifyAt", json!("9999-12-20T00:00:00Z")),
+                    "/spec/monitorFrom",
+                    json!("9999-12-20T00:00:00Z"),
+                ),
+                "/spec/enforceAt",
+                json!("9999-12-30T22:00:00Z"),
+            ),
+            "enforceAt",
+            "at least minimumNotice",
+        ),
+        (
+            "duration overflowing int64 nanoseconds",
+            set(w.clone(), "/spec/minimumNotice", json!("99999999999h")),
+            "spec.minimumNotice",
+            "should match",
+        ),
+        (
+            "duration over ten years",
+            set(w.clone(), "/spec/minimumNotice", json!("87601h")),
+            "minimumNotice",
+            "must be at most 87600h (10 years)",
+        ),
+        (
+            "gate duration over ten years",
+            set(w.clone(), "/spec/gates", json!({"quietPeriod": "99999h"})),
+            "quietPeriod",
+            "must be at most 87600h (10 years)",
+        ),
+        (
             "duplicate rule names",
             {
                 let mut v = p.clone();
@@ -241,6 +321,40 @@ fn cases() -> Vec<(&'static str, Value, &'static str, &'static str)> {
 fn valid_manifests_pass() {
     assert_eq!(against_crd(&EnforcementWindow::crd(), &window()), vec![]);
     assert_eq!(against_crd(&SegmentationPolicy::crd(), &policy()), vec![]);
+}
+
+/// Far-future windows and long durations the controller can represent are accepted: a CEL rule
+/// that subtracted the timestamps would overflow int64 nanoseconds (about 292 years).
+#[test]
+fn windows_at_the_ends_of_the_range_pass() {
+    let far = set(window(), "/spec/enforceAt", json!("9999-12-20T00:00:00Z"));
+    let last = set(
+        set(
+            set(
+                far.clone(),
+                "/spec/cleanupAt",
+                json!("9999-12-30T22:00:00Z"),
+            ),
+            "/spec/minimumNotice",
+            json!("87600h"),
+        ),
+        "/spec/gates",
+        json!({"quietPeriod": "72h", "maxLogSilence": "1h30m", "rollback": {"droppedFlows": 1, "period": "0.5s"}}),
+    );
+    let epoch = set(
+        set(window(), "/spec/notifyAt", json!("1970-01-01T00:00:00Z")),
+        "/spec/monitorFrom",
+        json!("1970-01-01T00:00:00+00:00"),
+    );
+    for manifest in [far, last, epoch] {
+        assert_eq!(
+            against_crd(&EnforcementWindow::crd(), &manifest),
+            vec![],
+            "{manifest}"
+        );
+        // ... and the controller can read every one of them.
+        serde_json::from_value::<EnforcementWindow>(manifest).unwrap();
+    }
 }
 
 #[test]

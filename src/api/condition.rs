@@ -102,6 +102,10 @@ pub mod reason {
     pub const CHANGE_ACCEPTED: &str = "ChangeAccepted";
     /// An evidence gate is waived by the window while the application enforces.
     pub const GATE_WAIVED: &str = "GateWaived";
+    /// The reconcile panicked (a bug): caught, reported, retried after a back-off.
+    pub const RECONCILE_PANICKED: &str = "ReconcilePanicked";
+    /// The object cannot be decoded by the controller and is skipped until fixed.
+    pub const INVALID_OBJECT: &str = "InvalidObject";
 }
 
 /// Sets (or adds) a condition. `lastTransitionTime` changes only when the status changes.

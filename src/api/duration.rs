@@ -7,8 +7,17 @@ use k8s_openapi::jiff::SignedDuration;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// The pattern the CRD schema enforces: Go's `time.ParseDuration` units, no sign.
-pub const PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$";
+/// The pattern the CRD schema enforces: Go's `time.ParseDuration` units, no sign, at most five
+/// integer and nine fraction digits per number. With [`MAX_LENGTH`] no accepted string
+/// overflows int64 nanoseconds (what CEL's `duration()` and Go hold), so the CEL rules can
+/// always evaluate it.
+pub const PATTERN: &str = r"^([0-9]{1,5}(\.[0-9]{1,9})?(ns|us|µs|ms|s|m|h))+$";
+/// Longest duration string the CRD schema accepts.
+pub const MAX_LENGTH: u32 = 24;
+/// Longest duration a manifest may hold, as written in the CRD's CEL rule.
+pub const MAX_TEXT: &str = "87600h";
+/// Longest duration a manifest may hold: ten years.
+pub const MAX: Duration = Duration::hours(87_600);
 
 /// A non-negative duration written the Kubernetes way ("336h", "1h30m", "45s").
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -163,11 +172,17 @@ impl JsonSchema for Duration {
     fn inline_schema() -> bool {
         true
     }
+    /// Older objects may hold longer durations; parsing still reads anything that fits i64
+    /// seconds, and the controller's time arithmetic saturates.
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
             "type": "string",
             "pattern": PATTERN,
-            "maxLength": 32,
+            "maxLength": MAX_LENGTH,
+            "x-kubernetes-validations": [{
+                "rule": format!("duration(self) <= duration('{MAX_TEXT}')"),
+                "message": format!("must be at most {MAX_TEXT} (10 years)"),
+            }],
         })
     }
 }
@@ -197,6 +212,23 @@ mod tests {
         for bad in ["14d", "-1h", "10", "", "h", "1.2.3s", "1hh"] {
             assert!(bad.parse::<Duration>().is_err(), "{bad} should be refused");
         }
+    }
+
+    #[test]
+    fn the_schema_bound_is_max_and_fits_int64_nanoseconds() {
+        assert_eq!(MAX_TEXT.parse::<Duration>().unwrap(), MAX);
+        // The largest values the pattern and length allow.
+        let pattern = regex::Regex::new(PATTERN).unwrap();
+        for largest in ["99999h99999h99999h99999h", "99999.999999999h99999h9h"] {
+            assert!(largest.len() <= MAX_LENGTH as usize);
+            assert!(pattern.is_match(largest), "{largest}");
+            let d: Duration = largest.parse().unwrap();
+            assert!(d.get().as_nanos() < i128::from(i64::MAX) / 4, "{largest}");
+        }
+        assert!(!pattern.is_match("999999h"));
+        assert!(!pattern.is_match("1.1234567890s"));
+        // Rust still reads what an older, unbounded schema let in.
+        assert!("99999999999h".parse::<Duration>().is_ok());
     }
 
     #[test]

@@ -65,21 +65,21 @@ pub const DEFAULT_POST_ENFORCEMENT_MONITORING: Duration = Duration::hours(14 * 2
 #[x_kube(validation = Rule::new("self.notifyAt <= self.monitorFrom").message("notifyAt must not be after monitorFrom").field_path(".notifyAt"))]
 #[x_kube(validation = Rule::new("self.monitorFrom <= self.enforceAt").message("monitorFrom must not be after enforceAt").field_path(".monitorFrom"))]
 #[x_kube(validation = Rule::new("!has(self.cleanupAt) || self.enforceAt <= self.cleanupAt").message("cleanupAt must not be before enforceAt").field_path(".cleanupAt"))]
-#[x_kube(validation = Rule::new("self.enforceAt - self.notifyAt >= duration(has(self.minimumNotice) ? self.minimumNotice : '336h')").message("enforceAt must be at least minimumNotice after notifyAt").field_path(".enforceAt"))]
+#[x_kube(validation = Rule::new(minimum_notice_rule()).message("enforceAt must be at least minimumNotice after notifyAt").field_path(".enforceAt"))]
 pub struct EnforcementWindowSpec {
     /// When owners are told (the Scheduled notice). Enforcement waits at least minimumNotice
     /// after the notice is delivered.
-    #[schemars(schema_with = "schema::timestamp")]
+    #[schemars(schema_with = "schema::spec_timestamp")]
     pub notify_at: Time,
     /// When monitor mode starts: rules and a logging PASS catch-all are written to NSX.
-    #[schemars(schema_with = "schema::timestamp")]
+    #[schemars(schema_with = "schema::spec_timestamp")]
     pub monitor_from: Time,
     /// When the catch-all turns from PASS to DROP, if the gates allow.
-    #[schemars(schema_with = "schema::timestamp")]
+    #[schemars(schema_with = "schema::spec_timestamp")]
     pub enforce_at: Time,
     /// When monitor logging is removed. Default: enforceAt + postEnforcementMonitoring.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "schema::optional_timestamp")]
+    #[schemars(schema_with = "schema::optional_spec_timestamp")]
     pub cleanup_at: Option<Time>,
     /// Least time between the delivered owner notice and enforcement (Kubernetes duration,
     /// default "336h" = 14 days).
@@ -98,6 +98,19 @@ pub struct EnforcementWindowSpec {
     /// Pins every policy of the wave to monitor mode (catch-all PASS).
     #[serde(default)]
     pub suspend: bool,
+}
+
+/// CEL: `enforceAt` is at least `minimumNotice` after `notifyAt`. Written without subtracting
+/// the timestamps: a CEL duration is int64 nanoseconds (about 292 years), so
+/// `enforceAt - notifyAt` fails with "integer overflow" for a far-future window. The first clause
+/// keeps `notifyAt + minimumNotice` inside CEL's timestamp range (a notice that ends after the
+/// latest timestamp cannot be followed by an `enforceAt`, so refusing it is the right answer).
+fn minimum_notice_rule() -> String {
+    let notice = "duration(has(self.minimumNotice) ? self.minimumNotice : '336h')";
+    format!(
+        "self.notifyAt <= timestamp('{}') - {notice} && self.enforceAt >= self.notifyAt + {notice}",
+        super::time::LATEST
+    )
 }
 
 fn default_minimum_notice() -> Duration {
@@ -221,10 +234,10 @@ pub struct Blackout {
     #[schemars(length(max = 128))]
     pub name: Option<String>,
     /// First instant of the freeze.
-    #[schemars(schema_with = "schema::timestamp")]
+    #[schemars(schema_with = "schema::spec_timestamp")]
     pub start: Time,
     /// First instant after the freeze.
-    #[schemars(schema_with = "schema::timestamp")]
+    #[schemars(schema_with = "schema::spec_timestamp")]
     pub end: Time,
 }
 

@@ -6,6 +6,10 @@ use schemars::{Schema, SchemaGenerator, json_schema};
 /// Shape of an NSX policy path to an existing object the user names (a group or a service).
 pub const NSX_PATH_PATTERN: &str = r"^/infra(/[A-Za-z0-9_.:-][A-Za-z0-9_.: -]*)+$";
 
+/// Shape of a spec timestamp: RFC 3339 with at most nine fraction digits. The API server's
+/// `date-time` format also lets through more digits, which the controller cannot parse.
+pub const TIMESTAMP_PATTERN: &str = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})$";
+
 /// A DNS-label name (rules, owners' keys): what NSX ids and Kubernetes both accept.
 pub const DNS_LABEL_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 
@@ -20,14 +24,36 @@ pub fn conditions(generator: &mut SchemaGenerator) -> Schema {
     })
 }
 
-/// An RFC 3339 timestamp.
+/// An RFC 3339 timestamp (in status: written by the controller, not bounded).
 pub fn timestamp(_: &mut SchemaGenerator) -> Schema {
     json_schema!({ "type": "string", "format": "date-time" })
 }
 
-/// An optional RFC 3339 timestamp.
+/// An optional RFC 3339 timestamp (in status).
 pub fn optional_timestamp(_: &mut SchemaGenerator) -> Schema {
     json_schema!({ "type": "string", "format": "date-time", "nullable": true })
+}
+
+/// An RFC 3339 timestamp in a spec, bounded to what the controller can represent
+/// ([`super::time::EARLIEST`] ..= [`super::time::LATEST`]) and shaped by [`TIMESTAMP_PATTERN`].
+pub fn spec_timestamp(_: &mut SchemaGenerator) -> Schema {
+    use super::time::{EARLIEST, LATEST};
+    json_schema!({
+        "type": "string",
+        "format": "date-time",
+        "pattern": TIMESTAMP_PATTERN,
+        "x-kubernetes-validations": [{
+            "rule": format!("self >= timestamp('{EARLIEST}') && self <= timestamp('{LATEST}')"),
+            "message": format!("must be between {EARLIEST} and {LATEST}"),
+        }],
+    })
+}
+
+/// An optional RFC 3339 timestamp in a spec, bounded like [`spec_timestamp`].
+pub fn optional_spec_timestamp(generator: &mut SchemaGenerator) -> Schema {
+    let mut schema = spec_timestamp(generator);
+    schema.insert("nullable".into(), true.into());
+    schema
 }
 
 /// A single IP address or a CIDR block, IPv4 or IPv6 (checked by the API server's CEL IP

@@ -6,6 +6,12 @@
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
+/// Earliest timestamp a manifest may hold (the CRD schema refuses earlier ones).
+pub const EARLIEST: &str = "1970-01-01T00:00:00Z";
+/// Latest timestamp a manifest may hold: `Timestamp::MAX` to the second. jiff (and so the
+/// controller) cannot represent 9999-12-31, which the API server's `date-time` format accepts.
+pub const LATEST: &str = "9999-12-30T22:00:00Z";
+
 /// `t + d`, clamped to `[Timestamp::MIN, Timestamp::MAX]`.
 pub fn plus(t: Timestamp, d: SignedDuration) -> Timestamp {
     match t.checked_add(d) {
@@ -48,6 +54,20 @@ pub fn minus_std(t: Timestamp, d: std::time::Duration) -> Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_schema_bounds_are_the_representable_range() {
+        let earliest: Timestamp = EARLIEST.parse().unwrap();
+        let latest: Timestamp = LATEST.parse().unwrap();
+        assert_eq!(earliest, Timestamp::UNIX_EPOCH);
+        assert_eq!(
+            latest,
+            Timestamp::from_second(Timestamp::MAX.as_second()).unwrap()
+        );
+        // One second later no longer parses: the bound is tight.
+        assert!("9999-12-30T22:00:01Z".parse::<Timestamp>().is_err());
+        assert!("9999-12-31T23:59:59Z".parse::<Timestamp>().is_err());
+    }
 
     #[test]
     fn sums_clamp_at_both_ends_instead_of_panicking() {

@@ -336,7 +336,13 @@ impl ControllerArgs {
                     std::process::id()
                 )
             }),
-            duration_seconds: self.lease_duration.get().as_secs().max(2).unsigned_abs(),
+            // A Lease holds int32 seconds.
+            duration_seconds: self
+                .lease_duration
+                .get()
+                .as_secs()
+                .clamp(2, i64::from(i32::MAX))
+                .unsigned_abs(),
         });
         if self.nsx_insecure_skip_tls_verify {
             tracing::warn!(

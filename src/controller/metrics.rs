@@ -14,6 +14,13 @@ pub struct CategoryLabel {
     pub category: String,
 }
 
+/// Label: a kind (`SegmentationPolicy`, `EnforcementWindow`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// Kind.
+    pub kind: String,
+}
+
 /// Label: a phase.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabel {
@@ -40,6 +47,10 @@ pub struct Metrics {
     pub drift_corrected: Counter,
     /// Notices delivered, by kind.
     pub notices: Family<PhaseLabel, Counter>,
+    /// Objects that cannot be decoded (skipped until fixed), by kind.
+    pub invalid_objects: Family<KindLabel, Gauge>,
+    /// Reconciles that panicked (caught; the other objects are still served), by kind.
+    pub reconcile_panics: Family<KindLabel, Counter>,
 }
 
 impl Metrics {
@@ -56,6 +67,8 @@ impl Metrics {
             nsx_writes: Counter::default(),
             drift_corrected: Counter::default(),
             notices: Family::default(),
+            invalid_objects: Family::default(),
+            reconcile_panics: Family::default(),
         };
         registry.register("microseg_reconcile", "Reconciles run", m.reconciles.clone());
         registry.register(
@@ -92,6 +105,16 @@ impl Metrics {
             "microseg_notices",
             "Owner notices delivered, by kind",
             m.notices.clone(),
+        );
+        registry.register(
+            "microseg_invalid_objects",
+            "Objects that cannot be decoded and are skipped until fixed, by kind",
+            m.invalid_objects.clone(),
+        );
+        registry.register(
+            "microseg_reconcile_panics",
+            "Reconciles that panicked (caught and retried; other objects are still served), by kind",
+            m.reconcile_panics.clone(),
         );
         m
     }

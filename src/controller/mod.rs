@@ -2,9 +2,15 @@
 //! reconcile logic is in `policy` (SegmentationPolicy) and `window` (EnforcementWindow status);
 //! the status they write is built by the pure `status`, the notices they send are chosen by the
 //! pure `notices`.
+//!
+//! No single object takes the brakes away: every watch goes through `invalid::guarded_watcher`
+//! (an object that cannot be decoded is skipped and reported, the others are served) and every
+//! reconcile through `guard` (a panic is caught, reported on its object and retried).
 
 pub mod cli;
 pub mod context;
+pub mod guard;
+pub mod invalid;
 pub mod metrics;
 pub mod notices;
 pub mod policy;
@@ -33,6 +39,7 @@ use crate::notify::Notifier;
 use crate::nsx::NsxApi;
 use crate::plan::Identity;
 pub use context::{Clock, Context, Settings, SystemClock};
+use invalid::{OnInvalid, guarded_watcher};
 
 /// Field manager of every status write.
 pub const FIELD_MANAGER: &str = "microseg";
@@ -71,6 +78,14 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// The reconcile of one object panicked (caught by `guard`; the others are still served).
+    #[error("{object}: reconcile panicked: {message}")]
+    ReconcilePanicked {
+        /// namespace/name.
+        object: String,
+        /// The panic message.
+        message: String,
+    },
 }
 
 impl Error {
@@ -84,9 +99,10 @@ impl Error {
                 | kube::runtime::finalizer::Error::CleanupFailed(e) => e.category(),
                 _ => "Finalizer",
             },
-            Error::MissingNamespace => "InvalidObject",
+            Error::MissingNamespace => crate::api::condition::reason::INVALID_OBJECT,
             Error::Lease(_) => "LeaderElection",
             Error::Http { .. } => "Http",
+            Error::ReconcilePanicked { .. } => crate::api::condition::reason::RECONCILE_PANICKED,
         }
     }
 
@@ -100,6 +116,7 @@ impl Error {
                 _ => Some(Duration::from_secs(5)),
             },
             Error::MissingNamespace => None,
+            Error::ReconcilePanicked { .. } => Some(guard::BACKOFF),
             _ => Some(Duration::from_secs(5)),
         }
     }
@@ -178,17 +195,20 @@ pub async fn run(rt: Runtime) -> Result<(), Error> {
     let policies: Api<SegmentationPolicy> = api(&rt.client, &rt.namespace);
     let windows: Api<EnforcementWindow> = api(&rt.client, &rt.namespace);
 
-    // Warm stores in every replica (the dashboard and ingestion read them too).
+    // Warm stores in every replica (the dashboard and ingestion read them too). Their watches
+    // log and count the objects that cannot be decoded; the leader's controller watches publish
+    // the events.
     let (policy_store, policy_writer) = reflector::store();
     let (window_store, window_writer) = reflector::store();
+    let report = OnInvalid::skip().warn_and_count(rt.metrics.invalid_objects.clone());
     tokio::spawn(
-        watcher(policies.clone(), watcher::Config::default())
+        guarded_watcher(&policies, watcher::Config::default(), report.clone())
             .default_backoff()
             .reflect(policy_writer)
             .for_each(|_| futures::future::ready(())),
     );
     tokio::spawn(
-        watcher(windows.clone(), watcher::Config::default())
+        guarded_watcher(&windows, watcher::Config::default(), report)
             .default_backoff()
             .reflect(window_writer)
             .for_each(|_| futures::future::ready(())),
@@ -416,7 +436,10 @@ pub fn monitor_gates(p: &SegmentationPolicy) -> Option<u64> {
         m.last_log_at.as_ref().map(|t| t.0.as_second()).hash(&mut h);
     }
     if s.phase == Some(crate::api::Phase::Enforcing) {
-        m.series.iter().map(|b| b.dropped).sum::<i64>().hash(&mut h);
+        m.series
+            .iter()
+            .fold(0i64, |n, b| n.saturating_add(b.dropped))
+            .hash(&mut h);
     }
     Some(h.finish())
 }
@@ -428,8 +451,10 @@ async fn run_controllers(
     windows: Api<EnforcementWindow>,
     stop: watch::Receiver<bool>,
 ) {
+    // Each kind's own controller watch publishes the InvalidObject events; the others skip.
+    let publish = OnInvalid::skip().publish_with(ctx.recorder.clone());
     let (reader, writer) = reflector::store();
-    let stream = watcher(policies.clone(), watcher::Config::default())
+    let stream = guarded_watcher(&policies, watcher::Config::default(), publish.clone())
         .default_backoff()
         .reflect(writer)
         .applied_objects()
@@ -446,7 +471,7 @@ async fn run_controllers(
         // Only a window's spec matters to its policies; its status (phase counts) changes with
         // every policy and must not requeue all of them.
         .watches_stream(
-            watcher(windows.clone(), watcher::Config::default())
+            guarded_watcher(&windows, watcher::Config::default(), OnInvalid::skip())
                 .default_backoff()
                 .applied_objects()
                 .predicate_filter(
@@ -467,7 +492,7 @@ async fn run_controllers(
             },
         )
         .graceful_shutdown_on(wait_true(stop.clone()))
-        .run(policy::reconcile, policy::error_policy, ctx.clone())
+        .run(guard::reconcile_policy, policy::error_policy, ctx.clone())
         .for_each(|res| {
             if let Err(e) = res {
                 match e {
@@ -477,17 +502,23 @@ async fn run_controllers(
             }
             futures::future::ready(())
         });
-    let window_controller = Controller::new(windows, watcher::Config::default())
-        .watches(
-            policies,
-            watcher::Config::default(),
+    let (window_reader, window_writer) = reflector::store();
+    let window_stream = guarded_watcher(&windows, watcher::Config::default(), publish)
+        .default_backoff()
+        .reflect(window_writer)
+        .applied_objects();
+    let window_controller = Controller::for_stream(window_stream, window_reader)
+        .watches_stream(
+            guarded_watcher(&policies, watcher::Config::default(), OnInvalid::skip())
+                .default_backoff()
+                .touched_objects(),
             |p: SegmentationPolicy| {
                 let ns = p.namespace().unwrap_or_default();
                 Some(ObjectRef::new(&p.spec.window.name).within(&ns))
             },
         )
         .graceful_shutdown_on(wait_true(stop))
-        .run(window::reconcile, window::error_policy, ctx)
+        .run(guard::reconcile_window, window::error_policy, ctx)
         .for_each(|_| futures::future::ready(()));
     tokio::join!(policy_controller, window_controller);
 }

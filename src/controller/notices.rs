@@ -9,6 +9,7 @@
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
+use crate::api::time;
 use crate::api::{NotificationRecord, Owner, Phase};
 use crate::notify::{NoticeKind, message_id};
 use crate::schedule::{Decision, LATE_TOLERANCE};
@@ -82,11 +83,11 @@ pub fn due(d: &Decision, f: &Facts<'_>, now: Timestamp) -> Vec<Due> {
     }
     let delivered = s.notice_delivered_at.is_some();
     if delivered && matches!(d.phase, Phase::Monitoring | Phase::Held) {
-        if now >= s.enforce_at - f.reminder_before && now < s.enforce_at {
+        if now >= time::minus(s.enforce_at, f.reminder_before) && now < s.enforce_at {
             occasions.push((NoticeKind::Reminder, s.enforce_at.to_string()));
         }
         if let Some(told) = announced_enforce_at(f.records)
-            && s.enforce_at > told + LATE_TOLERANCE
+            && s.enforce_at > time::plus(told, LATE_TOLERANCE)
         {
             occasions.push((NoticeKind::Postponed, s.enforce_at.to_string()));
         }

@@ -7,6 +7,7 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use crate::api::condition::{self, FALSE, TRUE, UNKNOWN, reason, set_condition};
 use crate::api::k8s::Time;
+use crate::api::time;
 use crate::api::{
     EnforcedSpec, HistoryEntry, MAX_HISTORY, MAX_NOTIFICATIONS, NotificationRecord, NsxStatus,
     Phase, SegmentationPolicy, SegmentationPolicyStatus, WindowSnapshot,
@@ -219,7 +220,7 @@ pub fn build(obs: &Observation<'_>, now: Timestamp) -> SegmentationPolicyStatus 
             reason::NO_LOGS_YET,
             "no DFW log line of this application has arrived yet".to_string(),
         ),
-        (true, Some(t)) if now < crate::api::time::plus(t, obs.log_silence) => {
+        (true, Some(t)) if now < time::plus(t, obs.log_silence) => {
             (TRUE, reason::LOGS_ARRIVING, format!("last DFW log at {t}"))
         }
         (true, Some(t)) => (

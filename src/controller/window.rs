@@ -87,9 +87,15 @@ pub async fn reconcile(window: Arc<EnforcementWindow>, ctx: Arc<Context>) -> Res
     Ok(Action::requeue(ctx.settings.resync))
 }
 
-/// What to do after an error.
-pub fn error_policy(_: Arc<EnforcementWindow>, _: &Error, _: Arc<Context>) -> Action {
-    Action::requeue(Duration::from_secs(10))
+/// What to do after an error: at least 10 s, longer when the error asks for it (a caught
+/// panic).
+pub fn error_policy(_: Arc<EnforcementWindow>, error: &Error, _: Arc<Context>) -> Action {
+    Action::requeue(
+        error
+            .retry_after()
+            .unwrap_or_default()
+            .max(Duration::from_secs(10)),
+    )
 }
 
 /// Keeps the `microseg_policies{phase}` gauges current from the store.

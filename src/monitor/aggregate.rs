@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 
 use super::loginsight::FieldRecord;
 use super::parse::{Action, LogRecord, Protocol, Reason};
+use crate::api::time;
 use crate::api::{Acknowledgement, Direction, FlowSummary, MonitorBucket, MonitorStatus};
 use crate::plan::{CATCHALL_IN, CATCHALL_OUT};
 
@@ -268,15 +269,15 @@ impl Delta {
 
     /// Folds another delta of the same application into this one.
     pub fn merge(&mut self, other: &Delta) {
-        self.unmatched += other.unmatched;
-        self.healthy += other.healthy;
+        self.unmatched = self.unmatched.saturating_add(other.unmatched);
+        self.healthy = self.healthy.saturating_add(other.healthy);
         self.last_log = max_opt(self.last_log, other.last_log);
         self.last_unmatched = max_opt(self.last_unmatched, other.last_unmatched);
         for (k, c) in &other.flows {
             self.flows
                 .entry(k.clone())
                 .and_modify(|m| {
-                    m.count += c.count;
+                    m.count = m.count.saturating_add(c.count);
                     m.first = m.first.min(c.first);
                     m.last = m.last.max(c.last);
                 })
@@ -284,8 +285,8 @@ impl Delta {
         }
         for (m, (u, d)) in &other.buckets {
             let b = self.buckets.entry(*m).or_default();
-            b.0 += u;
-            b.1 += d;
+            b.0 = b.0.saturating_add(*u);
+            b.1 = b.1.saturating_add(*d);
         }
     }
 }
@@ -457,7 +458,10 @@ fn merge_series(series: &mut Vec<MonitorBucket>, buckets: &BTreeMap<i64, (u64, u
     }
     series.sort_by_key(|b| b.start.0);
     if let Some(newest) = series.last().map(|b| b.start.0) {
-        let horizon = newest - SignedDuration::from_mins(i64::try_from(SERIES_MAX).unwrap_or(360));
+        let horizon = time::minus(
+            newest,
+            SignedDuration::from_mins(i64::try_from(SERIES_MAX).unwrap_or(360)),
+        );
         series.retain(|b| b.start.0 > horizon);
     }
     let excess = series.len().saturating_sub(SERIES_MAX);
@@ -533,12 +537,11 @@ pub fn dropped_within(
     period: SignedDuration,
     now: Timestamp,
 ) -> i64 {
-    let from = since.max(now - period);
+    let from = since.max(time::minus(now, period));
     m.series
         .iter()
-        .filter(|b| b.start.0 + SignedDuration::from_mins(1) > from && b.start.0 <= now)
-        .map(|b| b.dropped)
-        .sum()
+        .filter(|b| time::plus(b.start.0, SignedDuration::from_mins(1)) > from && b.start.0 <= now)
+        .fold(0i64, |n, b| n.saturating_add(b.dropped))
 }
 
 #[cfg(test)]

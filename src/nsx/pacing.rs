@@ -13,10 +13,14 @@
 //! So random, load-unrelated 503s do not drive the rate to the floor, while sustained 429s do
 //! bring it down. Retries wait with full jitter, or for Retry-After when NSX sends one.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, SemaphorePermit};
+
+/// Longest gap between two rate slots: 0.001 requests per second, the floor of the starting rate
+/// (a rate backed off further, or a configured 0, waits no longer than this).
+const MAX_SLOT_GAP: Duration = Duration::from_secs(1000);
 
 /// Pacing settings.
 #[derive(Clone, Debug, PartialEq)]
@@ -103,25 +107,28 @@ impl Pacer {
         &self.config
     }
 
+    /// The shared state. A panic elsewhere while it was held leaves consistent numbers, so a
+    /// poisoned lock is used as is: one failed reconcile must not freeze pacing for all.
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// The current rate (requests per second).
     pub fn current_rate(&self) -> f64 {
-        self.state
-            .lock()
-            .map(|s| s.rate)
-            .unwrap_or(self.config.min_rate)
+        self.state().rate
     }
 
     /// Waits for a concurrency slot and then for the next rate slot.
     pub async fn acquire(&self) -> Option<SemaphorePermit<'_>> {
         let permit = self.permits.acquire().await.ok()?;
         let wait = {
-            let mut s = match self.state.lock() {
-                Ok(s) => s,
-                Err(p) => p.into_inner(),
-            };
+            let mut s = self.state();
             let now = Instant::now();
             let slot = s.next_slot.max(now);
-            s.next_slot = slot + Duration::from_secs_f64(1.0 / s.rate);
+            let gap = Duration::try_from_secs_f64(1.0 / s.rate)
+                .unwrap_or(MAX_SLOT_GAP)
+                .min(MAX_SLOT_GAP);
+            s.next_slot = slot.checked_add(gap).unwrap_or(slot);
             slot.saturating_duration_since(now)
         };
         if !wait.is_zero() {
@@ -132,23 +139,19 @@ impl Pacer {
 
     /// The current ceiling (requests per second).
     pub fn current_ceiling(&self) -> f64 {
-        self.state
-            .lock()
-            .map(|s| s.ceiling)
-            .unwrap_or(self.config.min_rate)
+        self.state().ceiling
     }
 
     /// A call succeeded: win back a little rate, up to the ceiling; at the ceiling, raise it
     /// slowly.
     pub fn on_success(&self) {
         let c = &self.config;
-        if let Ok(mut s) = self.state.lock() {
-            if s.rate < s.ceiling {
-                s.rate = (s.rate + c.rate * c.recovery_per_success).min(s.ceiling);
-            } else {
-                s.ceiling = (s.ceiling + c.rate * c.probe_per_success).min(c.rate);
-                s.rate = s.ceiling;
-            }
+        let mut s = self.state();
+        if s.rate < s.ceiling {
+            s.rate = (s.rate + c.rate * c.recovery_per_success).min(s.ceiling);
+        } else {
+            s.ceiling = (s.ceiling + c.rate * c.probe_per_success).min(c.rate);
+            s.rate = s.ceiling;
         }
     }
 
@@ -156,19 +159,18 @@ impl Pacer {
     /// second; a 429 also lowers the ceiling.
     pub fn on_throttle(&self, status: u16) {
         let c = &self.config;
-        if let Ok(mut s) = self.state.lock() {
-            let now = Instant::now();
-            if s.last_decrease
-                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
-            {
-                if status == 429 {
-                    s.ceiling = (s.rate * c.ceiling_factor).max(c.min_rate);
-                    s.rate = (s.rate * c.decrease_factor).max(c.min_rate);
-                } else {
-                    s.rate = (s.rate * c.busy_decrease_factor).max(c.min_rate);
-                }
-                s.last_decrease = Some(now);
+        let mut s = self.state();
+        let now = Instant::now();
+        if s.last_decrease
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            if status == 429 {
+                s.ceiling = (s.rate * c.ceiling_factor).max(c.min_rate);
+                s.rate = (s.rate * c.decrease_factor).max(c.min_rate);
+            } else {
+                s.rate = (s.rate * c.busy_decrease_factor).max(c.min_rate);
             }
+            s.last_decrease = Some(now);
         }
     }
 
@@ -176,7 +178,7 @@ impl Pacer {
     /// full jitter over an exponential step.
     pub fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
         if let Some(d) = retry_after {
-            return d.min(self.config.backoff_max * 6);
+            return d.min(self.config.backoff_max.saturating_mul(6));
         }
         let exp = self
             .config

@@ -108,6 +108,20 @@ fn fail_response(f: &Fail) -> Resp {
     )
 }
 
+/// When an outage of `seconds` starting now ends; `None` for no outage (0, negative or NaN).
+/// A length beyond what `Instant` can hold lasts about a century.
+fn outage_until(seconds: f64) -> Option<Instant> {
+    if seconds.is_nan() || seconds <= 0.0 {
+        return None;
+    }
+    let century = Duration::from_secs(100 * 365 * 24 * 3600);
+    let length = Duration::try_from_secs_f64(seconds)
+        .unwrap_or(century)
+        .min(century);
+    let now = Instant::now();
+    Some(now.checked_add(length).unwrap_or(now))
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     match m.lock() {
         Ok(g) => g,
@@ -391,8 +405,7 @@ impl Sim {
         session_timeout: Duration,
         tls: bool,
     ) -> Self {
-        let outage = (faults.outage_seconds > 0.0)
-            .then(|| Instant::now() + Duration::from_secs_f64(faults.outage_seconds));
+        let outage = outage_until(faults.outage_seconds);
         Sim {
             store: Mutex::new(store),
             faults: Mutex::new(faults),
@@ -410,8 +423,7 @@ impl Sim {
 
     /// Replaces the faults; a positive `outage_seconds` starts an outage now.
     pub fn set_faults(&self, faults: Faults) {
-        *lock(&self.outage_until) = (faults.outage_seconds > 0.0)
-            .then(|| Instant::now() + Duration::from_secs_f64(faults.outage_seconds));
+        *lock(&self.outage_until) = outage_until(faults.outage_seconds);
         *lock(&self.faults) = faults;
     }
 

@@ -283,3 +283,62 @@ fn flow_ids_are_stable_and_distinguish_applications() {
     };
     assert_ne!(a, flow_id(&other, &k));
 }
+
+#[test]
+fn records_at_the_ends_of_time_neither_panic_nor_overflow_the_counts() {
+    let last: Timestamp = "9999-12-30T22:00:00Z".parse().unwrap();
+    let epoch = Timestamp::UNIX_EPOCH;
+    let mut m = MonitorStatus::default();
+    for (time, received) in [
+        (last, Timestamp::MAX),
+        (Timestamp::MAX, Timestamp::MAX),
+        (epoch, now()),
+        (Timestamp::MIN, now()),
+    ] {
+        let mut d = Delta::default();
+        d.add(
+            &Observation {
+                time,
+                action: Some(Action::Drop),
+                ..observation()
+            },
+            &RuleRole::CatchAll(Direction::Inbound),
+            received,
+        );
+        let mut again = d.clone();
+        again.merge(&d);
+        apply(&mut m, &key(), &again, None, 10);
+    }
+    // The newest bucket is at the end of time; the six-hour horizon before it drops the rest.
+    assert_eq!(
+        m.series.last().map(|b| b.start.0),
+        Some("9999-12-30T22:00:00Z".parse().unwrap())
+    );
+    assert_eq!(m.last_log_at.as_ref().map(|t| t.0), Some(Timestamp::MAX));
+    // Windows reaching past either end clamp instead of panicking.
+    for (since, period, at) in [
+        (Timestamp::MIN, SignedDuration::MAX, Timestamp::MAX),
+        (Timestamp::MIN, SignedDuration::MAX, Timestamp::MIN),
+        (epoch, SignedDuration::from_mins(10), epoch),
+        (Timestamp::MAX, SignedDuration::MIN, Timestamp::MAX),
+    ] {
+        let _ = dropped_within(&m, since, period, at);
+    }
+    assert_eq!(
+        dropped_within(&m, Timestamp::MIN, SignedDuration::MAX, Timestamp::MAX),
+        m.series.iter().map(|b| b.dropped).sum::<i64>()
+    );
+    // Counts saturate instead of overflowing.
+    for b in &mut m.series {
+        b.dropped = i64::MAX;
+    }
+    m.series.push(MonitorBucket {
+        start: Time(time::minus(last, SignedDuration::from_mins(1))),
+        unmatched: 1,
+        dropped: i64::MAX,
+    });
+    assert_eq!(
+        dropped_within(&m, Timestamp::MIN, SignedDuration::MAX, Timestamp::MAX),
+        i64::MAX
+    );
+}

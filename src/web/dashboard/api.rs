@@ -258,12 +258,10 @@ pub fn summary(p: &SegmentationPolicy) -> AppSummary {
 fn window_schedule(w: &EnforcementWindow) -> ScheduleView {
     let s = &w.spec;
     let cleanup = s.cleanup_at.clone().unwrap_or_else(|| {
-        Time(
-            s.enforce_at
-                .0
-                .checked_add(s.post_enforcement_monitoring.get())
-                .unwrap_or(s.enforce_at.0),
-        )
+        Time(crate::api::time::plus(
+            s.enforce_at.0,
+            s.post_enforcement_monitoring.get(),
+        ))
     });
     ScheduleView {
         notify_at: s.notify_at.clone(),
