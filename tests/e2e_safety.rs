@@ -426,6 +426,14 @@ async fn no_drop_without_evidence_and_no_object_takes_the_brakes_away() {
         "w-orphan",
         "--wait=true",
     ]);
+    env.eventually(
+        "orphan says WindowNotFound and keeps its schedule",
+        Duration::from_secs(15),
+        || {
+            reason(&env, ORPHAN.name, "Ready") == "WindowNotFound"
+                && env.phase(ORPHAN.name) == "Enforcing"
+        },
+    );
     env.cp.kubectl_ok(&[
         "patch",
         "segpol",

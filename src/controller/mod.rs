@@ -435,6 +435,13 @@ pub fn monitor_gates(p: &SegmentationPolicy) -> Option<u64> {
     if !healthy {
         m.last_log_at.as_ref().map(|t| t.0.as_second()).hash(&mut h);
     }
+    // Evidence since the last return to PASS (rollback, widening change) opens the blind gate.
+    if let Some(from) = s.schedule.as_ref().and_then(|x| x.evidence_from.as_ref()) {
+        m.last_log_at
+            .as_ref()
+            .is_some_and(|t| t.0 >= from.0)
+            .hash(&mut h);
+    }
     if s.phase == Some(crate::api::Phase::Enforcing) {
         m.series
             .iter()
@@ -442,6 +449,33 @@ pub fn monitor_gates(p: &SegmentationPolicy) -> Option<u64> {
             .hash(&mut h);
     }
     Some(h.finish())
+}
+
+/// Windows whose spec changed (a new generation) or that were deleted.
+fn window_spec_changes<S>(
+    events: S,
+) -> impl futures::Stream<Item = Result<EnforcementWindow, watcher::Error>> + Send
+where
+    S: futures::Stream<Item = Result<watcher::Event<EnforcementWindow>, watcher::Error>> + Send,
+{
+    use futures::TryStreamExt;
+    let mut seen: std::collections::HashMap<(String, String), Option<i64>> =
+        std::collections::HashMap::new();
+    events.default_backoff().try_filter_map(move |event| {
+        let key = |w: &EnforcementWindow| (w.namespace().unwrap_or_default(), w.name_any());
+        let out = match event {
+            watcher::Event::Apply(w) | watcher::Event::InitApply(w) => {
+                let generation = w.metadata.generation;
+                (seen.insert(key(&w), generation) != Some(generation)).then_some(w)
+            }
+            watcher::Event::Delete(w) => {
+                seen.remove(&key(&w));
+                Some(w)
+            }
+            watcher::Event::Init | watcher::Event::InitDone => None,
+        };
+        futures::future::ready(Ok(out))
+    })
 }
 
 /// The policy and window controllers, until `stop` turns true.
@@ -468,16 +502,15 @@ async fn run_controllers(
     let store = ctx.policies.clone();
     let policy_controller = Controller::for_stream(stream, reader)
         .with_config(controller::Config::default().concurrency(16))
-        // Only a window's spec matters to its policies; its status (phase counts) changes with
-        // every policy and must not requeue all of them.
+        // Only a window's spec matters to its policies (its status, phase counts, changes with
+        // every policy and must not requeue all of them), and its deletion: the policies then
+        // continue from their recorded schedule and say WindowNotFound.
         .watches_stream(
-            guarded_watcher(&windows, watcher::Config::default(), OnInvalid::skip())
-                .default_backoff()
-                .applied_objects()
-                .predicate_filter(
-                    predicates::generation as fn(&EnforcementWindow) -> Option<u64>,
-                    Default::default(),
-                ),
+            window_spec_changes(guarded_watcher(
+                &windows,
+                watcher::Config::default(),
+                OnInvalid::skip(),
+            )),
             move |w: EnforcementWindow| {
                 let ns = w.namespace().unwrap_or_default();
                 let name = w.name_any();
