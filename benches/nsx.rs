@@ -44,8 +44,11 @@ fn application(app: &str, rules: usize) -> Infra {
         display_name: Some(format!("r{i}")),
         action: "ALLOW".into(),
         source_groups: vec![format!("10.{}.0.0/16", i % 250)],
+        sources_excluded: false,
         destination_groups: vec![gpath.clone()],
+        destinations_excluded: false,
         services: vec!["ANY".into()],
+        profiles: vec![],
         service_entries: vec![ServiceEntry::L4PortSetServiceEntry {
             id: format!("tcp-{i}"),
             l4_protocol: "TCP".into(),
@@ -84,6 +87,8 @@ fn application(app: &str, rules: usize) -> Infra {
                             key: "Tag".into(),
                             operator: "EQUALS".into(),
                             value: format!("app|{app}"),
+                            scope_operator: None,
+                            exclude: None,
                         }],
                         meta: Meta::default(),
                     },
@@ -101,6 +106,7 @@ fn application(app: &str, rules: usize) -> Infra {
                         sequence_number: Some(100),
                         scope: vec![gpath.clone()],
                         stateful: Some(true),
+                        tcp_strict: None,
                         rules: vec![],
                         children: (0..rules)
                             .map(|i| PolicyChild::ChildRule {

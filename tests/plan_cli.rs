@@ -244,7 +244,7 @@ async fn one_removed_peer_exits_two_and_names_it() {
     let diff = difference(&out);
     assert_eq!(out.status.code(), Some(2), "{diff}");
     assert!(
-        diff.contains("~ rule ssh-from-bastion: sources - 10.0.0.11/32"),
+        diff.contains("~ rule ssh-from-bastion: sources - 10.0.0.11"),
         "{diff}"
     );
     golden("removed-peer", &diff);

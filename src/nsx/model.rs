@@ -113,6 +113,13 @@ pub enum Expression {
         operator: String,
         /// For tags `scope|tag`.
         value: String,
+        /// `EQUALS` (the default) or `NOTEQUALS` (inverts the tag scope match).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scope_operator: Option<String>,
+        /// Members excluded from the condition (4.x); microseg never writes one, so any value
+        /// read back narrows the group and is drift.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exclude: Option<serde_json::Value>,
     },
     /// Joins two expressions.
     ConjunctionOperator {
@@ -130,6 +137,10 @@ pub enum Expression {
         /// Paths.
         paths: Vec<String>,
     },
+    /// An expression kind microseg does not write (NestedExpression, ExternalIDExpression,
+    /// MACAddressExpression, ...): read so the group still decodes, and always a difference.
+    #[serde(other)]
+    Other,
 }
 
 /// A distributed-firewall security policy (a DFW section).
@@ -160,6 +171,9 @@ pub struct SecurityPolicy {
     /// Stateful (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stateful: Option<bool>,
+    /// Strict TCP (a session must start with SYN); unset and stateful means true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_strict: Option<bool>,
     /// Embedded rules (as returned by GET; written through `children` in the H-API).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<Rule>,
@@ -181,21 +195,36 @@ pub struct Rule {
     /// Display name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
-    /// `ALLOW`, `DROP`, `REJECT`.
+    /// `ALLOW`, `DROP`, `REJECT` or `JUMP_TO_APPLICATION`; anything else fails decoding (a
+    /// default would hide what the rule does).
+    #[serde(deserialize_with = "rule_action")]
     pub action: String,
     /// Source group paths, addresses, or `["ANY"]`.
+    #[serde(default)]
     pub source_groups: Vec<String>,
+    /// True inverts the source match. Always written, so a PATCH corrects it.
+    #[serde(default)]
+    pub sources_excluded: bool,
     /// Destination group paths, addresses, or `["ANY"]`.
+    #[serde(default)]
     pub destination_groups: Vec<String>,
-    /// Service paths or `["ANY"]`.
+    /// True inverts the destination match. Always written.
+    #[serde(default)]
+    pub destinations_excluded: bool,
+    /// Service paths, or `["ANY"]` (beside inline entries: only the entries' traffic).
+    #[serde(default)]
     pub services: Vec<String>,
     /// Inline services.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub service_entries: Vec<ServiceEntry>,
+    /// L7 context profile paths (`["ANY"]`: none). A profile narrows the rule.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub profiles: Vec<String>,
     /// Applied-to paths, `["ANY"]` for the policy's scope.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scope: Vec<String>,
-    /// `IN`, `OUT`, `IN_OUT`.
+    /// `IN`, `OUT`, `IN_OUT` (the default); anything else fails decoding.
+    #[serde(default = "in_out", deserialize_with = "rule_direction")]
     pub direction: String,
     /// `IPV4`, `IPV6`, `IPV4_IPV6`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -232,7 +261,8 @@ pub struct Rule {
 pub enum ServiceEntry {
     /// TCP or UDP ports.
     L4PortSetServiceEntry {
-        /// Id.
+        /// Id; a real manager may return an inline entry without one.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
         id: String,
         /// `TCP` or `UDP`.
         l4_protocol: String,
@@ -246,14 +276,54 @@ pub enum ServiceEntry {
     /// ICMP.
     #[serde(rename = "ICMPTypeServiceEntry")]
     IcmpTypeServiceEntry {
-        /// Id.
+        /// Id; may be absent on read.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
         id: String,
         /// `ICMPv4` or `ICMPv6`.
         protocol: String,
         /// Type; absent for all.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         icmp_type: Option<i64>,
+        /// Code; absent for all (microseg never writes one).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        icmp_code: Option<i64>,
     },
+    /// An entry kind microseg does not write (IP protocol, IGMP, ALG, ...): read so the rule
+    /// still decodes, and always a difference.
+    #[serde(other)]
+    Other,
+}
+
+fn in_out() -> String {
+    "IN_OUT".into()
+}
+
+fn one_of<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    field: &'static str,
+    allowed: &'static [&'static str],
+) -> Result<String, D::Error> {
+    let v = String::deserialize(d)?;
+    if allowed.contains(&v.as_str()) {
+        Ok(v)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "{field}: unknown value {v:?} (expected one of {})",
+            allowed.join(", ")
+        )))
+    }
+}
+
+fn rule_action<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    one_of(
+        d,
+        "action",
+        &["ALLOW", "DROP", "REJECT", "JUMP_TO_APPLICATION"],
+    )
+}
+
+fn rule_direction<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    one_of(d, "direction", &["IN", "OUT", "IN_OUT"])
 }
 
 /// H-API root.

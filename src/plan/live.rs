@@ -371,6 +371,8 @@ pub fn members(expression: &[Expression]) -> String {
                 key,
                 operator,
                 value,
+                scope_operator,
+                exclude,
                 ..
             } => {
                 let what = match key.as_str() {
@@ -383,12 +385,20 @@ pub fn members(expression: &[Expression]) -> String {
                     "STARTSWITH" => "starts with ",
                     other => other,
                 };
-                format!("{what} {op}{value}")
+                let mut text = format!("{what} {op}{value}");
+                if let Some(so) = scope_operator.as_deref().filter(|s| *s != "EQUALS") {
+                    text.push_str(&format!(" (scope_operator {so})"));
+                }
+                if exclude.as_ref().is_some_and(|v| !v.is_null()) {
+                    text.push_str(" (with exclusions)");
+                }
+                text
             }
             Expression::IpAddressExpression { ip_addresses } => {
                 format!("IP {}", ip_addresses.join(", "))
             }
             Expression::PathExpression { paths } => format!("group {}", paths.join(", ")),
+            Expression::Other => "an expression of a kind microseg does not write".into(),
         };
         if !parts.is_empty() {
             parts.push(conj.clone());
@@ -445,8 +455,8 @@ fn policy_created(p: &SecurityPolicy) -> String {
 }
 
 fn list_change(label: &str, old: &[String], new: &[String], namer: &Namer) -> Option<String> {
-    let old: BTreeSet<&String> = old.iter().collect();
-    let new: BTreeSet<&String> = new.iter().collect();
+    let old: BTreeSet<String> = old.iter().map(|s| super::canonical::address(s)).collect();
+    let new: BTreeSet<String> = new.iter().map(|s| super::canonical::address(s)).collect();
     if old == new {
         return None;
     }
@@ -468,6 +478,25 @@ fn rule_changes(old: &Rule, new: &Rule, namer: &Namer) -> Vec<String> {
     field("action", old.action.clone(), new.action.clone());
     field("direction", old.direction.clone(), new.direction.clone());
     field("logged", old.logged.to_string(), new.logged.to_string());
+    field(
+        "sources_excluded",
+        old.sources_excluded.to_string(),
+        new.sources_excluded.to_string(),
+    );
+    field(
+        "destinations_excluded",
+        old.destinations_excluded.to_string(),
+        new.destinations_excluded.to_string(),
+    );
+    field(
+        "ip_protocol",
+        old.ip_protocol
+            .clone()
+            .unwrap_or_else(|| "IPV4_IPV6".into()),
+        new.ip_protocol
+            .clone()
+            .unwrap_or_else(|| "IPV4_IPV6".into()),
+    );
     field(
         "disabled",
         old.disabled.to_string(),
@@ -496,17 +525,38 @@ fn rule_changes(old: &Rule, new: &Rule, namer: &Namer) -> Vec<String> {
         &super::service_names(new),
         namer,
     ));
-    out.extend(list_change("applied to", &old.scope, &new.scope, namer));
+    let any_or = |l: &[String]| -> Vec<String> {
+        l.iter()
+            .filter(|s| !s.eq_ignore_ascii_case(crate::nsx::model::ANY))
+            .cloned()
+            .collect()
+    };
+    out.extend(list_change(
+        "applied to",
+        &any_or(&old.scope),
+        &any_or(&new.scope),
+        namer,
+    ));
+    out.extend(list_change(
+        "profiles",
+        &any_or(&old.profiles),
+        &any_or(&new.profiles),
+        namer,
+    ));
     if out.is_empty() {
-        let (a, b) = (old.notes.clone(), new.notes.clone());
+        let fields = super::canonical::rule_differences(old, new);
+        let (a, b) = (
+            old.notes.clone().filter(|n| !n.is_empty()),
+            new.notes.clone().filter(|n| !n.is_empty()),
+        );
         if a != b {
             out.push(format!(
                 "notes {:?} -> {:?}",
                 a.unwrap_or_default(),
                 b.unwrap_or_default()
             ));
-        } else if old.display_name != new.display_name || old.tag != new.tag {
-            out.push("display name or tag".into());
+        } else if !fields.is_empty() {
+            out.push(fields.join(", "));
         }
     }
     out

@@ -15,6 +15,7 @@
 //! - Sequence numbers leave gaps and are kept from NSX: adding or removing a rule never changes
 //!   the others (see [`allocate_sequence`]).
 
+pub mod canonical;
 pub mod live;
 pub mod report;
 mod sequence;
@@ -274,9 +275,12 @@ pub fn desired(
             display_name: Some(r.name.clone()),
             action: nsx_action(r.action).into(),
             source_groups: sources,
+            sources_excluded: false,
             destination_groups: destinations,
+            destinations_excluded: false,
             services,
             service_entries,
+            profiles: vec![ANY.into()],
             scope: vec![gpath.clone()],
             direction: direction.into(),
             ip_protocol: Some("IPV4_IPV6".into()),
@@ -311,9 +315,12 @@ pub fn desired(
                 display_name: Some(format!("{application} catch-all {dir}")),
                 action: action.into(),
                 source_groups: sources,
+                sources_excluded: false,
                 destination_groups: destinations,
+                destinations_excluded: false,
                 services: vec![ANY.into()],
                 service_entries: Vec::new(),
+                profiles: vec![ANY.into()],
                 scope: vec![gpath.clone()],
                 direction: dir.into(),
                 ip_protocol: Some("IPV4_IPV6".into()),
@@ -351,6 +358,7 @@ pub fn desired(
         sequence_number: spec.nsx.sequence_number.map(i64::from),
         scope: vec![gpath],
         stateful: Some(true),
+        tcp_strict: Some(true),
         rules,
         children: Vec::new(),
         meta: Meta::default(),
@@ -382,6 +390,8 @@ fn group_expression(members: &[Member]) -> Result<Vec<Expression>, PlanError> {
                 key: "Tag".into(),
                 operator: "EQUALS".into(),
                 value: format!("{}|{}", t.scope.as_deref().unwrap_or(""), t.tag),
+                scope_operator: None,
+                exclude: None,
             });
         } else if let Some(n) = &m.vm_name {
             let (operator, value) = match (&n.equals, &n.starts_with) {
@@ -399,6 +409,8 @@ fn group_expression(members: &[Member]) -> Result<Vec<Expression>, PlanError> {
                 key: "Name".into(),
                 operator: operator.into(),
                 value: value.clone(),
+                scope_operator: None,
+                exclude: None,
             });
         } else if let Some(ip) = &m.ip_address {
             let net = parse_address(ip).ok_or_else(|| PlanError::Invalid {
@@ -577,11 +589,14 @@ fn services(ports: &[Port], field: &str) -> Result<(Vec<String>, Vec<ServiceEntr
             id,
             protocol: family.into(),
             icmp_type: t,
+            icmp_code: None,
         });
     }
     let paths: Vec<String> = paths.into_iter().collect();
+    // Inline entries go beside `["ANY"]`, as production clients write them and as a real
+    // manager reads them back (reference §11a): ANY plus entries is only the entries' traffic.
     let services = if paths.is_empty() && !entries.is_empty() {
-        Vec::new()
+        vec![ANY.into()]
     } else {
         paths
     };
@@ -628,41 +643,6 @@ impl fmt::Display for Change {
     }
 }
 
-/// The comparable part of a rule (what NSX enforces), ignoring read-only fields.
-fn rule_key(r: &Rule) -> Rule {
-    Rule {
-        rule_id: None,
-        meta: Meta::default(),
-        display_name: r.display_name.clone(),
-        ip_protocol: r.ip_protocol.clone().or(Some("IPV4_IPV6".into())),
-        ..r.clone()
-    }
-}
-
-fn group_key(g: &Group) -> Group {
-    Group {
-        meta: Meta::default(),
-        ..g.clone()
-    }
-}
-
-fn policy_key(p: &SecurityPolicy) -> SecurityPolicy {
-    SecurityPolicy {
-        meta: Meta::default(),
-        // NSX reads an unset sequence number back as 0.
-        sequence_number: p.sequence_number.or(Some(0)),
-        rules: Vec::new(),
-        children: Vec::new(),
-        ..p.clone()
-    }
-}
-
-fn sorted_tags(tags: &[Tag]) -> Vec<Tag> {
-    let mut t = tags.to_vec();
-    t.sort();
-    t
-}
-
 /// Compares what NSX holds with what the phase needs and builds the one H-API call that
 /// converges it. Refuses to touch objects microseg does not own.
 pub fn diff(
@@ -698,14 +678,15 @@ pub fn diff(
             true
         }
         Some(g) => {
-            let (mut a, mut b) = (group_key(g), group_key(&desired.group));
-            a.tags = sorted_tags(&a.tags);
-            b.tags = sorted_tags(&b.tags);
-            let changed = a != b;
-            if changed {
-                summary.push(format!("update group {} members", desired.group.id));
+            let fields = canonical::group_differences(g, &desired.group);
+            if !fields.is_empty() {
+                summary.push(format!(
+                    "update group {} ({})",
+                    desired.group.id,
+                    fields.join(", ")
+                ));
             }
-            changed
+            !fields.is_empty()
         }
     };
     if group_changed {
@@ -737,10 +718,18 @@ pub fn diff(
             for r in &want.rules {
                 match live_rules.get(r.id.as_str()) {
                     None => summary.push(format!("add rule {} ({})", r.id, describe_rule(r))),
-                    Some(l) if rule_key(l) != rule_key(r) => {
-                        summary.push(format!("change rule {} to {}", r.id, describe_rule(r)))
+                    Some(l) => {
+                        let fields = canonical::rule_differences(l, r);
+                        if fields.is_empty() {
+                            continue;
+                        }
+                        summary.push(format!(
+                            "change rule {} ({}) to {}",
+                            r.id,
+                            fields.join(", "),
+                            describe_rule(r)
+                        ))
                     }
-                    Some(_) => continue,
                 }
                 rule_children.push(PolicyChild::ChildRule {
                     id: r.id.clone(),
@@ -765,16 +754,15 @@ pub fn diff(
                     true
                 }
                 Some(l) => {
-                    let (mut a, mut b) = (policy_key(l), policy_key(want));
-                    a.tags = sorted_tags(&a.tags);
-                    b.tags = sorted_tags(&b.tags);
-                    a.stateful = a.stateful.or(Some(true));
-                    if a != b {
-                        summary.push(format!("update security policy {}", want.id));
-                        true
-                    } else {
-                        false
+                    let fields = canonical::policy_differences(l, want);
+                    if !fields.is_empty() {
+                        summary.push(format!(
+                            "update security policy {} ({})",
+                            want.id,
+                            fields.join(", ")
+                        ));
                     }
+                    !fields.is_empty()
                 }
             };
             if policy_changed || !rule_children.is_empty() {
@@ -844,6 +832,7 @@ fn minimal_policy(id: &str) -> SecurityPolicy {
         sequence_number: None,
         scope: Vec::new(),
         stateful: None,
+        tcp_strict: None,
         rules: Vec::new(),
         children: Vec::new(),
         meta: Meta::default(),
@@ -857,9 +846,12 @@ fn minimal_rule(id: &str) -> Rule {
         display_name: None,
         action: "ALLOW".into(),
         source_groups: vec![ANY.into()],
+        sources_excluded: false,
         destination_groups: vec![ANY.into()],
+        destinations_excluded: false,
         services: vec![ANY.into()],
         service_entries: Vec::new(),
+        profiles: Vec::new(),
         scope: Vec::new(),
         direction: "IN_OUT".into(),
         ip_protocol: None,
@@ -876,7 +868,13 @@ fn minimal_rule(id: &str) -> Rule {
 
 /// The services of a rule for people: service paths, then `TCP/443`, `UDP/any`, `ICMP type 8`.
 pub fn service_names(r: &Rule) -> Vec<String> {
-    let mut services: Vec<String> = r.services.clone();
+    // ANY beside inline entries means only the entries' traffic, never "any service".
+    let mut services: Vec<String> = r
+        .services
+        .iter()
+        .filter(|s| r.service_entries.is_empty() || !s.eq_ignore_ascii_case(ANY))
+        .cloned()
+        .collect();
     for e in &r.service_entries {
         services.push(match e {
             ServiceEntry::L4PortSetServiceEntry {
@@ -897,6 +895,7 @@ pub fn service_names(r: &Rule) -> Vec<String> {
                 Some(t) => format!("{protocol} type {t}"),
                 None => protocol.clone(),
             },
+            ServiceEntry::Other => "another kind of service entry".into(),
         });
     }
     services

@@ -192,6 +192,8 @@ pub fn group(id: &str, ips: Vec<&str>) -> Group {
         key: "Tag".into(),
         operator: "EQUALS".into(),
         value: format!("app|{id}"),
+        scope_operator: None,
+        exclude: None,
     }];
     if !ips.is_empty() {
         expression.push(Expression::ConjunctionOperator {
@@ -220,8 +222,11 @@ pub fn rule(id: &str, seq: i64, src: &str, dst: &str, port: &str) -> Rule {
         display_name: Some(id.into()),
         action: "ALLOW".into(),
         source_groups: vec![src.into()],
+        sources_excluded: false,
         destination_groups: vec![dst.into()],
+        destinations_excluded: false,
         services: vec!["ANY".into()],
+        profiles: vec![],
         service_entries: vec![ServiceEntry::L4PortSetServiceEntry {
             id: format!("tcp-{}", port.replace('-', "_")),
             l4_protocol: "TCP".into(),
@@ -254,6 +259,7 @@ pub fn policy(id: &str, scope: Option<&str>, rules: Vec<Rule>) -> SecurityPolicy
         sequence_number: Some(100),
         scope: scope.map(|s| vec![s.to_string()]).unwrap_or_default(),
         stateful: Some(true),
+        tcp_strict: None,
         rules: vec![],
         children: rules
             .into_iter()
