@@ -231,11 +231,14 @@ fn ports(values: &[String]) -> (Vec<(u32, u32)>, Vec<String>) {
     (merge(ranges), unparsed)
 }
 
+/// (protocol, source port ranges).
+type L4Key = (String, Vec<(u32, u32)>);
+/// (destination ranges, all ports, unparsed values).
+type L4Union = (Vec<(u32, u32)>, bool, Vec<String>);
+
 /// Inline entries by meaning: the union of ports per (protocol, source ports).
 pub fn entries(list: &[ServiceEntry]) -> BTreeSet<CanonEntry> {
-    // (protocol, source ranges) -> (destination ranges, all ports, unparsed)
-    type L4Key = (String, Vec<(u32, u32)>);
-    let mut l4: BTreeMap<L4Key, (Vec<(u32, u32)>, bool, Vec<String>)> = BTreeMap::new();
+    let mut l4: BTreeMap<L4Key, L4Union> = BTreeMap::new();
     let mut out = BTreeSet::new();
     for e in list {
         match e {
