@@ -199,6 +199,64 @@ async fn no_change_exits_zero() {
     golden("no-change", &diff);
 }
 
+/// Sets `field` to `value` on the rule `rule` wherever the snapshot holds it.
+fn edit_rule(
+    v: &mut serde_json::Value,
+    rule: &str,
+    field: &str,
+    value: serde_json::Value,
+) -> usize {
+    match v {
+        serde_json::Value::Object(o) => {
+            let mut n = 0;
+            if o.get("resource_type").and_then(|t| t.as_str()) == Some("Rule")
+                && o.get("id").and_then(|t| t.as_str()) == Some(rule)
+            {
+                o.insert(field.into(), value.clone());
+                n += 1;
+            }
+            for child in o.values_mut() {
+                n += edit_rule(child, rule, field, value.clone());
+            }
+            n
+        }
+        serde_json::Value::Array(a) => a
+            .iter_mut()
+            .map(|x| edit_rule(x, rule, field, value.clone()))
+            .sum(),
+        _ => 0,
+    }
+}
+
+#[tokio::test]
+async fn a_flipped_sources_excluded_exits_two_and_names_the_rule_and_the_field() {
+    // The snapshot holds microseg's own write the way the manager returns it (defaults
+    // filled, services ["ANY"] beside entries): no change. Someone then inverts one rule's
+    // source match in the NSX UI.
+    let snap = snapshot(&examples(), MONITORING).await;
+    let clean = plan(&examples(), MONITORING, &snap);
+    assert_eq!(clean.status.code(), Some(0), "{}", difference(&clean));
+    let mut state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&snap).unwrap()).unwrap();
+    assert_eq!(
+        edit_rule(
+            &mut state,
+            "ssh-from-bastion",
+            "sources_excluded",
+            serde_json::json!(true)
+        ),
+        1
+    );
+    std::fs::write(&snap, serde_json::to_string(&state).unwrap()).unwrap();
+    let out = plan(&examples(), MONITORING, &snap);
+    let diff = difference(&out);
+    assert_eq!(out.status.code(), Some(2), "{diff}");
+    assert!(
+        diff.contains("~ rule ssh-from-bastion: sources_excluded true -> false"),
+        "{diff}"
+    );
+}
+
 #[tokio::test]
 async fn one_added_rule_exits_two_and_names_it() {
     let snap = snapshot(&examples(), MONITORING).await;
