@@ -100,7 +100,16 @@ pub struct Config {
     pub faults: Faults,
     /// State to start from (default: a fresh manager).
     pub state: Option<Store>,
+    /// How long a deleted object stays pending (`marked_for_delete`, hidden from GET, its path
+    /// refused with 400/500045 on re-create; reference §3). 0 purges at once.
+    pub pending_delete: Duration,
 }
+
+/// Default pending time of a delete: about one realization cycle. A real manager purges a
+/// group or policy without realized entities in a second or so once the delete is applied
+/// (it keeps the intent only until the enforcement point confirms the removal); tests that
+/// delete and re-create quickly set [`Config::pending_delete`] to zero.
+pub const DEFAULT_PENDING_DELETE: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -110,6 +119,7 @@ impl std::fmt::Debug for Config {
             .field("users", &self.users.keys().collect::<Vec<_>>())
             .field("limits", &self.limits)
             .field("session_timeout", &self.session_timeout)
+            .field("pending_delete", &self.pending_delete)
             .field("faults", &self.faults)
             .finish_non_exhaustive()
     }
@@ -128,6 +138,7 @@ impl Default for Config {
             session_timeout: Duration::from_secs(1800),
             faults: Faults::default(),
             state: None,
+            pending_delete: DEFAULT_PENDING_DELETE,
         }
     }
 }
@@ -164,6 +175,13 @@ impl Running {
     /// Replaces the rate and concurrency limits.
     pub fn set_limits(&self, limits: LimitConfig) {
         self.sim.limiter.set_config(limits);
+    }
+
+    /// Sets how long deleted objects stay pending (applies to later deletes).
+    pub fn set_pending_delete(&self, pending: Duration) {
+        if let Ok(mut p) = self.sim.pending_delete.lock() {
+            *p = pending;
+        }
     }
 
     /// Sets the session idle timeout.
@@ -310,6 +328,7 @@ pub async fn spawn(config: Config) -> Result<Running, Error> {
         limits::Limiter::new(config.limits),
         config.users,
         config.session_timeout,
+        config.pending_delete,
         config.tls,
     ));
     let (stop, stop_rx) = watch::channel(false);
@@ -374,6 +393,10 @@ pub struct Args {
     /// Delay before objects are REALIZED, in milliseconds.
     #[arg(long, default_value_t = 0)]
     pub realization_delay_ms: u64,
+    /// How long a deleted object stays pending (marked for delete: hidden, its path refused with
+    /// 400/500045 on re-create), in milliseconds; 0 purges at once.
+    #[arg(long, default_value_t = 1000)]
+    pub pending_delete_ms: u64,
     /// Start from this state dump (JSON, as `GET /admin/state` returns).
     #[arg(long)]
     pub state: Option<PathBuf>,
@@ -424,6 +447,7 @@ impl Args {
                 global_concurrency: self.global_concurrency,
             },
             session_timeout: Duration::from_secs(self.session_timeout_secs),
+            pending_delete: Duration::from_millis(self.pending_delete_ms),
             faults: Faults {
                 latency_ms: self.latency_ms,
                 error_503_fraction: self.error_503_fraction,

@@ -14,16 +14,30 @@
 //! - DELETE of an absent object answers 200 (idempotent).
 //! - PATCH of a security policy or rule is a full replace of its fields (SDK docstring);
 //!   PATCH of a group or service merges the given top-level fields.
+//!
+//! What a GET returns is what a real manager returns (reference §11a), not an echo of the write:
+//! defaults filled in (`rule_defaults`, `policy_defaults`, `group_defaults`), read-only fields
+//! stamped (`stamp`), inline service entries and group expressions shaped as NSX shapes them.
+//! The simulator reports NSX 4.1.2 (`/api/v1/node/version`) and stamps 4.x's read-only fields
+//! (`realization_id`, `owner_id`, `origin_site_id`, `remote_path`); where only an older
+//! observation exists (inline entries lose `display_name`, seen up to NSX-T 3.2) it follows that
+//! one, the stricter for a client.
+//!
+//! Deletes are asynchronous (reference §3): a deleted object stays "pending" for
+//! [`Ctx::pending_delete_ms`]; meanwhile GET and lists hide it (unless
+//! `include_mark_for_delete_objects=true`), re-creating its path fails with 400/500045, and it
+//! holds no references (deleting what it referred to is allowed: simulator's choice).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use hyper::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 use super::errors::{
-    CODE_EXISTS, CODE_IN_USE, CODE_INVALID_PATH, CODE_PROTECTED, CODE_READ_ONLY, CODE_REVISION,
-    Fail, api_error, invalid,
+    CODE_EXISTS, CODE_IN_USE, CODE_INVALID_PATH, CODE_PENDING_DELETE, CODE_PROTECTED,
+    CODE_READ_ONLY, CODE_REVISION, Fail, api_error, invalid,
 };
 use super::validate::{self as v, Obj};
 use crate::nsx::model::ApiError;
@@ -32,6 +46,36 @@ use crate::nsx::model::ApiError;
 pub const FIRST_RULE_ID: i64 = 1002;
 /// Intent objects allowed in one H-API call on a Local Manager.
 pub const MAX_HAPI_OBJECTS: usize = 5000;
+/// The local site's id, which NSX 4.x reports as `owner_id` and `origin_site_id` of every
+/// intent object (reference §2.1, §11a). Fixed, so dumps and GETs are reproducible.
+pub const SITE_ID: &str = "6a8e1e0c-3b7d-4f5a-9c21-5d0b7e4f2a13";
+/// `rule_id`s of the default rules whose `action` / `logged` users may change (the default
+/// layer-2 rule is 1, the default layer-3 rule 2, reference §8); NDP and DHCP stay read-only.
+pub const EDITABLE_DEFAULT_RULES: &[i64] = &[1, 2];
+/// Fields of an editable default rule a write may change; any other field must keep its value
+/// (a real manager refuses to change the default rule's peers, services or order).
+pub const DEFAULT_RULE_EDITABLE: &[&str] =
+    &["action", "logged", "tag", "notes", "description", "tags"];
+
+/// `internal_sequence_number` bases per category (reference §2.2). Observed on NSX-T 3.2
+/// (S3): an Application policy with sequence 10 reads 13000010, the default layer-3 section
+/// (Application) 14000000, the default layer-2 section (Ethernet) 1000000. So a category's
+/// user policies read `base + sequence_number` (sequence ≤ 999999) and its default section
+/// `base + 1000000`, with Application at 13000000 and Ethernet at 0. The bases of Emergency,
+/// Infrastructure and Environment are the simulator's choice (unobserved), one million apart
+/// below Application; a policy without category is lowest (reference §2.2), after the default
+/// layer-3 section, at 15000000. DFW evaluation order follows this number.
+pub const SEQUENCE_BASES: &[(&str, i64)] = &[
+    ("Ethernet", 0),
+    ("Emergency", 10_000_000),
+    ("Infrastructure", 11_000_000),
+    ("Environment", 12_000_000),
+    ("Application", 13_000_000),
+];
+/// `internal_sequence_number` base of a policy without category.
+pub const UNCATEGORISED_BASE: i64 = 15_000_000;
+/// Offset of a category's default section from its base.
+pub const DEFAULT_SECTION_OFFSET: i64 = 1_000_000;
 
 /// A security policy and its rules.
 #[derive(Serialize, Deserialize, Clone, Debug, Default)]
@@ -91,6 +135,18 @@ pub struct Store {
     /// change or delete them only with `X-Allow-Overwrite: true` (reference §3).
     #[serde(default)]
     pub protected: BTreeMap<String, String>,
+    /// Deleted objects whose deletion is still pending, by path (reference §3).
+    #[serde(default)]
+    pub pending: BTreeMap<String, Pending>,
+}
+
+/// A deleted object NSX still holds as `marked_for_delete` until its realized entities are gone.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Pending {
+    /// Epoch milliseconds at which it is purged.
+    pub until_ms: i64,
+    /// The object as `GET ...?include_mark_for_delete_objects=true` shows it.
+    pub object: Value,
 }
 
 /// How a write treats `_revision`.
@@ -212,6 +268,7 @@ enum Undo {
     Domain(String, Option<DomainState>),
     NextRuleId(i64),
     Protected(String, Option<String>),
+    Pending(String, Option<Pending>),
 }
 
 /// Who writes and when.
@@ -225,6 +282,8 @@ pub struct Ctx {
     pub principal: bool,
     /// The request carries `X-Allow-Overwrite: true`.
     pub allow_overwrite: bool,
+    /// How long a deleted object stays pending (0: purged at once).
+    pub pending_delete_ms: i64,
 }
 
 /// A policy path.
@@ -245,7 +304,20 @@ pub fn service_path(id: &str) -> String {
 }
 
 fn unique_id() -> String {
-    let b: [u8; 16] = rand::random();
+    uuid_text(rand::random())
+}
+
+/// A name-based (version-5 style) UUID: the same seed always gives the same id.
+fn derived_uuid(seed: &str) -> String {
+    let digest = Sha256::digest(seed.as_bytes());
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&digest[..16]);
+    b[6] = (b[6] & 0x0f) | 0x50;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    uuid_text(b)
+}
+
+fn uuid_text(b: [u8; 16]) -> String {
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
     format!(
         "{}-{}-{}-{}-{}",
@@ -289,6 +361,10 @@ fn stamp(
     obj.insert("relative_path".into(), json!(id));
     obj.insert("realization_id".into(), uid.clone());
     obj.insert("unique_id".into(), uid);
+    // NSX 4.x (reference §11a): the local site owns every object; `remote_path` is empty.
+    obj.insert("owner_id".into(), json!(SITE_ID));
+    obj.insert("origin_site_id".into(), json!(SITE_ID));
+    obj.insert("remote_path".into(), json!(""));
     obj.insert("marked_for_delete".into(), json!(false));
     obj.insert("overridden".into(), json!(false));
     obj.insert("_revision".into(), json!(rev));
@@ -363,45 +439,246 @@ fn read_only(path: &str) -> Fail {
     )
 }
 
-fn rule_defaults(mut obj: Obj) -> Obj {
-    let defaults = [
-        ("action", json!("ALLOW")),
-        ("source_groups", json!(["ANY"])),
-        ("destination_groups", json!(["ANY"])),
-        ("services", json!(["ANY"])),
-        ("profiles", json!(["ANY"])),
-        ("scope", json!(["ANY"])),
-        ("direction", json!("IN_OUT")),
-        ("ip_protocol", json!("IPV4_IPV6")),
-        ("logged", json!(false)),
-        ("disabled", json!(false)),
-        ("sources_excluded", json!(false)),
-        ("destinations_excluded", json!(false)),
-        ("sequence_number", json!(0)),
-    ];
+/// Fills the defaults of a missing or null field.
+fn fill(obj: &mut Obj, defaults: impl IntoIterator<Item = (&'static str, Value)>) {
     for (k, val) in defaults {
         if obj.get(k).is_none_or(Value::is_null) {
             obj.insert(k.into(), val);
+        }
+    }
+}
+
+/// `[]` reads back as `["ANY"]` in the applied-to and service lists: the same meaning.
+fn empty_is_any(obj: &mut Obj, keys: &[&str]) {
+    for k in keys {
+        if obj
+            .get(*k)
+            .and_then(Value::as_array)
+            .is_some_and(Vec::is_empty)
+        {
+            obj.insert((*k).into(), json!(["ANY"]));
+        }
+    }
+}
+
+/// A rule as a real manager stores it (reference §11a "Rule defaults"): `scope`, `profiles`
+/// ANY, `ip_protocol` IPV4_IPV6, `direction` IN_OUT, the flags false, `sequence_number` 0,
+/// `is_default` false; `tag`, `notes` and `description` stay absent when not written. A rule
+/// with no service paths (absent or `[]`) reads `services: ["ANY"]`, also beside inline
+/// entries (§11a "Services beside inline entries"), where it still means "only the entries'
+/// traffic" (see `inventory::service_matches`).
+fn rule_defaults(mut obj: Obj) -> Obj {
+    fill(
+        &mut obj,
+        [
+            ("action", json!("ALLOW")),
+            ("source_groups", json!(["ANY"])),
+            ("destination_groups", json!(["ANY"])),
+            ("services", json!(["ANY"])),
+            ("profiles", json!(["ANY"])),
+            ("scope", json!(["ANY"])),
+            ("direction", json!("IN_OUT")),
+            ("ip_protocol", json!("IPV4_IPV6")),
+            ("logged", json!(false)),
+            ("disabled", json!(false)),
+            ("sources_excluded", json!(false)),
+            ("destinations_excluded", json!(false)),
+            ("sequence_number", json!(0)),
+            ("is_default", json!(false)),
+        ],
+    );
+    empty_is_any(&mut obj, &["services", "profiles", "scope"]);
+    if let Some(Value::Array(entries)) = obj.get_mut("service_entries") {
+        for e in entries.iter_mut() {
+            if let Value::Object(o) = e {
+                *e = Value::Object(inline_entry(o));
+            }
         }
     }
     obj
 }
 
+/// An inline service entry as GET returns it (reference §11a): `marked_for_delete: false`,
+/// `overridden: false`, `_protection`, no `path` (nor the other read-only fields an echo may
+/// carry); an entry written without `id` has none. `display_name` is dropped, as NSX-T up to
+/// 3.2 does (the only observation; whether 4.x keeps it is unknown).
+fn inline_entry(e: &Obj) -> Obj {
+    let mut out = v::writable(e);
+    out.remove("_revision");
+    out.remove("display_name");
+    out.insert("marked_for_delete".into(), json!(false));
+    out.insert("overridden".into(), json!(false));
+    out.insert("_protection".into(), json!("NOT_PROTECTED"));
+    out
+}
+
+/// A security policy as a real manager stores it (reference §11a "SecurityPolicy defaults",
+/// NSX-T 3.2 dump): `scope: ["ANY"]`, `stateful: true`, `tcp_strict` = `stateful` when not
+/// written (true for a stateful policy, false for a stateless one), `locked: false`,
+/// `lock_modified_time: 0`, `logging_enabled: false`, `is_default: false`, `sequence_number`
+/// 0, and the read-only `internal_sequence_number`.
 fn policy_defaults(mut obj: Obj) -> Obj {
-    let defaults = [
-        ("sequence_number", json!(0)),
-        ("stateful", json!(true)),
-        ("tcp_strict", json!(true)),
-        ("scope", json!(["ANY"])),
-        ("locked", json!(false)),
-        ("is_default", json!(false)),
-    ];
-    for (k, val) in defaults {
-        if obj.get(k).is_none_or(Value::is_null) {
-            obj.insert(k.into(), val);
+    fill(
+        &mut obj,
+        [
+            ("sequence_number", json!(0)),
+            ("stateful", json!(true)),
+            ("scope", json!(["ANY"])),
+            ("locked", json!(false)),
+            ("lock_modified_time", json!(0)),
+            ("logging_enabled", json!(false)),
+            ("is_default", json!(false)),
+        ],
+    );
+    let stateful = obj.get("stateful").and_then(Value::as_bool) != Some(false);
+    fill(&mut obj, [("tcp_strict", json!(stateful))]);
+    empty_is_any(&mut obj, &["scope"]);
+    set_internal_sequence(&mut obj);
+    obj
+}
+
+/// Global DFW order of a policy, see [`SEQUENCE_BASES`].
+pub fn internal_sequence_number(category: &str, sequence: i64, is_default: bool) -> i64 {
+    let base = SEQUENCE_BASES
+        .iter()
+        .find(|(c, _)| *c == category)
+        .map_or(UNCATEGORISED_BASE, |(_, b)| *b);
+    if is_default {
+        base + DEFAULT_SECTION_OFFSET
+    } else {
+        base + sequence.clamp(0, DEFAULT_SECTION_OFFSET - 1)
+    }
+}
+
+/// The `internal_sequence_number` a policy object's fields give.
+fn policy_order(p: &Obj) -> i64 {
+    internal_sequence_number(
+        p.get("category").and_then(Value::as_str).unwrap_or(""),
+        p.get("sequence_number")
+            .and_then(Value::as_i64)
+            .unwrap_or(0),
+        p.get("is_default").and_then(Value::as_bool) == Some(true),
+    )
+}
+
+fn set_internal_sequence(p: &mut Obj) {
+    let n = policy_order(p);
+    p.insert("internal_sequence_number".into(), json!(n));
+}
+
+/// A group as a real manager stores it (reference §11a "Group expressions", §2.4): every
+/// expression element (order kept, values verbatim) gains `id`, `path`, `relative_path`,
+/// `parent_path`, `marked_for_delete`, `overridden` and `_protection`; a `Condition` without
+/// `scope_operator` gains `EQUALS`; the group gains `extended_expression: []` and
+/// `reference: false`.
+fn group_defaults(mut obj: Obj, path: &str) -> Obj {
+    if let Some(Value::Array(items)) = obj.get_mut("expression") {
+        shape_expressions(items, path, "");
+    }
+    fill(&mut obj, [("extended_expression", json!([]))]);
+    obj.insert("reference".into(), json!(false));
+    obj
+}
+
+/// Path segment of an expression kind under its group (`<group>/<segment>/<id>`).
+fn expression_segment(kind: &str) -> &'static str {
+    match kind {
+        "Condition" => "condition-expressions",
+        "ConjunctionOperator" => "conjunction-expressions",
+        "IPAddressExpression" => "ip-address-expressions",
+        "PathExpression" => "path-expressions",
+        "ExternalIDExpression" => "external-id-expressions",
+        "MACAddressExpression" => "mac-address-expressions",
+        "NestedExpression" => "nested-expressions",
+        _ => "expressions",
+    }
+}
+
+/// Shapes expression elements in place. An element keeps the id it is written with (an echo of
+/// a GET keeps its ids); one without gets an id derived from the group path, its kind and its
+/// position, so PATCHing the same expression again yields the same ids and repeated GETs are
+/// identical (a real manager keeps the ids of unchanged expressions). The elements of a
+/// `NestedExpression` are shaped the same way, their position prefixed with the nested one's,
+/// and hang under the group too (unverified).
+fn shape_expressions(items: &mut [Value], group: &str, prefix: &str) {
+    for (i, item) in items.iter_mut().enumerate() {
+        let Value::Object(e) = item else { continue };
+        let mut out = v::writable(e);
+        out.remove("_revision");
+        let kind = out
+            .get("resource_type")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let position = format!("{prefix}{i}");
+        if kind == "Condition" {
+            fill(&mut out, [("scope_operator", json!("EQUALS"))]);
+        }
+        if let Some(Value::Array(inner)) = out.get_mut("expressions") {
+            shape_expressions(inner, group, &format!("{position}."));
+        }
+        let id = match out.get("id").and_then(Value::as_str) {
+            Some(id) if !id.is_empty() => id.to_string(),
+            _ => derived_uuid(&format!("{group}|{kind}|{position}")),
+        };
+        out.insert("id".into(), json!(id));
+        out.insert(
+            "path".into(),
+            json!(format!("{group}/{}/{id}", expression_segment(&kind))),
+        );
+        out.insert("relative_path".into(), json!(id));
+        out.insert("parent_path".into(), json!(group));
+        out.insert("marked_for_delete".into(), json!(false));
+        out.insert("overridden".into(), json!(false));
+        out.insert("_protection".into(), json!("NOT_PROTECTED"));
+        *item = Value::Object(out);
+    }
+}
+
+/// A write to an editable default rule (reference §11a and §8: users set the default rule to
+/// DROP and log it): the fields of [`DEFAULT_RULE_EDITABLE`] change, every other field given
+/// must keep its value (an echo of a GET is fine), fields not given keep theirs.
+fn default_rule_edit(prev: &Obj, body: Obj, path: &str) -> Result<Obj, Fail> {
+    let mut out = v::writable(prev);
+    let mut given = body;
+    empty_is_any(&mut given, &["services", "profiles", "scope"]);
+    for (k, val) in given {
+        if DEFAULT_RULE_EDITABLE.contains(&k.as_str()) {
+            out.insert(k, val);
+        } else if !matches!(k.as_str(), "_revision" | "resource_type" | "id")
+            && prev.get(&k) != Some(&val)
+        {
+            return Err(Fail::bad(
+                CODE_READ_ONLY,
+                format!(
+                    "Field {k} of the default rule path=[{path}] cannot be modified; only {} can.",
+                    DEFAULT_RULE_EDITABLE.join(", ")
+                ),
+            ));
         }
     }
-    obj
+    Ok(out)
+}
+
+fn pending_delete(path: &str) -> Fail {
+    Fail::bad(
+        CODE_PENDING_DELETE,
+        format!(
+            "Cannot create an object with path=[{path}] as it is marked for deletion. Retry once the deletion is complete."
+        ),
+    )
+}
+
+/// Sets `marked_for_delete: true` on an object and the objects embedded in it.
+fn mark_deleted(v: &mut Value) {
+    if let Value::Object(o) = v {
+        o.insert("marked_for_delete".into(), json!(true));
+        for key in ["rules", "service_entries"] {
+            if let Some(Value::Array(items)) = o.get_mut(key) {
+                items.iter_mut().for_each(mark_deleted);
+            }
+        }
+    }
 }
 
 impl Default for Store {
@@ -418,6 +695,7 @@ impl Store {
             now_ms: 0,
             principal: false,
             allow_overwrite: false,
+            pending_delete_ms: 0,
         };
         let mut store = Store {
             domains: BTreeMap::new(),
@@ -425,6 +703,7 @@ impl Store {
             next_rule_id: FIRST_RULE_ID,
             vms: Vec::new(),
             protected: BTreeMap::new(),
+            pending: BTreeMap::new(),
         };
         let domain = stamp(
             Obj::new(),
@@ -469,8 +748,8 @@ impl Store {
             p.insert("sequence_number".into(), json!(0));
             p.insert("scope".into(), json!(["ANY"]));
             let path = policy_path("default", pid);
-            let policy = sys(stamp(
-                p,
+            let mut policy = sys(stamp(
+                policy_defaults(p),
                 None,
                 "SecurityPolicy",
                 pid,
@@ -478,6 +757,7 @@ impl Store {
                 "/infra/domains/default",
                 &ctx,
             ));
+            set_internal_sequence(&mut policy);
             let mut ps = PolicyState {
                 policy,
                 rules: BTreeMap::new(),
@@ -499,6 +779,10 @@ impl Store {
                     r.remove("ip_protocol");
                 } else {
                     r.insert("ip_protocol".into(), json!(proto));
+                }
+                if rid == "default-layer3-rule" {
+                    // Observed display name (reference §2.3).
+                    r.insert("display_name".into(), json!("Default Layer3 Rule"));
                 }
                 let mut r = sys(stamp(
                     r,
@@ -657,8 +941,64 @@ impl Store {
         Value::Object(s)
     }
 
+    /// A group as GET returns it.
+    pub fn group_view(g: &Obj) -> Value {
+        let mut g = g.clone();
+        g.insert("children".into(), json!([]));
+        Value::Object(g)
+    }
+
+    /// The object whose deletion is pending at `path` at `now_ms`, if any.
+    pub fn pending_object(&self, path: &str, now_ms: i64) -> Option<&Value> {
+        self.pending
+            .get(path)
+            .filter(|p| p.until_ms > now_ms)
+            .map(|p| &p.object)
+    }
+
+    /// Objects of `kind` under `parent` whose deletion is pending at `now_ms`, by path.
+    pub fn pending_children(&self, parent: &str, kind: &str, now_ms: i64) -> Vec<Value> {
+        self.pending
+            .values()
+            .filter(|p| p.until_ms > now_ms)
+            .map(|p| &p.object)
+            .filter(|o| {
+                o.get("parent_path").and_then(Value::as_str) == Some(parent)
+                    && o.get("resource_type").and_then(Value::as_str) == Some(kind)
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Keeps a deleted object as pending for `ctx.pending_delete_ms` (journaled).
+    fn mark_pending(
+        &mut self,
+        path: String,
+        mut object: Value,
+        ctx: &Ctx,
+        journal: &mut Vec<Undo>,
+    ) {
+        if ctx.pending_delete_ms <= 0 {
+            return;
+        }
+        mark_deleted(&mut object);
+        journal.push(Undo::Pending(
+            path.clone(),
+            self.pending.get(&path).cloned(),
+        ));
+        self.pending.insert(
+            path,
+            Pending {
+                until_ms: ctx.now_ms.saturating_add(ctx.pending_delete_ms),
+                object,
+            },
+        );
+    }
+
     /// Applies `ops` atomically.
     pub fn transact(&mut self, ops: Vec<Op>, ctx: &Ctx) -> Result<(), Fail> {
+        // Deletions whose time is up are complete (purged; nothing to undo).
+        self.pending.retain(|_, p| p.until_ms > ctx.now_ms);
         let mut journal = Vec::new();
         let mut touched_policies = BTreeSet::new();
         let mut touched_groups = BTreeSet::new();
@@ -678,6 +1018,13 @@ impl Store {
                 && let Err(e) = self.guard(path, ctx)
             {
                 result = Err(e);
+                break;
+            }
+            if let Some((path, false)) = &target
+                && !deleting
+                && self.pending.contains_key(path)
+            {
+                result = Err(pending_delete(path));
                 break;
             }
             if let Some((path, exists)) = target {
@@ -763,6 +1110,14 @@ impl Store {
                     }
                     None => {
                         self.protected.remove(&path);
+                    }
+                },
+                Undo::Pending(path, prev) => match prev {
+                    Some(p) => {
+                        self.pending.insert(path, p);
+                    }
+                    None => {
+                        self.pending.remove(&path);
                     }
                 },
             }
@@ -885,7 +1240,7 @@ impl Store {
                 let dom = self.domain_mut(&domain)?;
                 let prev = dom.groups.get(&id).cloned();
                 check_rev(&path, prev.as_ref(), rev)?;
-                let obj = merged(prev.as_ref(), body, mode);
+                let obj = group_defaults(merged(prev.as_ref(), body, mode), &path);
                 let obj = stamp(
                     obj,
                     prev.as_ref(),
@@ -904,8 +1259,11 @@ impl Store {
                     return Ok(());
                 };
                 if let Some(prev) = dom.groups.remove(&id) {
+                    let view = Self::group_view(&prev);
                     journal.push(Undo::Group(domain.clone(), id.clone(), Some(prev)));
-                    deleted.insert(group_path(&domain, &id));
+                    let path = group_path(&domain, &id);
+                    deleted.insert(path.clone());
+                    self.mark_pending(path, view, ctx, journal);
                 }
             }
             Op::Policy {
@@ -954,6 +1312,13 @@ impl Store {
                         return Err(read_only(&path));
                     }
                     let prev = dom.policies.remove(&id);
+                    if let Some(ps) = &prev {
+                        for (rid, r) in &ps.rules {
+                            let view = Value::Object(Self::rule_view(r));
+                            self.mark_pending(rule_path(&domain, &id, rid), view, ctx, journal);
+                        }
+                        self.mark_pending(path, Self::policy_view(ps, true), ctx, journal);
+                    }
                     journal.push(Undo::Policy(domain, id, prev));
                 }
             }
@@ -976,11 +1341,18 @@ impl Store {
                 }
                 let before = ps.clone();
                 let prev = ps.rules.get(&id).cloned();
+                let mut body = body;
                 if let Some(p) = &prev
-                    && p.get("_system_owned").and_then(Value::as_bool) == Some(true)
-                    && p.get("rule_id").and_then(Value::as_i64) != Some(2)
+                    && is_system(p)
                 {
-                    return Err(read_only(&path));
+                    let editable = p
+                        .get("rule_id")
+                        .and_then(Value::as_i64)
+                        .is_some_and(|n| EDITABLE_DEFAULT_RULES.contains(&n));
+                    if !editable {
+                        return Err(read_only(&path));
+                    }
+                    body = default_rule_edit(p, body, &path)?;
                 }
                 check_rev(&path, prev.as_ref(), rev)?;
                 let mut obj = stamp(
@@ -1024,9 +1396,11 @@ impl Store {
                     if is_system(r) {
                         return Err(read_only(&format!("{ppath}/rules/{id}")));
                     }
+                    let view = Value::Object(Self::rule_view(r));
                     let before = ps.clone();
                     ps.rules.remove(&id);
-                    journal.push(Undo::Policy(domain, policy, Some(before)));
+                    journal.push(Undo::Policy(domain.clone(), policy.clone(), Some(before)));
+                    self.mark_pending(rule_path(&domain, &policy, &id), view, ctx, journal);
                 }
             }
             Op::Service {
@@ -1091,6 +1465,9 @@ impl Store {
                         return Err(read_only(&service_path(&id)));
                     }
                     let prev = self.services.remove(&id);
+                    if let Some(ss) = &prev {
+                        self.mark_pending(service_path(&id), Self::service_view(ss), ctx, journal);
+                    }
                     journal.push(Undo::Service(id.clone(), prev));
                     deleted.insert(service_path(&id));
                 }
@@ -1480,31 +1857,20 @@ impl Store {
         }
     }
 
-    /// Every security policy of every domain, in DFW evaluation order (category, sequence
-    /// number, id), each with its rules in order.
+    /// Every security policy of every domain, in DFW evaluation order (`internal_sequence_number`,
+    /// i.e. category, default section last in its category, sequence number; then id), each with
+    /// its rules in order.
     pub fn evaluation_order(&self) -> Vec<(&str, &PolicyState)> {
-        let rank = |c: &str| match c {
-            "Ethernet" => 0,
-            "Emergency" => 1,
-            "Infrastructure" => 2,
-            "Environment" => 3,
-            "Application" => 4,
-            _ => 5,
-        };
         let mut all: Vec<(&str, &PolicyState)> = self
             .domains
             .iter()
             .flat_map(|(d, dom)| dom.policies.values().map(move |p| (d.as_str(), p)))
             .collect();
         all.sort_by_key(|(_, ps)| {
-            let p = &ps.policy;
             (
-                rank(p.get("category").and_then(Value::as_str).unwrap_or("")),
-                i64::from(p.get("is_default").and_then(Value::as_bool) == Some(true)),
-                p.get("sequence_number")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(0),
-                p.get("id")
+                policy_order(&ps.policy),
+                ps.policy
+                    .get("id")
                     .and_then(Value::as_str)
                     .unwrap_or("")
                     .to_string(),
@@ -1609,6 +1975,7 @@ mod tests {
             now_ms: 1,
             principal: false,
             allow_overwrite: false,
+            pending_delete_ms: 0,
         }
     }
 
