@@ -109,7 +109,9 @@ pub struct Config {
 /// group or policy without realized entities in a second or so once the delete is applied
 /// (it keeps the intent only until the enforcement point confirms the removal); tests that
 /// delete and re-create quickly set [`Config::pending_delete`] to zero.
-pub const DEFAULT_PENDING_DELETE: Duration = Duration::from_secs(1);
+pub const DEFAULT_PENDING_DELETE: Duration = Duration::from_millis(DEFAULT_PENDING_DELETE_MS);
+/// [`DEFAULT_PENDING_DELETE`] in milliseconds (`microseg nsx-sim --pending-delete-ms`).
+pub const DEFAULT_PENDING_DELETE_MS: u64 = 1000;
 
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -393,10 +395,6 @@ pub struct Args {
     /// Delay before objects are REALIZED, in milliseconds.
     #[arg(long, default_value_t = 0)]
     pub realization_delay_ms: u64,
-    /// How long a deleted object stays pending (marked for delete: hidden, its path refused with
-    /// 400/500045 on re-create), in milliseconds; 0 purges at once.
-    #[arg(long, default_value_t = 1000)]
-    pub pending_delete_ms: u64,
     /// Start from this state dump (JSON, as `GET /admin/state` returns).
     #[arg(long)]
     pub state: Option<PathBuf>,
@@ -447,7 +445,7 @@ impl Args {
                 global_concurrency: self.global_concurrency,
             },
             session_timeout: Duration::from_secs(self.session_timeout_secs),
-            pending_delete: Duration::from_millis(self.pending_delete_ms),
+            pending_delete: DEFAULT_PENDING_DELETE,
             faults: Faults {
                 latency_ms: self.latency_ms,
                 error_503_fraction: self.error_503_fraction,
@@ -465,6 +463,12 @@ impl Args {
 /// Runs the simulator of `args` until Ctrl-C.
 pub async fn run(args: Args) -> Result<(), Error> {
     let config = args.config()?;
+    run_config(&args, config).await
+}
+
+/// Runs a simulator with `config` (built from `args` and adjusted) until Ctrl-C; `args` gives
+/// where to write the CA.
+pub async fn run_config(args: &Args, config: Config) -> Result<(), Error> {
     let running = spawn(config).await?;
     if let (Some(path), Some(pem)) = (&args.ca_out, &running.ca_pem) {
         std::fs::write(path, pem).map_err(|source| Error::Io {

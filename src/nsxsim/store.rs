@@ -25,8 +25,12 @@
 //!
 //! Deletes are asynchronous (reference §3): a deleted object stays "pending" for
 //! [`Ctx::pending_delete_ms`]; meanwhile GET and lists hide it (unless
-//! `include_mark_for_delete_objects=true`), re-creating its path fails with 400/500045, and it
-//! holds no references (deleting what it referred to is allowed: simulator's choice).
+//! `include_mark_for_delete_objects=true`), re-creating a group, policy or service at its path
+//! fails with 400/500045, and it holds no references (deleting what it referred to is allowed:
+//! simulator's choice). A rule deleted from a policy that stays is removed with the policy's
+//! next section update: it shows as pending but a new rule may take its path at once, with a
+//! new `rule_id` (simulator's choice; the reference names 500045 only for whole objects'
+//! deletes, e.g. nsx-operator's `NsxPendingDelete`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -1020,8 +1024,11 @@ impl Store {
                 result = Err(e);
                 break;
             }
+            // A rule deleted from a policy that stays goes with the policy's next section update
+            // and does not block its path; a group, policy or service does until purged.
             if let Some((path, false)) = &target
                 && !deleting
+                && !matches!(op, Op::Rule { .. })
                 && self.pending.contains_key(path)
             {
                 result = Err(pending_delete(path));
@@ -1376,11 +1383,20 @@ impl Store {
                     }
                 }
                 obj.insert("rule_id".into(), rule_id);
+                let rpath = obj
+                    .get("path")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
                 ps.rules.insert(id, obj);
                 journal.push(Undo::Policy(domain.clone(), policy.clone(), Some(before)));
                 if prev.is_none() {
                     journal.push(Undo::NextRuleId(next));
                     self.next_rule_id = next + 1;
+                    // A pending delete of the same rule is superseded by the new rule.
+                    if let Some(old) = self.pending.remove(&rpath) {
+                        journal.push(Undo::Pending(rpath, Some(old)));
+                    }
                 }
                 touched_policies.insert((domain, policy));
             }
