@@ -466,12 +466,15 @@ fn empty_is_any(obj: &mut Obj, keys: &[&str]) {
 }
 
 /// A rule as a real manager stores it (reference §11a "Rule defaults"): `scope`, `profiles`
-/// ANY, `ip_protocol` IPV4_IPV6, `direction` IN_OUT, the flags false, `sequence_number` 0,
-/// `is_default` false; `tag`, `notes` and `description` stay absent when not written. A rule
+/// ANY, `ip_protocol` IPV4_IPV6 (absent in a layer-2, Ethernet, policy), `direction` IN_OUT, the
+/// flags false, `sequence_number` 0, `is_default` false; `tag`, `notes` and `description` stay absent when not written. A rule
 /// with no service paths (absent or `[]`) reads `services: ["ANY"]`, also beside inline
 /// entries (§11a "Services beside inline entries"), where it still means "only the entries'
 /// traffic" (see `inventory::service_matches`).
-fn rule_defaults(mut obj: Obj) -> Obj {
+fn rule_defaults(mut obj: Obj, layer2: bool) -> Obj {
+    if !layer2 {
+        fill(&mut obj, [("ip_protocol", json!("IPV4_IPV6"))]);
+    }
     fill(
         &mut obj,
         [
@@ -482,7 +485,6 @@ fn rule_defaults(mut obj: Obj) -> Obj {
             ("profiles", json!(["ANY"])),
             ("scope", json!(["ANY"])),
             ("direction", json!("IN_OUT")),
-            ("ip_protocol", json!("IPV4_IPV6")),
             ("logged", json!(false)),
             ("disabled", json!(false)),
             ("sources_excluded", json!(false)),
@@ -767,7 +769,7 @@ impl Store {
                 rules: BTreeMap::new(),
             };
             for (rid, num, seq, proto) in rules {
-                let mut r = rule_defaults(Obj::new());
+                let mut r = rule_defaults(Obj::new(), category == "Ethernet");
                 r.insert("sequence_number".into(), json!(seq));
                 let services = match rid {
                     "default_rule_NDP" => {
@@ -1362,8 +1364,9 @@ impl Store {
                     body = default_rule_edit(p, body, &path)?;
                 }
                 check_rev(&path, prev.as_ref(), rev)?;
+                let layer2 = ps.policy.get("category").and_then(Value::as_str) == Some("Ethernet");
                 let mut obj = stamp(
-                    rule_defaults(body),
+                    rule_defaults(body, layer2),
                     prev.as_ref(),
                     "Rule",
                     &id,
@@ -2245,7 +2248,25 @@ mod tests {
         for absent in ["tag", "notes", "description"] {
             assert!(r.get(absent).is_none(), "{absent} must be absent, not \"\"");
         }
+        // A layer-2 (Ethernet) rule has no ip_protocol (§11a).
+        s.transact(
+            vec![
+                policy_with("l2", json!({"category": "Ethernet", "stateful": false})),
+                Op::Rule {
+                    domain: "default".into(),
+                    policy: "l2".into(),
+                    id: "mac".into(),
+                    body: Obj::new(),
+                    rev: RevCheck::Ignore,
+                },
+            ],
+            &ctx(),
+        )
+        .unwrap();
+        let l2 = &s.domains["default"].policies["l2"].rules["mac"];
+        assert!(l2.get("ip_protocol").is_none(), "{l2:?}");
         // rule_id stays with the rule across updates.
+        let r = rule(&s, "r");
         let id = r["rule_id"].clone();
         s.transact(vec![rule_body(json!({"id": "r", "tag": "t"}))], &ctx())
             .unwrap();
