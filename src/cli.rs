@@ -88,7 +88,7 @@ pub enum Command {
     /// Run the controller: reconcile SegmentationPolicies into NSX on schedule.
     Controller(Box<crate::controller::cli::ControllerArgs>),
     /// Run the NSX Manager simulator on a loopback address until interrupted.
-    NsxSim(crate::nsxsim::Args),
+    NsxSim(NsxSimArgs),
     /// Show what microseg would write to NSX for a directory of manifests, per phase; with
     /// --nsx-url or --nsx-snapshot, the difference from NSX now (exit 0: no change, 2: changes,
     /// 1: error).
@@ -103,6 +103,18 @@ pub enum Command {
         #[arg(long, default_value_t = 10)]
         samples: usize,
     },
+}
+
+/// Arguments of `microseg nsx-sim`: the simulator's flags plus how long deletes stay pending.
+#[derive(clap::Args, Debug)]
+pub struct NsxSimArgs {
+    /// The simulator's flags.
+    #[command(flatten)]
+    pub sim: crate::nsxsim::Args,
+    /// How long a deleted object stays pending (marked for delete: hidden from GET, its path
+    /// refused with 400/500045 on re-create), in milliseconds; 0 purges at once.
+    #[arg(long, default_value_t = crate::nsxsim::DEFAULT_PENDING_DELETE_MS)]
+    pub pending_delete_ms: u64,
 }
 
 /// Arguments of `microseg plan`.
@@ -254,7 +266,9 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
                 path: PathBuf::from("tokio runtime"),
                 source,
             })?;
-            runtime.block_on(crate::nsxsim::run(args))?;
+            let mut config = args.sim.config()?;
+            config.pending_delete = std::time::Duration::from_millis(args.pending_delete_ms);
+            runtime.block_on(crate::nsxsim::run_config(&args.sim, config))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::ParseLog { samples } => {

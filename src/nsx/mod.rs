@@ -22,6 +22,12 @@ use async_trait::async_trait;
 
 use model::{ApiError, Group, Infra, SecurityPolicy};
 
+/// NSX's error code for a write to a path whose deletion is still pending (400; nsx-operator's
+/// `NsxPendingDelete`, reference §3/§4). The deletion completes on its own within seconds.
+pub const CODE_PENDING_DELETE: i64 = 500045;
+/// How long to wait before retrying a write refused because of a pending delete.
+pub const PENDING_DELETE_BACKOFF: Duration = Duration::from_secs(2);
+
 /// Realization of an intent path as NSX reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Realization {
@@ -117,6 +123,9 @@ impl Error {
     /// PascalCase label for metrics and events.
     pub fn category(&self) -> &'static str {
         match self {
+            Error::Api {
+                status: 400, error, ..
+            } if error.error_code == CODE_PENDING_DELETE => "NsxPendingDelete",
             Error::Api { status: 400, .. } => "NsxInvalidRequest",
             Error::Api { status: 404, .. } => "NsxNotFound",
             Error::Api { .. } => "NsxApiError",
@@ -134,6 +143,9 @@ impl Error {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Error::Busy { retry_after, .. } => Some(retry_after.unwrap_or(Duration::from_secs(5))),
+            Error::Api {
+                status: 400, error, ..
+            } if error.error_code == CODE_PENDING_DELETE => Some(PENDING_DELETE_BACKOFF),
             Error::Transport { .. } | Error::Conflict { .. } => Some(Duration::from_secs(5)),
             Error::Api { status, .. } if *status >= 500 => Some(Duration::from_secs(5)),
             Error::Auth { .. } => Some(Duration::from_secs(60)),
@@ -147,5 +159,33 @@ impl Error {
             Error::Api { error, .. } => Some(error.error_code),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(status: u16, code: i64) -> Error {
+        Error::Api {
+            method: "PATCH".into(),
+            path: "/infra".into(),
+            status,
+            error: ApiError {
+                error_code: code,
+                ..ApiError::default()
+            },
+        }
+    }
+
+    #[test]
+    fn a_pending_delete_is_retried_after_a_short_back_off() {
+        let e = api(400, CODE_PENDING_DELETE);
+        assert_eq!(e.category(), "NsxPendingDelete");
+        assert_eq!(e.retry_after(), Some(PENDING_DELETE_BACKOFF));
+        // Other 400s stay invalid requests that retrying cannot fix.
+        let other = api(400, 255);
+        assert_eq!(other.category(), "NsxInvalidRequest");
+        assert_eq!(other.retry_after(), None);
     }
 }

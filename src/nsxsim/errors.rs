@@ -1,8 +1,8 @@
 //! NSX error bodies as the simulator sends them (reference §4), and the error codes it uses.
 //!
 //! Codes the reference confirms: 287 (unknown JSON property, module `common-services`),
-//! 500127 (PUT-create of an existing object), 500030 (resource in use), 98 (bad XSRF token),
-//! 403 (bad credentials). The reference does not give the codes NSX uses for field validation,
+//! 500127 (PUT-create of an existing object), 500030 (resource in use), 500045 (pending
+//! delete), 98 (bad XSRF token), 403 (bad credentials). The reference does not give the codes NSX uses for field validation,
 //! invalid references, 404s, 412s, 429s or 503s; the simulator's choices are the constants
 //! below, and clients must not depend on them (they key on the HTTP status).
 
@@ -14,6 +14,9 @@ use crate::nsx::model::ApiError;
 pub const CODE_JSON: i64 = 287;
 /// PUT without `_revision` on an existing object (confirmed).
 pub const CODE_EXISTS: i64 = 500127;
+/// Creating an object whose deletion is still pending (confirmed: nsx-operator maps 400 with
+/// this code to `NsxPendingDelete`, reference §3/§4; the message text is the simulator's).
+pub const CODE_PENDING_DELETE: i64 = crate::nsx::CODE_PENDING_DELETE;
 /// Object still referenced (confirmed as "resource in use").
 pub const CODE_IN_USE: i64 = 500030;
 /// Bad XSRF token (confirmed).

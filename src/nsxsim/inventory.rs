@@ -266,6 +266,10 @@ fn entry_matches(e: &Obj, flow: &Flow) -> bool {
     }
 }
 
+/// Whether a rule's services admit the flow (reference §11a): `["ANY"]` (or none) with no inline
+/// entries is every service; `["ANY"]` beside non-empty inline entries — how NSX reads back a
+/// rule written with entries only — is only the entries' traffic; service paths plus entries
+/// are the union.
 fn service_matches(st: &Store, rule: &Obj, flow: &Flow) -> bool {
     let services: Vec<&str> = rule
         .get("services")

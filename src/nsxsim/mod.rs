@@ -100,7 +100,18 @@ pub struct Config {
     pub faults: Faults,
     /// State to start from (default: a fresh manager).
     pub state: Option<Store>,
+    /// How long a deleted object stays pending (`marked_for_delete`, hidden from GET, its path
+    /// refused with 400/500045 on re-create; reference §3). 0 purges at once.
+    pub pending_delete: Duration,
 }
+
+/// Default pending time of a delete: about one realization cycle. A real manager purges a
+/// group or policy without realized entities in a second or so once the delete is applied
+/// (it keeps the intent only until the enforcement point confirms the removal); tests that
+/// delete and re-create quickly set [`Config::pending_delete`] to zero.
+pub const DEFAULT_PENDING_DELETE: Duration = Duration::from_millis(DEFAULT_PENDING_DELETE_MS);
+/// [`DEFAULT_PENDING_DELETE`] in milliseconds (`microseg nsx-sim --pending-delete-ms`).
+pub const DEFAULT_PENDING_DELETE_MS: u64 = 1000;
 
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -110,6 +121,7 @@ impl std::fmt::Debug for Config {
             .field("users", &self.users.keys().collect::<Vec<_>>())
             .field("limits", &self.limits)
             .field("session_timeout", &self.session_timeout)
+            .field("pending_delete", &self.pending_delete)
             .field("faults", &self.faults)
             .finish_non_exhaustive()
     }
@@ -128,6 +140,7 @@ impl Default for Config {
             session_timeout: Duration::from_secs(1800),
             faults: Faults::default(),
             state: None,
+            pending_delete: DEFAULT_PENDING_DELETE,
         }
     }
 }
@@ -164,6 +177,13 @@ impl Running {
     /// Replaces the rate and concurrency limits.
     pub fn set_limits(&self, limits: LimitConfig) {
         self.sim.limiter.set_config(limits);
+    }
+
+    /// Sets how long deleted objects stay pending (applies to later deletes).
+    pub fn set_pending_delete(&self, pending: Duration) {
+        if let Ok(mut p) = self.sim.pending_delete.lock() {
+            *p = pending;
+        }
     }
 
     /// Sets the session idle timeout.
@@ -310,6 +330,7 @@ pub async fn spawn(config: Config) -> Result<Running, Error> {
         limits::Limiter::new(config.limits),
         config.users,
         config.session_timeout,
+        config.pending_delete,
         config.tls,
     ));
     let (stop, stop_rx) = watch::channel(false);
@@ -424,6 +445,7 @@ impl Args {
                 global_concurrency: self.global_concurrency,
             },
             session_timeout: Duration::from_secs(self.session_timeout_secs),
+            pending_delete: DEFAULT_PENDING_DELETE,
             faults: Faults {
                 latency_ms: self.latency_ms,
                 error_503_fraction: self.error_503_fraction,
@@ -441,6 +463,12 @@ impl Args {
 /// Runs the simulator of `args` until Ctrl-C.
 pub async fn run(args: Args) -> Result<(), Error> {
     let config = args.config()?;
+    run_config(&args, config).await
+}
+
+/// Runs a simulator with `config` (built from `args` and adjusted) until Ctrl-C; `args` gives
+/// where to write the CA.
+pub async fn run_config(args: &Args, config: Config) -> Result<(), Error> {
     let running = spawn(config).await?;
     if let (Some(path), Some(pem)) = (&args.ca_out, &running.ca_pem) {
         std::fs::write(path, pem).map_err(|source| Error::Io {

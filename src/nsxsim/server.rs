@@ -59,6 +59,8 @@ pub struct Sim {
     pub principals: Mutex<HashMap<Vec<u8>, String>>,
     /// Session idle timeout.
     pub session_timeout: Mutex<Duration>,
+    /// How long a deleted object stays pending (reference §3).
+    pub pending_delete: Mutex<Duration>,
     sessions: Mutex<HashMap<String, Session>>,
     issued: Mutex<Vec<(String, String)>>,
     /// Whether the listener speaks TLS (for the cookie's `Secure`).
@@ -403,6 +405,7 @@ impl Sim {
         limiter: Arc<Limiter>,
         users: BTreeMap<String, String>,
         session_timeout: Duration,
+        pending_delete: Duration,
         tls: bool,
     ) -> Self {
         let outage = outage_until(faults.outage_seconds);
@@ -415,6 +418,7 @@ impl Sim {
             users,
             principals: Mutex::new(HashMap::new()),
             session_timeout: Mutex::new(session_timeout),
+            pending_delete: Mutex::new(pending_delete),
             sessions: Mutex::new(HashMap::new()),
             issued: Mutex::new(Vec::new()),
             tls,
@@ -565,11 +569,13 @@ impl Sim {
             .get("x-allow-overwrite")
             .and_then(|h| h.to_str().ok())
             .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let pending = *lock(&self.pending_delete);
         let ctx = Ctx {
             user,
             now_ms: now_ms(),
             principal,
             allow_overwrite,
+            pending_delete_ms: i64::try_from(pending.as_millis()).unwrap_or(i64::MAX),
         };
         let resp = match self.dispatch(&parts.method, route, &q, &body, &ctx, faults) {
             Ok(r) => r,
@@ -706,6 +712,23 @@ impl Sim {
         };
         let mut st = lock(&self.store);
         let m = method.as_str();
+        // Objects whose deletion is pending are hidden unless asked for (reference §1, §3).
+        let with_pending =
+            q.get("include_mark_for_delete_objects").map(String::as_str) == Some("true");
+        let now = ctx.now_ms;
+        let pending_one = |st: &Store, path: &str| -> Result<Resp, Fail> {
+            st.pending_object(path, now)
+                .filter(|_| with_pending)
+                .map(|o| json_response(StatusCode::OK, o))
+                .ok_or_else(|| Fail::not_found(path))
+        };
+        let pending_list = |st: &Store, parent: &str, kind: &str| -> Vec<Value> {
+            if with_pending {
+                st.pending_children(parent, kind, now)
+            } else {
+                Vec::new()
+            }
+        };
         match (m, route) {
             ("GET", Route::Version) => Ok(json_response(
                 StatusCode::OK,
@@ -748,17 +771,14 @@ impl Sim {
                 .ok_or_else(|| Fail::not_found(&format!("/infra/domains/{d}"))),
             ("GET", Route::Groups(d)) => {
                 let dom = domain(&st, &d)?;
-                page(
-                    dom.groups.values().cloned().map(Value::Object).collect(),
-                    q,
-                    faults.cursor_on_last_page,
-                )
+                let mut items: Vec<Value> = dom.groups.values().map(Store::group_view).collect();
+                items.extend(pending_list(&st, &format!("/infra/domains/{d}"), "Group"));
+                page(items, q, faults.cursor_on_last_page)
             }
-            ("GET", Route::Group(d, g)) => domain(&st, &d)?
-                .groups
-                .get(&g)
-                .map(|o| json_response(StatusCode::OK, &with_children(o)))
-                .ok_or_else(|| Fail::not_found(&store::group_path(&d, &g))),
+            ("GET", Route::Group(d, g)) => match domain(&st, &d)?.groups.get(&g) {
+                Some(o) => Ok(json_response(StatusCode::OK, &Store::group_view(o))),
+                None => pending_one(&st, &store::group_path(&d, &g)),
+            },
             ("PUT" | "PATCH", Route::Group(d, g)) => {
                 let v = parse()?;
                 let mut errs = Vec::new();
@@ -786,7 +806,7 @@ impl Sim {
                 )?;
                 if put {
                     let o = domain(&st, &d)?.groups.get(&g).cloned().unwrap_or_default();
-                    Ok(json_response(StatusCode::OK, &with_children(&o)))
+                    Ok(json_response(StatusCode::OK, &Store::group_view(&o)))
                 } else {
                     Ok(empty(StatusCode::OK))
                 }
@@ -829,7 +849,7 @@ impl Sim {
             ("GET", Route::Policies(d)) => {
                 let dom = domain(&st, &d)?;
                 let count = q.get("include_rule_count").map(String::as_str) == Some("true");
-                let items = dom
+                let mut items: Vec<Value> = dom
                     .policies
                     .values()
                     .map(|ps| {
@@ -840,13 +860,22 @@ impl Sim {
                         p
                     })
                     .collect();
+                for mut p in pending_list(&st, &format!("/infra/domains/{d}"), "SecurityPolicy") {
+                    if let Some(o) = p.as_object_mut() {
+                        let rules = o.remove("rules");
+                        if count {
+                            let n = rules.as_ref().and_then(Value::as_array).map_or(0, Vec::len);
+                            o.insert("rule_count".into(), json!(n));
+                        }
+                    }
+                    items.push(p);
+                }
                 page(items, q, faults.cursor_on_last_page)
             }
-            ("GET", Route::Policy(d, p)) => domain(&st, &d)?
-                .policies
-                .get(&p)
-                .map(|ps| json_response(StatusCode::OK, &Store::policy_view(ps, true)))
-                .ok_or_else(|| Fail::not_found(&store::policy_path(&d, &p))),
+            ("GET", Route::Policy(d, p)) => match domain(&st, &d)?.policies.get(&p) {
+                Some(ps) => Ok(json_response(StatusCode::OK, &Store::policy_view(ps, true))),
+                None => pending_one(&st, &store::policy_path(&d, &p)),
+            },
             ("PUT" | "PATCH", Route::Policy(d, p)) => {
                 let v = parse()?;
                 let mut errs = Vec::new();
@@ -916,21 +945,24 @@ impl Sim {
                     .policies
                     .get(&p)
                     .ok_or_else(|| Fail::not_found(&store::policy_path(&d, &p)))?;
-                page(
-                    Store::ordered_rules(ps)
-                        .into_iter()
-                        .map(|r| Value::Object(Store::rule_view(r)))
-                        .collect(),
-                    q,
-                    faults.cursor_on_last_page,
-                )
+                let mut items: Vec<Value> = Store::ordered_rules(ps)
+                    .into_iter()
+                    .map(|r| Value::Object(Store::rule_view(r)))
+                    .collect();
+                items.extend(pending_list(&st, &store::policy_path(&d, &p), "Rule"));
+                page(items, q, faults.cursor_on_last_page)
             }
-            ("GET", Route::Rule(d, p, r)) => domain(&st, &d)?
+            ("GET", Route::Rule(d, p, r)) => match domain(&st, &d)?
                 .policies
                 .get(&p)
                 .and_then(|ps| ps.rules.get(&r))
-                .map(|o| json_response(StatusCode::OK, &Value::Object(Store::rule_view(o))))
-                .ok_or_else(|| Fail::not_found(&store::rule_path(&d, &p, &r))),
+            {
+                Some(o) => Ok(json_response(
+                    StatusCode::OK,
+                    &Value::Object(Store::rule_view(o)),
+                )),
+                None => pending_one(&st, &store::rule_path(&d, &p, &r)),
+            },
             ("PUT" | "PATCH", Route::Rule(d, p, r)) => {
                 let v = parse()?;
                 let mut errs = Vec::new();
@@ -980,7 +1012,7 @@ impl Sim {
             }
             ("GET", Route::Services) => {
                 let only_default = q.get("default_service").map(|s| s == "true");
-                let items = st
+                let mut items: Vec<Value> = st
                     .services
                     .values()
                     .filter(|s| {
@@ -991,13 +1023,15 @@ impl Sim {
                     })
                     .map(Store::service_view)
                     .collect();
+                if only_default != Some(true) {
+                    items.extend(pending_list(&st, "/infra", "Service"));
+                }
                 page(items, q, faults.cursor_on_last_page)
             }
-            ("GET", Route::Service(s)) => st
-                .services
-                .get(&s)
-                .map(|ss| json_response(StatusCode::OK, &Store::service_view(ss)))
-                .ok_or_else(|| Fail::not_found(&store::service_path(&s))),
+            ("GET", Route::Service(s)) => match st.services.get(&s) {
+                Some(ss) => Ok(json_response(StatusCode::OK, &Store::service_view(ss))),
+                None => pending_one(&st, &store::service_path(&s)),
+            },
             ("PUT" | "PATCH", Route::Service(s)) => {
                 let v = parse()?;
                 let mut errs = Vec::new();
@@ -1214,12 +1248,6 @@ fn mark_protection(v: &mut Value, protected: &BTreeMap<String, String>, ctx: &Ct
         }
         _ => {}
     }
-}
-
-fn with_children(o: &Obj) -> Value {
-    let mut o = o.clone();
-    o.insert("children".into(), json!([]));
-    Value::Object(o)
 }
 
 fn domain<'a>(st: &'a Store, d: &str) -> Result<&'a store::DomainState, Fail> {

@@ -14,16 +14,34 @@
 //! - DELETE of an absent object answers 200 (idempotent).
 //! - PATCH of a security policy or rule is a full replace of its fields (SDK docstring);
 //!   PATCH of a group or service merges the given top-level fields.
+//!
+//! What a GET returns is what a real manager returns (reference §11a), not an echo of the write:
+//! defaults filled in (`rule_defaults`, `policy_defaults`, `group_defaults`), read-only fields
+//! stamped (`stamp`), inline service entries and group expressions shaped as NSX shapes them.
+//! The simulator reports NSX 4.1.2 (`/api/v1/node/version`) and stamps 4.x's read-only fields
+//! (`realization_id`, `owner_id`, `origin_site_id`, `remote_path`); where only an older
+//! observation exists (inline entries lose `display_name`, seen up to NSX-T 3.2) it follows that
+//! one, the stricter for a client.
+//!
+//! Deletes are asynchronous (reference §3): a deleted object stays "pending" for
+//! [`Ctx::pending_delete_ms`]; meanwhile GET and lists hide it (unless
+//! `include_mark_for_delete_objects=true`), re-creating a group, policy or service at its path
+//! fails with 400/500045, and it holds no references (deleting what it referred to is allowed:
+//! simulator's choice). A rule deleted from a policy that stays is removed with the policy's
+//! next section update: it shows as pending but a new rule may take its path at once, with a
+//! new `rule_id` (simulator's choice; the reference names 500045 only for whole objects'
+//! deletes, e.g. nsx-operator's `NsxPendingDelete`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use hyper::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 use super::errors::{
-    CODE_EXISTS, CODE_IN_USE, CODE_INVALID_PATH, CODE_PROTECTED, CODE_READ_ONLY, CODE_REVISION,
-    Fail, api_error, invalid,
+    CODE_EXISTS, CODE_IN_USE, CODE_INVALID_PATH, CODE_PENDING_DELETE, CODE_PROTECTED,
+    CODE_READ_ONLY, CODE_REVISION, Fail, api_error, invalid,
 };
 use super::validate::{self as v, Obj};
 use crate::nsx::model::ApiError;
@@ -32,6 +50,36 @@ use crate::nsx::model::ApiError;
 pub const FIRST_RULE_ID: i64 = 1002;
 /// Intent objects allowed in one H-API call on a Local Manager.
 pub const MAX_HAPI_OBJECTS: usize = 5000;
+/// The local site's id, which NSX 4.x reports as `owner_id` and `origin_site_id` of every
+/// intent object (reference §2.1, §11a). Fixed, so dumps and GETs are reproducible.
+pub const SITE_ID: &str = "6a8e1e0c-3b7d-4f5a-9c21-5d0b7e4f2a13";
+/// `rule_id`s of the default rules whose `action` / `logged` users may change (the default
+/// layer-2 rule is 1, the default layer-3 rule 2, reference §8); NDP and DHCP stay read-only.
+pub const EDITABLE_DEFAULT_RULES: &[i64] = &[1, 2];
+/// Fields of an editable default rule a write may change; any other field must keep its value
+/// (a real manager refuses to change the default rule's peers, services or order).
+pub const DEFAULT_RULE_EDITABLE: &[&str] =
+    &["action", "logged", "tag", "notes", "description", "tags"];
+
+/// `internal_sequence_number` bases per category (reference §2.2). Observed on NSX-T 3.2
+/// (S3): an Application policy with sequence 10 reads 13000010, the default layer-3 section
+/// (Application) 14000000, the default layer-2 section (Ethernet) 1000000. So a category's
+/// user policies read `base + sequence_number` (sequence ≤ 999999) and its default section
+/// `base + 1000000`, with Application at 13000000 and Ethernet at 0. The bases of Emergency,
+/// Infrastructure and Environment are the simulator's choice (unobserved), one million apart
+/// below Application; a policy without category is lowest (reference §2.2), after the default
+/// layer-3 section, at 15000000. DFW evaluation order follows this number.
+pub const SEQUENCE_BASES: &[(&str, i64)] = &[
+    ("Ethernet", 0),
+    ("Emergency", 10_000_000),
+    ("Infrastructure", 11_000_000),
+    ("Environment", 12_000_000),
+    ("Application", 13_000_000),
+];
+/// `internal_sequence_number` base of a policy without category.
+pub const UNCATEGORISED_BASE: i64 = 15_000_000;
+/// Offset of a category's default section from its base.
+pub const DEFAULT_SECTION_OFFSET: i64 = 1_000_000;
 
 /// A security policy and its rules.
 #[derive(Serialize, Deserialize, Clone, Debug, Default)]
@@ -91,6 +139,18 @@ pub struct Store {
     /// change or delete them only with `X-Allow-Overwrite: true` (reference §3).
     #[serde(default)]
     pub protected: BTreeMap<String, String>,
+    /// Deleted objects whose deletion is still pending, by path (reference §3).
+    #[serde(default)]
+    pub pending: BTreeMap<String, Pending>,
+}
+
+/// A deleted object NSX still holds as `marked_for_delete` until its realized entities are gone.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Pending {
+    /// Epoch milliseconds at which it is purged.
+    pub until_ms: i64,
+    /// The object as `GET ...?include_mark_for_delete_objects=true` shows it.
+    pub object: Value,
 }
 
 /// How a write treats `_revision`.
@@ -212,6 +272,7 @@ enum Undo {
     Domain(String, Option<DomainState>),
     NextRuleId(i64),
     Protected(String, Option<String>),
+    Pending(String, Option<Pending>),
 }
 
 /// Who writes and when.
@@ -225,6 +286,8 @@ pub struct Ctx {
     pub principal: bool,
     /// The request carries `X-Allow-Overwrite: true`.
     pub allow_overwrite: bool,
+    /// How long a deleted object stays pending (0: purged at once).
+    pub pending_delete_ms: i64,
 }
 
 /// A policy path.
@@ -245,7 +308,20 @@ pub fn service_path(id: &str) -> String {
 }
 
 fn unique_id() -> String {
-    let b: [u8; 16] = rand::random();
+    uuid_text(rand::random())
+}
+
+/// A name-based (version-5 style) UUID: the same seed always gives the same id.
+fn derived_uuid(seed: &str) -> String {
+    let digest = Sha256::digest(seed.as_bytes());
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&digest[..16]);
+    b[6] = (b[6] & 0x0f) | 0x50;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    uuid_text(b)
+}
+
+fn uuid_text(b: [u8; 16]) -> String {
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
     format!(
         "{}-{}-{}-{}-{}",
@@ -289,6 +365,10 @@ fn stamp(
     obj.insert("relative_path".into(), json!(id));
     obj.insert("realization_id".into(), uid.clone());
     obj.insert("unique_id".into(), uid);
+    // NSX 4.x (reference §11a): the local site owns every object; `remote_path` is empty.
+    obj.insert("owner_id".into(), json!(SITE_ID));
+    obj.insert("origin_site_id".into(), json!(SITE_ID));
+    obj.insert("remote_path".into(), json!(""));
     obj.insert("marked_for_delete".into(), json!(false));
     obj.insert("overridden".into(), json!(false));
     obj.insert("_revision".into(), json!(rev));
@@ -363,45 +443,248 @@ fn read_only(path: &str) -> Fail {
     )
 }
 
-fn rule_defaults(mut obj: Obj) -> Obj {
-    let defaults = [
-        ("action", json!("ALLOW")),
-        ("source_groups", json!(["ANY"])),
-        ("destination_groups", json!(["ANY"])),
-        ("services", json!(["ANY"])),
-        ("profiles", json!(["ANY"])),
-        ("scope", json!(["ANY"])),
-        ("direction", json!("IN_OUT")),
-        ("ip_protocol", json!("IPV4_IPV6")),
-        ("logged", json!(false)),
-        ("disabled", json!(false)),
-        ("sources_excluded", json!(false)),
-        ("destinations_excluded", json!(false)),
-        ("sequence_number", json!(0)),
-    ];
+/// Fills the defaults of a missing or null field.
+fn fill(obj: &mut Obj, defaults: impl IntoIterator<Item = (&'static str, Value)>) {
     for (k, val) in defaults {
         if obj.get(k).is_none_or(Value::is_null) {
             obj.insert(k.into(), val);
+        }
+    }
+}
+
+/// `[]` reads back as `["ANY"]` in the applied-to and service lists: the same meaning.
+fn empty_is_any(obj: &mut Obj, keys: &[&str]) {
+    for k in keys {
+        if obj
+            .get(*k)
+            .and_then(Value::as_array)
+            .is_some_and(Vec::is_empty)
+        {
+            obj.insert((*k).into(), json!(["ANY"]));
+        }
+    }
+}
+
+/// A rule as a real manager stores it (reference §11a "Rule defaults"): `scope`, `profiles`
+/// ANY, `ip_protocol` IPV4_IPV6 (absent in a layer-2, Ethernet, policy), `direction` IN_OUT, the
+/// flags false, `sequence_number` 0, `is_default` false; `tag`, `notes` and `description` stay absent when not written. A rule
+/// with no service paths (absent or `[]`) reads `services: ["ANY"]`, also beside inline
+/// entries (§11a "Services beside inline entries"), where it still means "only the entries'
+/// traffic" (see `inventory::service_matches`).
+fn rule_defaults(mut obj: Obj, layer2: bool) -> Obj {
+    if !layer2 {
+        fill(&mut obj, [("ip_protocol", json!("IPV4_IPV6"))]);
+    }
+    fill(
+        &mut obj,
+        [
+            ("action", json!("ALLOW")),
+            ("source_groups", json!(["ANY"])),
+            ("destination_groups", json!(["ANY"])),
+            ("services", json!(["ANY"])),
+            ("profiles", json!(["ANY"])),
+            ("scope", json!(["ANY"])),
+            ("direction", json!("IN_OUT")),
+            ("logged", json!(false)),
+            ("disabled", json!(false)),
+            ("sources_excluded", json!(false)),
+            ("destinations_excluded", json!(false)),
+            ("sequence_number", json!(0)),
+            ("is_default", json!(false)),
+        ],
+    );
+    empty_is_any(&mut obj, &["services", "profiles", "scope"]);
+    if let Some(Value::Array(entries)) = obj.get_mut("service_entries") {
+        for e in entries.iter_mut() {
+            if let Value::Object(o) = e {
+                *e = Value::Object(inline_entry(o));
+            }
         }
     }
     obj
 }
 
+/// An inline service entry as GET returns it (reference §11a): `marked_for_delete: false`,
+/// `overridden: false`, `_protection`, no `path` (nor the other read-only fields an echo may
+/// carry); an entry written without `id` has none. `display_name` is dropped, as NSX-T up to
+/// 3.2 does (the only observation; whether 4.x keeps it is unknown).
+fn inline_entry(e: &Obj) -> Obj {
+    let mut out = v::writable(e);
+    out.remove("_revision");
+    out.remove("display_name");
+    out.insert("marked_for_delete".into(), json!(false));
+    out.insert("overridden".into(), json!(false));
+    out.insert("_protection".into(), json!("NOT_PROTECTED"));
+    out
+}
+
+/// A security policy as a real manager stores it (reference §11a "SecurityPolicy defaults",
+/// NSX-T 3.2 dump): `scope: ["ANY"]`, `stateful: true`, `tcp_strict` = `stateful` when not
+/// written (true for a stateful policy, false for a stateless one), `locked: false`,
+/// `lock_modified_time: 0`, `logging_enabled: false`, `is_default: false`, `sequence_number`
+/// 0, and the read-only `internal_sequence_number`.
 fn policy_defaults(mut obj: Obj) -> Obj {
-    let defaults = [
-        ("sequence_number", json!(0)),
-        ("stateful", json!(true)),
-        ("tcp_strict", json!(true)),
-        ("scope", json!(["ANY"])),
-        ("locked", json!(false)),
-        ("is_default", json!(false)),
-    ];
-    for (k, val) in defaults {
-        if obj.get(k).is_none_or(Value::is_null) {
-            obj.insert(k.into(), val);
+    fill(
+        &mut obj,
+        [
+            ("sequence_number", json!(0)),
+            ("stateful", json!(true)),
+            ("scope", json!(["ANY"])),
+            ("locked", json!(false)),
+            ("lock_modified_time", json!(0)),
+            ("logging_enabled", json!(false)),
+            ("is_default", json!(false)),
+        ],
+    );
+    let stateful = obj.get("stateful").and_then(Value::as_bool) != Some(false);
+    fill(&mut obj, [("tcp_strict", json!(stateful))]);
+    empty_is_any(&mut obj, &["scope"]);
+    set_internal_sequence(&mut obj);
+    obj
+}
+
+/// Global DFW order of a policy, see [`SEQUENCE_BASES`].
+pub fn internal_sequence_number(category: &str, sequence: i64, is_default: bool) -> i64 {
+    let base = SEQUENCE_BASES
+        .iter()
+        .find(|(c, _)| *c == category)
+        .map_or(UNCATEGORISED_BASE, |(_, b)| *b);
+    if is_default {
+        base + DEFAULT_SECTION_OFFSET
+    } else {
+        base + sequence.clamp(0, DEFAULT_SECTION_OFFSET - 1)
+    }
+}
+
+/// The `internal_sequence_number` a policy object's fields give.
+fn policy_order(p: &Obj) -> i64 {
+    internal_sequence_number(
+        p.get("category").and_then(Value::as_str).unwrap_or(""),
+        p.get("sequence_number")
+            .and_then(Value::as_i64)
+            .unwrap_or(0),
+        p.get("is_default").and_then(Value::as_bool) == Some(true),
+    )
+}
+
+fn set_internal_sequence(p: &mut Obj) {
+    let n = policy_order(p);
+    p.insert("internal_sequence_number".into(), json!(n));
+}
+
+/// A group as a real manager stores it (reference §11a "Group expressions", §2.4): every
+/// expression element (order kept, values verbatim) gains `id`, `path`, `relative_path`,
+/// `parent_path`, `marked_for_delete`, `overridden` and `_protection`; a `Condition` without
+/// `scope_operator` gains `EQUALS`; the group gains `extended_expression: []` and
+/// `reference: false`.
+fn group_defaults(mut obj: Obj, path: &str) -> Obj {
+    if let Some(Value::Array(items)) = obj.get_mut("expression") {
+        shape_expressions(items, path, "");
+    }
+    fill(&mut obj, [("extended_expression", json!([]))]);
+    obj.insert("reference".into(), json!(false));
+    obj
+}
+
+/// Path segment of an expression kind under its group (`<group>/<segment>/<id>`).
+fn expression_segment(kind: &str) -> &'static str {
+    match kind {
+        "Condition" => "condition-expressions",
+        "ConjunctionOperator" => "conjunction-expressions",
+        "IPAddressExpression" => "ip-address-expressions",
+        "PathExpression" => "path-expressions",
+        "ExternalIDExpression" => "external-id-expressions",
+        "MACAddressExpression" => "mac-address-expressions",
+        "NestedExpression" => "nested-expressions",
+        _ => "expressions",
+    }
+}
+
+/// Shapes expression elements in place. An element keeps the id it is written with (an echo of
+/// a GET keeps its ids); one without gets an id derived from the group path, its kind and its
+/// position, so PATCHing the same expression again yields the same ids and repeated GETs are
+/// identical (a real manager keeps the ids of unchanged expressions). The elements of a
+/// `NestedExpression` are shaped the same way, their position prefixed with the nested one's,
+/// and hang under the group too (unverified).
+fn shape_expressions(items: &mut [Value], group: &str, prefix: &str) {
+    for (i, item) in items.iter_mut().enumerate() {
+        let Value::Object(e) = item else { continue };
+        let mut out = v::writable(e);
+        out.remove("_revision");
+        let kind = out
+            .get("resource_type")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let position = format!("{prefix}{i}");
+        if kind == "Condition" {
+            fill(&mut out, [("scope_operator", json!("EQUALS"))]);
+        }
+        if let Some(Value::Array(inner)) = out.get_mut("expressions") {
+            shape_expressions(inner, group, &format!("{position}."));
+        }
+        let id = match out.get("id").and_then(Value::as_str) {
+            Some(id) if !id.is_empty() => id.to_string(),
+            _ => derived_uuid(&format!("{group}|{kind}|{position}")),
+        };
+        out.insert("id".into(), json!(id));
+        out.insert(
+            "path".into(),
+            json!(format!("{group}/{}/{id}", expression_segment(&kind))),
+        );
+        out.insert("relative_path".into(), json!(id));
+        out.insert("parent_path".into(), json!(group));
+        out.insert("marked_for_delete".into(), json!(false));
+        out.insert("overridden".into(), json!(false));
+        out.insert("_protection".into(), json!("NOT_PROTECTED"));
+        *item = Value::Object(out);
+    }
+}
+
+/// A write to an editable default rule (reference §11a and §8: users set the default rule to
+/// DROP and log it): the fields of [`DEFAULT_RULE_EDITABLE`] change, every other field given
+/// must keep its value (an echo of a GET is fine), fields not given keep theirs.
+fn default_rule_edit(prev: &Obj, body: Obj, path: &str) -> Result<Obj, Fail> {
+    let mut out = v::writable(prev);
+    let mut given = body;
+    empty_is_any(&mut given, &["services", "profiles", "scope"]);
+    for (k, val) in given {
+        if DEFAULT_RULE_EDITABLE.contains(&k.as_str()) {
+            out.insert(k, val);
+        } else if !matches!(k.as_str(), "_revision" | "resource_type" | "id")
+            && prev.get(&k) != Some(&val)
+        {
+            return Err(Fail::bad(
+                CODE_READ_ONLY,
+                format!(
+                    "Field {k} of the default rule path=[{path}] cannot be modified; only {} can.",
+                    DEFAULT_RULE_EDITABLE.join(", ")
+                ),
+            ));
         }
     }
-    obj
+    Ok(out)
+}
+
+fn pending_delete(path: &str) -> Fail {
+    Fail::bad(
+        CODE_PENDING_DELETE,
+        format!(
+            "Cannot create an object with path=[{path}] as it is marked for deletion. Retry once the deletion is complete."
+        ),
+    )
+}
+
+/// Sets `marked_for_delete: true` on an object and the objects embedded in it.
+fn mark_deleted(v: &mut Value) {
+    if let Value::Object(o) = v {
+        o.insert("marked_for_delete".into(), json!(true));
+        for key in ["rules", "service_entries"] {
+            if let Some(Value::Array(items)) = o.get_mut(key) {
+                items.iter_mut().for_each(mark_deleted);
+            }
+        }
+    }
 }
 
 impl Default for Store {
@@ -418,6 +701,7 @@ impl Store {
             now_ms: 0,
             principal: false,
             allow_overwrite: false,
+            pending_delete_ms: 0,
         };
         let mut store = Store {
             domains: BTreeMap::new(),
@@ -425,6 +709,7 @@ impl Store {
             next_rule_id: FIRST_RULE_ID,
             vms: Vec::new(),
             protected: BTreeMap::new(),
+            pending: BTreeMap::new(),
         };
         let domain = stamp(
             Obj::new(),
@@ -469,8 +754,8 @@ impl Store {
             p.insert("sequence_number".into(), json!(0));
             p.insert("scope".into(), json!(["ANY"]));
             let path = policy_path("default", pid);
-            let policy = sys(stamp(
-                p,
+            let mut policy = sys(stamp(
+                policy_defaults(p),
                 None,
                 "SecurityPolicy",
                 pid,
@@ -478,12 +763,13 @@ impl Store {
                 "/infra/domains/default",
                 &ctx,
             ));
+            set_internal_sequence(&mut policy);
             let mut ps = PolicyState {
                 policy,
                 rules: BTreeMap::new(),
             };
             for (rid, num, seq, proto) in rules {
-                let mut r = rule_defaults(Obj::new());
+                let mut r = rule_defaults(Obj::new(), category == "Ethernet");
                 r.insert("sequence_number".into(), json!(seq));
                 let services = match rid {
                     "default_rule_NDP" => {
@@ -499,6 +785,10 @@ impl Store {
                     r.remove("ip_protocol");
                 } else {
                     r.insert("ip_protocol".into(), json!(proto));
+                }
+                if rid == "default-layer3-rule" {
+                    // Observed display name (reference §2.3).
+                    r.insert("display_name".into(), json!("Default Layer3 Rule"));
                 }
                 let mut r = sys(stamp(
                     r,
@@ -657,8 +947,64 @@ impl Store {
         Value::Object(s)
     }
 
+    /// A group as GET returns it.
+    pub fn group_view(g: &Obj) -> Value {
+        let mut g = g.clone();
+        g.insert("children".into(), json!([]));
+        Value::Object(g)
+    }
+
+    /// The object whose deletion is pending at `path` at `now_ms`, if any.
+    pub fn pending_object(&self, path: &str, now_ms: i64) -> Option<&Value> {
+        self.pending
+            .get(path)
+            .filter(|p| p.until_ms > now_ms)
+            .map(|p| &p.object)
+    }
+
+    /// Objects of `kind` under `parent` whose deletion is pending at `now_ms`, by path.
+    pub fn pending_children(&self, parent: &str, kind: &str, now_ms: i64) -> Vec<Value> {
+        self.pending
+            .values()
+            .filter(|p| p.until_ms > now_ms)
+            .map(|p| &p.object)
+            .filter(|o| {
+                o.get("parent_path").and_then(Value::as_str) == Some(parent)
+                    && o.get("resource_type").and_then(Value::as_str) == Some(kind)
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Keeps a deleted object as pending for `ctx.pending_delete_ms` (journaled).
+    fn mark_pending(
+        &mut self,
+        path: String,
+        mut object: Value,
+        ctx: &Ctx,
+        journal: &mut Vec<Undo>,
+    ) {
+        if ctx.pending_delete_ms <= 0 {
+            return;
+        }
+        mark_deleted(&mut object);
+        journal.push(Undo::Pending(
+            path.clone(),
+            self.pending.get(&path).cloned(),
+        ));
+        self.pending.insert(
+            path,
+            Pending {
+                until_ms: ctx.now_ms.saturating_add(ctx.pending_delete_ms),
+                object,
+            },
+        );
+    }
+
     /// Applies `ops` atomically.
     pub fn transact(&mut self, ops: Vec<Op>, ctx: &Ctx) -> Result<(), Fail> {
+        // Deletions whose time is up are complete (purged; nothing to undo).
+        self.pending.retain(|_, p| p.until_ms > ctx.now_ms);
         let mut journal = Vec::new();
         let mut touched_policies = BTreeSet::new();
         let mut touched_groups = BTreeSet::new();
@@ -678,6 +1024,16 @@ impl Store {
                 && let Err(e) = self.guard(path, ctx)
             {
                 result = Err(e);
+                break;
+            }
+            // A rule deleted from a policy that stays goes with the policy's next section update
+            // and does not block its path; a group, policy or service does until purged.
+            if let Some((path, false)) = &target
+                && !deleting
+                && !matches!(op, Op::Rule { .. })
+                && self.pending.contains_key(path)
+            {
+                result = Err(pending_delete(path));
                 break;
             }
             if let Some((path, exists)) = target {
@@ -763,6 +1119,14 @@ impl Store {
                     }
                     None => {
                         self.protected.remove(&path);
+                    }
+                },
+                Undo::Pending(path, prev) => match prev {
+                    Some(p) => {
+                        self.pending.insert(path, p);
+                    }
+                    None => {
+                        self.pending.remove(&path);
                     }
                 },
             }
@@ -885,7 +1249,7 @@ impl Store {
                 let dom = self.domain_mut(&domain)?;
                 let prev = dom.groups.get(&id).cloned();
                 check_rev(&path, prev.as_ref(), rev)?;
-                let obj = merged(prev.as_ref(), body, mode);
+                let obj = group_defaults(merged(prev.as_ref(), body, mode), &path);
                 let obj = stamp(
                     obj,
                     prev.as_ref(),
@@ -904,8 +1268,11 @@ impl Store {
                     return Ok(());
                 };
                 if let Some(prev) = dom.groups.remove(&id) {
+                    let view = Self::group_view(&prev);
                     journal.push(Undo::Group(domain.clone(), id.clone(), Some(prev)));
-                    deleted.insert(group_path(&domain, &id));
+                    let path = group_path(&domain, &id);
+                    deleted.insert(path.clone());
+                    self.mark_pending(path, view, ctx, journal);
                 }
             }
             Op::Policy {
@@ -954,6 +1321,13 @@ impl Store {
                         return Err(read_only(&path));
                     }
                     let prev = dom.policies.remove(&id);
+                    if let Some(ps) = &prev {
+                        for (rid, r) in &ps.rules {
+                            let view = Value::Object(Self::rule_view(r));
+                            self.mark_pending(rule_path(&domain, &id, rid), view, ctx, journal);
+                        }
+                        self.mark_pending(path, Self::policy_view(ps, true), ctx, journal);
+                    }
                     journal.push(Undo::Policy(domain, id, prev));
                 }
             }
@@ -976,15 +1350,23 @@ impl Store {
                 }
                 let before = ps.clone();
                 let prev = ps.rules.get(&id).cloned();
+                let mut body = body;
                 if let Some(p) = &prev
-                    && p.get("_system_owned").and_then(Value::as_bool) == Some(true)
-                    && p.get("rule_id").and_then(Value::as_i64) != Some(2)
+                    && is_system(p)
                 {
-                    return Err(read_only(&path));
+                    let editable = p
+                        .get("rule_id")
+                        .and_then(Value::as_i64)
+                        .is_some_and(|n| EDITABLE_DEFAULT_RULES.contains(&n));
+                    if !editable {
+                        return Err(read_only(&path));
+                    }
+                    body = default_rule_edit(p, body, &path)?;
                 }
                 check_rev(&path, prev.as_ref(), rev)?;
+                let layer2 = ps.policy.get("category").and_then(Value::as_str) == Some("Ethernet");
                 let mut obj = stamp(
-                    rule_defaults(body),
+                    rule_defaults(body, layer2),
                     prev.as_ref(),
                     "Rule",
                     &id,
@@ -1004,11 +1386,20 @@ impl Store {
                     }
                 }
                 obj.insert("rule_id".into(), rule_id);
+                let rpath = obj
+                    .get("path")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
                 ps.rules.insert(id, obj);
                 journal.push(Undo::Policy(domain.clone(), policy.clone(), Some(before)));
                 if prev.is_none() {
                     journal.push(Undo::NextRuleId(next));
                     self.next_rule_id = next + 1;
+                    // A pending delete of the same rule is superseded by the new rule.
+                    if let Some(old) = self.pending.remove(&rpath) {
+                        journal.push(Undo::Pending(rpath, Some(old)));
+                    }
                 }
                 touched_policies.insert((domain, policy));
             }
@@ -1024,9 +1415,11 @@ impl Store {
                     if is_system(r) {
                         return Err(read_only(&format!("{ppath}/rules/{id}")));
                     }
+                    let view = Value::Object(Self::rule_view(r));
                     let before = ps.clone();
                     ps.rules.remove(&id);
-                    journal.push(Undo::Policy(domain, policy, Some(before)));
+                    journal.push(Undo::Policy(domain.clone(), policy.clone(), Some(before)));
+                    self.mark_pending(rule_path(&domain, &policy, &id), view, ctx, journal);
                 }
             }
             Op::Service {
@@ -1091,6 +1484,9 @@ impl Store {
                         return Err(read_only(&service_path(&id)));
                     }
                     let prev = self.services.remove(&id);
+                    if let Some(ss) = &prev {
+                        self.mark_pending(service_path(&id), Self::service_view(ss), ctx, journal);
+                    }
                     journal.push(Undo::Service(id.clone(), prev));
                     deleted.insert(service_path(&id));
                 }
@@ -1480,31 +1876,20 @@ impl Store {
         }
     }
 
-    /// Every security policy of every domain, in DFW evaluation order (category, sequence
-    /// number, id), each with its rules in order.
+    /// Every security policy of every domain, in DFW evaluation order (`internal_sequence_number`,
+    /// i.e. category, default section last in its category, sequence number; then id), each with
+    /// its rules in order.
     pub fn evaluation_order(&self) -> Vec<(&str, &PolicyState)> {
-        let rank = |c: &str| match c {
-            "Ethernet" => 0,
-            "Emergency" => 1,
-            "Infrastructure" => 2,
-            "Environment" => 3,
-            "Application" => 4,
-            _ => 5,
-        };
         let mut all: Vec<(&str, &PolicyState)> = self
             .domains
             .iter()
             .flat_map(|(d, dom)| dom.policies.values().map(move |p| (d.as_str(), p)))
             .collect();
         all.sort_by_key(|(_, ps)| {
-            let p = &ps.policy;
             (
-                rank(p.get("category").and_then(Value::as_str).unwrap_or("")),
-                i64::from(p.get("is_default").and_then(Value::as_bool) == Some(true)),
-                p.get("sequence_number")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(0),
-                p.get("id")
+                policy_order(&ps.policy),
+                ps.policy
+                    .get("id")
                     .and_then(Value::as_str)
                     .unwrap_or("")
                     .to_string(),
@@ -1609,6 +1994,7 @@ mod tests {
             now_ms: 1,
             principal: false,
             allow_overwrite: false,
+            pending_delete_ms: 0,
         }
     }
 
@@ -1705,5 +2091,663 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.body.error_code, CODE_READ_ONLY);
         assert!(s.service_exists("/infra/services/HTTPS"));
+    }
+
+    // ---- What a real manager returns on GET (reference §11a) and does on delete (§3). ----
+
+    fn rule_body(body: Value) -> Op {
+        Op::Rule {
+            domain: "default".into(),
+            policy: "p".into(),
+            id: body["id"].as_str().unwrap_or("r").to_string(),
+            body: v::writable(&obj(body)),
+            rev: RevCheck::Ignore,
+        }
+    }
+
+    fn group_op(id: &str, body: Value) -> Op {
+        Op::Group {
+            domain: "default".into(),
+            id: id.into(),
+            body: v::writable(&obj(body)),
+            rev: RevCheck::Ignore,
+            mode: Mode::Merge,
+        }
+    }
+
+    fn rule<'a>(s: &'a Store, id: &str) -> &'a Obj {
+        &s.domains["default"].policies["p"].rules[id]
+    }
+
+    fn group<'a>(s: &'a Store, id: &str) -> &'a Obj {
+        &s.domains["default"].groups[id]
+    }
+
+    fn l4(port: &str) -> Value {
+        json!({"resource_type": "L4PortSetServiceEntry", "l4_protocol": "TCP",
+               "source_ports": [], "destination_ports": [port]})
+    }
+
+    #[test]
+    fn rules_with_inline_entries_read_back_services_any_and_shaped_entries() {
+        // §11a "Services beside inline entries": no service paths (absent or []) beside inline
+        // entries reads back ["ANY"]; entries gain marked_for_delete/overridden/_protection, no
+        // path, no id unless written, no display_name (NSX-T ≤ 3.2).
+        let mut s = Store::new();
+        let mut named = l4("8443");
+        named["id"] = json!("tcp-8443");
+        named["display_name"] = json!("app port");
+        named["path"] = json!("/echoed/from/a/get");
+        s.transact(
+            vec![
+                policy_op("p"),
+                rule_body(json!({"id": "absent", "service_entries": [l4("443")]})),
+                rule_body(json!({"id": "empty", "services": [], "service_entries": [named]})),
+                rule_body(json!({"id": "plain", "services": []})),
+            ],
+            &ctx(),
+        )
+        .unwrap();
+        for id in ["absent", "empty", "plain"] {
+            assert_eq!(rule(&s, id)["services"], json!(["ANY"]), "{id}");
+        }
+        let e = &rule(&s, "absent")["service_entries"][0];
+        assert_eq!(
+            *e,
+            json!({"resource_type": "L4PortSetServiceEntry", "l4_protocol": "TCP",
+                   "source_ports": [], "destination_ports": ["443"],
+                   "marked_for_delete": false, "overridden": false,
+                   "_protection": "NOT_PROTECTED"})
+        );
+        let e = &rule(&s, "empty")["service_entries"][0];
+        assert_eq!(e["id"], json!("tcp-8443"));
+        assert!(
+            e.get("display_name").is_none() && e.get("path").is_none(),
+            "{e}"
+        );
+        assert!(rule(&s, "plain").get("service_entries").is_none());
+    }
+
+    #[test]
+    fn any_beside_inline_entries_admits_only_the_entries_traffic() {
+        // §11a: ["ANY"] plus non-empty entries = only the entries' traffic; ["ANY"] alone = all.
+        let mut s = Store::new();
+        s.vms = vec![
+            Vm {
+                name: "client".into(),
+                ips: vec!["10.0.0.1".into()],
+                tags: vec![],
+            },
+            Vm {
+                name: "server".into(),
+                ips: vec!["10.0.0.2".into()],
+                tags: vec![],
+            },
+        ];
+        s.transact(
+            vec![
+                policy_op("p"),
+                rule_body(json!({"id": "https", "action": "DROP", "logged": true,
+                                 "services": ["ANY"], "service_entries": [l4("443")]})),
+            ],
+            &ctx(),
+        )
+        .unwrap();
+        let id = rule(&s, "https")["rule_id"].as_i64().unwrap();
+        let flow = |port: u16| crate::nsxsim::inventory::Flow {
+            src_ip: "10.0.0.1".into(),
+            dst_ip: "10.0.0.2".into(),
+            protocol: "TCP".into(),
+            dst_port: Some(port),
+            src_port: None,
+        };
+        let hit = crate::nsxsim::inventory::packet_log(&s, &flow(443));
+        assert!(
+            hit.iter().any(|l| l.contains(&format!("DROP {id} OUT"))),
+            "{hit:?}"
+        );
+        let miss = crate::nsxsim::inventory::packet_log(&s, &flow(22));
+        assert!(
+            !miss.iter().any(|l| l.contains(&format!(" {id} "))),
+            "{miss:?}"
+        );
+    }
+
+    #[test]
+    fn rules_read_back_with_the_defaults_and_read_only_fields_of_a_real_manager() {
+        // §11a "Rule defaults" and §2.1 (4.x read-only fields).
+        let mut s = Store::new();
+        s.transact(vec![policy_op("p"), rule_body(json!({"id": "r"}))], &ctx())
+            .unwrap();
+        let r = rule(&s, "r");
+        for (k, want) in [
+            ("display_name", json!("r")),
+            ("scope", json!(["ANY"])),
+            ("profiles", json!(["ANY"])),
+            ("services", json!(["ANY"])),
+            ("ip_protocol", json!("IPV4_IPV6")),
+            ("direction", json!("IN_OUT")),
+            ("logged", json!(false)),
+            ("disabled", json!(false)),
+            ("sources_excluded", json!(false)),
+            ("destinations_excluded", json!(false)),
+            ("sequence_number", json!(0)),
+            ("is_default", json!(false)),
+            ("marked_for_delete", json!(false)),
+            ("overridden", json!(false)),
+            ("remote_path", json!("")),
+            ("owner_id", json!(SITE_ID)),
+            ("origin_site_id", json!(SITE_ID)),
+            ("_system_owned", json!(false)),
+            ("_protection", json!("NOT_PROTECTED")),
+            ("_revision", json!(0)),
+        ] {
+            assert_eq!(r.get(k), Some(&want), "{k}");
+        }
+        assert_eq!(r["realization_id"], r["unique_id"]);
+        for absent in ["tag", "notes", "description"] {
+            assert!(r.get(absent).is_none(), "{absent} must be absent, not \"\"");
+        }
+        // A layer-2 (Ethernet) rule has no ip_protocol (§11a).
+        s.transact(
+            vec![
+                policy_with("l2", json!({"category": "Ethernet", "stateful": false})),
+                Op::Rule {
+                    domain: "default".into(),
+                    policy: "l2".into(),
+                    id: "mac".into(),
+                    body: Obj::new(),
+                    rev: RevCheck::Ignore,
+                },
+            ],
+            &ctx(),
+        )
+        .unwrap();
+        let l2 = &s.domains["default"].policies["l2"].rules["mac"];
+        assert!(l2.get("ip_protocol").is_none(), "{l2:?}");
+        // rule_id stays with the rule across updates.
+        let r = rule(&s, "r");
+        let id = r["rule_id"].clone();
+        s.transact(vec![rule_body(json!({"id": "r", "tag": "t"}))], &ctx())
+            .unwrap();
+        assert_eq!(rule(&s, "r")["rule_id"], id);
+        assert_eq!(rule(&s, "r")["tag"], json!("t"));
+    }
+
+    fn three_part_group() -> Value {
+        json!({"expression": [
+            {"resource_type": "Condition", "member_type": "VirtualMachine", "key": "Tag",
+             "operator": "EQUALS", "value": "tier|web"},
+            {"resource_type": "ConjunctionOperator", "conjunction_operator": "OR"},
+            {"resource_type": "IPAddressExpression", "ip_addresses": ["10.10.20.0/24", "10.1.1.1-10.1.1.9"]}
+        ]})
+    }
+
+    #[test]
+    fn group_expressions_gain_stable_ids_paths_and_scope_operator() {
+        // §11a "Group expressions", §2.4.
+        let mut s = Store::new();
+        s.transact(vec![group_op("g", three_part_group())], &ctx())
+            .unwrap();
+        let first = group(&s, "g").clone();
+        let gpath = "/infra/domains/default/groups/g";
+        let items = first["expression"].as_array().unwrap();
+        let kinds = ["Condition", "ConjunctionOperator", "IPAddressExpression"];
+        let segments = [
+            "condition-expressions",
+            "conjunction-expressions",
+            "ip-address-expressions",
+        ];
+        for (i, e) in items.iter().enumerate() {
+            assert_eq!(e["resource_type"], json!(kinds[i]), "order kept");
+            let id = e["id"].as_str().unwrap();
+            assert_eq!(id.len(), 36, "UUID: {id}");
+            assert_eq!(e["path"], json!(format!("{gpath}/{}/{id}", segments[i])));
+            assert_eq!(e["relative_path"], json!(id));
+            assert_eq!(e["parent_path"], json!(gpath));
+            assert_eq!(e["marked_for_delete"], json!(false));
+            assert_eq!(e["overridden"], json!(false));
+            assert_eq!(e["_protection"], json!("NOT_PROTECTED"));
+        }
+        assert_eq!(items[0]["scope_operator"], json!("EQUALS"));
+        assert_eq!(items[0]["value"], json!("tier|web"));
+        assert_eq!(
+            items[2]["ip_addresses"],
+            json!(["10.10.20.0/24", "10.1.1.1-10.1.1.9"])
+        );
+        assert_eq!(first["extended_expression"], json!([]));
+        assert_eq!(first["reference"], json!(false));
+
+        // The same expression PATCHed again, or the GET echoed back: the same ids.
+        s.transact(vec![group_op("g", three_part_group())], &ctx())
+            .unwrap();
+        assert_eq!(group(&s, "g")["expression"], first["expression"]);
+        let echo = Store::group_view(group(&s, "g"));
+        s.transact(vec![group_op("g", echo)], &ctx()).unwrap();
+        assert_eq!(group(&s, "g")["expression"], first["expression"]);
+        // Another group's expressions get other ids.
+        s.transact(vec![group_op("h", three_part_group())], &ctx())
+            .unwrap();
+        assert_ne!(
+            group(&s, "h")["expression"][0]["id"],
+            first["expression"][0]["id"]
+        );
+        // A written scope_operator is kept; nested expressions are shaped too.
+        s.transact(
+            vec![group_op(
+                "n",
+                json!({"expression": [{"resource_type": "NestedExpression", "expressions": [
+                    {"resource_type": "Condition", "member_type": "VirtualMachine", "key": "Name",
+                     "operator": "STARTSWITH", "value": "web", "scope_operator": "NOTEQUALS"}]}]}),
+            )],
+            &ctx(),
+        )
+        .unwrap();
+        let nested = &group(&s, "n")["expression"][0];
+        assert!(
+            nested["path"]
+                .as_str()
+                .unwrap()
+                .contains("/nested-expressions/")
+        );
+        assert_eq!(
+            nested["expressions"][0]["scope_operator"],
+            json!("NOTEQUALS")
+        );
+        assert!(
+            nested["expressions"][0]["path"]
+                .as_str()
+                .unwrap()
+                .contains("/condition-expressions/")
+        );
+    }
+
+    fn policy_with(id: &str, body: Value) -> Op {
+        Op::Policy {
+            domain: "default".into(),
+            id: id.into(),
+            body: v::writable(&obj(body)),
+            rev: RevCheck::Ignore,
+            mode: Mode::Replace,
+            replace_rules: None,
+        }
+    }
+
+    #[test]
+    fn policies_read_back_with_defaults_and_internal_sequence_numbers() {
+        // §11a "SecurityPolicy defaults", §2.2 internal_sequence_number observations.
+        let mut s = Store::new();
+        s.transact(
+            vec![
+                policy_with(
+                    "app",
+                    json!({"category": "Application", "sequence_number": 10}),
+                ),
+                policy_with("l2", json!({"category": "Ethernet", "stateful": false})),
+                policy_with(
+                    "loose",
+                    json!({"category": "Emergency", "tcp_strict": false}),
+                ),
+            ],
+            &ctx(),
+        )
+        .unwrap();
+        let p = |id: &str| s.domains["default"].policies[id].policy.clone();
+        let app = p("app");
+        for (k, want) in [
+            ("scope", json!(["ANY"])),
+            ("stateful", json!(true)),
+            ("tcp_strict", json!(true)),
+            ("locked", json!(false)),
+            ("lock_modified_time", json!(0)),
+            ("logging_enabled", json!(false)),
+            ("is_default", json!(false)),
+            ("sequence_number", json!(10)),
+            ("internal_sequence_number", json!(13_000_010)),
+        ] {
+            assert_eq!(app.get(k), Some(&want), "{k}");
+        }
+        assert_eq!(p("l2")["tcp_strict"], json!(false), "stateless: not strict");
+        assert_eq!(p("l2")["sequence_number"], json!(0));
+        assert_eq!(p("l2")["internal_sequence_number"], json!(0));
+        assert_eq!(p("loose")["tcp_strict"], json!(false), "written value kept");
+        assert_eq!(p("loose")["internal_sequence_number"], json!(10_000_000));
+        assert_eq!(
+            p("default-layer3-section")["internal_sequence_number"],
+            json!(14_000_000)
+        );
+        assert_eq!(
+            p("default-layer2-section")["internal_sequence_number"],
+            json!(1_000_000)
+        );
+        assert_eq!(p("default-layer2-section")["tcp_strict"], json!(false));
+        // DFW evaluation follows the number.
+        let order: Vec<&str> = s
+            .evaluation_order()
+            .into_iter()
+            .map(|(_, ps)| ps.policy["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "l2",
+                "default-layer2-section",
+                "loose",
+                "app",
+                "default-layer3-section"
+            ]
+        );
+    }
+
+    fn pending_ctx(now_ms: i64) -> Ctx {
+        Ctx {
+            now_ms,
+            pending_delete_ms: 1000,
+            ..ctx()
+        }
+    }
+
+    #[test]
+    fn a_deleted_group_or_policy_stays_pending_and_blocks_its_path_until_purged() {
+        // §3: kept with marked_for_delete until purged, hidden, re-create → 400/500045.
+        let mut s = Store::new();
+        let c = pending_ctx(10_000);
+        s.transact(
+            vec![
+                group_op("g", three_part_group()),
+                policy_op("p"),
+                rule_op("p", "r", "ANY"),
+            ],
+            &c,
+        )
+        .unwrap();
+        let rule_id = rule(&s, "r")["rule_id"].clone();
+        s.transact(
+            vec![
+                Op::DeleteGroup {
+                    domain: "default".into(),
+                    id: "g".into(),
+                },
+                Op::DeletePolicy {
+                    domain: "default".into(),
+                    id: "p".into(),
+                },
+            ],
+            &c,
+        )
+        .unwrap();
+        assert!(!s.group_exists("/infra/domains/default/groups/g"));
+        let gpath = group_path("default", "g");
+        let pending = s.pending_object(&gpath, 10_500).unwrap();
+        assert_eq!(pending["marked_for_delete"], json!(true));
+        let ppath = policy_path("default", "p");
+        assert_eq!(
+            s.pending_object(&ppath, 10_500).unwrap()["rules"][0]["marked_for_delete"],
+            json!(true)
+        );
+        assert!(
+            s.pending_object(&rule_path("default", "p", "r"), 10_500)
+                .is_some()
+        );
+        assert_eq!(
+            s.pending_children("/infra/domains/default", "Group", 10_500)
+                .len(),
+            1
+        );
+        // Re-create within the pending time: refused, nothing written.
+        for op in [group_op("g", json!({})), policy_op("p")] {
+            let err = s.transact(vec![op], &pending_ctx(10_999)).unwrap_err();
+            assert_eq!(err.status, StatusCode::BAD_REQUEST);
+            assert_eq!(err.body.error_code, CODE_PENDING_DELETE);
+            assert!(
+                err.body.error_message.contains("marked for deletion"),
+                "{}",
+                err.body.error_message
+            );
+        }
+        assert!(!s.group_exists(&gpath));
+        // Once the time is up: purged, and the paths are free.
+        assert!(s.pending_object(&gpath, 11_000).is_none());
+        s.transact(
+            vec![
+                group_op("g", json!({})),
+                policy_op("p"),
+                rule_op("p", "r", "ANY"),
+            ],
+            &pending_ctx(11_000),
+        )
+        .unwrap();
+        assert!(s.pending.is_empty());
+        assert_ne!(
+            rule(&s, "r")["rule_id"],
+            rule_id,
+            "rule ids are never reused"
+        );
+    }
+
+    #[test]
+    fn a_rule_deleted_from_a_live_policy_shows_pending_but_frees_its_path() {
+        let mut s = Store::new();
+        let c = pending_ctx(10_000);
+        s.transact(vec![policy_op("p"), rule_op("p", "r", "ANY")], &c)
+            .unwrap();
+        let rule_id = rule(&s, "r")["rule_id"].clone();
+        s.transact(
+            vec![Op::DeleteRule {
+                domain: "default".into(),
+                policy: "p".into(),
+                id: "r".into(),
+            }],
+            &c,
+        )
+        .unwrap();
+        let rpath = rule_path("default", "p", "r");
+        assert!(s.pending_object(&rpath, 10_001).is_some());
+        s.transact(vec![rule_op("p", "r", "ANY")], &pending_ctx(10_001))
+            .unwrap();
+        assert!(s.pending_object(&rpath, 10_001).is_none());
+        assert_ne!(rule(&s, "r")["rule_id"], rule_id);
+    }
+
+    #[test]
+    fn pending_deletes_can_be_off_and_are_rolled_back_with_a_failed_transaction() {
+        let mut s = Store::new();
+        s.transact(vec![group_op("g", json!({}))], &ctx()).unwrap();
+        // 0: purged at once (fast tests).
+        s.transact(
+            vec![Op::DeleteGroup {
+                domain: "default".into(),
+                id: "g".into(),
+            }],
+            &ctx(),
+        )
+        .unwrap();
+        assert!(s.pending.is_empty());
+        s.transact(vec![group_op("g", json!({}))], &ctx()).unwrap();
+        // A delete in a transaction that fails leaves no pending trace.
+        let err = s
+            .transact(
+                vec![
+                    Op::DeleteGroup {
+                        domain: "default".into(),
+                        id: "g".into(),
+                    },
+                    rule_op("missing-policy", "r", "ANY"),
+                ],
+                &pending_ctx(1),
+            )
+            .unwrap_err();
+        assert_eq!(err.status, StatusCode::NOT_FOUND);
+        assert!(s.pending.is_empty());
+        assert!(s.group_exists(&group_path("default", "g")));
+    }
+
+    fn default_rule_op(id: &str, body: Value) -> Op {
+        Op::Rule {
+            domain: "default".into(),
+            policy: "default-layer3-section".into(),
+            id: id.into(),
+            body: v::writable(&obj(body)),
+            rev: RevCheck::IfGiven(None),
+        }
+    }
+
+    #[test]
+    fn the_default_rule_can_be_set_to_drop_and_logged_but_not_otherwise_changed() {
+        // §11a / §8: users set the default layer-3 rule to DROP; default objects stay
+        // undeletable and their other fields read-only.
+        let mut s = Store::new();
+        let dr = |s: &Store| {
+            s.domains["default"].policies["default-layer3-section"].rules["default-layer3-rule"]
+                .clone()
+        };
+        let before = dr(&s);
+        s.transact(
+            vec![default_rule_op(
+                "default-layer3-rule",
+                json!({"action": "DROP", "logged": true}),
+            )],
+            &ctx(),
+        )
+        .unwrap();
+        let after = dr(&s);
+        assert_eq!(after["action"], json!("DROP"));
+        assert_eq!(after["logged"], json!(true));
+        for k in [
+            "sequence_number",
+            "source_groups",
+            "services",
+            "rule_id",
+            "is_default",
+            "_system_owned",
+            "display_name",
+        ] {
+            assert_eq!(after[k], before[k], "{k}");
+        }
+        assert_eq!(after["_revision"], json!(1));
+        // An echo of the GET with the action changed back: accepted.
+        let mut echo = Value::Object(Store::rule_view(&after));
+        echo["action"] = json!("ALLOW");
+        s.transact(vec![default_rule_op("default-layer3-rule", echo)], &ctx())
+            .unwrap();
+        assert_eq!(dr(&s)["action"], json!("ALLOW"));
+        // What a real manager refuses stays refused.
+        for (id, body) in [
+            (
+                "default-layer3-rule",
+                json!({"source_groups": ["10.0.0.0/8"]}),
+            ),
+            ("default-layer3-rule", json!({"sequence_number": 1})),
+            ("default_rule_NDP", json!({"action": "DROP"})),
+        ] {
+            let err = s
+                .transact(vec![default_rule_op(id, body.clone())], &ctx())
+                .unwrap_err();
+            assert_eq!(err.body.error_code, CODE_READ_ONLY, "{id} {body}");
+        }
+        let err = s
+            .transact(
+                vec![Op::DeleteRule {
+                    domain: "default".into(),
+                    policy: "default-layer3-section".into(),
+                    id: "default-layer3-rule".into(),
+                }],
+                &ctx(),
+            )
+            .unwrap_err();
+        assert_eq!(err.body.error_code, CODE_READ_ONLY);
+        let err = s
+            .transact(
+                vec![Op::DeletePolicy {
+                    domain: "default".into(),
+                    id: "default-layer3-section".into(),
+                }],
+                &ctx(),
+            )
+            .unwrap_err();
+        assert_eq!(err.body.error_code, CODE_READ_ONLY);
+    }
+
+    #[test]
+    fn every_field_a_get_returns_is_accepted_when_written_back() {
+        // §2: unknown properties → 287, but RO fields echoed from a GET are accepted.
+        let mut s = Store::new();
+        let mut entry = l4("443");
+        entry["id"] = json!("e");
+        s.transact(
+            vec![
+                group_op("g", three_part_group()),
+                policy_with("p", json!({"category": "Application"})),
+                rule_body(json!({"id": "r", "service_entries": [l4("80"), entry],
+                                 "destination_groups": ["/infra/domains/default/groups/g"]})),
+                Op::Service {
+                    id: "svc".into(),
+                    body: Obj::new(),
+                    entries: entries_of(&obj(json!({"service_entries": [{
+                        "resource_type": "L4PortSetServiceEntry", "id": "e",
+                        "l4_protocol": "TCP", "destination_ports": ["8443"]}]}))),
+                    rev: RevCheck::Ignore,
+                    mode: Mode::Merge,
+                },
+            ],
+            &ctx(),
+        )
+        .unwrap();
+        let g = Store::group_view(group(&s, "g"));
+        let ps = &s.domains["default"].policies["p"];
+        let p = Store::policy_view(ps, true);
+        let r = Value::Object(Store::rule_view(rule(&s, "r")));
+        let svc = Store::service_view(&s.services["svc"]);
+        let mut errs = Vec::new();
+        v::check_group(g.as_object().unwrap(), "g", &mut errs);
+        v::check_policy(p.as_object().unwrap(), "p", &mut errs);
+        for r in p["rules"].as_array().unwrap() {
+            v::check_rule(r.as_object().unwrap(), "r", &mut errs);
+        }
+        v::check_rule(r.as_object().unwrap(), "r", &mut errs);
+        v::check_service(svc.as_object().unwrap(), "svc", &mut errs);
+        // The default objects too.
+        let dps = &s.domains["default"].policies["default-layer3-section"];
+        let dp = Store::policy_view(dps, true);
+        v::check_policy(dp.as_object().unwrap(), "default-layer3-section", &mut errs);
+        for r in dp["rules"].as_array().unwrap() {
+            let id = r["id"].as_str().unwrap();
+            v::check_rule(r.as_object().unwrap(), id, &mut errs);
+        }
+        assert!(errs.is_empty(), "{errs:?}");
+
+        // Through the H-API: the GET bodies wrapped as children are accepted and change
+        // nothing but revisions and modification times.
+        let mut pol = p.clone();
+        let rules = pol.as_object_mut().unwrap().remove("rules").unwrap();
+        let children: Vec<Value> = rules
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| json!({"resource_type": "ChildRule", "id": r["id"], "Rule": r}))
+            .collect();
+        pol["children"] = json!(children);
+        let body = json!({"resource_type": "Infra", "children": [
+            {"resource_type": "ChildService", "id": "svc", "Service": svc},
+            {"resource_type": "ChildResourceReference", "id": "default", "target_type": "Domain",
+             "children": [
+                {"resource_type": "ChildGroup", "id": "g", "Group": g},
+                {"resource_type": "ChildSecurityPolicy", "id": "p", "SecurityPolicy": pol}]}]});
+        let before = s.clone();
+        let ops = s.hapi_ops(&body, false).unwrap();
+        s.transact(ops, &ctx()).unwrap();
+        let strip = |o: &Obj| {
+            let mut o = o.clone();
+            for k in ["_revision", "_last_modified_time"] {
+                o.remove(k);
+            }
+            o
+        };
+        assert_eq!(strip(group(&s, "g")), strip(group(&before, "g")));
+        assert_eq!(strip(rule(&s, "r")), strip(rule(&before, "r")));
+        assert_eq!(
+            strip(&s.domains["default"].policies["p"].policy),
+            strip(&before.domains["default"].policies["p"].policy)
+        );
     }
 }

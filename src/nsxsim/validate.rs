@@ -645,13 +645,15 @@ pub fn check_rule(obj: &Obj, id: &str, errs: &mut Vec<ApiError>) {
             }
         }
     }
+    // Inline entries may come without an id (reference §11a: "an entry written without `id`
+    // has none").
     match obj.get("service_entries") {
         None | Some(Value::Null) => {}
         Some(Value::Array(entries)) => {
             for e in entries {
                 if let Some(e) = as_obj(e, "a service entry", errs) {
-                    let eid = e.get("id").and_then(Value::as_str).unwrap_or("");
-                    check_service_entry(e, eid, errs);
+                    let eid = opt_str(e, "id", errs);
+                    check_service_entry(e, eid.unwrap_or(""), eid.is_some(), errs);
                 }
             }
         }
@@ -669,7 +671,7 @@ pub fn check_service(obj: &Obj, id: &str, errs: &mut Vec<ApiError>) {
             for e in entries {
                 if let Some(e) = as_obj(e, "a service entry", errs) {
                     let eid = e.get("id").and_then(Value::as_str).unwrap_or("");
-                    check_service_entry(e, eid, errs);
+                    check_service_entry(e, eid, true, errs);
                 }
             }
         }
@@ -677,14 +679,17 @@ pub fn check_service(obj: &Obj, id: &str, errs: &mut Vec<ApiError>) {
     }
 }
 
-/// Checks one service entry (L4 port set, ICMP, IP protocol).
-pub fn check_service_entry(e: &Obj, id: &str, errs: &mut Vec<ApiError>) {
+/// Checks one service entry (L4 port set, ICMP, IP protocol); its `id` only when `id_required`
+/// or given.
+pub fn check_service_entry(e: &Obj, id: &str, id_required: bool, errs: &mut Vec<ApiError>) {
     let rt = e
         .get("resource_type")
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
-    check_id(id, "ServiceEntry", errs);
+    if id_required || !id.is_empty() {
+        check_id(id, "ServiceEntry", errs);
+    }
     match rt.as_str() {
         "L4PortSetServiceEntry" => {
             strict(e, true, &[L4], errs);
