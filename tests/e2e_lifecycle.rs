@@ -95,7 +95,7 @@ async fn the_example_wave_goes_from_pending_to_completed_with_nsx_matching_the_p
         })).unwrap())
         .await
         .unwrap();
-    let _controller = env.controller("a", &[]);
+    let controller = env.controller("a", &[]);
     env.apply(&format!(
         "{}---\n{}",
         env.window("wave-1", 2, 6, 26, 34, "20s"),
@@ -214,6 +214,39 @@ async fn the_example_wave_goes_from_pending_to_completed_with_nsx_matching_the_p
         events.contains("NoticeSent") && events.contains("Applied"),
         "{events}"
     );
+
+    // A resync of the finished wave writes nothing: the simulator returns objects the way a
+    // real manager does (defaults filled, services ["ANY"] beside entries, expression ids).
+    let writes = env.nsx_calls("PATCH /infra");
+    let reconciles = reconcile_count(controller.http).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(45);
+    while reconcile_count(controller.http).await < reconciles + 4.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no resync within 45 s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        env.nsx_calls("PATCH /infra"),
+        writes,
+        "a resync wrote to NSX: {:?}",
+        env.sim.counters()
+    );
+}
+
+/// The controller's `microseg_reconcile_total`.
+async fn reconcile_count(http: u16) -> f64 {
+    let text = reqwest::get(format!("http://127.0.0.1:{http}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("microseg_reconcile_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
