@@ -672,7 +672,9 @@ pub struct NsxStatus {
     /// The NSX rule id (as in DFW logs) of every rule, catch-alls included, by rule name.
     #[serde(default)]
     pub rule_ids: BTreeMap<String, i64>,
-    /// Last time NSX was compared with the desired state.
+    /// Last time microseg wrote NSX or found what NSX holds different from what it last
+    /// recorded (paths, revision, rule ids). A resync that finds NSX unchanged does not move it,
+    /// so an unchanged application costs no status write.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "schema::optional_timestamp")]
     pub last_sync_time: Option<Time>,

@@ -467,7 +467,10 @@ async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
         enforced_spec,
         window: snapshot.or(prev.window.clone()),
     };
-    patch_status(ctx, p, status::build(&obs, now)).await?;
+    let built = status::build(&obs, now);
+    if status_changed(&prev, &built) {
+        patch_status(ctx, p, built).await?;
+    }
 
     // 6. Events and metrics.
     if decision.phase == Phase::Enforcing
@@ -901,6 +904,17 @@ async fn send_notices(
         }
     }
     (records, (!errors.is_empty()).then(|| errors.join("; ")))
+}
+
+/// Whether the status to apply differs from what the object holds (the monitor's part is not
+/// the reconciler's and is left out). An unchanged status is not sent: no etcd write, no watch
+/// event, no line in `kubectl get -w`.
+fn status_changed(prev: &SegmentationPolicyStatus, new: &SegmentationPolicyStatus) -> bool {
+    let mut before = prev.clone();
+    before.monitor = None;
+    let mut after = new.clone();
+    after.monitor = None;
+    before != after
 }
 
 async fn patch_status(

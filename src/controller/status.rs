@@ -112,13 +112,25 @@ pub fn build(obs: &Observation<'_>, now: Timestamp) -> SegmentationPolicyStatus 
     }
 
     if let Some(facts) = &obs.nsx {
-        s.nsx = Some(NsxStatus {
+        let mut nsx = NsxStatus {
             group_path: facts.group_path.clone(),
             policy_path: facts.policy_path.clone(),
             revision: facts.revision,
             rule_ids: facts.rule_ids.clone(),
-            last_sync_time: Some(Time(now)),
+            last_sync_time: prev.nsx.as_ref().and_then(|n| n.last_sync_time.clone()),
+        };
+        // Only a write or a difference moves the time: a resync that finds NSX as recorded
+        // leaves the status as it was (no etcd write, no watch event).
+        let same = prev.nsx.as_ref().is_some_and(|p| {
+            p.group_path == nsx.group_path
+                && p.policy_path == nsx.policy_path
+                && p.revision == nsx.revision
+                && p.rule_ids == nsx.rule_ids
         });
+        if !same || matches!(obs.sync, SyncOutcome::Applied(_)) || nsx.last_sync_time.is_none() {
+            nsx.last_sync_time = Some(Time(now));
+        }
+        s.nsx = Some(nsx);
     }
 
     let c = &mut s.conditions;
@@ -378,6 +390,42 @@ mod tests {
         let bounded = build(&obs(&many, Some(&d), SyncOutcome::InSync), at(100));
         assert_eq!(bounded.history.len(), MAX_HISTORY);
         assert_eq!(bounded.history.last().unwrap().phase, Phase::Monitoring);
+    }
+
+    #[test]
+    fn a_resync_that_finds_nsx_as_recorded_changes_nothing_in_status() {
+        let mut p = policy();
+        let mut sim = Sim::new(window());
+        sim.deliver(at(0));
+        let d = sim.settle(at(100));
+        let facts = NsxFacts {
+            group_path: Some("/infra/domains/default/groups/g".into()),
+            policy_path: Some("/infra/domains/default/security-policies/g".into()),
+            revision: Some(3),
+            rule_ids: [("catchall_in".to_string(), 1002)].into_iter().collect(),
+        };
+        let mut o = obs(&p, Some(&d), SyncOutcome::Applied(vec!["x".into()]));
+        o.nsx = Some(facts.clone());
+        p.status = Some(build(&o, at(100)));
+        // The reconcile after the write says InSync (one status write), then nothing moves.
+        let mut o = obs(&p, Some(&d), SyncOutcome::InSync);
+        o.nsx = Some(facts.clone());
+        let first = build(&o, at(110));
+        p.status = Some(first.clone());
+        let mut o = obs(&p, Some(&d), SyncOutcome::InSync);
+        o.nsx = Some(facts.clone());
+        let again = build(&o, at(400));
+        assert_eq!(again, first, "an unchanged resync must not churn status");
+        // NSX changed underneath (a new revision): the time moves.
+        let mut moved = facts;
+        moved.revision = Some(4);
+        let mut o = obs(&p, Some(&d), SyncOutcome::InSync);
+        o.nsx = Some(moved);
+        let changed = build(&o, at(500));
+        assert_eq!(
+            changed.nsx.unwrap().last_sync_time.map(|t| t.0),
+            Some(at(500))
+        );
     }
 
     #[test]
