@@ -143,9 +143,20 @@ fn monitor_summary(
         .as_ref()
         .and_then(|s| s.enforced_since.as_ref())
         .map(|t| t.0);
+    // Drops of an earlier enforcement never count again: the series has minute buckets, and
+    // the bucket of the last return to PASS (a rollback) may hold the drops that caused it.
+    let returned = status
+        .schedule
+        .as_ref()
+        .and_then(|s| s.evidence_from.as_ref())
+        .map(|t| t.0);
     let rollback_triggered = match (rollback, enforced_since) {
         (Some(gate), Some(since)) => {
-            crate::monitor::aggregate::dropped_within(&m, since, gate.period.get(), now)
+            let mut recent = m.clone();
+            if let Some(r) = returned {
+                recent.series.retain(|b| b.start.0 > r);
+            }
+            crate::monitor::aggregate::dropped_within(&recent, since, gate.period.get(), now)
                 >= gate.dropped_flows
         }
         _ => false,
@@ -1028,5 +1039,54 @@ async fn cleanup(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error>
                 source: e,
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{EffectiveSchedule, MonitorBucket, MonitorStatus, RollbackGate};
+
+    fn at(s: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + s).unwrap()
+    }
+
+    #[test]
+    fn drops_of_an_earlier_enforcement_do_not_roll_back_the_next_one() {
+        // Three drops at +10 s caused a rollback at +20 s; the same minute's bucket still holds
+        // them when the application enforces again at +40 s.
+        let bucket = MonitorBucket {
+            start: Time(at(0)),
+            unmatched: 3,
+            dropped: 3,
+        };
+        let gate = RollbackGate {
+            dropped_flows: 3,
+            period: crate::api::duration::Duration::seconds(120),
+        };
+        let schedule = |evidence: Option<i64>| EffectiveSchedule {
+            notify_at: Time(at(-100)),
+            monitor_from: Time(at(-90)),
+            enforce_at: Time(at(-50)),
+            cleanup_at: Time(at(500)),
+            notice_delivered_at: Some(Time(at(-100))),
+            enforced_since: Some(Time(at(40))),
+            rolled_back_generation: evidence.map(|_| 1),
+            evidence_from: evidence.map(|s| Time(at(s))),
+        };
+        let status = |evidence| SegmentationPolicyStatus {
+            schedule: Some(schedule(evidence)),
+            monitor: Some(MonitorStatus {
+                series: vec![bucket.clone()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(
+            !monitor_summary(&status(Some(20)), Some(&gate), at(45)).rollback_triggered,
+            "the drops before the rollback at +20 s belong to the earlier enforcement"
+        );
+        // Without a recorded return to PASS the same bucket counts (first enforcement).
+        assert!(monitor_summary(&status(None), Some(&gate), at(45)).rollback_triggered);
     }
 }
