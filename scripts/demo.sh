@@ -93,25 +93,28 @@ curl -sf -u "admin:$NSX_PASS" -X PATCH -H 'Content-Type: application/json' \
 
 say "starting the microseg controller (DFW log ingestion and the dashboard on)"
 HTTP_PORT=$(free_port)
+SYSLOG_PORT=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 (umask 077; python3 -c 'import secrets; print(secrets.token_hex(24))' >"$WORK/dashboard-token")
 (umask 077; python3 -c 'import secrets; print(secrets.token_hex(24))' >"$WORK/ingest-token")
 RUST_LOG=info,microseg=info "$MICROSEG" controller --cluster demo \
   --nsx-url "http://127.0.0.1:$NSX_PORT" --nsx-auth session --nsx-credentials-dir "$WORK/nsx-credentials" \
   --notify-config-dir "$WORK/notify" --reminder-before 20s --resync 30s \
   --dashboard-token-file "$WORK/dashboard-token" --ingest-token-file "$WORK/ingest-token" \
+  --syslog-udp-addr "127.0.0.1:$SYSLOG_PORT" \
   --http-addr "127.0.0.1:$HTTP_PORT" >"$WORK/controller.log" 2>&1 &
 PIDS+=($!)
 API="http://127.0.0.1:$HTTP_PORT"
 echo "health and metrics: $API/readyz  $API/metrics"
 echo "dashboard: $API/ui/ (sign in with the token in $WORK/dashboard-token)"
-echo "DFW log ingestion: POST $API/ingest/lines (bearer token in $WORK/ingest-token)"
+echo "DFW log ingestion: POST $API/ingest/lines and $API/ingest/loginsight (bearer token in $WORK/ingest-token), syslog udp://127.0.0.1:$SYSLOG_PORT"
 
 # The DFW log source. In production ESXi hosts send their dfwpktlogs (syslog, Log Insight or
 # /ingest/lines); here the simulator decides each flow with the rules microseg wrote to it
 # (POST /admin/flow answers the DFW lines the hosts would log) and the demo posts them.
 cat >"$WORK/dfw.py" <<'PY'
-import json, os, sys, time, urllib.error, urllib.request
+import json, os, socket, sys, time, urllib.error, urllib.request
 NSX, INGEST = os.environ["DEMO_NSX"], os.environ["DEMO_INGEST"]
+WEBHOOK, SYSLOG = os.environ["DEMO_WEBHOOK"], int(os.environ["DEMO_SYSLOG_PORT"])
 TOKEN = open(os.environ["DEMO_INGEST_TOKEN_FILE"]).read().strip()
 FIELDS = ("src_ip", "dst_ip", "protocol", "dst_port")
 
@@ -131,17 +134,38 @@ def ingest(batch, key):
     return post(INGEST, ("\n".join(batch) + "\n").encode(), {
         "Authorization": "Bearer " + TOKEN, "Content-Type": "text/plain", "Idempotency-Key": key})
 
+def loginsight(batch):
+    # What a Log Insight alert webhook posts (legacy payload, reference section 10).
+    alert = {"AlertType": 1, "AlertName": "NSX DFW - monitor mode", "SearchPeriod": 300000,
+             "HitCount": 0.0, "HitOperator": 2, "HasMoreResults": False,
+             "Url": "https://loginsight.example/s/demo", "EditUrl": None, "Info": "", "Recommendation": None,
+             "NumHits": len(batch),
+             "messages": [{"text": l, "timestamp": int(time.time() * 1000), "fields": []} for l in batch]}
+    return post(WEBHOOK, json.dumps(alert).encode(), {
+        "Authorization": "Bearer " + TOKEN, "Content-Type": "application/json"})
+
+def syslog(batch):
+    # What an ESXi host sends: RFC 3164 over UDP, program dfwpktlogs (no answer on syslog).
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for l in batch:
+        ts, rest = l.split(" ", 1)
+        s.sendto(f"<182>{ts} esx01.shop.example dfwpktlogs: {rest}".encode(), ("127.0.0.1", SYSLOG))
+    return {"syslog": len(batch)}
+
 if sys.argv[1] == "loop":
-    # Everyday traffic, every 2 seconds, until stopped.
+    # Everyday traffic, every 2 seconds, until stopped, by turns the way ESXi hosts send it
+    # (syslog), the way a Log Insight alert forwards it (webhook), and as plain lines.
     flows, n = json.load(open(sys.argv[2])), 0
+    routes = [("lines", lambda b: ingest(b, f"demo-{os.getpid()}-{n}")), ("loginsight", loginsight), ("syslog", syslog)]
     while True:
         n += 1
+        route, send = routes[n % 3]
         try:
             batch = [line for f in flows for line in lines(f)]
-            answer = ingest(batch, f"demo-{os.getpid()}-{n}") if batch else {"lines": 0}
+            answer = send(batch) if batch else {"lines": 0}
         except OSError as e:  # the controller is still starting
             answer = {"error": str(e)}
-        print(time.strftime("%H:%M:%S"), json.dumps(answer), flush=True)
+        print(time.strftime("%H:%M:%S"), route, json.dumps(answer), flush=True)
         time.sleep(2)
 else:
     # One flow: print its lines and what the controller made of them.
@@ -166,6 +190,7 @@ cat >"$WORK/traffic.json" <<'JSON'
 ]
 JSON
 export DEMO_NSX="http://127.0.0.1:$NSX_PORT" DEMO_INGEST="$API/ingest/lines" DEMO_INGEST_TOKEN_FILE="$WORK/ingest-token"
+export DEMO_WEBHOOK="$API/ingest/loginsight" DEMO_SYSLOG_PORT="$SYSLOG_PORT"
 
 # The example wave with its schedule compressed: seconds instead of weeks. The evidence gates
 # are set explicitly: their defaults (quiet period 72h, log silence 24h) would hold a
@@ -190,6 +215,9 @@ spec:
     quietPeriod: 15s      # no unmatched flow for 15s (default 72h)
     maxLogSilence: 60s    # DFW lines of the application within the last minute (default 24h)
     maxOpenAlerts: 0      # every unmatched flow handled first (the default)
+    rollback:             # back to PASS when 3 unmatched flows are dropped within 2 minutes
+      droppedFlows: 3
+      period: 2m
 ---
 apiVersion: microseg.io/v1alpha1
 kind: EnforcementWindow
@@ -222,7 +250,7 @@ echo "wave-critical (dns, needs approval): notice $C1, monitor $C2, enforce $C3"
 echo "gates: DFW lines of the application itself (Blind), no open alert (OpenAlerts), 15s without an unmatched flow (QuietPeriod)"
 echo "app and dns log their main allow rule in this demo (logged: true): without logged rules a complete policy yields no DFW line"
 
-say "monitor mode: the simulator's DFW lines every 2s, posted to $API/ingest/lines (log: $WORK/feed.log)"
+say "monitor mode: the simulator's DFW lines every 2s, by turns over syslog (as ESXi sends them), the Log Insight webhook and /ingest/lines (log: $WORK/feed.log)"
 python3 "$WORK/dfw.py" loop "$WORK/traffic.json" >"$WORK/feed.log" 2>&1 &
 PIDS+=($!)
 python3 -c 'import json, sys
@@ -244,8 +272,10 @@ PY
 ts() { printf '[+%3ds]' $(( $(date +%s) - BASE )); }
 dash() { curl -sf -H "Authorization: Bearer $(cat "$WORK/dashboard-token")" "$@"; }
 UNMATCHED_SRC=10.50.0.7; UNMATCHED_DST=10.1.0.11; UNMATCHED_PORT=9100
+DROPPED_SRC=10.1.1.22; DROPPED_DST=10.20.30.5; DROPPED_PORT=6379
 declare -A last evidence enforced
-injected=0; acknowledged=0; approved=0; completed=0
+injected=0; acknowledged=0; approved=0; completed=0; dropped=0; fixed=0
+echo "dashboard: $API/ui/ (token in $WORK/dashboard-token)"
 deadline=$(( BASE + 240 ))
 while [ "$(date +%s)" -lt "$deadline" ]; do
   sleep 2
@@ -267,12 +297,17 @@ while [ "$(date +%s)" -lt "$deadline" ]; do
         # One flow nobody wrote a rule for, shortly before enforcement is due.
         if [ "$injected" = 0 ] && [ "$(date +%s)" -ge $(( BASE + 42 )) ]; then
           echo "$(ts) -- web: unmatched flow $UNMATCHED_SRC -> $UNMATCHED_DST TCP/$UNMATCHED_PORT (a metrics scrape no rule allows) reaches web's catch-all"
-          python3 "$WORK/dfw.py" once "$UNMATCHED_SRC" "$UNMATCHED_DST" TCP "$UNMATCHED_PORT"
-          injected=1
+          # (retried at the next look if NSX does not hold web's catch-all yet)
+          python3 "$WORK/dfw.py" once "$UNMATCHED_SRC" "$UNMATCHED_DST" TCP "$UNMATCHED_PORT" && injected=1
         fi ;;
       web/Held)
         if [ "$injected" = 1 ] && [ "$acknowledged" = 0 ] && [ "$open" -gt 0 ]; then
           # The owner looks at the alert queue and acknowledges the flow with a comment.
+          echo "$(ts) -- web is held by an open alert; the queue at $API/ui/alerts shows:"
+          dash "$API/api/v1/alerts?namespace=shop&state=open" | python3 -c '
+import json, sys
+for a in json.load(sys.stdin)["alerts"]:
+    print("     ", json.dumps({k: a.get(k) for k in ("policy", "source", "destination", "protocol", "port", "direction", "action", "count", "lastSeen")}))' || true
           ids=$(dash "$API/api/v1/alerts?namespace=shop&state=open" | python3 -c '
 import json, sys
 print(",".join(json.dumps(a["id"]) for a in json.load(sys.stdin)["alerts"] if a["policy"] == "web"))')
@@ -281,6 +316,25 @@ print(",".join(json.dumps(a["id"]) for a in json.load(sys.stdin)["alerts"] if a[
             echo "$(ts) -- web: unmatched flow $UNMATCHED_SRC -> $UNMATCHED_DST TCP/$UNMATCHED_PORT acknowledged by the demo (dashboard API: $answer); the quiet period still runs"
             acknowledged=1
           fi
+        fi ;;
+      db/Enforcing)
+        # A flow nobody wrote a rule for (app -> db on a cache port), now dropped: three drops
+        # within two minutes cross the window's rollback threshold.
+        if [ "$dropped" -lt 3 ]; then
+          echo "$(ts) -- db: $DROPPED_SRC -> $DROPPED_DST TCP/$DROPPED_PORT (a cache the app team forgot) is DROPPED by the catch-all, three times"
+          for _ in 1 2 3; do python3 "$WORK/dfw.py" once "$DROPPED_SRC" "$DROPPED_DST" TCP "$DROPPED_PORT" && dropped=$((dropped + 1)); done
+        fi ;;
+      db/RolledBack)
+        if [ "$fixed" = 0 ]; then
+          echo "$(ts) -- db: rolled back to PASS (the owner got a RolledBack notice); the team adds the missing rule and acknowledges the alert"
+          kubectl patch segpol db -n shop --type json -p "[{\"op\":\"add\",\"path\":\"/spec/rules/-\",\"value\":{\"name\":\"cache-from-app\",\"direction\":\"Inbound\",\"peers\":[{\"application\":{\"name\":\"app\"}}],\"ports\":[{\"protocol\":\"TCP\",\"port\":$DROPPED_PORT}]}}]" >/dev/null
+          ids=$(dash "$API/api/v1/alerts?namespace=shop&state=open" | python3 -c '
+import json, sys
+print(",".join(json.dumps(a["id"]) for a in json.load(sys.stdin)["alerts"] if a["policy"] == "db"))')
+          dash -X POST -H 'Content-Type: application/json' "$API/api/v1/alerts/acknowledge" \
+            -d "{\"namespace\":\"shop\",\"name\":\"db\",\"flowIds\":[$ids],\"by\":\"demo\",\"comment\":\"rule cache-from-app added\"}" >/dev/null || true
+          echo "$(ts) -- db: rule cache-from-app added (generation $(kubectl get segpol db -n shop -o jsonpath='{.metadata.generation}')); enforcement needs the gates again, the quiet period counted from the rollback"
+          fixed=1
         fi ;;
       dns/Held)
         if [ "$approved" = 0 ] && [ "$reason" = ApprovalMissing ]; then

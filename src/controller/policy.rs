@@ -41,6 +41,12 @@ use crate::notify::Notice;
 use crate::plan::{self, LiveState, PeerGroups};
 use crate::schedule::{self, Blocker, Decision, MonitorSummary, Schedule, Window};
 
+/// How soon a reconcile whose NSX write failed tries again (at most).
+const NSX_RETRY: Duration = Duration::from_secs(10);
+
+/// How soon a policy whose window is missing (and that never had a schedule) looks again.
+const WINDOW_RETRY: Duration = Duration::from_secs(5);
+
 /// Entry point for the Controller.
 #[instrument(skip(policy, ctx), fields(policy = %format!("{}/{}", policy.namespace().unwrap_or_default(), policy.name_any())))]
 pub async fn reconcile(
@@ -329,8 +335,14 @@ async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
                     enforced_spec: prev.enforced_spec.clone(),
                     window: prev.window.clone(),
                 };
-                patch_status(ctx, p, status::build(&obs, now)).await?;
-                return Ok(Action::requeue(ctx.settings.resync));
+                let built = status::build(&obs, now);
+                if status_changed(&prev, &built) {
+                    patch_status(ctx, p, built).await?;
+                }
+                // A window applied in the same breath may not be in the store yet, and a pruned
+                // one may come back with the next sync: look again soon (no NSX call, and no
+                // status write while nothing changes).
+                return Ok(Action::requeue(ctx.settings.resync.min(WINDOW_RETRY)));
             }
         },
     };
@@ -638,7 +650,11 @@ async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
         || notice_error.is_some()
         || matches!(sync, SyncOutcome::Failed { .. })
     {
-        let retry = if notice_error.is_some() || matches!(sync, SyncOutcome::Failed { .. }) {
+        let retry = if matches!(sync, SyncOutcome::Failed { .. }) {
+            // NSX refused or failed (often a peer's group written a moment later by its own
+            // reconcile): try again soon; the client's pacing keeps the manager's budget.
+            ctx.settings.notice_retry.min(NSX_RETRY)
+        } else if notice_error.is_some() {
             ctx.settings.notice_retry
         } else {
             Duration::from_millis(200)
