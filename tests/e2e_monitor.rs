@@ -97,6 +97,31 @@ fn wait_monitoring(env: &Env, name: &str) {
     );
 }
 
+/// Waits until the controller attributes a healthy line (HTTPS from 10.0.0.10, a logged rule)
+/// to the application at `dst`: its policy store follows the API server a moment later than
+/// kubectl does.
+async fn wait_attributed(env: &Env, ctl: &Controller, dst: &str) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let probe = flow_lines(env, "10.0.0.10", dst, 443).await;
+        let (code, r, _) = post(
+            ctl,
+            "/ingest/lines",
+            probe.join("\n").into_bytes(),
+            &[BEARER],
+        )
+        .await;
+        if code == 200 && !probe.is_empty() && r["healthy"].as_u64() == Some(probe.len() as u64) {
+            return probe.len() as i64;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lines to {dst} are never attributed: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 async fn post(
     ctl: &Controller,
     path: &str,
@@ -181,6 +206,8 @@ async fn unmatched_flows_from_webhook_and_syslog_reach_the_right_policy_and_hold
     env.apply(&policy(&env, "beta", "shop-app-", "wave-m"));
     wait_monitoring(&env, "alpha");
     wait_monitoring(&env, "beta");
+    let probed = wait_attributed(&env, &ctl, "10.1.0.11").await;
+    wait_attributed(&env, &ctl, "10.1.1.21").await;
 
     // alpha: an unmatched flow (8080 has no rule) and a healthy one (443), via Log Insight.
     let unmatched = flow_lines(&env, "10.0.0.10", "10.1.0.11", 8080).await;
@@ -219,7 +246,7 @@ async fn unmatched_flows_from_webhook_and_syslog_reach_the_right_policy_and_hold
         || unmatched_total(&env, "alpha") == 2 && unmatched_total(&env, "beta") == 3,
     );
     let m = monitor(&env, "alpha");
-    assert_eq!(m["healthyTotal"], 1);
+    assert_eq!(m["healthyTotal"], 1 + probed);
     assert_eq!(m["openAlerts"], 1);
     let flow = &m["flows"][0];
     assert_eq!(
@@ -313,6 +340,7 @@ async fn dropped_unmatched_flows_above_the_threshold_roll_enforcement_back() {
     ));
     env.apply(&policy(&env, "alpha", "shop-web-", "wave-r"));
     env.wait_phase("alpha", "Enforcing", Duration::from_secs(60));
+    wait_attributed(&env, &ctl, "10.1.0.11").await;
 
     // Two drops: under the threshold.
     for port in [8080, 8081] {
@@ -384,6 +412,7 @@ async fn a_controller_killed_mid_stream_loses_no_acknowledged_batch() {
     env.apply(&env.window("wave-k", 0, 2, 3600, 7200, "3s"));
     env.apply(&policy(&env, "alpha", "shop-web-", "wave-k"));
     wait_monitoring(&env, "alpha");
+    wait_attributed(&env, &ctl, "10.1.0.11").await;
     let http = ctl.http;
     let template = flow_lines(&env, "10.0.0.10", "10.1.0.11", 8080)
         .await
@@ -480,6 +509,8 @@ async fn bad_input_gets_a_clear_answer_and_loses_nothing_already_accepted() {
     let line = flow_lines(&env, "10.0.0.10", "10.1.0.11", 8080)
         .await
         .remove(0);
+
+    wait_attributed(&env, &ctl, "10.1.0.11").await;
 
     // Accepted first: 3 lines, signed with the HMAC key instead of the token.
     let body = [line.as_str(), line.as_str(), line.as_str()].join("\n");

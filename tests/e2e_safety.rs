@@ -365,6 +365,20 @@ async fn no_drop_without_evidence_and_no_object_takes_the_brakes_away() {
         "logged: true",
         "logged: true\n      description: edited after the approval",
     ));
+    // The controller attributes the feeder's lines to them (its policy store follows the API
+    // server a moment later than kubectl does).
+    for c in [&ALERTS, &OVERFLOW] {
+        env.eventually(
+            &format!("{}'s lines are attributed", c.name),
+            Duration::from_secs(20),
+            || {
+                env.policy(c.name)["status"]["monitor"]["healthyTotal"]
+                    .as_i64()
+                    .unwrap_or(0)
+                    > 0
+            },
+        );
+    }
     // One unmatched flow for `alerts`; two distinct ones for `overflow` (one fits, one
     // overflows), then the visible one is acknowledged and only the overflow stays open.
     ingest(http, &lines(&env, ALERTS.ip, 8080).await).await;
