@@ -237,18 +237,13 @@ YAML
 # reachable from here; an unreachable owner would hold enforcement, which is the point).
 sed "s#https://chat.example.com/hooks/orders#http://127.0.0.1:$HOOK_PORT/hooks/orders#" deploy/examples/11-app.yaml > "$WORK/manifests/11-app.yaml"
 # Evidence needs DFW lines of the application: lines on its catch-all (unmatched flows) or on
-# its logged rules. web (ssh-from-bastion) and db (from-backup) log a rule already; app and dns
-# log none, so a complete policy of theirs would yield no line at all and stay blind. The demo
-# logs their main allow rule.
-sed '/- name: from-web$/a\      logged: true' "$WORK/manifests/11-app.yaml" > "$WORK/manifests/11-app.logged.yaml"
-sed '/- name: queries$/a\      logged: true' deploy/examples/20-dns.yaml > "$WORK/manifests/20-dns.yaml"
-mv "$WORK/manifests/11-app.logged.yaml" "$WORK/manifests/11-app.yaml"
+# its logged rules. Every example logs one rule that carries everyday traffic.
 kubectl apply -f deploy/examples/10-web.yaml -f "$WORK/manifests/11-app.yaml" -f deploy/examples/12-db.yaml \
-  -f "$WORK/manifests/20-dns.yaml" >/dev/null
+  -f deploy/examples/20-dns.yaml >/dev/null
 say "wave-1 (web, app, db): notice $T1, monitor $T2, enforce $T3, clean-up $T4"
 echo "wave-critical (dns, needs approval): notice $C1, monitor $C2, enforce $C3"
 echo "gates: DFW lines of the application itself (Blind), no open alert (OpenAlerts), 15s without an unmatched flow (QuietPeriod)"
-echo "app and dns log their main allow rule in this demo (logged: true): without logged rules a complete policy yields no DFW line"
+echo "each application logs one everyday rule (logged: true): without a logged rule a complete policy yields no DFW line"
 
 say "monitor mode: the simulator's DFW lines every 2s, by turns over syslog (as ESXi sends them), the Log Insight webhook and /ingest/lines (log: $WORK/feed.log)"
 python3 "$WORK/dfw.py" loop "$WORK/traffic.json" >"$WORK/feed.log" 2>&1 &
