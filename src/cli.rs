@@ -102,6 +102,9 @@ pub enum Command {
         /// How many unparsed lines to quote in the summary.
         #[arg(long, default_value_t = 10)]
         samples: usize,
+        /// The receipt time given to lines without a timestamp (RFC 3339; default: now).
+        #[arg(long)]
+        received_at: Option<String>,
     },
 }
 
@@ -271,15 +274,10 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
             runtime.block_on(crate::nsxsim::run_config(&args.sim, config))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::ParseLog { samples } => {
-            let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
-            crate::monitor::parse_log_cli(stdin.lock(), stdout.lock(), stderr.lock(), samples)
-                .map_err(|source| Error::Io {
-                    path: PathBuf::from("-"),
-                    source,
-                })?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::ParseLog {
+            samples,
+            received_at,
+        } => parse_log(samples, received_at.as_deref()),
     }
 }
 
@@ -318,6 +316,30 @@ pub fn read_manifests(
         );
     }
     Ok(out)
+}
+
+fn parse_log(samples: usize, received_at: Option<&str>) -> Result<ExitCode, Error> {
+    let received = match received_at {
+        Some(at) => at.parse().map_err(|e| Error::Flag {
+            flag: "--received-at",
+            reason: format!("{at:?} is not an RFC 3339 instant: {e}"),
+        })?,
+        None => k8s_openapi::jiff::Timestamp::now(),
+    };
+    let io = |source| Error::Io {
+        path: PathBuf::from("-"),
+        source,
+    };
+    let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
+    crate::monitor::parse_log_cli(
+        stdin.lock(),
+        stdout.lock(),
+        stderr.lock(),
+        samples,
+        received,
+    )
+    .map_err(io)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn plan(args: &PlanArgs) -> Result<ExitCode, Error> {

@@ -6,6 +6,11 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 fn run(input: &[u8], args: &[&str]) -> (String, String, bool) {
+    let (stdout, stderr, code) = run_code(input, args);
+    (stdout, stderr, code == Some(0))
+}
+
+fn run_code(input: &[u8], args: &[&str]) -> (String, String, Option<i32>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_microseg"))
         .arg("parse-log")
         .args(args)
@@ -19,8 +24,15 @@ fn run(input: &[u8], args: &[&str]) -> (String, String, bool) {
     (
         String::from_utf8(out.stdout).unwrap(),
         String::from_utf8(out.stderr).unwrap(),
-        out.status.success(),
+        out.status.code(),
     )
+}
+
+fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 #[test]
@@ -44,6 +56,8 @@ fn parse_log_writes_json_per_line_and_summarises_unparsed_lines() {
 
     let r = &records[0];
     assert_eq!(r["timestamp"], "2024-05-02T10:15:31.204Z");
+    assert_eq!(r["time"], "2024-05-02T10:15:31.204Z");
+    assert_eq!(r["time_source"], "syslog_header");
     assert_eq!(r["host"], "esx01.lab.local");
     assert_eq!(r["syslog"]["format"], "rfc3164");
     assert_eq!(r["syslog"]["app"], "dfwpktlogs");
@@ -120,4 +134,36 @@ fn parse_log_samples_are_bounded_but_every_line_is_counted() {
         "{stderr}"
     );
     assert_eq!(stderr.matches("  line ").count(), 3, "{stderr}");
+}
+
+#[test]
+fn parse_log_reads_message_bodies_with_the_receipt_time() {
+    // §9 bodies alone (forwarded example; TERM/tag example without filter hash), and a
+    // documented line with its own timestamp.
+    let input = "2d4b6e2d INET match DROP 3084 IN 60 TCP 10.10.10.5/51204->10.10.20.5/3389 S web-deny\n\
+                 INET TERM PASS 5096 OUT TCP RST 192.0.2.11/60517->192.0.2.10/443 9/8 1461/4677 DR-Allow\n\
+                 2018-07-03T19:44:09.749Z b6507827 INET match PASS mainrs/1024 IN 52 TCP 192.168.4.3/49627->192.168.4.4/49153 SEW\n";
+    let (stdout, stderr, ok) = run(input.as_bytes(), &["--received-at", "2026-01-02T03:04:05Z"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("3 lines read, 3 parsed, 0 unparsed"),
+        "{stderr}"
+    );
+    let r = json_lines(&stdout);
+    assert_eq!(r.len(), 3, "{stdout}");
+    assert_eq!(r[0]["timestamp"], serde_json::Value::Null);
+    assert_eq!(r[0]["time"], "2026-01-02T03:04:05Z");
+    assert_eq!(r[0]["time_source"], "receipt");
+    assert_eq!(r[0]["filter_hash"], "2d4b6e2d");
+    assert_eq!(r[0]["rule_tag"], "web-deny");
+    assert_eq!(r[1]["filter_hash"], serde_json::Value::Null);
+    assert_eq!(r[1]["reason"], "TERM");
+    assert_eq!(r[1]["time_source"], "receipt");
+    assert_eq!(r[2]["time"], "2018-07-03T19:44:09.749Z");
+    assert_eq!(r[2]["time_source"], "line");
+
+    // A wrong --received-at is a usage error.
+    let (_, stderr, code) = run_code(b"", &["--received-at", "yesterday"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("--received-at"), "{stderr}");
 }

@@ -9,6 +9,11 @@
 //! either `vmw_nsxt_firewall_protocol` or `vmw_nsx_firewall_protocol`); otherwise an
 //! [`Entry::Unusable`] saying why. Nothing is dropped silently.
 //!
+//! **Time.** A `text` with a timestamp of its own keeps it; the message body alone (Log Insight
+//! may hold just `2d4b6e2d INET match ...`) takes the message's `timestamp` (epoch ms; `0` or
+//! absent means none), else the receipt time the caller passes to [`Alert::entries`]. The record
+//! says which ([`TimeSource`](super::parse::TimeSource)).
+//!
 //! It must not do IO or read the clock; the HTTP endpoint, authentication and aggregation are
 //! elsewhere. Errors name the JSON field (`messages[2].fields[0].name: expected a string`).
 
@@ -16,7 +21,9 @@ use std::net::IpAddr;
 
 use serde_json::Value;
 
-use super::parse::{Action, LogRecord, ParseError, Protocol, parse_line};
+use super::parse::{
+    Action, Arrival, LogRecord, ParseError, Protocol, TimeSource, is_dfw_line, parse_line_with,
+};
 
 /// Content-pack field: action (`PASS`, `DROP`, `REJECT`; `ALLOW` accepted).
 pub const FIELD_ACTION: &str = "vmw_nsxt_firewall_action";
@@ -103,13 +110,21 @@ pub struct Message {
     pub at: String,
     /// The raw log text, when present.
     pub text: Option<String>,
-    /// Epoch milliseconds, when present.
+    /// Epoch milliseconds as sent (`0` means none; see [`Message::time`]).
     pub timestamp_ms: Option<i64>,
     /// `fields[{name, content}]`, in order.
     pub fields: Vec<(String, String)>,
 }
 
 impl Message {
+    /// The message's time: `timestamp` in epoch milliseconds, `None` when absent, `0` (Log Insight
+    /// sends it for "no time"), negative or out of range.
+    pub fn time(&self) -> Option<jiff::Timestamp> {
+        self.timestamp_ms
+            .filter(|ms| *ms > 0)
+            .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+    }
+
     fn field(&self, name: &str) -> Option<&str> {
         self.fields
             .iter()
@@ -143,16 +158,17 @@ impl Alert {
         self.shape == Shape::Legacy && self.messages.is_empty() && self.num_hits.unwrap_or(0) == 0
     }
 
-    /// One entry per message: a parsed line, a field record, or why neither.
-    pub fn entries(&self) -> impl Iterator<Item = Entry<'_>> {
-        self.messages.iter().map(entry)
+    /// One entry per message: a parsed line, a field record, or why neither. A line without a
+    /// timestamp takes the message's (`timestamp`), else `received`.
+    pub fn entries(&self, received: jiff::Timestamp) -> impl Iterator<Item = Entry<'_>> {
+        self.messages.iter().map(move |m| entry(m, received))
     }
 }
 
 /// A flow record built from content-pack fields when the text is missing or unparseable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FieldRecord<'a> {
-    /// From the message's epoch-ms `timestamp`.
+    /// From the message's epoch-ms `timestamp` ([`Message::time`]); `None`: use the receipt time.
     pub time: Option<jiff::Timestamp>,
     /// `hostname`.
     pub host: Option<&'a str>,
@@ -170,6 +186,16 @@ pub struct FieldRecord<'a> {
     pub dst_port: Option<u16>,
     /// `vmw_nsxt_firewall_protocol` or `vmw_nsx_firewall_protocol`.
     pub protocol: Option<Protocol>,
+}
+
+impl FieldRecord<'_> {
+    /// Where the time comes from: the envelope (the message's `timestamp`), else receipt.
+    pub const fn time_source(&self) -> TimeSource {
+        match self.time {
+            Some(_) => TimeSource::Envelope,
+            None => TimeSource::Receipt,
+        }
+    }
 }
 
 /// What one message yielded.
@@ -200,9 +226,10 @@ pub enum Entry<'a> {
     },
 }
 
-fn entry(m: &Message) -> Entry<'_> {
+fn entry(m: &Message, received: jiff::Timestamp) -> Entry<'_> {
+    let arrival = Arrival::received(received).with_envelope(m.time());
     let text_error = match m.text.as_deref() {
-        Some(t) => match parse_line(t) {
+        Some(t) => match parse_line_with(t, arrival) {
             Ok(record) => {
                 return Entry::Line { at: &m.at, record };
             }
@@ -284,9 +311,7 @@ fn field_record(m: &Message) -> Result<FieldRecord<'_>, String> {
         })
         .transpose()?;
     Ok(FieldRecord {
-        time: m
-            .timestamp_ms
-            .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok()),
+        time: m.time(),
         host: m.field(FIELD_HOSTNAME),
         action,
         rule_id,
@@ -552,7 +577,7 @@ fn walk(
             let lines = s.lines().filter(|l| !l.trim().is_empty());
             let many = s.lines().filter(|l| !l.trim().is_empty()).nth(1).is_some();
             for (n, line) in lines.enumerate() {
-                if text_key || parse_line(line).is_ok() {
+                if text_key || is_dfw_line(line) {
                     out.push(Message {
                         at: if many {
                             format!("{at}#{n}")

@@ -25,7 +25,7 @@ use std::io::{self, BufRead, Write};
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
 
-pub use parse::{LogRecord, ParseError, parse_line};
+pub use parse::{Arrival, LogRecord, ParseError, TimeSource, parse_line, parse_line_with};
 
 /// Longest part of an unparsed line quoted in the summary.
 pub const SAMPLE_LINE_MAX: usize = 300;
@@ -83,7 +83,9 @@ impl Serialize for parse::SyslogHeader<'_> {
 impl Serialize for LogRecord<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(None)?;
-        m.serialize_entry("timestamp", self.timestamp)?;
+        m.serialize_entry("timestamp", &self.timestamp)?;
+        m.serialize_entry("time", &Rfc3339(self.time))?;
+        m.serialize_entry("time_source", self.time_source.as_str())?;
         m.serialize_entry("host", &self.host())?;
         m.serialize_entry("syslog", &self.syslog)?;
         m.serialize_entry("filter_hash", &self.filter_hash)?;
@@ -110,6 +112,15 @@ impl Serialize for LogRecord<'_> {
         m.serialize_entry("extras", &self.extras)?;
         m.serialize_entry("rule_tag", &self.rule_tag)?;
         m.end()
+    }
+}
+
+/// An instant as RFC 3339 text (`2024-05-02T10:15:31.204Z`).
+struct Rfc3339(jiff::Timestamp);
+
+impl Serialize for Rfc3339 {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
     }
 }
 
@@ -205,12 +216,14 @@ impl ParseSummary {
 
 /// `microseg parse-log`: reads DFW log lines from `input`, writes one JSON object per parsed line
 /// to `out`, and the summary (counts and up to `max_samples` unparsed lines with their reasons)
-/// to `err`. Returns the summary.
+/// to `err`. A line without a timestamp (the message body alone) takes `received`, the time the
+/// command read it (`time_source: "receipt"`). Returns the summary.
 pub fn parse_log_cli(
     mut input: impl BufRead,
     out: impl Write,
     mut err: impl Write,
     max_samples: usize,
+    received: jiff::Timestamp,
 ) -> io::Result<ParseSummary> {
     let mut out = io::BufWriter::with_capacity(1 << 16, out);
     let mut summary = ParseSummary::default();
@@ -238,7 +251,7 @@ pub fn parse_log_cli(
             summary.blank += 1;
             continue;
         }
-        match parse_line(line) {
+        match parse_line_with(line, Arrival::received(received)) {
             Ok(record) => {
                 serde_json::to_writer(&mut out, &record).map_err(io::Error::other)?;
                 out.write_all(b"\n")?;
@@ -296,7 +309,8 @@ mod tests {
         let input = "x\n\n2018-07-03T19:44:09.749Z b6507827 INET match PASS 1 IN 52 UDP 1.1.1.1/1->1.1.1.2/2\ny\nz\n";
         let mut out = Vec::new();
         let mut err = Vec::new();
-        let s = parse_log_cli(input.as_bytes(), &mut out, &mut err, 2).unwrap();
+        let now = jiff::Timestamp::UNIX_EPOCH;
+        let s = parse_log_cli(input.as_bytes(), &mut out, &mut err, 2, now).unwrap();
         assert_eq!((s.read, s.parsed, s.blank, s.unparsed), (5, 1, 1, 3));
         assert_eq!(s.samples.len(), 2);
         assert_eq!(s.unparsed_by_field.get("timestamp"), Some(&3));

@@ -44,8 +44,8 @@ use tracing::{info, warn};
 use crate::api::SegmentationPolicy;
 use crate::monitor::aggregate::{Delta, Index, Observation, PolicyKey, hex12};
 use crate::monitor::loginsight::{self, Entry};
-use crate::monitor::parse_line;
 use crate::monitor::recorder::Recorder;
+use crate::monitor::{Arrival, parse_line_with};
 use crate::plan::Identity;
 
 /// Header carrying the HMAC signature.
@@ -341,7 +341,8 @@ impl<'a> Collector<'a> {
             .add(o, &a.role, self.now);
     }
 
-    /// One line of text (syslog framing allowed); blank lines are skipped.
+    /// One line of text (syslog framing allowed; without a timestamp it takes the receipt time);
+    /// blank lines are skipped.
     fn line(&mut self, at: impl FnOnce() -> String, raw: &[u8]) {
         let Ok(text) = std::str::from_utf8(raw) else {
             self.report.lines += 1;
@@ -353,7 +354,7 @@ impl<'a> Collector<'a> {
             return;
         }
         self.report.lines += 1;
-        match parse_line(text) {
+        match parse_line_with(text, Arrival::received(self.now)) {
             Ok(r) => self.observe(&Observation::from(&r)),
             Err(e) => {
                 let token = e.token(text);
@@ -572,7 +573,7 @@ async fn loginsight_batch(ingest: &Ingest, body: &[u8], key: String) -> Response
     }
     let index = ingest.index();
     let mut c = Collector::new(&index);
-    for entry in alert.entries() {
+    for entry in alert.entries(c.now) {
         c.report.lines += 1;
         match entry {
             Entry::Line { record, .. } => c.observe(&Observation::from(&record)),
