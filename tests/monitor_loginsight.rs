@@ -1,16 +1,31 @@
 //! Log Insight alert webhook payloads (`nsx-policy-api.md` §10): the legacy shape, the test
-//! alert, content-pack fields under both protocol names, the message body alone and where its
-//! time comes from, the user-defined shape, and bad JSON; message bodies on the lines endpoint.
+//! alert, system notifications, misrouted and aggregate-query alerts, content-pack fields under
+//! both protocol names, the message body alone and where its time comes from, the user-defined
+//! shape, and bad JSON; and what the webhook endpoint answers each (2xx or 4xx, never 5xx).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::IpAddr;
 use std::time::Duration;
 
-use microseg::monitor::loginsight::{Entry, Error, FieldRecord, Shape, parse_payload};
+use microseg::monitor::loginsight::{
+    Disposition, Entry, Error, FieldRecord, Kind, Shape, parse_payload,
+};
 use microseg::monitor::parse::{Action, Protocol, Reason, TimeSource};
 
 /// The §10 example, verbatim.
 const DFW_DROP: &str = include_str!("fixtures/monitor/loginsight-dfw-drop.json");
+/// §10 "Send Test Alert" (`messages: []`, `Url: null`, `EditUrl: null`, `NumHits: 0`; the shape of
+/// S9 `webhook-shims` `payloadLI_test`), with the §10 example's names.
+const TEST_ALERT: &str = include_str!("fixtures/monitor/loginsight-test-alert.json");
+/// §10 system notification (no `AlertType`, `AlertName` verbatim from §10, `messages` of
+/// `{text, timestamp, fields: []}`; S9 `payloadLI_sys`); the text is made up.
+const SYSTEM_NOTIFICATION: &str =
+    include_str!("fixtures/monitor/loginsight-system-notification.json");
+/// §10 message-query shape whose query selects vCenter events, not DFW packet logs (made up).
+const MISROUTED: &str = include_str!("fixtures/monitor/loginsight-misrouted.json");
+/// §10 aggregate-query shape (`AlertType: 2`, rows of `fields` only; S9 `payloadLI_AQ`), grouped
+/// by host without DFW content-pack fields (made up).
+const AGGREGATE: &str = include_str!("fixtures/monitor/loginsight-aggregate.json");
 /// §10 message-query shape whose `text` is the §9 message body alone: with the message's
 /// `timestamp`, with `timestamp: 0` (none), and a full §9 forwarded line for contrast.
 const DFW_BODIES: &str = include_str!("fixtures/monitor/loginsight-dfw-bodies.json");
@@ -244,6 +259,111 @@ fn user_defined_payload_yields_lines_from_text_like_fields() {
 }
 
 #[test]
+fn send_test_alert_is_acknowledged_with_nothing_to_record() {
+    let alert = parse_payload(TEST_ALERT.as_bytes()).unwrap();
+    assert_eq!(alert.kind(), Kind::TestAlert);
+    assert!(alert.is_test());
+    let entries: Vec<_> = alert.entries(received()).collect();
+    assert!(entries.is_empty());
+    let d = alert.disposition(&entries);
+    assert_eq!(d.status(), 200);
+    let Disposition::Acknowledge { note } = d else {
+        panic!("{d:?}");
+    };
+    assert!(note.contains("test alert"), "{note}");
+    assert!(note.contains("NSX-T DFW - Dropped traffic"), "{note}");
+}
+
+#[test]
+fn system_notification_is_acknowledged_and_its_text_is_not_a_flow() {
+    let alert = parse_payload(SYSTEM_NOTIFICATION.as_bytes()).unwrap();
+    assert_eq!(alert.kind(), Kind::SystemNotification);
+    assert!(!alert.is_test());
+    let entries: Vec<_> = alert.entries(received()).collect();
+    assert!(matches!(entries.as_slice(), [Entry::Unusable { .. }]));
+    let d = alert.disposition(&entries);
+    assert_eq!(d.status(), 200);
+    let Disposition::Acknowledge { note } = d else {
+        panic!("{d:?}");
+    };
+    assert!(note.contains("system notification"), "{note}");
+    assert!(
+        note.contains("Worker node has returned to service"),
+        "{note}"
+    );
+}
+
+#[test]
+fn a_system_notification_or_aggregate_row_with_dfw_content_is_still_recorded() {
+    // Nothing DFW is dropped, whatever the kind.
+    let line =
+        "2d4b6e2d INET match DROP 3084 IN 60 TCP 10.10.10.5/51204->10.10.20.5/3389 S web-deny";
+    let body = serde_json::json!({
+        "AlertName": "relay", "messages": [{"text": line, "timestamp": 0, "fields": []}]
+    });
+    let alert = parse_payload(body.to_string().as_bytes()).unwrap();
+    assert_eq!(alert.kind(), Kind::SystemNotification);
+    let entries: Vec<_> = alert.entries(received()).collect();
+    assert_eq!(alert.disposition(&entries), Disposition::Record);
+
+    let body = serde_json::json!({
+        "AlertType": 2, "AlertName": "drops per rule", "SearchPeriod": 300000,
+        "messages": [{"fields": [
+            {"name": "vmw_nsxt_firewall_ruleid", "content": "3084"},
+            {"name": "count", "content": "17"}
+        ]}],
+        "NumHits": 1
+    });
+    let alert = parse_payload(body.to_string().as_bytes()).unwrap();
+    assert_eq!(alert.kind(), Kind::AggregateQuery);
+    let entries: Vec<_> = alert.entries(received()).collect();
+    let [Entry::Fields { record, .. }] = entries.as_slice() else {
+        panic!("{entries:?}");
+    };
+    assert_eq!(record.rule_id, 3084);
+    assert_eq!(record.time_source(), TimeSource::Receipt);
+    assert_eq!(alert.disposition(&entries), Disposition::Record);
+}
+
+#[test]
+fn an_alert_whose_messages_are_not_dfw_lines_is_refused_saying_what_to_change() {
+    let alert = parse_payload(MISROUTED.as_bytes()).unwrap();
+    assert_eq!(alert.kind(), Kind::MessageQuery);
+    let entries: Vec<_> = alert.entries(received()).collect();
+    assert_eq!(entries.len(), 2);
+    assert!(entries.iter().all(|e| matches!(e, Entry::Unusable { .. })));
+    let d = alert.disposition(&entries);
+    assert_eq!(d.status(), 422);
+    let Disposition::Refuse { error } = d else {
+        panic!("{d:?}");
+    };
+    for want in [
+        "vCenter - failed logins",
+        "none of its 2 messages",
+        "does not select DFW packet logs",
+    ] {
+        assert!(error.contains(want), "{error} does not say {want:?}");
+    }
+}
+
+#[test]
+fn an_aggregate_query_alert_without_dfw_fields_is_refused() {
+    let alert = parse_payload(AGGREGATE.as_bytes()).unwrap();
+    assert_eq!(alert.kind(), Kind::AggregateQuery);
+    let entries: Vec<_> = alert.entries(received()).collect();
+    let d = alert.disposition(&entries);
+    assert_eq!(d.status(), 422);
+    let Disposition::Refuse { error } = d else {
+        panic!("{d:?}");
+    };
+    assert!(
+        error.contains("aggregate-query alert (AlertType 2)"),
+        "{error}"
+    );
+    assert!(error.contains("message-query alert"), "{error}");
+}
+
+#[test]
 fn message_bodies_take_the_message_timestamp_else_the_receipt_time() {
     let alert = parse_payload(DFW_BODIES.as_bytes()).unwrap();
     let entries: Vec<_> = alert.entries(received()).collect();
@@ -276,6 +396,7 @@ fn message_bodies_take_the_message_timestamp_else_the_receipt_time() {
             TimeSource::SyslogHeader
         )
     );
+    assert_eq!(alert.disposition(&entries), Disposition::Record);
 }
 
 #[test]
@@ -388,6 +509,72 @@ mod endpoint {
             url,
             task,
             _writer: writer,
+        }
+    }
+
+    async fn post(server: &Server, body: &str) -> (u16, serde_json::Value) {
+        let resp = reqwest::Client::new()
+            .post(&server.url)
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        let code = resp.status().as_u16();
+        (code, resp.json().await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn each_reference_shape_gets_2xx_or_a_4xx_that_says_why() {
+        let server = serve().await;
+        // (what, body, status, a field of the answer that must say something, what)
+        let cases: &[(&str, &str, u16, &str, &str)] = &[
+            ("test alert", TEST_ALERT, 200, "note", "test alert"),
+            (
+                "system notification",
+                SYSTEM_NOTIFICATION,
+                200,
+                "note",
+                "system notification",
+            ),
+            (
+                "misrouted query",
+                MISROUTED,
+                422,
+                "error",
+                "does not select DFW packet logs",
+            ),
+            (
+                "aggregate query",
+                AGGREGATE,
+                422,
+                "error",
+                "aggregate-query alert",
+            ),
+            ("bad JSON", "{\"messages\": [", 400, "error", "not JSON"),
+        ];
+        for (what, body, status, key, says) in cases {
+            let (code, answer) = post(&server, body).await;
+            assert_eq!(code, *status, "{what}: {answer}");
+            let said = answer[key].as_str().unwrap_or_default();
+            assert!(
+                said.contains(says),
+                "{what}: {answer} does not say {says:?}"
+            );
+        }
+        // The misrouted query's answer still names each message and why.
+        let (_, answer) = post(&server, MISROUTED).await;
+        assert_eq!(answer["unparsed"], 2, "{answer}");
+        assert_eq!(answer["errors"][0]["at"], "messages[0]", "{answer}");
+        // DFW alerts (with a timestamp, and bodies alone) are delivered: no application knows the
+        // rules here, so they are counted as unattributed.
+        for body in [DFW_DROP, DFW_BODIES] {
+            let (code, answer) = post(&server, body).await;
+            assert_eq!(code, 200, "{answer}");
+            assert_eq!(answer["unparsed"], 0, "{answer}");
+            assert_eq!(answer["unattributed"], answer["lines"], "{answer}");
+            assert!(answer.get("error").is_none(), "{answer}");
         }
     }
 

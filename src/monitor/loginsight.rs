@@ -14,6 +14,13 @@
 //! absent means none), else the receipt time the caller passes to [`Alert::entries`]. The record
 //! says which ([`TimeSource`](super::parse::TimeSource)).
 //!
+//! **What an alert is** ([`Alert::kind`]) and **what to do with it** ([`Alert::disposition`]): the
+//! UI's "Send Test Alert" and Log Insight system notifications are acknowledged with nothing to
+//! record; an alert with at least one usable message is recorded; an alert none of whose
+//! messages is usable (a query that does not select DFW packet logs, an aggregate query) is
+//! refused with a message saying what to change. The webhook endpoint and `microseg parse-log
+//! --format loginsight` both follow it.
+//!
 //! It must not do IO or read the clock; the HTTP endpoint, authentication and aggregation are
 //! elsewhere. Errors name the JSON field (`messages[2].fields[0].name: expected a string`).
 
@@ -142,6 +149,8 @@ pub struct Alert {
     pub name: Option<String>,
     /// `AlertType`: 1 message query, 2 aggregate query, absent for system notifications.
     pub alert_type: Option<i64>,
+    /// `SearchPeriod` in milliseconds (every query alert has one; system notifications do not).
+    pub search_period_ms: Option<i64>,
     /// `NumHits` (may exceed the number of messages).
     pub num_hits: Option<u64>,
     /// `HasMoreResults`.
@@ -152,16 +161,140 @@ pub struct Alert {
     pub messages: Vec<Message>,
 }
 
+/// What kind of payload an alert is (`nsx-policy-api.md` §10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The UI's "Send Test Alert": a query alert with `messages: []` and `NumHits: 0`.
+    TestAlert,
+    /// A Log Insight system notification (`AlertName` and `messages` only; no `AlertType`, no
+    /// `SearchPeriod`), e.g. " Admin Alert: Worker node has returned to service".
+    SystemNotification,
+    /// A message-query alert (`AlertType` 1, or another value): one message per log event.
+    MessageQuery,
+    /// An aggregate-query alert (`AlertType` 2): rows of group-by `fields`, no log text.
+    AggregateQuery,
+    /// A templated (user-defined) payload of Aria Operations for Logs.
+    UserDefined,
+}
+
+impl Kind {
+    /// Stable snake_case name (logs, `parse-log`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Kind::TestAlert => "test_alert",
+            Kind::SystemNotification => "system_notification",
+            Kind::MessageQuery => "message_query",
+            Kind::AggregateQuery => "aggregate_query",
+            Kind::UserDefined => "user_defined",
+        }
+    }
+}
+
+/// What microseg does with an alert as a whole; the webhook's answer follows from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// Nothing to record, and nothing wrong: answered 200 with this note (a test alert, a system
+    /// notification, an alert without messages).
+    Acknowledge {
+        /// What was received and why nothing is recorded.
+        note: String,
+    },
+    /// At least one message is usable: record (answered 200 once recorded; unusable messages are
+    /// counted as unparsed and quoted).
+    Record,
+    /// No message is usable: the alert is not about DFW packet logs. Answered 422 with this
+    /// error, which says what to change in Log Insight.
+    Refuse {
+        /// Why, naming the alert and the fix.
+        error: String,
+    },
+}
+
+impl Disposition {
+    /// The HTTP status the webhook answers with (`Record`: once recorded; rate limits and the
+    /// status write can still answer 413, 429 or 503).
+    pub const fn status(&self) -> u16 {
+        match self {
+            Disposition::Acknowledge { .. } | Disposition::Record => 200,
+            Disposition::Refuse { .. } => 422,
+        }
+    }
+}
+
 impl Alert {
+    /// What kind of payload this is. A legacy payload without `AlertType` and `SearchPeriod` is a
+    /// system notification; a legacy payload without messages and hits is a test alert.
+    pub fn kind(&self) -> Kind {
+        match self.shape {
+            Shape::UserDefined => Kind::UserDefined,
+            Shape::Legacy if self.alert_type.is_none() && self.search_period_ms.is_none() => {
+                Kind::SystemNotification
+            }
+            Shape::Legacy if self.messages.is_empty() && self.num_hits.unwrap_or(0) == 0 => {
+                Kind::TestAlert
+            }
+            Shape::Legacy if self.alert_type == Some(2) => Kind::AggregateQuery,
+            Shape::Legacy => Kind::MessageQuery,
+        }
+    }
+
     /// A UI "test alert": legacy shape, no messages, no hits.
     pub fn is_test(&self) -> bool {
-        self.shape == Shape::Legacy && self.messages.is_empty() && self.num_hits.unwrap_or(0) == 0
+        self.kind() == Kind::TestAlert
     }
 
     /// One entry per message: a parsed line, a field record, or why neither. A line without a
     /// timestamp takes the message's (`timestamp`), else `received`.
     pub fn entries(&self, received: jiff::Timestamp) -> impl Iterator<Item = Entry<'_>> {
         self.messages.iter().map(move |m| entry(m, received))
+    }
+
+    /// What to do with this alert, given its [`entries`](Alert::entries). Usable messages are
+    /// always recorded, whatever the kind: nothing DFW is dropped.
+    pub fn disposition(&self, entries: &[Entry<'_>]) -> Disposition {
+        let name = self.name.as_deref().unwrap_or("").trim();
+        let usable = entries.iter().any(|e| !matches!(e, Entry::Unusable { .. }));
+        if usable {
+            return Disposition::Record;
+        }
+        let kind = self.kind();
+        match kind {
+            Kind::TestAlert => Disposition::Acknowledge {
+                note: format!(
+                    "Log Insight test alert {name:?} received: the webhook URL and credentials \
+                     work; nothing to record"
+                ),
+            },
+            Kind::SystemNotification => Disposition::Acknowledge {
+                note: format!(
+                    "Log Insight system notification {name:?} received: not a DFW alert, nothing \
+                     recorded"
+                ),
+            },
+            _ if entries.is_empty() => Disposition::Acknowledge {
+                note: format!(
+                    "alert {name:?} carries no messages (NumHits {}): nothing to record",
+                    self.num_hits.unwrap_or(0)
+                ),
+            },
+            Kind::AggregateQuery => Disposition::Refuse {
+                error: format!(
+                    "alert {name:?} is an aggregate-query alert (AlertType 2): its {} rows are \
+                     group-by results, and none has the NSX content-pack field {FIELD_RULE_ID}; \
+                     microseg needs a message-query alert over DFW packet logs",
+                    entries.len()
+                ),
+            },
+            Kind::MessageQuery | Kind::UserDefined => Disposition::Refuse {
+                error: format!(
+                    "alert {name:?}: none of its {} messages is a DFW packet-log line or carries \
+                     the NSX content-pack field {FIELD_RULE_ID}; the alert's query does not \
+                     select DFW packet logs (appname dfwpktlogs or FIREWALL-PKTLOG, text \
+                     \"INET match\"): point it at them, or remove microseg's webhook from it",
+                    entries.len()
+                ),
+            },
+        }
     }
 }
 
@@ -452,6 +585,10 @@ fn legacy(obj: &serde_json::Map<String, Value>) -> Result<Alert, Error> {
         shape: Shape::Legacy,
         name: opt_str(obj, "AlertName", "")?,
         alert_type: opt_int(obj, "AlertType", "")?,
+        // Read leniently: it only tells a query alert from a system notification.
+        search_period_ms: obj
+            .get("SearchPeriod")
+            .and_then(|v| v.as_i64().or_else(|| v.as_f64().map(|f| f as i64))),
         num_hits,
         has_more_results,
         url: opt_str(obj, "Url", "")?,
@@ -542,6 +679,7 @@ fn user_defined(obj: &serde_json::Map<String, Value>) -> Result<Alert, Error> {
         shape: Shape::UserDefined,
         name,
         alert_type: None,
+        search_period_ms: None,
         num_hits: None,
         has_more_results: None,
         url: match obj.get("resultsUrl") {

@@ -43,7 +43,7 @@ use tracing::{info, warn};
 
 use crate::api::SegmentationPolicy;
 use crate::monitor::aggregate::{Delta, Index, Observation, PolicyKey, hex12};
-use crate::monitor::loginsight::{self, Entry};
+use crate::monitor::loginsight::{self, Disposition, Entry};
 use crate::monitor::recorder::Recorder;
 use crate::monitor::{Arrival, parse_line_with};
 use crate::plan::Identity;
@@ -183,6 +183,10 @@ pub struct Report {
     /// Why the batch was refused, when it was.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Why nothing was recorded though nothing was wrong (a Log Insight test alert or system
+    /// notification).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// Why one line was not used.
@@ -567,13 +571,23 @@ async fn loginsight_batch(ingest: &Ingest, body: &[u8], key: String) -> Response
         Ok(a) => a,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    if alert.is_test() {
-        info!(alert = ?alert.name, "Log Insight test alert received");
-        return answer(StatusCode::OK, &Report::default());
-    }
     let index = ingest.index();
     let mut c = Collector::new(&index);
-    for entry in alert.entries(c.now) {
+    let entries: Vec<Entry<'_>> = alert.entries(c.now).collect();
+    match alert.disposition(&entries) {
+        Disposition::Acknowledge { note } => {
+            info!(alert = ?alert.name, kind = alert.kind().as_str(), "{note}");
+            let report = Report {
+                note: Some(note),
+                ..Report::default()
+            };
+            return answer(StatusCode::OK, &report);
+        }
+        // Counted and quoted like any unusable batch, answered 422 with this error.
+        Disposition::Refuse { error } => c.report.error = Some(error),
+        Disposition::Record => {}
+    }
+    for entry in entries {
         c.report.lines += 1;
         match entry {
             Entry::Line { record, .. } => c.observe(&Observation::from(&record)),
@@ -617,7 +631,9 @@ async fn finish(ingest: &Ingest, source: &str, c: Collector<'_>, key: String) ->
     }
     count(m, source, &report);
     if report.lines > 0 && report.unparsed == report.lines {
-        report.error = Some("no line could be used; see errors".into());
+        report
+            .error
+            .get_or_insert_with(|| "no line could be used; see errors".into());
         return answer(StatusCode::UNPROCESSABLE_ENTITY, &report);
     }
     if deltas.is_empty() {
