@@ -97,12 +97,29 @@ pub enum Command {
     /// CSV), DFW packet-log lines, or a policy's unmatched monitor flows (file or cluster).
     Recommend(Box<RecommendArgs>),
     /// Parse DFW packet-log lines from stdin: one JSON object per line on stdout, a summary of
-    /// unparsed lines on stderr.
+    /// unparsed lines on stderr. With --format loginsight, read one saved Log Insight webhook
+    /// payload instead: one JSON object per message, and what the webhook would answer (exit 0:
+    /// delivered, 2: refused).
     ParseLog {
         /// How many unparsed lines to quote in the summary.
         #[arg(long, default_value_t = 10)]
         samples: usize,
+        /// What stdin holds.
+        #[arg(long, value_enum, default_value_t = LogFormat::Lines)]
+        format: LogFormat,
+        /// The receipt time given to lines without a timestamp (RFC 3339; default: now).
+        #[arg(long)]
+        received_at: Option<String>,
     },
+}
+
+/// What `microseg parse-log` reads on stdin.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// DFW packet-log lines, one per line, with or without syslog header or timestamp.
+    Lines,
+    /// One Log Insight / Aria Operations for Logs alert webhook body (JSON).
+    Loginsight,
 }
 
 /// Arguments of `microseg nsx-sim`: the simulator's flags plus how long deletes stay pending.
@@ -271,15 +288,11 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
             runtime.block_on(crate::nsxsim::run_config(&args.sim, config))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::ParseLog { samples } => {
-            let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
-            crate::monitor::parse_log_cli(stdin.lock(), stdout.lock(), stderr.lock(), samples)
-                .map_err(|source| Error::Io {
-                    path: PathBuf::from("-"),
-                    source,
-                })?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::ParseLog {
+            samples,
+            format,
+            received_at,
+        } => parse_log(samples, format, received_at.as_deref()),
     }
 }
 
@@ -318,6 +331,52 @@ pub fn read_manifests(
         );
     }
     Ok(out)
+}
+
+fn parse_log(
+    samples: usize,
+    format: LogFormat,
+    received_at: Option<&str>,
+) -> Result<ExitCode, Error> {
+    let received = match received_at {
+        Some(at) => at.parse().map_err(|e| Error::Flag {
+            flag: "--received-at",
+            reason: format!("{at:?} is not an RFC 3339 instant: {e}"),
+        })?,
+        None => k8s_openapi::jiff::Timestamp::now(),
+    };
+    let io = |source| Error::Io {
+        path: PathBuf::from("-"),
+        source,
+    };
+    let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
+    match format {
+        LogFormat::Lines => {
+            crate::monitor::parse_log_cli(
+                stdin.lock(),
+                stdout.lock(),
+                stderr.lock(),
+                samples,
+                received,
+            )
+            .map_err(io)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        LogFormat::Loginsight => {
+            let summary = crate::monitor::parse_loginsight_cli(
+                stdin.lock(),
+                stdout.lock(),
+                stderr.lock(),
+                received,
+            )
+            .map_err(io)?;
+            Ok(if summary.delivered() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
+        }
+    }
 }
 
 fn plan(args: &PlanArgs) -> Result<ExitCode, Error> {

@@ -1,11 +1,17 @@
 //! `microseg parse-log` end to end: the real binary, lines on stdin, JSON on stdout, the summary
-//! of unparsed lines on stderr.
+//! of unparsed lines on stderr; `--format loginsight`: a saved webhook payload on stdin, one JSON
+//! object per message on stdout, what the webhook would answer on stderr and in the exit status.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::Write;
 use std::process::{Command, Stdio};
 
 fn run(input: &[u8], args: &[&str]) -> (String, String, bool) {
+    let (stdout, stderr, code) = run_code(input, args);
+    (stdout, stderr, code == Some(0))
+}
+
+fn run_code(input: &[u8], args: &[&str]) -> (String, String, Option<i32>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_microseg"))
         .arg("parse-log")
         .args(args)
@@ -19,8 +25,15 @@ fn run(input: &[u8], args: &[&str]) -> (String, String, bool) {
     (
         String::from_utf8(out.stdout).unwrap(),
         String::from_utf8(out.stderr).unwrap(),
-        out.status.success(),
+        out.status.code(),
     )
+}
+
+fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 #[test]
@@ -44,6 +57,8 @@ fn parse_log_writes_json_per_line_and_summarises_unparsed_lines() {
 
     let r = &records[0];
     assert_eq!(r["timestamp"], "2024-05-02T10:15:31.204Z");
+    assert_eq!(r["time"], "2024-05-02T10:15:31.204Z");
+    assert_eq!(r["time_source"], "syslog_header");
     assert_eq!(r["host"], "esx01.lab.local");
     assert_eq!(r["syslog"]["format"], "rfc3164");
     assert_eq!(r["syslog"]["app"], "dfwpktlogs");
@@ -120,4 +135,164 @@ fn parse_log_samples_are_bounded_but_every_line_is_counted() {
         "{stderr}"
     );
     assert_eq!(stderr.matches("  line ").count(), 3, "{stderr}");
+}
+
+#[test]
+fn parse_log_reads_message_bodies_with_the_receipt_time() {
+    // §9 bodies alone (forwarded example; TERM/tag example without filter hash), and a
+    // documented line with its own timestamp.
+    let input = "2d4b6e2d INET match DROP 3084 IN 60 TCP 10.10.10.5/51204->10.10.20.5/3389 S web-deny\n\
+                 INET TERM PASS 5096 OUT TCP RST 192.0.2.11/60517->192.0.2.10/443 9/8 1461/4677 DR-Allow\n\
+                 2018-07-03T19:44:09.749Z b6507827 INET match PASS mainrs/1024 IN 52 TCP 192.168.4.3/49627->192.168.4.4/49153 SEW\n";
+    let (stdout, stderr, ok) = run(input.as_bytes(), &["--received-at", "2026-01-02T03:04:05Z"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("3 lines read, 3 parsed, 0 unparsed"),
+        "{stderr}"
+    );
+    let r = json_lines(&stdout);
+    assert_eq!(r.len(), 3, "{stdout}");
+    assert_eq!(r[0]["timestamp"], serde_json::Value::Null);
+    assert_eq!(r[0]["time"], "2026-01-02T03:04:05Z");
+    assert_eq!(r[0]["time_source"], "receipt");
+    assert_eq!(r[0]["filter_hash"], "2d4b6e2d");
+    assert_eq!(r[0]["rule_tag"], "web-deny");
+    assert_eq!(r[1]["filter_hash"], serde_json::Value::Null);
+    assert_eq!(r[1]["reason"], "TERM");
+    assert_eq!(r[1]["time_source"], "receipt");
+    assert_eq!(r[2]["time"], "2018-07-03T19:44:09.749Z");
+    assert_eq!(r[2]["time_source"], "line");
+
+    // A wrong --received-at is a usage error.
+    let (_, stderr, code) = run_code(b"", &["--received-at", "yesterday"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("--received-at"), "{stderr}");
+}
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/monitor");
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{FIXTURES}/{name}")).unwrap()
+}
+
+#[test]
+fn parse_log_loginsight_shows_each_message_and_the_answer_for_a_dfw_alert() {
+    // §10 message-query shape with §9 bodies alone and a full line (see tests/monitor_loginsight.rs).
+    let (stdout, stderr, code) = run_code(
+        &fixture("loginsight-dfw-bodies.json"),
+        &[
+            "--format",
+            "loginsight",
+            "--received-at",
+            "2026-01-02T03:04:05Z",
+        ],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    let r = json_lines(&stdout);
+    assert_eq!(r.len(), 3, "{stdout}");
+    assert_eq!(r[0]["at"], "messages[0]");
+    assert_eq!(r[0]["entry"], "line");
+    assert_eq!(r[0]["record"]["time_source"], "envelope");
+    assert_eq!(r[0]["record"]["time"], "2024-05-02T10:15:31.204Z");
+    assert_eq!(r[0]["record"]["rule_id"], 3084);
+    assert_eq!(r[1]["record"]["time_source"], "receipt");
+    assert_eq!(r[1]["record"]["time"], "2026-01-02T03:04:05Z");
+    assert_eq!(r[2]["record"]["time_source"], "syslog_header");
+    assert_eq!(r[2]["record"]["host"], "esx02.lab.local");
+    assert!(
+        stderr.contains("message_query \"NSX-T DFW - Dropped traffic\" (AlertType 1, NumHits 3)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("3 DFW lines, 0 from content-pack fields, 0 unusable"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("microseg would answer 200 once recorded"),
+        "{stderr}"
+    );
+
+    // The §10 example: a full line.
+    let (stdout, stderr, code) = run_code(
+        &fixture("loginsight-dfw-drop.json"),
+        &["--format", "loginsight"],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(json_lines(&stdout)[0]["record"]["rule_tag"], "web-deny");
+}
+
+#[test]
+fn parse_log_loginsight_fields_and_unusable_messages() {
+    let body = serde_json::json!({
+        "AlertType": 1, "AlertName": "mixed", "SearchPeriod": 300000, "NumHits": 2,
+        "messages": [
+            {"text": "no DFW here", "timestamp": 1714644931204i64, "fields": [
+                {"name": "vmw_nsxt_firewall_ruleid", "content": "3084"},
+                {"name": "vmw_nsxt_firewall_action", "content": "DROP"},
+                {"name": "vmw_nsxt_firewall_protocol", "content": "TCP"}
+            ]},
+            {"text": "nor here", "timestamp": 0, "fields": []}
+        ]
+    });
+    let (stdout, stderr, code) = run_code(body.to_string().as_bytes(), &["--format", "loginsight"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let r = json_lines(&stdout);
+    assert_eq!(r[0]["entry"], "fields");
+    assert_eq!(r[0]["record"]["rule_id"], 3084);
+    assert_eq!(r[0]["record"]["action"], "DROP");
+    assert_eq!(r[0]["record"]["protocol"], "TCP");
+    assert_eq!(r[0]["record"]["time_source"], "envelope");
+    assert!(
+        r[0]["text_error"].as_str().unwrap().contains("\"no\""),
+        "{stdout}"
+    );
+    assert_eq!(r[1]["entry"], "unusable");
+    assert!(
+        r[1]["reason"].as_str().unwrap().contains("messages[1]"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("0 DFW lines"), "{stderr}");
+    assert!(
+        stderr.contains("1 from content-pack fields, 1 unusable"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("1 counted as unparsed"), "{stderr}");
+}
+
+#[test]
+fn parse_log_loginsight_says_which_payloads_would_be_acknowledged_or_refused() {
+    // (fixture, exit status, what stderr says)
+    let cases: &[(&[u8], i32, &str)] = &[
+        (
+            &fixture("loginsight-test-alert.json"),
+            0,
+            "microseg would answer 200: Log Insight test alert",
+        ),
+        (
+            &fixture("loginsight-system-notification.json"),
+            0,
+            "microseg would answer 200: Log Insight system notification",
+        ),
+        (
+            &fixture("loginsight-misrouted.json"),
+            2,
+            "microseg would answer 422: alert \"vCenter - failed logins\"",
+        ),
+        (
+            &fixture("loginsight-aggregate.json"),
+            2,
+            "microseg would answer 422: alert \"NSX-T DFW - drops per host\" is an aggregate-query",
+        ),
+        (
+            b"{\"messages\": [",
+            2,
+            "microseg would answer 400: body: not JSON",
+        ),
+        (b"", 2, "microseg would answer 400: body: not JSON"),
+    ];
+    for (body, status, says) in cases {
+        let (_, stderr, code) = run_code(body, &["--format", "loginsight"]);
+        assert_eq!(code, Some(*status), "{says}: {stderr}");
+        assert!(stderr.contains(says), "{stderr} does not say {says:?}");
+    }
 }

@@ -1,13 +1,14 @@
 //! Parser tests over every example line of `nsx-policy-api.md` §9 (copied verbatim) and every
-//! layout variant, plus `format(parse(line)) == line` for each example.
+//! layout variant, plus `format(parse(line)) == line` for each example; the message body alone
+//! (no timestamp, with or without filter hash and header) and where each record's time comes from.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::IpAddr;
 
 use microseg::monitor::format::format_line;
 use microseg::monitor::parse::{
-    Action, AddressFamily, CloseReason, Counters, Direction, Field, LogRecord, Protocol, Reason,
-    SyslogHeader, parse_line,
+    Action, AddressFamily, Arrival, CloseReason, Counters, Direction, Field, LogRecord, Protocol,
+    Reason, SyslogHeader, TimeSource, is_dfw_line, parse_line, parse_line_with,
 };
 
 /// §9 "Examples — documented".
@@ -39,6 +40,85 @@ const FORWARDED: &[&str] = &[
 /// §10 example `text` (Log Insight strips `<pri>`).
 const LOG_INSIGHT_TEXT: &str = "2024-05-02T10:15:31.204Z esx01.lab.local dfwpktlogs: 2d4b6e2d INET match DROP 3084 IN 60 TCP 10.10.10.5/51204->10.10.20.5/3389 S web-deny";
 
+/// The message body alone, as KB articles and admin guides quote it, Log Insight's `text` may
+/// hold it, and relays that strip the syslog header forward it: each is the body of a §9 example
+/// (source named), cut after its header.
+const BODIES: &[(&str, &str)] = &[
+    (
+        "§9 documented (NSX 3.2/4.1 Admin Guide): match, ruleset, TCP flags",
+        "b6507827 INET match PASS mainrs/1024 IN 52 TCP 192.168.4.3/49627->192.168.4.4/49153 SEW",
+    ),
+    (
+        "§9 documented (NSX 3.2/4.1 Admin Guide): PROTO n, no ports",
+        "028cd586 INET match DROP mainrs/1027 IN 36 PROTO 2 0.0.0.0->224.0.0.1",
+    ),
+    (
+        "§9 documented (NSX 3.2/4.1 Admin Guide): IPv6",
+        "028cd586 INET6 match DROP mainrs/1027 OUT 143 UDP fe80:0:0:0:68c2:8472:2364:9be/546->ff02:0:0:0:0:0:1:2/547",
+    ),
+    (
+        "§9 documented (KB 431735, ESXi 8 FIREWALL-PKTLOG): the message after the header",
+        "8b4a1980 INET match PASS 25577 OUT 84 ICMP 192.168.72.10->192.168.72.17",
+    ),
+    (
+        "§9 TERM variant (NSX 4.0 guide layout): TERM without action, counters",
+        "b6507827 INET TERM mainrs/1024 OUT TCP RST 192.0.2.3/49627->192.0.2.4/49153 20/16 1718/76308",
+    ),
+    (
+        "§9 annotation variant: FQDN extra",
+        "b6507827 INET match PASS 1031 OUT 48 TCP 192.0.2.5/32808->203.0.113.7/80 S www.example.com(00000000-0000-0000-0000-000000000001)",
+    ),
+    (
+        "§9 TERM/tag variant (RFC 5424, NSX 4): no filter hash, TERM PASS, counters, rule tag",
+        "INET TERM PASS 5096 OUT TCP RST 192.0.2.11/60517->192.0.2.10/443 9/8 1461/4677 DR-Allow",
+    ),
+    (
+        "§9 forwarded by ESXi syslog: match with rule tag (the body Log Insight's text holds)",
+        "2d4b6e2d INET match DROP 3084 IN 60 TCP 10.10.10.5/51204->10.10.20.5/3389 S web-deny",
+    ),
+    (
+        "§9 forwarded by ESXi syslog: TERM PASS with close reason, counters and tag",
+        "2d4b6e2d INET TERM PASS 3081 IN TCP FIN 10.10.30.7/51844->10.10.20.5/443 12/10 2040/15322 web-allow-https",
+    ),
+    (
+        "§9 forwarded by ESXi syslog: match without filter hash (relay dropped it)",
+        "INET match REJECT 3090 IN 40 UDP 10.10.30.7/53122->10.10.20.5/161",
+    ),
+];
+
+/// A §9 header kept without its timestamp (relay templates `%HOSTNAME% %syslogtag%%msg%`,
+/// `%syslogtag%%msg%`, and RFC 5424 with the nil TIMESTAMP `-`).
+const HEADERS_WITHOUT_TIMESTAMP: &[(&str, &str)] = &[
+    (
+        "§9 forwarded (ESXi 6.x/7.x ident dfwpktlogs), host and tag kept",
+        "esx01.lab.local dfwpktlogs: 2d4b6e2d INET match DROP 3084 IN 60 TCP 10.10.10.5/51204->10.10.20.5/3389 S web-deny",
+    ),
+    (
+        "§9 documented (KB 431735, ESXi 8): severity and tag kept",
+        "No(13) FIREWALL-PKTLOG[1069031]: 8b4a1980 INET match PASS 25577 OUT 84 ICMP 192.168.72.10->192.168.72.17",
+    ),
+    (
+        "§9 forwarded (sapcc grok ident FIREWALL_PKTLOG), tag only",
+        "FIREWALL_PKTLOG: 2d4b6e2d INET match PASS 3081 OUT 60 TCP 10.10.20.5/443->10.10.30.7/51844 SA",
+    ),
+    (
+        "§9 forwarded RFC 3164, <pri> and host kept",
+        "<182>esx02.lab.local dfwpktlogs: 9a01c3e2 INET match REJECT 3090 IN 40 UDP 10.10.30.7/53122->10.10.20.5/161",
+    ),
+    (
+        "§9 forwarded RFC 3164, <pri> glued to the body",
+        "<182>2d4b6e2d INET match DROP 3084 IN 60 TCP 10.10.10.5/51204->10.10.20.5/3389 S web-deny",
+    ),
+    (
+        "§9 forwarded RFC 5424 (ESXi 8 / NSX 4), nil TIMESTAMP",
+        "<14>1 - esx01.lab.local FIREWALL-PKTLOG 2099123 - - 2d4b6e2d INET TERM PASS 3081 IN TCP FIN 10.10.30.7/51844->10.10.20.5/443 12/10 2040/15322 web-allow-https",
+    ),
+];
+
+fn at(s: &str) -> jiff::Timestamp {
+    s.parse().unwrap()
+}
+
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
@@ -65,8 +145,9 @@ fn every_reference_example_parses_and_formats_back_verbatim() {
 fn documented_match_line_with_ruleset_and_tcp_flags() {
     let r = ok(DOCUMENTED[0]);
     assert_eq!(r.syslog, None);
-    assert_eq!(r.timestamp, "2018-07-03T19:44:09.749Z");
+    assert_eq!(r.timestamp, Some("2018-07-03T19:44:09.749Z"));
     assert_eq!(r.time, "2018-07-03T19:44:09.749Z".parse().unwrap());
+    assert_eq!(r.time_source, TimeSource::Line);
     assert_eq!(r.filter_hash, Some("b6507827"));
     assert_eq!(r.af, AddressFamily::Inet);
     assert_eq!(r.reason, Reason::Match);
@@ -439,4 +520,240 @@ fn trailing_whitespace_after_a_newline_is_ignored_and_the_record_formats_back() 
     let r = ok(line);
     assert_eq!(r.rule_tag, Some("x"));
     assert_eq!(parse_line(&format_line(&r)), Ok(r));
+}
+
+#[test]
+fn every_body_alone_parses_with_the_receipt_time_and_formats_back_verbatim() {
+    let received = at("2026-05-02T10:15:31.204Z");
+    for (source, body) in BODIES.iter().chain(HEADERS_WITHOUT_TIMESTAMP) {
+        let r = parse_line_with(body, Arrival::received(received))
+            .unwrap_or_else(|e| panic!("{source}: {body}\n{e}: {:?}", e.token(body)));
+        assert_eq!(r.timestamp, None, "{source}");
+        assert_eq!(
+            (r.time, r.time_source),
+            (received, TimeSource::Receipt),
+            "{source}"
+        );
+        assert_eq!(format_line(&r), *body, "{source}");
+        assert_eq!(
+            parse_line_with(&format_line(&r), Arrival::received(received)),
+            Ok(r),
+            "{source}"
+        );
+        assert!(is_dfw_line(body), "{source}");
+    }
+}
+
+#[test]
+fn a_body_alone_reads_the_same_fields_as_the_full_line() {
+    // Each §9 example with a header and timestamp, and its body alone: every field of the message
+    // is the same, only the framing and the time differ.
+    let received = at("2026-05-02T10:15:31.204Z");
+    for line in DOCUMENTED
+        .iter()
+        .chain(TERM_TAG_ANNOTATION)
+        .chain(FORWARDED)
+    {
+        let full = ok(line);
+        let af = line.find(" INET").unwrap();
+        let hash_start = match full.filter_hash {
+            Some(h) => line.find(h).unwrap(),
+            None => af + 1,
+        };
+        let body = &line[hash_start..];
+        let alone = parse_line_with(body, Arrival::received(received)).unwrap();
+        assert_eq!(
+            LogRecord {
+                syslog: None,
+                timestamp: None,
+                time: received,
+                time_source: TimeSource::Receipt,
+                ..full
+            },
+            alone,
+            "{body}"
+        );
+    }
+}
+
+#[test]
+fn bare_match_body_with_filter_hash() {
+    // The form of the issue: `<filter hash> INET match PASS <rule> IN 60 TCP a/p->b/q S`.
+    let (_, body) = BODIES[7];
+    let r = parse_line_with(body, Arrival::received(at("2026-01-01T00:00:00Z"))).unwrap();
+    assert_eq!(r.syslog, None);
+    assert_eq!(r.filter_hash, Some("2d4b6e2d"));
+    assert_eq!((r.reason, r.action), (Reason::Match, Some(Action::Drop)));
+    assert_eq!(r.rule_id, 3084);
+    assert_eq!((r.direction, r.length), (Direction::In, Some(60)));
+    assert_eq!((r.dst, r.dst_port), (ip("10.10.20.5"), Some(3389)));
+    assert_eq!(r.tcp_flags, Some("S"));
+    assert_eq!(r.rule_tag, Some("web-deny"));
+}
+
+#[test]
+fn bare_term_body_without_filter_hash_with_counters_and_tag() {
+    // `INET TERM ...` with counters and a tag (§9 TERM/tag variant, NSX 4).
+    let (_, body) = BODIES[6];
+    let r = parse_line_with(body, Arrival::received(at("2026-01-01T00:00:00Z"))).unwrap();
+    assert_eq!(r.filter_hash, None);
+    assert_eq!((r.reason, r.action), (Reason::Term, Some(Action::Pass)));
+    assert_eq!(r.close_reason, Some(CloseReason::Rst));
+    assert_eq!(r.length, None);
+    assert_eq!(
+        r.counters,
+        Some(Counters {
+            pkts_in: 9,
+            pkts_out: 8,
+            bytes_in: 1461,
+            bytes_out: 4677
+        })
+    );
+    assert_eq!(r.rule_tag, Some("DR-Allow"));
+    // TERM without action and with a ruleset (§9 TERM variant).
+    let (_, body) = BODIES[4];
+    let r = parse_line_with(body, Arrival::received(at("2026-01-01T00:00:00Z"))).unwrap();
+    assert_eq!(
+        (r.reason, r.action, r.ruleset),
+        (Reason::Term, None, Some("mainrs"))
+    );
+}
+
+#[test]
+fn headers_without_timestamp_keep_their_fields() {
+    let received = Arrival::received(at("2026-01-01T00:00:00Z"));
+    let r = parse_line_with(HEADERS_WITHOUT_TIMESTAMP[0].1, received).unwrap();
+    assert_eq!(
+        r.syslog,
+        Some(SyslogHeader::Rfc3164 {
+            pri: None,
+            host: Some("esx01.lab.local"),
+            severity: None,
+            app: Some("dfwpktlogs"),
+            procid: None,
+        })
+    );
+    let r = parse_line_with(HEADERS_WITHOUT_TIMESTAMP[1].1, received).unwrap();
+    assert_eq!(
+        r.syslog,
+        Some(SyslogHeader::Rfc3164 {
+            pri: None,
+            host: None,
+            severity: Some("No(13)"),
+            app: Some("FIREWALL-PKTLOG"),
+            procid: Some("1069031"),
+        })
+    );
+    let r = parse_line_with(HEADERS_WITHOUT_TIMESTAMP[4].1, received).unwrap();
+    assert!(matches!(
+        r.syslog,
+        Some(SyslogHeader::Rfc3164 {
+            pri: Some(182),
+            host: None,
+            app: None,
+            ..
+        })
+    ));
+    let r = parse_line_with(HEADERS_WITHOUT_TIMESTAMP[5].1, received).unwrap();
+    assert!(matches!(
+        r.syslog,
+        Some(SyslogHeader::Rfc5424 {
+            pri: 14,
+            host: Some("esx01.lab.local"),
+            procid: Some("2099123"),
+            ..
+        })
+    ));
+    assert_eq!((r.timestamp, r.time_source), (None, TimeSource::Receipt));
+    assert_eq!(r.rule_tag, Some("web-allow-https"));
+}
+
+#[test]
+fn time_comes_from_the_line_then_the_header_then_the_envelope_then_receipt() {
+    let envelope = at("2024-05-02T10:15:31.204Z");
+    let received = at("2024-05-02T10:15:35Z");
+    let both = Arrival::received(received).with_envelope(Some(envelope));
+    // Line: the plain dfwpktlogs.log line (§9 documented); the envelope does not override it.
+    let r = parse_line_with(DOCUMENTED[0], both).unwrap();
+    assert_eq!(
+        (r.time, r.time_source),
+        (at("2018-07-03T19:44:09.749Z"), TimeSource::Line)
+    );
+    // SyslogHeader: RFC 3164 (§9 forwarded), ESXi 8 local (§9 documented, KB 431735), RFC 5424.
+    for (line, time) in [
+        (FORWARDED[0], "2024-05-02T10:15:31.204Z"),
+        (DOCUMENTED[4], "2026-03-03T00:02:11.678Z"),
+        (FORWARDED[2], "2024-05-02T10:15:31.204Z"),
+        (LOG_INSIGHT_TEXT, "2024-05-02T10:15:31.204Z"),
+    ] {
+        let r = parse_line_with(line, both).unwrap();
+        assert_eq!(
+            (r.time, r.time_source),
+            (at(time), TimeSource::SyslogHeader),
+            "{line}"
+        );
+    }
+    // Envelope: the body alone in an envelope with a time (Log Insight message `timestamp`).
+    let (_, body) = BODIES[7];
+    let r = parse_line_with(body, both).unwrap();
+    assert_eq!((r.time, r.time_source), (envelope, TimeSource::Envelope));
+    // Receipt: no envelope time.
+    let r = parse_line_with(body, Arrival::received(received).with_envelope(None)).unwrap();
+    assert_eq!((r.time, r.time_source), (received, TimeSource::Receipt));
+    // An envelope alone (no receipt time) is enough too.
+    let r = parse_line_with(body, Arrival::NONE.with_envelope(Some(envelope))).unwrap();
+    assert_eq!(r.time_source, TimeSource::Envelope);
+}
+
+#[test]
+fn a_body_alone_without_any_time_is_refused_by_parse_line_naming_the_timestamp() {
+    for (source, body) in BODIES.iter().chain(HEADERS_WITHOUT_TIMESTAMP) {
+        let e = parse_line(body).expect_err(source);
+        assert_eq!(e.field, Field::Timestamp, "{source}: {e}");
+        assert!(e.reason.contains("no timestamp"), "{source}: {e}");
+        assert!(e.start <= body.len() && e.end <= body.len());
+    }
+}
+
+#[test]
+fn not_dfw_lines_are_still_refused_without_a_timestamp() {
+    let received = Arrival::received(at("2026-01-01T00:00:00Z"));
+    let cases: &[(&str, Field, &str)] = &[
+        ("hello world", Field::Timestamp, "hello"),
+        ("vpxd: user logged in", Field::FilterHash, "user"),
+        ("abc INET4 match", Field::AddressFamily, "INET4"),
+        (
+            "INET matched PASS 1 IN 1 TCP 1.1.1.1/1->1.1.1.1/1",
+            Field::Reason,
+            "matched",
+        ),
+        ("2d4b6e2d INET match PASS 1 IN 1 TCP", Field::Endpoints, ""),
+        ("<182> 2d4b6e2d INET match", Field::Timestamp, " "),
+        ("<182>", Field::Line, ""),
+        ("<14>1 - host", Field::SyslogHeader, ""),
+        (
+            "2018-07-03 b6507827 INET match PASS 1 IN 1 TCP 1.1.1.1/1->1.1.1.1/1",
+            Field::Timestamp,
+            "2018-07-03",
+        ),
+    ];
+    for (line, field, token) in cases {
+        let e = parse_line_with(line, received).expect_err(line);
+        assert_eq!((e.field, e.token(line)), (*field, *token), "{line}: {e}");
+        assert!(!is_dfw_line(line), "{line}");
+    }
+}
+
+#[test]
+fn truncating_any_body_never_panics() {
+    let received = Arrival::received(at("2026-01-01T00:00:00Z"));
+    for (_, line) in BODIES.iter().chain(HEADERS_WITHOUT_TIMESTAMP) {
+        for cut in 0..=line.len() {
+            if let Some(prefix) = line.get(..cut)
+                && let Ok(r) = parse_line_with(prefix, received)
+            {
+                assert_eq!(parse_line_with(&format_line(&r), received), Ok(r));
+            }
+        }
+    }
 }

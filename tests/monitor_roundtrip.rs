@@ -1,5 +1,6 @@
-//! Property test: `parse_line(format_line(x)) == x` for generated records across every layout
-//! variant (no header, RFC 3164, ESXi 8 local, RFC 5424; IPv4/IPv6; TCP/UDP/ICMP/PROTO n;
+//! Property test: `parse_line_with(format_line(x), arrival) == x` for generated records across
+//! every layout variant (no header, RFC 3164, ESXi 8 local, RFC 5424; with a timestamp or the
+//! message body alone, its time from the envelope or the receipt; IPv4/IPv6; TCP/UDP/ICMP/PROTO n;
 //! match/TERM and the other reasons; with/without action, ruleset, length, flags, counters,
 //! extras and tag).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -8,8 +9,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use microseg::monitor::format::{builder::timestamp_string, format_line};
 use microseg::monitor::parse::{
-    Action, AddressFamily, CloseReason, Counters, Direction, Extras, LogRecord, Protocol, Reason,
-    SyslogHeader, is_app_id, parse_line,
+    Action, AddressFamily, Arrival, CloseReason, Counters, Direction, Extras, LogRecord, Protocol,
+    Reason, SyslogHeader, TimeSource, is_app_id, parse_line, parse_line_with,
 };
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -37,8 +38,10 @@ enum Header {
 #[derive(Debug, Clone)]
 struct Gen {
     header: Header,
-    timestamp: String,
+    /// `None`: the line carries no timestamp (the message body alone).
+    timestamp: Option<String>,
     time: jiff::Timestamp,
+    arrival: Arrival,
     filter_hash: Option<String>,
     af: AddressFamily,
     reason: Reason,
@@ -92,10 +95,21 @@ impl Gen {
                 structured_data: sd.as_deref(),
             }),
         };
+        let (time, time_source) = match (&self.timestamp, self.arrival) {
+            (Some(_), _) => (self.time, TimeSource::written(syslog)),
+            (
+                None,
+                Arrival {
+                    envelope: Some(t), ..
+                },
+            ) => (t, TimeSource::Envelope),
+            (None, a) => (a.received.unwrap(), TimeSource::Receipt),
+        };
         LogRecord {
             syslog,
-            timestamp: &self.timestamp,
-            time: self.time,
+            timestamp: self.timestamp.as_deref(),
+            time,
+            time_source,
             filter_hash: self.filter_hash.as_deref(),
             af: self.af,
             reason: self.reason,
@@ -209,6 +223,11 @@ prop_compose! {
     fn generated()(
         header in header(),
         ms in 0i64..4_102_444_800_000,
+        (written, envelope_ms, received_ms) in (
+            any::<bool>(),
+            proptest::option::of(1i64..4_102_444_800_000),
+            0i64..4_102_444_800_000,
+        ),
         filter_hash in proptest::option::of("[0-9a-f]{8}"),
         v6 in any::<bool>(),
         (a4, b4, a6, b6) in (any::<u32>(), any::<u32>(), any::<u128>(), any::<u128>()),
@@ -238,10 +257,13 @@ prop_compose! {
         };
         // NSX prints flags on every TCP line but TERM lines; the parser reads them only there.
         let tcp_flags = (protocol == Protocol::Tcp && reason != Reason::Term).then_some(flags);
+        let arrival = Arrival::received(jiff::Timestamp::from_millisecond(received_ms).unwrap())
+            .with_envelope(envelope_ms.map(|ms| jiff::Timestamp::from_millisecond(ms).unwrap()));
         Gen {
             header,
-            timestamp: timestamp_string(time),
+            timestamp: written.then(|| timestamp_string(time)),
             time,
+            arrival,
             filter_hash,
             af,
             reason,
@@ -271,7 +293,12 @@ proptest! {
     fn parse_of_format_is_identity(g in generated()) {
         let record = g.record();
         let line = format_line(&record);
-        prop_assert_eq!(parse_line(&line), Ok(record), "line: {}", line);
+        prop_assert_eq!(parse_line_with(&line, g.arrival), Ok(record), "line: {}", line);
+        // Without an arrival, only a line with its own timestamp parses.
+        match record.timestamp {
+            Some(_) => prop_assert_eq!(parse_line(&line), Ok(record), "line: {}", line),
+            None => prop_assert!(parse_line(&line).is_err(), "line: {}", line),
+        }
     }
 }
 

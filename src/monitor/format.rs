@@ -7,7 +7,9 @@
 //! records for each NSX version's layout.
 //!
 //! It must not do IO or read the clock. For every record the parser can produce,
-//! `parse_line(&format_line(r)) == Ok(r)` (the property test in `tests/monitor_roundtrip.rs`).
+//! `parse_line_with(&format_line(r), arrival) == Ok(r)` for the
+//! [`Arrival`](super::parse::Arrival) it was parsed with (only a record without a written
+//! timestamp depends on it): the property test in `tests/monitor_roundtrip.rs`.
 //! IPv6 addresses are written as NSX writes them: eight hex groups, no `::` compression.
 
 use std::fmt;
@@ -23,10 +25,14 @@ pub fn format_line(r: &LogRecord<'_>) -> String {
     s
 }
 
-/// Writes a record as one log line (no trailing newline) into any `fmt::Write`.
+/// Writes a record as one log line (no trailing newline) into any `fmt::Write`. A record without
+/// a written timestamp (`timestamp: None`) is written without one: the message body alone, or its
+/// RFC 3164 header without the timestamp, or RFC 5424 with the nil TIMESTAMP `-`.
 pub fn write_line(r: &LogRecord<'_>, w: &mut impl fmt::Write) -> fmt::Result {
+    // `<pri>` is glued to what follows; every other token is preceded by a space but the first.
+    let mut t = Tokens { w, started: false };
     match r.syslog {
-        None => w.write_str(r.timestamp)?,
+        None => t.opt(r.timestamp)?,
         Some(SyslogHeader::Rfc3164 {
             pri,
             host,
@@ -35,18 +41,16 @@ pub fn write_line(r: &LogRecord<'_>, w: &mut impl fmt::Write) -> fmt::Result {
             procid,
         }) => {
             if let Some(pri) = pri {
-                write!(w, "<{pri}>")?;
+                write!(t.w, "<{pri}>")?;
             }
-            w.write_str(r.timestamp)?;
-            for t in [host, severity].into_iter().flatten() {
-                write!(w, " {t}")?;
-            }
+            t.opt(r.timestamp)?;
+            t.opt(host)?;
+            t.opt(severity)?;
             if let Some(app) = app {
-                write!(w, " {app}")?;
-                if let Some(pid) = procid {
-                    write!(w, "[{pid}]")?;
+                match procid {
+                    Some(pid) => t.tok(format_args!("{app}[{pid}]:"))?,
+                    None => t.tok(format_args!("{app}:"))?,
                 }
-                w.write_char(':')?;
             }
         }
         Some(SyslogHeader::Rfc5424 {
@@ -57,16 +61,17 @@ pub fn write_line(r: &LogRecord<'_>, w: &mut impl fmt::Write) -> fmt::Result {
             msgid,
             structured_data,
         }) => {
-            write!(w, "<{pri}>1 {}", r.timestamp)?;
-            for t in [host, app, procid, msgid, structured_data] {
-                write!(w, " {}", t.unwrap_or("-"))?;
+            t.tok(format_args!("<{pri}>1"))?;
+            t.tok(r.timestamp.unwrap_or("-"))?;
+            for v in [host, app, procid, msgid, structured_data] {
+                t.tok(v.unwrap_or("-"))?;
             }
         }
     }
-    if let Some(h) = r.filter_hash {
-        write!(w, " {h}")?;
-    }
-    write!(w, " {} {}", r.af.as_str(), r.reason)?;
+    t.opt(r.filter_hash)?;
+    t.tok(r.af.as_str())?;
+    let w = t.w;
+    write!(w, " {}", r.reason)?;
     if let Some(a) = r.action {
         write!(w, " {a}")?;
     }
@@ -121,6 +126,29 @@ pub fn write_ip(w: &mut impl fmt::Write, ip: IpAddr) -> fmt::Result {
     }
 }
 
+/// Space-separated tokens.
+struct Tokens<'w, W> {
+    w: &'w mut W,
+    started: bool,
+}
+
+impl<W: fmt::Write> Tokens<'_, W> {
+    fn tok(&mut self, t: impl fmt::Display) -> fmt::Result {
+        if self.started {
+            self.w.write_char(' ')?;
+        }
+        self.started = true;
+        write!(self.w, "{t}")
+    }
+
+    fn opt(&mut self, t: Option<&str>) -> fmt::Result {
+        match t {
+            Some(t) => self.tok(t),
+            None => Ok(()),
+        }
+    }
+}
+
 fn write_endpoint(w: &mut impl fmt::Write, ip: IpAddr, port: Option<u16>) -> fmt::Result {
     write_ip(w, ip)?;
     if let Some(p) = port {
@@ -135,7 +163,7 @@ pub mod builder {
 
     use crate::monitor::parse::{
         Action, AddressFamily, Counters, Direction, Extras, LogRecord, Protocol, Reason,
-        SyslogHeader,
+        SyslogHeader, TimeSource,
     };
 
     /// Which syslog framing to put around a line.
@@ -215,10 +243,12 @@ pub mod builder {
             AddressFamily::Inet
         };
         let tcp = protocol == Protocol::Tcp;
+        let syslog = framing.header();
         LogRecord {
-            syslog: framing.header(),
-            timestamp,
+            syslog,
+            timestamp: Some(timestamp),
             time,
+            time_source: TimeSource::written(syslog),
             filter_hash: Some(filter_hash),
             af,
             reason: Reason::Match,
@@ -249,8 +279,9 @@ pub mod builder {
     ) -> LogRecord<'a> {
         use crate::monitor::parse::CloseReason;
         LogRecord {
-            timestamp,
+            timestamp: Some(timestamp),
             time,
+            time_source: TimeSource::written(first.syslog),
             reason: Reason::Term,
             length: None,
             close_reason: Some(if first.protocol == Protocol::Tcp {

@@ -9,6 +9,18 @@
 //! either `vmw_nsxt_firewall_protocol` or `vmw_nsx_firewall_protocol`); otherwise an
 //! [`Entry::Unusable`] saying why. Nothing is dropped silently.
 //!
+//! **Time.** A `text` with a timestamp of its own keeps it; the message body alone (Log Insight
+//! may hold just `2d4b6e2d INET match ...`) takes the message's `timestamp` (epoch ms; `0` or
+//! absent means none), else the receipt time the caller passes to [`Alert::entries`]. The record
+//! says which ([`TimeSource`](super::parse::TimeSource)).
+//!
+//! **What an alert is** ([`Alert::kind`]) and **what to do with it** ([`Alert::disposition`]): the
+//! UI's "Send Test Alert" and Log Insight system notifications are acknowledged with nothing to
+//! record; an alert with at least one usable message is recorded; an alert none of whose
+//! messages is usable (a query that does not select DFW packet logs, an aggregate query) is
+//! refused with a message saying what to change. The webhook endpoint and `microseg parse-log
+//! --format loginsight` both follow it.
+//!
 //! It must not do IO or read the clock; the HTTP endpoint, authentication and aggregation are
 //! elsewhere. Errors name the JSON field (`messages[2].fields[0].name: expected a string`).
 
@@ -16,7 +28,9 @@ use std::net::IpAddr;
 
 use serde_json::Value;
 
-use super::parse::{Action, LogRecord, ParseError, Protocol, parse_line};
+use super::parse::{
+    Action, Arrival, LogRecord, ParseError, Protocol, TimeSource, is_dfw_line, parse_line_with,
+};
 
 /// Content-pack field: action (`PASS`, `DROP`, `REJECT`; `ALLOW` accepted).
 pub const FIELD_ACTION: &str = "vmw_nsxt_firewall_action";
@@ -103,13 +117,21 @@ pub struct Message {
     pub at: String,
     /// The raw log text, when present.
     pub text: Option<String>,
-    /// Epoch milliseconds, when present.
+    /// Epoch milliseconds as sent (`0` means none; see [`Message::time`]).
     pub timestamp_ms: Option<i64>,
     /// `fields[{name, content}]`, in order.
     pub fields: Vec<(String, String)>,
 }
 
 impl Message {
+    /// The message's time: `timestamp` in epoch milliseconds, `None` when absent, `0` (Log Insight
+    /// sends it for "no time"), negative or out of range.
+    pub fn time(&self) -> Option<jiff::Timestamp> {
+        self.timestamp_ms
+            .filter(|ms| *ms > 0)
+            .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+    }
+
     fn field(&self, name: &str) -> Option<&str> {
         self.fields
             .iter()
@@ -127,6 +149,8 @@ pub struct Alert {
     pub name: Option<String>,
     /// `AlertType`: 1 message query, 2 aggregate query, absent for system notifications.
     pub alert_type: Option<i64>,
+    /// `SearchPeriod` in milliseconds (every query alert has one; system notifications do not).
+    pub search_period_ms: Option<i64>,
     /// `NumHits` (may exceed the number of messages).
     pub num_hits: Option<u64>,
     /// `HasMoreResults`.
@@ -137,22 +161,147 @@ pub struct Alert {
     pub messages: Vec<Message>,
 }
 
+/// What kind of payload an alert is (`nsx-policy-api.md` §10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The UI's "Send Test Alert": a query alert with `messages: []` and `NumHits: 0`.
+    TestAlert,
+    /// A Log Insight system notification (`AlertName` and `messages` only; no `AlertType`, no
+    /// `SearchPeriod`), e.g. " Admin Alert: Worker node has returned to service".
+    SystemNotification,
+    /// A message-query alert (`AlertType` 1, or another value): one message per log event.
+    MessageQuery,
+    /// An aggregate-query alert (`AlertType` 2): rows of group-by `fields`, no log text.
+    AggregateQuery,
+    /// A templated (user-defined) payload of Aria Operations for Logs.
+    UserDefined,
+}
+
+impl Kind {
+    /// Stable snake_case name (logs, `parse-log`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Kind::TestAlert => "test_alert",
+            Kind::SystemNotification => "system_notification",
+            Kind::MessageQuery => "message_query",
+            Kind::AggregateQuery => "aggregate_query",
+            Kind::UserDefined => "user_defined",
+        }
+    }
+}
+
+/// What microseg does with an alert as a whole; the webhook's answer follows from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// Nothing to record, and nothing wrong: answered 200 with this note (a test alert, a system
+    /// notification, an alert without messages).
+    Acknowledge {
+        /// What was received and why nothing is recorded.
+        note: String,
+    },
+    /// At least one message is usable: record (answered 200 once recorded; unusable messages are
+    /// counted as unparsed and quoted).
+    Record,
+    /// No message is usable: the alert is not about DFW packet logs. Answered 422 with this
+    /// error, which says what to change in Log Insight.
+    Refuse {
+        /// Why, naming the alert and the fix.
+        error: String,
+    },
+}
+
+impl Disposition {
+    /// The HTTP status the webhook answers with (`Record`: once recorded; rate limits and the
+    /// status write can still answer 413, 429 or 503).
+    pub const fn status(&self) -> u16 {
+        match self {
+            Disposition::Acknowledge { .. } | Disposition::Record => 200,
+            Disposition::Refuse { .. } => 422,
+        }
+    }
+}
+
 impl Alert {
-    /// A UI "test alert": legacy shape, no messages, no hits.
-    pub fn is_test(&self) -> bool {
-        self.shape == Shape::Legacy && self.messages.is_empty() && self.num_hits.unwrap_or(0) == 0
+    /// What kind of payload this is. A legacy payload without `AlertType` and `SearchPeriod` is a
+    /// system notification; a legacy payload without messages and hits is a test alert.
+    pub fn kind(&self) -> Kind {
+        match self.shape {
+            Shape::UserDefined => Kind::UserDefined,
+            Shape::Legacy if self.alert_type.is_none() && self.search_period_ms.is_none() => {
+                Kind::SystemNotification
+            }
+            Shape::Legacy if self.messages.is_empty() && self.num_hits.unwrap_or(0) == 0 => {
+                Kind::TestAlert
+            }
+            Shape::Legacy if self.alert_type == Some(2) => Kind::AggregateQuery,
+            Shape::Legacy => Kind::MessageQuery,
+        }
     }
 
-    /// One entry per message: a parsed line, a field record, or why neither.
-    pub fn entries(&self) -> impl Iterator<Item = Entry<'_>> {
-        self.messages.iter().map(entry)
+    /// A UI "test alert": legacy shape, no messages, no hits.
+    pub fn is_test(&self) -> bool {
+        self.kind() == Kind::TestAlert
+    }
+
+    /// One entry per message: a parsed line, a field record, or why neither. A line without a
+    /// timestamp takes the message's (`timestamp`), else `received`.
+    pub fn entries(&self, received: jiff::Timestamp) -> impl Iterator<Item = Entry<'_>> {
+        self.messages.iter().map(move |m| entry(m, received))
+    }
+
+    /// What to do with this alert, given its [`entries`](Alert::entries). Usable messages are
+    /// always recorded, whatever the kind: nothing DFW is dropped.
+    pub fn disposition(&self, entries: &[Entry<'_>]) -> Disposition {
+        let name = self.name.as_deref().unwrap_or("").trim();
+        let usable = entries.iter().any(|e| !matches!(e, Entry::Unusable { .. }));
+        if usable {
+            return Disposition::Record;
+        }
+        let kind = self.kind();
+        match kind {
+            Kind::TestAlert => Disposition::Acknowledge {
+                note: format!(
+                    "Log Insight test alert {name:?} received: the webhook URL and credentials \
+                     work; nothing to record"
+                ),
+            },
+            Kind::SystemNotification => Disposition::Acknowledge {
+                note: format!(
+                    "Log Insight system notification {name:?} received: not a DFW alert, nothing \
+                     recorded"
+                ),
+            },
+            _ if entries.is_empty() => Disposition::Acknowledge {
+                note: format!(
+                    "alert {name:?} carries no messages (NumHits {}): nothing to record",
+                    self.num_hits.unwrap_or(0)
+                ),
+            },
+            Kind::AggregateQuery => Disposition::Refuse {
+                error: format!(
+                    "alert {name:?} is an aggregate-query alert (AlertType 2): its {} rows are \
+                     group-by results, and none has the NSX content-pack field {FIELD_RULE_ID}; \
+                     microseg needs a message-query alert over DFW packet logs",
+                    entries.len()
+                ),
+            },
+            Kind::MessageQuery | Kind::UserDefined => Disposition::Refuse {
+                error: format!(
+                    "alert {name:?}: none of its {} messages is a DFW packet-log line or carries \
+                     the NSX content-pack field {FIELD_RULE_ID}; the alert's query does not \
+                     select DFW packet logs (appname dfwpktlogs or FIREWALL-PKTLOG, text \
+                     \"INET match\"): point it at them, or remove microseg's webhook from it",
+                    entries.len()
+                ),
+            },
+        }
     }
 }
 
 /// A flow record built from content-pack fields when the text is missing or unparseable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FieldRecord<'a> {
-    /// From the message's epoch-ms `timestamp`.
+    /// From the message's epoch-ms `timestamp` ([`Message::time`]); `None`: use the receipt time.
     pub time: Option<jiff::Timestamp>,
     /// `hostname`.
     pub host: Option<&'a str>,
@@ -170,6 +319,16 @@ pub struct FieldRecord<'a> {
     pub dst_port: Option<u16>,
     /// `vmw_nsxt_firewall_protocol` or `vmw_nsx_firewall_protocol`.
     pub protocol: Option<Protocol>,
+}
+
+impl FieldRecord<'_> {
+    /// Where the time comes from: the envelope (the message's `timestamp`), else receipt.
+    pub const fn time_source(&self) -> TimeSource {
+        match self.time {
+            Some(_) => TimeSource::Envelope,
+            None => TimeSource::Receipt,
+        }
+    }
 }
 
 /// What one message yielded.
@@ -200,9 +359,10 @@ pub enum Entry<'a> {
     },
 }
 
-fn entry(m: &Message) -> Entry<'_> {
+fn entry(m: &Message, received: jiff::Timestamp) -> Entry<'_> {
+    let arrival = Arrival::received(received).with_envelope(m.time());
     let text_error = match m.text.as_deref() {
-        Some(t) => match parse_line(t) {
+        Some(t) => match parse_line_with(t, arrival) {
             Ok(record) => {
                 return Entry::Line { at: &m.at, record };
             }
@@ -284,9 +444,7 @@ fn field_record(m: &Message) -> Result<FieldRecord<'_>, String> {
         })
         .transpose()?;
     Ok(FieldRecord {
-        time: m
-            .timestamp_ms
-            .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok()),
+        time: m.time(),
         host: m.field(FIELD_HOSTNAME),
         action,
         rule_id,
@@ -427,6 +585,10 @@ fn legacy(obj: &serde_json::Map<String, Value>) -> Result<Alert, Error> {
         shape: Shape::Legacy,
         name: opt_str(obj, "AlertName", "")?,
         alert_type: opt_int(obj, "AlertType", "")?,
+        // Read leniently: it only tells a query alert from a system notification.
+        search_period_ms: obj
+            .get("SearchPeriod")
+            .and_then(|v| v.as_i64().or_else(|| v.as_f64().map(|f| f as i64))),
         num_hits,
         has_more_results,
         url: opt_str(obj, "Url", "")?,
@@ -517,6 +679,7 @@ fn user_defined(obj: &serde_json::Map<String, Value>) -> Result<Alert, Error> {
         shape: Shape::UserDefined,
         name,
         alert_type: None,
+        search_period_ms: None,
         num_hits: None,
         has_more_results: None,
         url: match obj.get("resultsUrl") {
@@ -552,7 +715,7 @@ fn walk(
             let lines = s.lines().filter(|l| !l.trim().is_empty());
             let many = s.lines().filter(|l| !l.trim().is_empty()).nth(1).is_some();
             for (n, line) in lines.enumerate() {
-                if text_key || parse_line(line).is_ok() {
+                if text_key || is_dfw_line(line) {
                     out.push(Message {
                         at: if many {
                             format!("{at}#{n}")

@@ -5,7 +5,8 @@
 //! - [`format`]: the inverse, writing a record back in any layout (pure);
 //! - [`loginsight`]: the Log Insight / Aria Operations for Logs alert webhook payload (pure);
 //! - the JSON form of a record (field names as in `nsx-policy-api.md` §9) and
-//!   [`parse_log_cli`], the body of `microseg parse-log`.
+//!   [`parse_log_cli`] / [`parse_loginsight_cli`], the body of `microseg parse-log` (DFW lines,
+//!   or a saved Log Insight webhook payload with `--format loginsight`).
 //!
 //! - [`aggregate`]: attribution to applications and aggregation of unmatched flows (pure);
 //! - [`recorder`]: the group-commit writer of `status.monitor` (talks to Kubernetes).
@@ -20,12 +21,12 @@ pub mod parse;
 pub mod recorder;
 
 use std::collections::BTreeMap;
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead, Read, Write};
 
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
 
-pub use parse::{LogRecord, ParseError, parse_line};
+pub use parse::{Arrival, LogRecord, ParseError, TimeSource, parse_line, parse_line_with};
 
 /// Longest part of an unparsed line quoted in the summary.
 pub const SAMPLE_LINE_MAX: usize = 300;
@@ -83,7 +84,9 @@ impl Serialize for parse::SyslogHeader<'_> {
 impl Serialize for LogRecord<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(None)?;
-        m.serialize_entry("timestamp", self.timestamp)?;
+        m.serialize_entry("timestamp", &self.timestamp)?;
+        m.serialize_entry("time", &Rfc3339(self.time))?;
+        m.serialize_entry("time_source", self.time_source.as_str())?;
         m.serialize_entry("host", &self.host())?;
         m.serialize_entry("syslog", &self.syslog)?;
         m.serialize_entry("filter_hash", &self.filter_hash)?;
@@ -110,6 +113,35 @@ impl Serialize for LogRecord<'_> {
         m.serialize_entry("extras", &self.extras)?;
         m.serialize_entry("rule_tag", &self.rule_tag)?;
         m.end()
+    }
+}
+
+/// JSON form of a record built from Log Insight content-pack fields (the names of the line form
+/// where they mean the same).
+impl Serialize for loginsight::FieldRecord<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("time", &self.time.map(Rfc3339))?;
+        m.serialize_entry("time_source", self.time_source().as_str())?;
+        m.serialize_entry("host", &self.host)?;
+        m.serialize_entry("action", &self.action.map(|a| a.as_str()))?;
+        m.serialize_entry("rule_id", &self.rule_id)?;
+        m.serialize_entry("protocol", &self.protocol.map(ProtocolName))?;
+        m.serialize_entry("protocol_number", &self.protocol.map(|p| p.number()))?;
+        m.serialize_entry("src", &self.src)?;
+        m.serialize_entry("src_port", &self.src_port)?;
+        m.serialize_entry("dst", &self.dst)?;
+        m.serialize_entry("dst_port", &self.dst_port)?;
+        m.end()
+    }
+}
+
+/// An instant as RFC 3339 text (`2024-05-02T10:15:31.204Z`).
+struct Rfc3339(jiff::Timestamp);
+
+impl Serialize for Rfc3339 {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
     }
 }
 
@@ -205,12 +237,14 @@ impl ParseSummary {
 
 /// `microseg parse-log`: reads DFW log lines from `input`, writes one JSON object per parsed line
 /// to `out`, and the summary (counts and up to `max_samples` unparsed lines with their reasons)
-/// to `err`. Returns the summary.
+/// to `err`. A line without a timestamp (the message body alone) takes `received`, the time the
+/// command read it (`time_source: "receipt"`). Returns the summary.
 pub fn parse_log_cli(
     mut input: impl BufRead,
     out: impl Write,
     mut err: impl Write,
     max_samples: usize,
+    received: jiff::Timestamp,
 ) -> io::Result<ParseSummary> {
     let mut out = io::BufWriter::with_capacity(1 << 16, out);
     let mut summary = ParseSummary::default();
@@ -238,7 +272,7 @@ pub fn parse_log_cli(
             summary.blank += 1;
             continue;
         }
-        match parse_line(line) {
+        match parse_line_with(line, Arrival::received(received)) {
             Ok(record) => {
                 serde_json::to_writer(&mut out, &record).map_err(io::Error::other)?;
                 out.write_all(b"\n")?;
@@ -257,6 +291,123 @@ pub fn parse_log_cli(
     }
     out.flush()?;
     summary.write_to(&mut err)?;
+    Ok(summary)
+}
+
+/// What `microseg parse-log --format loginsight` made of a webhook payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogInsightSummary {
+    /// The HTTP status the webhook endpoint would answer (400: not a payload at all).
+    pub status: u16,
+    /// Messages read as DFW lines.
+    pub lines: u64,
+    /// Messages read from content-pack fields.
+    pub fields: u64,
+    /// Messages neither could read.
+    pub unusable: u64,
+}
+
+impl LogInsightSummary {
+    /// Whether Log Insight would see a delivery (2xx).
+    pub fn delivered(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+/// `microseg parse-log --format loginsight`: reads one Log Insight / Aria Operations for Logs
+/// webhook body from `input`, writes one JSON object per message to `out` (`{"at", "entry":
+/// "line"|"fields"|"unusable", "record" | "reason", ...}`), and to `err` what kind of alert it is
+/// and what the webhook endpoint would answer and why. Lines without a timestamp take the
+/// message's `timestamp`, else `received`.
+pub fn parse_loginsight_cli(
+    mut input: impl Read,
+    out: impl Write,
+    mut err: impl Write,
+    received: jiff::Timestamp,
+) -> io::Result<LogInsightSummary> {
+    let mut body = Vec::new();
+    input.read_to_end(&mut body)?;
+    let mut summary = LogInsightSummary {
+        status: 400,
+        lines: 0,
+        fields: 0,
+        unusable: 0,
+    };
+    let alert = match loginsight::parse_payload(&body) {
+        Ok(a) => a,
+        Err(e) => {
+            writeln!(err, "parse-log: not a Log Insight webhook payload")?;
+            writeln!(err, "microseg would answer 400: {e}")?;
+            return Ok(summary);
+        }
+    };
+    let entries: Vec<loginsight::Entry<'_>> = alert.entries(received).collect();
+    let mut out = io::BufWriter::new(out);
+    // One entry per message, in order.
+    for (m, e) in alert.messages.iter().zip(&entries) {
+        let v = match e {
+            loginsight::Entry::Line { at, record } => {
+                summary.lines += 1;
+                serde_json::json!({"at": at, "entry": "line", "record": record})
+            }
+            loginsight::Entry::Fields {
+                at,
+                record,
+                text_error,
+            } => {
+                summary.fields += 1;
+                let text = m.text.as_deref().unwrap_or("");
+                let text_error = text_error.map(|e| format!("{e}: {:?}", e.token(text)));
+                serde_json::json!({
+                    "at": at, "entry": "fields", "record": record, "text_error": text_error,
+                })
+            }
+            loginsight::Entry::Unusable { at, reason } => {
+                summary.unusable += 1;
+                serde_json::json!({"at": at, "entry": "unusable", "reason": reason})
+            }
+        };
+        serde_json::to_writer(&mut out, &v).map_err(io::Error::other)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    let disposition = alert.disposition(&entries);
+    summary.status = disposition.status();
+    writeln!(
+        err,
+        "parse-log: Log Insight {} {:?} (AlertType {}, NumHits {}): {} messages: {} DFW lines, \
+         {} from content-pack fields, {} unusable",
+        alert.kind().as_str(),
+        alert.name.as_deref().unwrap_or(""),
+        alert
+            .alert_type
+            .map_or_else(|| "absent".to_owned(), |t| t.to_string()),
+        alert
+            .num_hits
+            .map_or_else(|| "absent".to_owned(), |n| n.to_string()),
+        entries.len(),
+        summary.lines,
+        summary.fields,
+        summary.unusable,
+    )?;
+    match &disposition {
+        loginsight::Disposition::Acknowledge { note } => {
+            writeln!(err, "microseg would answer 200: {note}")?;
+        }
+        loginsight::Disposition::Record => writeln!(
+            err,
+            "microseg would answer 200 once recorded: {} usable messages{}",
+            summary.lines + summary.fields,
+            if summary.unusable > 0 {
+                format!(", {} counted as unparsed", summary.unusable)
+            } else {
+                String::new()
+            }
+        )?,
+        loginsight::Disposition::Refuse { error } => {
+            writeln!(err, "microseg would answer 422: {error}")?;
+        }
+    }
     Ok(summary)
 }
 
@@ -296,7 +447,8 @@ mod tests {
         let input = "x\n\n2018-07-03T19:44:09.749Z b6507827 INET match PASS 1 IN 52 UDP 1.1.1.1/1->1.1.1.2/2\ny\nz\n";
         let mut out = Vec::new();
         let mut err = Vec::new();
-        let s = parse_log_cli(input.as_bytes(), &mut out, &mut err, 2).unwrap();
+        let now = jiff::Timestamp::UNIX_EPOCH;
+        let s = parse_log_cli(input.as_bytes(), &mut out, &mut err, 2, now).unwrap();
         assert_eq!((s.read, s.parsed, s.blank, s.unparsed), (5, 1, 1, 3));
         assert_eq!(s.samples.len(), 2);
         assert_eq!(s.unparsed_by_field.get("timestamp"), Some(&3));

@@ -4,8 +4,9 @@
 //! `nsx-policy-api.md` §9:
 //!
 //! ```text
-//! [<syslog-hdr>] <ts> [<syslog-hdr>] [<filter-hash>] <AF> <reason> [<action>] [<ruleset>/]<rule_id>
-//!     <dir> [<len>] <proto> [<close-reason>] <src>[/<sport>]-><dst>[/<dport>]
+//! [<syslog-hdr>] [<ts>] [<syslog-hdr>] [<filter-hash>] <AF> <reason> [<action>]
+//!     [<ruleset>/]<rule_id> <dir> [<len>] <proto> [<close-reason>]
+//!     <src>[/<sport>]-><dst>[/<dport>]
 //!     [<tcp-flags> | <pkts_in>/<pkts_out> <bytes_in>/<bytes_out>] [<extra>...] [<rule-tag>]
 //! ```
 //!
@@ -14,6 +15,21 @@
 //! Insight shows it), the ESXi 8 local form (`... No(13) FIREWALL-PKTLOG[1069031]: ...`), and
 //! RFC 5424 (`<14>1 <ts> <host> <app> <procid> <msgid> <sd> ...`, nil values `-`, structured data
 //! kept as one raw slice).
+//!
+//! **The message body alone.** DFW lines are also met without a timestamp: quoted in KB articles
+//! and admin guides, in Log Insight's `text` field, and from relays that strip the syslog header.
+//! Accepted, each with or without the filter hash:
+//! - the bare body: `2d4b6e2d INET match PASS 3081 OUT 60 TCP a/p->b/q S`, `INET TERM ...`;
+//! - an RFC 3164 header without its timestamp, `[<pri>][<host>] [<Sev>(<n>)] <app>[\[<pid>\]]:
+//!   body`, and `<pri>` glued directly to the body;
+//! - RFC 5424 with the nil TIMESTAMP: `<14>1 - <host> <app> <procid> <msgid> <sd> body`.
+//!
+//! **Where the time comes from** ([`TimeSource`], in [`LogRecord::time_source`]): the line's own
+//! leading timestamp ([`TimeSource::Line`]), the syslog header's ([`TimeSource::SyslogHeader`]);
+//! for a line without one, the envelope it came in (a Log Insight message's `timestamp`,
+//! [`TimeSource::Envelope`]), else the time microseg received it ([`TimeSource::Receipt`]). The
+//! caller says both in an [`Arrival`] ([`parse_line_with`]); [`parse_line`] has neither and refuses
+//! a line without a timestamp (field `timestamp`), so a record's `time` is always a real instant.
 //!
 //! It must not do IO, read the clock or allocate: [`parse_line`] returns a [`LogRecord`] of `&str`
 //! slices into the line and small `Copy` values, or a [`ParseError`] naming the field, the byte
@@ -353,15 +369,98 @@ impl<'a> Extras<'a> {
     }
 }
 
+/// Where a record's [`LogRecord::time`] came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TimeSource {
+    /// The line's own leading timestamp (the plain `dfwpktlogs.log` line).
+    Line,
+    /// The timestamp of the line's syslog header (RFC 3164, ESXi 8 local form, RFC 5424).
+    SyslogHeader,
+    /// The envelope the line came in (a Log Insight message's `timestamp`): the line has none.
+    Envelope,
+    /// The time microseg received the line: neither the line nor an envelope had one.
+    Receipt,
+}
+
+impl TimeSource {
+    /// Every value.
+    pub const ALL: &'static [TimeSource] = &[
+        TimeSource::Line,
+        TimeSource::SyslogHeader,
+        TimeSource::Envelope,
+        TimeSource::Receipt,
+    ];
+
+    /// Stable snake_case name (JSON, summaries).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TimeSource::Line => "line",
+            TimeSource::SyslogHeader => "syslog_header",
+            TimeSource::Envelope => "envelope",
+            TimeSource::Receipt => "receipt",
+        }
+    }
+
+    /// The source of a timestamp written in a line with this framing.
+    pub const fn written(syslog: Option<SyslogHeader<'_>>) -> Self {
+        match syslog {
+            None => TimeSource::Line,
+            Some(_) => TimeSource::SyslogHeader,
+        }
+    }
+}
+
+impl fmt::Display for TimeSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a line reached us: the times that stand in when the line carries no timestamp.
+///
+/// The parser reads no clock; the caller (the ingestion endpoint, `parse-log`) passes the time it
+/// received the line, and the envelope's time when the line came in one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Arrival {
+    /// The envelope's time (Log Insight message `timestamp`), when it has one.
+    pub envelope: Option<jiff::Timestamp>,
+    /// When microseg received the line; `None` offline (no receipt to speak of).
+    pub received: Option<jiff::Timestamp>,
+}
+
+impl Arrival {
+    /// No envelope and no receipt time: a line must carry its own timestamp.
+    pub const NONE: Arrival = Arrival {
+        envelope: None,
+        received: None,
+    };
+
+    /// Received at `at`, no envelope.
+    pub const fn received(at: jiff::Timestamp) -> Self {
+        Arrival {
+            envelope: None,
+            received: Some(at),
+        }
+    }
+
+    /// The same, in an envelope with (or without) a time of its own.
+    pub const fn with_envelope(self, envelope: Option<jiff::Timestamp>) -> Self {
+        Arrival { envelope, ..self }
+    }
+}
+
 /// One parsed DFW packet-log line; fields as named in `nsx-policy-api.md` §9.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogRecord<'a> {
     /// Syslog framing, when the line has one.
     pub syslog: Option<SyslogHeader<'a>>,
-    /// The timestamp as written.
-    pub timestamp: &'a str,
-    /// The timestamp as an instant.
+    /// The timestamp as written; `None` when the line has none (the message body alone, RFC 5424
+    /// nil TIMESTAMP).
+    pub timestamp: Option<&'a str>,
+    /// When the packet was logged: the written timestamp, else the envelope's or receipt time.
     pub time: jiff::Timestamp,
+    /// Where [`LogRecord::time`] came from.
+    pub time_source: TimeSource,
     /// Filter hash (vNIC), absent in some RFC 5424 forwards.
     pub filter_hash: Option<&'a str>,
     /// `INET` or `INET6`.
@@ -571,13 +670,21 @@ fn nil(t: &str) -> Option<&str> {
     if t == "-" { None } else { Some(t) }
 }
 
+/// Whether a token is meant as a timestamp: an RFC 3164 month name (refused below) or four
+/// digits and `-` (ISO-8601, checked below). Filter hashes, host names and `INET` are not.
+fn is_timestamp_like(t: &str) -> bool {
+    let b = t.as_bytes();
+    MONTHS.contains(&t) || (b.len() > 4 && b[..4].iter().all(u8::is_ascii_digit) && b[4] == b'-')
+}
+
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
 fn timestamp(tok: (usize, &str)) -> Result<(&str, jiff::Timestamp), ParseError> {
     let t = tok.1;
     // Cheap shape check first so that random text fails fast and clearly.
     let b = t.as_bytes();
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
     if MONTHS.contains(&t) {
         return Err(tok_err(
             Field::Timestamp,
@@ -738,20 +845,37 @@ fn rfc3164_tag(tok: (usize, &str)) -> Result<(&str, Option<&str>), ParseError> {
     Ok((app, procid))
 }
 
-/// Parses one DFW packet-log line (trailing spaces, tabs, `\r` and `\n` ignored). Never panics.
+/// Parses one DFW packet-log line that carries its own timestamp (trailing spaces, tabs, `\r` and
+/// `\n` ignored). A line without one (the message body alone) is refused with field `timestamp`:
+/// use [`parse_line_with`] and say when the line arrived. Never panics.
 pub fn parse_line(line: &str) -> Result<LogRecord<'_>, ParseError> {
+    parse_line_with(line, Arrival::NONE)
+}
+
+/// Whether `line` is a DFW packet-log line, with or without a timestamp of its own.
+pub fn is_dfw_line(line: &str) -> bool {
+    parse_line_with(line, Arrival::received(jiff::Timestamp::UNIX_EPOCH)).is_ok()
+}
+
+/// Parses one DFW packet-log line, with or without a timestamp (see the module docs); a line
+/// without one takes its time from `arrival` (the envelope's, else the receipt time) and is
+/// refused, with field `timestamp`, only when `arrival` has neither. Trailing spaces, tabs, `\r`
+/// and `\n` are ignored. Never panics.
+pub fn parse_line_with(line: &str, arrival: Arrival) -> Result<LogRecord<'_>, ParseError> {
     let line = line.trim_end_matches([' ', '\t', '\n', '\r']);
     let pri = syslog_pri(line)?;
     let mut c = Cursor {
         s: line,
         pos: pri.map_or(0, |p| p.1),
     };
-    let ts_tok;
+    let mut ts_tok = None;
     let mut syslog = None;
     let rfc5424 = pri.is_some() && line.as_bytes().get(c.pos..c.pos + 2) == Some(b"1 ");
     if let (true, Some((pri, _))) = (rfc5424, pri) {
         c.pos += 1;
-        ts_tok = c.expect(Field::Timestamp, "RFC 5424 header ends before TIMESTAMP")?;
+        let ts = c.expect(Field::Timestamp, "RFC 5424 header ends before TIMESTAMP")?;
+        // `-`: the nil TIMESTAMP (a relay that does not know the time).
+        ts_tok = (ts.1 != "-").then_some(ts);
         let host = c.expect(Field::SyslogHeader, "RFC 5424 header ends before HOSTNAME")?;
         let app = c.expect(Field::SyslogHeader, "RFC 5424 header ends before APP-NAME")?;
         let procid = c.expect(Field::SyslogHeader, "RFC 5424 header ends before PROCID")?;
@@ -776,18 +900,38 @@ pub fn parse_line(line: &str) -> Result<LogRecord<'_>, ParseError> {
                 field: Field::Timestamp,
                 start: c.pos,
                 end: c.pos + 1,
-                reason: "RFC 3164 timestamp must follow <pri> directly",
+                reason: "RFC 3164 timestamp or header must follow <pri> directly",
             });
         }
-        ts_tok = c.expect(Field::Line, "empty line")?;
+        let first = c.peek().ok_or_else(|| {
+            c.err(
+                Field::Line,
+                if pri.is_some() {
+                    "line ends after <pri>"
+                } else {
+                    "empty line"
+                },
+            )
+        })?;
+        if is_timestamp_like(first.1) {
+            c.next();
+            ts_tok = Some(first);
+        }
     }
-    let (timestamp, time) = timestamp(ts_tok)?;
+    let written = ts_tok.map(timestamp).transpose()?;
 
     // RFC 3164-style tokens between the timestamp and the message: [host] [Sev(n)] app[pid]:
     if syslog.is_none() {
-        let t1 = c
-            .peek()
-            .ok_or_else(|| c.err(Field::Line, "line ends after the timestamp"))?;
+        let t1 = c.peek().ok_or_else(|| {
+            c.err(
+                Field::Line,
+                if written.is_some() {
+                    "line ends after the timestamp"
+                } else {
+                    "line ends after <pri>"
+                },
+            )
+        })?;
         let t2_is_af = {
             let mut look = Cursor {
                 s: line,
@@ -823,6 +967,23 @@ pub fn parse_line(line: &str) -> Result<LogRecord<'_>, ParseError> {
                     ));
                 }
             }
+            if written.is_none() {
+                // No timestamp: a header is only taken as one when its tag comes within three
+                // tokens ([host] [Sev(n)] app[pid]:); anything else is not a DFW line at all.
+                let mut look = Cursor {
+                    s: line,
+                    pos: c.pos,
+                };
+                let has_tag = (0..3).any(|_| look.next().is_some_and(|t| t.1.ends_with(':')));
+                if !has_tag {
+                    return Err(tok_err(
+                        Field::Timestamp,
+                        t1,
+                        "expected an ISO-8601 timestamp, a syslog header (host app[pid]:) or the \
+                         DFW message (filter hash, then INET or INET6)",
+                    ));
+                }
+            }
             let mut host = None;
             let mut severity = None;
             let mut tok = c.expect(Field::SyslogHeader, "line ends in the syslog header")?;
@@ -844,6 +1005,7 @@ pub fn parse_line(line: &str) -> Result<LogRecord<'_>, ParseError> {
             });
         }
     }
+    let message_start = c.peek().map_or(line.len(), |t| t.0);
 
     // [filter-hash] AF
     let mut tok = c.expect(Field::FilterHash, "line ends before the filter hash")?;
@@ -989,10 +1151,31 @@ pub fn parse_line(line: &str) -> Result<LogRecord<'_>, ParseError> {
         }
     };
 
+    let (timestamp, (time, time_source)) = match written {
+        Some((text, time)) => (Some(text), (time, TimeSource::written(syslog))),
+        None => (
+            None,
+            match (arrival.envelope, arrival.received) {
+                (Some(t), _) => (t, TimeSource::Envelope),
+                (None, Some(t)) => (t, TimeSource::Receipt),
+                (None, None) => {
+                    return Err(ParseError {
+                        field: Field::Timestamp,
+                        start: message_start,
+                        end: message_start,
+                        reason: "the line has no timestamp (the message body alone) and no \
+                                 envelope or receipt time was given",
+                    });
+                }
+            },
+        ),
+    };
+
     Ok(LogRecord {
         syslog,
         timestamp,
         time,
+        time_source,
         filter_hash,
         af,
         reason,

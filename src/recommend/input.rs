@@ -338,7 +338,7 @@ pub fn dfw_log(text: &str) -> LogRead {
                     port: r.dst_port.map(|p| (p, p)),
                     count: 1,
                     direction: None,
-                    seen: Some((r.timestamp.to_string(), r.timestamp.to_string())),
+                    seen: r.timestamp.map(|t| (t.to_string(), t.to_string())),
                 });
             }
             Ok(_) => {}

@@ -43,9 +43,9 @@ use tracing::{info, warn};
 
 use crate::api::SegmentationPolicy;
 use crate::monitor::aggregate::{Delta, Index, Observation, PolicyKey, hex12};
-use crate::monitor::loginsight::{self, Entry};
-use crate::monitor::parse_line;
+use crate::monitor::loginsight::{self, Disposition, Entry};
 use crate::monitor::recorder::Recorder;
+use crate::monitor::{Arrival, parse_line_with};
 use crate::plan::Identity;
 
 /// Header carrying the HMAC signature.
@@ -183,6 +183,10 @@ pub struct Report {
     /// Why the batch was refused, when it was.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Why nothing was recorded though nothing was wrong (a Log Insight test alert or system
+    /// notification).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// Why one line was not used.
@@ -341,7 +345,8 @@ impl<'a> Collector<'a> {
             .add(o, &a.role, self.now);
     }
 
-    /// One line of text (syslog framing allowed); blank lines are skipped.
+    /// One line of text (syslog framing allowed; without a timestamp it takes the receipt time);
+    /// blank lines are skipped.
     fn line(&mut self, at: impl FnOnce() -> String, raw: &[u8]) {
         let Ok(text) = std::str::from_utf8(raw) else {
             self.report.lines += 1;
@@ -353,7 +358,7 @@ impl<'a> Collector<'a> {
             return;
         }
         self.report.lines += 1;
-        match parse_line(text) {
+        match parse_line_with(text, Arrival::received(self.now)) {
             Ok(r) => self.observe(&Observation::from(&r)),
             Err(e) => {
                 let token = e.token(text);
@@ -566,13 +571,23 @@ async fn loginsight_batch(ingest: &Ingest, body: &[u8], key: String) -> Response
         Ok(a) => a,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    if alert.is_test() {
-        info!(alert = ?alert.name, "Log Insight test alert received");
-        return answer(StatusCode::OK, &Report::default());
-    }
     let index = ingest.index();
     let mut c = Collector::new(&index);
-    for entry in alert.entries() {
+    let entries: Vec<Entry<'_>> = alert.entries(c.now).collect();
+    match alert.disposition(&entries) {
+        Disposition::Acknowledge { note } => {
+            info!(alert = ?alert.name, kind = alert.kind().as_str(), "{note}");
+            let report = Report {
+                note: Some(note),
+                ..Report::default()
+            };
+            return answer(StatusCode::OK, &report);
+        }
+        // Counted and quoted like any unusable batch, answered 422 with this error.
+        Disposition::Refuse { error } => c.report.error = Some(error),
+        Disposition::Record => {}
+    }
+    for entry in entries {
         c.report.lines += 1;
         match entry {
             Entry::Line { record, .. } => c.observe(&Observation::from(&record)),
@@ -616,7 +631,9 @@ async fn finish(ingest: &Ingest, source: &str, c: Collector<'_>, key: String) ->
     }
     count(m, source, &report);
     if report.lines > 0 && report.unparsed == report.lines {
-        report.error = Some("no line could be used; see errors".into());
+        report
+            .error
+            .get_or_insert_with(|| "no line could be used; see errors".into());
         return answer(StatusCode::UNPROCESSABLE_ENTITY, &report);
     }
     if deltas.is_empty() {
