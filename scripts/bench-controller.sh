@@ -65,7 +65,8 @@ spec:
   enforceAt: "{enforce}"
   cleanupAt: "{cleanup}"
   minimumNotice: 10s
-  postEnforcementMonitoring: 1h""")
+  postEnforcementMonitoring: 1h
+  gates: {{waive: [Blind, QuietPeriod]}}  # no DFW log source in this benchmark""")
 for i in range(n):
     rules = "\n".join(f"""    - name: r{j}
       direction: {"Inbound" if j % 2 == 0 else "Outbound"}
