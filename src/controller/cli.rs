@@ -92,6 +92,10 @@ pub struct ControllerArgs {
     /// Compute and report NSX changes (events, status, log) without writing them.
     #[arg(long)]
     pub dry_run: bool,
+    /// Keep what NSX holds in memory (one read of the whole tree per resync) instead of reading
+    /// each application's objects at every reconcile; `false` is the per-object behaviour.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub nsx_cache: bool,
     /// Elect a leader through a Lease; only the leader writes NSX and status.
     #[arg(long)]
     pub leader_elect: bool,
@@ -364,6 +368,7 @@ impl ControllerArgs {
                 reminder_before: self.reminder_before.get(),
                 log_silence: self.log_silence.get(),
                 notice_retry: std_duration(self.notice_retry),
+                nsx_cache: self.nsx_cache,
             },
             lease,
             namespace: self.namespace.clone(),

@@ -44,6 +44,8 @@ pub struct Settings {
     pub log_silence: SignedDuration,
     /// Wait before retrying a failed notice.
     pub notice_retry: Duration,
+    /// Serve NSX reads from the NSX cache (`nsx_cache`), refreshed every resync.
+    pub nsx_cache: bool,
 }
 
 impl Default for Settings {
@@ -54,6 +56,7 @@ impl Default for Settings {
             reminder_before: SignedDuration::from_hours(48),
             log_silence: SignedDuration::from_hours(24),
             notice_retry: Duration::from_secs(60),
+            nsx_cache: true,
         }
     }
 }

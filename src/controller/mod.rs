@@ -13,6 +13,7 @@ pub mod guard;
 pub mod invalid;
 pub mod metrics;
 pub mod notices;
+pub mod nsx_cache;
 pub mod policy;
 pub mod rbac;
 pub mod status;
@@ -214,9 +215,17 @@ pub async fn run(rt: Runtime) -> Result<(), Error> {
             .for_each(|_| futures::future::ready(())),
     );
 
+    let cache = rt
+        .settings
+        .nsx_cache
+        .then(|| Arc::new(nsx_cache::NsxCache::new(rt.identity.clone())));
+    let nsx: Arc<dyn crate::nsx::NsxApi> = match &cache {
+        Some(c) => Arc::new(nsx_cache::CachedNsx::new(rt.nsx, c.clone())),
+        None => rt.nsx,
+    };
     let ctx = Arc::new(Context {
         client: rt.client.clone(),
-        nsx: rt.nsx,
+        nsx,
         notifier: rt.notifier,
         recorder: Recorder::new(
             rt.client.clone(),
@@ -308,9 +317,17 @@ pub async fn run(rt: Runtime) -> Result<(), Error> {
     let phase_gauges = tokio::spawn(window::phase_gauges(ctx.clone(), shutdown_rx.clone()));
 
     match rt.lease {
-        None => run_controllers(ctx.clone(), policies, windows, shutdown_rx.clone()).await,
+        None => run_controllers(ctx.clone(), cache, policies, windows, shutdown_rx.clone()).await,
         Some(lease) => {
-            run_as_leader(ctx.clone(), lease, policies, windows, shutdown_rx.clone()).await?
+            run_as_leader(
+                ctx.clone(),
+                cache,
+                lease,
+                policies,
+                windows,
+                shutdown_rx.clone(),
+            )
+            .await?
         }
     }
     phase_gauges.abort();
@@ -366,6 +383,7 @@ async fn wait_false(mut rx: watch::Receiver<bool>) {
 /// and starts them again when it is regained.
 async fn run_as_leader(
     ctx: Arc<Context>,
+    cache: Option<Arc<nsx_cache::NsxCache>>,
     lease: LeaseSettings,
     policies: Api<SegmentationPolicy>,
     windows: Api<EnforcementWindow>,
@@ -403,7 +421,13 @@ async fn run_as_leader(
             }
         };
         tokio::join!(
-            run_controllers(ctx.clone(), policies.clone(), windows.clone(), stop_rx),
+            run_controllers(
+                ctx.clone(),
+                cache.clone(),
+                policies.clone(),
+                windows.clone(),
+                stop_rx
+            ),
             lost
         );
         if *shutdown.borrow() {
@@ -479,8 +503,62 @@ where
 }
 
 /// The policy and window controllers, until `stop` turns true.
+/// One refresh of the NSX cache; the policies whose NSX objects changed.
+async fn refresh_cache(
+    ctx: &Context,
+    cache: &nsx_cache::NsxCache,
+) -> Vec<ObjectRef<SegmentationPolicy>> {
+    match nsx_cache::refresh(cache, ctx.nsx.as_ref()).await {
+        Ok(changed) if changed.is_empty() => Vec::new(),
+        Ok(changed) => {
+            let changed: std::collections::HashSet<_> = changed.into_iter().collect();
+            ctx.policies
+                .state()
+                .into_iter()
+                .filter(|p| {
+                    let id = ctx
+                        .identity
+                        .object_id(&p.namespace().unwrap_or_default(), &p.name_any());
+                    changed.contains(&(p.spec.nsx.domain.clone(), id))
+                })
+                .map(|p| ObjectRef::from_obj(p.as_ref()))
+                .collect()
+        }
+        Err(e) => {
+            warn!(error = %e, "NSX cache refresh failed; reconciles read NSX until the next one");
+            Vec::new()
+        }
+    }
+}
+
+/// Loads the NSX cache now, then every resync period until `stop`; sends the policies whose
+/// NSX objects changed (drift by hand) to be reconciled. A reconcile before the first load
+/// reads NSX itself.
+async fn cache_refresher(
+    ctx: Arc<Context>,
+    cache: Arc<nsx_cache::NsxCache>,
+    drift: futures::channel::mpsc::UnboundedSender<ObjectRef<SegmentationPolicy>>,
+    stop: watch::Receiver<bool>,
+) {
+    let mut first = true;
+    loop {
+        let changed = refresh_cache(&ctx, &cache).await;
+        if !first {
+            for r in changed {
+                let _ = drift.unbounded_send(r);
+            }
+        }
+        first = false;
+        tokio::select! {
+            _ = tokio::time::sleep(ctx.settings.resync) => {},
+            _ = wait_true(stop.clone()) => return,
+        }
+    }
+}
+
 async fn run_controllers(
     ctx: Arc<Context>,
+    cache: Option<Arc<nsx_cache::NsxCache>>,
     policies: Api<SegmentationPolicy>,
     windows: Api<EnforcementWindow>,
     stop: watch::Receiver<bool>,
@@ -500,7 +578,16 @@ async fn run_controllers(
             Default::default(),
         );
     let store = ctx.policies.clone();
+    // The NSX cache: reset (another replica may have written while this one did not lead),
+    // loaded before the first reconciles, then refreshed every resync; the policies whose NSX
+    // objects changed (drift by hand) are reconciled at once.
+    let (drift_tx, drift_rx) = futures::channel::mpsc::unbounded();
+    let cache_task = cache.map(|cache| {
+        cache.reset();
+        tokio::spawn(cache_refresher(ctx.clone(), cache, drift_tx, stop.clone()))
+    });
     let policy_controller = Controller::for_stream(stream, reader)
+        .reconcile_on(drift_rx)
         .with_config(controller::Config::default().concurrency(16))
         // Only a window's spec matters to its policies (its status, phase counts, changes with
         // every policy and must not requeue all of them), and its deletion: the policies then
@@ -554,4 +641,7 @@ async fn run_controllers(
         .run(guard::reconcile_window, window::error_policy, ctx)
         .for_each(|_| futures::future::ready(()));
     tokio::join!(policy_controller, window_controller);
+    if let Some(t) = cache_task {
+        t.abort();
+    }
 }

@@ -29,7 +29,7 @@ use super::auth::{AuthConfig, Credentials, Login, Secret};
 use super::metrics::NsxMetrics;
 use super::model::{ApiError, Group, Infra, ListResult, Rule, SecurityPolicy};
 use super::pacing::{Pacer, PacingConfig};
-use super::{Error, NsxApi, Realization};
+use super::{DomainTree, Error, NsxApi, Realization};
 
 /// Base path of the policy API.
 pub const POLICY_API: &str = "/policy/api/v1";
@@ -998,6 +998,16 @@ impl NsxApi for Client {
         .await
     }
 
+    async fn infra_tree(&self) -> Result<Vec<DomainTree>, Error> {
+        let path = format!("{POLICY_API}/infra");
+        let query = [("filter", INFRA_TREE_FILTER.to_string())];
+        let a = self
+            .call(Method::GET, &path, &query, Body::None, true)
+            .await?;
+        let v: Value = Self::decode("/infra", &a.body)?;
+        Ok(domain_trees(&v))
+    }
+
     async fn patch_infra(&self, body: &Infra) -> Result<(), Error> {
         let path = format!("{POLICY_API}/infra");
         self.call(Method::PATCH, &path, &[], Self::json("/infra", body)?, true)
@@ -1046,6 +1056,58 @@ pub fn realization_of(entities: &[Value]) -> Realization {
         return Realization::Realized;
     }
     Realization::InProgress
+}
+
+/// The type filter of [`NsxApi::infra_tree`].
+pub const INFRA_TREE_FILTER: &str = "Type-Domain|Group|SecurityPolicy|Rule";
+
+/// The objects of `Child<kind>` wrappers in `children` of `v`.
+fn child_objects<'a>(v: &'a Value, kind: &str) -> impl Iterator<Item = &'a Value> {
+    let wrapper = format!("Child{kind}");
+    v.get("children")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(move |c| c.get("resource_type").and_then(Value::as_str) == Some(&wrapper))
+        .filter_map(move |c| c.get(kind))
+}
+
+/// Domains, groups and policies (rules moved from `children` into `rules`) of a `GET /infra`
+/// subtree.
+pub fn domain_trees(infra: &Value) -> Vec<DomainTree> {
+    let id = |v: &Value| {
+        v.get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    child_objects(infra, "Domain")
+        .map(|d| {
+            let mut tree = DomainTree {
+                domain: id(d),
+                ..DomainTree::default()
+            };
+            for g in child_objects(d, "Group") {
+                match serde_json::from_value::<Group>(g.clone()) {
+                    Ok(g) => tree.groups.push(g),
+                    Err(_) => tree.undecoded.push(id(g)),
+                }
+            }
+            for p in child_objects(d, "SecurityPolicy") {
+                let rules: Vec<Value> = child_objects(p, "Rule").cloned().collect();
+                let mut body = p.clone();
+                if let Some(o) = body.as_object_mut() {
+                    o.remove("children");
+                    o.insert("rules".into(), Value::Array(rules));
+                }
+                match serde_json::from_value::<SecurityPolicy>(body) {
+                    Ok(p) => tree.policies.push(p),
+                    Err(_) => tree.undecoded.push(id(p)),
+                }
+            }
+            tree
+        })
+        .collect()
 }
 
 #[cfg(test)]

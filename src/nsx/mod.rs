@@ -39,6 +39,20 @@ pub enum Realization {
     Failed(String),
 }
 
+/// One domain's groups and security policies, as `GET /infra` with a type filter returns them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DomainTree {
+    /// Domain id.
+    pub domain: String,
+    /// Groups that decode.
+    pub groups: Vec<Group>,
+    /// Security policies that decode, with their rules in `rules` (never in `children`).
+    pub policies: Vec<SecurityPolicy>,
+    /// Ids of groups and policies present that do not decode (a reader must not take them as
+    /// absent).
+    pub undecoded: Vec<String>,
+}
+
 /// What the controller needs from NSX. Implemented by `client::Client` (HTTP) and usable
 /// against `nsxsim`.
 #[async_trait]
@@ -51,6 +65,9 @@ pub trait NsxApi: Send + Sync {
     async fn list_groups(&self, domain: &str) -> Result<Vec<Group>, Error>;
     /// Every security policy of a domain, without rules (paged reads followed to the end).
     async fn list_policies(&self, domain: &str) -> Result<Vec<SecurityPolicy>, Error>;
+    /// Groups and security policies (rules embedded) of every domain in one read:
+    /// `GET /infra?filter=Type-Domain|Group|SecurityPolicy|Rule` (reference §1, §7).
+    async fn infra_tree(&self) -> Result<Vec<DomainTree>, Error>;
     /// One hierarchical `PATCH /policy/api/v1/infra` call (atomic).
     async fn patch_infra(&self, body: &Infra) -> Result<(), Error>;
     /// How many effective members (VMs and IP addresses) a group has now.

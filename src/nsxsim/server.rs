@@ -224,6 +224,53 @@ pub enum Route {
     Unknown,
 }
 
+/// `GET /infra`, with the subtree when `filter` is `Type-A|B|..` (reference §1: a Java regex
+/// on the resource type; only this alternation form is understood). Domains, groups, security
+/// policies and rules come back as `Child<Type>` wrappers, rules in their policy's `children`,
+/// as a real manager answers.
+fn infra_tree(st: &Store, filter: Option<&str>) -> Value {
+    let types: std::collections::BTreeSet<&str> = filter
+        .and_then(|f| f.strip_prefix("Type-"))
+        .map(|f| f.split('|').map(str::trim).collect())
+        .unwrap_or_default();
+    let wrap = |kind: &str, id: &str, obj: Value| json!({"resource_type": format!("Child{kind}"), "id": id, "marked_for_delete": false, kind: obj});
+    let mut children = Vec::new();
+    if types.contains("Domain") {
+        for (d, dom) in &st.domains {
+            let mut sub = Vec::new();
+            if types.contains("Group") {
+                for (g, obj) in &dom.groups {
+                    sub.push(wrap("Group", g, Value::Object(obj.clone())));
+                }
+            }
+            if types.contains("SecurityPolicy") {
+                for (p, ps) in &dom.policies {
+                    let rules: Vec<Value> = if types.contains("Rule") {
+                        Store::ordered_rules(ps)
+                            .into_iter()
+                            .map(|r| {
+                                let id = r.get("id").and_then(Value::as_str).unwrap_or_default();
+                                wrap("Rule", id, Value::Object(Store::rule_view(r)))
+                            })
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
+                    let mut pol = ps.policy.clone();
+                    pol.insert("children".into(), Value::Array(rules));
+                    sub.push(wrap("SecurityPolicy", p, Value::Object(pol)));
+                }
+            }
+            let mut o = dom.domain.clone();
+            o.insert("children".into(), Value::Array(sub));
+            children.push(wrap("Domain", d, Value::Object(o)));
+        }
+    }
+    json!({"resource_type": "Infra", "id": "infra", "path": "/infra",
+           "relative_path": "infra", "_revision": 0, "children": children,
+           "marked_for_delete": false, "overridden": false})
+}
+
 /// Parses a request path into a route and its counter pattern (without the method).
 pub fn route(path: &str) -> (Route, String) {
     if path == "/api/session/create" {
@@ -736,9 +783,7 @@ impl Sim {
             )),
             ("GET", Route::Infra) => Ok(json_response(
                 StatusCode::OK,
-                &json!({"resource_type": "Infra", "id": "infra", "path": "/infra",
-                        "relative_path": "infra", "_revision": 0, "children": [],
-                        "marked_for_delete": false, "overridden": false}),
+                &infra_tree(&st, q.get("filter").map(String::as_str)),
             )),
             ("PATCH", Route::Infra) => {
                 if rand::random::<f64>() < faults.atomic_conflict_fraction {

@@ -1,0 +1,373 @@
+//! What NSX holds for this cluster's applications, so that a reconcile reads it without calling
+//! NSX (issue #22). [`CachedNsx`] wraps the NSX client: reconciles keep calling `get_group` and
+//! `get_policy`, and those are answered from memory.
+//!
+//! - **Loaded** from one `GET /infra?filter=Type-Domain|Group|SecurityPolicy|Rule` at start and
+//!   at every resync ([`refresh`]): only the groups and policies this cluster owns
+//!   (`plan::Identity::owns` on their ownership tags, under the id the plan gives them) are kept.
+//! - **Kept current** from the controller's own writes: after a successful `patch_infra`, a
+//!   written group is kept as written, a deleted object is absent, and a written policy is read
+//!   back from NSX at its next `get_policy` (for NSX's rule ids); a failed write leaves its
+//!   objects unknown (read from NSX) until the next refresh.
+//! - **A drift made by hand** shows at the next refresh: the entry then holds what NSX holds, and
+//!   the reconcile of that application (triggered by the refresh) corrects it.
+//! - **A miss** (domain not loaded, an id this cluster would use held by an object it does not
+//!   own or cannot decode, an object after a failed write) is a GET, whose answer is kept. In a
+//!   loaded domain, an id with no entry is absent from NSX.
+//!
+//! A refresh that overlaps a write keeps the written entry: the read may predate the write.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+
+use crate::nsx::model::{DomainChild, Group, Infra, InfraChild, SecurityPolicy, Tag};
+use crate::nsx::{DomainTree, Error, NsxApi, Realization};
+use crate::plan::{Identity, OWNER_NAME, OWNER_NAMESPACE};
+
+/// (domain, kind, id); kind is `Group` or `SecurityPolicy`.
+pub type Key = (String, &'static str, String);
+
+const GROUP: &str = "Group";
+const POLICY: &str = "SecurityPolicy";
+
+#[derive(Clone, Debug, PartialEq)]
+enum Entry {
+    Group(Box<Group>),
+    Policy(Box<SecurityPolicy>),
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Domains whose content is known.
+    loaded: BTreeSet<String>,
+    /// Owned objects.
+    live: HashMap<Key, Entry>,
+    /// Objects that must be read from NSX (foreign, undecodable, written policy, failed write).
+    unknown: HashSet<Key>,
+    /// Write sequence number of the objects the controller wrote or read itself.
+    written: HashMap<Key, u64>,
+    /// Groups kept as written, not yet seen as NSX returns them (NSX adds defaults and
+    /// read-only fields: the first refresh after the write is no drift).
+    as_written: HashSet<Key>,
+    /// Last sequence number handed out.
+    seq: u64,
+}
+
+/// The NSX state cache.
+pub struct NsxCache {
+    identity: Identity,
+    inner: Mutex<Inner>,
+}
+
+/// A refresh in progress: remembers which writes it may not overwrite.
+#[derive(Clone, Copy, Debug)]
+pub struct RefreshTicket(u64);
+
+fn key(domain: &str, kind: &'static str, id: &str) -> Key {
+    (domain.to_string(), kind, id.to_string())
+}
+
+impl NsxCache {
+    /// An empty cache (nothing loaded: every lookup is a miss until the first refresh).
+    pub fn new(identity: Identity) -> NsxCache {
+        NsxCache {
+            identity,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lookup(&self, k: &Key) -> Option<Option<Entry>> {
+        let inner = self.lock();
+        if !inner.loaded.contains(&k.0) || inner.unknown.contains(k) {
+            return None;
+        }
+        Some(inner.live.get(k).cloned())
+    }
+
+    /// The group as NSX holds it (`Some(None)`: absent), or `None` when the cache cannot say.
+    pub fn group(&self, domain: &str, id: &str) -> Option<Option<Group>> {
+        self.lookup(&key(domain, GROUP, id)).map(|e| match e {
+            Some(Entry::Group(g)) => Some(*g),
+            _ => None,
+        })
+    }
+
+    /// The policy with its rules as NSX holds it (`Some(None)`: absent), or `None` when the
+    /// cache cannot say.
+    pub fn policy(&self, domain: &str, id: &str) -> Option<Option<SecurityPolicy>> {
+        self.lookup(&key(domain, POLICY, id)).map(|e| match e {
+            Some(Entry::Policy(p)) => Some(*p),
+            _ => None,
+        })
+    }
+
+    fn set(&self, k: Key, entry: Option<Entry>, known: bool) {
+        let mut inner = self.lock();
+        inner.as_written.remove(&k);
+        inner.seq += 1;
+        let seq = inner.seq;
+        inner.written.insert(k.clone(), seq);
+        match entry {
+            Some(e) => inner.live.insert(k.clone(), e),
+            None => inner.live.remove(&k),
+        };
+        if known {
+            inner.unknown.remove(&k);
+        } else {
+            inner.unknown.insert(k);
+        }
+    }
+
+    /// Keeps a group as read from NSX or written.
+    pub fn record_group(&self, domain: &str, id: &str, group: Option<&Group>) {
+        let e = group.map(|g| Entry::Group(Box::new(g.clone())));
+        self.set(key(domain, GROUP, id), e, true);
+    }
+
+    /// Keeps a policy as read from NSX.
+    pub fn record_policy(&self, domain: &str, id: &str, policy: Option<&SecurityPolicy>) {
+        let e = policy.map(|p| Entry::Policy(Box::new(p.clone())));
+        self.set(key(domain, POLICY, id), e, true);
+    }
+
+    /// Updates the cache after `body` was written (`ok`) or refused (`!ok`): a written group is
+    /// kept as written, a deleted object is absent, a written policy and every object of a
+    /// refused write are read from NSX next time.
+    pub fn written(&self, body: &Infra, ok: bool) {
+        for InfraChild::ChildResourceReference {
+            id: domain,
+            children,
+            ..
+        } in &body.children
+        {
+            for c in children {
+                match c {
+                    DomainChild::ChildGroup {
+                        id,
+                        marked_for_delete,
+                        group,
+                    } => {
+                        let k = key(domain, GROUP, id);
+                        match (ok, marked_for_delete) {
+                            (false, _) => self.set(k, None, false),
+                            (true, true) => self.set(k, None, true),
+                            (true, false) => {
+                                self.set(
+                                    k.clone(),
+                                    Some(Entry::Group(Box::new(group.clone()))),
+                                    true,
+                                );
+                                self.lock().as_written.insert(k);
+                            }
+                        }
+                    }
+                    DomainChild::ChildSecurityPolicy {
+                        id,
+                        marked_for_delete,
+                        ..
+                    } => {
+                        let k = key(domain, POLICY, id);
+                        self.set(k, None, ok && *marked_for_delete);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Forgets everything (nothing loaded).
+    pub fn reset(&self) {
+        let mut inner = self.lock();
+        let seq = inner.seq;
+        *inner = Inner {
+            seq,
+            ..Inner::default()
+        };
+    }
+
+    /// Call before reading NSX for a refresh.
+    pub fn begin_refresh(&self) -> RefreshTicket {
+        RefreshTicket(self.lock().seq)
+    }
+
+    /// Replaces the content with what NSX returned (read after `ticket` was taken). Objects
+    /// written or read since are kept. Returns the `(domain, id)` of the applications whose
+    /// objects changed (drift, or new to the cache).
+    pub fn apply_refresh(
+        &self,
+        ticket: RefreshTicket,
+        trees: &[DomainTree],
+    ) -> Vec<(String, String)> {
+        let mut live: HashMap<Key, Entry> = HashMap::new();
+        let mut unknown: HashSet<Key> = HashSet::new();
+        for t in trees {
+            for g in &t.groups {
+                let k = key(&t.domain, GROUP, &g.id);
+                match self.owner(&g.tags, &g.id) {
+                    Some(true) => {
+                        live.insert(k, Entry::Group(Box::new(g.clone())));
+                    }
+                    Some(false) => {}
+                    None => {
+                        unknown.insert(k);
+                    }
+                }
+            }
+            for p in &t.policies {
+                let k = key(&t.domain, POLICY, &p.id);
+                match self.owner(&p.tags, &p.id) {
+                    Some(true) => {
+                        live.insert(k, Entry::Policy(Box::new(p.clone())));
+                    }
+                    Some(false) => {}
+                    None => {
+                        unknown.insert(k);
+                    }
+                }
+            }
+            for id in &t.undecoded {
+                unknown.insert(key(&t.domain, GROUP, id));
+                unknown.insert(key(&t.domain, POLICY, id));
+            }
+        }
+        for k in &unknown {
+            live.remove(k);
+        }
+        let mut inner = self.lock();
+        // Objects written or read while NSX was being read: newer than the read.
+        let recent: Vec<Key> = inner
+            .written
+            .iter()
+            .filter(|(_, s)| **s > ticket.0)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in recent {
+            live.remove(&k);
+            unknown.remove(&k);
+            if let Some(e) = inner.live.get(&k) {
+                live.insert(k.clone(), e.clone());
+            }
+            if inner.unknown.contains(&k) {
+                unknown.insert(k);
+            }
+        }
+        let mut changed: BTreeSet<(String, String)> = live
+            .iter()
+            .filter(|(k, e)| inner.live.get(*k) != Some(*e) && !inner.as_written.contains(*k))
+            .chain(inner.live.iter().filter(|(k, _)| !live.contains_key(*k)))
+            .map(|((d, _, id), _)| (d.clone(), id.clone()))
+            .collect();
+        changed.extend(
+            unknown
+                .iter()
+                .filter(|k| !inner.unknown.contains(*k))
+                .map(|(d, _, id)| (d.clone(), id.clone())),
+        );
+        inner.loaded = trees.iter().map(|t| t.domain.clone()).collect();
+        inner.live = live;
+        inner.unknown = unknown;
+        inner.written.retain(|_, s| *s > ticket.0);
+        let Inner {
+            written,
+            as_written,
+            ..
+        } = &mut *inner;
+        as_written.retain(|k| written.contains_key(k));
+        changed.into_iter().collect()
+    }
+
+    /// `Some(true)` when this cluster owns the object under the id its plan gives it,
+    /// `Some(false)` when the object is not this cluster's business (another id space), `None`
+    /// when it holds an id of this cluster without being owned under it (read it from NSX).
+    fn owner(&self, tags: &[Tag], id: &str) -> Option<bool> {
+        let tag = |scope: &str| {
+            tags.iter()
+                .find(|t| t.scope == scope)
+                .map(|t| t.tag.as_str())
+        };
+        if let (Some(ns), Some(name)) = (tag(OWNER_NAMESPACE), tag(OWNER_NAME))
+            && self.identity.owns(tags, ns, name)
+            && self.identity.object_id(ns, name) == id
+        {
+            return Some(true);
+        }
+        let ours = format!("ms_{}_", self.identity.cluster());
+        (!id.starts_with(&ours)).then_some(false)
+    }
+}
+
+/// Reads NSX into the cache. Returns the `(domain, id)` of the applications whose objects
+/// changed.
+pub async fn refresh(cache: &NsxCache, nsx: &dyn NsxApi) -> Result<Vec<(String, String)>, Error> {
+    let ticket = cache.begin_refresh();
+    let trees = nsx.infra_tree().await?;
+    Ok(cache.apply_refresh(ticket, &trees))
+}
+
+/// The NSX client with reads of groups and policies served by an [`NsxCache`].
+pub struct CachedNsx {
+    inner: Arc<dyn NsxApi>,
+    cache: Arc<NsxCache>,
+}
+
+impl CachedNsx {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn NsxApi>, cache: Arc<NsxCache>) -> CachedNsx {
+        CachedNsx { inner, cache }
+    }
+}
+
+#[async_trait]
+impl NsxApi for CachedNsx {
+    async fn get_group(&self, domain: &str, id: &str) -> Result<Option<Group>, Error> {
+        if let Some(g) = self.cache.group(domain, id) {
+            return Ok(g);
+        }
+        let g = self.inner.get_group(domain, id).await?;
+        self.cache.record_group(domain, id, g.as_ref());
+        Ok(g)
+    }
+
+    async fn get_policy(&self, domain: &str, id: &str) -> Result<Option<SecurityPolicy>, Error> {
+        if let Some(p) = self.cache.policy(domain, id) {
+            return Ok(p);
+        }
+        let p = self.inner.get_policy(domain, id).await?;
+        self.cache.record_policy(domain, id, p.as_ref());
+        Ok(p)
+    }
+
+    async fn list_groups(&self, domain: &str) -> Result<Vec<Group>, Error> {
+        self.inner.list_groups(domain).await
+    }
+
+    async fn list_policies(&self, domain: &str) -> Result<Vec<SecurityPolicy>, Error> {
+        self.inner.list_policies(domain).await
+    }
+
+    async fn infra_tree(&self) -> Result<Vec<DomainTree>, Error> {
+        self.inner.infra_tree().await
+    }
+
+    async fn patch_infra(&self, body: &Infra) -> Result<(), Error> {
+        let r = self.inner.patch_infra(body).await;
+        self.cache.written(body, r.is_ok());
+        r
+    }
+
+    async fn group_member_count(&self, domain: &str, id: &str) -> Result<u64, Error> {
+        self.inner.group_member_count(domain, id).await
+    }
+
+    async fn realization(&self, intent_path: &str) -> Result<Realization, Error> {
+        self.inner.realization(intent_path).await
+    }
+}
+
+#[cfg(test)]
+mod tests;

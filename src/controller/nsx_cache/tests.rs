@@ -1,0 +1,202 @@
+use serde_json::json;
+
+use super::*;
+use crate::nsx::model::{DomainChild, Group, Infra, InfraChild, SecurityPolicy};
+
+fn identity() -> Identity {
+    Identity::new("prod").unwrap()
+}
+
+fn tags(ns: &str, name: &str) -> Vec<Tag> {
+    identity().owner_tags(ns, name)
+}
+
+fn group(id: &str, tags: Vec<Tag>, ip: &str) -> Group {
+    serde_json::from_value(json!({"resource_type": "Group", "id": id, "tags": tags,
+        "expression": [{"resource_type": "IPAddressExpression", "ip_addresses": [ip]}]}))
+    .unwrap()
+}
+
+fn policy(id: &str, tags: Vec<Tag>, rule_id: i64) -> SecurityPolicy {
+    serde_json::from_value(
+        json!({"resource_type": "SecurityPolicy", "id": id, "tags": tags,
+        "rules": [{"resource_type": "Rule", "id": "r0", "action": "ALLOW", "rule_id": rule_id,
+                   "source_groups": ["ANY"], "destination_groups": ["ANY"], "services": ["ANY"]}]}),
+    )
+    .unwrap()
+}
+
+fn tree(domain: &str, groups: Vec<Group>, policies: Vec<SecurityPolicy>) -> DomainTree {
+    DomainTree {
+        domain: domain.into(),
+        groups,
+        policies,
+        undecoded: Vec::new(),
+    }
+}
+
+const ID: &str = "ms_prod_shop_web";
+
+fn loaded(cache: &NsxCache, trees: &[DomainTree]) -> Vec<(String, String)> {
+    let t = cache.begin_refresh();
+    cache.apply_refresh(t, trees)
+}
+
+fn write(domain: &str, children: Vec<DomainChild>) -> Infra {
+    Infra {
+        resource_type: "Infra".into(),
+        children: vec![InfraChild::ChildResourceReference {
+            id: domain.into(),
+            target_type: "Domain".into(),
+            children,
+        }],
+    }
+}
+
+#[test]
+fn nothing_is_known_before_the_first_refresh() {
+    let cache = NsxCache::new(identity());
+    assert_eq!(cache.group("default", ID), None);
+    assert_eq!(cache.policy("default", ID), None);
+}
+
+#[test]
+fn only_objects_this_cluster_owns_are_kept() {
+    let cache = NsxCache::new(identity());
+    let other = Identity::new("staging").unwrap();
+    loaded(
+        &cache,
+        &[tree(
+            "default",
+            vec![
+                group(ID, tags("shop", "web"), "10.0.0.1"),
+                group(
+                    "ms_staging_shop_web",
+                    other.owner_tags("shop", "web"),
+                    "10.0.0.2",
+                ),
+                group("hand-made", vec![], "10.0.0.3"),
+                // This cluster's id, but not this cluster's tags: must be read from NSX.
+                group("ms_prod_shop_db", vec![], "10.0.0.4"),
+            ],
+            vec![policy(ID, tags("shop", "web"), 1001)],
+        )],
+    );
+    assert_eq!(cache.group("default", ID).unwrap().unwrap().id, ID);
+    let p = cache.policy("default", ID).unwrap().unwrap();
+    assert_eq!(p.rules[0].rule_id, Some(1001));
+    assert_eq!(cache.group("default", "ms_prod_shop_db"), None);
+    // Absent in a loaded domain: known to be absent.
+    assert_eq!(cache.group("default", "ms_prod_shop_new"), Some(None));
+    assert_eq!(cache.group("default", "ms_staging_shop_web"), Some(None));
+    // A domain the refresh did not see: unknown.
+    assert_eq!(cache.group("other", ID), None);
+    // Tags of another application on this id: not owned under this id.
+    loaded(
+        &cache,
+        &[tree(
+            "default",
+            vec![group(ID, tags("shop", "db"), "10.0.0.1")],
+            vec![],
+        )],
+    );
+    assert_eq!(cache.group("default", ID), None);
+    assert_eq!(cache.policy("default", ID), Some(None));
+}
+
+#[test]
+fn an_object_that_does_not_decode_is_never_taken_as_absent() {
+    let cache = NsxCache::new(identity());
+    let mut t = tree("default", vec![], vec![]);
+    t.undecoded.push(ID.into());
+    loaded(&cache, &[t]);
+    assert_eq!(cache.group("default", ID), None);
+    assert_eq!(cache.policy("default", ID), None);
+}
+
+#[test]
+fn a_write_updates_the_entries_and_a_refused_one_makes_them_unknown() {
+    let cache = NsxCache::new(identity());
+    loaded(&cache, &[tree("default", vec![], vec![])]);
+    let g = group(ID, tags("shop", "web"), "10.0.0.1");
+    let p = policy(ID, tags("shop", "web"), 0);
+    let body = write(
+        "default",
+        vec![
+            DomainChild::ChildGroup {
+                id: ID.into(),
+                marked_for_delete: false,
+                group: g.clone(),
+            },
+            DomainChild::ChildSecurityPolicy {
+                id: ID.into(),
+                marked_for_delete: false,
+                security_policy: p.clone(),
+            },
+        ],
+    );
+    cache.written(&body, true);
+    assert_eq!(cache.group("default", ID), Some(Some(g.clone())));
+    // The policy is read back (rule ids), then kept.
+    assert_eq!(cache.policy("default", ID), None);
+    let read = policy(ID, tags("shop", "web"), 1001);
+    cache.record_policy("default", ID, Some(&read));
+    assert_eq!(cache.policy("default", ID), Some(Some(read)));
+    cache.written(&body, false);
+    assert_eq!(cache.group("default", ID), None);
+    assert_eq!(cache.policy("default", ID), None);
+    // A deletion.
+    let gone = write(
+        "default",
+        vec![DomainChild::ChildGroup {
+            id: ID.into(),
+            marked_for_delete: true,
+            group: g,
+        }],
+    );
+    cache.written(&gone, true);
+    assert_eq!(cache.group("default", ID), Some(None));
+    // The next refresh knows everything again.
+    loaded(&cache, &[tree("default", vec![], vec![])]);
+    assert_eq!(cache.policy("default", ID), Some(None));
+}
+
+#[test]
+fn a_refresh_finds_a_drift_made_by_hand() {
+    let cache = NsxCache::new(identity());
+    let ours = |ip: &str, rule_id| {
+        tree(
+            "default",
+            vec![group(ID, tags("shop", "web"), ip)],
+            vec![policy(ID, tags("shop", "web"), rule_id)],
+        )
+    };
+    loaded(&cache, &[ours("10.0.0.1", 1001)]);
+    assert!(loaded(&cache, &[ours("10.0.0.1", 1001)]).is_empty());
+    let changed = loaded(&cache, &[ours("10.9.9.9", 1001)]);
+    assert_eq!(changed, vec![("default".to_string(), ID.to_string())]);
+    assert_eq!(
+        cache.group("default", ID),
+        Some(Some(group(ID, tags("shop", "web"), "10.9.9.9")))
+    );
+    // Deleted by hand.
+    let changed = loaded(&cache, &[tree("default", vec![], vec![])]);
+    assert_eq!(changed.len(), 1);
+    assert_eq!(cache.group("default", ID), Some(None));
+    assert_eq!(cache.policy("default", ID), Some(None));
+}
+
+#[test]
+fn a_refresh_that_overlaps_a_write_keeps_the_write() {
+    let cache = NsxCache::new(identity());
+    loaded(&cache, &[tree("default", vec![], vec![])]);
+    let ticket = cache.begin_refresh();
+    let g = group(ID, tags("shop", "web"), "10.0.0.1");
+    cache.record_group("default", ID, Some(&g));
+    // The read began before the write: it does not have the group yet.
+    cache.apply_refresh(ticket, &[tree("default", vec![], vec![])]);
+    assert_eq!(cache.group("default", ID), Some(Some(g)));
+    // A later refresh is authoritative again.
+    loaded(&cache, &[tree("default", vec![], vec![])]);
+    assert_eq!(cache.group("default", ID), Some(None));
+}
