@@ -262,6 +262,7 @@ pub async fn run(rt: Runtime) -> Result<(), Error> {
             max_flows: rt.monitor.max_flows,
         },
         crate::monitor::recorder::RecorderMetrics::register(&mut registry),
+        Some(policy_store.clone()),
     );
     let ingest_metrics = crate::web::ingest::IngestMetrics::register(&mut registry);
     let ingest = crate::web::ingest::Ingest::new(
