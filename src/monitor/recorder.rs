@@ -44,11 +44,15 @@ const ATTEMPTS: usize = 8;
 const ROUND_MAX: usize = 2_000;
 /// Policies written at once within a round.
 const PARALLEL_WRITES: usize = 8;
-/// Most entries (distinct flows, plus one per application) that queued batches may hold, for
-/// the answered batches and for the merged syslog batches each: what waits for the recorder
-/// stays bounded in memory (about 200 bytes an entry) however fast lines arrive; a sender over
-/// it waits (an HTTP request until its commit timeout, a syslog connection by not reading).
+/// Most entries (distinct flows, plus one per application) that answered batches waiting for
+/// the recorder may hold: what waits stays bounded in memory (about 250 bytes an entry) however
+/// fast lines arrive; a request over it waits (until its commit timeout).
 pub const QUEUED_ENTRIES_MAX: usize = 100_000;
+/// Most entries of the merged syslog batches waiting for the recorder. A syslog connection over
+/// it stops being read until the next round takes them. Lines of flows already waiting add no
+/// entry, so this is about distinct flows within one round (a round is longer at fleet size:
+/// each policy is written once per round).
+pub const UNANSWERED_ENTRIES_MAX: usize = 250_000;
 
 /// Why an acknowledgement was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -214,8 +218,8 @@ impl Recorder {
     }
 
     /// Queues a batch without waiting for its write (syslog: there is nobody to answer). It is
-    /// merged with the other batches waiting; while they hold [`QUEUED_ENTRIES_MAX`] entries,
-    /// this waits for the next round to take them.
+    /// merged with the other batches waiting; while they hold [`UNANSWERED_ENTRIES_MAX`]
+    /// entries, this waits for the next round to take them.
     pub async fn record_later(&self, mut deltas: Vec<(PolicyKey, Delta)>) -> Result<(), String> {
         loop {
             let taken = self.shared.taken.notified();
@@ -226,7 +230,7 @@ impl Recorder {
                     .unanswered
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner);
-                if u.entries >= QUEUED_ENTRIES_MAX && !u.deltas.is_empty() {
+                if u.entries >= UNANSWERED_ENTRIES_MAX && !u.deltas.is_empty() {
                     // Registered before the lock is released: a take in between is not missed.
                     taken.as_mut().enable();
                     None
