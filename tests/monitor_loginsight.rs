@@ -480,6 +480,7 @@ mod endpoint {
             client,
             RecorderConfig { max_flows: 100 },
             RecorderMetrics::register(&mut registry),
+            None,
         );
         let (store, writer) = kube::runtime::reflector::store::<SegmentationPolicy>();
         let ingest = Ingest::new(
@@ -490,9 +491,13 @@ mod endpoint {
                 rate_lines_per_second: 10_000,
                 burst_lines: 10_000,
                 commit_timeout: Duration::from_secs(5),
+                index_per_batch: false,
             },
             recorder,
             store,
+            microseg::monitor::attribution::LiveIndex::new(
+                microseg::plan::Identity::new("test").unwrap(),
+            ),
             microseg::plan::Identity::new("test").unwrap(),
             IngestMetrics::register(&mut registry),
         );

@@ -247,6 +247,8 @@ impl ControllerArgs {
             rate_lines_per_second: self.ingest_rate,
             burst_lines: self.ingest_burst_lines,
             commit_timeout: std::time::Duration::from_secs(30),
+            // Benchmarks only (scripts/bench-ingest.sh): the baseline of the attribution index.
+            index_per_batch: std::env::var_os("MICROSEG_INGEST_BASELINE").is_some_and(|v| v == "1"),
         }))
     }
 

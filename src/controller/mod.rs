@@ -202,12 +202,20 @@ pub async fn run(rt: Runtime) -> Result<(), Error> {
     let (policy_store, policy_writer) = reflector::store();
     let (window_store, window_writer) = reflector::store();
     let report = OnInvalid::skip().warn_and_count(rt.metrics.invalid_objects.clone());
-    tokio::spawn(
+    // Ingestion's attribution index follows the same watch as the store.
+    let attribution = crate::monitor::attribution::LiveIndex::new(rt.identity.clone());
+    tokio::spawn({
+        let attribution = attribution.clone();
         guarded_watcher(&policies, watcher::Config::default(), report.clone())
             .default_backoff()
             .reflect(policy_writer)
-            .for_each(|_| futures::future::ready(())),
-    );
+            .for_each(move |event| {
+                if let Ok(event) = &event {
+                    attribution.observe(event);
+                }
+                futures::future::ready(())
+            })
+    });
     tokio::spawn(
         guarded_watcher(&windows, watcher::Config::default(), report)
             .default_backoff()
@@ -263,6 +271,7 @@ pub async fn run(rt: Runtime) -> Result<(), Error> {
             max_flows: rt.monitor.max_flows,
         },
         crate::monitor::recorder::RecorderMetrics::register(&mut registry),
+        Some(policy_store.clone()),
     );
     let ingest_metrics = crate::web::ingest::IngestMetrics::register(&mut registry);
     let ingest = crate::web::ingest::Ingest::new(
@@ -276,9 +285,11 @@ pub async fn run(rt: Runtime) -> Result<(), Error> {
                 rate_lines_per_second: 20_000,
                 burst_lines: 50_000,
                 commit_timeout: Duration::from_secs(30),
+                index_per_batch: false,
             }),
         recorder.clone(),
         policy_store.clone(),
+        attribution,
         ctx.identity.clone(),
         ingest_metrics,
     );

@@ -34,18 +34,20 @@ pub fn summarize(
         .filter(|p| p.namespace() == ns && p.spec.window.name == name)
     {
         count += 1;
-        let status = p.status.clone().unwrap_or_default();
+        // Borrowed, not cloned: a status carries its monitor summary (hundreds of flows), and
+        // this runs for every policy whenever one of them changes.
+        let status = p.status.as_ref();
         *phases
-            .entry(status.phase.unwrap_or_default().to_string())
+            .entry(status.and_then(|s| s.phase).unwrap_or_default().to_string())
             .or_default() += 1;
-        if let Some(n) = status.next_transition
+        if let Some(n) = status.and_then(|s| s.next_transition.as_ref())
             && let Some(at) = &n.at
             && next
                 .as_ref()
                 .and_then(|x| x.at.as_ref())
                 .is_none_or(|cur| at.0 < cur.0)
         {
-            next = Some(n);
+            next = Some(n.clone());
         }
     }
     EnforcementWindowStatus {

@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -57,23 +58,53 @@ pub enum RuleRole {
 /// Where a record belongs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attribution {
-    /// The application's policy.
-    pub policy: PolicyKey,
+    /// The application's policy (shared: attributing a line copies no string).
+    pub policy: Arc<PolicyKey>,
     /// Which of its rules the record hit.
     pub role: RuleRole,
 }
 
+/// What one application put in the index, so that it can be replaced or removed alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Contribution {
+    rule_ids: BTreeMap<String, i64>,
+    object_id: String,
+    tags: [String; 2],
+}
+
 /// Rule ids and monitor tags of every application, built from the policies' status.
+///
+/// Kept up to date one application at a time ([`Index::set`], [`Index::remove`]): an update
+/// costs the application's rules, and [`Index::attribute`] is two hash lookups whatever the
+/// number of applications. NSX rule ids are unique; should two applications claim the same id
+/// (a stale status), the one set last has it.
 #[derive(Debug, Default, Clone)]
 pub struct Index {
     by_rule: HashMap<u32, Attribution>,
     by_tag: HashMap<String, Attribution>,
+    by_policy: HashMap<PolicyKey, Contribution>,
 }
 
 impl Index {
     /// Adds one application: its rule ids by rule name (`status.nsx.ruleIds`) and its NSX object
-    /// id (for the monitor tags of its catch-alls).
+    /// id (for the monitor tags of its catch-alls). The same as [`Index::set`].
     pub fn add(&mut self, policy: PolicyKey, rule_ids: &BTreeMap<String, i64>, object_id: &str) {
+        self.set(policy, rule_ids, object_id);
+    }
+
+    /// Sets one application's rule ids and object id, replacing what it had; returns false,
+    /// having done nothing, when they are the ones it has.
+    pub fn set(
+        &mut self,
+        policy: PolicyKey,
+        rule_ids: &BTreeMap<String, i64>,
+        object_id: &str,
+    ) -> bool {
+        if self.has(&policy, rule_ids, object_id) {
+            return false;
+        }
+        self.remove(&policy);
+        let shared = Arc::new(policy.clone());
         for (name, id) in rule_ids {
             let Ok(id) = u32::try_from(*id) else { continue };
             let role = match name.as_str() {
@@ -84,25 +115,79 @@ impl Index {
             self.by_rule.insert(
                 id,
                 Attribution {
-                    policy: policy.clone(),
+                    policy: shared.clone(),
                     role,
                 },
             );
         }
-        for direction in [Direction::Inbound, Direction::Outbound] {
+        let tags = [Direction::Inbound, Direction::Outbound].map(|direction| {
+            let tag = crate::plan::monitor_tag(object_id, direction);
             self.by_tag.insert(
-                crate::plan::monitor_tag(object_id, direction),
+                tag.clone(),
                 Attribution {
-                    policy: policy.clone(),
+                    policy: shared.clone(),
                     role: RuleRole::CatchAll(direction),
                 },
             );
+            tag
+        });
+        self.by_policy.insert(
+            policy,
+            Contribution {
+                rule_ids: rule_ids.clone(),
+                object_id: object_id.to_string(),
+                tags,
+            },
+        );
+        true
+    }
+
+    /// True when the application is in the index with these rule ids and object id (setting
+    /// them would change nothing).
+    pub fn has(
+        &self,
+        policy: &PolicyKey,
+        rule_ids: &BTreeMap<String, i64>,
+        object_id: &str,
+    ) -> bool {
+        self.by_policy
+            .get(policy)
+            .is_some_and(|c| c.rule_ids == *rule_ids && c.object_id == object_id)
+    }
+
+    /// True when the application is in the index.
+    pub fn contains(&self, policy: &PolicyKey) -> bool {
+        self.by_policy.contains_key(policy)
+    }
+
+    /// Removes one application; returns false when it was not there.
+    pub fn remove(&mut self, policy: &PolicyKey) -> bool {
+        let Some(c) = self.by_policy.remove(policy) else {
+            return false;
+        };
+        for id in c.rule_ids.values() {
+            if let Ok(id) = u32::try_from(*id)
+                && self.by_rule.get(&id).is_some_and(|a| *a.policy == *policy)
+            {
+                self.by_rule.remove(&id);
+            }
         }
+        for tag in &c.tags {
+            if self.by_tag.get(tag).is_some_and(|a| *a.policy == *policy) {
+                self.by_tag.remove(tag);
+            }
+        }
+        true
     }
 
     /// Number of rule ids known.
     pub fn rules(&self) -> usize {
         self.by_rule.len()
+    }
+
+    /// Number of applications known.
+    pub fn policies(&self) -> usize {
+        self.by_policy.len()
     }
 
     /// The application and rule a record belongs to, if any.
@@ -197,6 +282,14 @@ pub struct FlowCount {
     pub last: Timestamp,
 }
 
+impl FlowCount {
+    fn fold(&mut self, c: &FlowCount) {
+        self.count = self.count.saturating_add(c.count);
+        self.first = self.first.min(c.first);
+        self.last = self.last.max(c.last);
+    }
+}
+
 /// What a batch contributes to one application.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Delta {
@@ -269,20 +362,30 @@ impl Delta {
 
     /// Folds another delta of the same application into this one.
     pub fn merge(&mut self, other: &Delta) {
+        self.merge_counts(other);
+        for (k, c) in &other.flows {
+            match self.flows.get_mut(k) {
+                Some(m) => m.fold(c),
+                None => {
+                    self.flows.insert(k.clone(), *c);
+                }
+            }
+        }
+    }
+
+    /// [`Delta::merge`], taking the other delta's keys instead of copying them.
+    pub fn absorb(&mut self, other: Delta) {
+        self.merge_counts(&other);
+        for (k, c) in other.flows {
+            self.flows.entry(k).and_modify(|m| m.fold(&c)).or_insert(c);
+        }
+    }
+
+    fn merge_counts(&mut self, other: &Delta) {
         self.unmatched = self.unmatched.saturating_add(other.unmatched);
         self.healthy = self.healthy.saturating_add(other.healthy);
         self.last_log = max_opt(self.last_log, other.last_log);
         self.last_unmatched = max_opt(self.last_unmatched, other.last_unmatched);
-        for (k, c) in &other.flows {
-            self.flows
-                .entry(k.clone())
-                .and_modify(|m| {
-                    m.count = m.count.saturating_add(c.count);
-                    m.first = m.first.min(c.first);
-                    m.last = m.last.max(c.last);
-                })
-                .or_insert(*c);
-        }
         for (m, (u, d)) in &other.buckets {
             let b = self.buckets.entry(*m).or_default();
             b.0 = b.0.saturating_add(*u);
@@ -367,6 +470,8 @@ pub fn apply(
         m.batches.drain(..excess);
     }
     let cap = cap.clamp(1, FLOWS_MAX);
+    let mut positions = FlowPositions::new(&m.flows);
+    let mut acknowledged = m.flows.iter().filter(|f| f.acknowledged.is_some()).count();
     m.unmatched_total = m.unmatched_total.saturating_add(to_i64(delta.unmatched));
     m.healthy_total = m.healthy_total.saturating_add(to_i64(delta.healthy));
     m.last_log_at = max_opt(m.last_log_at.as_ref().map(|t| t.0), delta.last_log).map(Time);
@@ -377,7 +482,10 @@ pub fn apply(
     .map(Time);
     for (k, c) in &delta.flows {
         let id = flow_id(policy, k);
-        if let Some(f) = m.flows.iter_mut().find(|f| f.id == id) {
+        if let Some(f) = positions
+            .find(&m.flows, &id)
+            .and_then(|i| m.flows.get_mut(i))
+        {
             f.count = f.count.saturating_add(to_i64(c.count));
             f.first_seen = Time(f.first_seen.0.min(c.first));
             f.last_seen = Time(f.last_seen.0.max(c.last));
@@ -385,16 +493,21 @@ pub fn apply(
         }
         out.new_flows += 1;
         if m.flows.len() >= cap {
-            let oldest_acked = m
-                .flows
-                .iter()
-                .enumerate()
-                .filter(|(_, f)| f.acknowledged.is_some())
-                .min_by_key(|(_, f)| f.last_seen.0)
-                .map(|(i, _)| i);
+            let oldest_acked = (acknowledged > 0)
+                .then(|| {
+                    m.flows
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, f)| f.acknowledged.is_some())
+                        .min_by_key(|(_, f)| f.last_seen.0)
+                        .map(|(i, _)| i)
+                })
+                .flatten();
             match oldest_acked {
                 Some(i) => {
                     m.flows.remove(i);
+                    acknowledged -= 1;
+                    positions = FlowPositions::new(&m.flows);
                 }
                 None => {
                     m.overflow = m.overflow.saturating_add(1);
@@ -403,6 +516,7 @@ pub fn apply(
                 }
             }
         }
+        positions.pushed(&id, m.flows.len());
         m.flows.push(FlowSummary {
             id,
             source: k.source.clone(),
@@ -421,6 +535,40 @@ pub fn apply(
     merge_series(&mut m.series, &delta.buckets);
     m.open_alerts = open_alerts(m);
     out
+}
+
+/// Where each flow id is in a flow list: finding a flow costs a hash, not a scan of the list.
+struct FlowPositions(HashMap<u64, usize>);
+
+impl FlowPositions {
+    fn hash(id: &str) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        id.hash(&mut h);
+        h.finish()
+    }
+
+    fn new(flows: &[FlowSummary]) -> Self {
+        let mut map = HashMap::with_capacity(flows.len());
+        for (i, f) in flows.iter().enumerate() {
+            map.entry(Self::hash(&f.id)).or_insert(i);
+        }
+        FlowPositions(map)
+    }
+
+    fn pushed(&mut self, id: &str, at: usize) {
+        self.0.entry(Self::hash(id)).or_insert(at);
+    }
+
+    /// The first flow with `id` (a hash collision falls back to a scan).
+    fn find(&self, flows: &[FlowSummary], id: &str) -> Option<usize> {
+        let i = *self.0.get(&Self::hash(id))?;
+        if flows.get(i).is_some_and(|f| f.id == id) {
+            Some(i)
+        } else {
+            flows.iter().position(|f| f.id == id)
+        }
+    }
 }
 
 fn to_i64(n: u64) -> i64 {

@@ -9,12 +9,14 @@
 //!   or a saved Log Insight webhook payload with `--format loginsight`).
 //!
 //! - [`aggregate`]: attribution to applications and aggregation of unmatched flows (pure);
+//! - [`attribution`]: the attribution index kept current from the policy watch;
 //! - [`recorder`]: the group-commit writer of `status.monitor` (talks to Kubernetes).
 //!
 //! The parsing and aggregation modules do no IO and read no clock; the ingestion endpoints live
 //! with the web server (`web::ingest`) and call into this module.
 
 pub mod aggregate;
+pub mod attribution;
 pub mod format;
 pub mod loginsight;
 pub mod parse;

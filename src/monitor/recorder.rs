@@ -7,20 +7,29 @@
 //! requests of the round answered, so an acknowledged batch is in the API server (a restart loses
 //! nothing) and a retried batch finds its idempotency key there (nothing is counted twice).
 //! Acknowledgements of alerts take the same path.
+//!
+//! Syslog batches have nobody waiting for them: they are merged per policy while they wait
+//! ([`Recorder::record_later`]), so a burst costs memory in distinct flows, not in lines, and
+//! the next round writes each policy once for all of them.
+//!
+//! "Read fresh" skips the GET when the watch's copy of the policy is the version this recorder
+//! wrote last (or when it wrote none yet): the `resourceVersion` precondition makes a stale copy
+//! a conflict, which is then read again, so the result is the same with half the requests.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::StreamExt;
 use jiff::Timestamp;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::reflector::{ObjectRef, Store};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tracing::{debug, warn};
 
 use super::aggregate::{self, AckTarget, Delta, PolicyKey};
@@ -35,6 +44,15 @@ const ATTEMPTS: usize = 8;
 const ROUND_MAX: usize = 2_000;
 /// Policies written at once within a round.
 const PARALLEL_WRITES: usize = 8;
+/// Most entries (distinct flows, plus one per application) that answered batches waiting for
+/// the recorder may hold: what waits stays bounded in memory (about 250 bytes an entry) however
+/// fast lines arrive; a request over it waits (until its commit timeout).
+pub const QUEUED_ENTRIES_MAX: usize = 100_000;
+/// Most entries of the merged syslog batches waiting for the recorder. A syslog connection over
+/// it stops being read until the next round takes them. Lines of flows already waiting add no
+/// entry, so this is about distinct flows within one round (a round is longer at fleet size:
+/// each policy is written once per round).
+pub const UNANSWERED_ENTRIES_MAX: usize = 250_000;
 
 /// Why an acknowledgement was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -94,6 +112,8 @@ enum Job {
         deltas: Vec<(PolicyKey, Delta)>,
         key: Option<String>,
         reply: Option<oneshot::Sender<Result<Recorded, String>>>,
+        /// Its share of [`QUEUED_ENTRIES_MAX`], given back once it is written.
+        queued: OwnedSemaphorePermit,
     },
     Ack {
         policy: PolicyKey,
@@ -102,6 +122,36 @@ enum Job {
         comment: String,
         reply: oneshot::Sender<Result<u64, AckError>>,
     },
+    /// Syslog batches are waiting in [`Unanswered`].
+    Wake,
+}
+
+/// Syslog batches waiting for the next round, merged per policy.
+#[derive(Default)]
+struct Unanswered {
+    deltas: HashMap<PolicyKey, Delta>,
+    entries: usize,
+}
+
+/// What the handles share with the recorder task besides the queue.
+#[derive(Default)]
+struct Shared {
+    unanswered: Mutex<Unanswered>,
+    /// A round took the unanswered batches.
+    taken: tokio::sync::Notify,
+}
+
+impl Shared {
+    fn take(&self) -> HashMap<PolicyKey, Delta> {
+        let u = std::mem::take(
+            &mut *self
+                .unanswered
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        self.taken.notify_waiters();
+        u.deltas
+    }
 }
 
 /// What a recorded batch did.
@@ -115,6 +165,8 @@ pub struct Recorded {
 #[derive(Clone)]
 pub struct Recorder {
     tx: mpsc::Sender<Job>,
+    queue: Arc<Semaphore>,
+    shared: Arc<Shared>,
 }
 
 /// Settings of the recorder.
@@ -125,15 +177,23 @@ pub struct RecorderConfig {
 }
 
 impl Recorder {
-    /// Starts the recorder; it stops when every handle is dropped.
+    /// Starts the recorder; it stops when every handle is dropped. `policies`, the watch's
+    /// copies, saves reading a policy before writing it when the copy is current.
     pub fn spawn(
         client: Client,
         config: RecorderConfig,
         metrics: RecorderMetrics,
+        policies: Option<Store<SegmentationPolicy>>,
     ) -> (Recorder, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(4_096);
-        let task = tokio::spawn(run(client, config, metrics, rx));
-        (Recorder { tx }, task)
+        let copies = Copies {
+            store: policies,
+            written: Mutex::default(),
+        };
+        let shared = Arc::new(Shared::default());
+        let task = tokio::spawn(run(client, config, metrics, copies, shared.clone(), rx));
+        let queue = Arc::new(Semaphore::new(QUEUED_ENTRIES_MAX));
+        (Recorder { tx, queue, shared }, task)
     }
 
     /// Records a batch and waits until it is in the API server. `key` makes a retry harmless.
@@ -143,11 +203,13 @@ impl Recorder {
         key: Option<String>,
     ) -> Result<Recorded, String> {
         let (reply, rx) = oneshot::channel();
+        let queued = self.queue_space(&deltas).await?;
         self.tx
             .send(Job::Record {
                 deltas,
                 key,
                 reply: Some(reply),
+                queued,
             })
             .await
             .map_err(|_| "the recorder has stopped".to_string())?;
@@ -155,14 +217,70 @@ impl Recorder {
             .map_err(|_| "the recorder has stopped".to_string())?
     }
 
-    /// Queues a batch without waiting (syslog: there is nobody to answer).
-    pub async fn record_later(&self, deltas: Vec<(PolicyKey, Delta)>) -> Result<(), String> {
-        self.tx
-            .send(Job::Record {
-                deltas,
-                key: None,
-                reply: None,
-            })
+    /// Queues a batch without waiting for its write (syslog: there is nobody to answer). It is
+    /// merged with the other batches waiting; while they hold [`UNANSWERED_ENTRIES_MAX`]
+    /// entries, this waits for the next round to take them.
+    pub async fn record_later(&self, mut deltas: Vec<(PolicyKey, Delta)>) -> Result<(), String> {
+        loop {
+            let taken = self.shared.taken.notified();
+            tokio::pin!(taken);
+            let wake = {
+                let mut u = self
+                    .shared
+                    .unanswered
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if u.entries >= UNANSWERED_ENTRIES_MAX && !u.deltas.is_empty() {
+                    // Registered before the lock is released: a take in between is not missed.
+                    taken.as_mut().enable();
+                    None
+                } else {
+                    let wake = u.deltas.is_empty();
+                    let Unanswered {
+                        deltas: pending,
+                        entries,
+                    } = &mut *u;
+                    for (policy, delta) in std::mem::take(&mut deltas) {
+                        match pending.get_mut(&policy) {
+                            Some(d) => {
+                                let before = d.flows.len();
+                                d.absorb(delta);
+                                *entries += d.flows.len() - before;
+                            }
+                            None => {
+                                *entries += delta.flows.len() + 1;
+                                pending.insert(policy, delta);
+                            }
+                        }
+                    }
+                    Some(wake)
+                }
+            };
+            match wake {
+                None => taken.await,
+                Some(false) => return Ok(()),
+                Some(true) => {
+                    return self
+                        .tx
+                        .send(Job::Wake)
+                        .await
+                        .map_err(|_| "the recorder has stopped".to_string());
+                }
+            }
+        }
+    }
+
+    /// Waits until the queue has room for `deltas` (a batch larger than the whole queue waits
+    /// for it to empty).
+    async fn queue_space(
+        &self,
+        deltas: &[(PolicyKey, Delta)],
+    ) -> Result<OwnedSemaphorePermit, String> {
+        let entries: usize = deltas.iter().map(|(_, d)| d.flows.len() + 1).sum();
+        let n = u32::try_from(entries.min(QUEUED_ENTRIES_MAX)).unwrap_or(u32::MAX);
+        self.queue
+            .clone()
+            .acquire_many_owned(n)
             .await
             .map_err(|_| "the recorder has stopped".to_string())
     }
@@ -206,6 +324,48 @@ enum Op {
     },
 }
 
+/// The watch's copies of the policies, and the version of each that this recorder wrote last.
+struct Copies {
+    store: Option<Store<SegmentationPolicy>>,
+    written: Mutex<HashMap<PolicyKey, String>>,
+}
+
+impl Copies {
+    /// The watch's copy of `policy` when it is the version written last (or none was written).
+    fn current(&self, policy: &PolicyKey) -> Option<Arc<SegmentationPolicy>> {
+        let store = self.store.as_ref()?;
+        let copy = store.get(&ObjectRef::new(&policy.name).within(&policy.namespace))?;
+        let written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
+        match written.get(policy) {
+            Some(rv) if copy.metadata.resource_version.as_ref() != Some(rv) => None,
+            _ => Some(copy),
+        }
+    }
+
+    /// Remembers the version written (`None`: unknown, read it next time).
+    fn wrote(&self, policy: &PolicyKey, resource_version: Option<String>) {
+        let mut written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
+        match resource_version {
+            Some(rv) => {
+                written.insert(policy.clone(), rv);
+            }
+            None => {
+                written.remove(policy);
+            }
+        }
+        // Bounded by the policies that exist: forget deleted ones now and then.
+        if let Some(store) = &self.store
+            && written.len() > 2 * store.len().max(512)
+        {
+            written.retain(|k, _| {
+                store
+                    .get(&ObjectRef::new(&k.name).within(&k.namespace))
+                    .is_some()
+            });
+        }
+    }
+}
+
 enum OpResult {
     Recorded { duplicate: bool },
     Acked(u64),
@@ -217,6 +377,8 @@ async fn run(
     client: Client,
     config: RecorderConfig,
     metrics: RecorderMetrics,
+    copies: Copies,
+    shared: Arc<Shared>,
     mut rx: mpsc::Receiver<Job>,
 ) {
     let config = Arc::new(config);
@@ -230,7 +392,8 @@ async fn run(
         }
         #[allow(clippy::cast_precision_loss)]
         metrics.round_requests.observe(jobs.len() as f64);
-        round(&client, &config, &metrics, jobs).await;
+        let unanswered = shared.take();
+        round(&client, &config, &metrics, &copies, jobs, unanswered).await;
     }
 }
 
@@ -238,15 +401,35 @@ async fn round(
     client: &Client,
     config: &RecorderConfig,
     metrics: &RecorderMetrics,
+    copies: &Copies,
     jobs: Vec<Job>,
+    unanswered: HashMap<PolicyKey, Delta>,
 ) {
     let mut per_policy: BTreeMap<PolicyKey, Vec<Op>> = BTreeMap::new();
     let mut replies_record = Vec::new();
     let mut replies_ack = Vec::new();
+    // The merged syslog batches are one job, after the others.
+    let syslog_job = jobs.len();
+    if !unanswered.is_empty() {
+        replies_record.push((syslog_job, None, None));
+        for (policy, delta) in unanswered {
+            per_policy.entry(policy).or_default().push(Op::Delta {
+                job: syslog_job,
+                delta,
+                key: None,
+            });
+        }
+    }
     for (i, job) in jobs.into_iter().enumerate() {
         match job {
-            Job::Record { deltas, key, reply } => {
-                replies_record.push((i, reply));
+            Job::Wake => {}
+            Job::Record {
+                deltas,
+                key,
+                reply,
+                queued,
+            } => {
+                replies_record.push((i, reply, Some(queued)));
                 for (policy, delta) in deltas {
                     per_policy.entry(policy).or_default().push(Op::Delta {
                         job: i,
@@ -273,7 +456,7 @@ async fn round(
         }
     }
     let results: Vec<Vec<(usize, OpResult)>> = futures::stream::iter(per_policy)
-        .map(|(policy, ops)| write_policy(client, config, metrics, policy, ops))
+        .map(|(policy, ops)| write_policy(client, config, metrics, copies, policy, ops))
         .buffer_unordered(PARALLEL_WRITES)
         .collect()
         .await;
@@ -281,7 +464,8 @@ async fn round(
     for (job, r) in results.into_iter().flatten() {
         by_job.entry(job).or_default().push(r);
     }
-    for (i, reply) in replies_record {
+    for (i, reply, queued) in replies_record {
+        drop(queued);
         let results = by_job.remove(&i).unwrap_or_default();
         let failed: Vec<String> = results
             .iter()
@@ -327,17 +511,29 @@ async fn write_policy(
     client: &Client,
     config: &RecorderConfig,
     metrics: &RecorderMetrics,
+    copies: &Copies,
     policy: PolicyKey,
     ops: Vec<Op>,
 ) -> Vec<(usize, OpResult)> {
     let api: Api<SegmentationPolicy> = Api::namespaced(client.clone(), &policy.namespace);
     let mut last_error = String::new();
     for attempt in 0..ATTEMPTS {
-        let current = match api.get_opt(&policy.name).await {
+        let copy = if attempt == 0 {
+            copies.current(&policy)
+        } else {
+            None
+        };
+        let from_copy = copy.is_some();
+        let read = match copy {
+            Some(p) => Ok(Some(p)),
+            None => api.get_opt(&policy.name).await.map(|p| p.map(Arc::new)),
+        };
+        let current = match read {
             Ok(Some(p)) => p,
             Ok(None) => {
                 // Deleted: its flows have nowhere to go, which is not the sender's fault.
                 debug!(policy = %policy, "policy gone; dropping its monitor data");
+                copies.wrote(&policy, None);
                 return ops
                     .iter()
                     .map(|op| match op {
@@ -361,6 +557,7 @@ async fn write_policy(
             .as_ref()
             .and_then(|s| s.monitor.clone())
             .unwrap_or_default();
+        drop(current);
         let mut m: MonitorStatus = before.clone();
         let now = Timestamp::now();
         let results: Vec<(usize, OpResult)> = ops
@@ -393,6 +590,14 @@ async fn write_policy(
                 },
             })
             .collect();
+        // Only a write proves the copy current (the precondition): an outcome without one is
+        // decided on a fresh read.
+        let refused = results
+            .iter()
+            .any(|(_, r)| matches!(r, OpResult::AckRefused(_)));
+        if from_copy && (m == before || refused) {
+            continue;
+        }
         if m == before {
             metrics.write("duplicate");
             return results;
@@ -409,16 +614,19 @@ async fn write_policy(
             .patch_status(&policy.name, &params, &Patch::Merge(&patch))
             .await
         {
-            Ok(_) => {
+            Ok(written) => {
                 metrics.write("ok");
+                copies.wrote(&policy, written.metadata.resource_version);
                 return results;
             }
             Err(kube::Error::Api(e)) if e.code == 409 => {
                 metrics.write("conflict");
+                copies.wrote(&policy, None);
                 last_error = format!("{policy}: conflicting writers");
             }
             Err(e) => {
                 metrics.write("error");
+                copies.wrote(&policy, None);
                 last_error = format!("writing {policy}: {e}");
                 tokio::time::sleep(backoff(attempt)).await;
             }

@@ -15,7 +15,7 @@
 // Handlers return a ready `Response` as their error: it is what the client gets.
 #![allow(clippy::result_large_err)]
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,7 +29,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use hmac::{Hmac, Mac};
 use jiff::Timestamp;
-use kube::ResourceExt;
 use kube::runtime::reflector::Store;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -43,6 +42,7 @@ use tracing::{info, warn};
 
 use crate::api::SegmentationPolicy;
 use crate::monitor::aggregate::{Delta, Index, Observation, PolicyKey, hex12};
+use crate::monitor::attribution::{self, LiveIndex};
 use crate::monitor::loginsight::{self, Disposition, Entry};
 use crate::monitor::recorder::Recorder;
 use crate::monitor::{Arrival, parse_line_with};
@@ -72,6 +72,9 @@ pub struct IngestConfig {
     pub burst_lines: u32,
     /// How long a request waits for its batch to be recorded.
     pub commit_timeout: Duration,
+    /// Rebuild the attribution index from the policy store for every batch, as before the
+    /// index followed the watch (`MICROSEG_INGEST_BASELINE=1`; the benchmark's baseline).
+    pub index_per_batch: bool,
 }
 
 impl std::fmt::Debug for IngestConfig {
@@ -86,6 +89,7 @@ impl std::fmt::Debug for IngestConfig {
             .field("rate_lines_per_second", &self.rate_lines_per_second)
             .field("burst_lines", &self.burst_lines)
             .field("commit_timeout", &self.commit_timeout)
+            .field("index_per_batch", &self.index_per_batch)
             .finish()
     }
 }
@@ -149,6 +153,7 @@ struct Inner {
     config: IngestConfig,
     recorder: Recorder,
     policies: Store<SegmentationPolicy>,
+    index: LiveIndex,
     identity: Identity,
     metrics: IngestMetrics,
     bucket: Mutex<Bucket>,
@@ -216,11 +221,12 @@ fn answer(code: StatusCode, report: &Report) -> Response {
 }
 
 impl Ingest {
-    /// Builds the service.
+    /// Builds the service. `index` must follow the watch that fills `policies`.
     pub fn new(
         config: IngestConfig,
         recorder: Recorder,
         policies: Store<SegmentationPolicy>,
+        index: LiveIndex,
         identity: Identity,
         metrics: IngestMetrics,
     ) -> Ingest {
@@ -230,6 +236,7 @@ impl Ingest {
                 config,
                 recorder,
                 policies,
+                index,
                 identity,
                 metrics,
                 bucket: Mutex::new(Bucket {
@@ -241,28 +248,20 @@ impl Ingest {
         }
     }
 
-    /// The rule ids and monitor tags of every application now.
-    fn index(&self) -> Index {
-        let mut ix = Index::default();
-        for p in self.inner.policies.state() {
-            let ns = p.namespace().unwrap_or_default();
-            let name = p.name_any();
-            let ids = p
-                .status
-                .as_ref()
-                .and_then(|s| s.nsx.as_ref())
-                .map(|n| n.rule_ids.clone())
-                .unwrap_or_default();
-            ix.add(
-                PolicyKey {
-                    namespace: ns.clone(),
-                    name: name.clone(),
-                },
-                &ids,
-                &self.inner.identity.object_id(&ns, &name),
-            );
+    /// The rule ids and monitor tags of every application now: the live index, or (baseline)
+    /// one rebuilt from every policy in the store.
+    fn index(&self) -> Arc<Index> {
+        if !self.inner.config.index_per_batch {
+            return self.inner.index.snapshot();
         }
-        ix
+        let mut ix = Index::default();
+        let policies = self.inner.policies.state();
+        attribution::add_all(
+            &mut ix,
+            &self.inner.identity,
+            policies.iter().map(AsRef::as_ref),
+        );
+        Arc::new(ix)
     }
 
     /// Takes `n` lines from the rate budget, or says after how many seconds they would fit.
@@ -304,19 +303,19 @@ impl Ingest {
 }
 
 /// Folds records into per-application deltas and the report.
-struct Collector<'a> {
-    index: &'a Index,
+struct Collector {
+    index: Arc<Index>,
     now: Timestamp,
-    deltas: BTreeMap<PolicyKey, Delta>,
+    deltas: HashMap<Arc<PolicyKey>, Delta>,
     report: Report,
 }
 
-impl<'a> Collector<'a> {
-    fn new(index: &'a Index) -> Self {
+impl Collector {
+    fn new(index: Arc<Index>) -> Self {
         Collector {
             index,
             now: Timestamp::now(),
-            deltas: BTreeMap::new(),
+            deltas: HashMap::new(),
             report: Report::default(),
         }
     }
@@ -339,10 +338,14 @@ impl<'a> Collector<'a> {
             (crate::monitor::aggregate::RuleRole::Explicit(_), true) => self.report.healthy += 1,
             _ => {}
         }
-        self.deltas
-            .entry(a.policy.clone())
-            .or_default()
-            .add(o, &a.role, self.now);
+        match self.deltas.get_mut(&a.policy) {
+            Some(d) => d.add(o, &a.role, self.now),
+            None => self
+                .deltas
+                .entry(a.policy.clone())
+                .or_default()
+                .add(o, &a.role, self.now),
+        }
     }
 
     /// One line of text (syslog framing allowed; without a timestamp it takes the receipt time);
@@ -373,13 +376,14 @@ impl<'a> Collector<'a> {
     }
 
     fn finish(self) -> (Vec<(PolicyKey, Delta)>, Report) {
-        (
-            self.deltas
-                .into_iter()
-                .filter(|(_, d)| !d.is_empty())
-                .collect(),
-            self.report,
-        )
+        let mut deltas: Vec<(PolicyKey, Delta)> = self
+            .deltas
+            .into_iter()
+            .filter(|(_, d)| !d.is_empty())
+            .map(|(k, d)| (Arc::unwrap_or_clone(k), d))
+            .collect();
+        deltas.sort_by(|a, b| a.0.cmp(&b.0));
+        (deltas, self.report)
     }
 }
 
@@ -558,8 +562,7 @@ async fn lines_batch(ingest: &Ingest, body: &[u8], key: String) -> Response {
             "body: empty; send one DFW log line per line",
         );
     }
-    let index = ingest.index();
-    let mut c = Collector::new(&index);
+    let mut c = Collector::new(ingest.index());
     for (i, raw) in body.split(|b| *b == b'\n').enumerate() {
         c.line(|| format!("line {}", i + 1), raw);
     }
@@ -571,8 +574,7 @@ async fn loginsight_batch(ingest: &Ingest, body: &[u8], key: String) -> Response
         Ok(a) => a,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    let index = ingest.index();
-    let mut c = Collector::new(&index);
+    let mut c = Collector::new(ingest.index());
     let entries: Vec<Entry<'_>> = alert.entries(c.now).collect();
     match alert.disposition(&entries) {
         Disposition::Acknowledge { note } => {
@@ -602,7 +604,7 @@ async fn loginsight_batch(ingest: &Ingest, body: &[u8], key: String) -> Response
 }
 
 /// Rate check, record, answer.
-async fn finish(ingest: &Ingest, source: &str, c: Collector<'_>, key: String) -> Response {
+async fn finish(ingest: &Ingest, source: &str, c: Collector, key: String) -> Response {
     let (deltas, mut report) = c.finish();
     let m = &ingest.inner.metrics;
     if let Some(e) = report.errors.first() {
@@ -681,8 +683,7 @@ async fn syslog_batch(ingest: &Ingest, source: &str, messages: &[Vec<u8>]) {
     if messages.is_empty() {
         return;
     }
-    let index = ingest.index();
-    let mut c = Collector::new(&index);
+    let mut c = Collector::new(ingest.index());
     for (i, m) in messages.iter().enumerate() {
         for line in m.split(|b| *b == b'\n') {
             c.line(|| format!("{source} message {}", i + 1), line);

@@ -342,3 +342,177 @@ fn records_at_the_ends_of_time_neither_panic_nor_overflow_the_counts() {
         i64::MAX
     );
 }
+
+/// `apply` as it was, finding flows by scanning the list: the reference for the hashed lookup.
+fn apply_by_scan(m: &mut MonitorStatus, delta: &Delta, cap: usize) -> Applied {
+    let mut out = Applied::default();
+    let cap = cap.clamp(1, FLOWS_MAX);
+    m.unmatched_total = m.unmatched_total.saturating_add(to_i64(delta.unmatched));
+    m.healthy_total = m.healthy_total.saturating_add(to_i64(delta.healthy));
+    m.last_log_at = max_opt(m.last_log_at.as_ref().map(|t| t.0), delta.last_log).map(Time);
+    m.last_unmatched_at = max_opt(
+        m.last_unmatched_at.as_ref().map(|t| t.0),
+        delta.last_unmatched,
+    )
+    .map(Time);
+    for (k, c) in &delta.flows {
+        let id = flow_id(&key(), k);
+        if let Some(f) = m.flows.iter_mut().find(|f| f.id == id) {
+            f.count = f.count.saturating_add(to_i64(c.count));
+            f.first_seen = Time(f.first_seen.0.min(c.first));
+            f.last_seen = Time(f.last_seen.0.max(c.last));
+            continue;
+        }
+        out.new_flows += 1;
+        if m.flows.len() >= cap {
+            let oldest_acked = m
+                .flows
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| f.acknowledged.is_some())
+                .min_by_key(|(_, f)| f.last_seen.0)
+                .map(|(i, _)| i);
+            match oldest_acked {
+                Some(i) => {
+                    m.flows.remove(i);
+                }
+                None => {
+                    m.overflow = m.overflow.saturating_add(1);
+                    out.overflowed += 1;
+                    continue;
+                }
+            }
+        }
+        m.flows.push(FlowSummary {
+            id,
+            source: k.source.clone(),
+            destination: k.destination.clone(),
+            protocol: k.protocol.clone(),
+            port: k.port.map(i32::from),
+            direction: k.direction,
+            action: k.action.clone(),
+            count: to_i64(c.count),
+            first_seen: Time(c.first),
+            last_seen: Time(c.last),
+            acknowledged: None,
+        });
+    }
+    sort_flows(&mut m.flows);
+    merge_series(&mut m.series, &delta.buckets);
+    m.open_alerts = open_alerts(m);
+    out
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    /// Flows on these destination ports, seen this many seconds before now.
+    Apply(Vec<(u16, u8)>),
+    /// Acknowledge the flow at this position (modulo the length).
+    Ack(usize),
+    AckAll,
+    /// A copy of the flow at this position appended (a hand-edited status with a repeated id).
+    Repeat(usize),
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    prop_oneof![
+        6 => proptest::collection::vec((0u16..12, 0u8..60), 0..8).prop_map(Step::Apply),
+        2 => (0usize..16).prop_map(Step::Ack),
+        1 => Just(Step::AckAll),
+        1 => (0usize..16).prop_map(Step::Repeat),
+    ]
+}
+
+proptest::proptest! {
+    /// Finding flows by hashed id (with evictions, acknowledgements and repeated ids in between)
+    /// gives exactly what scanning the list gave.
+    #[test]
+    fn apply_matches_the_scanning_reference(
+        steps in proptest::collection::vec(step(), 1..30),
+        cap in 1usize..8,
+    ) {
+        let mut fast = MonitorStatus::default();
+        let mut slow = MonitorStatus::default();
+        for s in steps {
+            match s {
+                Step::Apply(flows) => {
+                    let mut d = Delta::default();
+                    for (port, ago) in flows {
+                        d.add(
+                            &Observation {
+                                time: now() - SignedDuration::from_secs(i64::from(ago)),
+                                dst_port: Some(port),
+                                ..observation()
+                            },
+                            &RuleRole::CatchAll(Direction::Inbound),
+                            now(),
+                        );
+                    }
+                    let a = apply(&mut fast, &key(), &d, None, cap);
+                    let b = apply_by_scan(&mut slow, &d, cap);
+                    proptest::prop_assert_eq!(a, b);
+                }
+                Step::Ack(i) => {
+                    let ids: Vec<String> =
+                        fast.flows.get(i % fast.flows.len().max(1)).map(|f| f.id.clone()).into_iter().collect();
+                    let a = acknowledge(&mut fast, &AckTarget::Flows(ids.clone()), "a", "", now());
+                    let b = acknowledge(&mut slow, &AckTarget::Flows(ids), "a", "", now());
+                    proptest::prop_assert_eq!(a, b);
+                }
+                Step::AckAll => {
+                    let a = acknowledge(&mut fast, &AckTarget::All, "a", "", now());
+                    let b = acknowledge(&mut slow, &AckTarget::All, "a", "", now());
+                    proptest::prop_assert_eq!(a, b);
+                }
+                Step::Repeat(i) => {
+                    if let Some(f) = fast.flows.get(i % fast.flows.len().max(1)).cloned() {
+                        fast.flows.push(f.clone());
+                        slow.flows.push(f);
+                    }
+                }
+            }
+            proptest::prop_assert_eq!(&fast, &slow);
+        }
+    }
+}
+
+#[test]
+fn absorbing_a_delta_is_merging_it() {
+    let a = delta(&[UNMATCHED, HEALTHY, DROPPED]);
+    let b = delta(&[UNMATCHED_LATER, UNMATCHED, TERM]);
+    let mut merged = a.clone();
+    merged.merge(&b);
+    let mut absorbed = a;
+    absorbed.absorb(b);
+    assert_eq!(merged, absorbed);
+    assert_eq!(absorbed.unmatched, 4);
+}
+
+/// An index kept by `set` and `remove` answers as one built from scratch.
+#[test]
+fn index_updates_one_application_at_a_time() {
+    let mut ix = index();
+    let other = PolicyKey {
+        namespace: "shop".into(),
+        name: "db".into(),
+    };
+    let ids = BTreeMap::from([(CATCHALL_IN.to_string(), 2002)]);
+    assert!(ix.set(other.clone(), &ids, "ms_c1_shop_db"));
+    assert!(!ix.set(other.clone(), &ids, "ms_c1_shop_db"), "no change");
+    assert_eq!((ix.rules(), ix.policies()), (4, 2));
+    // web's rule ids change: the old ones go.
+    let web = BTreeMap::from([(CATCHALL_IN.to_string(), 1102)]);
+    assert!(ix.set(key(), &web, "ms_c1_shop_web"));
+    assert!(ix.attribute(1001, None).is_none());
+    assert_eq!(
+        ix.attribute(1102, None).map(|a| a.role.clone()),
+        Some(RuleRole::CatchAll(Direction::Inbound))
+    );
+    assert!(ix.remove(&other));
+    assert!(!ix.remove(&other));
+    assert!(ix.attribute(2002, None).is_none());
+    let tag = crate::plan::monitor_tag("ms_c1_shop_db", Direction::Inbound);
+    assert!(ix.attribute(7, Some(&tag)).is_none());
+    assert_eq!((ix.rules(), ix.policies()), (1, 1));
+}

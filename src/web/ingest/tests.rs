@@ -80,6 +80,7 @@ fn config_debug_hides_secrets() {
         rate_lines_per_second: 1,
         burst_lines: 1,
         commit_timeout: Duration::from_secs(1),
+        index_per_batch: false,
     };
     let d = format!("{c:?}");
     assert!(!d.contains("tok-") && !d.contains("hmac-"), "{d}");
