@@ -208,6 +208,7 @@ pub async fn run(rt: Runtime) -> Result<(), Error> {
         let attribution = attribution.clone();
         guarded_watcher(&policies, watcher::Config::default(), report.clone())
             .default_backoff()
+            .modify(drop_managed_fields)
             .reflect(policy_writer)
             .for_each(move |event| {
                 if let Ok(event) = &event {
@@ -455,6 +456,12 @@ async fn run_as_leader(
     Ok(())
 }
 
+/// Nothing reads `metadata.managedFields`, and at fleet size it is a good part of what the
+/// stores of policies hold (kube's reflector memory advice).
+fn drop_managed_fields(obj: &mut SegmentationPolicy) {
+    obj.managed_fields_mut().clear();
+}
+
 /// The part of the monitor summary that can move a gate, so that a status write by the ingestion
 /// path reconciles the policy only when it matters: open alerts (any phase), logs arriving while
 /// the application is blind, dropped flows while enforcing (rollback).
@@ -579,6 +586,7 @@ async fn run_controllers(
     let (reader, writer) = reflector::store();
     let stream = guarded_watcher(&policies, watcher::Config::default(), publish.clone())
         .default_backoff()
+        .modify(drop_managed_fields)
         .reflect(writer)
         .applied_objects()
         .predicate_filter(
