@@ -257,7 +257,12 @@ impl Recorder {
                 }
             };
             match wake {
-                None => taken.await,
+                None => {
+                    tokio::select! {
+                        _ = &mut taken => {}
+                        _ = self.tx.closed() => return Err("the recorder has stopped".to_string()),
+                    }
+                }
                 Some(false) => return Ok(()),
                 Some(true) => {
                     return self
@@ -394,6 +399,11 @@ async fn run(
         metrics.round_requests.observe(jobs.len() as f64);
         let unanswered = shared.take();
         round(&client, &config, &metrics, &copies, jobs, unanswered).await;
+    }
+    // Every handle is gone; what syslog merged after the last wake-up is written too.
+    let rest = shared.take();
+    if !rest.is_empty() {
+        round(&client, &config, &metrics, &copies, Vec::new(), rest).await;
     }
 }
 
