@@ -470,6 +470,11 @@ mod endpoint {
     }
 
     async fn serve() -> Server {
+        serve_listed(true).await
+    }
+
+    /// `listed`: whether the policy watch has delivered its first (empty) list.
+    async fn serve_listed(listed: bool) -> Server {
         // A client that is never used: with no policy in the store, no batch has anything to
         // write, so every answer here comes before the recorder.
         let client =
@@ -495,9 +500,17 @@ mod endpoint {
             },
             recorder,
             store,
-            microseg::monitor::attribution::LiveIndex::new(
-                microseg::plan::Identity::new("test").unwrap(),
-            ),
+            {
+                // An empty cluster, listed: the index is ready.
+                let index = microseg::monitor::attribution::LiveIndex::new(
+                    microseg::plan::Identity::new("test").unwrap(),
+                );
+                if listed {
+                    index.observe(&kube::runtime::watcher::Event::Init);
+                    index.observe(&kube::runtime::watcher::Event::InitDone);
+                }
+                index
+            },
             microseg::plan::Identity::new("test").unwrap(),
             IngestMetrics::register(&mut registry),
         );
@@ -528,6 +541,27 @@ mod endpoint {
             .unwrap();
         let code = resp.status().as_u16();
         (code, resp.json().await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_batch_before_the_first_list_of_policies_is_refused_for_a_retry() {
+        // Answering 200 with every line unattributed would lose an acknowledged batch (seen after
+        // a restart: the retried batch arrived before the watch had listed the policies).
+        let server = serve_listed(false).await;
+        let resp = reqwest::Client::new()
+            .post(&server.url)
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(TEST_ALERT)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 503);
+        assert_eq!(resp.headers()["retry-after"], "1");
+        let answer: serde_json::Value = resp.json().await.unwrap();
+        let error = answer["error"].as_str().unwrap();
+        assert!(error.contains("starting"), "{answer}");
+        assert!(error.contains("retry the same batch"), "{answer}");
     }
 
     #[tokio::test]

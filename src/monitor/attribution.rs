@@ -32,6 +32,9 @@ struct State {
 pub struct LiveIndex {
     identity: Identity,
     state: Arc<RwLock<State>>,
+    /// The first list of the watch is in the index. Before it, an empty index would call every
+    /// line unattributed and an acknowledged batch would be lost: ingestion waits for this.
+    ready: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 /// What a policy contributes to the index: its key, rule ids and NSX object id.
@@ -69,7 +72,20 @@ impl LiveIndex {
         LiveIndex {
             identity,
             state: Arc::default(),
+            ready: Arc::new(tokio::sync::watch::Sender::new(false)),
         }
+    }
+
+    /// Whether the first list of the watch is in the index.
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    /// Waits until the first list of the watch is in the index.
+    pub async fn wait_ready(&self) {
+        let mut rx = self.ready.subscribe();
+        // The sender lives in `self`: this cannot fail while we wait.
+        let _ = rx.wait_for(|ready| *ready).await;
     }
 
     /// The index now. A later update does not change it.
@@ -119,6 +135,8 @@ impl LiveIndex {
                 if let Some(ix) = s.relist.take() {
                     s.current = Arc::new(ix);
                 }
+                drop(s);
+                self.ready.send_replace(true);
             }
         }
     }
@@ -180,7 +198,12 @@ mod tests {
             live.observe(&e);
         }
         assert_eq!(owner(&live.snapshot(), 11), None, "not before InitDone");
+        assert!(
+            !live.is_ready(),
+            "not ready before the first list is complete"
+        );
         live.observe(&Event::InitDone);
+        assert!(live.is_ready());
         let before = live.snapshot();
         assert_eq!(owner(&before, 13).as_deref(), Some("web"));
         assert_eq!(owner(&before, 21).as_deref(), Some("db"));

@@ -249,8 +249,22 @@ impl Ingest {
     }
 
     /// The rule ids and monitor tags of every application now: the live index, or (baseline)
-    /// one rebuilt from every policy in the store.
-    fn index(&self) -> Arc<Index> {
+    /// one rebuilt from every policy in the store. `None` while the controller starts (the
+    /// first list of the policies is not in the index yet): lines cannot be attributed then.
+    fn index(&self) -> Option<Arc<Index>> {
+        if !self.inner.index.is_ready() {
+            return None;
+        }
+        Some(self.index_now())
+    }
+
+    /// The index once the first list is in (syslog has nobody to answer: it waits).
+    async fn index_when_ready(&self) -> Arc<Index> {
+        self.inner.index.wait_ready().await;
+        self.index_now()
+    }
+
+    fn index_now(&self) -> Arc<Index> {
         if !self.inner.config.index_per_batch {
             return self.inner.index.snapshot();
         }
@@ -562,7 +576,10 @@ async fn lines_batch(ingest: &Ingest, body: &[u8], key: String) -> Response {
             "body: empty; send one DFW log line per line",
         );
     }
-    let mut c = Collector::new(ingest.index());
+    let Some(index) = ingest.index() else {
+        return starting();
+    };
+    let mut c = Collector::new(index);
     for (i, raw) in body.split(|b| *b == b'\n').enumerate() {
         c.line(|| format!("line {}", i + 1), raw);
     }
@@ -574,7 +591,10 @@ async fn loginsight_batch(ingest: &Ingest, body: &[u8], key: String) -> Response
         Ok(a) => a,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    let mut c = Collector::new(ingest.index());
+    let Some(index) = ingest.index() else {
+        return starting();
+    };
+    let mut c = Collector::new(index);
     let entries: Vec<Entry<'_>> = alert.entries(c.now).collect();
     match alert.disposition(&entries) {
         Disposition::Acknowledge { note } => {
@@ -656,6 +676,22 @@ async fn finish(ingest: &Ingest, source: &str, c: Collector, key: String) -> Res
     }
 }
 
+/// The answer while the controller starts: nothing of the batch was looked at.
+fn starting() -> Response {
+    let report = Report {
+        error: Some(
+            "not recorded: the controller is starting and has not loaded the policies yet, so \
+             no line could be attributed; retry the same batch (it will not be counted twice)"
+                .into(),
+        ),
+        ..Report::default()
+    };
+    let mut r = answer(StatusCode::SERVICE_UNAVAILABLE, &report);
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
 fn unavailable(mut report: Report, why: &str) -> Response {
     report.error = Some(format!(
         "not recorded ({why}); retry the same batch (it will not be counted twice)"
@@ -683,7 +719,7 @@ async fn syslog_batch(ingest: &Ingest, source: &str, messages: &[Vec<u8>]) {
     if messages.is_empty() {
         return;
     }
-    let mut c = Collector::new(ingest.index());
+    let mut c = Collector::new(ingest.index_when_ready().await);
     for (i, m) in messages.iter().enumerate() {
         for line in m.split(|b| *b == b'\n') {
             c.line(|| format!("{source} message {}", i + 1), line);
