@@ -47,6 +47,7 @@ fn context(client: &Client, dir: &std::path::Path) -> Arc<Context> {
         metrics: Arc::new(Metrics::register(&mut Registry::default())),
         clock: Arc::new(SystemClock),
         settings: Settings::default(),
+        members: Default::default(),
     })
 }
 

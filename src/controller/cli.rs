@@ -96,6 +96,15 @@ pub struct ControllerArgs {
     /// each application's objects at every reconcile; `false` is the per-object behaviour.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub nsx_cache: bool,
+    /// Coalesce the NSX writes of reconciles that come within this long of each other into one
+    /// hierarchical PATCH (a refused batch is split to find the application at fault); 0s
+    /// writes each application alone.
+    #[arg(long, default_value = "100ms")]
+    pub nsx_batch_window: Duration,
+    /// Most intent objects (groups, policies, rules) in one batched write (the manager takes
+    /// at most 5000).
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=5000))]
+    pub nsx_batch_max_objects: u32,
     /// Elect a leader through a Lease; only the leader writes NSX and status.
     #[arg(long)]
     pub leader_elect: bool,
@@ -371,6 +380,12 @@ impl ControllerArgs {
                 log_silence: self.log_silence.get(),
                 notice_retry: std_duration(self.notice_retry),
                 nsx_cache: self.nsx_cache,
+                nsx_batch: (!std_duration(self.nsx_batch_window).is_zero()).then(|| {
+                    super::nsx_batch::BatchConfig {
+                        window: std_duration(self.nsx_batch_window),
+                        max_objects: self.nsx_batch_max_objects as usize,
+                    }
+                }),
             },
             lease,
             namespace: self.namespace.clone(),

@@ -46,6 +46,8 @@ pub struct Settings {
     pub notice_retry: Duration,
     /// Serve NSX reads from the NSX cache (`nsx_cache`), refreshed every resync.
     pub nsx_cache: bool,
+    /// Coalesce NSX writes (`nsx_batch`); `None` writes each application alone.
+    pub nsx_batch: Option<super::nsx_batch::BatchConfig>,
 }
 
 impl Default for Settings {
@@ -57,6 +59,7 @@ impl Default for Settings {
             log_silence: SignedDuration::from_hours(24),
             notice_retry: Duration::from_secs(60),
             nsx_cache: true,
+            nsx_batch: Some(super::nsx_batch::BatchConfig::default()),
         }
     }
 }
@@ -85,4 +88,6 @@ pub struct Context {
     pub clock: Arc<dyn Clock>,
     /// Settings.
     pub settings: Settings,
+    /// Member counts taken ahead of enforcement.
+    pub members: Arc<super::members::MemberChecks>,
 }

@@ -11,8 +11,10 @@ pub mod cli;
 pub mod context;
 pub mod guard;
 pub mod invalid;
+pub mod members;
 pub mod metrics;
 pub mod notices;
+pub mod nsx_batch;
 pub mod nsx_cache;
 pub mod policy;
 pub mod rbac;
@@ -224,13 +226,24 @@ pub async fn run(rt: Runtime) -> Result<(), Error> {
             .for_each(|_| futures::future::ready(())),
     );
 
+    let mut registry = rt.registry;
+    // NSX: writes coalesced (when on), reads from the cache (when on), in that order, so the
+    // cache learns each application's own result of a batched write.
+    let nsx: Arc<dyn crate::nsx::NsxApi> = match rt.settings.nsx_batch {
+        Some(config) => Arc::new(nsx_batch::BatchingNsx::new(
+            rt.nsx,
+            config,
+            nsx_batch::BatchMetrics::register(&mut registry),
+        )),
+        None => rt.nsx,
+    };
     let cache = rt
         .settings
         .nsx_cache
         .then(|| Arc::new(nsx_cache::NsxCache::new(rt.identity.clone())));
     let nsx: Arc<dyn crate::nsx::NsxApi> = match &cache {
-        Some(c) => Arc::new(nsx_cache::CachedNsx::new(rt.nsx, c.clone())),
-        None => rt.nsx,
+        Some(c) => Arc::new(nsx_cache::CachedNsx::new(nsx, c.clone())),
+        None => nsx,
     };
     let ctx = Arc::new(Context {
         client: rt.client.clone(),
@@ -249,6 +262,7 @@ pub async fn run(rt: Runtime) -> Result<(), Error> {
         metrics: rt.metrics,
         clock: Arc::new(SystemClock),
         settings: rt.settings,
+        members: Default::default(),
     });
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -265,7 +279,6 @@ pub async fn run(rt: Runtime) -> Result<(), Error> {
             let _ = w.wait_until_ready().await;
         }
     };
-    let mut registry = rt.registry;
     let (recorder, recorder_task) = crate::monitor::recorder::Recorder::spawn(
         rt.client.clone(),
         crate::monitor::recorder::RecorderConfig {

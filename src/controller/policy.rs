@@ -28,6 +28,7 @@ use serde_json::json;
 use tracing::{info, instrument, warn};
 
 use super::context::Context;
+use super::members;
 use super::notices::{self, Facts, scheduled_delivered_at};
 use super::status::{self, NsxFacts, Observation, SyncOutcome};
 use super::{Error, FIELD_MANAGER, NSX_CLEANUP_FINALIZER};
@@ -426,8 +427,22 @@ async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
 
     // Entering enforcement needs members: a DROP on an empty group protects nothing and says
     // the membership criteria are wrong. Checked on the final decision of this reconcile.
+    let group_key = format!("{}/{}", n.domain, n.id);
+    if decision.phase == Phase::Monitoring
+        && members::due(decision.schedule.enforce_at, now)
+        && !ctx.members.has_fresh(&group_key, generation, now)
+        && let Ok(count) = ctx.nsx.group_member_count(&n.domain, &n.id).await
+    {
+        // Ahead of the flip, so that the flip is a pure write (a failure here is retried by
+        // the flip itself).
+        ctx.members.remember(&group_key, generation, now, count);
+    }
     if decision.phase == Phase::Enforcing && !drops(prev_phase, p) {
-        let members = ctx.nsx.group_member_count(&n.domain, &n.id).await;
+        let members = match ctx.members.fresh(&group_key, generation, now) {
+            Some(count) => Ok(count),
+            None => ctx.nsx.group_member_count(&n.domain, &n.id).await,
+        };
+        ctx.members.forget(&group_key);
         let problem = match members {
             Ok(0) => Some(Blocker {
                 reason: reason::NO_MEMBERS,
@@ -637,6 +652,15 @@ async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
     {
         wait = wait.min(
             now.duration_until(reminder_at)
+                .unsigned_abs()
+                .saturating_add(Duration::from_millis(5)),
+        );
+    }
+    // The members are counted in the minute before enforceAt.
+    let precheck_at = crate::api::time::minus(decision.schedule.enforce_at, members::AHEAD);
+    if decision.phase == Phase::Monitoring && precheck_at > now {
+        wait = wait.min(
+            now.duration_until(precheck_at)
                 .unsigned_abs()
                 .saturating_add(Duration::from_millis(5)),
         );

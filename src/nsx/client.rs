@@ -928,6 +928,17 @@ impl Client {
         }
     }
 
+    /// `GET /infra` with the subtree of the types `filter` names, as domain trees.
+    async fn tree(&self, filter: &str) -> Result<Vec<DomainTree>, Error> {
+        let path = format!("{POLICY_API}/infra");
+        let query = [("filter", filter.to_string())];
+        let a = self
+            .call(Method::GET, &path, &query, Body::None, true)
+            .await?;
+        let v: Value = Self::decode("/infra", &a.body)?;
+        Ok(domain_trees(&v))
+    }
+
     /// Hierarchical PATCH with `enforce_revision_check`; a 412 becomes `Error::Conflict` so
     /// the caller re-reads and re-plans.
     pub async fn patch_infra_checked(&self, body: &Infra) -> Result<(), Error> {
@@ -999,13 +1010,11 @@ impl NsxApi for Client {
     }
 
     async fn infra_tree(&self) -> Result<Vec<DomainTree>, Error> {
-        let path = format!("{POLICY_API}/infra");
-        let query = [("filter", INFRA_TREE_FILTER.to_string())];
-        let a = self
-            .call(Method::GET, &path, &query, Body::None, true)
-            .await?;
-        let v: Value = Self::decode("/infra", &a.body)?;
-        Ok(domain_trees(&v))
+        self.tree(INFRA_TREE_FILTER).await
+    }
+
+    async fn policy_trees(&self) -> Result<Vec<DomainTree>, Error> {
+        self.tree(POLICY_TREE_FILTER).await
     }
 
     async fn patch_infra(&self, body: &Infra) -> Result<(), Error> {
@@ -1060,6 +1069,9 @@ pub fn realization_of(entities: &[Value]) -> Realization {
 
 /// The type filter of [`NsxApi::infra_tree`].
 pub const INFRA_TREE_FILTER: &str = "Type-Domain|Group|SecurityPolicy|Rule";
+
+/// The type filter of [`NsxApi::policy_trees`].
+pub const POLICY_TREE_FILTER: &str = "Type-Domain|SecurityPolicy|Rule";
 
 /// The objects of `Child<kind>` wrappers in `children` of `v`.
 fn child_objects<'a>(v: &'a Value, kind: &str) -> impl Iterator<Item = &'a Value> {

@@ -68,6 +68,11 @@ pub trait NsxApi: Send + Sync {
     /// Groups and security policies (rules embedded) of every domain in one read:
     /// `GET /infra?filter=Type-Domain|Group|SecurityPolicy|Rule` (reference §1, §7).
     async fn infra_tree(&self) -> Result<Vec<DomainTree>, Error>;
+    /// Security policies (rules embedded) of every domain in one read, without groups:
+    /// `GET /infra?filter=Type-Domain|SecurityPolicy|Rule`. By default the whole tree.
+    async fn policy_trees(&self) -> Result<Vec<DomainTree>, Error> {
+        self.infra_tree().await
+    }
     /// One hierarchical `PATCH /policy/api/v1/infra` call (atomic).
     async fn patch_infra(&self, body: &Infra) -> Result<(), Error>;
     /// How many effective members (VMs and IP addresses) a group has now.
@@ -77,7 +82,7 @@ pub trait NsxApi: Send + Sync {
 }
 
 /// Errors of the NSX client. NSX's own code and message survive to the status condition.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum Error {
     /// NSX answered with an error body.
     #[error("NSX {method} {path}: HTTP {status}, error {}: {}", .error.error_code, .error.error_message)]

@@ -200,3 +200,56 @@ fn a_refresh_that_overlaps_a_write_keeps_the_write() {
     loaded(&cache, &[tree("default", vec![], vec![])]);
     assert_eq!(cache.group("default", ID), Some(None));
 }
+
+fn policy_write(id: &str, p: &SecurityPolicy) -> Infra {
+    write(
+        "default",
+        vec![DomainChild::ChildSecurityPolicy {
+            id: id.into(),
+            marked_for_delete: false,
+            security_policy: p.clone(),
+        }],
+    )
+}
+
+#[test]
+fn one_listing_reads_back_every_written_policy_but_not_a_later_write() {
+    let cache = NsxCache::new(identity());
+    loaded(&cache, &[tree("default", vec![], vec![])]);
+    let other = "ms_prod_shop_db";
+    cache.written(&policy_write(ID, &policy(ID, tags("shop", "web"), 0)), true);
+    cache.written(
+        &policy_write(other, &policy(other, tags("shop", "db"), 0)),
+        true,
+    );
+    assert!(cache.awaits_readback("default", ID));
+    assert!(cache.awaits_readback("default", other));
+    let ticket = cache.begin_refresh();
+    // Written again after the listing was asked for: the listing may predate it.
+    cache.written(
+        &policy_write(other, &policy(other, tags("shop", "db"), 0)),
+        true,
+    );
+    let listed = [tree(
+        "default",
+        vec![],
+        vec![
+            policy(ID, tags("shop", "web"), 1001),
+            policy(other, tags("shop", "db"), 1002),
+        ],
+    )];
+    cache.apply_readback(ticket, &listed);
+    assert_eq!(
+        cache.policy("default", ID),
+        Some(Some(policy(ID, tags("shop", "web"), 1001)))
+    );
+    assert!(!cache.awaits_readback("default", ID));
+    assert_eq!(cache.policy("default", other), None, "still to be read");
+    assert!(cache.awaits_readback("default", other));
+    // A refused write is not awaited: it is read alone.
+    cache.written(
+        &policy_write(ID, &policy(ID, tags("shop", "web"), 0)),
+        false,
+    );
+    assert!(!cache.awaits_readback("default", ID));
+}

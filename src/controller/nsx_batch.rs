@@ -1,0 +1,335 @@
+//! Write coalescing (issue #22): the hierarchical writes that reconciles make close together go
+//! to NSX as one `PATCH /infra`.
+//!
+//! [`BatchingNsx`] wraps the NSX client. A reconcile still calls `patch_infra` with its own
+//! application's objects and waits for its own answer; a task collects the writes that arrive
+//! within [`BatchConfig::window`] of the first (or that queued while the previous batch was being
+//! written) up to [`BatchConfig::max_objects`] intent objects, merges them per domain (groups
+//! before policies) and sends one atomic call.
+//!
+//! - **Atomic per application**: a batch either lands whole or not at all (NSX's transaction).
+//!   When the manager refuses it (an HTTP 4xx: invalid path, pending delete, a validation
+//!   error), the batch is split in halves and each half sent again, down to single
+//!   applications, so one bad application never blocks the others and gets NSX's own error.
+//!   A refused batch wrote nothing, so no application is written twice.
+//! - **Transient failures** (429/503 after the client's backoff, transport, revision conflict)
+//!   are not the content's fault: every waiter of that batch gets the error and its reconcile
+//!   retries as before.
+//! - The size limit stays below the manager's 5,000 intent objects per call (reference §7).
+//!
+//! Reads pass through untouched.
+
+// The answers are the NSX client's own `Result<(), nsx::Error>`.
+#![allow(clippy::result_large_err)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
+
+use crate::nsx::model::{DomainChild, Group, Infra, InfraChild, SecurityPolicy};
+use crate::nsx::{DomainTree, Error, NsxApi, Realization};
+
+/// Intent objects per call a Local Manager accepts (reference §7).
+pub const MANAGER_LIMIT: usize = 5_000;
+
+/// How writes are coalesced.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchConfig {
+    /// How long the first write of a batch waits for others.
+    pub window: Duration,
+    /// Most intent objects (groups, policies, rules) in one call; at most [`MANAGER_LIMIT`].
+    pub max_objects: usize,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            window: Duration::from_millis(100),
+            max_objects: 2_000,
+        }
+    }
+}
+
+/// Metrics of the coalescing.
+#[derive(Clone, Debug)]
+pub struct BatchMetrics {
+    /// Applications' writes per call sent.
+    pub batch_size: Histogram,
+    /// Calls split because the manager refused them.
+    pub splits: Counter,
+}
+
+impl BatchMetrics {
+    /// Creates the metrics and registers them.
+    pub fn register(registry: &mut Registry) -> BatchMetrics {
+        let m = BatchMetrics {
+            batch_size: Histogram::new([1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0]),
+            splits: Counter::default(),
+        };
+        registry.register(
+            "microseg_nsx_batch_writes",
+            "Applications' writes per hierarchical PATCH sent to NSX",
+            m.batch_size.clone(),
+        );
+        registry.register(
+            "microseg_nsx_batch_splits",
+            "Batched writes NSX refused and that were split to find the application at fault",
+            m.splits.clone(),
+        );
+        m
+    }
+}
+
+struct Job {
+    body: Infra,
+    objects: usize,
+    reply: oneshot::Sender<Result<(), Error>>,
+}
+
+/// (domain, kind, id) of every object a write touches.
+fn touched(body: &Infra) -> Vec<(String, bool, String)> {
+    let mut out = Vec::new();
+    for InfraChild::ChildResourceReference {
+        id: domain,
+        children,
+        ..
+    } in &body.children
+    {
+        for c in children {
+            out.push(match c {
+                DomainChild::ChildGroup { id, .. } => (domain.clone(), true, id.clone()),
+                DomainChild::ChildSecurityPolicy { id, .. } => (domain.clone(), false, id.clone()),
+            });
+        }
+    }
+    out
+}
+
+/// The NSX client with writes coalesced.
+pub struct BatchingNsx {
+    inner: Arc<dyn NsxApi>,
+    tx: mpsc::UnboundedSender<Job>,
+}
+
+/// Intent objects of a write (each group, policy and rule; deletes count as one).
+pub fn objects(body: &Infra) -> usize {
+    body.children
+        .iter()
+        .map(|InfraChild::ChildResourceReference { children, .. }| {
+            children
+                .iter()
+                .map(|c| match c {
+                    DomainChild::ChildGroup { .. } => 1,
+                    DomainChild::ChildSecurityPolicy {
+                        security_policy, ..
+                    } => 1 + security_policy.children.len() + security_policy.rules.len(),
+                })
+                .sum::<usize>()
+        })
+        .sum()
+}
+
+/// One body for many: per domain (in order of first appearance), every group, then every
+/// policy, each in the order written.
+pub fn merge<'a>(bodies: impl IntoIterator<Item = &'a Infra>) -> Infra {
+    let mut order: Vec<String> = Vec::new();
+    let mut domains: BTreeMap<String, (String, Vec<DomainChild>, Vec<DomainChild>)> =
+        BTreeMap::new();
+    for body in bodies {
+        for InfraChild::ChildResourceReference {
+            id,
+            target_type,
+            children,
+        } in &body.children
+        {
+            let entry = domains.entry(id.clone()).or_insert_with(|| {
+                order.push(id.clone());
+                (target_type.clone(), Vec::new(), Vec::new())
+            });
+            for c in children {
+                match c {
+                    DomainChild::ChildGroup { .. } => entry.1.push(c.clone()),
+                    DomainChild::ChildSecurityPolicy { .. } => entry.2.push(c.clone()),
+                }
+            }
+        }
+    }
+    Infra {
+        resource_type: "Infra".into(),
+        children: order
+            .into_iter()
+            .filter_map(|id| {
+                let (target_type, mut groups, policies) = domains.remove(&id)?;
+                groups.extend(policies);
+                Some(InfraChild::ChildResourceReference {
+                    id,
+                    target_type,
+                    children: groups,
+                })
+            })
+            .collect(),
+    }
+}
+
+/// Whether the manager refused the content (split to find the application at fault) rather
+/// than failing for a reason every application shares.
+fn refused(e: &Error) -> bool {
+    matches!(e, Error::Api { status, .. } if (400..500).contains(status))
+}
+
+impl BatchingNsx {
+    /// Wraps `inner`; the batching task stops when this is dropped.
+    pub fn new(inner: Arc<dyn NsxApi>, config: BatchConfig, metrics: BatchMetrics) -> BatchingNsx {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let config = BatchConfig {
+            window: config.window,
+            max_objects: config.max_objects.clamp(1, MANAGER_LIMIT),
+        };
+        tokio::spawn(run(inner.clone(), config, metrics, rx));
+        BatchingNsx { inner, tx }
+    }
+}
+
+async fn run(
+    nsx: Arc<dyn NsxApi>,
+    config: BatchConfig,
+    metrics: BatchMetrics,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+) {
+    let mut carried: Option<Job> = None;
+    loop {
+        // The first write of the batch: one left over from the last batch, one already queued
+        // (it waited while the last batch was written: no further wait), or the next to come.
+        let (first, wait) = match carried.take() {
+            Some(j) => (j, false),
+            None => match rx.try_recv() {
+                Ok(j) => (j, false),
+                Err(mpsc::error::TryRecvError::Empty) => match rx.recv().await {
+                    Some(j) => (j, true),
+                    None => return,
+                },
+                Err(mpsc::error::TryRecvError::Disconnected) => return,
+            },
+        };
+        let mut objects = first.objects;
+        let mut ids: std::collections::HashSet<_> = touched(&first.body).into_iter().collect();
+        let mut jobs = vec![first];
+        let deadline = tokio::time::Instant::now() + config.window;
+        while objects < config.max_objects {
+            let next = if wait {
+                tokio::select! {
+                    j = rx.recv() => j,
+                    () = tokio::time::sleep_until(deadline) => None,
+                }
+            } else {
+                rx.try_recv().ok()
+            };
+            let Some(j) = next else { break };
+            let its = touched(&j.body);
+            // Two writes of one object never share a call: the later one waits for the next.
+            if objects + j.objects > config.max_objects || its.iter().any(|k| ids.contains(k)) {
+                carried = Some(j);
+                break;
+            }
+            ids.extend(its);
+            objects += j.objects;
+            jobs.push(j);
+        }
+        #[allow(clippy::cast_precision_loss)]
+        metrics.batch_size.observe(jobs.len() as f64);
+        debug!(writes = jobs.len(), objects, "NSX batch");
+        let bodies: Vec<Infra> = jobs.iter().map(|j| j.body.clone()).collect();
+        let results = write(nsx.as_ref(), &metrics, &bodies).await;
+        for (job, r) in jobs.into_iter().zip(results) {
+            let _ = job.reply.send(r);
+        }
+    }
+}
+
+/// Writes `bodies` as one call; a refused call is split in halves until the application at
+/// fault is alone. One result per body.
+fn write<'a>(
+    nsx: &'a dyn NsxApi,
+    metrics: &'a BatchMetrics,
+    bodies: &'a [Infra],
+) -> BoxFuture<'a, Vec<Result<(), Error>>> {
+    Box::pin(async move {
+        let result = if bodies.len() == 1 {
+            nsx.patch_infra(&bodies[0]).await
+        } else {
+            nsx.patch_infra(&merge(bodies)).await
+        };
+        match result {
+            Ok(()) => bodies.iter().map(|_| Ok(())).collect(),
+            Err(e) if bodies.len() > 1 && refused(&e) => {
+                metrics.splits.inc();
+                warn!(writes = bodies.len(), error = %e, "NSX refused a batched write; splitting it to find the application at fault");
+                let (a, b) = bodies.split_at(bodies.len() / 2);
+                let mut out = write(nsx, metrics, a).await;
+                out.extend(write(nsx, metrics, b).await);
+                out
+            }
+            Err(e) => bodies.iter().map(|_| Err(e.clone())).collect(),
+        }
+    })
+}
+
+#[async_trait]
+impl NsxApi for BatchingNsx {
+    async fn get_group(&self, domain: &str, id: &str) -> Result<Option<Group>, Error> {
+        self.inner.get_group(domain, id).await
+    }
+
+    async fn get_policy(&self, domain: &str, id: &str) -> Result<Option<SecurityPolicy>, Error> {
+        self.inner.get_policy(domain, id).await
+    }
+
+    async fn list_groups(&self, domain: &str) -> Result<Vec<Group>, Error> {
+        self.inner.list_groups(domain).await
+    }
+
+    async fn list_policies(&self, domain: &str) -> Result<Vec<SecurityPolicy>, Error> {
+        self.inner.list_policies(domain).await
+    }
+
+    async fn infra_tree(&self) -> Result<Vec<DomainTree>, Error> {
+        self.inner.infra_tree().await
+    }
+
+    async fn policy_trees(&self) -> Result<Vec<DomainTree>, Error> {
+        self.inner.policy_trees().await
+    }
+
+    async fn patch_infra(&self, body: &Infra) -> Result<(), Error> {
+        let (reply, rx) = oneshot::channel();
+        let job = Job {
+            body: body.clone(),
+            objects: objects(body),
+            reply,
+        };
+        if self.tx.send(job).is_err() {
+            return Err(Error::Config("the NSX write batcher has stopped".into()));
+        }
+        rx.await
+            .map_err(|_| Error::Config("the NSX write batcher has stopped".into()))?
+    }
+
+    async fn group_member_count(&self, domain: &str, id: &str) -> Result<u64, Error> {
+        self.inner.group_member_count(domain, id).await
+    }
+
+    async fn realization(&self, intent_path: &str) -> Result<Realization, Error> {
+        self.inner.realization(intent_path).await
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,264 @@
+use std::sync::Mutex;
+
+use serde_json::json;
+
+use super::*;
+use crate::nsx::model::ApiError;
+
+/// A manager that records every write and refuses (400, 500012 as NSX does for a path that
+/// does not exist) any call that holds a policy of a "bad" application, or answers every
+/// write with `transient` when set.
+#[derive(Default)]
+struct Manager {
+    calls: Mutex<Vec<Infra>>,
+    transient: Option<Error>,
+}
+
+impl Manager {
+    fn calls(&self) -> Vec<Infra> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+fn not_found(path: &str) -> Error {
+    Error::Api {
+        method: "PATCH".into(),
+        path: "/infra".into(),
+        status: 400,
+        error: ApiError {
+            error_code: 500012,
+            error_message: format!("The path={path} is invalid."),
+            ..ApiError::default()
+        },
+    }
+}
+
+#[async_trait]
+impl NsxApi for Manager {
+    async fn get_group(&self, _: &str, _: &str) -> Result<Option<Group>, Error> {
+        unreachable!("the batcher passes reads through")
+    }
+    async fn get_policy(&self, _: &str, _: &str) -> Result<Option<SecurityPolicy>, Error> {
+        Ok(None)
+    }
+    async fn list_groups(&self, _: &str) -> Result<Vec<Group>, Error> {
+        Ok(Vec::new())
+    }
+    async fn list_policies(&self, _: &str) -> Result<Vec<SecurityPolicy>, Error> {
+        Ok(Vec::new())
+    }
+    async fn infra_tree(&self) -> Result<Vec<DomainTree>, Error> {
+        Ok(Vec::new())
+    }
+    async fn patch_infra(&self, body: &Infra) -> Result<(), Error> {
+        self.calls.lock().unwrap().push(body.clone());
+        if let Some(e) = &self.transient {
+            return Err(e.clone());
+        }
+        match touched(body)
+            .into_iter()
+            .find(|(_, group, id)| !group && id.starts_with("bad"))
+        {
+            Some((_, _, id)) => Err(not_found(&format!("/infra/services/{id}-svc"))),
+            None => Ok(()),
+        }
+    }
+    async fn group_member_count(&self, _: &str, _: &str) -> Result<u64, Error> {
+        Ok(1)
+    }
+    async fn realization(&self, _: &str) -> Result<Realization, Error> {
+        Ok(Realization::Realized)
+    }
+}
+
+/// One application's write: its group and its policy with `rules` rules, in `domain`.
+fn app(domain: &str, id: &str, rules: usize) -> Infra {
+    let rules: Vec<serde_json::Value> = (0..rules)
+        .map(|i| {
+            json!({"resource_type": "ChildRule", "id": format!("r{i}"), "Rule": {
+                "resource_type": "Rule", "id": format!("r{i}"), "action": "ALLOW",
+                "source_groups": ["ANY"], "destination_groups": ["ANY"], "services": ["ANY"]}})
+        })
+        .collect();
+    serde_json::from_value(json!({"resource_type": "Infra", "children": [
+        {"resource_type": "ChildResourceReference", "id": domain, "target_type": "Domain",
+         "children": [
+            {"resource_type": "ChildGroup", "id": id, "Group": {"resource_type": "Group", "id": id}},
+            {"resource_type": "ChildSecurityPolicy", "id": id, "SecurityPolicy": {
+                "resource_type": "SecurityPolicy", "id": id, "children": rules}}]}]}))
+    .unwrap()
+}
+
+fn batcher(manager: Arc<Manager>, max_objects: usize) -> Arc<BatchingNsx> {
+    let mut registry = Registry::default();
+    Arc::new(BatchingNsx::new(
+        manager,
+        BatchConfig {
+            window: Duration::from_millis(100),
+            max_objects,
+        },
+        BatchMetrics::register(&mut registry),
+    ))
+}
+
+/// Every write sent at once, each from its own task (as reconciles do); the answers in order.
+async fn write_all(nsx: &Arc<BatchingNsx>, bodies: Vec<Infra>) -> Vec<Result<(), Error>> {
+    let tasks: Vec<_> = bodies
+        .into_iter()
+        .map(|b| {
+            let nsx = nsx.clone();
+            tokio::spawn(async move { nsx.patch_infra(&b).await })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+fn ids_in(call: &Infra) -> Vec<String> {
+    touched(call)
+        .into_iter()
+        .filter(|(_, group, _)| !group)
+        .map(|(_, _, id)| id)
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn writes_that_come_together_are_one_call_with_groups_before_policies() {
+    let manager = Arc::new(Manager::default());
+    let nsx = batcher(manager.clone(), 2_000);
+    let bodies: Vec<Infra> = (0..20)
+        .map(|i| app("default", &format!("app-{i:02}"), 10))
+        .collect();
+    let results = write_all(&nsx, bodies).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let calls = manager.calls();
+    assert_eq!(calls.len(), 1, "20 applications, one call");
+    let InfraChild::ChildResourceReference { children, .. } = &calls[0].children[0];
+    let first_policy = children
+        .iter()
+        .position(|c| matches!(c, DomainChild::ChildSecurityPolicy { .. }))
+        .unwrap();
+    assert_eq!(first_policy, 20, "the 20 groups come first");
+    assert_eq!(objects(&calls[0]), 20 * 12);
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_refused_application_gets_its_own_error_and_the_others_land_once() {
+    let manager = Arc::new(Manager::default());
+    let nsx = batcher(manager.clone(), 2_000);
+    let mut bodies: Vec<Infra> = (0..15)
+        .map(|i| app("default", &format!("app-{i:02}"), 3))
+        .collect();
+    bodies.insert(9, app("default", "bad-app", 3));
+    let results = write_all(&nsx, bodies).await;
+    for (i, r) in results.iter().enumerate() {
+        if i == 9 {
+            let e = r.as_ref().unwrap_err();
+            assert_eq!(e.nsx_code(), Some(500012), "NSX's own error: {e}");
+            assert!(e.to_string().contains("bad-app-svc"), "{e}");
+        } else {
+            assert!(r.is_ok(), "application {i}: {r:?}");
+        }
+    }
+    // Every good application is in exactly one call that NSX accepted (a refused call wrote
+    // nothing), and the bisection took a handful of calls, not one per application.
+    let calls = manager.calls();
+    let accepted: Vec<&Infra> = calls
+        .iter()
+        .filter(|c| !ids_in(c).iter().any(|id| id.starts_with("bad")))
+        .collect();
+    for i in 0..15 {
+        let id = format!("app-{i:02}");
+        let n = accepted.iter().filter(|c| ids_in(c).contains(&id)).count();
+        assert_eq!(n, 1, "{id} written {n} times");
+    }
+    assert!(
+        calls.len() <= 9,
+        "{} calls to isolate one of 16",
+        calls.len()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_transient_failure_is_every_waiters_error_and_is_not_split() {
+    let manager = Arc::new(Manager {
+        transient: Some(Error::Busy {
+            path: "/infra".into(),
+            status: 503,
+            retry_after: None,
+        }),
+        ..Manager::default()
+    });
+    let nsx = batcher(manager.clone(), 2_000);
+    let bodies: Vec<Infra> = (0..8)
+        .map(|i| app("default", &format!("app-{i}"), 2))
+        .collect();
+    let results = write_all(&nsx, bodies).await;
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r, Err(Error::Busy { status: 503, .. })))
+    );
+    assert_eq!(manager.calls().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_stays_within_the_object_limit() {
+    let manager = Arc::new(Manager::default());
+    // 12 objects per application, at most 50 per call: 4 applications a call.
+    let nsx = batcher(manager.clone(), 50);
+    let bodies: Vec<Infra> = (0..10)
+        .map(|i| app("default", &format!("app-{i}"), 10))
+        .collect();
+    let results = write_all(&nsx, bodies).await;
+    assert!(results.iter().all(Result::is_ok));
+    let calls = manager.calls();
+    assert!(calls.iter().all(|c| objects(c) <= 50));
+    assert_eq!(calls.iter().map(|c| ids_in(c).len()).sum::<usize>(), 10);
+    assert_eq!(calls.len(), 3, "4 + 4 + 2");
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_writes_of_one_object_never_share_a_call() {
+    let manager = Arc::new(Manager::default());
+    let nsx = batcher(manager.clone(), 2_000);
+    let results = write_all(
+        &nsx,
+        vec![
+            app("default", "app-a", 1),
+            app("default", "app-a", 2),
+            app("other", "app-a", 1),
+        ],
+    )
+    .await;
+    assert!(results.iter().all(Result::is_ok));
+    let calls = manager.calls();
+    assert_eq!(calls.len(), 2);
+    for c in &calls {
+        let writes_of_a = touched(c)
+            .iter()
+            .filter(|(d, group, id)| d == "default" && !group && id == "app-a")
+            .count();
+        assert_eq!(writes_of_a, 1, "one write of default/app-a per call");
+    }
+    assert_eq!(
+        calls.iter().map(objects).sum::<usize>(),
+        3 + 4 + 3,
+        "the same id in another domain is another object: it joined a call"
+    );
+}
+
+#[test]
+fn merge_keeps_domains_apart_in_order_of_first_appearance() {
+    let merged = merge(&[app("b", "x", 0), app("a", "y", 0), app("b", "z", 1)]);
+    let domains: Vec<&str> = merged
+        .children
+        .iter()
+        .map(|InfraChild::ChildResourceReference { id, .. }| id.as_str())
+        .collect();
+    assert_eq!(domains, ["b", "a"]);
+    assert_eq!(objects(&merged), 7);
+}
