@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::e2e::{Env, at};
+use jiff::Timestamp;
 use serde_json::{Value, json};
 
 const TOKEN: &str = "e2e-safety-ingest-token-0123456789";
@@ -250,7 +251,9 @@ async fn no_drop_without_evidence_and_no_object_takes_the_brakes_away() {
     let quick = "{quietPeriod: 3s}";
     let table: Vec<(&Case, i64, &str)> = vec![
         (&BLIND, 12, quick),
-        (&SILENT, 14, "{quietPeriod: 3s, maxLogSilence: 4s}"),
+        // Later than the rest: its lines must stop more than maxLogSilence before enforceAt
+        // however slow the machine is to reach monitor mode.
+        (&SILENT, 22, "{quietPeriod: 3s, maxLogSilence: 4s}"),
         (&ALERTS, 12, quick),
         (&OVERFLOW, 12, quick),
         (&ORPHAN, 10, quick),
@@ -409,10 +412,23 @@ async fn no_drop_without_evidence_and_no_object_takes_the_brakes_away() {
         ack.text().await.unwrap_or_default()
     );
     // `silent` had logs for a few seconds of monitor mode, then they stop.
+    // Stopped as soon as one line of monitor mode is recorded (status.monitor.lastLogAt).
+    let instant = |v: &Value| v.as_str().and_then(|t| t.parse::<Timestamp>().ok());
     env.eventually("silent's logs arrive", Duration::from_secs(20), || {
-        env.condition(SILENT.name, "MonitoringHealthy").0 == "True"
+        let p = env.policy(SILENT.name);
+        let status = &p["status"];
+        matches!(
+            (instant(&status["monitor"]["lastLogAt"]), instant(&status["schedule"]["monitorFrom"])),
+            (Some(last), Some(from)) if last >= from
+        )
     });
     stop_feeding(&SILENT);
+    let enforce_at = instant(&env.policy(SILENT.name)["status"]["schedule"]["enforceAt"]).unwrap();
+    let left = Timestamp::now().duration_until(enforce_at);
+    assert!(
+        left > jiff::SignedDuration::from_secs(5),
+        "the machine is too slow for this case: silent's lines stopped only {left:#} before its enforceAt (maxLogSilence 4s)"
+    );
 
     // The positive case and those that must first enforce.
     for c in [&POSITIVE, &ORPHAN, &ROLLBACK, &WIDEN] {
