@@ -16,13 +16,18 @@
 //!   are not the content's fault: every waiter of that batch gets the error and its reconcile
 //!   retries as before.
 //! - The size limit stays below the manager's 5,000 intent objects per call (reference §7).
+//! - **Rule ids read back in bulk**: after a call that wrote policies of two or more
+//!   applications, one `GET /infra?filter=Type-Domain|SecurityPolicy|Rule` reads them all back
+//!   (NSX assigns `rule_id`s) before the writers are answered; each writer's next `get_policy`
+//!   of its policy is then served from that listing, once. A policy written alone is read alone
+//!   (one GET, as cheap as a listing).
 //!
-//! Reads pass through untouched.
+//! Other reads pass through untouched.
 
 // The answers are the NSX client's own `Result<(), nsx::Error>`.
 #![allow(clippy::result_large_err)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -117,6 +122,19 @@ fn touched(body: &Infra) -> Vec<(String, bool, String)> {
 pub struct BatchingNsx {
     inner: Arc<dyn NsxApi>,
     tx: mpsc::UnboundedSender<Job>,
+    read_back: Arc<ReadBack>,
+}
+
+/// Policies read back after the last batch, each served once to its writer.
+#[derive(Default)]
+struct ReadBack {
+    policies: std::sync::Mutex<HashMap<(String, String), SecurityPolicy>>,
+}
+
+impl ReadBack {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), SecurityPolicy>> {
+        self.policies.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Intent objects of a write (each group, policy and rule; deletes count as one).
@@ -179,6 +197,29 @@ pub fn merge<'a>(bodies: impl IntoIterator<Item = &'a Infra>) -> Infra {
     }
 }
 
+/// (domain, id) of the policies a write creates or updates.
+fn written_policies(body: &Infra) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for InfraChild::ChildResourceReference {
+        id: domain,
+        children,
+        ..
+    } in &body.children
+    {
+        for c in children {
+            if let DomainChild::ChildSecurityPolicy {
+                id,
+                marked_for_delete: false,
+                ..
+            } = c
+            {
+                out.push((domain.clone(), id.clone()));
+            }
+        }
+    }
+    out
+}
+
 /// Whether the manager refused the content (split to find the application at fault) rather
 /// than failing for a reason every application shares.
 fn refused(e: &Error) -> bool {
@@ -193,8 +234,13 @@ impl BatchingNsx {
             window: config.window,
             max_objects: config.max_objects.clamp(1, MANAGER_LIMIT),
         };
-        tokio::spawn(run(inner.clone(), config, metrics, rx));
-        BatchingNsx { inner, tx }
+        let read_back = Arc::new(ReadBack::default());
+        tokio::spawn(run(inner.clone(), config, metrics, read_back.clone(), rx));
+        BatchingNsx {
+            inner,
+            tx,
+            read_back,
+        }
     }
 }
 
@@ -202,6 +248,7 @@ async fn run(
     nsx: Arc<dyn NsxApi>,
     config: BatchConfig,
     metrics: BatchMetrics,
+    read_back: Arc<ReadBack>,
     mut rx: mpsc::UnboundedReceiver<Job>,
 ) {
     let mut carried: Option<Job> = None;
@@ -248,6 +295,31 @@ async fn run(
         debug!(writes = jobs.len(), objects, "NSX batch");
         let bodies: Vec<Infra> = jobs.iter().map(|j| j.body.clone()).collect();
         let results = write(nsx.as_ref(), &metrics, &bodies).await;
+        // The policies written (not deleted) by accepted writes: read back together.
+        let written: std::collections::HashSet<(String, String)> = bodies
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_ok())
+            .flat_map(|(b, _)| written_policies(b))
+            .collect();
+        let mut fresh = HashMap::new();
+        if written.len() >= 2 {
+            match nsx.policy_trees().await {
+                Ok(trees) => {
+                    for t in trees {
+                        for p in t.policies {
+                            let k = (t.domain.clone(), p.id.clone());
+                            if written.contains(&k) {
+                                fresh.insert(k, p);
+                            }
+                        }
+                    }
+                }
+                // Each writer reads its own policy instead.
+                Err(e) => warn!(error = %e, "NSX read-back of a batch failed"),
+            }
+        }
+        *read_back.lock() = fresh;
         for (job, r) in jobs.into_iter().zip(results) {
             let _ = job.reply.send(r);
         }
@@ -289,7 +361,14 @@ impl NsxApi for BatchingNsx {
     }
 
     async fn get_policy(&self, domain: &str, id: &str) -> Result<Option<SecurityPolicy>, Error> {
-        self.inner.get_policy(domain, id).await
+        let kept = self
+            .read_back
+            .lock()
+            .remove(&(domain.to_string(), id.to_string()));
+        match kept {
+            Some(p) => Ok(Some(p)),
+            None => self.inner.get_policy(domain, id).await,
+        }
     }
 
     async fn list_groups(&self, domain: &str) -> Result<Vec<Group>, Error> {
@@ -309,6 +388,13 @@ impl NsxApi for BatchingNsx {
     }
 
     async fn patch_infra(&self, body: &Infra) -> Result<(), Error> {
+        {
+            // What was read back before this write is stale for its objects.
+            let mut kept = self.read_back.lock();
+            for k in written_policies(body) {
+                kept.remove(&k);
+            }
+        }
         let (reply, rx) = oneshot::channel();
         let job = Job {
             body: body.clone(),

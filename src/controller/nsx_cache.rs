@@ -9,9 +9,6 @@
 //!   written group is kept as written, a deleted object is absent, and a written policy is read
 //!   back from NSX at its next `get_policy` (for NSX's rule ids); a failed write leaves its
 //!   objects unknown (read from NSX) until the next refresh.
-//! - **Read back in bulk**: the `get_policy` calls of written policies that come together (the
-//!   applications of one batched write) share one `GET /infra?filter=Type-Domain|SecurityPolicy|
-//!   Rule`; a policy that listing does not settle is read alone.
 //! - **A drift made by hand** shows at the next refresh: the entry then holds what NSX holds, and
 //!   the reconcile of that application (triggered by the refresh) corrects it.
 //! - **A miss** (domain not loaded, an id this cluster would use held by an object it does not
@@ -21,7 +18,6 @@
 //! A refresh that overlaps a write keeps the written entry: the read may predate the write.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -50,8 +46,6 @@ struct Inner {
     live: HashMap<Key, Entry>,
     /// Objects that must be read from NSX (foreign, undecodable, written policy, failed write).
     unknown: HashSet<Key>,
-    /// Policies written successfully and not read back yet (a bulk read settles them).
-    readback: HashSet<Key>,
     /// Write sequence number of the objects the controller wrote or read itself.
     written: HashMap<Key, u64>,
     /// Groups kept as written, not yet seen as NSX returns them (NSX adds defaults and
@@ -116,7 +110,6 @@ impl NsxCache {
     fn set(&self, k: Key, entry: Option<Entry>, known: bool) {
         let mut inner = self.lock();
         inner.as_written.remove(&k);
-        inner.readback.remove(&k);
         inner.seq += 1;
         let seq = inner.seq;
         inner.written.insert(k.clone(), seq);
@@ -180,40 +173,9 @@ impl NsxCache {
                         ..
                     } => {
                         let k = key(domain, POLICY, id);
-                        self.set(k.clone(), None, ok && *marked_for_delete);
-                        if ok && !*marked_for_delete {
-                            self.lock().readback.insert(k);
-                        }
+                        self.set(k, None, ok && *marked_for_delete);
                     }
                 }
-            }
-        }
-    }
-
-    /// Whether `get_policy` of this policy waits for a bulk read-back.
-    pub fn awaits_readback(&self, domain: &str, id: &str) -> bool {
-        let inner = self.lock();
-        let k = key(domain, POLICY, id);
-        inner.loaded.contains(domain) && inner.readback.contains(&k)
-    }
-
-    /// Settles the policies awaiting a read-back with what NSX returned (read after `ticket`
-    /// was taken); a policy written again since keeps waiting, one absent from the listing is
-    /// left to a read of its own.
-    pub fn apply_readback(&self, ticket: RefreshTicket, trees: &[DomainTree]) {
-        let mut inner = self.lock();
-        for t in trees {
-            for p in &t.policies {
-                let k = key(&t.domain, POLICY, &p.id);
-                if !inner.readback.contains(&k)
-                    || inner.written.get(&k).is_some_and(|s| *s > ticket.0)
-                    || self.owner(&p.tags, &p.id) != Some(true)
-                {
-                    continue;
-                }
-                inner.readback.remove(&k);
-                inner.unknown.remove(&k);
-                inner.live.insert(k, Entry::Policy(Box::new(p.clone())));
             }
         }
     }
@@ -309,10 +271,6 @@ impl NsxCache {
         inner.loaded = trees.iter().map(|t| t.domain.clone()).collect();
         inner.live = live;
         inner.unknown = unknown;
-        let Inner {
-            readback, unknown, ..
-        } = &mut *inner;
-        readback.retain(|k| unknown.contains(k));
         inner.written.retain(|_, s| *s > ticket.0);
         let Inner {
             written,
@@ -355,43 +313,12 @@ pub async fn refresh(cache: &NsxCache, nsx: &dyn NsxApi) -> Result<Vec<(String, 
 pub struct CachedNsx {
     inner: Arc<dyn NsxApi>,
     cache: Arc<NsxCache>,
-    readback: Readback,
-}
-
-/// Bulk read-backs: one at a time; a caller is served by any that started after it asked.
-#[derive(Default)]
-struct Readback {
-    gate: tokio::sync::Mutex<()>,
-    /// Read-backs started.
-    started: AtomicU64,
-    /// The number (in `started`) of the last one finished.
-    done: AtomicU64,
 }
 
 impl CachedNsx {
     /// Wraps `inner`.
     pub fn new(inner: Arc<dyn NsxApi>, cache: Arc<NsxCache>) -> CachedNsx {
-        CachedNsx {
-            inner,
-            cache,
-            readback: Readback::default(),
-        }
-    }
-
-    /// Reads back every written policy in one listing, unless a listing that started after
-    /// this call was made has finished meanwhile.
-    async fn read_back(&self) -> Result<(), Error> {
-        let asked = self.readback.started.load(Ordering::SeqCst);
-        let _gate = self.readback.gate.lock().await;
-        if self.readback.done.load(Ordering::SeqCst) > asked {
-            return Ok(());
-        }
-        let n = self.readback.started.fetch_add(1, Ordering::SeqCst) + 1;
-        let ticket = self.cache.begin_refresh();
-        let trees = self.inner.policy_trees().await?;
-        self.cache.apply_readback(ticket, &trees);
-        self.readback.done.store(n, Ordering::SeqCst);
-        Ok(())
+        CachedNsx { inner, cache }
     }
 }
 
@@ -408,12 +335,6 @@ impl NsxApi for CachedNsx {
 
     async fn get_policy(&self, domain: &str, id: &str) -> Result<Option<SecurityPolicy>, Error> {
         if let Some(p) = self.cache.policy(domain, id) {
-            return Ok(p);
-        }
-        if self.cache.awaits_readback(domain, id)
-            && self.read_back().await.is_ok()
-            && let Some(p) = self.cache.policy(domain, id)
-        {
             return Ok(p);
         }
         let p = self.inner.get_policy(domain, id).await?;

@@ -12,6 +12,8 @@ use crate::nsx::model::ApiError;
 struct Manager {
     calls: Mutex<Vec<Infra>>,
     transient: Option<Error>,
+    /// Reads: (GET of one policy, listings).
+    reads: Mutex<(usize, usize)>,
 }
 
 impl Manager {
@@ -38,8 +40,9 @@ impl NsxApi for Manager {
     async fn get_group(&self, _: &str, _: &str) -> Result<Option<Group>, Error> {
         unreachable!("the batcher passes reads through")
     }
-    async fn get_policy(&self, _: &str, _: &str) -> Result<Option<SecurityPolicy>, Error> {
-        Ok(None)
+    async fn get_policy(&self, _: &str, id: &str) -> Result<Option<SecurityPolicy>, Error> {
+        self.reads.lock().unwrap().0 += 1;
+        Ok(Some(stored(id)))
     }
     async fn list_groups(&self, _: &str) -> Result<Vec<Group>, Error> {
         Ok(Vec::new())
@@ -48,7 +51,27 @@ impl NsxApi for Manager {
         Ok(Vec::new())
     }
     async fn infra_tree(&self) -> Result<Vec<DomainTree>, Error> {
-        Ok(Vec::new())
+        unreachable!("the batcher reads policies only")
+    }
+    async fn policy_trees(&self) -> Result<Vec<DomainTree>, Error> {
+        self.reads.lock().unwrap().1 += 1;
+        let mut domains: BTreeMap<String, Vec<SecurityPolicy>> = BTreeMap::new();
+        for call in self.calls() {
+            for (d, group, id) in touched(&call) {
+                if !group {
+                    domains.entry(d).or_default().push(stored(&id));
+                }
+            }
+        }
+        Ok(domains
+            .into_iter()
+            .map(|(domain, policies)| DomainTree {
+                domain,
+                groups: Vec::new(),
+                policies,
+                undecoded: Vec::new(),
+            })
+            .collect())
     }
     async fn patch_infra(&self, body: &Infra) -> Result<(), Error> {
         self.calls.lock().unwrap().push(body.clone());
@@ -69,6 +92,14 @@ impl NsxApi for Manager {
     async fn realization(&self, _: &str) -> Result<Realization, Error> {
         Ok(Realization::Realized)
     }
+}
+
+/// A policy as the manager returns it, with a rule id.
+fn stored(id: &str) -> SecurityPolicy {
+    serde_json::from_value(json!({"resource_type": "SecurityPolicy", "id": id,
+        "rules": [{"resource_type": "Rule", "id": "r0", "action": "ALLOW", "rule_id": 1001,
+                   "source_groups": ["ANY"], "destination_groups": ["ANY"], "services": ["ANY"]}]}))
+    .unwrap()
 }
 
 /// One application's write: its group and its policy with `rules` rules, in `domain`.
@@ -261,4 +292,34 @@ fn merge_keeps_domains_apart_in_order_of_first_appearance() {
         .collect();
     assert_eq!(domains, ["b", "a"]);
     assert_eq!(objects(&merged), 7);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_policies_of_a_batch_are_read_back_with_one_listing() {
+    let manager = Arc::new(Manager::default());
+    let nsx = batcher(manager.clone(), 2_000);
+    let bodies: Vec<Infra> = (0..10)
+        .map(|i| app("default", &format!("app-{i}"), 2))
+        .collect();
+    assert!(write_all(&nsx, bodies).await.iter().all(Result::is_ok));
+    for i in 0..10 {
+        let p = nsx
+            .get_policy("default", &format!("app-{i}"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.rules[0].rule_id, Some(1001));
+    }
+    assert_eq!(
+        *manager.reads.lock().unwrap(),
+        (0, 1),
+        "one listing, no GET"
+    );
+    // Served once: a later read asks NSX.
+    nsx.get_policy("default", "app-0").await.unwrap();
+    assert_eq!(*manager.reads.lock().unwrap(), (1, 1));
+    // A policy written alone is read alone.
+    assert!(write_all(&nsx, vec![app("default", "solo", 1)]).await[0].is_ok());
+    nsx.get_policy("default", "solo").await.unwrap();
+    assert_eq!(*manager.reads.lock().unwrap(), (2, 1));
 }
