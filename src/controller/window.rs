@@ -15,6 +15,7 @@ use super::context::Context;
 use super::metrics::PhaseLabel;
 use super::{Error, FIELD_MANAGER};
 use crate::api::condition::{self, reason, set_condition};
+use crate::api::k8s::Timestamp;
 use crate::api::{
     EnforcementWindow, EnforcementWindowStatus, NextTransition, Phase, SegmentationPolicy,
 };
@@ -57,20 +58,67 @@ pub fn summarize(
     }
 }
 
-/// Writes the window's status.
-pub async fn reconcile(window: Arc<EnforcementWindow>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let mut status = summarize(&window, &ctx.policies.state());
-    let now = ctx.clock.now();
-    let msg = format!("{} policies in this wave", status.policies);
+/// The window's own health for GitOps tools. A window is Ready once its spec is observed; it
+/// never says Stalled for a policy of its wave (that policy is Stalled itself, and Flux or Argo
+/// CD report it by name) but counts them in the message. `spec.suspend` is a designed wait:
+/// Ready=True, reason Suspended (Argo CD shows Suspended). Pure.
+pub fn set_conditions(
+    window: &EnforcementWindow,
+    policies: &[Arc<SegmentationPolicy>],
+    status: &mut EnforcementWindowStatus,
+    now: Timestamp,
+) {
+    let ns = window.namespace();
+    let name = window.name_any();
+    let stalled: Vec<String> = policies
+        .iter()
+        .filter(|p| p.namespace() == ns && p.spec.window.name == name)
+        .filter_map(|p| {
+            let c = condition::find(&p.status.as_ref()?.conditions, condition::STALLED)?;
+            (c.status == condition::TRUE).then(|| format!("{} ({})", p.name_any(), c.reason))
+        })
+        .collect();
+    let mut msg = format!("{} policies in this wave", status.policies);
+    if !stalled.is_empty() {
+        msg.push_str(&format!("; stalled: {}", stalled.join(", ")));
+    }
+    let (rs, msg) = if window.spec.suspend {
+        (
+            reason::SUSPENDED,
+            format!("suspended: no policy of this wave enforces; {msg}"),
+        )
+    } else {
+        (reason::AS_EXPECTED, msg)
+    };
+    let generation = window.metadata.generation;
+    let c = &mut status.conditions;
     set_condition(
-        &mut status.conditions,
+        c,
         condition::READY,
         condition::TRUE,
-        reason::AS_EXPECTED,
+        rs,
         msg,
-        window.metadata.generation,
+        generation,
         now,
     );
+    for type_ in [condition::RECONCILING, condition::STALLED] {
+        set_condition(
+            c,
+            type_,
+            condition::FALSE,
+            reason::NONE,
+            "",
+            generation,
+            now,
+        );
+    }
+}
+
+/// Writes the window's status (only when it changed).
+pub async fn reconcile(window: Arc<EnforcementWindow>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let policies = ctx.policies.state();
+    let mut status = summarize(&window, &policies);
+    set_conditions(&window, &policies, &mut status, ctx.clock.now());
     if window.status.as_ref() == Some(&status) {
         return Ok(Action::requeue(ctx.settings.resync));
     }
