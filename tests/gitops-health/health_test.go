@@ -228,6 +228,10 @@ func TestAcceptanceTable(t *testing.T) {
 		if got != want {
 			t.Errorf("%s (%s): got %s, want %s (kstatus message %q)", r.State, r.Input, got, want, res.Message)
 		}
+		// Flux reports a Failed object with kstatus's message: it must say why.
+		if res.Status == status.FailedStatus && res.Message == "" {
+			t.Errorf("%s: Failed without a message", r.State)
+		}
 		fmt.Fprintf(&table, "| %s | %s | %s | %s |\n", r.State, res.Status, argo, ready)
 	}
 	t.Logf("\n%s", table.String())
