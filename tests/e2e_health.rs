@@ -331,6 +331,22 @@ async fn every_state_reads_right_in_kstatus_argo_cd_and_kubectl() {
         },
     );
 
+    env.eventually(
+        "the window names its stalled policy",
+        Duration::from_secs(30),
+        || {
+            let w = env
+                .cp
+                .kubectl_ok(&["get", "ew", "-n", &env.ns, "w-monitoring", "-o", "json"]);
+            let w: Value = serde_json::from_str(&w).unwrap();
+            w["status"]["conditions"]
+                .as_array()
+                .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+                .and_then(|c| c["message"].as_str())
+                == Some("3 policies in this wave; stalled: peer-missing (PeerNotFound)")
+        },
+    );
+
     // kubectl wait, as the README's GitOps section says.
     for name in [
         "pending",

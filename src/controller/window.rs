@@ -168,3 +168,71 @@ pub async fn phase_gauges(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::k8s::Condition;
+
+    fn window() -> EnforcementWindow {
+        let text = include_str!("../../deploy/examples/01-windows.yaml");
+        let first = text.split("\n---\n").next().unwrap();
+        let mut w: EnforcementWindow = serde_yaml::from_str(first).unwrap();
+        w.metadata.generation = Some(2);
+        w
+    }
+
+    fn policy(name: &str, stalled: Option<&str>) -> Arc<SegmentationPolicy> {
+        let text = include_str!("../../deploy/examples/10-web.yaml");
+        let mut p: SegmentationPolicy = serde_yaml::from_str(text).unwrap();
+        p.metadata.name = Some(name.into());
+        let mut conditions: Vec<Condition> = Vec::new();
+        let now: Timestamp = "2027-01-01T00:00:00Z".parse().unwrap();
+        let (st, rs) = stalled.map_or((condition::FALSE, reason::NONE), |r| (condition::TRUE, r));
+        set_condition(
+            &mut conditions,
+            condition::STALLED,
+            st,
+            rs,
+            "",
+            Some(1),
+            now,
+        );
+        p.status = Some(crate::api::SegmentationPolicyStatus {
+            conditions,
+            ..Default::default()
+        });
+        Arc::new(p)
+    }
+
+    fn ready(s: &EnforcementWindowStatus) -> &Condition {
+        condition::find(&s.conditions, condition::READY).unwrap()
+    }
+
+    #[test]
+    fn a_window_is_ready_names_its_stalled_policies_and_a_suspend_is_a_designed_wait() {
+        let now: Timestamp = "2027-01-01T00:00:00Z".parse().unwrap();
+        let mut w = window();
+        let policies = vec![
+            policy("web", Some(reason::PEER_NOT_FOUND)),
+            policy("app", None),
+        ];
+        let mut s = summarize(&w, &policies);
+        set_conditions(&w, &policies, &mut s, now);
+        assert_eq!(ready(&s).status, condition::TRUE);
+        assert_eq!(ready(&s).observed_generation, Some(2));
+        assert_eq!(
+            ready(&s).message,
+            "2 policies in this wave; stalled: web (PeerNotFound)"
+        );
+        let stalled = condition::find(&s.conditions, condition::STALLED).unwrap();
+        assert_eq!(stalled.status, condition::FALSE);
+        w.spec.suspend = true;
+        let mut s = summarize(&w, &policies);
+        set_conditions(&w, &policies, &mut s, now);
+        assert_eq!(
+            (ready(&s).status.as_str(), ready(&s).reason.as_str()),
+            (condition::TRUE, reason::SUSPENDED)
+        );
+    }
+}
