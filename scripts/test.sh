@@ -20,6 +20,8 @@ if ! .tmp/bin/helm version --short 2>/dev/null | grep -q "${HELM_VERSION%.*}"; t
 fi
 echo "== building the test control plane (tests/control-plane)"
 time bash tests/control-plane/run.sh build
+echo "== Go modules of the GitOps health test (tests/gitops-health: kstatus, gopher-lua)"
+(cd tests/gitops-health && go mod download)
 if [ -f tests/support/setup.sh ]; then
   echo "== test support (SMTP server)"
   bash tests/support/setup.sh

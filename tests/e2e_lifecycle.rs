@@ -177,10 +177,12 @@ async fn the_example_wave_goes_from_pending_to_completed_with_nsx_matching_the_p
             "NAME",
             "APPLICATION",
             "PHASE",
+            "READY",
             "ENFORCE-AT",
             "UNMATCHED",
             "SYNCED",
-            "AGE"
+            "AGE",
+            "STATUS"
         ]
     );
     let web = table.lines().find(|l| l.starts_with("web ")).unwrap();

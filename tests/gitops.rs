@@ -45,3 +45,77 @@ fn the_policy_repo_matches_the_examples() {
         assert_eq!(resources.len(), 1, "{w}");
     }
 }
+
+/// The argocd-cm snippet carries exactly the health.lua scripts that tests/gitops-health runs.
+#[test]
+fn the_argocd_cm_snippet_carries_the_tested_scripts() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/gitops/argocd");
+    let cm: serde_json::Value =
+        serde_yaml::from_str(&read(&dir.join("argocd-cm-microseg.yaml"))).unwrap();
+    assert_eq!(cm["metadata"]["name"], "argocd-cm");
+    for kind in ["SegmentationPolicy", "EnforcementWindow"] {
+        let key = format!("resource.customizations.health.microseg.io_{kind}");
+        let script = read(&dir.join("microseg.io").join(kind).join("health.lua"));
+        assert_eq!(
+            cm["data"][&key].as_str(),
+            Some(script.as_str()),
+            "{key} in argocd-cm-microseg.yaml differs from microseg.io/{kind}/health.lua"
+        );
+    }
+}
+
+/// The Flux example waits for the policies' health (kstatus), which their conditions support.
+#[test]
+fn the_flux_kustomization_waits_for_health() {
+    let text =
+        read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/gitops/flux/kustomization.yaml"));
+    let docs: Vec<serde_json::Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let ks = docs
+        .iter()
+        .find(|d| d["kind"] == "Kustomization")
+        .expect("a Kustomization");
+    assert_eq!(ks["spec"]["wait"], true);
+}
+
+/// kstatus (`status.Compute`) and Argo CD's Lua health over the objects tests/e2e_health.rs
+/// recorded: Argo CD's health_test.yaml cases, the acceptance table (tests/gitops-health/
+/// acceptance.yaml) and its copy in README.md.
+#[test]
+fn kstatus_and_argo_cd_read_the_e2e_objects_as_documented() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/gitops-health");
+    let go = ["go", "/usr/local/go/bin/go"]
+        .into_iter()
+        .find(|g| {
+            std::process::Command::new(g)
+                .arg("version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .expect("Go is required (scripts/test.sh checks for it)");
+    let out = std::process::Command::new(go)
+        .args(["test", "-count=1", "-v", "./..."])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "go test in tests/gitops-health:\n{text}"
+    );
+    for test in [
+        "TestArgoCDHealthTests",
+        "TestAcceptanceTable",
+        "TestTableCoversEveryObject",
+    ] {
+        assert!(
+            text.contains(&format!("--- PASS: {test}")),
+            "{test} did not run:\n{text}"
+        );
+    }
+}

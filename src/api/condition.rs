@@ -3,8 +3,17 @@
 
 use super::k8s::{Condition, Time, Timestamp};
 
-/// Everything is in order: spec valid, window found, NSX in sync, nothing blocking.
+/// microseg has done what the current spec asks for now: NSX holds the phase's state and nothing
+/// needs a person. A designed wait (Held for approval, suspend, blackout, an evidence gate) is
+/// Ready=True with the wait in `EnforcementGate` and the phase; see README "GitOps".
 pub const READY: &str = "Ready";
+/// kstatus `Stalled`: the controller cannot go on until a person changes Git (window or peer
+/// missing, invalid spec, no members, name clash, an NSX object not ours, rolled back).
+/// Flux and kstatus report such an object as Failed.
+pub const STALLED: &str = "Stalled";
+/// kstatus `Reconciling`: the current generation is not yet confirmed in NSX (first visit, an
+/// NSX error or an undelivered notice that the controller retries).
+pub const RECONCILING: &str = "Reconciling";
 /// NSX matches the desired state of the current phase.
 pub const SYNCED: &str = "Synced";
 /// The owner notice for the coming enforcement was delivered.
@@ -15,8 +24,10 @@ pub const ENFORCEMENT_GATE: &str = "EnforcementGate";
 pub const MONITORING_HEALTHY: &str = "MonitoringHealthy";
 
 /// Every condition type a policy reports, in display order.
-pub const POLICY_CONDITIONS: [&str; 5] = [
+pub const POLICY_CONDITIONS: [&str; 7] = [
     READY,
+    RECONCILING,
+    STALLED,
     SYNCED,
     OWNER_NOTIFIED,
     ENFORCEMENT_GATE,
@@ -106,6 +117,8 @@ pub mod reason {
     pub const RECONCILE_PANICKED: &str = "ReconcilePanicked";
     /// The object cannot be decoded by the controller and is skipped until fixed.
     pub const INVALID_OBJECT: &str = "InvalidObject";
+    /// Stalled=False / Reconciling=False: nothing of the kind.
+    pub const NONE: &str = "None";
 }
 
 /// Sets (or adds) a condition. `lastTransitionTime` changes only when the status changes.

@@ -56,9 +56,21 @@ pub const DEFAULT_POST_ENFORCEMENT_MONITORING: Duration = Duration::hours(14 * 2
         description = "Policies in this wave"
     ),
     printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "The window is observed"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "Status",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].message",
+        description = "Policies of the wave; stalled ones by name"
     )
 )]
 #[serde(rename_all = "camelCase")]
@@ -243,6 +255,10 @@ pub struct Blackout {
 
 /// What the controller reports about a window.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+// Until the controller's first status write the API server shows `observedGeneration: 0`
+// (a schema default applied on read): kstatus, Flux and Argo CD then see "not yet observed"
+// (InProgress / Progressing) instead of taking an object without status for current.
+#[schemars(extend("default" = {"observedGeneration": 0}))]
 #[serde(rename_all = "camelCase")]
 pub struct EnforcementWindowStatus {
     /// The generation of the spec this status describes.

@@ -37,10 +37,12 @@ pub const MAX_NOTIFICATIONS: usize = 100;
     validation = Rule::new("self.metadata.name.size() <= 63").message("metadata.name: must be at most 63 characters (it becomes part of NSX ids)"),
     printcolumn(name = "Application", type_ = "string", json_path = ".status.application", description = "Display name of the application"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Rollout phase"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "microseg has done what the spec asks for now (a designed wait included)"),
     printcolumn(name = "Enforce-At", type_ = "string", json_path = ".status.schedule.enforceAt", description = "Effective instant the catch-all turns to DROP"),
     printcolumn(name = "Unmatched", type_ = "integer", json_path = ".status.monitor.unmatchedTotal", description = "Flows seen on the catch-all rule"),
     printcolumn(name = "Synced", type_ = "string", json_path = ".status.conditions[?(@.type==\"Synced\")].status", description = "NSX matches the desired state"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(name = "Status", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].message", description = "Why (the Ready condition's message)")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct SegmentationPolicySpec {
@@ -523,6 +525,10 @@ impl std::fmt::Display for Phase {
 
 /// What the controller reports about a SegmentationPolicy.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+// Until the controller's first status write the API server shows `observedGeneration: 0`
+// (a schema default applied on read): kstatus, Flux and Argo CD then see "not yet observed"
+// (InProgress / Progressing) instead of taking an object without status for current.
+#[schemars(extend("default" = {"observedGeneration": 0}))]
 #[serde(rename_all = "camelCase")]
 pub struct SegmentationPolicyStatus {
     /// The generation of the spec this status describes.

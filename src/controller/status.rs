@@ -251,33 +251,35 @@ pub fn build(obs: &Observation<'_>, now: Timestamp) -> SegmentationPolicyStatus 
         now,
     );
 
-    // Ready: the first problem, or all well.
-    let problem: Option<(&str, String)> = if let Some(w) = &obs.window_problem {
-        Some((reason::WINDOW_NOT_FOUND, w.clone()))
-    } else if let SyncOutcome::Failed { reason, message } = &obs.sync {
-        Some((reason, message.clone()))
-    } else if let Some(d) = obs
-        .decision
-        .filter(|d| matches!(d.phase, Phase::Held | Phase::RolledBack))
-    {
-        Some((d.reason, d.message.clone()))
-    } else {
-        None
+    // Ready, Stalled, Reconciling (kstatus): see `health`.
+    let (ready, stalled, reconciling) = match health(obs, phase) {
+        Health::Stalled(rs, msg) => (
+            (FALSE, rs, msg.clone()),
+            (TRUE, rs, msg),
+            (FALSE, reason::NONE, String::new()),
+        ),
+        Health::Retrying(rs, msg) => (
+            (FALSE, rs, msg.clone()),
+            (FALSE, reason::NONE, String::new()),
+            (TRUE, rs, msg),
+        ),
+        Health::Waiting(rs, msg) => (
+            (TRUE, rs, msg),
+            (FALSE, reason::NONE, String::new()),
+            (FALSE, reason::NONE, String::new()),
+        ),
+        Health::Done(msg) => (
+            (TRUE, reason::AS_EXPECTED, msg),
+            (FALSE, reason::NONE, String::new()),
+            (FALSE, reason::NONE, String::new()),
+        ),
     };
-    match problem {
-        Some((rs, msg)) => set_condition(c, condition::READY, FALSE, rs, msg, generation, now),
-        None => {
-            let msg = obs.decision.map(|d| d.message.clone()).unwrap_or_default();
-            set_condition(
-                c,
-                condition::READY,
-                TRUE,
-                reason::AS_EXPECTED,
-                msg,
-                generation,
-                now,
-            )
-        }
+    for (type_, (st, rs, msg)) in [
+        (condition::READY, ready),
+        (condition::STALLED, stalled),
+        (condition::RECONCILING, reconciling),
+    ] {
+        set_condition(c, type_, st, rs, msg, generation, now);
     }
     // Display order.
     c.sort_by_key(|x| {
@@ -287,6 +289,82 @@ pub fn build(obs: &Observation<'_>, now: Timestamp) -> SegmentationPolicyStatus 
             .unwrap_or(99)
     });
     s
+}
+
+/// What a policy's status says to GitOps tools (Flux's kstatus, Argo CD's health.lua,
+/// `kubectl wait`). One answer per reconcile, in this order:
+enum Health {
+    /// A person must change Git: `Stalled=True`, `Ready=False` (kstatus Failed, Argo Degraded).
+    Stalled(&'static str, String),
+    /// The controller retries (NSX error, notice not delivered, NSX not yet confirmed for this
+    /// generation): `Reconciling=True`, `Ready=False` (kstatus InProgress, Argo Progressing).
+    Retrying(&'static str, String),
+    /// Held by design (suspend, blackout, approval, an evidence gate, a widening change under
+    /// DROP): `Ready=True` with the gate as reason (kstatus Current, Argo Suspended). The safety
+    /// is unchanged: the catch-all stays PASS; only the report says "waiting, as designed".
+    Waiting(&'static str, String),
+    /// Done what the spec asks for now (Pending before monitorFrom included).
+    Done(String),
+}
+
+/// Reasons that only a change in Git (or of the object in the way) clears.
+const NEEDS_GIT: [&str; 6] = [
+    reason::WINDOW_NOT_FOUND,
+    reason::INVALID_SPEC,
+    reason::PEER_NOT_FOUND,
+    reason::NO_MEMBERS,
+    reason::NAME_CLASH,
+    reason::NOT_OWNED,
+];
+
+/// Held reasons that are waits by design: the gates doing their job.
+const DESIGNED_WAITS: [&str; 7] = [
+    reason::SUSPENDED,
+    reason::BLACKOUT,
+    reason::APPROVAL_MISSING,
+    reason::QUIET_PERIOD,
+    reason::TOO_MANY_OPEN_ALERTS,
+    reason::MONITORING_BLIND,
+    reason::CHANGE_UNDER_DROP,
+];
+
+fn health(obs: &Observation<'_>, phase: Phase) -> Health {
+    if let Some(w) = &obs.window_problem {
+        return Health::Stalled(reason::WINDOW_NOT_FOUND, w.clone());
+    }
+    if let SyncOutcome::Failed { reason, message } = &obs.sync
+        && NEEDS_GIT.contains(reason)
+    {
+        return Health::Stalled(reason, message.clone());
+    }
+    let blocker = obs.decision.and_then(|d| d.blocker.as_ref());
+    if let Some(b) = blocker.filter(|b| NEEDS_GIT.contains(&b.reason)) {
+        return Health::Stalled(b.reason, b.message.clone());
+    }
+    if phase == Phase::RolledBack {
+        let msg = obs.decision.map(|d| d.message.clone()).unwrap_or_else(|| {
+            "rolled back to monitor mode after dropped flows; change the spec to try again".into()
+        });
+        return Health::Stalled(reason::ROLLED_BACK, msg);
+    }
+    if let SyncOutcome::Failed { reason, message } = &obs.sync {
+        return Health::Retrying(reason, format!("{message} (retrying)"));
+    }
+    let Some(d) = obs.decision else {
+        return Health::Retrying(reason::PENDING, "no schedule yet".into());
+    };
+    if d.phase == Phase::Held {
+        if DESIGNED_WAITS.contains(&d.reason) {
+            return Health::Waiting(d.reason, d.message.clone());
+        }
+        // NotReady from a blocker the controller retries, or the notice not delivered.
+        let (rs, msg) = match blocker {
+            Some(b) if d.reason == reason::NOT_READY => (b.reason, b.message.clone()),
+            _ => (d.reason, d.message.clone()),
+        };
+        return Health::Retrying(rs, format!("{msg} (retrying)"));
+    }
+    Health::Done(d.message.clone())
 }
 
 #[cfg(test)]
@@ -450,6 +528,128 @@ mod tests {
         assert_eq!(
             (c.status.as_str(), c.reason.as_str()),
             (FALSE, reason::MONITORING_BLIND)
+        );
+    }
+
+    /// (Ready, Stalled, Reconciling) as (status, reason) pairs.
+    fn gitops(s: &SegmentationPolicyStatus) -> [(String, String); 3] {
+        [condition::READY, condition::STALLED, condition::RECONCILING].map(|t| {
+            let c = condition::find(&s.conditions, t).unwrap();
+            (c.status.clone(), c.reason.clone())
+        })
+    }
+
+    fn pair(st: &str, rs: &str) -> (String, String) {
+        (st.to_string(), rs.to_string())
+    }
+
+    #[test]
+    fn a_designed_wait_is_ready_with_the_gate_as_reason() {
+        let p = policy();
+        let mut w = window();
+        w.require_approval = true;
+        let mut sim = Sim::new(w);
+        sim.deliver(at(0));
+        sim.settle(at(100));
+        let d = sim.settle(at(1_100));
+        assert_eq!((d.phase, d.reason), (Phase::Held, reason::APPROVAL_MISSING));
+        let s = build(&obs(&p, Some(&d), SyncOutcome::InSync), at(1_100));
+        assert_eq!(
+            gitops(&s),
+            [
+                pair(TRUE, reason::APPROVAL_MISSING),
+                pair(FALSE, reason::NONE),
+                pair(FALSE, reason::NONE)
+            ]
+        );
+        let gate = condition::find(&s.conditions, condition::ENFORCEMENT_GATE).unwrap();
+        assert_eq!(gate.status, FALSE, "the gate itself stays closed");
+        // Suspend too.
+        let mut sim = Sim::new(window());
+        sim.deliver(at(0));
+        sim.suspend = true;
+        let d = sim.settle(at(1_100));
+        let s = build(&obs(&p, Some(&d), SyncOutcome::InSync), at(1_100));
+        assert_eq!(gitops(&s)[0], pair(TRUE, reason::SUSPENDED));
+    }
+
+    #[test]
+    fn what_needs_a_git_change_is_stalled_and_not_ready() {
+        let p = policy();
+        let mut sim = Sim::new(window());
+        sim.deliver(at(0));
+        let d = sim.settle(at(200));
+        for rs in [
+            reason::PEER_NOT_FOUND,
+            reason::INVALID_SPEC,
+            reason::NOT_OWNED,
+        ] {
+            let failed = SyncOutcome::Failed {
+                reason: rs,
+                message: "x".into(),
+            };
+            let s = build(&obs(&p, Some(&d), failed), at(200));
+            assert_eq!(
+                gitops(&s),
+                [pair(FALSE, rs), pair(TRUE, rs), pair(FALSE, reason::NONE)]
+            );
+        }
+        // The window missing, while the schedule continues from status.
+        let mut o = obs(&p, Some(&d), SyncOutcome::InSync);
+        o.window_problem = Some("spec.window.name: not found".into());
+        let s = build(&o, at(200));
+        assert_eq!(gitops(&s)[1], pair(TRUE, reason::WINDOW_NOT_FOUND));
+        // No members at enforcement: Held, NotReady in the gate, NoMembers in Stalled.
+        sim.blocker = Some(crate::schedule::Blocker {
+            reason: reason::NO_MEMBERS,
+            message: "spec.members: no effective members".into(),
+        });
+        let d = sim.settle(at(1_100));
+        assert_eq!((d.phase, d.gate.reason), (Phase::Held, reason::NOT_READY));
+        let s = build(&obs(&p, Some(&d), SyncOutcome::InSync), at(1_100));
+        assert_eq!(gitops(&s)[1], pair(TRUE, reason::NO_MEMBERS));
+        assert_eq!(gitops(&s)[0], pair(FALSE, reason::NO_MEMBERS));
+    }
+
+    #[test]
+    fn a_rollback_is_stalled_and_an_nsx_error_is_retried() {
+        let p = policy();
+        let mut w = window();
+        w.rollback = true;
+        let mut sim = Sim::new(w);
+        sim.deliver(at(0));
+        sim.settle(at(100));
+        let d = sim.settle(at(1_100));
+        assert_eq!(d.phase, Phase::Enforcing);
+        let s = build(&obs(&p, Some(&d), SyncOutcome::InSync), at(1_100));
+        assert_eq!(gitops(&s)[0], pair(TRUE, reason::AS_EXPECTED));
+        sim.monitor.rollback_triggered = true;
+        let d = sim.settle(at(1_200));
+        assert_eq!(d.phase, Phase::RolledBack);
+        let s = build(&obs(&p, Some(&d), SyncOutcome::InSync), at(1_200));
+        assert_eq!(
+            gitops(&s),
+            [
+                pair(FALSE, reason::ROLLED_BACK),
+                pair(TRUE, reason::ROLLED_BACK),
+                pair(FALSE, reason::NONE)
+            ]
+        );
+        let failed = SyncOutcome::Failed {
+            reason: reason::NSX_ERROR,
+            message: "NSX PATCH /infra: HTTP 503".into(),
+        };
+        let mut sim = Sim::new(window());
+        sim.deliver(at(0));
+        let d = sim.settle(at(200));
+        let s = build(&obs(&p, Some(&d), failed), at(200));
+        assert_eq!(
+            gitops(&s),
+            [
+                pair(FALSE, reason::NSX_ERROR),
+                pair(FALSE, reason::NONE),
+                pair(TRUE, reason::NSX_ERROR)
+            ]
         );
     }
 }

@@ -15,6 +15,7 @@ use super::context::Context;
 use super::metrics::PhaseLabel;
 use super::{Error, FIELD_MANAGER};
 use crate::api::condition::{self, reason, set_condition};
+use crate::api::k8s::Timestamp;
 use crate::api::{
     EnforcementWindow, EnforcementWindowStatus, NextTransition, Phase, SegmentationPolicy,
 };
@@ -59,20 +60,67 @@ pub fn summarize(
     }
 }
 
-/// Writes the window's status.
-pub async fn reconcile(window: Arc<EnforcementWindow>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let mut status = summarize(&window, &ctx.policies.state());
-    let now = ctx.clock.now();
-    let msg = format!("{} policies in this wave", status.policies);
+/// The window's own health for GitOps tools. A window is Ready once its spec is observed; it
+/// never says Stalled for a policy of its wave (that policy is Stalled itself, and Flux or Argo
+/// CD report it by name) but counts them in the message. `spec.suspend` is a designed wait:
+/// Ready=True, reason Suspended (Argo CD shows Suspended). Pure.
+pub fn set_conditions(
+    window: &EnforcementWindow,
+    policies: &[Arc<SegmentationPolicy>],
+    status: &mut EnforcementWindowStatus,
+    now: Timestamp,
+) {
+    let ns = window.namespace();
+    let name = window.name_any();
+    let stalled: Vec<String> = policies
+        .iter()
+        .filter(|p| p.namespace() == ns && p.spec.window.name == name)
+        .filter_map(|p| {
+            let c = condition::find(&p.status.as_ref()?.conditions, condition::STALLED)?;
+            (c.status == condition::TRUE).then(|| format!("{} ({})", p.name_any(), c.reason))
+        })
+        .collect();
+    let mut msg = format!("{} policies in this wave", status.policies);
+    if !stalled.is_empty() {
+        msg.push_str(&format!("; stalled: {}", stalled.join(", ")));
+    }
+    let (rs, msg) = if window.spec.suspend {
+        (
+            reason::SUSPENDED,
+            format!("suspended: no policy of this wave enforces; {msg}"),
+        )
+    } else {
+        (reason::AS_EXPECTED, msg)
+    };
+    let generation = window.metadata.generation;
+    let c = &mut status.conditions;
     set_condition(
-        &mut status.conditions,
+        c,
         condition::READY,
         condition::TRUE,
-        reason::AS_EXPECTED,
+        rs,
         msg,
-        window.metadata.generation,
+        generation,
         now,
     );
+    for type_ in [condition::RECONCILING, condition::STALLED] {
+        set_condition(
+            c,
+            type_,
+            condition::FALSE,
+            reason::NONE,
+            "",
+            generation,
+            now,
+        );
+    }
+}
+
+/// Writes the window's status (only when it changed).
+pub async fn reconcile(window: Arc<EnforcementWindow>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let policies = ctx.policies.state();
+    let mut status = summarize(&window, &policies);
+    set_conditions(&window, &policies, &mut status, ctx.clock.now());
     if window.status.as_ref() == Some(&status) {
         return Ok(Action::requeue(ctx.settings.resync));
     }
@@ -120,5 +168,73 @@ pub async fn phase_gauges(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>
             _ = tokio::time::sleep(Duration::from_secs(5)) => {},
             _ = shutdown.changed() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::k8s::Condition;
+
+    fn window() -> EnforcementWindow {
+        let text = include_str!("../../deploy/examples/01-windows.yaml");
+        let first = text.split("\n---\n").next().unwrap();
+        let mut w: EnforcementWindow = serde_yaml::from_str(first).unwrap();
+        w.metadata.generation = Some(2);
+        w
+    }
+
+    fn policy(name: &str, stalled: Option<&str>) -> Arc<SegmentationPolicy> {
+        let text = include_str!("../../deploy/examples/10-web.yaml");
+        let mut p: SegmentationPolicy = serde_yaml::from_str(text).unwrap();
+        p.metadata.name = Some(name.into());
+        let mut conditions: Vec<Condition> = Vec::new();
+        let now: Timestamp = "2027-01-01T00:00:00Z".parse().unwrap();
+        let (st, rs) = stalled.map_or((condition::FALSE, reason::NONE), |r| (condition::TRUE, r));
+        set_condition(
+            &mut conditions,
+            condition::STALLED,
+            st,
+            rs,
+            "",
+            Some(1),
+            now,
+        );
+        p.status = Some(crate::api::SegmentationPolicyStatus {
+            conditions,
+            ..Default::default()
+        });
+        Arc::new(p)
+    }
+
+    fn ready(s: &EnforcementWindowStatus) -> &Condition {
+        condition::find(&s.conditions, condition::READY).unwrap()
+    }
+
+    #[test]
+    fn a_window_is_ready_names_its_stalled_policies_and_a_suspend_is_a_designed_wait() {
+        let now: Timestamp = "2027-01-01T00:00:00Z".parse().unwrap();
+        let mut w = window();
+        let policies = vec![
+            policy("web", Some(reason::PEER_NOT_FOUND)),
+            policy("app", None),
+        ];
+        let mut s = summarize(&w, &policies);
+        set_conditions(&w, &policies, &mut s, now);
+        assert_eq!(ready(&s).status, condition::TRUE);
+        assert_eq!(ready(&s).observed_generation, Some(2));
+        assert_eq!(
+            ready(&s).message,
+            "2 policies in this wave; stalled: web (PeerNotFound)"
+        );
+        let stalled = condition::find(&s.conditions, condition::STALLED).unwrap();
+        assert_eq!(stalled.status, condition::FALSE);
+        w.spec.suspend = true;
+        let mut s = summarize(&w, &policies);
+        set_conditions(&w, &policies, &mut s, now);
+        assert_eq!(
+            (ready(&s).status.as_str(), ready(&s).reason.as_str()),
+            (condition::TRUE, reason::SUSPENDED)
+        );
     }
 }

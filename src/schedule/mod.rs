@@ -295,6 +295,10 @@ pub struct Decision {
     pub gate: Gate,
     /// The Scheduled owner notice is due and not yet delivered.
     pub notice_due: bool,
+    /// The controller-side blocker this decision saw (`Inputs::blocker`), with its own reason
+    /// (PeerNotFound, NoMembers, NsxError…): the gate reports it as NotReady, status tells a
+    /// problem that needs a Git change from one the controller retries.
+    pub blocker: Option<Blocker>,
 }
 
 impl Decision {
@@ -359,6 +363,7 @@ pub fn evaluate(inp: &Inputs<'_>, now: Timestamp) -> Decision {
             message: String::new(),
         },
         notice_due,
+        blocker: inp.blocker.clone(),
     };
 
     // Completed is terminal unless the brake is pulled or a change widens what DROP affects.

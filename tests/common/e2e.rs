@@ -51,6 +51,20 @@ impl Drop for Controller {
 /// The gates line of [`Env::window`].
 pub const WAIVED: &str = "gates: {waive: [Blind, QuietPeriod]}";
 
+/// The controllers' `--resync`: 20 s, or `MICROSEG_E2E_RESYNC` (e.g. `5m`, the default of the
+/// real controller) for long idle measurements.
+pub fn resync() -> Duration {
+    std::env::var("MICROSEG_E2E_RESYNC")
+        .ok()
+        .map(|s| {
+            s.parse::<microseg::api::duration::Duration>()
+                .unwrap_or_else(|e| panic!("MICROSEG_E2E_RESYNC={s}: {e}"))
+                .get()
+                .unsigned_abs()
+        })
+        .unwrap_or(Duration::from_secs(20))
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -131,7 +145,7 @@ impl Env {
             .arg(self.dir.join("notify"))
             .args([
                 "--resync",
-                "20s",
+                &format!("{}s", resync().as_secs()),
                 "--reminder-before",
                 "8s",
                 "--notice-retry",
