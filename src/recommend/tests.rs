@@ -30,6 +30,7 @@ fn flow(src: &str, dst: &str, proto: Proto, port: Option<u16>, count: u64) -> Ob
         count,
         direction: None,
         seen: None,
+        volume: None,
     }
 }
 
@@ -122,7 +123,7 @@ fn rare_flows_become_comments_not_rules() {
         r.yaml
     );
     let mut o = opts();
-    o.rare_below = 2;
+    o.rare_below = Some(2);
     let all = recommend(&flows, &app(), &[], &[], &o).unwrap();
     assert_eq!(all.policy.spec.rules.len(), 2);
 }
