@@ -678,11 +678,15 @@ fn recommend(args: &RecommendArgs) -> Result<ExitCode, Error> {
                 None,
                 "vRNI Flow JSON",
             ),
-            FlowFormat::Csv => (input::csv(&text).map_err(content(path))?, None, "CSV"),
+            FlowFormat::Csv => (
+                input::csv(&text).map_err(content(path))?,
+                None,
+                "microseg CSV",
+            ),
             FlowFormat::VrniCsv => (
                 input::vrni_csv(&text).map_err(content(path))?,
                 None,
-                "vRNI flow export (CSV)",
+                "vRNI UI flow export, CSV",
             ),
             FlowFormat::Policy => {
                 let (p, f) = input::policy_flows(&text).map_err(content(path))?;

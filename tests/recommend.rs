@@ -183,7 +183,10 @@ fn the_same_input_gives_the_same_bytes_and_every_form_the_same_policy() {
             .collect::<Vec<_>>()
             .join("\n")
     };
-    assert!(csv.contains("# Source: file flows.csv (CSV).\n"), "{csv}");
+    assert!(
+        csv.contains("# Source: file flows.csv (microseg CSV).\n"),
+        "{csv}"
+    );
     assert_eq!(
         unsourced(&csv),
         unsourced(&yaml),

@@ -597,9 +597,6 @@ fn known_apps(known: &[SegmentationPolicy], opts: &Options) -> Vec<Known> {
 
 /// Fills in VM names and tags from the inventory where the flow source lacks them.
 pub fn enrich(e: &mut Endpoint, inventory: &[InventoryVm]) {
-    if e.vm.is_some() && !e.tags.is_empty() {
-        return;
-    }
     if let Some(vm) = inventory.iter().find(|vm| {
         vm.ips
             .iter()
@@ -608,12 +605,12 @@ pub fn enrich(e: &mut Endpoint, inventory: &[InventoryVm]) {
         if e.vm.is_none() {
             e.vm = Some(vm.name.clone());
         }
-        if e.tags.is_empty() {
-            e.tags = vm
-                .tags
-                .iter()
-                .map(|t| format!("{}|{}", t.scope, t.tag))
-                .collect();
+        // NSX tags join the tags the source gave (vRNI's are vCenter tags).
+        for t in &vm.tags {
+            let t = format!("{}|{}", t.scope, t.tag);
+            if !e.tags.contains(&t) {
+                e.tags.push(t);
+            }
         }
     }
 }
@@ -1137,18 +1134,20 @@ fn render(
                 .as_ref()
                 .map(|(a, b)| format!(", first {a}, last {b}"))
                 .unwrap_or_default();
-            let volume = if s.conversations > 0 {
+            let volume = if s.conversations > 0 && (s.bytes > 0 || s.sessions > 0) {
                 format!(
                     "{} ({})",
                     plural(s.conversations, "conversation"),
                     volume_text(s)
                 )
+            } else if s.conversations > 0 {
+                plural(s.conversations, "conversation")
             } else {
                 plural(s.count, "flow record")
             };
             let _ = writeln!(
                 out,
-                "#   {name}: {volume} from {}{seen}",
+                "#   {name}: {volume} with {}{seen}",
                 plural(s.addresses.len() as u64, "peer address")
             );
         }
