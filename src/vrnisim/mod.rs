@@ -262,9 +262,14 @@ pub struct Args {
     /// File with the user's password (default: $VRNISIM_PASSWORD, else the built-in one).
     #[arg(long)]
     pub password_file: Option<PathBuf>,
-    /// Flows to serve: a JSON list of {time, flow}.
+    /// Flows to serve: a `POST /entities/fetch` answer (`{"results": [{entity_id, entity_type,
+    /// time, entity}]}`) or a JSON list of {time, flow}.
     #[arg(long)]
     pub flows: Option<PathBuf>,
+    /// Move the flows' times so that the newest is now (keeps their spacing): a saved answer
+    /// stays inside `--since`.
+    #[arg(long)]
+    pub recent: bool,
     /// Token lifetime in seconds.
     #[arg(long, default_value_t = 1800)]
     pub token_ttl_secs: u64,
@@ -277,6 +282,32 @@ fn read(path: &PathBuf) -> Result<String, Error> {
     })
 }
 
+/// Reads flows from a fetch answer or a list of {time, flow}.
+pub fn stored_flows(text: &str) -> Result<Vec<StoredFlow>, String> {
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    if let Some(results) = v.get("results").and_then(serde_json::Value::as_array) {
+        return results
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let time = r
+                    .get("time")
+                    .and_then(serde_json::Value::as_i64)
+                    .ok_or_else(|| format!("results[{i}].time: missing"))?;
+                let flow = r
+                    .get("entity")
+                    .filter(|e| e.is_object())
+                    .cloned()
+                    .ok_or_else(|| format!("results[{i}].entity: missing"))?;
+                Ok(StoredFlow { time, flow })
+            })
+            .collect();
+    }
+    serde_json::from_value(v).map_err(|e| {
+        format!("neither a fetch answer {{results: [...]}} nor a list of {{time, flow}}: {e}")
+    })
+}
+
 impl Args {
     /// Runs until interrupted.
     pub async fn run(&self) -> Result<(), Error> {
@@ -284,13 +315,21 @@ impl Args {
             Some(p) => read(p)?.trim_end_matches(['\r', '\n']).to_string(),
             None => std::env::var("VRNISIM_PASSWORD").unwrap_or_else(|_| DEFAULT_PASSWORD.into()),
         };
-        let flows = match &self.flows {
-            Some(p) => serde_json::from_str(&read(p)?).map_err(|e| Error::File {
+        let mut flows = match &self.flows {
+            Some(p) => stored_flows(&read(p)?).map_err(|reason| Error::File {
                 path: p.clone(),
-                reason: format!("not a JSON list of {{time, flow}}: {e}"),
+                reason,
             })?,
             None => Vec::new(),
         };
+        if self.recent
+            && let Some(newest) = flows.iter().map(|f| f.time).max()
+        {
+            let shift = jiff::Timestamp::now().as_second() - newest;
+            for f in &mut flows {
+                f.time += shift;
+            }
+        }
         let config = Config {
             listen: self.listen,
             tls: !self.plain_http,
