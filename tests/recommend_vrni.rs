@@ -409,3 +409,131 @@ async fn vrni_url_pulls_the_flows_through_auth_paging_fetch_a_429_and_an_expired
     std::fs::remove_dir_all(&dir).unwrap();
     sim.shutdown().await;
 }
+
+/// The simulator refuses what the reference refuses, and the client logs in as an LDAP user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_answers_as_the_reference_says_and_ldap_users_log_in() {
+    use microseg::vrni;
+    let now = jiff::Timestamp::now().as_second();
+    let mut config = vrnisim::Config {
+        flows: sim_flows(now),
+        ..vrnisim::Config::default()
+    };
+    config.users.insert(
+        "jdoe".into(),
+        vrnisim::User {
+            password: "Dir3ctory!".into(),
+            ldap_domain: Some("corp.example.com".into()),
+        },
+    );
+    let sim = vrnisim::spawn(config).await.unwrap();
+    let http = reqwest::Client::new();
+    let api = |p: &str| format!("{}/api/ni{p}", sim.url);
+    // No token: 401. A LOCAL login of the LDAP user: 401; with its domain: a token and expiry (ms).
+    let r = http
+        .post(api("/search"))
+        .json(&serde_json::json!({"entity_type": "Flow"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let login = |domain: Value| {
+        http.post(api("/auth/token"))
+            .json(&serde_json::json!({"username": "jdoe", "password": "Dir3ctory!", "domain": domain}))
+            .send()
+    };
+    assert_eq!(
+        login(serde_json::json!({"domain_type": "LOCAL"}))
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let ok: Value = login(serde_json::json!({"domain_type": "LDAP", "value": "corp.example.com"}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = ok["token"].as_str().unwrap().to_string();
+    assert!(ok["expiry"].as_i64().unwrap() > now * 1000, "{ok}");
+    let auth = format!("NetworkInsight {token}");
+    let post = |path: &str, body: Value| {
+        http.post(api(path))
+            .header("Authorization", auth.clone())
+            .json(&body)
+            .send()
+    };
+    // A filter outside the language, an unknown cursor, too many ids: 400 with a message.
+    let r = post(
+        "/search",
+        serde_json::json!({"entity_type": "Flow", "filter": "source_ip.ip_address == 1"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("invalid filter"));
+    let r = post(
+        "/search",
+        serde_json::json!({"entity_type": "Flow", "cursor": "bm9wZQ=="}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400);
+    let ids: Vec<Value> = (0..1001)
+        .map(|i| serde_json::json!({"entity_id": format!("x{i}"), "entity_type": "Flow"}))
+        .collect();
+    let r = post("/entities/fetch", serde_json::json!({"entity_ids": ids}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // The list and the single Flow of the reference.
+    let list: Value = http
+        .get(api(&format!(
+            "/entities/flows?size=2&start_time={}&end_time={now}",
+            now - 86_400
+        )))
+        .header("Authorization", auth.clone())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["results"].as_array().unwrap().len(), 2, "{list}");
+    assert_eq!(list["total_count"], 8, "{list}");
+    assert!(list["cursor"].is_string(), "{list}");
+    let id = list["results"][0]["entity_id"].as_str().unwrap();
+    let one: Value = http
+        .get(api(&format!("/entities/flows/{id}")))
+        .header("Authorization", auth.clone())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one["entity_id"], id);
+    assert_eq!(one["entity_type"], "Flow");
+    // The client as an LDAP user: the same flows as the binary pulls.
+    let creds = vrni::Credentials {
+        username: "jdoe".into(),
+        password: "Dir3ctory!".into(),
+        domain: vrni::Domain::Ldap("corp.example.com".into()),
+    };
+    assert!(
+        !format!("{creds:?}").contains("Dir3ctory!"),
+        "Debug hides the password"
+    );
+    let mut cfg = vrni::Config::new(&sim.url, creds);
+    cfg.min_interval = std::time::Duration::ZERO;
+    let app = microseg::recommend::Application {
+        networks: vec!["10.10.2.0/24".parse().unwrap()],
+        ..Default::default()
+    };
+    let (answer, stats) = vrni::pull(cfg, &app, now - 30 * 86_400, now).await.unwrap();
+    let flows = microseg::recommend::input::vrni_json(&answer.to_string()).unwrap();
+    assert_eq!(flows.len(), 7);
+    assert_eq!((stats.pages, stats.fetches, stats.logins), (1, 1, 1));
+    sim.shutdown().await;
+}
