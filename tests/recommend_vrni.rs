@@ -156,7 +156,25 @@ fn every_json_shape_of_the_api_gives_a_policy_and_ids_alone_are_refused() {
         ],
         "{yaml}"
     );
-    // NSX has no such tag: the members are the VM names instead, and the output says why.
+    // NSX has no such tag: the member is the NSX tag the inventory has on exactly those VMs,
+    // and the output says why.
+    let tags: Vec<_> = p
+        .spec
+        .members
+        .iter()
+        .filter_map(|m| m.vm_tag.clone())
+        .collect();
+    assert_eq!(tags.len(), 1, "{yaml}");
+    assert_eq!(
+        (tags[0].scope.as_deref(), tags[0].tag.as_str()),
+        (Some("app"), "orders")
+    );
+    assert!(yaml.contains("# NOTE: VM tag \"Application:orders\" is on no VM of the NSX inventory: an NSX group on it would be empty, so the member is the NSX tag \"app|orders\""), "{yaml}");
+    // Without an inventory NSX's tags are unknown: the VM names vRNI gave.
+    let mut args = recommend_args(&file("fetch.json"), &["--app-tag", "Application:orders"]);
+    let at = args.iter().position(|a| a == "--inventory").unwrap();
+    args.drain(at..at + 2);
+    let (yaml, p) = valid_policy(&run(&args, &[]));
     let names: Vec<_> = p
         .spec
         .members
@@ -166,7 +184,7 @@ fn every_json_shape_of_the_api_gives_a_policy_and_ids_alone_are_refused() {
     assert_eq!(names, ["orders-01", "orders-02", "orders-03"], "{yaml}");
     assert!(p.spec.members.iter().all(|m| m.vm_tag.is_none()), "{yaml}");
     assert!(
-        yaml.contains("# NOTE: VM tag \"Application:orders\" is on no VM of the NSX inventory"),
+        yaml.contains("looks like a vCenter tag (Category:Tag, as vRNI reports them)"),
         "{yaml}"
     );
     assert!(yaml.contains("#   to-db-tcp-5432: 1 conversation with 1 peer address, first 2025-11-29T10:00:00Z, last 2025-11-29T10:00:00Z"), "{yaml}");

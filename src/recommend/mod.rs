@@ -812,6 +812,38 @@ fn nsx_selectors(
             out.tags.push(t.clone());
             continue;
         }
+        // An NSX tag that exactly these VMs carry in the inventory is the best replacement.
+        let vm_of = |e: &Endpoint| {
+            inventory.iter().position(|vm| {
+                vm.ips
+                    .iter()
+                    .any(|i| i.parse::<IpAddr>().ok() == Some(e.ip))
+            })
+        };
+        let hit_vms: Option<BTreeSet<usize>> = hits.iter().map(|e| vm_of(e)).collect();
+        let exact = hit_vms.and_then(|set| {
+            let first = *set.iter().next()?;
+            inventory[first].tags.iter().find(|t| {
+                let carriers: BTreeSet<usize> = inventory
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, vm)| vm.tags.contains(t))
+                    .map(|(i, _)| i)
+                    .collect();
+                carriers == set
+            })
+        });
+        if let Some(t) = exact {
+            out.tags.push(VmTag {
+                scope: Some(t.scope.clone()).filter(|s| !s.is_empty()),
+                tag: t.tag.clone(),
+            });
+            notes.push(format!(
+                "VM tag {label:?} {why}: an NSX group on it would be empty, so the member is the NSX tag \"{}|{}\" that exactly the VMs it matched carry",
+                t.scope, t.tag
+            ));
+            continue;
+        }
         let mut names = Vec::new();
         for e in hits {
             match &e.vm {

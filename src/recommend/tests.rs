@@ -525,4 +525,35 @@ fn a_vcenter_tag_becomes_the_vm_names_nsx_knows() {
     let r = recommend(&flows, &nsx, &inventory, &[], &opts()).unwrap();
     assert!(r.policy.spec.members[0].vm_tag.is_some(), "{}", r.yaml);
     assert!(r.notes.is_empty(), "{:?}", r.notes);
+    // The vCenter tag, when the inventory has an NSX tag on exactly the matched VMs: that tag.
+    let r = recommend(&flows, &by_tag, &inventory, &[], &opts()).unwrap();
+    assert_eq!(
+        r.policy.spec.members[0].vm_tag,
+        Some(VmTag {
+            scope: Some("Application".into()),
+            tag: "orders".into()
+        }),
+        "{}",
+        r.yaml
+    );
+    assert!(
+        r.notes[0]
+            .contains("the NSX tag \"Application|orders\" that exactly the VMs it matched carry"),
+        "{:?}",
+        r.notes
+    );
+    // ... and not when other VMs carry it too (the group would be wider): the names.
+    let mut wider = inventory.clone();
+    wider.push(InventoryVm {
+        name: "billing-01".into(),
+        ips: vec!["10.10.5.1".into()],
+        tags: vec![Tag::new("Application", "orders")],
+    });
+    let r = recommend(&flows, &by_tag, &wider, &[], &opts()).unwrap();
+    assert_eq!(r.policy.spec.members[0].vm_tag, None, "{}", r.yaml);
+    assert!(
+        r.notes[0].contains("is on no VM of the NSX inventory"),
+        "{:?}",
+        r.notes
+    );
 }
