@@ -553,5 +553,37 @@ async fn the_simulator_answers_as_the_reference_says_and_ldap_users_log_in() {
     let flows = microseg::recommend::input::vrni_json(&answer.to_string()).unwrap();
     assert_eq!(flows.len(), 7);
     assert_eq!((stats.pages, stats.fetches, stats.logins), (1, 1, 1));
+    // Many selectors: searched in batches, a flow found by two batches fetched once.
+    let mut networks: Vec<ipnet::IpNet> = (1..=24u8)
+        .map(|i| format!("10.200.0.{i}/32").parse().unwrap())
+        .collect();
+    for ip in ["10.10.2.11/32", "10.10.2.12/32", "10.10.2.13/32"] {
+        networks.push(ip.parse().unwrap());
+    }
+    let many = microseg::recommend::Application {
+        networks,
+        ..Default::default()
+    };
+    assert_eq!(vrni::filters_for(&many).unwrap().len(), 2);
+    let creds = vrni::Credentials {
+        username: "jdoe".into(),
+        password: "Dir3ctory!".into(),
+        domain: vrni::Domain::Ldap("corp.example.com".into()),
+    };
+    let mut cfg = vrni::Config::new(&sim.url, creds);
+    cfg.min_interval = std::time::Duration::ZERO;
+    let (answer, stats) = vrni::pull(cfg, &many, now - 30 * 86_400, now)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = answer["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["entity_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 7, "{ids:?}");
+    let unique: std::collections::BTreeSet<_> = ids.iter().collect();
+    assert_eq!(unique.len(), 7, "{ids:?}");
+    assert_eq!((stats.pages, stats.fetches), (2, 1));
     sim.shutdown().await;
 }

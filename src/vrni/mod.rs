@@ -19,6 +19,9 @@ use crate::recommend::Application;
 
 /// Most ids one bulk fetch takes (the reference: "Max batch size is 1000").
 pub const FETCH_BATCH: usize = 1000;
+/// Most `field = 'value'` terms in one search filter: a large application is searched in
+/// several batches so that no filter grows without bound.
+pub const FILTER_TERMS: usize = 50;
 
 /// Errors of the vRNI client.
 #[derive(Debug, thiserror::Error)]
@@ -510,9 +513,9 @@ fn quote(s: &str) -> Result<String, String> {
     Ok(format!("'{s}'"))
 }
 
-/// The search filter that selects the application's flows (either end): its addresses and
-/// networks, VM names (exact) and VM tags. Pure.
-pub fn filter_for(app: &Application) -> Result<String, String> {
+/// The search filters that select the application's flows (either end): its addresses and
+/// networks, VM names (exact) and VM tags, at most [`FILTER_TERMS`] terms each. Pure.
+pub fn filters_for(app: &Application) -> Result<Vec<String>, String> {
     let mut terms = Vec::new();
     for net in &app.networks {
         let v = if net.prefix_len() == net.max_prefix_len() {
@@ -547,7 +550,7 @@ pub fn filter_for(app: &Application) -> Result<String, String> {
     if terms.is_empty() {
         return Err("give --app-ip, --app-name or --app-tag: they select the flows in vRNI".into());
     }
-    Ok(terms.join(" or "))
+    Ok(terms.chunks(FILTER_TERMS).map(|c| c.join(" or ")).collect())
 }
 
 /// Reads a duration like `30d`, `12h`, `90m` (for `--since`).
@@ -578,10 +581,18 @@ pub async fn pull(
     start: i64,
     end: i64,
 ) -> Result<(Value, PullStats), Error> {
-    let filter = filter_for(app).map_err(Error::Config)?;
+    let filters = filters_for(app).map_err(Error::Config)?;
     let client = Client::new(config)?;
     let result = async {
-        let hits = client.search_flows(&filter, start, end).await?;
+        let mut hits: Vec<Hit> = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for filter in &filters {
+            for h in client.search_flows(filter, start, end).await? {
+                if seen.insert(h.entity_id.clone()) {
+                    hits.push(h);
+                }
+            }
+        }
         client.fetch(&hits).await
     }
     .await;
@@ -612,12 +623,29 @@ mod tests {
             }],
         };
         assert_eq!(
-            filter_for(&app).unwrap(),
-            "source_ip.ip_address = '10.10.2.0/24' or destination_ip.ip_address = '10.10.2.0/24' or \
+            filters_for(&app).unwrap(),
+            [
+                "source_ip.ip_address = '10.10.2.0/24' or destination_ip.ip_address = '10.10.2.0/24' or \
              source_ip.ip_address = '10.0.0.5' or destination_ip.ip_address = '10.0.0.5' or \
              source_vm.name = 'orders-01' or destination_vm.name = 'orders-01' or \
              source_vm_tags = 'Orders:app' or destination_vm_tags = 'Orders:app'"
+            ]
         );
+        // A large application: several filters of at most FILTER_TERMS terms.
+        let big = Application {
+            networks: (0..60u8)
+                .map(|i| format!("10.10.{i}.0/24").parse().unwrap())
+                .collect(),
+            ..Application::default()
+        };
+        let batches = filters_for(&big).unwrap();
+        assert_eq!(batches.len(), 3);
+        assert!(
+            batches
+                .iter()
+                .all(|f| f.matches(" or ").count() < FILTER_TERMS)
+        );
+        assert!(batches[2].ends_with("destination_ip.ip_address = '10.10.59.0/24'"));
         let prefix = Application {
             names: vec![VmName {
                 equals: None,
@@ -625,8 +653,8 @@ mod tests {
             }],
             ..Application::default()
         };
-        assert!(filter_for(&prefix).unwrap_err().contains("whole VM names"));
-        assert!(filter_for(&Application::default()).is_err());
+        assert!(filters_for(&prefix).unwrap_err().contains("whole VM names"));
+        assert!(filters_for(&Application::default()).is_err());
     }
 
     #[test]
