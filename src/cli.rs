@@ -96,8 +96,9 @@ pub enum Command {
     /// --nsx-url or --nsx-snapshot, the difference from NSX now (exit 0: no change, 2: changes,
     /// 1: error).
     Plan(PlanArgs),
-    /// Recommend a SegmentationPolicy from observed flows: a flow-analytics export (vRNI JSON or
-    /// CSV), DFW packet-log lines, or a policy's unmatched monitor flows (file or cluster).
+    /// Recommend a SegmentationPolicy from observed flows: vRNI's API JSON or UI CSV export, vRNI
+    /// itself (--vrni-url), microseg's CSV, DFW packet-log lines, or a policy's unmatched monitor
+    /// flows (file or cluster).
     Recommend(Box<RecommendArgs>),
     /// Parse DFW packet-log lines from stdin: one JSON object per line on stdout, a summary of
     /// unparsed lines on stderr. With --format loginsight, read one saved Log Insight webhook

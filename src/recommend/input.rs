@@ -1,15 +1,22 @@
 //! Flow sources of `microseg recommend`, parsed from text. Pure.
 //!
-//! - **vRNI / Aria Operations for Networks Flow JSON** (reference §11): a list of Flow objects,
-//!   or `{"results": [...]}`. Read per flow: `source_ip.ip_address`, `destination_ip.ip_address`,
-//!   `port.start`/`port.end`, `protocol`, `source_vm`/`destination_vm` (a Reference: its
-//!   `entity_name`, else `name`), `source_vm_tags`/`destination_vm_tags` (strings, `scope|tag` or
-//!   `tag`). Two optional fields that exports add: `count` (flows aggregated in the record,
-//!   default 1) and `source_port`.
-//! - **CSV** with the same columns, one flow per line, a header line first:
+//! - **vRNI / Aria Operations for Networks Flow JSON** (reference §11): one Flow (`GET
+//!   /entities/flows/{id}`), a list of Flows, `{"results": [...]}`, or the bulk fetch answer
+//!   (`POST /entities/fetch`: `{"results": [{entity_id, entity_type, time, entity}]}`, whose
+//!   `time` becomes first/last seen). Read per flow: `source_ip.ip_address`,
+//!   `destination_ip.ip_address`, `port.start`/`port.end`, `protocol` (`OTHER` included),
+//!   `source_vm`/`destination_vm` (a Reference: its `entity_name`, else `name`),
+//!   `source_vm_tags`/`destination_vm_tags` (strings). Each Flow is one conversation without
+//!   volume. Ids without details are refused with how to fetch them. Two fields outside the API
+//!   that the project's own sample generator writes are also read: `count` (records folded into
+//!   one; such a Flow counts as records, not as a conversation) and `source_port`.
+//! - **vRNI's UI flow export** (CSV with display-name headers, see [`VRNI_CSV_COLUMNS`]): one
+//!   conversation per line with its bytes and sessions where given; other columns are ignored.
+//! - **microseg's CSV**, one flow per line, a header line first:
 //!   `source_ip,source_port,destination_ip,port,protocol,source_vm,destination_vm,source_vm_tags,destination_vm_tags,count`.
 //!   `port` is `443` or `1000-2000`; tags are separated by `;`; empty cells are unknown; only
-//!   `source_ip`, `destination_ip` and `protocol` are required, and columns may come in any order.
+//!   `source_ip`, `destination_ip` and `protocol` are required, and columns may come in any order;
+//!   an unknown column is refused (a typo would silently drop data).
 //! - **DFW packet-log lines** (reference §9): every `match` line is one flow (TERM lines are the
 //!   end of a flow already counted and are skipped).
 //! - **A SegmentationPolicy with status** (`kubectl get segpol NAME -o yaml`, or read from the
