@@ -378,6 +378,10 @@ async fn vrni_url_pulls_the_flows_through_auth_paging_fetch_a_429_and_an_expired
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("POST /api/ni/auth/token"), "{err}");
+    assert!(
+        err.contains("certificate"),
+        "the cause is the certificate: {err}"
+    );
     assert!(out.stdout.is_empty());
     // ... unless the flag that says insecure is given.
     let mut insecure = no_ca.clone();
