@@ -565,7 +565,16 @@ pub fn filters_for(app: &Application) -> Result<Vec<String>, String> {
     if terms.is_empty() {
         return Err("give --app-ip, --app-name or --app-tag: they select the flows in vRNI".into());
     }
-    Ok(terms.chunks(FILTER_TERMS).map(|c| c.join(" or ")).collect())
+    // The API guide's form: `(name = 'my_vm') OR (vendor_id = 'vm-101')`.
+    Ok(terms
+        .chunks(FILTER_TERMS)
+        .map(|c| {
+            c.iter()
+                .map(|t| format!("({t})"))
+                .collect::<Vec<_>>()
+                .join(" OR ")
+        })
+        .collect())
 }
 
 /// Reads a duration like `30d`, `12h`, `90m` (for `--since`).
@@ -640,10 +649,10 @@ mod tests {
         assert_eq!(
             filters_for(&app).unwrap(),
             [
-                "source_ip.ip_address = '10.10.2.0/24' or destination_ip.ip_address = '10.10.2.0/24' or \
-             source_ip.ip_address = '10.0.0.5' or destination_ip.ip_address = '10.0.0.5' or \
-             source_vm.name = 'orders-01' or destination_vm.name = 'orders-01' or \
-             source_vm_tags = 'Orders:app' or destination_vm_tags = 'Orders:app'"
+                "(source_ip.ip_address = '10.10.2.0/24') OR (destination_ip.ip_address = '10.10.2.0/24') OR \
+                 (source_ip.ip_address = '10.0.0.5') OR (destination_ip.ip_address = '10.0.0.5') OR \
+                 (source_vm.name = 'orders-01') OR (destination_vm.name = 'orders-01') OR \
+                 (source_vm_tags = 'Orders:app') OR (destination_vm_tags = 'Orders:app')"
             ]
         );
         // A large application: several filters of at most FILTER_TERMS terms.
@@ -658,9 +667,9 @@ mod tests {
         assert!(
             batches
                 .iter()
-                .all(|f| f.matches(" or ").count() < FILTER_TERMS)
+                .all(|f| f.matches(" OR ").count() < FILTER_TERMS)
         );
-        assert!(batches[2].ends_with("destination_ip.ip_address = '10.10.59.0/24'"));
+        assert!(batches[2].ends_with("(destination_ip.ip_address = '10.10.59.0/24')"));
         let prefix = Application {
             names: vec![VmName {
                 equals: None,

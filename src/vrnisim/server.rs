@@ -23,8 +23,8 @@ use super::{Call, Faults, Sim, StoredFlow};
 
 /// Most ids one `POST /entities/fetch` takes (the reference: "Max batch size is 1000").
 pub const MAX_FETCH: usize = 1000;
-/// Most results one page holds.
-pub const MAX_PAGE: usize = 1000;
+/// Most results one page holds (the API guide: `size` "can be set to a maximum of 10000").
+pub const MAX_PAGE: usize = 10_000;
 /// Results per page when `size` is not given.
 pub const DEFAULT_PAGE: usize = 10;
 
