@@ -89,12 +89,16 @@ pub enum Command {
     Controller(Box<crate::controller::cli::ControllerArgs>),
     /// Run the NSX Manager simulator on a loopback address until interrupted.
     NsxSim(NsxSimArgs),
+    /// Run the vRNI API simulator (token auth, flow search, bulk fetch) on a loopback address
+    /// until interrupted.
+    VrniSim(crate::vrnisim::Args),
     /// Show what microseg would write to NSX for a directory of manifests, per phase; with
     /// --nsx-url or --nsx-snapshot, the difference from NSX now (exit 0: no change, 2: changes,
     /// 1: error).
     Plan(PlanArgs),
-    /// Recommend a SegmentationPolicy from observed flows: a flow-analytics export (vRNI JSON or
-    /// CSV), DFW packet-log lines, or a policy's unmatched monitor flows (file or cluster).
+    /// Recommend a SegmentationPolicy from observed flows: vRNI's API JSON or UI CSV export, vRNI
+    /// itself (--vrni-url), microseg's CSV, DFW packet-log lines, or a policy's unmatched monitor
+    /// flows (file or cluster).
     Recommend(Box<RecommendArgs>),
     /// Parse DFW packet-log lines from stdin: one JSON object per line on stdout, a summary of
     /// unparsed lines on stderr. With --format loginsight, read one saved Log Insight webhook
@@ -177,12 +181,18 @@ pub struct PlanArgs {
 /// Where `microseg recommend` reads flows.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FlowFormat {
-    /// By file extension: .json, .csv, .yaml/.yml (a policy with status), anything else DFW log.
+    /// By file extension: .json, .csv (vRNI's export when its header has "Source IP Address",
+    /// else microseg's columns), .yaml/.yml (a policy with status), anything else DFW log.
     Auto,
-    /// vRNI / Aria Operations for Networks Flow JSON.
+    /// vRNI / Aria Operations for Networks Flow JSON: one Flow, a list, {results:[...]}, or the
+    /// /entities/fetch answer.
     Json,
-    /// CSV with the vRNI columns (see src/recommend/input.rs).
+    /// microseg's CSV columns (source_ip,destination_ip,port,protocol,...; see
+    /// src/recommend/input.rs).
     Csv,
+    /// vRNI's UI flow export (CSV with display-name headers: "Source IP Address", "Port",
+    /// "Bytes (In Bytes)", ...; other columns ignored).
+    VrniCsv,
     /// DFW packet-log lines.
     Dfw,
     /// A SegmentationPolicy with status (kubectl get segpol NAME -o yaml): its monitor flows.
@@ -193,8 +203,34 @@ pub enum FlowFormat {
 #[derive(clap::Args, Debug)]
 pub struct RecommendArgs {
     /// Flow file (see --format).
-    #[arg(long, required_unless_present = "from_cluster")]
+    #[arg(long, required_unless_present_any = ["from_cluster", "vrni_url"])]
     pub flows: Option<PathBuf>,
+    /// Pull the application's flows from vRNI / Aria Operations for Networks, e.g.
+    /// https://vrni.example.com: searched by --app-ip, --app-name and --app-tag over --since.
+    #[arg(long, conflicts_with_all = ["flows", "from_cluster"])]
+    pub vrni_url: Option<String>,
+    /// Directory with `username` and `password` files for --vrni-url; else $VRNI_USERNAME and
+    /// $VRNI_PASSWORD.
+    #[arg(long)]
+    pub vrni_credentials_dir: Option<PathBuf>,
+    /// Log in as a directory (LDAP) user of this domain; default: a LOCAL user.
+    #[arg(long)]
+    pub vrni_ldap_domain: Option<String>,
+    /// PEM bundle of the CAs that sign vRNI's certificate (default: the system's).
+    #[arg(long)]
+    pub vrni_ca_file: Option<PathBuf>,
+    /// Do not verify vRNI's certificate. Insecure: labs only.
+    #[arg(long)]
+    pub vrni_insecure_skip_tls_verify: bool,
+    /// How far back to read flows from vRNI: 30d, 12h, 90m.
+    #[arg(long, default_value = "30d")]
+    pub since: String,
+    /// Flow ids per search page.
+    #[arg(long, default_value_t = 100)]
+    pub vrni_page_size: usize,
+    /// Least time between two vRNI calls, in milliseconds.
+    #[arg(long, default_value_t = 200)]
+    pub vrni_min_interval_ms: u64,
     /// Format of --flows.
     #[arg(long, value_enum, default_value = "auto")]
     pub format: FlowFormat,
@@ -246,9 +282,11 @@ pub struct RecommendArgs {
     /// Addresses of one network (same direction and service) that collapse to it.
     #[arg(long, default_value_t = crate::recommend::DEFAULT_COLLAPSE_MIN)]
     pub collapse_min: usize,
-    /// Entries seen fewer times than this are listed as comments instead of rules.
-    #[arg(long, default_value_t = crate::recommend::DEFAULT_RARE_BELOW)]
-    pub rare_below: u64,
+    /// Entries whose evidence is below this are listed as comments instead of rules, counted in
+    /// the input's measure (flow records; for vRNI conversations: sessions, else bytes, else
+    /// conversations). Default: 3 records or sessions, 1 byte or conversation.
+    #[arg(long)]
+    pub rare_below: Option<u64>,
     /// Turn on the outbound catch-all (outbound rules only matter with it).
     #[arg(long)]
     pub catch_all_outbound: bool,
@@ -286,6 +324,17 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
             let mut config = args.sim.config()?;
             config.pending_delete = std::time::Duration::from_millis(args.pending_delete_ms);
             runtime.block_on(crate::nsxsim::run_config(&args.sim, config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::VrniSim(args) => {
+            let runtime = tokio::runtime::Runtime::new().map_err(|source| Error::Io {
+                path: PathBuf::from("tokio runtime"),
+                source,
+            })?;
+            runtime.block_on(args.run()).map_err(|e| Error::Flag {
+                flag: "vrni-sim",
+                reason: e.to_string(),
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::ParseLog {
@@ -591,8 +640,7 @@ fn read_cluster_policy(key: &str, kubeconfig: Option<&std::path::Path>) -> Resul
 }
 
 fn recommend(args: &RecommendArgs) -> Result<ExitCode, Error> {
-    use crate::api::manifest::Resource;
-    use crate::recommend::{Application, Options, input};
+    use crate::recommend::{Application, input};
     let content = |path: &std::path::Path| {
         let path = path.to_path_buf();
         move |e: crate::recommend::RecommendError| Error::Content {
@@ -601,30 +649,66 @@ fn recommend(args: &RecommendArgs) -> Result<ExitCode, Error> {
         }
     };
     // Flows, and the policy they came from when they are monitor flows.
-    let (flows, source_policy) = if let Some(key) = &args.from_cluster {
+    let app = application(args)?;
+    let (flows, source_policy, source) = if let Some(key) = &args.from_cluster {
         let text = read_cluster_policy(key, args.kubeconfig.as_deref())?;
         let (p, f) = input::policy_flows(&text).map_err(content(std::path::Path::new(key)))?;
-        (f, Some(p))
+        (
+            f,
+            Some(p),
+            format!("monitor flows of SegmentationPolicy {key}"),
+        )
+    } else if let Some(url) = &args.vrni_url {
+        let flows = pull_vrni(url, args, &app)?;
+        (flows, None, format!("vRNI API {url}"))
     } else if let Some(path) = &args.flows {
         let text = read_text(path)?;
         let format = match args.format {
             FlowFormat::Auto => match path.extension().and_then(|e| e.to_str()) {
                 Some("json") => FlowFormat::Json,
+                Some("csv") if input::is_vrni_csv(&text) => FlowFormat::VrniCsv,
                 Some("csv") => FlowFormat::Csv,
                 Some("yaml" | "yml") => FlowFormat::Policy,
                 _ => FlowFormat::Dfw,
             },
             f => f,
         };
-        match format {
-            FlowFormat::Json => (input::vrni_json(&text).map_err(content(path))?, None),
-            FlowFormat::Csv => (input::csv(&text).map_err(content(path))?, None),
+        let (flows, policy, kind) = match format {
+            FlowFormat::Json => (
+                input::vrni_json(&text).map_err(content(path))?,
+                None,
+                "vRNI Flow JSON",
+            ),
+            FlowFormat::Csv => (
+                input::csv(&text).map_err(content(path))?,
+                None,
+                "microseg CSV",
+            ),
+            FlowFormat::VrniCsv => (
+                input::vrni_csv(&text).map_err(content(path))?,
+                None,
+                "vRNI UI flow export, CSV",
+            ),
             FlowFormat::Policy => {
                 let (p, f) = input::policy_flows(&text).map_err(content(path))?;
-                (f, Some(p))
+                (f, Some(p), "SegmentationPolicy monitor flows")
             }
             FlowFormat::Dfw | FlowFormat::Auto => {
                 let read = input::dfw_log(&text);
+                if read.flows.is_empty() {
+                    let why = match read.unparsed.first() {
+                        Some((line, reason)) => format!(
+                            "not a flow export: no DFW log line in it ({} lines do not parse; line {line}: {reason}); \
+                             give --format json, csv or vrni-csv for exports",
+                            read.unparsed.len()
+                        ),
+                        None => "empty: no flow in it".into(),
+                    };
+                    return Err(Error::Content {
+                        path: path.clone(),
+                        reason: why,
+                    });
+                }
                 if let Some((line, reason)) = read.unparsed.first() {
                     eprintln!(
                         "{}: {} lines are not DFW log lines and were skipped (first: line {line}: {reason})",
@@ -632,17 +716,103 @@ fn recommend(args: &RecommendArgs) -> Result<ExitCode, Error> {
                         read.unparsed.len()
                     );
                 }
-                (read.flows, None)
+                (read.flows, None, "DFW log")
             }
+        };
+        if flows.is_empty() && format != FlowFormat::Policy {
+            return Err(Error::Content {
+                path: path.clone(),
+                reason: "no flow in it".into(),
+            });
         }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| path.display().to_string());
+        (flows, policy, format!("file {name} ({kind})"))
     } else {
         return Err(Error::Flag {
             flag: "--flows",
-            reason: "give --flows FILE or --from-cluster NAMESPACE/NAME".into(),
+            reason: "give --flows FILE, --vrni-url URL or --from-cluster NAMESPACE/NAME".into(),
         });
     };
 
-    let mut app = Application::default();
+    let mut app = app;
+    if app.is_empty()
+        && let Some(p) = &source_policy
+    {
+        app = Application::from_members(&p.spec.members);
+    }
+    recommend_from(args, flows, source_policy, source, app)
+}
+
+/// Pulls the application's flows from vRNI (`--vrni-url`).
+fn pull_vrni(
+    url: &str,
+    args: &RecommendArgs,
+    app: &crate::recommend::Application,
+) -> Result<Vec<crate::recommend::Observation>, Error> {
+    use crate::vrni;
+    let vrni_err = |e: vrni::Error| Error::Content {
+        path: PathBuf::from(url),
+        reason: e.to_string(),
+    };
+    let since = vrni::parse_since(&args.since).map_err(|reason| Error::Flag {
+        flag: "--since",
+        reason,
+    })?;
+    let domain = match &args.vrni_ldap_domain {
+        Some(d) => vrni::Domain::Ldap(d.clone()),
+        None => vrni::Domain::Local,
+    };
+    let credentials =
+        vrni::Credentials::load(args.vrni_credentials_dir.as_deref(), domain).map_err(vrni_err)?;
+    let mut config = vrni::Config::new(url, credentials);
+    config.ca_file = args.vrni_ca_file.clone();
+    config.insecure_skip_tls_verify = args.vrni_insecure_skip_tls_verify;
+    config.page_size = args.vrni_page_size.max(1);
+    config.min_interval = std::time::Duration::from_millis(args.vrni_min_interval_ms);
+    let end = jiff::Timestamp::now().as_second();
+    let start = end
+        - i64::try_from(since.as_secs())
+            .unwrap_or(i64::MAX / 2)
+            .min(end);
+    let runtime = tokio::runtime::Runtime::new().map_err(|source| Error::Io {
+        path: PathBuf::from("tokio runtime"),
+        source,
+    })?;
+    let (answer, stats) = runtime
+        .block_on(vrni::pull(config, app, start, end))
+        .map_err(vrni_err)?;
+    let flows =
+        crate::recommend::input::vrni_json(&answer.to_string()).map_err(|e| Error::Content {
+            path: PathBuf::from(url),
+            reason: e.to_string(),
+        })?;
+    eprintln!(
+        "vRNI {url}: {} flows in the last {} ({} search pages, {} bulk fetches, {} throttled calls waited out, {} logins)",
+        flows.len(),
+        args.since,
+        stats.pages,
+        stats.fetches,
+        stats.throttled,
+        stats.logins
+    );
+    if flows.is_empty() {
+        return Err(Error::Content {
+            path: PathBuf::from(url),
+            reason: format!(
+                "vRNI has no flow of the application in the last {}: check --app-ip/--app-name/--app-tag",
+                args.since
+            ),
+        });
+    }
+    Ok(flows)
+}
+
+/// The application as the flags describe it.
+fn application(args: &RecommendArgs) -> Result<crate::recommend::Application, Error> {
+    let mut app = crate::recommend::Application::default();
     for t in &args.app_tag {
         let (scope, tag) = match t.split_once('|') {
             Some((s, t)) => (Some(s.to_string()).filter(|s| !s.is_empty()), t.to_string()),
@@ -669,11 +839,18 @@ fn recommend(args: &RecommendArgs) -> Result<ExitCode, Error> {
                 reason: format!("{ip:?} is not an IP address or CIDR block"),
             })?);
     }
-    if app.is_empty()
-        && let Some(p) = &source_policy
-    {
-        app = Application::from_members(&p.spec.members);
-    }
+    Ok(app)
+}
+
+fn recommend_from(
+    args: &RecommendArgs,
+    flows: Vec<crate::recommend::Observation>,
+    source_policy: Option<crate::api::SegmentationPolicy>,
+    source: String,
+    app: crate::recommend::Application,
+) -> Result<ExitCode, Error> {
+    use crate::api::manifest::Resource;
+    use crate::recommend::Options;
 
     let inventory = match &args.inventory {
         Some(path) => serde_json::from_str(&read_text(path)?).map_err(|e| Error::Content {
@@ -755,6 +932,7 @@ fn recommend(args: &RecommendArgs) -> Result<ExitCode, Error> {
     opts.prefix = args.prefix;
     opts.collapse_min = args.collapse_min;
     opts.rare_below = args.rare_below;
+    opts.source = source;
     opts.outbound_catch_all = args.catch_all_outbound
         || source_policy
             .as_ref()
@@ -771,11 +949,15 @@ fn recommend(args: &RecommendArgs) -> Result<ExitCode, Error> {
         None => print!("{}", r.yaml),
     }
     eprintln!(
-        "{} rules from {} flow records ({} touch no member of the application), {} rare entries left as comments",
+        "{} rules from {} flow records ({} touch no member of the application), evidence in {}, {} rare entries left as comments",
         r.policy.spec.rules.len(),
         r.flows,
         r.ignored,
+        r.measure.unit(),
         r.rare.len()
     );
+    for n in &r.notes {
+        eprintln!("note: {n}");
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -20,4 +20,6 @@ pub mod nsxsim;
 pub mod plan;
 pub mod recommend;
 pub mod schedule;
+pub mod vrni;
+pub mod vrnisim;
 pub mod web;

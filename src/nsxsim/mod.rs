@@ -250,13 +250,13 @@ impl Drop for Running {
     }
 }
 
-type TlsSetup = (
+pub(crate) type TlsSetup = (
     tokio_rustls::TlsAcceptor,
     String,
     (rcgen::Certificate, KeyPair),
 );
 
-fn tls_setup() -> Result<TlsSetup, Error> {
+pub(crate) fn tls_setup() -> Result<TlsSetup, Error> {
     let tls = |e: &dyn std::fmt::Display| Error::Tls(e.to_string());
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(|e| tls(&e))?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);

@@ -174,6 +174,7 @@ pub fn samples(seed: u64) -> Samples {
             count,
             direction: None,
             seen: None,
+            volume: None,
         });
     };
     // The web tier calls the application.
@@ -298,6 +299,7 @@ fn vrni_json(flows: &[Observation]) -> String {
                     Proto::Icmp => "ICMP".to_string(),
                     Proto::Icmpv6 => "ICMPv6".to_string(),
                     Proto::Other(n) => n.to_string(),
+                    Proto::Unnamed => "OTHER".to_string(),
                 },
                 "firewall_action": "ALLOW",
                 "traffic_type": "EAST_WEST_TRAFFIC",

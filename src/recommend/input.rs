@@ -1,15 +1,22 @@
 //! Flow sources of `microseg recommend`, parsed from text. Pure.
 //!
-//! - **vRNI / Aria Operations for Networks Flow JSON** (reference §11): a list of Flow objects,
-//!   or `{"results": [...]}`. Read per flow: `source_ip.ip_address`, `destination_ip.ip_address`,
-//!   `port.start`/`port.end`, `protocol`, `source_vm`/`destination_vm` (a Reference: its
-//!   `entity_name`, else `name`), `source_vm_tags`/`destination_vm_tags` (strings, `scope|tag` or
-//!   `tag`). Two optional fields that exports add: `count` (flows aggregated in the record,
-//!   default 1) and `source_port`.
-//! - **CSV** with the same columns, one flow per line, a header line first:
+//! - **vRNI / Aria Operations for Networks Flow JSON** (reference §11): one Flow (`GET
+//!   /entities/flows/{id}`), a list of Flows, `{"results": [...]}`, or the bulk fetch answer
+//!   (`POST /entities/fetch`: `{"results": [{entity_id, entity_type, time, entity}]}`, whose
+//!   `time` becomes first/last seen). Read per flow: `source_ip.ip_address`,
+//!   `destination_ip.ip_address`, `port.start`/`port.end`, `protocol` (`OTHER` included),
+//!   `source_vm`/`destination_vm` (a Reference: its `entity_name`, else `name`),
+//!   `source_vm_tags`/`destination_vm_tags` (strings). Each Flow is one conversation without
+//!   volume. Ids without details are refused with how to fetch them. Two fields outside the API
+//!   that the project's own sample generator writes are also read: `count` (records folded into
+//!   one; such a Flow counts as records, not as a conversation) and `source_port`.
+//! - **vRNI's UI flow export** (CSV with display-name headers, see [`VRNI_CSV_COLUMNS`]): one
+//!   conversation per line with its bytes and sessions where given; other columns are ignored.
+//! - **microseg's CSV**, one flow per line, a header line first:
 //!   `source_ip,source_port,destination_ip,port,protocol,source_vm,destination_vm,source_vm_tags,destination_vm_tags,count`.
 //!   `port` is `443` or `1000-2000`; tags are separated by `;`; empty cells are unknown; only
-//!   `source_ip`, `destination_ip` and `protocol` are required, and columns may come in any order.
+//!   `source_ip`, `destination_ip` and `protocol` are required, and columns may come in any order;
+//!   an unknown column is refused (a typo would silently drop data).
 //! - **DFW packet-log lines** (reference §9): every `match` line is one flow (TERM lines are the
 //!   end of a flow already counted and are skipped).
 //! - **A SegmentationPolicy with status** (`kubectl get segpol NAME -o yaml`, or read from the
@@ -19,7 +26,7 @@ use std::net::IpAddr;
 
 use serde_json::Value;
 
-use super::{Endpoint, Observation, Proto, RecommendError, invalid};
+use super::{Endpoint, Observation, Proto, RecommendError, Volume, invalid};
 use crate::api::SegmentationPolicy;
 
 /// The CSV columns, in the order `microseg recommend` writes them.
@@ -57,96 +64,313 @@ fn proto(v: &str, field: &str) -> Result<Proto, RecommendError> {
     Proto::parse(v).ok_or_else(|| invalid(field, format!("{v:?} is not a protocol")))
 }
 
-/// Reads vRNI Flow JSON.
+/// What a JSON entry is.
+enum Entry<'a> {
+    /// A Flow object, with the time the envelope gives it (epoch seconds).
+    Flow(&'a Value, Option<i64>, String),
+    /// An id without details.
+    Id(String),
+}
+
+fn entry<'a>(v: &'a Value, at: String) -> Result<Entry<'a>, RecommendError> {
+    let Some(o) = v.as_object() else {
+        return Err(invalid(at, "expected a Flow object"));
+    };
+    if let Some(entity) = o.get("entity").filter(|e| e.is_object()) {
+        let time = o.get("time").and_then(Value::as_i64);
+        return Ok(Entry::Flow(entity, time, format!("{at}.entity")));
+    }
+    if o.contains_key("source_ip") || o.contains_key("destination_ip") {
+        return Ok(Entry::Flow(v, None, at));
+    }
+    if o.contains_key("entity_id") {
+        return Ok(Entry::Id(at));
+    }
+    Err(invalid(
+        at,
+        "neither a Flow (source_ip, destination_ip, protocol) nor an /entities/fetch result (entity)",
+    ))
+}
+
+/// Reads vRNI Flow JSON: one Flow (`GET /api/ni/entities/flows/{id}`), a list of Flows,
+/// `{"results": [Flow, ...]}`, or the bulk fetch answer (`POST /api/ni/entities/fetch`:
+/// `{"results": [{"entity_id", "entity_type", "time", "entity": Flow}]}`). A list of ids
+/// (`GET /api/ni/entities/flows`, `POST /api/ni/search`) is refused with how to get details.
+///
+/// A Flow is one conversation (vRNI aggregates packets into flows), unless it carries `count`,
+/// the number of records the project's own sample generator folds into one.
 pub fn vrni_json(text: &str) -> Result<Vec<Observation>, RecommendError> {
     let value: Value =
         serde_json::from_str(text).map_err(|e| invalid("flows", format!("not JSON: {e}")))?;
-    let list = match &value {
-        Value::Array(a) => a,
-        Value::Object(o) => o
-            .get("results")
-            .and_then(Value::as_array)
-            .ok_or_else(|| invalid("flows", "an object needs a results list"))?,
-        _ => return Err(invalid("flows", "expected a list of flows")),
+    let entries: Vec<Entry<'_>> = match &value {
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .map(|(i, v)| entry(v, format!("flows[{i}]")))
+            .collect::<Result<_, _>>()?,
+        Value::Object(o) => match o.get("results") {
+            Some(Value::Array(a)) => a
+                .iter()
+                .enumerate()
+                .map(|(i, v)| entry(v, format!("results[{i}]")))
+                .collect::<Result<_, _>>()?,
+            Some(_) => return Err(invalid("results", "not a list")),
+            None => vec![entry(&value, "flow".into())?],
+        },
+        _ => {
+            return Err(invalid(
+                "flows",
+                "expected a Flow, a list of Flows or {\"results\": [...]}",
+            ));
+        }
     };
     let mut out = Vec::new();
-    for (i, f) in list.iter().enumerate() {
-        let field = |name: &str| format!("flows[{i}].{name}");
-        let address = |name: &str| -> Result<IpAddr, RecommendError> {
-            let v = f
-                .pointer(&format!("/{name}/ip_address"))
-                .and_then(Value::as_str)
-                .ok_or_else(|| invalid(field(&format!("{name}.ip_address")), "missing"))?;
-            ip(v, &field(&format!("{name}.ip_address")))
-        };
-        let vm = |name: &str| {
-            f.get(name).and_then(|r| {
-                r.get("entity_name")
-                    .or_else(|| r.get("name"))
-                    .and_then(Value::as_str)
-                    .map(String::from)
-            })
-        };
-        let tags = |name: &str| -> Vec<String> {
-            f.get(name)
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .map(String::from)
-                .collect()
-        };
-        let protocol = proto(
-            f.get("protocol")
-                .and_then(Value::as_str)
-                .ok_or_else(|| invalid(field("protocol"), "missing"))?,
-            &field("protocol"),
-        )?;
-        let port = match f.get("port") {
-            None | Some(Value::Null) => None,
-            Some(p) => {
-                let n = |k: &str| -> Result<Option<u16>, RecommendError> {
-                    match p.get(k) {
-                        None | Some(Value::Null) => Ok(None),
-                        Some(v) => v
-                            .as_u64()
-                            .and_then(|n| u16::try_from(n).ok())
-                            .map(Some)
-                            .ok_or_else(|| invalid(field(&format!("port.{k}")), "not a port")),
-                    }
-                };
-                match (n("start")?, n("end")?) {
-                    (Some(a), Some(b)) if b >= a => Some((a, b)),
-                    (Some(a), None) => Some((a, a)),
-                    (Some(_), Some(_)) => {
-                        return Err(invalid(field("port.end"), "below port.start"));
-                    }
-                    (None, _) => None,
-                }
+    for e in entries {
+        match e {
+            Entry::Id(at) => {
+                return Err(invalid(
+                    at,
+                    "a flow id without details (what GET /api/ni/entities/flows and POST /api/ni/search return): \
+                     fetch the Flows with POST /api/ni/entities/fetch {\"entity_ids\": [...]} and give that answer, \
+                     or let microseg fetch them with --vrni-url",
+                ));
             }
+            Entry::Flow(f, time, at) => out.push(vrni_flow(f, time, &at)?),
+        }
+    }
+    Ok(out)
+}
+
+fn vrni_flow(f: &Value, time: Option<i64>, at: &str) -> Result<Observation, RecommendError> {
+    let field = |name: &str| format!("{at}.{name}");
+    let address = |name: &str| -> Result<IpAddr, RecommendError> {
+        let v = f
+            .pointer(&format!("/{name}/ip_address"))
+            .and_then(Value::as_str)
+            .ok_or_else(|| invalid(field(&format!("{name}.ip_address")), "missing"))?;
+        ip(v, &field(&format!("{name}.ip_address")))
+    };
+    let vm = |name: &str| {
+        f.get(name).and_then(|r| {
+            r.get("entity_name")
+                .or_else(|| r.get("name"))
+                .and_then(Value::as_str)
+                .map(String::from)
+        })
+    };
+    let tags = |name: &str| -> Vec<String> {
+        f.get(name)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(String::from)
+            .collect()
+    };
+    let protocol = proto(
+        f.get("protocol")
+            .and_then(Value::as_str)
+            .ok_or_else(|| invalid(field("protocol"), "missing"))?,
+        &field("protocol"),
+    )?;
+    let port = match f.get("port") {
+        None | Some(Value::Null) => None,
+        Some(p) => {
+            let n = |k: &str| -> Result<Option<u16>, RecommendError> {
+                match p.get(k) {
+                    None | Some(Value::Null) => Ok(None),
+                    Some(v) => v
+                        .as_u64()
+                        .and_then(|n| u16::try_from(n).ok())
+                        .map(Some)
+                        .ok_or_else(|| invalid(field(&format!("port.{k}")), "not a port")),
+                }
+            };
+            match (n("start")?, n("end")?) {
+                (Some(a), Some(b)) if b >= a => Some((a, b)),
+                (Some(a), None) => Some((a, a)),
+                (Some(_), Some(_)) => {
+                    return Err(invalid(field("port.end"), "below port.start"));
+                }
+                (None, _) => None,
+            }
+        }
+    };
+    let src_port = f
+        .get("source_port")
+        .and_then(Value::as_u64)
+        .and_then(|n| u16::try_from(n).ok());
+    let count = match f.get("count") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .ok_or_else(|| invalid(field("count"), "not a count"))?,
+        ),
+    };
+    let seen = match time {
+        Some(t) => {
+            let ts = jiff::Timestamp::from_second(t)
+                .map_err(|e| invalid(format!("{at}: time"), e.to_string()))?;
+            Some((ts.to_string(), ts.to_string()))
+        }
+        None => None,
+    };
+    Ok(Observation {
+        src: Endpoint {
+            ip: address("source_ip")?,
+            vm: vm("source_vm"),
+            tags: tags("source_vm_tags"),
+        },
+        dst: Endpoint {
+            ip: address("destination_ip")?,
+            vm: vm("destination_vm"),
+            tags: tags("destination_vm_tags"),
+        },
+        protocol,
+        src_port,
+        port,
+        count: count.unwrap_or(1),
+        direction: None,
+        seen,
+        volume: match count {
+            Some(_) => None,
+            None => Some(Volume::default()),
+        },
+    })
+}
+
+/// The columns of vRNI's UI flow export that [`vrni_csv`] reads, by their display name
+/// (matched without regard to case, spaces and underscores); other columns are ignored.
+pub const VRNI_CSV_COLUMNS: [&str; 9] = [
+    "Source IP Address",
+    "Destination IP Address",
+    "Port",
+    "Protocol",
+    "Source VM",
+    "Destination VM",
+    "Bytes (In Bytes)",
+    "Bytes",
+    "Session Count",
+];
+
+fn header_key(h: &str) -> String {
+    h.trim_start_matches('\u{feff}')
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != '_')
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// True when the CSV's header is vRNI's UI export (display names), not microseg's columns.
+pub fn is_vrni_csv(text: &str) -> bool {
+    text.lines()
+        .find(|l| !l.trim().is_empty())
+        .is_some_and(|h| {
+            csv_fields(h)
+                .iter()
+                .any(|c| header_key(c) == "sourceipaddress")
+        })
+}
+
+/// A volume cell: an integer or Java float notation (`6.06971876E8`); empty is unknown.
+fn volume_cell(v: &str, field: &str) -> Result<u64, RecommendError> {
+    let bad = || invalid(field, format!("{v:?} is not a volume"));
+    if let Ok(n) = v.parse::<u64>() {
+        return Ok(n);
+    }
+    let f: f64 = v.parse().map_err(|_| bad())?;
+    if !f.is_finite() || f < 0.0 || f > u64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(f.round() as u64)
+}
+
+/// A port cell of the UI export: `443`, `443 [https]`, `1000-2000`; empty is none.
+fn port_cell(v: &str, field: &str) -> Result<(u16, u16), RecommendError> {
+    let number = v.split('[').next().unwrap_or(v).trim();
+    port_range(number, field)
+}
+
+/// Reads vRNI's UI flow export (CSV with display-name headers): one conversation per line.
+pub fn vrni_csv(text: &str) -> Result<Vec<Observation>, RecommendError> {
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
+    let Some((_, header)) = lines.next() else {
+        return Err(invalid("line 1", "empty: no header line"));
+    };
+    let keys: Vec<String> = csv_fields(header).iter().map(|h| header_key(h)).collect();
+    let col = |names: &[&str]| names.iter().find_map(|n| keys.iter().position(|k| k == n));
+    let required = |names: &[&str], display: &str| {
+        col(names).ok_or_else(|| {
+            invalid(
+                "line 1",
+                format!("column {display:?} is missing (this is read as vRNI's flow export)"),
+            )
+        })
+    };
+    let src_col = required(&["sourceipaddress"], "Source IP Address")?;
+    let dst_col = required(&["destinationipaddress"], "Destination IP Address")?;
+    let proto_col = required(&["protocol"], "Protocol")?;
+    let port_col = col(&["port"]);
+    let src_vm_col = col(&["sourcevm"]);
+    let dst_vm_col = col(&["destinationvm"]);
+    let bytes_col = col(&["bytes(inbytes)", "bytes"]);
+    let sessions_col = col(&["sessioncount"]);
+    let mut out = Vec::new();
+    for (n, line) in lines {
+        let line_no = n + 1;
+        let fields = csv_fields(line);
+        if fields.len() != keys.len() {
+            return Err(invalid(
+                format!("line {line_no}"),
+                format!("{} fields, the header has {}", fields.len(), keys.len()),
+            ));
+        }
+        let get = |c: Option<usize>| {
+            c.map(|i| fields[i].trim())
+                .filter(|v| !v.is_empty() && *v != "N/A")
         };
-        let src_port = f
-            .get("source_port")
-            .and_then(Value::as_u64)
-            .and_then(|n| u16::try_from(n).ok());
+        let field = |name: &str| format!("line {line_no}: {name}");
+        let need = |c: usize, name: &str| get(Some(c)).ok_or_else(|| invalid(field(name), "empty"));
         out.push(Observation {
             src: Endpoint {
-                ip: address("source_ip")?,
-                vm: vm("source_vm"),
-                tags: tags("source_vm_tags"),
+                ip: ip(
+                    need(src_col, "Source IP Address")?,
+                    &field("Source IP Address"),
+                )?,
+                vm: get(src_vm_col).map(String::from),
+                tags: Vec::new(),
             },
             dst: Endpoint {
-                ip: address("destination_ip")?,
-                vm: vm("destination_vm"),
-                tags: tags("destination_vm_tags"),
+                ip: ip(
+                    need(dst_col, "Destination IP Address")?,
+                    &field("Destination IP Address"),
+                )?,
+                vm: get(dst_vm_col).map(String::from),
+                tags: Vec::new(),
             },
-            protocol,
-            src_port,
-            port,
-            count: f.get("count").and_then(Value::as_u64).unwrap_or(1),
+            protocol: proto(need(proto_col, "Protocol")?, &field("Protocol"))?,
+            src_port: None,
+            port: get(port_col)
+                .map(|v| port_cell(v, &field("Port")))
+                .transpose()?,
+            count: 1,
             direction: None,
             seen: None,
+            volume: Some(Volume {
+                bytes: get(bytes_col)
+                    .map(|v| volume_cell(v, &field("Bytes")))
+                    .transpose()?,
+                sessions: get(sessions_col)
+                    .map(|v| volume_cell(v, &field("Session Count")))
+                    .transpose()?,
+            }),
         });
+    }
+    if out.is_empty() {
+        return Err(invalid("flows", "no flow lines after the header"));
     }
     Ok(out)
 }
@@ -261,6 +485,7 @@ pub fn csv(text: &str) -> Result<Vec<Observation>, RecommendError> {
                 .unwrap_or(1),
             direction: None,
             seen: None,
+            volume: None,
         });
     }
     Ok(out)
@@ -339,6 +564,7 @@ pub fn dfw_log(text: &str) -> LogRead {
                     count: 1,
                     direction: None,
                     seen: r.timestamp.map(|t| (t.to_string(), t.to_string())),
+                    volume: None,
                 });
             }
             Ok(_) => {}
@@ -383,6 +609,7 @@ pub fn policy_flows(text: &str) -> Result<(SegmentationPolicy, Vec<Observation>)
             count: u64::try_from(f.count).unwrap_or(0),
             direction: Some(f.direction),
             seen: Some((f.first_seen.0.to_string(), f.last_seen.0.to_string())),
+            volume: None,
         });
     }
     Ok((policy, out))

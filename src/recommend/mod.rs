@@ -76,6 +76,8 @@ pub enum Proto {
     Icmpv6,
     /// Another protocol number (cannot be written as a port: listed for a human).
     Other(u8),
+    /// A protocol the source does not name (vRNI's `OTHER`): listed for a human.
+    Unnamed,
 }
 
 impl Proto {
@@ -87,6 +89,7 @@ impl Proto {
             "UDP" | "17" => Proto::Udp,
             "ICMP" | "ICMPV4" | "1" => Proto::Icmp,
             "ICMPV6" | "IPV6-ICMP" | "58" => Proto::Icmpv6,
+            "OTHER" => Proto::Unnamed,
             other => Proto::Other(
                 other
                     .trim_start_matches("PROTO")
@@ -104,6 +107,7 @@ impl Proto {
             Proto::Icmp => "ICMP".into(),
             Proto::Icmpv6 => "ICMPv6".into(),
             Proto::Other(n) => format!("PROTO {n}"),
+            Proto::Unnamed => "OTHER".into(),
         }
     }
 }
@@ -130,6 +134,16 @@ impl Endpoint {
     }
 }
 
+/// The volume a conversation record carries (vRNI exports and API): what it moved, not how often
+/// it was logged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Volume {
+    /// Bytes in both directions, when the source gives them.
+    pub bytes: Option<u64>,
+    /// Sessions (connections), when the source gives them.
+    pub sessions: Option<u64>,
+}
+
 /// One observed flow (or an aggregate of identical ones).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Observation {
@@ -149,6 +163,69 @@ pub struct Observation {
     pub direction: Option<Direction>,
     /// When it was seen (first, last), as the source writes it.
     pub seen: Option<(String, String)>,
+    /// Set when the record is one conversation of a flow-analytics tool (vRNI) rather than one
+    /// logged packet or connection: its volume, as far as the source gives it.
+    pub volume: Option<Volume>,
+}
+
+/// What the evidence of an entry is counted in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Measure {
+    /// Flow records (DFW `match` lines, monitor flows, the CSV's `count`).
+    Records,
+    /// Sessions of vRNI conversations (every record gives a session count).
+    Sessions,
+    /// Bytes of vRNI conversations (every record gives bytes, not all give sessions).
+    Bytes,
+    /// vRNI conversations, counted (the records give no volume).
+    Conversations,
+}
+
+impl Measure {
+    /// The measure a set of flows supports: records unless they are conversations; then
+    /// sessions when every conversation has them, else bytes when every one has them, else
+    /// conversations.
+    pub fn of(flows: &[Observation]) -> Measure {
+        let volumes: Vec<&Volume> = flows.iter().filter_map(|f| f.volume.as_ref()).collect();
+        if volumes.is_empty() {
+            Measure::Records
+        } else if volumes.iter().all(|v| v.sessions.is_some()) {
+            Measure::Sessions
+        } else if volumes.iter().all(|v| v.bytes.is_some()) {
+            Measure::Bytes
+        } else {
+            Measure::Conversations
+        }
+    }
+
+    /// The rarity threshold used when none is given: a record or session count below 3, a
+    /// conversation that moved no byte (a refused or unanswered attempt); every conversation
+    /// vRNI reports without volume is evidence of its own.
+    pub fn default_rare_below(self) -> u64 {
+        match self {
+            Measure::Records | Measure::Sessions => DEFAULT_RARE_BELOW,
+            Measure::Bytes | Measure::Conversations => 1,
+        }
+    }
+
+    /// The unit, plural.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Measure::Records => "flow records",
+            Measure::Sessions => "sessions",
+            Measure::Bytes => "bytes",
+            Measure::Conversations => "conversations",
+        }
+    }
+
+    fn weight(self, s: &Stats) -> u64 {
+        match self {
+            Measure::Records => s.count,
+            Measure::Sessions => s.sessions,
+            Measure::Bytes => s.bytes,
+            Measure::Conversations => s.conversations,
+        }
+    }
 }
 
 impl Observation {
@@ -313,8 +390,11 @@ pub struct Options {
     pub prefix: u8,
     /// Addresses of one network (same direction and service) that make a CIDR peer.
     pub collapse_min: usize,
-    /// Entries seen fewer times than this are listed as rare instead of becoming rules.
-    pub rare_below: u64,
+    /// Entries whose evidence (in the flows' [`Measure`]) is below this are listed as rare
+    /// instead of becoming rules; `None`: the measure's default.
+    pub rare_below: Option<u64>,
+    /// Where the flows came from (a file and its format, or a vRNI API), stated in the output.
+    pub source: String,
     /// Turn on the outbound catch-all (the outbound rules only matter with it).
     pub outbound_catch_all: bool,
     /// Rules kept as they are, first (recommending for an existing policy).
@@ -333,7 +413,8 @@ impl Options {
             criticality: Criticality::Medium,
             prefix: DEFAULT_PREFIX,
             collapse_min: DEFAULT_COLLAPSE_MIN,
-            rare_below: DEFAULT_RARE_BELOW,
+            rare_below: None,
+            source: "flows".into(),
             outbound_catch_all: false,
             keep_rules: Vec::new(),
         }
@@ -397,7 +478,7 @@ impl Service {
             Proto::Udp => Protocol::Udp,
             Proto::Icmp => Protocol::Icmp,
             Proto::Icmpv6 => Protocol::Icmpv6,
-            Proto::Other(_) => return None,
+            Proto::Other(_) | Proto::Unnamed => return None,
         };
         let (port, end_port) = match self.ports {
             Some((a, b)) if b > a => (Some(i32::from(a)), Some(i32::from(b))),
@@ -419,6 +500,12 @@ impl Service {
 pub struct Stats {
     /// Flows.
     pub count: u64,
+    /// Conversation records (vRNI) behind the entry.
+    pub conversations: u64,
+    /// Bytes of those conversations, where given.
+    pub bytes: u64,
+    /// Sessions of those conversations, where given.
+    pub sessions: u64,
     /// Distinct peer addresses.
     pub addresses: BTreeSet<IpAddr>,
     /// Earliest first-seen and latest last-seen, as the source wrote them.
@@ -428,6 +515,9 @@ pub struct Stats {
 impl Stats {
     fn add(&mut self, other: &Stats) {
         self.count += other.count;
+        self.conversations += other.conversations;
+        self.bytes += other.bytes;
+        self.sessions += other.sessions;
         self.addresses.extend(other.addresses.iter().copied());
         self.seen = match (self.seen.take(), other.seen.clone()) {
             (Some((a, b)), Some((c, d))) => Some((a.min(c), b.max(d))),
@@ -462,6 +552,14 @@ pub struct Recommendation {
     pub flows: usize,
     /// Flow records that touch no member of the application.
     pub ignored: usize,
+    /// What the evidence is counted in.
+    pub measure: Measure,
+    /// The rarity threshold applied (in `measure`).
+    pub rare_below: u64,
+    /// Per rule (by name): what was seen behind it.
+    pub evidence: Vec<(String, Stats)>,
+    /// Things a reviewer must know (selectors NSX may not have, ...).
+    pub notes: Vec<String>,
     /// The YAML (policy plus comments), validated against the CRD schema.
     pub yaml: String,
 }
@@ -499,9 +597,6 @@ fn known_apps(known: &[SegmentationPolicy], opts: &Options) -> Vec<Known> {
 
 /// Fills in VM names and tags from the inventory where the flow source lacks them.
 pub fn enrich(e: &mut Endpoint, inventory: &[InventoryVm]) {
-    if e.vm.is_some() && !e.tags.is_empty() {
-        return;
-    }
     if let Some(vm) = inventory.iter().find(|vm| {
         vm.ips
             .iter()
@@ -510,12 +605,12 @@ pub fn enrich(e: &mut Endpoint, inventory: &[InventoryVm]) {
         if e.vm.is_none() {
             e.vm = Some(vm.name.clone());
         }
-        if e.tags.is_empty() {
-            e.tags = vm
-                .tags
-                .iter()
-                .map(|t| format!("{}|{}", t.scope, t.tag))
-                .collect();
+        // NSX tags join the tags the source gave (vRNI's are vCenter tags).
+        for t in &vm.tags {
+            let t = format!("{}|{}", t.scope, t.tag);
+            if !e.tags.contains(&t) {
+                e.tags.push(t);
+            }
         }
     }
 }
@@ -543,7 +638,10 @@ pub fn recommend(
         ));
     }
     let known = known_apps(known, opts);
+    let measure = Measure::of(flows);
+    let rare_below = opts.rare_below.unwrap_or(measure.default_rare_below());
     let mut entries: Entries = BTreeMap::new();
+    let mut matched: Vec<Endpoint> = Vec::new();
     let mut ignored = 0;
     for f in flows {
         let mut f = f.normalised();
@@ -561,8 +659,17 @@ pub fn recommend(
                 _ => None,
             },
         };
+        for (e, inside) in [(&f.src, src_in), (&f.dst, dst_in)] {
+            if inside && !matched.contains(e) {
+                matched.push(e.clone());
+            }
+        }
+        let volume = f.volume.unwrap_or_default();
         let stats = |peer: &Endpoint| Stats {
             count: f.count.max(1),
+            conversations: u64::from(f.volume.is_some()),
+            bytes: volume.bytes.unwrap_or(0),
+            sessions: volume.sessions.unwrap_or(0),
             addresses: BTreeSet::from([peer.ip]),
             seen: f.seen.clone(),
         };
@@ -598,8 +705,15 @@ pub fn recommend(
                 "{} cannot be written as a port of a rule",
                 service.protocol.label()
             ))
-        } else if stats.count < opts.rare_below {
-            Some(format!("seen fewer than {} times", opts.rare_below))
+        } else if measure == Measure::Records && stats.count < rare_below {
+            Some(format!("seen fewer than {rare_below} times"))
+        } else if measure != Measure::Records && measure.weight(&stats) < rare_below {
+            Some(format!(
+                "{} {} in {}, below {rare_below}",
+                measure.weight(&stats),
+                measure.unit(),
+                plural(stats.conversations, "conversation")
+            ))
         } else {
             None
         };
@@ -620,16 +734,144 @@ pub fn recommend(
             }
         }
     }
-    let rules = rules(&kept, opts);
-    let policy = policy(app, rules, opts);
-    let yaml = render(&policy, &rare, flows.len(), ignored, opts)?;
+    let (rules, evidence) = rules(&kept, measure, opts);
+    let (selectors, notes) = nsx_selectors(app, &matched, inventory);
+    let policy = policy(&selectors, rules, opts);
+    let facts = Facts {
+        flows: flows.len(),
+        ignored,
+        measure,
+        rare_below,
+        evidence: &evidence,
+        notes: &notes,
+    };
+    let yaml = render(&policy, &rare, &facts, opts)?;
     Ok(Recommendation {
         policy,
         rare,
         flows: flows.len(),
         ignored,
+        measure,
+        rare_below,
+        evidence,
+        notes,
         yaml,
     })
+}
+
+/// True when the tag is written the way vCenter tags are (`Category:Tag`), not NSX's `scope|tag`.
+fn vcenter_form(t: &VmTag) -> bool {
+    t.scope.as_deref().is_none_or(str::is_empty) && t.tag.contains(':')
+}
+
+/// The members the policy names: a VM tag that NSX does not have (vRNI reports vCenter tags,
+/// `Category:Tag`; NSX groups match NSX tags) would make an empty group, so it is replaced by
+/// what NSX does know of the VMs it matched: their names, else their addresses.
+fn nsx_selectors(
+    app: &Application,
+    matched: &[Endpoint],
+    inventory: &[InventoryVm],
+) -> (Application, Vec<String>) {
+    let mut out = Application {
+        tags: Vec::new(),
+        ..app.clone()
+    };
+    let mut notes = Vec::new();
+    for t in &app.tags {
+        let in_nsx = inventory.iter().any(|vm| {
+            vm.tags
+                .iter()
+                .any(|x| tag_matches(t, &format!("{}|{}", x.scope, x.tag)))
+        });
+        let label = match &t.scope {
+            Some(s) if !s.is_empty() => format!("{s}|{}", t.tag),
+            _ => t.tag.clone(),
+        };
+        if in_nsx || (inventory.is_empty() && !vcenter_form(t)) {
+            if !in_nsx {
+                notes.push(format!(
+                    "VM tag {label:?} was not checked against NSX (no --inventory): NSX must carry it as a tag or the group is empty"
+                ));
+            }
+            out.tags.push(t.clone());
+            continue;
+        }
+        let why = if inventory.is_empty() {
+            "looks like a vCenter tag (Category:Tag, as vRNI reports them), not an NSX tag"
+        } else {
+            "is on no VM of the NSX inventory"
+        };
+        let hits: Vec<&Endpoint> = matched
+            .iter()
+            .filter(|e| e.tags.iter().any(|have| tag_matches(t, have)))
+            .collect();
+        if hits.is_empty() {
+            notes.push(format!(
+                "VM tag {label:?} {why}, and no flow matched it: an NSX group on it would be empty; it is kept, replace it by hand"
+            ));
+            out.tags.push(t.clone());
+            continue;
+        }
+        // An NSX tag that exactly these VMs carry in the inventory is the best replacement.
+        let vm_of = |e: &Endpoint| {
+            inventory.iter().position(|vm| {
+                vm.ips
+                    .iter()
+                    .any(|i| i.parse::<IpAddr>().ok() == Some(e.ip))
+            })
+        };
+        let hit_vms: Option<BTreeSet<usize>> = hits.iter().map(|e| vm_of(e)).collect();
+        let exact = hit_vms.and_then(|set| {
+            let first = *set.iter().next()?;
+            inventory[first].tags.iter().find(|t| {
+                let carriers: BTreeSet<usize> = inventory
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, vm)| vm.tags.contains(t))
+                    .map(|(i, _)| i)
+                    .collect();
+                carriers == set
+            })
+        });
+        if let Some(t) = exact {
+            out.tags.push(VmTag {
+                scope: Some(t.scope.clone()).filter(|s| !s.is_empty()),
+                tag: t.tag.clone(),
+            });
+            notes.push(format!(
+                "VM tag {label:?} {why}: an NSX group on it would be empty, so the member is the NSX tag \"{}|{}\" that exactly the VMs it matched carry",
+                t.scope, t.tag
+            ));
+            continue;
+        }
+        let mut names = Vec::new();
+        for e in hits {
+            match &e.vm {
+                Some(vm) => {
+                    let n = VmName {
+                        equals: Some(vm.clone()),
+                        starts_with: None,
+                    };
+                    if !out.names.contains(&n) {
+                        names.push(vm.clone());
+                        out.names.push(n);
+                    }
+                }
+                None => {
+                    let net = IpNet::from(e.ip);
+                    if !out.networks.contains(&net) {
+                        names.push(e.ip.to_string());
+                        out.networks.push(net);
+                    }
+                }
+            }
+        }
+        notes.push(format!(
+            "VM tag {label:?} {why}: an NSX group on it would be empty, so the members are the VMs it matched in the flows instead: {}",
+            names.join(", ")
+        ));
+    }
+    (out, notes)
 }
 
 /// Replaces address peers by their network where enough addresses of one network share a
@@ -747,8 +989,10 @@ fn peer(p: &PeerKey, opts: &Options) -> Peer {
 
 fn rules(
     kept: &BTreeMap<Direction, BTreeMap<PeerKey, BTreeMap<Service, Stats>>>,
+    measure: Measure,
     opts: &Options,
-) -> Vec<PolicyRule> {
+) -> (Vec<PolicyRule>, Vec<(String, Stats)>) {
+    let mut evidence = Vec::new();
     let mut taken: BTreeSet<String> = opts.keep_rules.iter().map(|r| r.name.clone()).collect();
     let mut out = opts.keep_rules.clone();
     for (dir, peers) in kept {
@@ -765,16 +1009,25 @@ fn rules(
                 for service_chunk in services.chunks(MAX_PORTS) {
                     let name = rule_name(*dir, peer_chunk, service_chunk, &taken);
                     taken.insert(name.clone());
-                    let mut count = 0;
-                    let mut addresses = BTreeSet::new();
+                    let mut total = Stats::default();
                     for p in peer_chunk {
                         for s in service_chunk {
                             if let Some(st) = peers_stats(kept, *dir, p, s) {
-                                count += st.count;
-                                addresses.extend(st.addresses.iter().copied());
+                                total.add(st);
                             }
                         }
                     }
+                    let (count, addresses) = (total.count, total.addresses.len() as u64);
+                    let observed = match measure {
+                        Measure::Records => plural(count, "flow"),
+                        Measure::Conversations => plural(total.conversations, "conversation"),
+                        Measure::Sessions | Measure::Bytes => format!(
+                            "{} ({})",
+                            plural(total.conversations, "conversation"),
+                            volume_text(&total)
+                        ),
+                    };
+                    evidence.push((name.clone(), total));
                     let way = match dir {
                         Direction::Inbound => "from",
                         Direction::Outbound => "to",
@@ -787,16 +1040,42 @@ fn rules(
                         action: crate::api::Action::Allow,
                         logged: false,
                         description: Some(format!(
-                            "observed {} {way} {}",
-                            plural(count, "flow"),
-                            plural(addresses.len() as u64, "peer address")
+                            "observed {observed} {way} {}",
+                            plural(addresses, "peer address")
                         )),
                     });
                 }
             }
         }
     }
-    out
+    (out, evidence)
+}
+
+/// Bytes with a binary unit, and sessions, as far as known.
+fn volume_text(s: &Stats) -> String {
+    let mut parts = Vec::new();
+    if s.bytes > 0 {
+        let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+        let mut v = s.bytes as f64;
+        let mut u = 0;
+        while v >= 1024.0 && u + 1 < units.len() {
+            v /= 1024.0;
+            u += 1;
+        }
+        parts.push(if u == 0 {
+            format!("{} B", s.bytes)
+        } else {
+            format!("{v:.1} {}", units[u])
+        });
+    }
+    if s.sessions > 0 {
+        parts.push(plural(s.sessions, "session"));
+    }
+    if parts.is_empty() {
+        "no volume given".into()
+    } else {
+        parts.join(", ")
+    }
 }
 
 fn peers_stats<'a>(
@@ -831,13 +1110,29 @@ fn policy(app: &Application, rules: Vec<PolicyRule>, opts: &Options) -> Segmenta
     p
 }
 
+/// What the rendered comments state besides the policy.
+struct Facts<'a> {
+    flows: usize,
+    ignored: usize,
+    measure: Measure,
+    rare_below: u64,
+    evidence: &'a [(String, Stats)],
+    notes: &'a [String],
+}
+
 fn render(
     policy: &SegmentationPolicy,
     rare: &[Rare],
-    flows: usize,
-    ignored: usize,
+    facts: &Facts<'_>,
     opts: &Options,
 ) -> Result<String, RecommendError> {
+    let Facts {
+        flows,
+        ignored,
+        measure,
+        rare_below,
+        ..
+    } = *facts;
     let spec = serde_yaml::to_string(&policy.spec)
         .map_err(|e| invalid("spec", format!("does not render as YAML: {e}")))?;
     let mut out = String::new();
@@ -845,17 +1140,49 @@ fn render(
         out,
         "# Recommended by microseg from {flows} flow records ({ignored} touch no member of the application)."
     );
+    let _ = writeln!(out, "# Source: {}.", opts.source);
     let _ = writeln!(
         out,
-        "# Peers of one /{} network collapse to it from {} addresses; entries seen fewer than {} times are listed at the end.",
-        opts.prefix, opts.collapse_min, opts.rare_below
+        "# Evidence is counted in {}; entries below {rare_below} are listed at the end as rare. Peers of one /{} network collapse to it from {} addresses.",
+        measure.unit(),
+        opts.prefix,
+        opts.collapse_min
     );
+    for n in facts.notes {
+        let _ = writeln!(out, "# NOTE: {n}.");
+    }
     out.push_str("apiVersion: microseg.io/v1alpha1\nkind: SegmentationPolicy\nmetadata:\n");
     let _ = writeln!(out, "  name: {}", yaml_scalar(&opts.name)?);
     let _ = writeln!(out, "  namespace: {}", yaml_scalar(&opts.namespace)?);
     out.push_str("spec:\n");
     for line in spec.lines() {
         let _ = writeln!(out, "  {line}");
+    }
+    if !facts.evidence.is_empty() {
+        let _ = writeln!(out, "# Evidence per rule, from {}:", opts.source);
+        for (name, s) in facts.evidence {
+            let seen = s
+                .seen
+                .as_ref()
+                .map(|(a, b)| format!(", first {a}, last {b}"))
+                .unwrap_or_default();
+            let volume = if s.conversations > 0 && (s.bytes > 0 || s.sessions > 0) {
+                format!(
+                    "{} ({})",
+                    plural(s.conversations, "conversation"),
+                    volume_text(s)
+                )
+            } else if s.conversations > 0 {
+                plural(s.conversations, "conversation")
+            } else {
+                plural(s.count, "flow record")
+            };
+            let _ = writeln!(
+                out,
+                "#   {name}: {volume} with {}{seen}",
+                plural(s.addresses.len() as u64, "peer address")
+            );
+        }
     }
     if !rare.is_empty() {
         out.push_str(
@@ -878,7 +1205,11 @@ fn render(
                 },
                 r.peer.label(),
                 r.service.label(),
-                plural(r.stats.count, "flow"),
+                if r.stats.conversations > 0 {
+                    plural(r.stats.conversations, "conversation")
+                } else {
+                    plural(r.stats.count, "flow")
+                },
                 r.why
             );
         }

@@ -1,4 +1,4 @@
-use super::input::{csv, dfw_log, policy_flows, to_csv, vrni_json};
+use super::input::{csv, dfw_log, is_vrni_csv, policy_flows, to_csv, vrni_csv, vrni_json};
 use super::*;
 
 fn owner() -> Owner {
@@ -30,6 +30,7 @@ fn flow(src: &str, dst: &str, proto: Proto, port: Option<u16>, count: u64) -> Ob
         count,
         direction: None,
         seen: None,
+        volume: None,
     }
 }
 
@@ -122,7 +123,7 @@ fn rare_flows_become_comments_not_rules() {
         r.yaml
     );
     let mut o = opts();
-    o.rare_below = 2;
+    o.rare_below = Some(2);
     let all = recommend(&flows, &app(), &[], &[], &o).unwrap();
     assert_eq!(all.policy.spec.rules.len(), 2);
 }
@@ -309,4 +310,250 @@ fn the_recommend_module_stays_pure() {
             assert!(!text.contains(forbidden), "{file} uses {forbidden}");
         }
     }
+}
+
+const FLOW: &str = r#"{"entity_id": "18230:515:3317701", "entity_type": "Flow",
+  "source_ip": {"ip_address": "10.10.1.21", "netmask": "255.255.255.0", "network_address": "10.10.1.0"},
+  "destination_ip": {"ip_address": "10.10.2.11", "netmask": "255.255.255.0", "network_address": "10.10.2.0"},
+  "port": {"start": 8443, "end": 8443, "display": "8443", "iana_name": "", "iana_port_display": "8443"},
+  "protocol": "TCP", "destination_vm": {"entity_id": "18230:1:1201", "entity_type": "VirtualMachine", "entity_name": "orders-01"},
+  "destination_vm_tags": ["Application:orders"]}"#;
+
+#[test]
+fn every_vrni_json_shape_reads_as_conversations() {
+    let one = vrni_json(FLOW).unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].port, Some((8443, 8443)));
+    assert_eq!(one[0].dst.vm.as_deref(), Some("orders-01"));
+    assert_eq!(one[0].dst.tags, ["Application:orders"]);
+    assert_eq!(
+        one[0].volume,
+        Some(Volume::default()),
+        "a Flow is one conversation"
+    );
+    assert_eq!(one[0].seen, None);
+    let list = vrni_json(&format!("[{FLOW}, {FLOW}]")).unwrap();
+    assert_eq!(list, [one[0].clone(), one[0].clone()]);
+    let results = vrni_json(&format!(r#"{{"results": [{FLOW}], "total_count": 1}}"#)).unwrap();
+    assert_eq!(results, one);
+    let fetched = vrni_json(&format!(
+        r#"{{"results": [{{"entity_id": "18230:515:3317701", "entity_type": "Flow", "time": 1764403200, "entity": {FLOW}}}]}}"#
+    ))
+    .unwrap();
+    assert_eq!(
+        fetched[0].seen,
+        Some((
+            "2025-11-29T08:00:00Z".to_string(),
+            "2025-11-29T08:00:00Z".to_string()
+        ))
+    );
+    assert_eq!(fetched[0].src, one[0].src);
+    // Ids only: refused, saying how to get the details.
+    let e = vrni_json(r#"{"results": [{"entity_id": "18230:515:1", "entity_type": "Flow", "time": 1}], "cursor": "x"}"#)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("results[0]: a flow id without details"),
+        "{e}"
+    );
+    assert!(
+        e.contains("POST /api/ni/entities/fetch") && e.contains("--vrni-url"),
+        "{e}"
+    );
+    // OTHER is a protocol vRNI may report: read, not refused.
+    let other = vrni_json(&FLOW.replace(r#""protocol": "TCP""#, r#""protocol": "OTHER""#)).unwrap();
+    assert_eq!(other[0].protocol, Proto::Unnamed);
+    let e = vrni_json(r#"{"name": "x"}"#).unwrap_err().to_string();
+    assert!(e.starts_with("flow: neither a Flow"), "{e}");
+}
+
+const EXPORT: &str = "name,Source IP Address,Source VM,Source Cluster,Destination IP Address,Destination VM,Port,Port Name,Protocol,Bytes (In Bytes),Session Count
+\"a\",10.20.30.1,,,10.10.2.11,orders-01,443 [https],https,TCP,6.06971876E8,12
+\"b\",10.20.30.2,,,10.10.2.11,orders-01,443 [https],https,TCP,1024,1
+\"c\",10.10.2.11,orders-01,,10.0.0.53,dns-01,53,dns,UDP,1848320,
+\"d\",10.10.2.11,orders-01,,10.0.0.9,,,,OTHER,3904,2
+";
+
+#[test]
+fn the_vrni_ui_export_is_read_by_its_display_names() {
+    assert!(is_vrni_csv(EXPORT));
+    assert!(!is_vrni_csv(&to_csv(&[])));
+    let flows = vrni_csv(EXPORT).unwrap();
+    assert_eq!(flows.len(), 4);
+    assert_eq!(flows[0].port, Some((443, 443)));
+    assert_eq!(flows[0].dst.vm.as_deref(), Some("orders-01"));
+    assert_eq!(
+        flows[0].volume,
+        Some(Volume {
+            bytes: Some(606_971_876),
+            sessions: Some(12)
+        })
+    );
+    assert_eq!(
+        flows[2].volume,
+        Some(Volume {
+            bytes: Some(1_848_320),
+            sessions: None
+        }),
+        "empty volumes are unknown"
+    );
+    assert_eq!(flows[3].protocol, Proto::Unnamed);
+    assert_eq!(flows[3].port, None);
+    // Case, spaces, underscores and column order do not matter; other columns are ignored.
+    let shuffled = "PROTOCOL,destination_ip_address,Extra Column,source ip address,port\nTCP,10.10.2.11,x,10.20.30.1,443\n";
+    let f = vrni_csv(shuffled).unwrap();
+    assert_eq!(
+        (f[0].src.ip.to_string(), f[0].port),
+        ("10.20.30.1".to_string(), Some((443, 443)))
+    );
+    // Errors name the line and the column.
+    let e = vrni_csv(
+        "Source IP Address,Destination IP Address,Protocol,Bytes\n10.0.0.1,10.0.0.2,TCP,lots\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(e, "line 2: Bytes: \"lots\" is not a volume");
+    let e = vrni_csv("Source IP Address,Protocol\n10.0.0.1,TCP\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("\"Destination IP Address\" is missing"), "{e}");
+    let e = vrni_csv(EXPORT.lines().next().unwrap())
+        .unwrap_err()
+        .to_string();
+    assert_eq!(e, "flows: no flow lines after the header");
+}
+
+#[test]
+fn conversations_are_weighed_by_their_volume_not_counted_as_records() {
+    // Every record has sessions: sessions are the measure, 3 the default threshold.
+    let all =
+        "Source IP Address,Destination IP Address,Port,Protocol,Bytes (In Bytes),Session Count
+10.20.30.1,10.10.2.11,443,TCP,9000,40
+10.20.31.1,10.10.2.11,8443,TCP,200,2
+";
+    let r = recommend(&vrni_csv(all).unwrap(), &app(), &[], &[], &opts()).unwrap();
+    assert_eq!(r.measure, Measure::Sessions);
+    assert_eq!(r.rare_below, 3);
+    assert_eq!(r.policy.spec.rules.len(), 1, "{}", r.yaml);
+    assert_eq!(
+        r.policy.spec.rules[0].description.as_deref(),
+        Some("observed 1 conversation (8.8 KiB, 40 sessions) from 1 peer address")
+    );
+    assert!(
+        r.yaml
+            .contains("# Evidence is counted in sessions; entries below 3"),
+        "{}",
+        r.yaml
+    );
+    assert!(
+        r.yaml.contains("2 sessions in 1 conversation, below 3"),
+        "{}",
+        r.yaml
+    );
+    // Some records lack sessions: bytes are the measure and only a conversation that moved
+    // nothing is rare, where counting records (3) would have left no rule at all.
+    let r = recommend(&vrni_csv(EXPORT).unwrap(), &app(), &[], &[], &opts()).unwrap();
+    assert_eq!(r.measure, Measure::Bytes);
+    assert_eq!(r.policy.spec.rules.len(), 2, "{}", r.yaml);
+    assert_eq!(r.rare.len(), 1, "only OTHER: {}", r.yaml);
+    let mut records = opts();
+    records.rare_below = Some(2000);
+    let strict = recommend(&vrni_csv(EXPORT).unwrap(), &app(), &[], &[], &records).unwrap();
+    assert!(
+        strict.rare.len() > r.rare.len(),
+        "an explicit threshold applies to the measure"
+    );
+    // Flows without volume: counted as conversations, each one evidence.
+    let r = recommend(&vrni_json(FLOW).unwrap(), &app(), &[], &[], &opts()).unwrap();
+    assert_eq!(r.measure, Measure::Conversations);
+    assert_eq!(r.policy.spec.rules.len(), 1, "{}", r.yaml);
+    assert!(
+        r.yaml
+            .contains("#   from-10-10-1-21-tcp-8443: 1 conversation with 1 peer address"),
+        "{}",
+        r.yaml
+    );
+}
+
+#[test]
+fn a_vcenter_tag_becomes_the_vm_names_nsx_knows() {
+    let flows = vrni_json(FLOW).unwrap();
+    let by_tag = Application {
+        tags: vec![VmTag {
+            scope: None,
+            tag: "Application:orders".into(),
+        }],
+        ..Application::default()
+    };
+    let r = recommend(&flows, &by_tag, &[], &[], &opts()).unwrap();
+    let names: Vec<_> = r
+        .policy
+        .spec
+        .members
+        .iter()
+        .map(|m| {
+            (
+                m.vm_tag.clone(),
+                m.vm_name.as_ref().and_then(|n| n.equals.clone()),
+            )
+        })
+        .collect();
+    assert_eq!(names, [(None, Some("orders-01".to_string()))], "{}", r.yaml);
+    assert!(
+        r.notes[0].contains("looks like a vCenter tag"),
+        "{:?}",
+        r.notes
+    );
+    assert!(
+        r.yaml.contains("# NOTE: VM tag \"Application:orders\""),
+        "{}",
+        r.yaml
+    );
+    // An NSX tag the inventory carries stays a tag.
+    let inventory = vec![InventoryVm {
+        name: "orders-01".into(),
+        ips: vec!["10.10.2.11".into()],
+        tags: vec![Tag::new("Application", "orders")],
+    }];
+    let nsx = Application {
+        tags: vec![VmTag {
+            scope: Some("Application".into()),
+            tag: "orders".into(),
+        }],
+        ..Application::default()
+    };
+    let r = recommend(&flows, &nsx, &inventory, &[], &opts()).unwrap();
+    assert!(r.policy.spec.members[0].vm_tag.is_some(), "{}", r.yaml);
+    assert!(r.notes.is_empty(), "{:?}", r.notes);
+    // The vCenter tag, when the inventory has an NSX tag on exactly the matched VMs: that tag.
+    let r = recommend(&flows, &by_tag, &inventory, &[], &opts()).unwrap();
+    assert_eq!(
+        r.policy.spec.members[0].vm_tag,
+        Some(VmTag {
+            scope: Some("Application".into()),
+            tag: "orders".into()
+        }),
+        "{}",
+        r.yaml
+    );
+    assert!(
+        r.notes[0]
+            .contains("the NSX tag \"Application|orders\" that exactly the VMs it matched carry"),
+        "{:?}",
+        r.notes
+    );
+    // ... and not when other VMs carry it too (the group would be wider): the names.
+    let mut wider = inventory.clone();
+    wider.push(InventoryVm {
+        name: "billing-01".into(),
+        ips: vec!["10.10.5.1".into()],
+        tags: vec![Tag::new("Application", "orders")],
+    });
+    let r = recommend(&flows, &by_tag, &wider, &[], &opts()).unwrap();
+    assert_eq!(r.policy.spec.members[0].vm_tag, None, "{}", r.yaml);
+    assert!(
+        r.notes[0].contains("is on no VM of the NSX inventory"),
+        "{:?}",
+        r.notes
+    );
 }
