@@ -2,7 +2,8 @@
 # Scale benchmark of the controller (not a test): N policies of 10 rules each against the NSX
 # simulator at NSX's default limit of 100 requests/s, on the local control plane.
 # Runs twice on the same control plane, each time with a fresh simulator and namespace: microseg
-# as built (NSX cache, batched writes) and the baseline `--nsx-cache=false --nsx-batch-window=0s`
+# as built (NSX cache, batched writes) and the baseline `--nsx-cache=false --nsx-batch-window=0s
+# --reconcile-concurrency=16`
 # (one GET per object per reconcile, one write per application: the behaviour before issue
 # #22). Prints, side by side: time from apply to all Monitoring and Synced; NSX calls per
 # policy; the spread of lateness when all N reach enforceAt in the same second; NSX writes,
@@ -119,7 +120,7 @@ print(sum(ok(p) for p in items))' "$1"; }
 for v in $VARIANTS; do
   case "$v" in
     cache) variant cache "" ;;
-    baseline) variant baseline "--nsx-cache=false --nsx-batch-window=0s" ;;
+    baseline) variant baseline "--nsx-cache=false --nsx-batch-window=0s --reconcile-concurrency=16" ;;
     *) echo "unknown variant $v" >&2; exit 2 ;;
   esac
 done

@@ -101,10 +101,17 @@ pub struct ControllerArgs {
     /// writes each application alone.
     #[arg(long, default_value = "100ms")]
     pub nsx_batch_window: Duration,
+    /// The longest a write waits for others to join its batch.
+    #[arg(long, default_value = "1s")]
+    pub nsx_batch_max_wait: Duration,
     /// Most intent objects (groups, policies, rules) in one batched write (the manager takes
     /// at most 5000).
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=5000))]
     pub nsx_batch_max_objects: u32,
+    /// Reconciles run at once. NSX sees their writes coalesced, so this bounds how many
+    /// applications one batched write can carry; the API server sees their status writes.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..))]
+    pub reconcile_concurrency: u16,
     /// Elect a leader through a Lease; only the leader writes NSX and status.
     #[arg(long)]
     pub leader_elect: bool,
@@ -380,9 +387,11 @@ impl ControllerArgs {
                 log_silence: self.log_silence.get(),
                 notice_retry: std_duration(self.notice_retry),
                 nsx_cache: self.nsx_cache,
+                reconcile_concurrency: self.reconcile_concurrency,
                 nsx_batch: (!std_duration(self.nsx_batch_window).is_zero()).then(|| {
                     super::nsx_batch::BatchConfig {
                         window: std_duration(self.nsx_batch_window),
+                        max_wait: std_duration(self.nsx_batch_max_wait),
                         max_objects: self.nsx_batch_max_objects as usize,
                     }
                 }),

@@ -48,6 +48,9 @@ pub struct Settings {
     pub nsx_cache: bool,
     /// Coalesce NSX writes (`nsx_batch`); `None` writes each application alone.
     pub nsx_batch: Option<super::nsx_batch::BatchConfig>,
+    /// Reconciles run at once (a batched write holds as many applications as reconcile
+    /// together).
+    pub reconcile_concurrency: u16,
 }
 
 impl Default for Settings {
@@ -60,6 +63,7 @@ impl Default for Settings {
             notice_retry: Duration::from_secs(60),
             nsx_cache: true,
             nsx_batch: Some(super::nsx_batch::BatchConfig::default()),
+            reconcile_concurrency: 256,
         }
     }
 }

@@ -620,7 +620,7 @@ async fn run_controllers(
     });
     let policy_controller = Controller::for_stream(stream, reader)
         .reconcile_on(drift_rx)
-        .with_config(controller::Config::default().concurrency(16))
+        .with_config(controller::Config::default().concurrency(ctx.settings.reconcile_concurrency))
         // Only a window's spec matters to its policies (its status, phase counts, changes with
         // every policy and must not requeue all of them), and its deletion: the policies then
         // continue from their recorded schedule and say WindowNotFound.

@@ -3,9 +3,10 @@
 //!
 //! [`BatchingNsx`] wraps the NSX client. A reconcile still calls `patch_infra` with its own
 //! application's objects and waits for its own answer; a task collects the writes that arrive
-//! within [`BatchConfig::window`] of the first (or that queued while the previous batch was being
-//! written) up to [`BatchConfig::max_objects`] intent objects, merges them per domain (groups
-//! before policies) and sends one atomic call.
+//! less than [`BatchConfig::window`] apart (at most [`BatchConfig::max_wait`] after the first),
+//! or that queued while the previous batch was being written, up to
+//! [`BatchConfig::max_objects`] intent objects, merges them per domain (groups before
+//! policies) and sends one atomic call.
 //!
 //! - **Atomic per application**: a batch either lands whole or not at all (NSX's transaction).
 //!   When the manager refuses it (an HTTP 4xx: invalid path, pending delete, a validation
@@ -48,8 +49,10 @@ pub const MANAGER_LIMIT: usize = 5_000;
 /// How writes are coalesced.
 #[derive(Clone, Copy, Debug)]
 pub struct BatchConfig {
-    /// How long the first write of a batch waits for others.
+    /// How long a batch waits for the next write (each one that joins starts the wait anew).
     pub window: Duration,
+    /// How long the first write of a batch waits at most.
+    pub max_wait: Duration,
     /// Most intent objects (groups, policies, rules) in one call; at most [`MANAGER_LIMIT`].
     pub max_objects: usize,
 }
@@ -58,6 +61,7 @@ impl Default for BatchConfig {
     fn default() -> Self {
         BatchConfig {
             window: Duration::from_millis(100),
+            max_wait: Duration::from_secs(1),
             max_objects: 2_000,
         }
     }
@@ -232,6 +236,7 @@ impl BatchingNsx {
         let (tx, rx) = mpsc::unbounded_channel();
         let config = BatchConfig {
             window: config.window,
+            max_wait: config.max_wait.max(config.window),
             max_objects: config.max_objects.clamp(1, MANAGER_LIMIT),
         };
         let read_back = Arc::new(ReadBack::default());
@@ -253,32 +258,30 @@ async fn run(
 ) {
     let mut carried: Option<Job> = None;
     loop {
-        // The first write of the batch: one left over from the last batch, one already queued
-        // (it waited while the last batch was written: no further wait), or the next to come.
-        let (first, wait) = match carried.take() {
-            Some(j) => (j, false),
-            None => match rx.try_recv() {
-                Ok(j) => (j, false),
-                Err(mpsc::error::TryRecvError::Empty) => match rx.recv().await {
-                    Some(j) => (j, true),
-                    None => return,
-                },
-                Err(mpsc::error::TryRecvError::Disconnected) => return,
+        // The first write of the batch: one left over from the last batch, one that queued
+        // while the last batch was written, or the next to come.
+        let first = match carried.take() {
+            Some(j) => j,
+            None => match rx.recv().await {
+                Some(j) => j,
+                None => return,
             },
         };
         let mut objects = first.objects;
         let mut ids: std::collections::HashSet<_> = touched(&first.body).into_iter().collect();
         let mut jobs = vec![first];
-        let deadline = tokio::time::Instant::now() + config.window;
+        // Writes keep joining while they come less than `window` apart, for at most
+        // `max_wait` from the first (a `kubectl apply` of many objects makes reconciles trickle
+        // in over seconds, not all in the same 100 ms).
+        let hard = tokio::time::Instant::now() + config.max_wait;
+        let mut deadline = (tokio::time::Instant::now() + config.window).min(hard);
         while objects < config.max_objects {
-            let next = if wait {
-                tokio::select! {
-                    j = rx.recv() => j,
-                    () = tokio::time::sleep_until(deadline) => None,
-                }
-            } else {
-                rx.try_recv().ok()
+            let next = tokio::select! {
+                biased;
+                j = rx.recv() => j,
+                () = tokio::time::sleep_until(deadline) => None,
             };
+            deadline = (tokio::time::Instant::now() + config.window).min(hard);
             let Some(j) = next else { break };
             let its = touched(&j.body);
             // Two writes of one object never share a call: the later one waits for the next.

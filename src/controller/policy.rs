@@ -717,10 +717,16 @@ async fn sync_nsx(
             );
         }
     };
-    // A new application's group goes first, alone: other applications' rules may name it, and
-    // two applications that name each other would otherwise each wait for the other's group.
+    // A new application's group goes first, alone, when its rules name a peer group NSX does
+    // not hold yet: two applications that name each other would otherwise each wait for the
+    // other's group. (With writes coalesced, a new application otherwise writes its group and
+    // policy in one call; without, the group always goes first, as before.)
     let mut live = live;
-    if live.group.is_none() && live.policy.is_none() && !ctx.settings.dry_run {
+    let group_first = live.group.is_none()
+        && live.policy.is_none()
+        && !ctx.settings.dry_run
+        && (ctx.settings.nsx_batch.is_none() || peer_group_missing(ctx, peers).await);
+    if group_first {
         let pending = plan::desired(
             p,
             Phase::Pending,
@@ -832,6 +838,22 @@ async fn sync_nsx(
             )
         }
     }
+}
+
+/// Whether a peer group the rules name is not (known to be) in NSX.
+async fn peer_group_missing(ctx: &Context, peers: &PeerGroups) -> bool {
+    for path in peers.values() {
+        let Some((domain, id)) = path
+            .strip_prefix("/infra/domains/")
+            .and_then(|rest| rest.split_once("/groups/"))
+        else {
+            return true;
+        };
+        if !matches!(ctx.nsx.get_group(domain, id).await, Ok(Some(_))) {
+            return true;
+        }
+    }
+    false
 }
 
 /// One hierarchical write, counted and logged.

@@ -126,6 +126,7 @@ fn batcher(manager: Arc<Manager>, max_objects: usize) -> Arc<BatchingNsx> {
         manager,
         BatchConfig {
             window: Duration::from_millis(100),
+            max_wait: Duration::from_secs(1),
             max_objects,
         },
         BatchMetrics::register(&mut registry),
@@ -322,4 +323,32 @@ async fn the_policies_of_a_batch_are_read_back_with_one_listing() {
     assert!(write_all(&nsx, vec![app("default", "solo", 1)]).await[0].is_ok());
     nsx.get_policy("default", "solo").await.unwrap();
     assert_eq!(*manager.reads.lock().unwrap(), (2, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn writes_that_trickle_in_join_until_a_gap_or_the_longest_wait() {
+    let manager = Arc::new(Manager::default());
+    let nsx = batcher(manager.clone(), 2_000);
+    // 30 writes 50 ms apart (1.45 s in all): those of the first second (0–950 ms) go together,
+    // the rest in the next batch.
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let nsx = nsx.clone();
+        tasks.push(tokio::spawn(async move {
+            nsx.patch_infra(&app("default", &format!("app-{i:02}"), 1))
+                .await
+        }));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Then, after a quiet moment, one more alone.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tasks.push(tokio::spawn({
+        let nsx = nsx.clone();
+        async move { nsx.patch_infra(&app("default", "late", 1)).await }
+    }));
+    for t in tasks {
+        assert!(t.await.unwrap().is_ok());
+    }
+    let sizes: Vec<usize> = manager.calls().iter().map(|c| ids_in(c).len()).collect();
+    assert_eq!(sizes, [20, 10, 1]);
 }
