@@ -1,8 +1,15 @@
 //! Benchmark (not a timed test): writes 1,000 applications of 10 rules each to a simulator on
-//! 127.0.0.1 through the NSX client, the way the controller reconciles them (read, write once
-//! when live state differs, read the rule ids back), then resyncs all of them (reads only),
-//! and prints NSX calls by kind, wall time, calls per application, and the achieved request
-//! rate against the client's configured limit and the manager's 100 req/s limit.
+//! 127.0.0.1 through the NSX client, then resyncs all of them (reads only), twice, each on a
+//! fresh simulator:
+//! - **per application** (the baseline: the controller before issue #22, `--nsx-cache=false
+//!   --nsx-batch-window=0s`): read, write once when live state differs, read the rule ids
+//!   back, for each application;
+//! - **microseg** (as the controller runs now): one `GET /infra` tree read for all, the writes
+//!   of all applications coalesced by `controller::nsx_batch` into hierarchical PATCHes, rule ids
+//!   read back with one listing per batch; the resync is one tree read.
+//!
+//! It prints NSX calls by kind, wall time, calls per application beside the issue's target
+//! (≤ 0.1 to create), and the achieved request rate.
 //!
 //! Run: `cargo bench --bench nsx` (or `scripts/bench-nsx.sh`); under `cargo test` it only
 //! makes a 5-application smoke run. Environment: `NSX_BENCH_APPS` (default 1000),
@@ -14,6 +21,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use microseg::controller::nsx_batch::{BatchConfig, BatchMetrics, BatchingNsx};
 use microseg::nsx::model::{
     DomainChild, Expression, Group, Infra, InfraChild, Meta, PolicyChild, Rule, SecurityPolicy,
     ServiceEntry, Tag,
@@ -145,6 +153,46 @@ async fn converge(client: &Client, app: &str, rules: usize) -> Result<bool, Erro
     Ok(true)
 }
 
+/// One application the way the controller reconciles it now: compared with the tree read once
+/// for all, written through the batcher, its rule ids from the batch's read-back.
+async fn converge_batched(
+    nsx: &BatchingNsx,
+    tree: &std::collections::HashMap<String, BTreeSet<String>>,
+    app: &str,
+    rules: usize,
+) -> Result<bool, Error> {
+    let desired: BTreeSet<String> = (0..rules).map(|i| format!("{app}-r{i}")).collect();
+    if tree.get(app) == Some(&desired) {
+        return Ok(false);
+    }
+    nsx.patch_infra(&application(app, rules)).await?;
+    let ids = nsx
+        .get_policy("default", app)
+        .await?
+        .map(|p| p.rules.iter().filter(|r| r.rule_id.is_some()).count())
+        .unwrap_or_default();
+    if ids != rules {
+        return Err(Error::Decode {
+            path: app.into(),
+            reason: format!("{ids} rule ids read back, {rules} expected"),
+        });
+    }
+    Ok(true)
+}
+
+/// The rule ids of every policy NSX holds, in one read.
+async fn tree(
+    client: &Client,
+) -> Result<std::collections::HashMap<String, BTreeSet<String>>, Error> {
+    Ok(client
+        .infra_tree()
+        .await?
+        .into_iter()
+        .flat_map(|t| t.policies)
+        .map(|p| (p.id.clone(), p.rules.iter().map(|r| r.id.clone()).collect()))
+        .collect())
+}
+
 fn total(c: &Counters) -> u64 {
     c.values().map(|v| v.total).sum()
 }
@@ -160,15 +208,38 @@ fn print_counters(c: &Counters) {
     }
 }
 
-async fn phase(
-    name: &str,
+/// What one phase measured.
+struct Measured {
+    calls: u64,
+    wall: Duration,
+    written: usize,
+}
+
+fn report(name: &str, apps: usize, c: &Counters, m: &Measured, rate: f64, target: Option<f64>) {
+    let achieved = m.calls as f64 / m.wall.as_secs_f64();
+    println!("== {name}: {apps} applications, {} written", m.written);
+    print_counters(c);
+    println!("  wall time            {:.2} s", m.wall.as_secs_f64());
+    println!("  NSX calls            {}", m.calls);
+    let per_app = m.calls as f64 / apps as f64;
+    match target {
+        Some(t) => println!("  calls per app        {per_app:.3} (target <= {t})"),
+        None => println!("  calls per app        {per_app:.3}"),
+    }
+    println!(
+        "  achieved rate        {achieved:.1} req/s = {:.0} % of the client limit ({rate} req/s), {:.0} % of NSX's 100 req/s",
+        100.0 * achieved / rate,
+        achieved
+    );
+}
+
+async fn per_application(
     client: &Client,
     sim: &nsxsim::Running,
     apps: &[String],
     rules: usize,
     parallel: usize,
-    rate: f64,
-) -> Result<(), BoxError> {
+) -> Result<Measured, BoxError> {
     sim.reset_counters();
     let start = Instant::now();
     let results: Vec<Result<bool, Error>> = futures::stream::iter(apps.iter())
@@ -183,23 +254,58 @@ async fn phase(
             written += 1;
         }
     }
-    let c = sim.counters();
-    let calls = total(&c);
-    let achieved = calls as f64 / wall.as_secs_f64();
-    println!("== {name}: {} applications, {written} written", apps.len());
-    print_counters(&c);
-    println!("  wall time            {:.2} s", wall.as_secs_f64());
-    println!("  NSX calls            {calls}");
-    println!(
-        "  calls per app        {:.2}",
-        calls as f64 / apps.len() as f64
+    Ok(Measured {
+        calls: total(&sim.counters()),
+        wall,
+        written,
+    })
+}
+
+async fn batched(
+    client: &Client,
+    nsx: &BatchingNsx,
+    sim: &nsxsim::Running,
+    apps: &[String],
+    rules: usize,
+) -> Result<Measured, BoxError> {
+    sim.reset_counters();
+    let start = Instant::now();
+    let known = tree(client).await?;
+    // Every reconcile at once, as the controller runs them (--reconcile-concurrency 256).
+    let results: Vec<Result<bool, Error>> = futures::stream::iter(apps.iter())
+        .map(|app| converge_batched(nsx, &known, app, rules))
+        .buffer_unordered(256)
+        .collect()
+        .await;
+    let wall = start.elapsed();
+    let mut written = 0;
+    for r in results {
+        if r? {
+            written += 1;
+        }
+    }
+    Ok(Measured {
+        calls: total(&sim.counters()),
+        wall,
+        written,
+    })
+}
+
+async fn simulator_and_client(
+    rate: f64,
+    concurrency: usize,
+    dir: &std::path::Path,
+) -> Result<(nsxsim::Running, Client), BoxError> {
+    let sim = nsxsim::spawn(nsxsim::Config::default()).await?;
+    let mut cfg = ClientConfig::new(
+        sim.url.clone(),
+        AuthConfig::Session(Credentials::files(dir.join("user"), dir.join("password"))),
     );
-    println!(
-        "  achieved rate        {achieved:.1} req/s = {:.0} % of the client limit ({rate} req/s), {:.0} % of NSX's 100 req/s",
-        100.0 * achieved / rate,
-        achieved
-    );
-    Ok(())
+    cfg.pacing.rate = rate;
+    cfg.pacing.concurrency = concurrency;
+    cfg.request_timeout = Duration::from_secs(30);
+    let client = Client::new(cfg)?;
+    Ok((sim, client))
 }
 
 fn main() -> Result<(), BoxError> {
@@ -216,26 +322,43 @@ fn main() -> Result<(), BoxError> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let sim = nsxsim::spawn(nsxsim::Config::default()).await?;
         let dir = std::env::temp_dir().join(format!("microseg-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         std::fs::write(dir.join("user"), "admin\n")?;
         std::fs::write(dir.join("password"), nsxsim::DEFAULT_PASSWORD)?;
-        let mut cfg = ClientConfig::new(
-            sim.url.clone(),
-            AuthConfig::Session(Credentials::files(dir.join("user"), dir.join("password"))),
-        );
-        cfg.pacing.rate = rate;
-        cfg.pacing.concurrency = concurrency;
-        cfg.request_timeout = Duration::from_secs(30);
-        let client = Client::new(cfg)?;
         println!(
-            "nsx bench: {apps_n} applications x {rules} rules; client pacing {rate} req/s, {concurrency} concurrent; {parallel} reconciles in flight; simulator limits 100 req/s, 40 per client, 199 global"
+            "nsx bench: {apps_n} applications x {rules} rules; client pacing {rate} req/s, {concurrency} concurrent; simulator limits 100 req/s, 40 per client, 199 global"
         );
         let apps: Vec<String> = (0..apps_n).map(|i| format!("bench-app-{i:04}")).collect();
-        phase("initial write", &client, &sim, &apps, rules, parallel, rate).await?;
-        phase("resync (in sync, reads only)", &client, &sim, &apps, rules, parallel, rate).await?;
+
+        // Baseline: per application, on a fresh simulator.
+        let (sim, client) = simulator_and_client(rate, concurrency, &dir).await?;
+        let base_write = per_application(&client, &sim, &apps, rules, parallel).await?;
+        report(&format!("per application ({parallel} in flight): initial write"), apps_n, &sim.counters(), &base_write, rate, None);
+        let base_resync = per_application(&client, &sim, &apps, rules, parallel).await?;
+        report("per application: resync (in sync, reads only)", apps_n, &sim.counters(), &base_resync, rate, None);
         client.logout().await?;
+        sim.shutdown().await;
+
+        // microseg: tree read, batched writes, bulk read-back, on a fresh simulator.
+        let (sim, client) = simulator_and_client(rate, concurrency, &dir).await?;
+        let client = std::sync::Arc::new(client);
+        let mut registry = prometheus_client::registry::Registry::default();
+        let nsx = BatchingNsx::new(client.clone(), BatchConfig::default(), BatchMetrics::register(&mut registry));
+        let write = batched(&client, &nsx, &sim, &apps, rules).await?;
+        report("microseg (tree read, batched writes): initial write", apps_n, &sim.counters(), &write, rate, Some(0.1));
+        let resync = batched(&client, &nsx, &sim, &apps, rules).await?;
+        report("microseg: resync (in sync, one tree read)", apps_n, &sim.counters(), &resync, rate, None);
+        println!("== side by side ({apps_n} applications)");
+        println!("  {:<34} {:>14} {:>14}", "", "per application", "microseg");
+        let per = |m: &Measured| m.calls as f64 / apps_n as f64;
+        println!("  {:<34} {:>14.3} {:>14.3}   target <= 0.1", "calls per app, initial write", per(&base_write), per(&write));
+        println!("  {:<34} {:>12.2} s {:>12.2} s", "wall time, initial write", base_write.wall.as_secs_f64(), write.wall.as_secs_f64());
+        println!("  {:<34} {:>14} {:>14}   target <= 10", "NSX calls, resync", base_resync.calls, resync.calls);
+        drop(nsx);
+        if let Ok(client) = std::sync::Arc::try_unwrap(client) {
+            client.logout().await?;
+        }
         sim.shutdown().await;
         let _ = std::fs::remove_dir_all(dir);
         if !full {
