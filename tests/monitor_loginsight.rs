@@ -496,7 +496,7 @@ mod endpoint {
                 rate_lines_per_second: 10_000,
                 burst_lines: 10_000,
                 commit_timeout: Duration::from_secs(5),
-                index_per_batch: false,
+                ..IngestConfig::default()
             },
             recorder,
             store,
@@ -642,4 +642,41 @@ mod endpoint {
             "{answer}"
         );
     }
+}
+
+/// Issue 16: a long key is not copied into every message found under it, and a payload holds
+/// at most the batch limit of messages (the handler answers 413).
+#[test]
+fn a_long_key_over_many_lines_is_bounded() {
+    let key = "k".repeat(100_000);
+    let body = format!(
+        "{{\"{key}\": {{\"messages\": {}}}}}",
+        serde_json::to_string(&"x\n".repeat(1_000)).unwrap()
+    );
+    let alert = microseg::monitor::loginsight::parse_payload(body.as_bytes()).unwrap();
+    assert_eq!(alert.messages.len(), 1_000);
+    assert!(
+        alert.messages.iter().all(|m| m.at.len() < 200),
+        "{}",
+        alert.messages[0].at.len()
+    );
+    let e = microseg::monitor::loginsight::parse_payload_limited(body.as_bytes(), 999).unwrap_err();
+    assert_eq!(
+        e,
+        microseg::monitor::loginsight::Error::TooManyMessages { limit: 999 }
+    );
+    assert!(e.to_string().contains("more than 999 log messages"), "{e}");
+    // The legacy shape too.
+    let legacy = format!(
+        "{{\"messages\": [{}]}}",
+        ["{\"text\": \"x\"}"; 10].join(",")
+    );
+    assert!(matches!(
+        microseg::monitor::loginsight::parse_payload_limited(legacy.as_bytes(), 9),
+        Err(microseg::monitor::loginsight::Error::TooManyMessages { limit: 9 })
+    ));
+    // A payload without log lines names its keys, each cut short.
+    let none = format!("{{\"{key}\": 1}}");
+    let e = microseg::monitor::loginsight::parse_payload(none.as_bytes()).unwrap_err();
+    assert!(e.to_string().len() < 400, "{e}");
 }

@@ -92,6 +92,29 @@ pub enum Error {
         /// Top-level keys seen.
         keys: String,
     },
+    /// More messages than one batch may hold.
+    #[error(
+        "body: more than {limit} log messages in one payload (--ingest-burst-lines); \
+         send smaller batches"
+    )]
+    TooManyMessages {
+        /// The most accepted.
+        limit: usize,
+    },
+}
+
+/// Longest object key copied into a message's path.
+const KEY_MAX: usize = 64;
+
+/// A key as it appears in a path: at most [`KEY_MAX`] characters (a long key is not copied
+/// into every message found under it).
+fn path_key(k: &str) -> std::borrow::Cow<'_, str> {
+    match k.char_indices().nth(KEY_MAX) {
+        None => std::borrow::Cow::Borrowed(k),
+        Some((cut, _)) => {
+            std::borrow::Cow::Owned(format!("{}...", k.get(..cut).unwrap_or_default()))
+        }
+    }
 }
 
 fn field_err(field: impl Into<String>, reason: impl Into<String>) -> Error {
@@ -531,6 +554,11 @@ fn opt_int(
 
 /// Parses a webhook body.
 pub fn parse_payload(body: &[u8]) -> Result<Alert, Error> {
+    parse_payload_limited(body, usize::MAX)
+}
+
+/// Parses a webhook body of at most `limit` messages (more: [`Error::TooManyMessages`]).
+pub fn parse_payload_limited(body: &[u8], limit: usize) -> Result<Alert, Error> {
     let v: Value = serde_json::from_slice(body).map_err(|e| Error::Json {
         reason: e.to_string(),
         line: e.line(),
@@ -543,13 +571,13 @@ pub fn parse_payload(body: &[u8]) -> Result<Alert, Error> {
         ));
     };
     if obj.contains_key("messages") {
-        legacy(&obj)
+        legacy(&obj, limit)
     } else {
-        user_defined(&obj)
+        user_defined(&obj, limit)
     }
 }
 
-fn legacy(obj: &serde_json::Map<String, Value>) -> Result<Alert, Error> {
+fn legacy(obj: &serde_json::Map<String, Value>, limit: usize) -> Result<Alert, Error> {
     let Some(Value::Array(msgs)) = obj.get("messages") else {
         let found = obj.get("messages").map_or("nothing", type_name);
         return Err(field_err(
@@ -557,6 +585,9 @@ fn legacy(obj: &serde_json::Map<String, Value>) -> Result<Alert, Error> {
             format!("expected an array, found {found}"),
         ));
     };
+    if msgs.len() > limit {
+        return Err(Error::TooManyMessages { limit });
+    }
     let mut messages = Vec::with_capacity(msgs.len());
     for (i, m) in msgs.iter().enumerate() {
         let at = format!("messages[{i}]");
@@ -654,19 +685,26 @@ fn message(m: &serde_json::Map<String, Value>, at: String) -> Result<Message, Er
     })
 }
 
-fn user_defined(obj: &serde_json::Map<String, Value>) -> Result<Alert, Error> {
+fn user_defined(obj: &serde_json::Map<String, Value>, limit: usize) -> Result<Alert, Error> {
     let mut messages = Vec::new();
     for (k, v) in obj {
         walk(
             v,
-            &format!("$.{k}"),
+            &format!("$.{}", path_key(k)),
             TEXT_KEYS.contains(&k.as_str()),
             0,
-            &mut messages,
+            &mut Found {
+                out: &mut messages,
+                limit,
+            },
         )?;
     }
     if messages.is_empty() {
-        let keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+        let mut keys: Vec<std::borrow::Cow<'_, str>> =
+            obj.keys().take(20).map(|k| path_key(k)).collect();
+        if obj.len() > 20 {
+            keys.push(format!("and {} more", obj.len() - 20).into());
+        }
         return Err(Error::NoLogLines {
             keys: keys.join(", "),
         });
@@ -694,12 +732,28 @@ fn user_defined(obj: &serde_json::Map<String, Value>) -> Result<Alert, Error> {
 /// key is split into lines; any other string is taken when it parses as a DFW line; an object
 /// with `text` or `fields[]` is read as a legacy message; JSON inside a string (`additionalInfo`)
 /// is walked too.
+/// Messages found so far, and the most allowed.
+struct Found<'a> {
+    out: &'a mut Vec<Message>,
+    limit: usize,
+}
+
+impl Found<'_> {
+    fn push(&mut self, m: Message) -> Result<(), Error> {
+        if self.out.len() >= self.limit {
+            return Err(Error::TooManyMessages { limit: self.limit });
+        }
+        self.out.push(m);
+        Ok(())
+    }
+}
+
 fn walk(
     v: &Value,
     at: &str,
     text_key: bool,
     depth: usize,
-    out: &mut Vec<Message>,
+    out: &mut Found<'_>,
 ) -> Result<(), Error> {
     if depth > MAX_DEPTH {
         return Ok(());
@@ -725,7 +779,7 @@ fn walk(
                         text: Some(line.to_owned()),
                         timestamp_ms: None,
                         fields: Vec::new(),
-                    });
+                    })?;
                 }
             }
         }
@@ -738,12 +792,12 @@ fn walk(
             let message_like = matches!(o.get("text"), Some(Value::String(_)))
                 || matches!(o.get("fields"), Some(Value::Array(_)));
             if message_like {
-                out.push(message(o, at.to_owned())?);
+                out.push(message(o, at.to_owned())?)?;
             } else {
                 for (k, child) in o {
                     walk(
                         child,
-                        &format!("{at}.{k}"),
+                        &format!("{at}.{}", path_key(k)),
                         TEXT_KEYS.contains(&k.as_str()),
                         depth + 1,
                         out,
