@@ -20,6 +20,7 @@
 //! | `MICROSEG_SMTP_USERNAME`, `MICROSEG_SMTP_PASSWORD` | AUTH credentials, both or neither | none |
 //! | `MICROSEG_SMTP_FROM` | From address, e.g. `microseg <microseg@example.com>` | required with a host |
 //! | `MICROSEG_SMTP_CA_FILE` | PEM bundle; when set, the only trusted CAs | Mozilla roots (webpki-roots) |
+//! | `MICROSEG_EMAIL_ALLOWED_DOMAINS` | `example.com,...`: the only domains (and their subdomains) owners' addresses may be in | any |
 //! | `MICROSEG_SMTP_TIMEOUT` | whole SMTP transaction (connect to QUIT), e.g. `30s` | 30s |
 //! | `MICROSEG_WEBHOOK_TIMEOUT` | whole webhook request | 10s |
 //! | `MICROSEG_WEBHOOK_ALLOWED_HOSTS` | `host,*.suffix,...`: the only hosts webhooks may go to (owners write the URLs) | any host |
@@ -143,6 +144,9 @@ pub struct SmtpConfig {
     pub ca_bundle: Option<PathBuf>,
     /// Deadline of one whole SMTP transaction, connecting included.
     pub timeout: Duration,
+    /// Domains owners' addresses may be in (`example.com` also allows its subdomains); empty:
+    /// any. Owners write the addresses in the CR spec.
+    pub allowed_domains: Vec<String>,
 }
 
 impl SmtpConfig {
@@ -156,6 +160,7 @@ impl SmtpConfig {
             from: from.into(),
             ca_bundle: None,
             timeout: Duration::from_secs(30),
+            allowed_domains: Vec::new(),
         }
     }
 }
@@ -492,6 +497,15 @@ impl NotifyConfig {
         let timeout = s
             .parse("MICROSEG_SMTP_TIMEOUT", parse_duration)?
             .unwrap_or(Duration::from_secs(30));
+        let allowed_domains = s
+            .get("MICROSEG_EMAIL_ALLOWED_DOMAINS")?
+            .map(|d| {
+                d.split(',')
+                    .map(|x| x.trim().trim_start_matches('@').to_ascii_lowercase())
+                    .filter(|x| !x.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
         Ok(SmtpConfig {
             host,
             port,
@@ -500,6 +514,7 @@ impl NotifyConfig {
             from: from.trim().to_string(),
             ca_bundle,
             timeout,
+            allowed_domains,
         })
     }
 }

@@ -29,6 +29,7 @@ pub struct SmtpNotifier {
     endpoint: String,
     authenticated: bool,
     timeout: std::time::Duration,
+    allowed_domains: Vec<String>,
 }
 
 impl fmt::Debug for SmtpNotifier {
@@ -124,6 +125,7 @@ impl SmtpNotifier {
             endpoint,
             authenticated: config.auth.is_some(),
             timeout: config.timeout,
+            allowed_domains: config.allowed_domains.clone(),
         })
     }
 
@@ -147,6 +149,19 @@ impl SmtpNotifier {
                 .parse()
                 .map_err(|e| fail(format!("not a valid address: {e}")))?,
         );
+        if !self.allowed_domains.is_empty() {
+            let domain = to.email.domain().to_ascii_lowercase();
+            let allowed = self
+                .allowed_domains
+                .iter()
+                .any(|d| domain == *d || domain.ends_with(&format!(".{d}")));
+            if !allowed {
+                return Err(Error::Config(format!(
+                    "e-mail of owner {}: domain {domain:?} is not in MICROSEG_EMAIL_ALLOWED_DOMAINS",
+                    notice.owner.name
+                )));
+            }
+        }
         let rendered =
             render::render_with(notice, &self.options).map_err(|e| Error::Config(e.to_string()))?;
         Message::builder()
@@ -242,6 +257,37 @@ mod tests {
         assert!(raw.contains("multipart/alternative"));
         assert!(raw.contains("text/plain") && raw.contains("text/html"));
         assert!(raw.contains("Date: "));
+    }
+
+    #[test]
+    fn owners_addresses_outside_the_allowed_domains_are_refused() {
+        let mut c = SmtpConfig::new(
+            "127.0.0.1",
+            SmtpTls::InsecurePlaintext,
+            "microseg <microseg@example.com>",
+        );
+        c.allowed_domains = vec!["example.com".to_string()];
+        let n = SmtpNotifier::new(&c, RenderOptions::default()).unwrap();
+        let mut notice = examples::notice(NoticeKind::Enforced);
+        for (address, ok) in [
+            ("web-team@example.com", true),
+            ("web-team@mail.example.com", true),
+            ("web-team@EXAMPLE.COM", true),
+            ("x@evil-example.com", false),
+            ("x@example.com.evil.net", false),
+        ] {
+            notice.owner.email = Some(address.to_string());
+            match n.message(&notice) {
+                Ok(_) => assert!(ok, "{address} accepted"),
+                Err(e) => {
+                    assert!(!ok, "{address}: {e}");
+                    assert!(
+                        e.to_string().contains("MICROSEG_EMAIL_ALLOWED_DOMAINS"),
+                        "{e}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

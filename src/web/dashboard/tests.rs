@@ -671,3 +671,71 @@ async fn sessions_are_random_end_at_logout_and_failed_sign_ins_are_limited() {
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(r.headers().contains_key("retry-after"));
 }
+
+#[test]
+fn a_proxy_proves_itself_by_every_proof_configured() {
+    let shared = |secret: Option<&str>, cidrs: &[&str]| {
+        let (policies, windows) = stores();
+        Shared {
+            state: DashboardState {
+                policies,
+                windows,
+                recorder: None,
+                client: None,
+                config: DashboardConfig {
+                    user_header: Some("X-Forwarded-User".into()),
+                    proxy_secret: secret.map(str::to_string),
+                    proxy_sources: cidrs.iter().map(|c| c.parse().unwrap()).collect(),
+                    ..DashboardConfig::default()
+                },
+            },
+            sessions: std::sync::Mutex::default(),
+            failures: std::sync::Mutex::default(),
+        }
+    };
+    let mut with_secret = HeaderMap::new();
+    with_secret.insert("x-forwarded-user", HeaderValue::from_static("alice"));
+    with_secret.insert(
+        PROXY_SECRET_HEADER,
+        HeaderValue::from_static("s3cret-0123456789"),
+    );
+    let mut bare = HeaderMap::new();
+    bare.insert("x-forwarded-user", HeaderValue::from_static("alice"));
+    let proxy: Option<std::net::IpAddr> = Some("10.9.1.2".parse().unwrap());
+    let other: Option<std::net::IpAddr> = Some("10.8.1.2".parse().unwrap());
+    let alice = Some(User {
+        name: Some("alice".into()),
+    });
+
+    let s = shared(None, &[]);
+    assert_eq!(
+        s.identify(&with_secret, proxy),
+        None,
+        "no proof configured: never"
+    );
+    let s = shared(Some("s3cret-0123456789"), &[]);
+    assert_eq!(s.identify(&with_secret, other), alice);
+    assert_eq!(s.identify(&bare, proxy), None);
+    let s = shared(None, &["10.9.0.0/16"]);
+    assert_eq!(s.identify(&bare, proxy), alice);
+    assert_eq!(s.identify(&bare, other), None);
+    assert_eq!(s.identify(&bare, None), None);
+    let s = shared(Some("s3cret-0123456789"), &["10.9.0.0/16"]);
+    assert_eq!(s.identify(&with_secret, proxy), alice);
+    assert_eq!(
+        s.identify(&with_secret, other),
+        None,
+        "both proofs must hold"
+    );
+    assert_eq!(s.identify(&bare, proxy), None, "both proofs must hold");
+    let mut long = with_secret.clone();
+    long.insert(
+        "x-forwarded-user",
+        HeaderValue::from_str(&"u".repeat(254)).unwrap(),
+    );
+    assert_eq!(
+        s.identify(&long, proxy),
+        None,
+        "over the CRD's 253 characters"
+    );
+}
