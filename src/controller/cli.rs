@@ -196,6 +196,33 @@ pub struct ControllerArgs {
     pub dashboard_insecure_cookie: bool,
 }
 
+/// Checks an NSX Manager URL: https, no user name or password in it; `http://` only when
+/// `allow_http` (`--nsx-insecure-allow-http`, labs and the simulator). The reason names what is
+/// wrong and never repeats the URL (it may hold a password).
+pub fn check_nsx_url(url: &str, allow_http: bool) -> Result<(), String> {
+    let url = reqwest::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("holds a user name or password; give credentials in \
+                    --nsx-credentials-dir (or $NSX_USERNAME/$NSX_PASSWORD), never in the URL"
+            .into());
+    }
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if allow_http => {
+            tracing::warn!(
+                "--nsx-insecure-allow-http: NSX credentials travel in clear text (labs only)"
+            );
+            Ok(())
+        }
+        "http" => Err(
+            "http:// sends the NSX credentials in clear text; use https:// \
+                       (--nsx-insecure-allow-http for a lab or the simulator)"
+                .into(),
+        ),
+        other => Err(format!("scheme {other:?} is not https")),
+    }
+}
+
 /// Why the controller could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -301,32 +328,8 @@ impl ControllerArgs {
 
     /// `--nsx-url`: https, no credentials in it; http only with `--nsx-insecure-allow-http`.
     fn check_nsx_url(&self) -> Result<(), StartError> {
-        let url = reqwest::Url::parse(&self.nsx_url)
-            .map_err(|e| StartError::Config(format!("--nsx-url: not a URL: {e}")))?;
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(StartError::Config(
-                "--nsx-url: holds a user name or password; give credentials in \
-                 --nsx-credentials-dir (or $NSX_USERNAME/$NSX_PASSWORD), never in the URL"
-                    .into(),
-            ));
-        }
-        match url.scheme() {
-            "https" => Ok(()),
-            "http" if self.nsx_insecure_allow_http => {
-                tracing::warn!(
-                    "--nsx-insecure-allow-http: NSX credentials travel in clear text (labs only)"
-                );
-                Ok(())
-            }
-            "http" => Err(StartError::Config(
-                "--nsx-url: http:// sends the NSX credentials in clear text; use https:// \
-                 (--nsx-insecure-allow-http for a lab or the simulator)"
-                    .into(),
-            )),
-            other => Err(StartError::Config(format!(
-                "--nsx-url: scheme {other:?} is not https"
-            ))),
-        }
+        check_nsx_url(&self.nsx_url, self.nsx_insecure_allow_http)
+            .map_err(|reason| StartError::Config(format!("--nsx-url: {reason}")))
     }
 
     fn dashboard(&self) -> Result<DashboardConfig, StartError> {
@@ -497,7 +500,7 @@ impl ControllerArgs {
         if self.dry_run {
             tracing::warn!("--dry-run: NSX changes are computed and reported, never written");
         }
-        tracing::info!(cluster = %self.cluster, nsx = %self.nsx_url, "starting the microseg controller");
+        tracing::info!(cluster = %self.cluster, nsx = %crate::notify::webhook::redact_url(&self.nsx_url), "starting the microseg controller");
         super::run(Runtime {
             client,
             nsx: Arc::new(nsx),
@@ -528,5 +531,30 @@ impl ControllerArgs {
         })
         .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_nsx_url;
+
+    #[test]
+    fn nsx_urls_are_https_without_credentials_unless_the_lab_flag_says_http() {
+        assert!(check_nsx_url("https://nsx.example.com", false).is_ok());
+        assert!(check_nsx_url("http://127.0.0.1:8080", true).is_ok());
+        let e = check_nsx_url("http://nsx.example.com", false).unwrap_err();
+        assert!(e.contains("--nsx-insecure-allow-http"), "{e}");
+        for url in [
+            "https://admin:S3CRET@nsx.example.com",
+            "http://admin:S3CRET@nsx.example.com",
+        ] {
+            let e = check_nsx_url(url, true).unwrap_err();
+            assert!(
+                e.contains("user name or password") && !e.contains("S3CRET"),
+                "{e}"
+            );
+        }
+        assert!(check_nsx_url("ftp://nsx.example.com", true).is_err());
+        assert!(check_nsx_url("nsx.example.com", true).is_err());
     }
 }
