@@ -63,6 +63,9 @@ printf '%s' "$SMTP_PORT" > "$WORK/notify/smtp-port"
 printf 'insecure-plaintext' > "$WORK/notify/smtp-tls"
 printf 'microseg <microseg@example.com>' > "$WORK/notify/smtp-from"
 printf 'the network security team (netsec@example.com)' > "$WORK/notify/notify-contact"
+# The demo's chat receiver is on loopback over http: webhooks there are refused unless allowed.
+printf '127.0.0.0/8' > "$WORK/notify/webhook-allowed-networks"
+printf 'true' > "$WORK/notify/webhook-insecure-allow-http"
 # A chat webhook receiver for owners who want notices in a channel (writes each POST to a file).
 HOOK_PORT=$(free_port)
 python3 - "$HOOK_PORT" "$WORK/hooks" >"$WORK/hooks.log" 2>&1 <<'PY' &

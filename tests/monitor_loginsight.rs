@@ -675,6 +675,31 @@ fn a_long_key_over_many_lines_is_bounded() {
         microseg::monitor::loginsight::parse_payload_limited(legacy.as_bytes(), 9),
         Err(microseg::monitor::loginsight::Error::TooManyMessages { limit: 9 })
     ));
+    // An offending value is quoted at most 64 characters long.
+    let long = format!(
+        "{{\"messages\": [{{\"text\": \"x\", \"fields\": [{{\"name\": \"vmw_nsxt_firewall_ruleid\", \"content\": \"{}\"}}]}}], \"AlertName\": \"{}\"}}",
+        "9".repeat(10_000),
+        "n".repeat(10_000)
+    );
+    let alert = microseg::monitor::loginsight::parse_payload(long.as_bytes()).unwrap();
+    let entries: Vec<_> = alert.entries(k8s_openapi::jiff::Timestamp::now()).collect();
+    for e in &entries {
+        if let microseg::monitor::loginsight::Entry::Unusable { reason, .. } = e {
+            assert!(
+                reason.len() < 400 && reason.contains("10000 bytes in all"),
+                "{reason}"
+            );
+        }
+    }
+    let said = match alert.disposition(&entries) {
+        microseg::monitor::loginsight::Disposition::Refuse { error } => error,
+        microseg::monitor::loginsight::Disposition::Acknowledge { note } => note,
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        said.len() < 800 && said.contains("10000 bytes in all"),
+        "{said}"
+    );
     // A payload without log lines names its keys, each cut short.
     let none = format!("{{\"{key}\": 1}}");
     let e = microseg::monitor::loginsight::parse_payload(none.as_bytes()).unwrap_err();

@@ -275,7 +275,7 @@ impl Alert {
     /// What to do with this alert, given its [`entries`](Alert::entries). Usable messages are
     /// always recorded, whatever the kind: nothing DFW is dropped.
     pub fn disposition(&self, entries: &[Entry<'_>]) -> Disposition {
-        let name = self.name.as_deref().unwrap_or("").trim();
+        let name = super::quote(self.name.as_deref().unwrap_or("").trim());
         let usable = entries.iter().any(|e| !matches!(e, Entry::Unusable { .. }));
         if usable {
             return Disposition::Record;
@@ -284,25 +284,25 @@ impl Alert {
         match kind {
             Kind::TestAlert => Disposition::Acknowledge {
                 note: format!(
-                    "Log Insight test alert {name:?} received: the webhook URL and credentials \
+                    "Log Insight test alert {name} received: the webhook URL and credentials \
                      work; nothing to record"
                 ),
             },
             Kind::SystemNotification => Disposition::Acknowledge {
                 note: format!(
-                    "Log Insight system notification {name:?} received: not a DFW alert, nothing \
+                    "Log Insight system notification {name} received: not a DFW alert, nothing \
                      recorded"
                 ),
             },
             _ if entries.is_empty() => Disposition::Acknowledge {
                 note: format!(
-                    "alert {name:?} carries no messages (NumHits {}): nothing to record",
+                    "alert {name} carries no messages (NumHits {}): nothing to record",
                     self.num_hits.unwrap_or(0)
                 ),
             },
             Kind::AggregateQuery => Disposition::Refuse {
                 error: format!(
-                    "alert {name:?} is an aggregate-query alert (AlertType 2): its {} rows are \
+                    "alert {name} is an aggregate-query alert (AlertType 2): its {} rows are \
                      group-by results, and none has the NSX content-pack field {FIELD_RULE_ID}; \
                      microseg needs a message-query alert over DFW packet logs",
                     entries.len()
@@ -310,7 +310,7 @@ impl Alert {
             },
             Kind::MessageQuery | Kind::UserDefined => Disposition::Refuse {
                 error: format!(
-                    "alert {name:?}: none of its {} messages is a DFW packet-log line or carries \
+                    "alert {name}: none of its {} messages is a DFW packet-log line or carries \
                      the NSX content-pack field {FIELD_RULE_ID}; the alert's query does not \
                      select DFW packet logs (appname dfwpktlogs or FIREWALL-PKTLOG, text \
                      \"INET match\"): point it at them, or remove microseg's webhook from it",
@@ -402,7 +402,7 @@ fn entry(m: &Message, received: jiff::Timestamp) -> Entry<'_> {
         Err(why) => {
             let reason = match (text_error, m.text.as_deref()) {
                 (Some(e), Some(t)) => {
-                    format!("{}.text: {e}: {:?}; {why}", m.at, e.token(t))
+                    format!("{}.text: {e}: {}; {why}", m.at, super::quote(e.token(t)))
                 }
                 _ => format!("{}.text: missing; {why}", m.at),
             };
@@ -416,16 +416,24 @@ fn field_record(m: &Message) -> Result<FieldRecord<'_>, String> {
     let Some(rule) = m.field(FIELD_RULE_ID) else {
         return Err(format!("{}.fields: no {FIELD_RULE_ID}", m.at));
     };
-    let rule_id = rule
-        .trim()
-        .parse::<u32>()
-        .map_err(|_| format!("{}: {rule:?} is not a rule id", at(FIELD_RULE_ID)))?;
+    let rule_id = rule.trim().parse::<u32>().map_err(|_| {
+        format!(
+            "{}: {} is not a rule id",
+            at(FIELD_RULE_ID),
+            super::quote(rule)
+        )
+    })?;
     let action = match m.field(FIELD_ACTION) {
         None => None,
         Some(a) => Some(match a.trim() {
             "ALLOW" => Action::Pass,
-            t => Action::from_token(t)
-                .ok_or_else(|| format!("{}: {a:?} is not a DFW action", at(FIELD_ACTION)))?,
+            t => Action::from_token(t).ok_or_else(|| {
+                format!(
+                    "{}: {} is not a DFW action",
+                    at(FIELD_ACTION),
+                    super::quote(a)
+                )
+            })?,
         }),
     };
     let ip = |name: &str| -> Result<Option<IpAddr>, String> {
@@ -433,7 +441,7 @@ fn field_record(m: &Message) -> Result<FieldRecord<'_>, String> {
             .map(|v| {
                 v.trim()
                     .parse::<IpAddr>()
-                    .map_err(|_| format!("{}: {v:?} is not an IP address", at(name)))
+                    .map_err(|_| format!("{}: {} is not an IP address", at(name), super::quote(v)))
             })
             .transpose()
     };
@@ -442,7 +450,7 @@ fn field_record(m: &Message) -> Result<FieldRecord<'_>, String> {
             .map(|v| {
                 v.trim()
                     .parse::<u16>()
-                    .map_err(|_| format!("{}: {v:?} is not a port", at(name)))
+                    .map_err(|_| format!("{}: {} is not a port", at(name), super::quote(v)))
             })
             .transpose()
     };
@@ -451,7 +459,13 @@ fn field_record(m: &Message) -> Result<FieldRecord<'_>, String> {
     if let Some(v) = m.field(FIELD_DST_IP_PORT)
         && (dst.is_none() || dst_port.is_none())
     {
-        let bad = || format!("{}: {v:?} is not <ip>/<port>", at(FIELD_DST_IP_PORT));
+        let bad = || {
+            format!(
+                "{}: {} is not <ip>/<port>",
+                at(FIELD_DST_IP_PORT),
+                super::quote(v)
+            )
+        };
         let (ip, p) = v.trim().rsplit_once('/').ok_or_else(bad)?;
         dst = dst.or(Some(ip.parse().map_err(|_| bad())?));
         dst_port = dst_port.or(Some(p.parse().map_err(|_| bad())?));
@@ -463,7 +477,8 @@ fn field_record(m: &Message) -> Result<FieldRecord<'_>, String> {
     };
     let protocol = proto
         .map(|p| {
-            protocol_value(p).ok_or_else(|| format!("{}: {p:?} is not a protocol", at(proto_name)))
+            protocol_value(p)
+                .ok_or_else(|| format!("{}: {} is not a protocol", at(proto_name), super::quote(p)))
         })
         .transpose()?;
     Ok(FieldRecord {

@@ -412,20 +412,7 @@ fn take_from(bucket: &Mutex<Bucket>, rate: u32, burst: u32, n: u64) -> Result<()
     }
 }
 
-/// Longest piece of a sender's input quoted back in an answer or a log line.
-pub const QUOTE_MAX: usize = 64;
-
-/// `s` for an answer or a log: at most [`QUOTE_MAX`] characters, then how long it was.
-pub fn quote(s: &str) -> String {
-    match s.char_indices().nth(QUOTE_MAX) {
-        None => format!("{s:?}"),
-        Some((cut, _)) => format!(
-            "{:?}... ({} bytes in all)",
-            s.get(..cut).unwrap_or_default(),
-            s.len()
-        ),
-    }
-}
+pub use crate::monitor::{QUOTE_MAX, quote};
 
 /// Folds records into per-application deltas and the report.
 struct Collector {
