@@ -436,7 +436,7 @@ async fn syslog_listeners_hold_under_digits_idle_connections_and_floods() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn http_ingestion_holds_under_unauthenticated_bodies_amplification_replay_and_spoofing() {
-    let mut s = Suite::start("abuse-http", &["--ingest-hmac-max-age", "3s"]).await;
+    let mut s = Suite::start("abuse-http", &["--ingest-hmac-max-age", "5s"]).await;
 
     // 200 parallel unauthenticated 4 MiB POSTs: refused on their headers, bodies never read.
     let t = Instant::now();
@@ -489,13 +489,13 @@ async fn http_ingestion_holds_under_unauthenticated_bodies_amplification_replay_
     // it): at most --ingest-max-in-flight bodies are read at once.
     let t = Instant::now();
     let client = reqwest::Client::new();
-    let ts = Timestamp::now().as_second().to_string();
     let four_mib = bytes::Bytes::from(vec![b'x'; 4 * 1024 * 1024]);
     let tasks: Vec<_> = (0..200)
         .map(|_| {
-            let (client, url, ts) = (client.clone(), s.url(port, "/ingest/lines"), ts.clone());
+            let (client, url) = (client.clone(), s.url(port, "/ingest/lines"));
             let body = four_mib.clone();
             tokio::spawn(async move {
+                let ts = Timestamp::now().as_second().to_string();
                 let r = client
                     .post(url)
                     .header(
@@ -515,13 +515,13 @@ async fn http_ingestion_holds_under_unauthenticated_bodies_amplification_replay_
             })
         })
         .collect();
-    let (mut mismatched, mut busy, mut closed) = (0, 0, 0);
+    let (mut mismatched, mut busy, mut closed, mut stale) = (0, 0, 0, 0);
     for task in tasks {
         match task.await.unwrap() {
-            Some((401, text)) => {
-                assert!(text.contains("does not match"), "{text}");
-                mismatched += 1;
-            }
+            Some((401, text)) if text.contains("does not match") => mismatched += 1,
+            // On a loaded machine a request can reach the server after the 5 s window: refused
+            // on its headers too.
+            Some((401, text)) if text.contains("X-Microseg-Timestamp") => stale += 1,
             Some((503, text)) => {
                 assert!(text.contains("busy"), "{text}");
                 busy += 1;
@@ -534,7 +534,9 @@ async fn http_ingestion_holds_under_unauthenticated_bodies_amplification_replay_
     s.check(
         "200 parallel 4 MiB POSTs with a forged signature",
         t,
-        &format!("{mismatched} x 401 \"does not match\", {busy} x 503 busy, {closed} closed while sending"),
+        &format!(
+            "{mismatched} x 401 \"does not match\", {busy} x 503 busy, {stale} x 401 stale, {closed} closed while sending"
+        ),
     )
     .await;
 
@@ -611,7 +613,7 @@ async fn http_ingestion_holds_under_unauthenticated_bodies_amplification_replay_
     )
     .await;
 
-    // A signed batch replayed: counted once while fresh, refused once older than 3 s; another
+    // A signed batch replayed: counted once while fresh, refused once older than 5 s; another
     // idempotency key on the same signature does not match.
     let t = Instant::now();
     let body = s.fresh_lines(2).join("\n").into_bytes();
@@ -636,7 +638,7 @@ async fn http_ingestion_holds_under_unauthenticated_bodies_amplification_replay_
         r["error"].as_str().unwrap().contains("does not match"),
         "{r}"
     );
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + Duration::from_secs(40);
     let refusal = loop {
         let (code, r) = s.post_lines(body.clone(), &signed).await;
         match code {
@@ -658,7 +660,7 @@ async fn http_ingestion_holds_under_unauthenticated_bodies_amplification_replay_
     s.check(
         "replayed signed batch",
         t,
-        "duplicate while fresh; 401 \"X-Microseg-Timestamp ... replayed\" after 3 s; re-keyed 401",
+        "duplicate while fresh; 401 \"X-Microseg-Timestamp ... replayed\" after 5 s; re-keyed 401",
     )
     .await;
 
@@ -710,13 +712,17 @@ async fn http_ingestion_holds_under_unauthenticated_bodies_amplification_replay_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledgements_need_the_grant_and_stay_within_the_status_budget() {
-    let mut s = Suite::start("abuse-dash", &[]).await;
+    let mut s = Suite::start(
+        "abuse-dash",
+        &["--dashboard-groups-header", "X-Forwarded-Groups"],
+    )
+    .await;
     let ns = s.env.ns.clone();
     let other = format!("{ns}-other");
     // alice may acknowledge here; bob only in another namespace.
     s.env.cp.kubectl_ok(&["create", "namespace", &other]);
     let rbac = format!(
-        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: ack, namespace: {ns}}}\nrules: [{{apiGroups: [microseg.io], resources: [segmentationpolicies], verbs: [acknowledge]}}]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: ack-alice, namespace: {ns}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: ack}}\nsubjects: [{{kind: User, name: alice, apiGroup: rbac.authorization.k8s.io}}]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: ack, namespace: {other}}}\nrules: [{{apiGroups: [microseg.io], resources: [segmentationpolicies], verbs: [acknowledge]}}]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: ack-bob, namespace: {other}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: ack}}\nsubjects: [{{kind: User, name: bob, apiGroup: rbac.authorization.k8s.io}}]\n"
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: ack, namespace: {ns}}}\nrules: [{{apiGroups: [microseg.io], resources: [segmentationpolicies], verbs: [acknowledge]}}]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: ack-alice, namespace: {ns}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: ack}}\nsubjects: [{{kind: User, name: alice, apiGroup: rbac.authorization.k8s.io}}]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: ack, namespace: {other}}}\nrules: [{{apiGroups: [microseg.io], resources: [segmentationpolicies], verbs: [acknowledge]}}]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: ack-bob, namespace: {other}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: ack}}\nsubjects: [{{kind: User, name: bob, apiGroup: rbac.authorization.k8s.io}}]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: ack-team, namespace: {ns}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: ack}}\nsubjects: [{{kind: Group, name: ack-team, apiGroup: rbac.authorization.k8s.io}}]\n"
     );
     let out = s.env.cp.kubectl_stdin(&["apply", "-f", "-"], &rbac);
     assert!(
@@ -740,22 +746,24 @@ async fn acknowledgements_need_the_grant_and_stay_within_the_status_budget() {
         .collect();
     assert!(flows.len() >= 150, "{} open flows", flows.len());
     let ack_url = s.url(s.ctl.dashboard, "/api/v1/alerts/acknowledge");
-    let ack = |user: &str, flow: &str, comment: &str| {
+    let ack_as = |user: &str, groups: &str, flow: &str, comment: &str| {
         let url = ack_url.clone();
         let body = json!({"namespace": ns, "name": "alpha", "flowIds": [flow], "comment": comment});
-        let user = user.to_string();
+        let (user, groups) = (user.to_string(), groups.to_string());
         async move {
-            let r = reqwest::Client::new()
+            let mut req = reqwest::Client::new()
                 .post(url)
                 .header("x-forwarded-user", user)
                 .header("x-microseg-proxy-secret", PROXY_SECRET)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
+                .json(&body);
+            if !groups.is_empty() {
+                req = req.header("x-forwarded-groups", groups);
+            }
+            let r = req.send().await.unwrap();
             (r.status().as_u16(), r.text().await.unwrap())
         }
     };
+    let ack = |user: &str, flow: &str, comment: &str| ack_as(user, "", flow, comment);
 
     // bob holds the verb in another namespace, not in this one.
     let (code, text) = ack("bob", &flows[0], "not mine").await;
@@ -781,12 +789,25 @@ async fn acknowledgements_need_the_grant_and_stay_within_the_status_budget() {
         "nothing was acknowledged by bob (one new open flow from the check)"
     );
 
+    // A group grant counts when the proxy names the group.
+    let t = Instant::now();
+    let (code, text) = ack("carol", &flows[1], "no group").await;
+    assert_eq!(code, 403, "{text}");
+    let (code, text) = ack_as("carol", "staff, ack-team", &flows[1], "by the team").await;
+    assert_eq!(code, 200, "{text}");
+    s.check(
+        "a proxy user granted through a group",
+        t,
+        "403 without the groups header, 200 with \"ack-team\"",
+    )
+    .await;
+
     // A flood of 4 KiB comments (1,024 four-byte characters each), one flow at a time, until
     // the status budget refuses; what was acknowledged stays, new lines are still recorded.
     let t = Instant::now();
     let comment = "\u{1F600}".repeat(1024);
     let (mut accepted, mut refusal) = (0, None);
-    for flow in &flows {
+    for flow in flows.iter().skip(2) {
         let (code, text) = ack("alice", flow, &comment).await;
         match code {
             200 => accepted += 1,

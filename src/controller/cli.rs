@@ -183,6 +183,10 @@ pub struct ControllerArgs {
     /// acknowledgements. Only use it when every request passes through that proxy.
     #[arg(long, env = "MICROSEG_DASHBOARD_USER_HEADER")]
     pub dashboard_user_header: Option<String>,
+    /// Header set by the same proxy that names the user's groups (comma-separated), e.g.
+    /// X-Forwarded-Groups; passed to the access review of acknowledgements.
+    #[arg(long, env = "MICROSEG_DASHBOARD_GROUPS_HEADER")]
+    pub dashboard_groups_header: Option<String>,
     /// File holding a secret the authenticating proxy sends in X-Microseg-Proxy-Secret; the user
     /// header counts only with it (and/or from --dashboard-proxy-cidrs).
     #[arg(long, env = "MICROSEG_DASHBOARD_PROXY_SECRET_FILE")]
@@ -393,9 +397,26 @@ impl ControllerArgs {
                     .into(),
             ));
         }
+        let groups_header = match self.dashboard_groups_header.as_deref().map(str::trim) {
+            None => None,
+            Some(h) if axum::http::HeaderName::from_bytes(h.as_bytes()).is_ok() => {
+                if user_header.is_none() {
+                    return Err(StartError::Config(
+                        "--dashboard-groups-header: needs --dashboard-user-header".into(),
+                    ));
+                }
+                Some(h.to_string())
+            }
+            Some(h) => {
+                return Err(StartError::Config(format!(
+                    "--dashboard-groups-header: {h:?} is not a valid HTTP header name"
+                )));
+            }
+        };
         Ok(DashboardConfig {
             token,
             user_header,
+            groups_header,
             proxy_secret,
             proxy_sources: self.dashboard_proxy_cidrs.clone(),
             insecure_cookie: self.dashboard_insecure_cookie,

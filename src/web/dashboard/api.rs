@@ -841,7 +841,7 @@ pub async fn acknowledge(
         );
     }
     if let Some(name) = &user.name
-        && let Err(r) = may_acknowledge(&s, name, &req.namespace, &req.name).await
+        && let Err(r) = may_acknowledge(&s, name, &user.groups, &req.namespace, &req.name).await
     {
         return r;
     }
@@ -881,6 +881,7 @@ pub const ACKNOWLEDGE_VERB: &str = "acknowledge";
 async fn may_acknowledge(
     s: &Shared,
     user: &str,
+    groups: &[String],
     namespace: &str,
     name: &str,
 ) -> Result<(), Response> {
@@ -900,6 +901,7 @@ async fn may_acknowledge(
         },
         spec: SubjectAccessReviewSpec {
             user: Some(user.to_string()),
+            groups: (!groups.is_empty()).then(|| groups.to_vec()),
             resource_attributes: Some(ResourceAttributes {
                 namespace: Some(namespace.to_string()),
                 verb: Some(ACKNOWLEDGE_VERB.into()),

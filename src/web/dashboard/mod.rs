@@ -38,6 +38,8 @@ use crate::monitor::recorder::Recorder;
 pub const SESSION_COOKIE: &str = "microseg_dashboard";
 /// Longest user name accepted from the proxy header (the CRD's bound on `acknowledged.by`).
 const USER_MAX: usize = 253;
+/// Most groups taken from the proxy's groups header.
+const GROUPS_MAX: usize = 64;
 
 const SHELL_HTML: &str = include_str!("assets/shell.html");
 const LOGIN_HTML: &str = include_str!("assets/login.html");
@@ -62,6 +64,9 @@ pub struct DashboardConfig {
     /// A header set by an authenticating proxy that names the user (`--dashboard-user-header`).
     /// Trusted only with the proxy's proof: `proxy_secret` and/or `proxy_sources`.
     pub user_header: Option<String>,
+    /// A header set by the same proxy that names the user's groups, comma-separated
+    /// (`--dashboard-groups-header`); trusted like `user_header`.
+    pub groups_header: Option<String>,
     /// The proxy sends this in `X-Microseg-Proxy-Secret` (`--dashboard-proxy-secret-file`).
     pub proxy_secret: Option<String>,
     /// The proxy connects from these networks (`--dashboard-proxy-cidrs`).
@@ -75,6 +80,7 @@ impl std::fmt::Debug for DashboardConfig {
         f.debug_struct("DashboardConfig")
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("user_header", &self.user_header)
+            .field("groups_header", &self.groups_header)
             .field(
                 "proxy_secret",
                 &self.proxy_secret.as_ref().map(|_| "<redacted>"),
@@ -110,10 +116,12 @@ pub struct DashboardState {
 }
 
 /// The authenticated caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct User {
     /// The user named by the authenticating proxy; `None` for token and cookie sessions.
     pub name: Option<String>,
+    /// The groups the proxy names (`--dashboard-groups-header`), for the access review.
+    pub groups: Vec<String>,
 }
 
 /// State of the handlers.
@@ -193,8 +201,25 @@ impl Shared {
         {
             let v = v.trim();
             if !v.is_empty() && v.chars().count() <= USER_MAX {
+                let groups = self
+                    .state
+                    .config
+                    .groups_header
+                    .as_deref()
+                    .and_then(|g| headers.get(g))
+                    .and_then(|g| g.to_str().ok())
+                    .map(|g| {
+                        g.split(',')
+                            .map(str::trim)
+                            .filter(|g| !g.is_empty() && g.len() <= USER_MAX)
+                            .take(GROUPS_MAX)
+                            .map(str::to_string)
+                            .collect()
+                    })
+                    .unwrap_or_default();
                 return Some(User {
                     name: Some(v.to_string()),
+                    groups,
                 });
             }
         }
@@ -205,13 +230,13 @@ impl Shared {
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .map(str::trim);
             if bearer.is_some_and(|b| constant_time_eq(b.as_bytes(), token.as_bytes())) {
-                return Some(User { name: None });
+                return Some(User::default());
             }
         }
         if let Some(c) = cookie(headers, SESSION_COOKIE)
             && self.session_valid(&c)
         {
-            return Some(User { name: None });
+            return Some(User::default());
         }
         None
     }

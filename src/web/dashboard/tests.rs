@@ -476,14 +476,15 @@ async fn a_proxy_user_header_is_accepted_when_configured_only() {
     };
     let proxy = User {
         name: Some("alice@example.com".into()),
+        ..User::default()
     };
     assert_eq!(api::recorded_by(&proxy, &req), "alice@example.com");
     assert_eq!(
-        api::recorded_by(&User { name: None }, &req),
+        api::recorded_by(&User::default(), &req),
         "mallory (dashboard token)"
     );
     assert_eq!(
-        api::recorded_by(&User { name: None }, &AckRequest::default()),
+        api::recorded_by(&User::default(), &AckRequest::default()),
         "dashboard"
     );
 }
@@ -705,6 +706,7 @@ fn a_proxy_proves_itself_by_every_proof_configured() {
     let other: Option<std::net::IpAddr> = Some("10.8.1.2".parse().unwrap());
     let alice = Some(User {
         name: Some("alice".into()),
+        ..User::default()
     });
 
     let s = shared(None, &[]);
