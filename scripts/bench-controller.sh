@@ -48,7 +48,7 @@ variant() {
   SIM=$!; PIDS+=($SIM)
   kubectl create namespace "$NS" >/dev/null
   # shellcheck disable=SC2086
-  "$M" controller --cluster bench --namespace "$NS" --nsx-url "http://127.0.0.1:$NSX_PORT" --nsx-auth session \
+  "$M" controller --cluster bench --namespace "$NS" --nsx-url "http://127.0.0.1:$NSX_PORT" --nsx-insecure-allow-http --nsx-auth session \
     --nsx-credentials-dir "$WORK/nsx" --notify-config-dir "$WORK/notify" --nsx-rate-limit 95 --nsx-concurrency 20 \
     --reminder-before 1s --resync "${RESYNC}s" --http-addr "127.0.0.1:$HTTP_PORT" $FLAGS >"$D/controller.log" 2>&1 &
   CPID=$!; PIDS+=($CPID)

@@ -55,14 +55,14 @@ class H(h.BaseHTTPRequestHandler):
 h.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()' "$NOTICE_PORT" &
 PIDS+=($!)
 kubectl create namespace bench >/dev/null
-CPID=""; HTTP_PORT=""; SYSLOG_PORT=""
+CPID=""; HTTP_PORT=""; INGEST_PORT=""; SYSLOG_PORT=""
 # start_controller LABEL [ENV=VALUE...]: starts a controller, waits until it is ready.
 start_controller() {
   local label="$1"; shift
-  HTTP_PORT=$(free_port); SYSLOG_PORT=$(free_port)
-  env "$@" "$M" controller --cluster bench --namespace bench --nsx-url "http://127.0.0.1:$NSX_PORT" \
+  HTTP_PORT=$(free_port); INGEST_PORT=$(free_port); SYSLOG_PORT=$(free_port)
+  env "$@" "$M" controller --cluster bench --namespace bench --nsx-url "http://127.0.0.1:$NSX_PORT" --nsx-insecure-allow-http \
     --nsx-auth session --nsx-credentials-dir "$WORK/nsx" --nsx-rate-limit 1000 --nsx-concurrency 20 \
-    --http-addr "127.0.0.1:$HTTP_PORT" --syslog-tcp-addr "127.0.0.1:$SYSLOG_PORT" \
+    --http-addr "127.0.0.1:$HTTP_PORT" --ingest-addr "127.0.0.1:$INGEST_PORT" --syslog-tcp-addr "127.0.0.1:$SYSLOG_PORT" \
     --ingest-token-file "$WORK/token" --ingest-rate 10000000 --ingest-burst-lines 1000000 \
     --monitor-max-flows 500 >"$WORK/controller-$label.log" 2>&1 &
   CPID=$!; PIDS+=($CPID)
@@ -212,7 +212,7 @@ def syslog_phase(r):
     # Every syslog line has been read once the counter has them all; a batch acknowledged after
     # that was recorded after them.
     while True:
-        m = http.client.HTTPConnection("127.0.0.1", port); m.request("GET", "/metrics"); text = m.getresponse().read().decode()
+        m = http.client.HTTPConnection("127.0.0.1", int(os.environ["BENCH_METRICS_PORT"])); m.request("GET", "/metrics"); text = m.getresponse().read().decode()
         got = sum(float(l.split()[-1]) for l in text.splitlines() if l.startswith("microseg_ingest_lines_total") and 'source="syslog_tcp"' in l)
         if got >= results.setdefault("syslog_counted", 0) + sent[0]: break
         time.sleep(0.05)
@@ -254,7 +254,7 @@ results.update(rss_kib=status["VmRSS"], hwm_kib=status["VmHWM"], before=before, 
 json.dump(results, open(f"{work}/result-{label}.json", "w"))
 PY
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-run_load() { python3 "$WORK/load.py" "$WORK" "$1" "$HTTP_PORT" "$SYSLOG_PORT" "$CPID" "$SECS" "$SENDERS" "$BATCH" "$REPS" "$DISTINCT" "$(cat "$WORK/kubeconfig.pid")"; }
+run_load() { BENCH_METRICS_PORT="$HTTP_PORT" python3 "$WORK/load.py" "$WORK" "$1" "$INGEST_PORT" "$SYSLOG_PORT" "$CPID" "$SECS" "$SENDERS" "$BATCH" "$REPS" "$DISTINCT" "$(cat "$WORK/kubeconfig.pid")"; }
 run_load new
 stop_controller
 if [ "$BASELINE" = 1 ]; then

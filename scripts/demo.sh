@@ -63,6 +63,9 @@ printf '%s' "$SMTP_PORT" > "$WORK/notify/smtp-port"
 printf 'insecure-plaintext' > "$WORK/notify/smtp-tls"
 printf 'microseg <microseg@example.com>' > "$WORK/notify/smtp-from"
 printf 'the network security team (netsec@example.com)' > "$WORK/notify/notify-contact"
+# The demo's chat receiver is on loopback over http: webhooks there are refused unless allowed.
+printf '127.0.0.0/8' > "$WORK/notify/webhook-allowed-networks"
+printf 'true' > "$WORK/notify/webhook-insecure-allow-http"
 # A chat webhook receiver for owners who want notices in a channel (writes each POST to a file).
 HOOK_PORT=$(free_port)
 python3 - "$HOOK_PORT" "$WORK/hooks" >"$WORK/hooks.log" 2>&1 <<'PY' &
@@ -92,21 +95,24 @@ curl -sf -u "admin:$NSX_PASS" -X PATCH -H 'Content-Type: application/json' \
   -d '{"resource_type":"Group","id":"monitoring-servers","display_name":"monitoring servers","expression":[{"resource_type":"IPAddressExpression","ip_addresses":["10.50.0.0/24"]}]}'
 
 say "starting the microseg controller (DFW log ingestion and the dashboard on)"
-HTTP_PORT=$(free_port)
+HTTP_PORT=$(free_port); INGEST_PORT=$(free_port); DASHBOARD_PORT=$(free_port)
 SYSLOG_PORT=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 (umask 077; python3 -c 'import secrets; print(secrets.token_hex(24))' >"$WORK/dashboard-token")
 (umask 077; python3 -c 'import secrets; print(secrets.token_hex(24))' >"$WORK/ingest-token")
 RUST_LOG=info,microseg=info "$MICROSEG" controller --cluster demo \
-  --nsx-url "http://127.0.0.1:$NSX_PORT" --nsx-auth session --nsx-credentials-dir "$WORK/nsx-credentials" \
+  --nsx-url "http://127.0.0.1:$NSX_PORT" --nsx-insecure-allow-http --nsx-auth session --nsx-credentials-dir "$WORK/nsx-credentials" \
   --notify-config-dir "$WORK/notify" --reminder-before 20s --resync 30s \
   --dashboard-token-file "$WORK/dashboard-token" --ingest-token-file "$WORK/ingest-token" \
   --syslog-udp-addr "127.0.0.1:$SYSLOG_PORT" \
-  --http-addr "127.0.0.1:$HTTP_PORT" >"$WORK/controller.log" 2>&1 &
+  --http-addr "127.0.0.1:$HTTP_PORT" --ingest-addr "127.0.0.1:$INGEST_PORT" \
+  --dashboard-addr "127.0.0.1:$DASHBOARD_PORT" --dashboard-insecure-cookie >"$WORK/controller.log" 2>&1 &
 PIDS+=($!)
-API="http://127.0.0.1:$HTTP_PORT"
-echo "health and metrics: $API/readyz  $API/metrics"
+HEALTH="http://127.0.0.1:$HTTP_PORT"
+API="http://127.0.0.1:$DASHBOARD_PORT"
+INGEST="http://127.0.0.1:$INGEST_PORT"
+echo "health and metrics: $HEALTH/readyz  $HEALTH/metrics"
 echo "dashboard: $API/ui/ (sign in with the token in $WORK/dashboard-token)"
-echo "DFW log ingestion: POST $API/ingest/lines and $API/ingest/loginsight (bearer token in $WORK/ingest-token), syslog udp://127.0.0.1:$SYSLOG_PORT"
+echo "DFW log ingestion: POST $INGEST/ingest/lines and $INGEST/ingest/loginsight (bearer token in $WORK/ingest-token), syslog udp://127.0.0.1:$SYSLOG_PORT"
 
 # The DFW log source. In production ESXi hosts send their dfwpktlogs (syslog, Log Insight or
 # /ingest/lines); here the simulator decides each flow with the rules microseg wrote to it
@@ -189,8 +195,8 @@ cat >"$WORK/traffic.json" <<'JSON'
   {"what": "app -> dns",             "src_ip": "10.1.1.21",    "dst_ip": "10.0.0.54",  "protocol": "UDP", "dst_port": 53}
 ]
 JSON
-export DEMO_NSX="http://127.0.0.1:$NSX_PORT" DEMO_INGEST="$API/ingest/lines" DEMO_INGEST_TOKEN_FILE="$WORK/ingest-token"
-export DEMO_WEBHOOK="$API/ingest/loginsight" DEMO_SYSLOG_PORT="$SYSLOG_PORT"
+export DEMO_NSX="http://127.0.0.1:$NSX_PORT" DEMO_INGEST="$INGEST/ingest/lines" DEMO_INGEST_TOKEN_FILE="$WORK/ingest-token"
+export DEMO_WEBHOOK="$INGEST/ingest/loginsight" DEMO_SYSLOG_PORT="$SYSLOG_PORT"
 
 # The example wave with its schedule compressed: seconds instead of weeks. The evidence gates
 # are set explicitly: their defaults (quiet period 72h, log silence 24h) would hold a

@@ -176,6 +176,10 @@ pub struct PlanArgs {
     /// Do not verify the NSX Manager's certificate. Insecure: labs only.
     #[arg(long)]
     pub nsx_insecure_skip_tls_verify: bool,
+    /// Accept an `http://` --nsx-url (credentials travel in clear text). Insecure: labs and the
+    /// simulator only.
+    #[arg(long)]
+    pub nsx_insecure_allow_http: bool,
 }
 
 /// Where `microseg recommend` reads flows.
@@ -464,6 +468,12 @@ fn plan(args: &PlanArgs) -> Result<ExitCode, Error> {
             reason: e.to_string(),
         })?
     } else if let Some(url) = &args.nsx_url {
+        crate::controller::cli::check_nsx_url(url, args.nsx_insecure_allow_http).map_err(
+            |reason| Error::Flag {
+                flag: "--nsx-url",
+                reason,
+            },
+        )?;
         let client = nsx_client(args, url)?;
         let domains: std::collections::BTreeSet<String> = policies
             .iter()

@@ -136,7 +136,7 @@ async fn dashboard_shows_the_wave_live_alerts_acknowledges_and_suggests_a_rule_t
     let catchall = rule_id(&env, "catchall_in").unwrap();
 
     // The JSON API refuses requests without the token, answers with it.
-    let base = format!("http://127.0.0.1:{}", controller.http);
+    let base = format!("http://127.0.0.1:{}", controller.dashboard);
     let http = reqwest::Client::new();
     for path in ["/api/v1/programme", "/api/v1/alerts", "/api/v1/events"] {
         let r = http.get(format!("{base}{path}")).send().await.unwrap();
@@ -205,7 +205,7 @@ async fn dashboard_shows_the_wave_live_alerts_acknowledges_and_suggests_a_rule_t
         line(&at, catchall, "10.20.30.41", 52001, 22),
     ]
     .join("\n");
-    ingest(controller.http, batch).await;
+    ingest(controller.ingest, batch).await;
     env.eventually("two open alerts on web", Duration::from_secs(30), || {
         monitor(&env, "openAlerts") == 2
     });
@@ -266,7 +266,7 @@ async fn dashboard_shows_the_wave_live_alerts_acknowledges_and_suggests_a_rule_t
     );
     // NSX now logs the flow on the explicit rule.
     ingest(
-        controller.http,
+        controller.ingest,
         line(&now(), id, "10.20.30.40", 51004, 8443),
     )
     .await;

@@ -129,7 +129,7 @@ async fn post(
     headers: &[(&str, &str)],
 ) -> (u16, Value, Option<String>) {
     let mut req = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{}{path}", ctl.http))
+        .post(format!("http://127.0.0.1:{}{path}", ctl.ingest))
         .body(body);
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -413,7 +413,8 @@ async fn a_controller_killed_mid_stream_loses_no_acknowledged_batch() {
     env.apply(&policy(&env, "alpha", "shop-web-", "wave-k"));
     wait_monitoring(&env, "alpha");
     wait_attributed(&env, &ctl, "10.1.0.11").await;
-    let http = ctl.http;
+    let ports = ctl.ports();
+    let http = ports.ingest;
     let template = flow_lines(&env, "10.0.0.10", "10.1.0.11", 8080)
         .await
         .remove(0);
@@ -461,7 +462,7 @@ async fn a_controller_killed_mid_stream_loses_no_acknowledged_batch() {
     assert!(before < 600, "the stream had ended before the kill");
     let _restarted = env.controller_on(
         "b",
-        http,
+        ports,
         &[
             "--ingest-token-file",
             &env.dir.join("ingest-token").display().to_string(),
@@ -514,32 +515,31 @@ async fn bad_input_gets_a_clear_answer_and_loses_nothing_already_accepted() {
 
     // Accepted first: 3 lines, signed with the HMAC key instead of the token.
     let body = [line.as_str(), line.as_str(), line.as_str()].join("\n");
+    // Signed: the timestamp, the idempotency key (none here) and the body.
+    let ts = k8s_openapi::jiff::Timestamp::now().as_second().to_string();
     let sig = {
         use hmac::Mac;
         let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(HMAC_KEY.as_bytes()).unwrap();
-        mac.update(body.as_bytes());
+        mac.update(&microseg::web::ingest::signed_message(
+            &ts,
+            "",
+            body.as_bytes(),
+        ));
         mac.finalize()
             .into_bytes()
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect::<String>()
     };
-    let (code, r, _) = post(
-        &ctl,
-        "/ingest/lines",
-        body.clone().into_bytes(),
-        &[("x-microseg-signature", &format!("sha256={sig}"))],
-    )
-    .await;
+    let signed = [
+        ("x-microseg-signature", format!("sha256={sig}")),
+        ("x-microseg-timestamp", ts.clone()),
+    ];
+    let signed: Vec<(&str, &str)> = signed.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (code, r, _) = post(&ctl, "/ingest/lines", body.clone().into_bytes(), &signed).await;
     assert_eq!((code, r["unmatched"].as_u64()), (200, Some(3)), "{r}");
     // The same body again is a retry: not counted twice.
-    let (code, r, _) = post(
-        &ctl,
-        "/ingest/lines",
-        body.clone().into_bytes(),
-        &[("x-microseg-signature", &format!("sha256={sig}"))],
-    )
-    .await;
+    let (code, r, _) = post(&ctl, "/ingest/lines", body.clone().into_bytes(), &signed).await;
     assert_eq!((code, &r["duplicate"]), (200, &json!(true)), "{r}");
 
     struct Case {
@@ -580,10 +580,13 @@ async fn bad_input_gets_a_clear_answer_and_loses_nothing_already_accepted() {
             what: "bad signature",
             path: "/ingest/lines",
             body: line.clone().into_bytes(),
-            headers: vec![(
-                "x-microseg-signature",
-                format!("sha256={}", "00".repeat(32)),
-            )],
+            headers: vec![
+                (
+                    "x-microseg-signature",
+                    format!("sha256={}", "00".repeat(32)),
+                ),
+                ("x-microseg-timestamp", ts.clone()),
+            ],
             code: 401,
             says: "does not match",
         },

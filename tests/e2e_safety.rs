@@ -216,7 +216,7 @@ async fn no_drop_without_evidence_and_no_object_takes_the_brakes_away() {
             "1",
         ],
     );
-    let http = ctl.http;
+    let (http, dashboard) = (ctl.ingest, ctl.dashboard);
 
     // One VM per application: DFW lines are written at a VM's vNIC.
     let mut vms: Vec<Value> = serde_json::from_slice(
@@ -400,7 +400,7 @@ async fn no_drop_without_evidence_and_no_object_takes_the_brakes_away() {
         .unwrap()
         .to_string();
     let ack = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{http}/api/v1/alerts/acknowledge"))
+        .post(format!("http://127.0.0.1:{dashboard}/api/v1/alerts/acknowledge"))
         .bearer_auth(DASHBOARD_TOKEN)
         .json(&json!({"namespace": env.ns, "name": OVERFLOW.name, "flowIds": [flow_id], "comment": "known backup job", "by": "e2e"}))
         .send()

@@ -496,7 +496,7 @@ mod endpoint {
                 rate_lines_per_second: 10_000,
                 burst_lines: 10_000,
                 commit_timeout: Duration::from_secs(5),
-                index_per_batch: false,
+                ..IngestConfig::default()
             },
             recorder,
             store,
@@ -642,4 +642,66 @@ mod endpoint {
             "{answer}"
         );
     }
+}
+
+/// Issue 16: a long key is not copied into every message found under it, and a payload holds
+/// at most the batch limit of messages (the handler answers 413).
+#[test]
+fn a_long_key_over_many_lines_is_bounded() {
+    let key = "k".repeat(100_000);
+    let body = format!(
+        "{{\"{key}\": {{\"messages\": {}}}}}",
+        serde_json::to_string(&"x\n".repeat(1_000)).unwrap()
+    );
+    let alert = microseg::monitor::loginsight::parse_payload(body.as_bytes()).unwrap();
+    assert_eq!(alert.messages.len(), 1_000);
+    assert!(
+        alert.messages.iter().all(|m| m.at.len() < 200),
+        "{}",
+        alert.messages[0].at.len()
+    );
+    let e = microseg::monitor::loginsight::parse_payload_limited(body.as_bytes(), 999).unwrap_err();
+    assert_eq!(
+        e,
+        microseg::monitor::loginsight::Error::TooManyMessages { limit: 999 }
+    );
+    assert!(e.to_string().contains("more than 999 log messages"), "{e}");
+    // The legacy shape too.
+    let legacy = format!(
+        "{{\"messages\": [{}]}}",
+        ["{\"text\": \"x\"}"; 10].join(",")
+    );
+    assert!(matches!(
+        microseg::monitor::loginsight::parse_payload_limited(legacy.as_bytes(), 9),
+        Err(microseg::monitor::loginsight::Error::TooManyMessages { limit: 9 })
+    ));
+    // An offending value is quoted at most 64 characters long.
+    let long = format!(
+        "{{\"messages\": [{{\"text\": \"x\", \"fields\": [{{\"name\": \"vmw_nsxt_firewall_ruleid\", \"content\": \"{}\"}}]}}], \"AlertName\": \"{}\"}}",
+        "9".repeat(10_000),
+        "n".repeat(10_000)
+    );
+    let alert = microseg::monitor::loginsight::parse_payload(long.as_bytes()).unwrap();
+    let entries: Vec<_> = alert.entries(k8s_openapi::jiff::Timestamp::now()).collect();
+    for e in &entries {
+        if let microseg::monitor::loginsight::Entry::Unusable { reason, .. } = e {
+            assert!(
+                reason.len() < 400 && reason.contains("10000 bytes in all"),
+                "{reason}"
+            );
+        }
+    }
+    let said = match alert.disposition(&entries) {
+        microseg::monitor::loginsight::Disposition::Refuse { error } => error,
+        microseg::monitor::loginsight::Disposition::Acknowledge { note } => note,
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        said.len() < 800 && said.contains("10000 bytes in all"),
+        "{said}"
+    );
+    // A payload without log lines names its keys, each cut short.
+    let none = format!("{{\"{key}\": 1}}");
+    let e = microseg::monitor::loginsight::parse_payload(none.as_bytes()).unwrap_err();
+    assert!(e.to_string().len() < 400, "{e}");
 }

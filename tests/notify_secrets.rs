@@ -87,6 +87,15 @@ async fn no_secret_in_logs_errors_or_debug_output() {
                 "MICROSEG_NOTIFY_RETRY_BACKOFF".to_string(),
                 "20ms".to_string(),
             ),
+            // The receivers are on loopback over http: allowed for this test only.
+            (
+                "MICROSEG_WEBHOOK_ALLOWED_NETWORKS".to_string(),
+                "127.0.0.0/8".to_string(),
+            ),
+            (
+                "MICROSEG_WEBHOOK_INSECURE_ALLOW_HTTP".to_string(),
+                "true".to_string(),
+            ),
         ];
         NotifyConfig::from_lookup(&lookup(vars)).unwrap()
     };
@@ -138,6 +147,8 @@ async fn no_secret_in_logs_errors_or_debug_output() {
         microseg::notify::webhook::WebhookNotifier::new(
             &WebhookConfig {
                 timeout: Duration::from_secs(2),
+                allowed_networks: vec!["127.0.0.0/8".parse().unwrap()],
+                allow_http: true,
                 ..WebhookConfig::default()
             },
             Default::default(),

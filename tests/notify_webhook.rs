@@ -20,6 +20,8 @@ fn channels(attempts: u32) -> Channels {
         timeout: Duration::from_secs(5),
         format_rules: vec![FormatRule::new("localhost", WebhookFormat::Teams)],
         allowed_hosts: vec!["127.0.0.1".to_string(), "localhost".to_string()],
+        allowed_networks: vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
+        allow_http: true,
         ..WebhookConfig::default()
     };
     Channels::new(
@@ -181,6 +183,7 @@ async fn https_webhooks_verify_the_certificate_against_the_configured_ca() {
     let with = |ca_bundle| {
         let config = WebhookConfig {
             ca_bundle,
+            allowed_networks: vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
             ..WebhookConfig::default()
         };
         Channels::new(
@@ -206,4 +209,61 @@ async fn https_webhooks_verify_the_certificate_against_the_configured_ca() {
     assert_eq!(got[0]["idempotency_key"], notice.message_id.as_str());
     assert_eq!(got[0]["body"]["kind"], "Reminder");
     std::fs::remove_dir_all(&certs).unwrap();
+}
+
+/// Issue 16: an owner's webhook is written in the CR spec, so by default the controller posts
+/// only to https and never to loopback, private or link-local addresses (checked after name
+/// resolution); a site allow-lists the internal networks it means.
+#[tokio::test]
+async fn webhooks_to_loopback_are_refused_by_default_and_nothing_is_posted() {
+    let rx = WebhookReceiver::start(StatusCode::OK).await;
+    let port = rx.addr.port();
+    let retry = RetryPolicy {
+        attempts: 1,
+        initial_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(10),
+    };
+    let default = Channels::new(
+        None,
+        WebhookNotifier::new(&WebhookConfig::default(), RenderOptions::default()).unwrap(),
+        retry,
+    );
+    for url in [
+        format!("http://127.0.0.1:{port}/hooks/T0KEN"),
+        format!("https://127.0.0.1:{port}/hooks/T0KEN"),
+        format!("https://localhost:{port}/hooks/T0KEN"),
+    ] {
+        let e = default
+            .send(&to_webhook(NoticeKind::Enforced, url.clone()))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("only https") || e.contains("loopback"),
+            "{url}: {e}"
+        );
+        assert!(!e.contains("T0KEN"), "{e}");
+    }
+    assert!(rx.received().is_empty(), "a refused webhook was posted");
+    // Allow-listed (and http allowed for the lab), the same receiver gets the notice.
+    let lab = Channels::new(
+        None,
+        WebhookNotifier::new(
+            &WebhookConfig {
+                allowed_networks: vec!["127.0.0.0/8".parse().unwrap()],
+                allow_http: true,
+                ..WebhookConfig::default()
+            },
+            RenderOptions::default(),
+        )
+        .unwrap(),
+        retry,
+    );
+    lab.send(&to_webhook(
+        NoticeKind::Enforced,
+        format!("http://localhost:{port}/hooks/T0KEN"),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(rx.received().len(), 1);
 }

@@ -68,6 +68,10 @@ pub struct ControllerArgs {
     /// Do not verify the NSX Manager's certificate. Insecure: labs only.
     #[arg(long)]
     pub nsx_insecure_skip_tls_verify: bool,
+    /// Accept an `http://` NSX URL (credentials travel in clear text). Insecure: labs and the
+    /// simulator only.
+    #[arg(long)]
+    pub nsx_insecure_allow_http: bool,
     /// Requests per second to NSX (NSX's own limit is 100).
     #[arg(long, default_value_t = 50)]
     pub nsx_rate_limit: u32,
@@ -127,9 +131,16 @@ pub struct ControllerArgs {
     /// Lease duration.
     #[arg(long, default_value = "15s")]
     pub lease_duration: Duration,
-    /// Health, readiness, metrics and ingestion listener.
+    /// Health, readiness and metrics listener (nothing else is served on it).
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
+    /// Ingestion listener (/ingest/lines, /ingest/loginsight); bound only when ingestion is on.
+    #[arg(long, default_value = "0.0.0.0:8081")]
+    pub ingest_addr: SocketAddr,
+    /// Dashboard listener (/ui/, /api/v1/); bound only when the dashboard is on. The only
+    /// listener where a proxy's user header means anything.
+    #[arg(long, default_value = "0.0.0.0:8082")]
+    pub dashboard_addr: SocketAddr,
     /// File holding the bearer token of the ingestion endpoints (/ingest/lines,
     /// /ingest/loginsight). Without it and without --ingest-hmac-secret-file ingestion is off.
     #[arg(long, env = "MICROSEG_INGEST_TOKEN_FILE")]
@@ -141,12 +152,33 @@ pub struct ControllerArgs {
     /// Largest ingestion body accepted.
     #[arg(long, default_value_t = 4 * 1024 * 1024)]
     pub ingest_max_body_bytes: usize,
-    /// Log lines per second accepted on average (HTTP and syslog together).
+    /// Log lines per second accepted on average over HTTP (syslog has its own --syslog-rate).
     #[arg(long, default_value_t = 20_000)]
     pub ingest_rate: u32,
-    /// Log lines accepted at once (the largest batch).
+    /// Log lines accepted at once over HTTP (the largest batch).
     #[arg(long, default_value_t = 50_000)]
     pub ingest_burst_lines: u32,
+    /// Ingestion bodies read at once; more wait a few seconds, then get 503 with Retry-After.
+    /// Memory for bodies stays under this times --ingest-max-body-bytes.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub ingest_max_in_flight: u16,
+    /// A signed batch whose X-Microseg-Timestamp is further than this from now is refused (a
+    /// replay).
+    #[arg(long, default_value = "5m")]
+    pub ingest_hmac_max_age: Duration,
+    /// Log lines per second accepted on average over syslog (UDP and TCP together; a budget
+    /// apart from the authenticated HTTP senders').
+    #[arg(long, default_value_t = 20_000)]
+    pub syslog_rate: u32,
+    /// Log lines accepted at once over syslog.
+    #[arg(long, default_value_t = 50_000)]
+    pub syslog_burst_lines: u32,
+    /// Syslog TCP connections served at once; one more is closed at once.
+    #[arg(long, default_value_t = 1_024, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub syslog_tcp_max_connections: u32,
+    /// A syslog TCP connection that sends nothing for this long is closed.
+    #[arg(long, default_value = "5m")]
+    pub syslog_tcp_idle_timeout: Duration,
     /// Listen for syslog over UDP here (e.g. 0.0.0.0:5514). Syslog has no authentication:
     /// restrict who can reach it (the chart's NetworkPolicy).
     #[arg(long)]
@@ -167,6 +199,48 @@ pub struct ControllerArgs {
     /// acknowledgements. Only use it when every request passes through that proxy.
     #[arg(long, env = "MICROSEG_DASHBOARD_USER_HEADER")]
     pub dashboard_user_header: Option<String>,
+    /// Header set by the same proxy that names the user's groups (comma-separated), e.g.
+    /// X-Forwarded-Groups; passed to the access review of acknowledgements.
+    #[arg(long, env = "MICROSEG_DASHBOARD_GROUPS_HEADER")]
+    pub dashboard_groups_header: Option<String>,
+    /// File holding a secret the authenticating proxy sends in X-Microseg-Proxy-Secret; the user
+    /// header counts only with it (and/or from --dashboard-proxy-cidrs).
+    #[arg(long, env = "MICROSEG_DASHBOARD_PROXY_SECRET_FILE")]
+    pub dashboard_proxy_secret_file: Option<PathBuf>,
+    /// Networks the authenticating proxy connects from (comma-separated CIDRs); the user header
+    /// counts only from them (and/or with --dashboard-proxy-secret-file).
+    #[arg(long, value_delimiter = ',')]
+    pub dashboard_proxy_cidrs: Vec<ipnet::IpNet>,
+    /// Session cookies without `Secure`, for a dashboard reached over plain http. Insecure: labs.
+    #[arg(long)]
+    pub dashboard_insecure_cookie: bool,
+}
+
+/// Checks an NSX Manager URL: https, no user name or password in it; `http://` only when
+/// `allow_http` (`--nsx-insecure-allow-http`, labs and the simulator). The reason names what is
+/// wrong and never repeats the URL (it may hold a password).
+pub fn check_nsx_url(url: &str, allow_http: bool) -> Result<(), String> {
+    let url = reqwest::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("holds a user name or password; give credentials in \
+                    --nsx-credentials-dir (or $NSX_USERNAME/$NSX_PASSWORD), never in the URL"
+            .into());
+    }
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if allow_http => {
+            tracing::warn!(
+                "--nsx-insecure-allow-http: NSX credentials travel in clear text (labs only)"
+            );
+            Ok(())
+        }
+        "http" => Err(
+            "http:// sends the NSX credentials in clear text; use https:// \
+                       (--nsx-insecure-allow-http for a lab or the simulator)"
+                .into(),
+        ),
+        other => Err(format!("scheme {other:?} is not https")),
+    }
 }
 
 /// Why the controller could not start.
@@ -230,7 +304,7 @@ impl ControllerArgs {
         Ok(Client::with_metrics(config, metrics)?)
     }
 
-    fn ingest(&self) -> Result<Option<IngestConfig>, StartError> {
+    fn ingest(&self) -> Result<IngestConfig, StartError> {
         let read = |flag: &str, path: &PathBuf| -> Result<String, StartError> {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| StartError::Config(format!("{flag}: {}: {e}", path.display())))?;
@@ -253,19 +327,29 @@ impl ControllerArgs {
             .as_ref()
             .map(|p| read("--ingest-hmac-secret-file", p).map(String::into_bytes))
             .transpose()?;
-        if token.is_none() && hmac_secret.is_none() {
-            return Ok(None);
-        }
-        Ok(Some(IngestConfig {
+        Ok(IngestConfig {
             token,
             hmac_secret,
+            hmac_max_age: std_duration(self.ingest_hmac_max_age),
             max_body_bytes: self.ingest_max_body_bytes,
+            max_in_flight: usize::from(self.ingest_max_in_flight),
             rate_lines_per_second: self.ingest_rate,
             burst_lines: self.ingest_burst_lines,
-            commit_timeout: std::time::Duration::from_secs(30),
+            syslog_rate_lines_per_second: self.syslog_rate,
+            syslog_burst_lines: self.syslog_burst_lines,
+            syslog_tcp_max_connections: usize::try_from(self.syslog_tcp_max_connections)
+                .unwrap_or(1_024),
+            syslog_tcp_idle_timeout: std_duration(self.syslog_tcp_idle_timeout),
             // Benchmarks only (scripts/bench-ingest.sh): the baseline of the attribution index.
             index_per_batch: std::env::var_os("MICROSEG_INGEST_BASELINE").is_some_and(|v| v == "1"),
-        }))
+            ..IngestConfig::default()
+        })
+    }
+
+    /// `--nsx-url`: https, no credentials in it; http only with `--nsx-insecure-allow-http`.
+    fn check_nsx_url(&self) -> Result<(), StartError> {
+        check_nsx_url(&self.nsx_url, self.nsx_insecure_allow_http)
+            .map_err(|reason| StartError::Config(format!("--nsx-url: {reason}")))
     }
 
     fn dashboard(&self) -> Result<DashboardConfig, StartError> {
@@ -301,7 +385,58 @@ impl ControllerArgs {
                 "dashboard off: no --dashboard-token-file and no --dashboard-user-header"
             );
         }
-        Ok(DashboardConfig { token, user_header })
+        let proxy_secret = match &self.dashboard_proxy_secret_file {
+            None => None,
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    StartError::Config(format!(
+                        "--dashboard-proxy-secret-file: {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                let text = text.trim().to_string();
+                if text.len() < 16 {
+                    return Err(StartError::Config(format!(
+                        "--dashboard-proxy-secret-file: {}: shorter than 16 characters; use a long random secret",
+                        path.display()
+                    )));
+                }
+                Some(text)
+            }
+        };
+        if user_header.is_some() && proxy_secret.is_none() && self.dashboard_proxy_cidrs.is_empty()
+        {
+            return Err(StartError::Config(
+                "--dashboard-user-header: anyone could send it; give \
+                 --dashboard-proxy-secret-file and/or --dashboard-proxy-cidrs so that only the \
+                 authenticating proxy is believed"
+                    .into(),
+            ));
+        }
+        let groups_header = match self.dashboard_groups_header.as_deref().map(str::trim) {
+            None => None,
+            Some(h) if axum::http::HeaderName::from_bytes(h.as_bytes()).is_ok() => {
+                if user_header.is_none() {
+                    return Err(StartError::Config(
+                        "--dashboard-groups-header: needs --dashboard-user-header".into(),
+                    ));
+                }
+                Some(h.to_string())
+            }
+            Some(h) => {
+                return Err(StartError::Config(format!(
+                    "--dashboard-groups-header: {h:?} is not a valid HTTP header name"
+                )));
+            }
+        };
+        Ok(DashboardConfig {
+            token,
+            user_header,
+            groups_header,
+            proxy_secret,
+            proxy_sources: self.dashboard_proxy_cidrs.clone(),
+            insecure_cookie: self.dashboard_insecure_cookie,
+        })
     }
 
     fn notifier(&self) -> Result<Option<Arc<dyn Notifier>>, StartError> {
@@ -338,6 +473,34 @@ impl ControllerArgs {
         let client =
             kube::Client::try_from(kube_config).map_err(|e| StartError::Kube(e.to_string()))?;
         let mut registry = Registry::default();
+        self.check_nsx_url()?;
+        for (a, b, x, y) in [
+            (
+                "--http-addr",
+                "--ingest-addr",
+                self.http_addr,
+                self.ingest_addr,
+            ),
+            (
+                "--http-addr",
+                "--dashboard-addr",
+                self.http_addr,
+                self.dashboard_addr,
+            ),
+            (
+                "--ingest-addr",
+                "--dashboard-addr",
+                self.ingest_addr,
+                self.dashboard_addr,
+            ),
+        ] {
+            if x == y {
+                return Err(StartError::Config(format!(
+                    "{b}: {y} is also {a}; health and metrics, ingestion and the dashboard each \
+                     need a listener of their own"
+                )));
+            }
+        }
         let nsx = self.nsx_client(&mut registry)?;
         let notifier = self.notifier()?;
         let ingest = self.ingest()?;
@@ -374,7 +537,7 @@ impl ControllerArgs {
         if self.dry_run {
             tracing::warn!("--dry-run: NSX changes are computed and reported, never written");
         }
-        tracing::info!(cluster = %self.cluster, nsx = %self.nsx_url, "starting the microseg controller");
+        tracing::info!(cluster = %self.cluster, nsx = %crate::notify::webhook::redact_url(&self.nsx_url), "starting the microseg controller");
         super::run(Runtime {
             client,
             nsx: Arc::new(nsx),
@@ -399,6 +562,8 @@ impl ControllerArgs {
             lease,
             namespace: self.namespace.clone(),
             http: self.http_addr,
+            ingest_addr: self.ingest_addr,
+            dashboard_addr: self.dashboard_addr,
             registry,
             metrics,
             monitor: MonitorSettings {
@@ -411,5 +576,30 @@ impl ControllerArgs {
         })
         .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_nsx_url;
+
+    #[test]
+    fn nsx_urls_are_https_without_credentials_unless_the_lab_flag_says_http() {
+        assert!(check_nsx_url("https://nsx.example.com", false).is_ok());
+        assert!(check_nsx_url("http://127.0.0.1:8080", true).is_ok());
+        let e = check_nsx_url("http://nsx.example.com", false).unwrap_err();
+        assert!(e.contains("--nsx-insecure-allow-http"), "{e}");
+        for url in [
+            "https://admin:S3CRET@nsx.example.com",
+            "http://admin:S3CRET@nsx.example.com",
+        ] {
+            let e = check_nsx_url(url, true).unwrap_err();
+            assert!(
+                e.contains("user name or password") && !e.contains("S3CRET"),
+                "{e}"
+            );
+        }
+        assert!(check_nsx_url("ftp://nsx.example.com", true).is_err());
+        assert!(check_nsx_url("nsx.example.com", true).is_err());
     }
 }

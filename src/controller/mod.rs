@@ -156,6 +156,10 @@ pub struct Runtime {
     pub namespace: Option<String>,
     /// Health and metrics listener.
     pub http: SocketAddr,
+    /// Ingestion listener (when HTTP ingestion is on).
+    pub ingest_addr: SocketAddr,
+    /// Dashboard listener (when the dashboard is on).
+    pub dashboard_addr: SocketAddr,
     /// Metrics registry (other components may have registered into it).
     pub registry: Registry,
     /// Metrics of this controller, registered in `registry`.
@@ -169,8 +173,8 @@ pub struct Runtime {
 /// Monitor ingestion settings.
 #[derive(Debug, Clone)]
 pub struct MonitorSettings {
-    /// HTTP ingestion (token or HMAC); `None`: off.
-    pub ingest: Option<crate::web::ingest::IngestConfig>,
+    /// Ingestion limits; HTTP ingestion is on when a token or an HMAC key is set.
+    pub ingest: crate::web::ingest::IngestConfig,
     /// Distinct flows kept per application.
     pub max_flows: usize,
     /// Syslog over UDP.
@@ -289,18 +293,7 @@ pub async fn run(rt: Runtime) -> Result<(), Error> {
     );
     let ingest_metrics = crate::web::ingest::IngestMetrics::register(&mut registry);
     let ingest = crate::web::ingest::Ingest::new(
-        rt.monitor
-            .ingest
-            .clone()
-            .unwrap_or_else(|| crate::web::ingest::IngestConfig {
-                token: None,
-                hmac_secret: None,
-                max_body_bytes: 0,
-                rate_lines_per_second: 20_000,
-                burst_lines: 50_000,
-                commit_timeout: Duration::from_secs(30),
-                index_per_batch: false,
-            }),
+        rt.monitor.ingest.clone(),
         recorder.clone(),
         policy_store.clone(),
         attribution,
@@ -321,23 +314,39 @@ pub async fn run(rt: Runtime) -> Result<(), Error> {
         syslog.push(started.map_err(|reason| Error::Http { addr, reason })?);
         info!(%addr, protocol = if udp { "udp" } else { "tcp" }, "listening for syslog");
     }
+    // Three listeners: a header or a body meant for one never reaches the others.
+    let dashboard_on = rt.dashboard.enabled();
     let dashboard = crate::web::dashboard::router(crate::web::dashboard::DashboardState {
         policies: policy_store.clone(),
         windows: window_store.clone(),
         recorder: Some(recorder.clone()),
+        client: Some(rt.client.clone()),
         config: rt.dashboard,
     });
-    let app = crate::web::health::router(registry, ready)
-        .merge(crate::web::ingest::router(
-            rt.monitor.ingest.is_some().then_some(ingest),
-        ))
-        .merge(dashboard);
-    let server = crate::web::serve(rt.http, app, shutdown_rx.clone())
-        .await
-        .map_err(|reason| Error::Http {
-            addr: rt.http,
-            reason,
-        })?;
+    let mut servers = Vec::new();
+    let mut listeners = vec![(
+        rt.http,
+        crate::web::health::router(registry, ready),
+        "health and metrics",
+    )];
+    if rt.monitor.ingest.http_enabled() {
+        listeners.push((
+            rt.ingest_addr,
+            crate::web::ingest::router(Some(ingest)),
+            "ingestion",
+        ));
+    }
+    if dashboard_on {
+        listeners.push((rt.dashboard_addr, dashboard, "dashboard"));
+    }
+    for (addr, app, what) in listeners {
+        servers.push(
+            crate::web::serve(addr, app, shutdown_rx.clone())
+                .await
+                .map_err(|reason| Error::Http { addr, reason })?,
+        );
+        info!(%addr, "listening: {what}");
+    }
 
     let phase_gauges = tokio::spawn(window::phase_gauges(ctx.clone(), shutdown_rx.clone()));
 
@@ -356,7 +365,9 @@ pub async fn run(rt: Runtime) -> Result<(), Error> {
         }
     }
     phase_gauges.abort();
-    let _ = server.await;
+    for server in servers {
+        let _ = server.await;
+    }
     for s in syslog {
         let _ = s.await;
     }

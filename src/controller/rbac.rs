@@ -28,14 +28,23 @@ pub const REQUIRED: &[(&str, &str, &[&str])] = &[
     ),
     // Events (events.k8s.io/v1 through the Recorder).
     ("events.k8s.io", "events", &["create", "patch"]),
+    // The dashboard asks whether a proxy-named user may acknowledge alerts in a namespace.
+    (
+        "authorization.k8s.io",
+        "localsubjectaccessreviews",
+        &["create"],
+    ),
 ];
 
 /// Leader election (namespaced Role in the controller's namespace).
-pub const LEADER_ELECTION: &[(&str, &str, &[&str])] = &[(
-    "coordination.k8s.io",
-    "leases",
-    &["get", "list", "watch", "create", "patch", "update"],
-)];
+/// `create` cannot be limited to a name (the object does not exist yet); `get` and `patch` are
+/// limited to the lease's name in the rules file (`resourceNames: [LEASE_NAME]`, replaced by the
+/// chart with the lease's name).
+pub const LEADER_ELECTION: &[(&str, &str, &[&str])] =
+    &[("coordination.k8s.io", "leases", &["create", "get", "patch"])];
+
+/// The placeholder of the lease's name in `role-leader-election-rules.yaml`.
+pub const LEASE_NAME_PLACEHOLDER: &str = "LEASE_NAME";
 
 /// One rule of a Role or ClusterRole.
 #[derive(serde::Deserialize, Debug)]
@@ -47,6 +56,9 @@ pub struct PolicyRule {
     pub resources: Vec<String>,
     /// Verbs.
     pub verbs: Vec<String>,
+    /// Names the rule is limited to (empty: any).
+    #[serde(default)]
+    pub resource_names: Vec<String>,
 }
 
 /// Flattens rules to (group, resource, verb) triples.
@@ -103,5 +115,20 @@ mod tests {
             "../../charts/microseg/files/rbac/role-leader-election-rules.yaml"
         ));
         assert_eq!(chart, triples(LEADER_ELECTION.iter().copied()));
+    }
+
+    #[test]
+    fn only_create_on_leases_is_not_limited_to_the_lease_name() {
+        let rules: Vec<PolicyRule> = serde_yaml::from_str(include_str!(
+            "../../charts/microseg/files/rbac/role-leader-election-rules.yaml"
+        ))
+        .unwrap();
+        for r in rules {
+            if r.resource_names.is_empty() {
+                assert_eq!(r.verbs, ["create"], "{r:?}");
+            } else {
+                assert_eq!(r.resource_names, [LEASE_NAME_PLACEHOLDER], "{r:?}");
+            }
+        }
     }
 }

@@ -329,10 +329,14 @@ impl Delta {
         self.unmatched += 1;
         self.last_unmatched = Some(self.last_unmatched.map_or(t, |l| l.max(t)));
         let dropped = matches!(o.action, Some(Action::Drop | Action::Reject));
-        let bucket = self.buckets.entry(minute(t)).or_default();
-        bucket.0 += 1;
-        if dropped {
-            bucket.1 += 1;
+        // The series keeps six hours; a line older than that counts in the totals and its flow,
+        // never as a bucket (one batch of old minutes cannot grow the series work).
+        if minute(t) > minute(now) - series_span_secs() {
+            let bucket = self.buckets.entry(minute(t)).or_default();
+            bucket.0 += 1;
+            if dropped {
+                bucket.1 += 1;
+            }
         }
         let protocol = o.protocol;
         let key = FlowKey {
@@ -400,6 +404,11 @@ fn max_opt(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
         (a, None) => a,
         (None, b) => b,
     }
+}
+
+/// Seconds the series spans.
+fn series_span_secs() -> i64 {
+    i64::try_from(SERIES_MAX).unwrap_or(360) * 60
 }
 
 fn minute(t: Timestamp) -> i64 {
@@ -587,31 +596,33 @@ fn sort_flows(flows: &mut [FlowSummary]) {
     });
 }
 
+/// Adds the buckets to the series: one pass over both (the series is kept sorted), whatever
+/// the number of distinct minutes.
 fn merge_series(series: &mut Vec<MonitorBucket>, buckets: &BTreeMap<i64, (u64, u64)>) {
+    let mut merged: BTreeMap<i64, (i64, i64)> = series
+        .drain(..)
+        .map(|b| (b.start.0.as_second(), (b.unmatched, b.dropped)))
+        .collect();
     for (start, (u, d)) in buckets {
-        let Ok(t) = Timestamp::from_second(*start) else {
-            continue;
-        };
-        match series.iter_mut().find(|b| b.start.0 == t) {
-            Some(b) => {
-                b.unmatched = b.unmatched.saturating_add(to_i64(*u));
-                b.dropped = b.dropped.saturating_add(to_i64(*d));
-            }
-            None => series.push(MonitorBucket {
-                start: Time(t),
-                unmatched: to_i64(*u),
-                dropped: to_i64(*d),
+        let b = merged.entry(*start).or_default();
+        b.0 = b.0.saturating_add(to_i64(*u));
+        b.1 = b.1.saturating_add(to_i64(*d));
+    }
+    let Some(newest) = merged.keys().next_back().copied() else {
+        return;
+    };
+    let horizon = newest.saturating_sub(series_span_secs());
+    series.extend(
+        merged
+            .range(horizon.saturating_add(1)..)
+            .filter_map(|(start, (u, d))| {
+                Some(MonitorBucket {
+                    start: Time(Timestamp::from_second(*start).ok()?),
+                    unmatched: *u,
+                    dropped: *d,
+                })
             }),
-        }
-    }
-    series.sort_by_key(|b| b.start.0);
-    if let Some(newest) = series.last().map(|b| b.start.0) {
-        let horizon = time::minus(
-            newest,
-            SignedDuration::from_mins(i64::try_from(SERIES_MAX).unwrap_or(360)),
-        );
-        series.retain(|b| b.start.0 > horizon);
-    }
+    );
     let excess = series.len().saturating_sub(SERIES_MAX);
     series.drain(..excess);
 }

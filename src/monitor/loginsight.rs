@@ -92,6 +92,29 @@ pub enum Error {
         /// Top-level keys seen.
         keys: String,
     },
+    /// More messages than one batch may hold.
+    #[error(
+        "body: more than {limit} log messages in one payload (--ingest-burst-lines); \
+         send smaller batches"
+    )]
+    TooManyMessages {
+        /// The most accepted.
+        limit: usize,
+    },
+}
+
+/// Longest object key copied into a message's path.
+const KEY_MAX: usize = 64;
+
+/// A key as it appears in a path: at most [`KEY_MAX`] characters (a long key is not copied
+/// into every message found under it).
+fn path_key(k: &str) -> std::borrow::Cow<'_, str> {
+    match k.char_indices().nth(KEY_MAX) {
+        None => std::borrow::Cow::Borrowed(k),
+        Some((cut, _)) => {
+            std::borrow::Cow::Owned(format!("{}...", k.get(..cut).unwrap_or_default()))
+        }
+    }
 }
 
 fn field_err(field: impl Into<String>, reason: impl Into<String>) -> Error {
@@ -252,7 +275,7 @@ impl Alert {
     /// What to do with this alert, given its [`entries`](Alert::entries). Usable messages are
     /// always recorded, whatever the kind: nothing DFW is dropped.
     pub fn disposition(&self, entries: &[Entry<'_>]) -> Disposition {
-        let name = self.name.as_deref().unwrap_or("").trim();
+        let name = super::quote(self.name.as_deref().unwrap_or("").trim());
         let usable = entries.iter().any(|e| !matches!(e, Entry::Unusable { .. }));
         if usable {
             return Disposition::Record;
@@ -261,25 +284,25 @@ impl Alert {
         match kind {
             Kind::TestAlert => Disposition::Acknowledge {
                 note: format!(
-                    "Log Insight test alert {name:?} received: the webhook URL and credentials \
+                    "Log Insight test alert {name} received: the webhook URL and credentials \
                      work; nothing to record"
                 ),
             },
             Kind::SystemNotification => Disposition::Acknowledge {
                 note: format!(
-                    "Log Insight system notification {name:?} received: not a DFW alert, nothing \
+                    "Log Insight system notification {name} received: not a DFW alert, nothing \
                      recorded"
                 ),
             },
             _ if entries.is_empty() => Disposition::Acknowledge {
                 note: format!(
-                    "alert {name:?} carries no messages (NumHits {}): nothing to record",
+                    "alert {name} carries no messages (NumHits {}): nothing to record",
                     self.num_hits.unwrap_or(0)
                 ),
             },
             Kind::AggregateQuery => Disposition::Refuse {
                 error: format!(
-                    "alert {name:?} is an aggregate-query alert (AlertType 2): its {} rows are \
+                    "alert {name} is an aggregate-query alert (AlertType 2): its {} rows are \
                      group-by results, and none has the NSX content-pack field {FIELD_RULE_ID}; \
                      microseg needs a message-query alert over DFW packet logs",
                     entries.len()
@@ -287,7 +310,7 @@ impl Alert {
             },
             Kind::MessageQuery | Kind::UserDefined => Disposition::Refuse {
                 error: format!(
-                    "alert {name:?}: none of its {} messages is a DFW packet-log line or carries \
+                    "alert {name}: none of its {} messages is a DFW packet-log line or carries \
                      the NSX content-pack field {FIELD_RULE_ID}; the alert's query does not \
                      select DFW packet logs (appname dfwpktlogs or FIREWALL-PKTLOG, text \
                      \"INET match\"): point it at them, or remove microseg's webhook from it",
@@ -379,7 +402,7 @@ fn entry(m: &Message, received: jiff::Timestamp) -> Entry<'_> {
         Err(why) => {
             let reason = match (text_error, m.text.as_deref()) {
                 (Some(e), Some(t)) => {
-                    format!("{}.text: {e}: {:?}; {why}", m.at, e.token(t))
+                    format!("{}.text: {e}: {}; {why}", m.at, super::quote(e.token(t)))
                 }
                 _ => format!("{}.text: missing; {why}", m.at),
             };
@@ -393,16 +416,24 @@ fn field_record(m: &Message) -> Result<FieldRecord<'_>, String> {
     let Some(rule) = m.field(FIELD_RULE_ID) else {
         return Err(format!("{}.fields: no {FIELD_RULE_ID}", m.at));
     };
-    let rule_id = rule
-        .trim()
-        .parse::<u32>()
-        .map_err(|_| format!("{}: {rule:?} is not a rule id", at(FIELD_RULE_ID)))?;
+    let rule_id = rule.trim().parse::<u32>().map_err(|_| {
+        format!(
+            "{}: {} is not a rule id",
+            at(FIELD_RULE_ID),
+            super::quote(rule)
+        )
+    })?;
     let action = match m.field(FIELD_ACTION) {
         None => None,
         Some(a) => Some(match a.trim() {
             "ALLOW" => Action::Pass,
-            t => Action::from_token(t)
-                .ok_or_else(|| format!("{}: {a:?} is not a DFW action", at(FIELD_ACTION)))?,
+            t => Action::from_token(t).ok_or_else(|| {
+                format!(
+                    "{}: {} is not a DFW action",
+                    at(FIELD_ACTION),
+                    super::quote(a)
+                )
+            })?,
         }),
     };
     let ip = |name: &str| -> Result<Option<IpAddr>, String> {
@@ -410,7 +441,7 @@ fn field_record(m: &Message) -> Result<FieldRecord<'_>, String> {
             .map(|v| {
                 v.trim()
                     .parse::<IpAddr>()
-                    .map_err(|_| format!("{}: {v:?} is not an IP address", at(name)))
+                    .map_err(|_| format!("{}: {} is not an IP address", at(name), super::quote(v)))
             })
             .transpose()
     };
@@ -419,7 +450,7 @@ fn field_record(m: &Message) -> Result<FieldRecord<'_>, String> {
             .map(|v| {
                 v.trim()
                     .parse::<u16>()
-                    .map_err(|_| format!("{}: {v:?} is not a port", at(name)))
+                    .map_err(|_| format!("{}: {} is not a port", at(name), super::quote(v)))
             })
             .transpose()
     };
@@ -428,7 +459,13 @@ fn field_record(m: &Message) -> Result<FieldRecord<'_>, String> {
     if let Some(v) = m.field(FIELD_DST_IP_PORT)
         && (dst.is_none() || dst_port.is_none())
     {
-        let bad = || format!("{}: {v:?} is not <ip>/<port>", at(FIELD_DST_IP_PORT));
+        let bad = || {
+            format!(
+                "{}: {} is not <ip>/<port>",
+                at(FIELD_DST_IP_PORT),
+                super::quote(v)
+            )
+        };
         let (ip, p) = v.trim().rsplit_once('/').ok_or_else(bad)?;
         dst = dst.or(Some(ip.parse().map_err(|_| bad())?));
         dst_port = dst_port.or(Some(p.parse().map_err(|_| bad())?));
@@ -440,7 +477,8 @@ fn field_record(m: &Message) -> Result<FieldRecord<'_>, String> {
     };
     let protocol = proto
         .map(|p| {
-            protocol_value(p).ok_or_else(|| format!("{}: {p:?} is not a protocol", at(proto_name)))
+            protocol_value(p)
+                .ok_or_else(|| format!("{}: {} is not a protocol", at(proto_name), super::quote(p)))
         })
         .transpose()?;
     Ok(FieldRecord {
@@ -531,6 +569,11 @@ fn opt_int(
 
 /// Parses a webhook body.
 pub fn parse_payload(body: &[u8]) -> Result<Alert, Error> {
+    parse_payload_limited(body, usize::MAX)
+}
+
+/// Parses a webhook body of at most `limit` messages (more: [`Error::TooManyMessages`]).
+pub fn parse_payload_limited(body: &[u8], limit: usize) -> Result<Alert, Error> {
     let v: Value = serde_json::from_slice(body).map_err(|e| Error::Json {
         reason: e.to_string(),
         line: e.line(),
@@ -543,13 +586,13 @@ pub fn parse_payload(body: &[u8]) -> Result<Alert, Error> {
         ));
     };
     if obj.contains_key("messages") {
-        legacy(&obj)
+        legacy(&obj, limit)
     } else {
-        user_defined(&obj)
+        user_defined(&obj, limit)
     }
 }
 
-fn legacy(obj: &serde_json::Map<String, Value>) -> Result<Alert, Error> {
+fn legacy(obj: &serde_json::Map<String, Value>, limit: usize) -> Result<Alert, Error> {
     let Some(Value::Array(msgs)) = obj.get("messages") else {
         let found = obj.get("messages").map_or("nothing", type_name);
         return Err(field_err(
@@ -557,6 +600,9 @@ fn legacy(obj: &serde_json::Map<String, Value>) -> Result<Alert, Error> {
             format!("expected an array, found {found}"),
         ));
     };
+    if msgs.len() > limit {
+        return Err(Error::TooManyMessages { limit });
+    }
     let mut messages = Vec::with_capacity(msgs.len());
     for (i, m) in msgs.iter().enumerate() {
         let at = format!("messages[{i}]");
@@ -654,19 +700,26 @@ fn message(m: &serde_json::Map<String, Value>, at: String) -> Result<Message, Er
     })
 }
 
-fn user_defined(obj: &serde_json::Map<String, Value>) -> Result<Alert, Error> {
+fn user_defined(obj: &serde_json::Map<String, Value>, limit: usize) -> Result<Alert, Error> {
     let mut messages = Vec::new();
     for (k, v) in obj {
         walk(
             v,
-            &format!("$.{k}"),
+            &format!("$.{}", path_key(k)),
             TEXT_KEYS.contains(&k.as_str()),
             0,
-            &mut messages,
+            &mut Found {
+                out: &mut messages,
+                limit,
+            },
         )?;
     }
     if messages.is_empty() {
-        let keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+        let mut keys: Vec<std::borrow::Cow<'_, str>> =
+            obj.keys().take(20).map(|k| path_key(k)).collect();
+        if obj.len() > 20 {
+            keys.push(format!("and {} more", obj.len() - 20).into());
+        }
         return Err(Error::NoLogLines {
             keys: keys.join(", "),
         });
@@ -694,12 +747,28 @@ fn user_defined(obj: &serde_json::Map<String, Value>) -> Result<Alert, Error> {
 /// key is split into lines; any other string is taken when it parses as a DFW line; an object
 /// with `text` or `fields[]` is read as a legacy message; JSON inside a string (`additionalInfo`)
 /// is walked too.
+/// Messages found so far, and the most allowed.
+struct Found<'a> {
+    out: &'a mut Vec<Message>,
+    limit: usize,
+}
+
+impl Found<'_> {
+    fn push(&mut self, m: Message) -> Result<(), Error> {
+        if self.out.len() >= self.limit {
+            return Err(Error::TooManyMessages { limit: self.limit });
+        }
+        self.out.push(m);
+        Ok(())
+    }
+}
+
 fn walk(
     v: &Value,
     at: &str,
     text_key: bool,
     depth: usize,
-    out: &mut Vec<Message>,
+    out: &mut Found<'_>,
 ) -> Result<(), Error> {
     if depth > MAX_DEPTH {
         return Ok(());
@@ -725,7 +794,7 @@ fn walk(
                         text: Some(line.to_owned()),
                         timestamp_ms: None,
                         fields: Vec::new(),
-                    });
+                    })?;
                 }
             }
         }
@@ -738,12 +807,12 @@ fn walk(
             let message_like = matches!(o.get("text"), Some(Value::String(_)))
                 || matches!(o.get("fields"), Some(Value::Array(_)));
             if message_like {
-                out.push(message(o, at.to_owned())?);
+                out.push(message(o, at.to_owned())?)?;
             } else {
                 for (k, child) in o {
                     walk(
                         child,
-                        &format!("{at}.{k}"),
+                        &format!("{at}.{}", path_key(k)),
                         TEXT_KEYS.contains(&k.as_str()),
                         depth + 1,
                         out,

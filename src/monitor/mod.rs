@@ -413,6 +413,22 @@ pub fn parse_loginsight_cli(
     Ok(summary)
 }
 
+/// Longest piece of a sender's input quoted back in an answer or a log line.
+pub const QUOTE_MAX: usize = 64;
+
+/// `s` for an answer or a log: debug-quoted, at most [`QUOTE_MAX`] characters, then how long it
+/// was (an offending token can be as long as the body).
+pub fn quote(s: &str) -> String {
+    match s.char_indices().nth(QUOTE_MAX) {
+        None => format!("{s:?}"),
+        Some((cut, _)) => format!(
+            "{:?}... ({} bytes in all)",
+            s.get(..cut).unwrap_or_default(),
+            s.len()
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -71,7 +71,25 @@ pub enum AckError {
     /// The status could not be written.
     #[error("status could not be written: {0}")]
     Write(String),
+    /// The acknowledgement would make `status.monitor` larger than its budget.
+    #[error(
+        "comment: acknowledging with this comment would make status.monitor of {policy} \
+         {bytes} bytes, over its budget of {budget}; use a shorter comment or acknowledge \
+         with all: true"
+    )]
+    TooLarge {
+        /// namespace/name.
+        policy: String,
+        /// The size it would have.
+        bytes: usize,
+        /// [`MONITOR_BYTES_MAX`].
+        budget: usize,
+    },
 }
+
+/// Most bytes `status.monitor` may take as JSON: far under etcd's 1.5 MiB per object, so that
+/// the reconciler's writes of the same policy always fit.
+pub const MONITOR_BYTES_MAX: usize = 512 * 1024;
 
 /// Metrics of the recorder.
 #[derive(Clone)]
@@ -588,16 +606,36 @@ async fn write_policy(
                     target,
                     by,
                     comment,
-                } => match aggregate::acknowledge(&mut m, target, by, comment, now) {
-                    Ok(n) => (*job, OpResult::Acked(n)),
-                    Err(ids) => (
-                        *job,
-                        OpResult::AckRefused(AckError::UnknownFlows {
-                            policy: policy.to_string(),
-                            ids,
-                        }),
-                    ),
-                },
+                } => {
+                    let kept = m.clone();
+                    match aggregate::acknowledge(&mut m, target, by, comment, now) {
+                        Ok(n) => {
+                            let bytes = serde_json::to_vec(&m).map_or(usize::MAX, |v| v.len());
+                            if bytes > MONITOR_BYTES_MAX
+                                && bytes > serde_json::to_vec(&kept).map_or(0, |v| v.len())
+                            {
+                                m = kept;
+                                (
+                                    *job,
+                                    OpResult::AckRefused(AckError::TooLarge {
+                                        policy: policy.to_string(),
+                                        bytes,
+                                        budget: MONITOR_BYTES_MAX,
+                                    }),
+                                )
+                            } else {
+                                (*job, OpResult::Acked(n))
+                            }
+                        }
+                        Err(ids) => (
+                            *job,
+                            OpResult::AckRefused(AckError::UnknownFlows {
+                                policy: policy.to_string(),
+                                ids,
+                            }),
+                        ),
+                    }
+                }
             })
             .collect();
         // Only a write proves the copy current (the precondition): an outcome without one is

@@ -20,9 +20,12 @@
 //! | `MICROSEG_SMTP_USERNAME`, `MICROSEG_SMTP_PASSWORD` | AUTH credentials, both or neither | none |
 //! | `MICROSEG_SMTP_FROM` | From address, e.g. `microseg <microseg@example.com>` | required with a host |
 //! | `MICROSEG_SMTP_CA_FILE` | PEM bundle; when set, the only trusted CAs | Mozilla roots (webpki-roots) |
+//! | `MICROSEG_EMAIL_ALLOWED_DOMAINS` | `example.com,...`: the only domains (and their subdomains) owners' addresses may be in | any |
 //! | `MICROSEG_SMTP_TIMEOUT` | whole SMTP transaction (connect to QUIT), e.g. `30s` | 30s |
 //! | `MICROSEG_WEBHOOK_TIMEOUT` | whole webhook request | 10s |
 //! | `MICROSEG_WEBHOOK_ALLOWED_HOSTS` | `host,*.suffix,...`: the only hosts webhooks may go to (owners write the URLs) | any host |
+//! | `MICROSEG_WEBHOOK_ALLOWED_NETWORKS` | `cidr,...`: loopback, private or link-local networks webhooks may reach (refused after name resolution otherwise) | none |
+//! | `MICROSEG_WEBHOOK_INSECURE_ALLOW_HTTP` | `true`: accept `http://` webhooks | https only |
 //! | `MICROSEG_WEBHOOK_CA_FILE` | PEM bundle; when set, the only trusted CAs for https webhooks | Mozilla roots (webpki-roots) |
 //! | `MICROSEG_WEBHOOK_FORMATS` | `host-pattern=format,...`, e.g. `chat.example.com=slack,*.teams.example.com=teams` | built-in rules |
 //! | `MICROSEG_NOTIFY_RETRY_ATTEMPTS` | tries per channel and notice (1 = no retry) | 4 |
@@ -141,6 +144,9 @@ pub struct SmtpConfig {
     pub ca_bundle: Option<PathBuf>,
     /// Deadline of one whole SMTP transaction, connecting included.
     pub timeout: Duration,
+    /// Domains owners' addresses may be in (`example.com` also allows its subdomains); empty:
+    /// any. Owners write the addresses in the CR spec.
+    pub allowed_domains: Vec<String>,
 }
 
 impl SmtpConfig {
@@ -154,6 +160,7 @@ impl SmtpConfig {
             from: from.into(),
             ca_bundle: None,
             timeout: Duration::from_secs(30),
+            allowed_domains: Vec::new(),
         }
     }
 }
@@ -168,6 +175,11 @@ pub struct WebhookConfig {
     /// Host patterns (`host` or `*.suffix`) webhooks may go to; empty: any host. Owners write
     /// the URLs, so a site can keep the controller from posting to internal services.
     pub allowed_hosts: Vec<String>,
+    /// Loopback, private and link-local networks webhooks may reach anyway (they are refused
+    /// after name resolution otherwise).
+    pub allowed_networks: Vec<ipnet::IpNet>,
+    /// Accept `http://` webhooks (owners' notices travel in clear text).
+    pub allow_http: bool,
     /// PEM CA bundle that replaces the built-in roots for https webhooks.
     pub ca_bundle: Option<PathBuf>,
 }
@@ -178,6 +190,8 @@ impl Default for WebhookConfig {
             timeout: Duration::from_secs(10),
             format_rules: Vec::new(),
             allowed_hosts: Vec::new(),
+            allowed_networks: Vec::new(),
+            allow_http: false,
             ca_bundle: None,
         }
     }
@@ -353,6 +367,33 @@ impl NotifyConfig {
                 .filter(|h| !h.is_empty())
                 .collect();
         }
+        if let Some(nets) = s.get("MICROSEG_WEBHOOK_ALLOWED_NETWORKS")? {
+            webhook.allowed_networks = nets
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(|n| {
+                    n.parse::<ipnet::IpNet>().map_err(|e| {
+                        setting_error(
+                            "MICROSEG_WEBHOOK_ALLOWED_NETWORKS",
+                            format!("{n:?} is not a CIDR: {e}"),
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        if let Some(v) = s.get("MICROSEG_WEBHOOK_INSECURE_ALLOW_HTTP")? {
+            webhook.allow_http = match v.trim() {
+                "true" => true,
+                "false" | "" => false,
+                other => {
+                    return Err(setting_error(
+                        "MICROSEG_WEBHOOK_INSECURE_ALLOW_HTTP",
+                        format!("{other:?} is not true or false"),
+                    ));
+                }
+            };
+        }
         webhook.ca_bundle = s.get("MICROSEG_WEBHOOK_CA_FILE")?.map(PathBuf::from);
         if let Some(path) = &webhook.ca_bundle
             && !path.is_file()
@@ -456,6 +497,15 @@ impl NotifyConfig {
         let timeout = s
             .parse("MICROSEG_SMTP_TIMEOUT", parse_duration)?
             .unwrap_or(Duration::from_secs(30));
+        let allowed_domains = s
+            .get("MICROSEG_EMAIL_ALLOWED_DOMAINS")?
+            .map(|d| {
+                d.split(',')
+                    .map(|x| x.trim().trim_start_matches('@').to_ascii_lowercase())
+                    .filter(|x| !x.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
         Ok(SmtpConfig {
             host,
             port,
@@ -464,6 +514,7 @@ impl NotifyConfig {
             from: from.trim().to_string(),
             ca_bundle,
             timeout,
+            allowed_domains,
         })
     }
 }

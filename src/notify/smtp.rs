@@ -29,6 +29,7 @@ pub struct SmtpNotifier {
     endpoint: String,
     authenticated: bool,
     timeout: std::time::Duration,
+    allowed_domains: Vec<String>,
 }
 
 impl fmt::Debug for SmtpNotifier {
@@ -83,11 +84,21 @@ impl SmtpNotifier {
                 if let Some(path) = &config.ca_bundle {
                     let pem = std::fs::read(path)
                         .map_err(|e| config_error(&format!("CA bundle {}", path.display()), &e))?;
-                    let cert = Certificate::from_pem(&pem)
-                        .map_err(|e| config_error(&format!("CA bundle {}", path.display()), &e))?;
-                    params = params
-                        .certificate_store(CertificateStore::None)
-                        .add_root_certificate(cert);
+                    let blocks = pem_certificates(&pem);
+                    if blocks.is_empty() {
+                        return Err(config_error(
+                            &format!("CA bundle {}", path.display()),
+                            &"no PEM certificate in the file",
+                        ));
+                    }
+                    params = params.certificate_store(CertificateStore::None);
+                    // Every certificate of the bundle is trusted, not only the first.
+                    for block in blocks {
+                        let cert = Certificate::from_pem(block.as_bytes()).map_err(|e| {
+                            config_error(&format!("CA bundle {}", path.display()), &e)
+                        })?;
+                        params = params.add_root_certificate(cert);
+                    }
                 }
                 let params = params.build_rustls().map_err(|e| config_error("TLS", &e))?;
                 if mode == SmtpTls::Implicit {
@@ -114,6 +125,7 @@ impl SmtpNotifier {
             endpoint,
             authenticated: config.auth.is_some(),
             timeout: config.timeout,
+            allowed_domains: config.allowed_domains.clone(),
         })
     }
 
@@ -137,6 +149,19 @@ impl SmtpNotifier {
                 .parse()
                 .map_err(|e| fail(format!("not a valid address: {e}")))?,
         );
+        if !self.allowed_domains.is_empty() {
+            let domain = to.email.domain().to_ascii_lowercase();
+            let allowed = self
+                .allowed_domains
+                .iter()
+                .any(|d| domain == *d || domain.ends_with(&format!(".{d}")));
+            if !allowed {
+                return Err(Error::Config(format!(
+                    "e-mail of owner {}: domain {domain:?} is not in MICROSEG_EMAIL_ALLOWED_DOMAINS",
+                    notice.owner.name
+                )));
+            }
+        }
         let rendered =
             render::render_with(notice, &self.options).map_err(|e| Error::Config(e.to_string()))?;
         Message::builder()
@@ -179,6 +204,24 @@ impl Notifier for SmtpNotifier {
     }
 }
 
+/// Each `CERTIFICATE` PEM block of a bundle, as its own PEM text.
+pub fn pem_certificates(pem: &[u8]) -> Vec<String> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let text = String::from_utf8_lossy(pem);
+    let mut out = Vec::new();
+    let mut rest = text.as_ref();
+    while let Some(start) = rest.find(BEGIN) {
+        let Some(len) = rest.get(start..).and_then(|r| r.find(END)) else {
+            break;
+        };
+        let end = start + len + END.len();
+        out.push(format!("{}\n", rest.get(start..end).unwrap_or_default()));
+        rest = rest.get(end..).unwrap_or_default();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,6 +257,51 @@ mod tests {
         assert!(raw.contains("multipart/alternative"));
         assert!(raw.contains("text/plain") && raw.contains("text/html"));
         assert!(raw.contains("Date: "));
+    }
+
+    #[test]
+    fn owners_addresses_outside_the_allowed_domains_are_refused() {
+        let mut c = SmtpConfig::new(
+            "127.0.0.1",
+            SmtpTls::InsecurePlaintext,
+            "microseg <microseg@example.com>",
+        );
+        c.allowed_domains = vec!["example.com".to_string()];
+        let n = SmtpNotifier::new(&c, RenderOptions::default()).unwrap();
+        let mut notice = examples::notice(NoticeKind::Enforced);
+        for (address, ok) in [
+            ("web-team@example.com", true),
+            ("web-team@mail.example.com", true),
+            ("web-team@EXAMPLE.COM", true),
+            ("x@evil-example.com", false),
+            ("x@example.com.evil.net", false),
+        ] {
+            notice.owner.email = Some(address.to_string());
+            match n.message(&notice) {
+                Ok(_) => assert!(ok, "{address} accepted"),
+                Err(e) => {
+                    assert!(!ok, "{address}: {e}");
+                    assert!(
+                        e.to_string().contains("MICROSEG_EMAIL_ALLOWED_DOMAINS"),
+                        "{e}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_certificate_of_a_ca_bundle_is_read() {
+        let a = rcgen::generate_simple_self_signed(vec!["a.example.com".into()]).unwrap();
+        let b = rcgen::generate_simple_self_signed(vec!["b.example.com".into()]).unwrap();
+        let bundle = format!("# first\n{}\nsome text\n{}", a.cert.pem(), b.cert.pem());
+        let blocks = pem_certificates(bundle.as_bytes());
+        assert_eq!(blocks.len(), 2);
+        assert_eq!(blocks[1].trim(), b.cert.pem().trim());
+        for block in blocks {
+            Certificate::from_pem(block.as_bytes()).unwrap();
+        }
+        assert!(pem_certificates(b"no pem here").is_empty());
     }
 
     #[test]

@@ -31,6 +31,7 @@
 //! Examples of all three formats are under `docs/notices/`.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -361,9 +362,73 @@ fn error_code(body: &str) -> Option<String> {
     looks_like_code.then(|| body.to_string())
 }
 
+/// Whether a webhook may reach `ip`: public addresses always; loopback, private, link-local,
+/// shared (100.64/10), unique-local, multicast and unspecified ones only inside `allowed`.
+pub fn target_allowed(ip: std::net::IpAddr, allowed: &[ipnet::IpNet]) -> bool {
+    use std::net::IpAddr;
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    let internal = match ip {
+        IpAddr::V4(a) => {
+            a.is_loopback()
+                || a.is_private()
+                || a.is_link_local()
+                || a.is_unspecified()
+                || a.is_broadcast()
+                || a.is_multicast()
+                || (a.octets()[0] == 100 && (a.octets()[1] & 0xc0) == 64)
+                || a.octets()[0] == 0
+        }
+        IpAddr::V6(a) => {
+            a.is_loopback()
+                || a.is_unspecified()
+                || a.is_multicast()
+                || (a.segments()[0] & 0xfe00) == 0xfc00
+                || (a.segments()[0] & 0xffc0) == 0xfe80
+        }
+    };
+    !internal || allowed.iter().any(|n| n.contains(&ip))
+}
+
+/// Resolves webhook hosts and keeps only the addresses [`target_allowed`] lets through, so the
+/// address checked is the address connected to.
+struct GuardedResolver {
+    allowed: Vec<ipnet::IpNet>,
+}
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let allowed = self.allowed.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let found: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let ok: Vec<std::net::SocketAddr> = found
+                .iter()
+                .copied()
+                .filter(|a| target_allowed(a.ip(), &allowed))
+                .collect();
+            if ok.is_empty() {
+                let e: Box<dyn std::error::Error + Send + Sync> = format!(
+                    "{host} resolves only to loopback, private or link-local addresses; \
+                     refused (MICROSEG_WEBHOOK_ALLOWED_NETWORKS)"
+                )
+                .into();
+                return Err(e);
+            }
+            let addrs: reqwest::dns::Addrs = Box::new(ok.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
 /// Sends notices to owners' webhooks.
 pub struct WebhookNotifier {
     client: reqwest::Client,
+    allowed_networks: Vec<ipnet::IpNet>,
+    allow_http: bool,
     allowed_hosts: Vec<String>,
     rules: Vec<FormatRule>,
     options: RenderOptions,
@@ -387,6 +452,9 @@ impl WebhookNotifier {
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(10)))
             .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Arc::new(GuardedResolver {
+                allowed: config.allowed_networks.clone(),
+            }))
             .user_agent(concat!("microseg/", env!("CARGO_PKG_VERSION")));
         if let Some(path) = &config.ca_bundle {
             let bad = |e: &dyn fmt::Display| {
@@ -407,6 +475,8 @@ impl WebhookNotifier {
             .map_err(|e| Error::Config(format!("webhook client: {}", e.without_url())))?;
         Ok(WebhookNotifier {
             client,
+            allowed_networks: config.allowed_networks.clone(),
+            allow_http: config.allow_http,
             allowed_hosts: config.allowed_hosts.clone(),
             rules: config.format_rules.clone(),
             options,
@@ -476,6 +546,28 @@ impl Notifier for WebhookNotifier {
         {
             return Err(Error::Config(format!(
                 "webhook of owner {owner}: host {host:?} is not in MICROSEG_WEBHOOK_ALLOWED_HOSTS"
+            )));
+        }
+        if url.scheme() == "http" && !self.allow_http {
+            return Err(Error::Config(format!(
+                "webhook of owner {owner}: {} is http; only https webhooks are sent \
+                 (MICROSEG_WEBHOOK_INSECURE_ALLOW_HTTP for a lab)",
+                redact_url(raw)
+            )));
+        }
+        let literal = url
+            .host_str()
+            .unwrap_or_default()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .ok();
+        if let Some(ip) = literal
+            && !target_allowed(ip, &self.allowed_networks)
+        {
+            return Err(Error::Config(format!(
+                "webhook of owner {owner}: {ip} is a loopback, private or link-local address; \
+                 refused (MICROSEG_WEBHOOK_ALLOWED_NETWORKS)"
             )));
         }
         let format = detect_format(&url, &self.rules)
@@ -662,6 +754,57 @@ mod tests {
             "{e}"
         );
         assert!(!e.to_string().contains("TOKEN"));
+    }
+
+    #[tokio::test]
+    async fn internal_and_http_targets_are_refused_without_a_request() {
+        let notifier =
+            WebhookNotifier::new(&WebhookConfig::default(), RenderOptions::default()).unwrap();
+        let mut n = examples::notice(NoticeKind::Enforced);
+        for (url, says) in [
+            ("http://hooks.example.com/x/TOKEN", "only https webhooks"),
+            ("https://127.0.0.1:9/x/TOKEN", "127.0.0.1 is a loopback"),
+            ("https://[::1]:9/x/TOKEN", "::1 is a loopback"),
+            (
+                "https://169.254.169.254/x/TOKEN",
+                "169.254.169.254 is a loopback",
+            ),
+            ("https://10.1.2.3/x/TOKEN", "10.1.2.3 is a loopback"),
+        ] {
+            n.owner.webhook = Some(url.to_string());
+            let e = notifier.send(&n).await.unwrap_err();
+            assert!(e.to_string().contains(says), "{url}: {e}");
+            assert!(!e.to_string().contains("TOKEN"), "{e}");
+        }
+        // A name that resolves to loopback is refused after resolution.
+        n.owner.webhook = Some("https://localhost:9/x/TOKEN".to_string());
+        let e = notifier.send(&n).await.unwrap_err();
+        assert!(e.to_string().contains("resolves only to loopback"), "{e}");
+    }
+
+    #[test]
+    fn internal_addresses_pass_only_when_allowed() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        for internal in [
+            "127.0.0.1",
+            "10.0.0.1",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(!target_allowed(ip(internal), &[]), "{internal}");
+        }
+        assert!(target_allowed(ip("8.8.8.8"), &[]));
+        assert!(target_allowed(ip("2001:4860::8888"), &[]));
+        let lab = ["10.0.0.0/8".parse().unwrap()];
+        assert!(target_allowed(ip("10.9.9.9"), &lab));
+        assert!(!target_allowed(ip("127.0.0.1"), &lab));
     }
 
     #[test]

@@ -64,17 +64,66 @@ pub struct IngestConfig {
     pub token: Option<String>,
     /// HMAC-SHA256 key.
     pub hmac_secret: Option<Vec<u8>>,
+    /// How far a signed batch's `X-Microseg-Timestamp` may be from now (a replay older than
+    /// this is refused).
+    pub hmac_max_age: Duration,
     /// Largest body accepted.
     pub max_body_bytes: usize,
-    /// Lines per second accepted on average (all sources together).
+    /// Bodies read at once (more wait up to `busy_wait`, then 503): memory for bodies stays
+    /// under `max_in_flight * max_body_bytes`.
+    pub max_in_flight: usize,
+    /// How long a request waits for a body slot.
+    pub busy_wait: Duration,
+    /// How long a body may take to arrive (408 after).
+    pub body_timeout: Duration,
+    /// Lines per second accepted on average over HTTP.
     pub rate_lines_per_second: u32,
-    /// Lines accepted at once (the largest batch).
+    /// Lines accepted at once over HTTP (the largest batch).
     pub burst_lines: u32,
+    /// Lines per second accepted on average over syslog (a bucket of its own: unauthenticated
+    /// syslog never takes the authenticated senders' budget).
+    pub syslog_rate_lines_per_second: u32,
+    /// Lines accepted at once over syslog.
+    pub syslog_burst_lines: u32,
+    /// Syslog TCP connections served at once (more are closed at once).
+    pub syslog_tcp_max_connections: usize,
+    /// A syslog TCP connection that sends nothing for this long is closed.
+    pub syslog_tcp_idle_timeout: Duration,
     /// How long a request waits for its batch to be recorded.
     pub commit_timeout: Duration,
     /// Rebuild the attribution index from the policy store for every batch, as before the
     /// index followed the watch (`MICROSEG_INGEST_BASELINE=1`; the benchmark's baseline).
     pub index_per_batch: bool,
+}
+
+impl Default for IngestConfig {
+    /// Off (no token, no key), with the controller's default limits.
+    fn default() -> Self {
+        IngestConfig {
+            token: None,
+            hmac_secret: None,
+            hmac_max_age: Duration::from_secs(300),
+            max_body_bytes: 4 * 1024 * 1024,
+            max_in_flight: 8,
+            busy_wait: Duration::from_secs(5),
+            body_timeout: Duration::from_secs(30),
+            rate_lines_per_second: 20_000,
+            burst_lines: 50_000,
+            syslog_rate_lines_per_second: 20_000,
+            syslog_burst_lines: 50_000,
+            syslog_tcp_max_connections: 1_024,
+            syslog_tcp_idle_timeout: Duration::from_secs(300),
+            commit_timeout: Duration::from_secs(30),
+            index_per_batch: false,
+        }
+    }
+}
+
+impl IngestConfig {
+    /// Whether HTTP ingestion is served (a token or an HMAC key is configured).
+    pub fn http_enabled(&self) -> bool {
+        self.token.is_some() || self.hmac_secret.is_some()
+    }
 }
 
 impl std::fmt::Debug for IngestConfig {
@@ -85,9 +134,22 @@ impl std::fmt::Debug for IngestConfig {
                 "hmac_secret",
                 &self.hmac_secret.as_ref().map(|_| "<redacted>"),
             )
+            .field("hmac_max_age", &self.hmac_max_age)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("body_timeout", &self.body_timeout)
             .field("rate_lines_per_second", &self.rate_lines_per_second)
             .field("burst_lines", &self.burst_lines)
+            .field(
+                "syslog_rate_lines_per_second",
+                &self.syslog_rate_lines_per_second,
+            )
+            .field("syslog_burst_lines", &self.syslog_burst_lines)
+            .field(
+                "syslog_tcp_max_connections",
+                &self.syslog_tcp_max_connections,
+            )
+            .field("syslog_tcp_idle_timeout", &self.syslog_tcp_idle_timeout)
             .field("commit_timeout", &self.commit_timeout)
             .field("index_per_batch", &self.index_per_batch)
             .finish()
@@ -156,7 +218,12 @@ struct Inner {
     index: LiveIndex,
     identity: Identity,
     metrics: IngestMetrics,
+    /// The HTTP senders' budget.
     bucket: Mutex<Bucket>,
+    /// Syslog's own budget.
+    syslog_bucket: Mutex<Bucket>,
+    /// Body slots (`max_in_flight`).
+    bodies: tokio::sync::Semaphore,
     last_warning: AtomicI64,
 }
 
@@ -231,6 +298,8 @@ impl Ingest {
         metrics: IngestMetrics,
     ) -> Ingest {
         let burst = f64::from(config.burst_lines);
+        let syslog_burst = f64::from(config.syslog_burst_lines);
+        let slots = config.max_in_flight.max(1);
         Ingest {
             inner: Arc::new(Inner {
                 config,
@@ -243,6 +312,11 @@ impl Ingest {
                     tokens: burst,
                     at: Instant::now(),
                 }),
+                syslog_bucket: Mutex::new(Bucket {
+                    tokens: syslog_burst,
+                    at: Instant::now(),
+                }),
+                bodies: tokio::sync::Semaphore::new(slots),
                 last_warning: AtomicI64::new(0),
             }),
         }
@@ -278,26 +352,26 @@ impl Ingest {
         Arc::new(ix)
     }
 
-    /// Takes `n` lines from the rate budget, or says after how many seconds they would fit.
+    /// Takes `n` lines from the HTTP rate budget, or says after how many seconds they would fit.
     fn take(&self, n: u64) -> Result<(), u64> {
-        let rate = f64::from(self.inner.config.rate_lines_per_second.max(1));
-        let burst = f64::from(self.inner.config.burst_lines.max(1));
-        let Ok(mut b) = self.inner.bucket.lock() else {
-            return Ok(());
-        };
-        let now = Instant::now();
-        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(burst);
-        b.at = now;
-        #[allow(clippy::cast_precision_loss)]
-        let need = n as f64;
-        if need <= b.tokens {
-            b.tokens -= need;
-            Ok(())
-        } else {
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            let wait = ((need - b.tokens) / rate).ceil().max(1.0) as u64;
-            Err(wait)
-        }
+        let c = &self.inner.config;
+        take_from(
+            &self.inner.bucket,
+            c.rate_lines_per_second,
+            c.burst_lines,
+            n,
+        )
+    }
+
+    /// Takes `n` lines from syslog's own budget.
+    fn take_syslog(&self, n: u64) -> Result<(), u64> {
+        let c = &self.inner.config;
+        take_from(
+            &self.inner.syslog_bucket,
+            c.syslog_rate_lines_per_second,
+            c.syslog_burst_lines,
+            n,
+        )
     }
 
     /// Logs an unparsed sample at most every ten seconds (the counter has every one).
@@ -315,6 +389,30 @@ impl Ingest {
         }
     }
 }
+
+/// Takes `n` lines from a token bucket, or says after how many seconds they would fit.
+fn take_from(bucket: &Mutex<Bucket>, rate: u32, burst: u32, n: u64) -> Result<(), u64> {
+    let rate = f64::from(rate.max(1));
+    let burst = f64::from(burst.max(1));
+    let Ok(mut b) = bucket.lock() else {
+        return Ok(());
+    };
+    let now = Instant::now();
+    b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(burst);
+    b.at = now;
+    #[allow(clippy::cast_precision_loss)]
+    let need = n as f64;
+    if need <= b.tokens {
+        b.tokens -= need;
+        Ok(())
+    } else {
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let wait = ((need - b.tokens) / rate).ceil().max(1.0) as u64;
+        Err(wait)
+    }
+}
+
+pub use crate::monitor::{QUOTE_MAX, quote};
 
 /// Folds records into per-application deltas and the report.
 struct Collector {
@@ -382,7 +480,7 @@ impl Collector {
                 let error = if token.is_empty() {
                     e.to_string()
                 } else {
-                    format!("{e}: {token:?}")
+                    format!("{e}: {}", quote(token))
                 };
                 self.error(at(), error);
             }
@@ -429,18 +527,27 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         == 0
 }
 
-/// Checks the bearer token, or reads the body and checks its signature; returns the body.
+/// Header carrying the signed batch's time (Unix seconds).
+pub const TIMESTAMP_HEADER: &str = "x-microseg-timestamp";
+
+/// What an HMAC signature covers: the timestamp, the idempotency key (empty when absent) and
+/// the body, each of the first two followed by a newline.
+pub fn signed_message(timestamp: &str, idempotency_key: &str, body: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(timestamp.len() + idempotency_key.len() + body.len() + 2);
+    m.extend_from_slice(timestamp.as_bytes());
+    m.push(b'\n');
+    m.extend_from_slice(idempotency_key.as_bytes());
+    m.push(b'\n');
+    m.extend_from_slice(body);
+    m
+}
+
+/// Checks the credentials: the bearer token before the body is read; a request with neither a
+/// bearer token nor a signature is refused before its body is read. A body is read only in one
+/// of `max_in_flight` slots and within `body_timeout`. Returns the body.
 async fn authorised_body(ingest: &Ingest, req: Request) -> Result<Bytes, Response> {
     let cfg = &ingest.inner.config;
     let headers = req.headers().clone();
-    if let Some(len) = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-        && len > cfg.max_body_bytes
-    {
-        return Err(too_large(cfg.max_body_bytes));
-    }
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -457,14 +564,29 @@ async fn authorised_body(ingest: &Ingest, req: Request) -> Result<Bytes, Respons
         }
         _ => false,
     };
-    let body = axum::body::to_bytes(req.into_body(), cfg.max_body_bytes)
-        .await
-        .map_err(|_| too_large(cfg.max_body_bytes))?;
-    if token_ok {
-        return Ok(body);
+    let signature = match (headers.get(SIGNATURE_HEADER), cfg.hmac_secret.as_deref()) {
+        (Some(sig), Some(secret)) if !token_ok => Some((sig, secret)),
+        _ => None,
+    };
+    if !token_ok && signature.is_none() {
+        return Err(refuse(
+            StatusCode::UNAUTHORIZED,
+            match (cfg.token.is_some(), cfg.hmac_secret.is_some()) {
+                (true, true) => {
+                    "Authorization: send `Authorization: Bearer <token>` or an \
+                     X-Microseg-Signature header"
+                }
+                (true, false) => "Authorization: send `Authorization: Bearer <token>`",
+                _ => {
+                    "X-Microseg-Signature: send sha256=<hex HMAC-SHA256 of the timestamp, key and body>"
+                }
+            },
+        ));
     }
-    match (headers.get(SIGNATURE_HEADER), cfg.hmac_secret.as_deref()) {
-        (Some(sig), Some(secret)) => {
+    // The timestamp is checked before the body is read: a stale replay costs nothing.
+    let signed = match signature {
+        None => None,
+        Some((sig, secret)) => {
             let hex = sig
                 .to_str()
                 .ok()
@@ -472,7 +594,7 @@ async fn authorised_body(ingest: &Ingest, req: Request) -> Result<Bytes, Respons
                 .ok_or_else(|| {
                     refuse(
                         StatusCode::UNAUTHORIZED,
-                        "X-Microseg-Signature: expected sha256=<hex HMAC-SHA256 of the body>",
+                        "X-Microseg-Signature: expected sha256=<hex HMAC-SHA256>",
                     )
                 })?;
             let given = decode_hex(hex).ok_or_else(|| {
@@ -481,29 +603,98 @@ async fn authorised_body(ingest: &Ingest, req: Request) -> Result<Bytes, Respons
                     "X-Microseg-Signature: the signature is not hexadecimal",
                 )
             })?;
-            let mut mac = Hmac::<Sha256>::new_from_slice(secret)
-                .map_err(|_| refuse(StatusCode::INTERNAL_SERVER_ERROR, "HMAC key unusable"))?;
-            mac.update(&body);
-            mac.verify_slice(&given).map_err(|_| {
-                refuse(
-                    StatusCode::UNAUTHORIZED,
-                    "X-Microseg-Signature: the signature does not match the body",
-                )
-            })?;
-            Ok(body)
+            let ts = signed_timestamp(&headers, cfg.hmac_max_age)?;
+            Some((given, secret, ts))
         }
-        _ => Err(refuse(
-            StatusCode::UNAUTHORIZED,
-            match (cfg.token.is_some(), cfg.hmac_secret.is_some()) {
-                (true, true) => {
-                    "Authorization: send `Authorization: Bearer <token>` or an \
-                     X-Microseg-Signature header"
-                }
-                (true, false) => "Authorization: send `Authorization: Bearer <token>`",
-                _ => "X-Microseg-Signature: send sha256=<hex HMAC-SHA256 of the body>",
-            },
-        )),
+    };
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        && len > cfg.max_body_bytes
+    {
+        return Err(too_large(cfg.max_body_bytes));
     }
+    let Ok(Ok(_slot)) = tokio::time::timeout(cfg.busy_wait, ingest.inner.bodies.acquire()).await
+    else {
+        let mut r = refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "busy: {} batches are being read (--ingest-max-in-flight); retry the same batch",
+                cfg.max_in_flight
+            ),
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return Err(r);
+    };
+    let body = match tokio::time::timeout(
+        cfg.body_timeout,
+        axum::body::to_bytes(req.into_body(), cfg.max_body_bytes),
+    )
+    .await
+    {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => return Err(too_large(cfg.max_body_bytes)),
+        Err(_) => {
+            return Err(refuse(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "body: not received within {} s; send the batch at once",
+                    cfg.body_timeout.as_secs()
+                ),
+            ));
+        }
+    };
+    let Some((given, secret, ts)) = signed else {
+        return Ok(body);
+    };
+    let key = headers
+        .get(IDEMPOTENCY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret)
+        .map_err(|_| refuse(StatusCode::INTERNAL_SERVER_ERROR, "HMAC key unusable"))?;
+    mac.update(&signed_message(&ts, key, &body));
+    mac.verify_slice(&given).map_err(|_| {
+        refuse(
+            StatusCode::UNAUTHORIZED,
+            "X-Microseg-Signature: the signature does not match <timestamp>\\n<idempotency key>\\n<body>",
+        )
+    })?;
+    Ok(body)
+}
+
+/// The signed batch's `X-Microseg-Timestamp`, if it is within `max_age` of now.
+fn signed_timestamp(headers: &HeaderMap, max_age: Duration) -> Result<String, Response> {
+    let Some(raw) = headers.get(TIMESTAMP_HEADER).and_then(|v| v.to_str().ok()) else {
+        return Err(refuse(
+            StatusCode::UNAUTHORIZED,
+            "X-Microseg-Timestamp: required with a signature (Unix seconds, signed with the \
+             idempotency key and the body)",
+        ));
+    };
+    let Ok(t) = raw.trim().parse::<i64>() else {
+        return Err(refuse(
+            StatusCode::UNAUTHORIZED,
+            format!("X-Microseg-Timestamp: {} is not Unix seconds", quote(raw)),
+        ));
+    };
+    let age = Timestamp::now()
+        .as_second()
+        .saturating_sub(t)
+        .unsigned_abs();
+    if age > max_age.as_secs() {
+        return Err(refuse(
+            StatusCode::UNAUTHORIZED,
+            format!(
+                "X-Microseg-Timestamp: {age} s away from now, more than the {} s accepted \
+                 (--ingest-hmac-max-age); a replayed batch is refused, sign it again",
+                max_age.as_secs()
+            ),
+        ));
+    }
+    Ok(raw.trim().to_string())
 }
 
 fn too_large(max: usize) -> Response {
@@ -542,7 +733,10 @@ fn batch_key(headers: &HeaderMap, body: &[u8]) -> Result<String, Response> {
 
 async fn lines(State(ingest): State<Ingest>, req: Request) -> Response {
     let response = match read_batch(&ingest, req).await {
-        Ok((body, key)) => lines_batch(&ingest, &body, key).await,
+        Ok((body, key)) => match lines_batch(&ingest, body) {
+            Ok(c) => finish(&ingest, "lines", c, key).await,
+            Err(r) => r,
+        },
         Err(r) => r,
     };
     ingest.inner.metrics.request("lines", response.status());
@@ -551,7 +745,10 @@ async fn lines(State(ingest): State<Ingest>, req: Request) -> Response {
 
 async fn loginsight_webhook(State(ingest): State<Ingest>, req: Request) -> Response {
     let response = match read_batch(&ingest, req).await {
-        Ok((body, key)) => loginsight_batch(&ingest, &body, key).await,
+        Ok((body, key)) => match loginsight_batch(&ingest, body) {
+            Ok(c) => finish(&ingest, "loginsight", c, key).await,
+            Err(r) => r,
+        },
         Err(r) => r,
     };
     ingest
@@ -569,41 +766,49 @@ async fn read_batch(ingest: &Ingest, req: Request) -> Result<(Bytes, String), Re
     Ok((body, key))
 }
 
-async fn lines_batch(ingest: &Ingest, body: &[u8], key: String) -> Response {
+/// Parses a line batch; the body is dropped here, before the batch waits for its recording.
+fn lines_batch(ingest: &Ingest, body: Bytes) -> Result<Collector, Response> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return refuse(
+        return Err(refuse(
             StatusCode::BAD_REQUEST,
             "body: empty; send one DFW log line per line",
-        );
+        ));
     }
     let Some(index) = ingest.index() else {
-        return starting();
+        return Err(starting());
     };
     let mut c = Collector::new(index);
     for (i, raw) in body.split(|b| *b == b'\n').enumerate() {
         c.line(|| format!("line {}", i + 1), raw);
     }
-    finish(ingest, "lines", c, key).await
+    Ok(c)
 }
 
-async fn loginsight_batch(ingest: &Ingest, body: &[u8], key: String) -> Response {
-    let alert = match loginsight::parse_payload(body) {
+/// Parses a Log Insight payload; the body is dropped here, before the batch waits for its
+/// recording.
+fn loginsight_batch(ingest: &Ingest, body: Bytes) -> Result<Collector, Response> {
+    let limit = usize::try_from(ingest.inner.config.burst_lines).unwrap_or(usize::MAX);
+    let alert = match loginsight::parse_payload_limited(&body, limit) {
         Ok(a) => a,
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e @ loginsight::Error::TooManyMessages { .. }) => {
+            return Err(refuse(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()));
+        }
+        Err(e) => return Err(refuse(StatusCode::BAD_REQUEST, e.to_string())),
     };
+    drop(body);
     let Some(index) = ingest.index() else {
-        return starting();
+        return Err(starting());
     };
     let mut c = Collector::new(index);
     let entries: Vec<Entry<'_>> = alert.entries(c.now).collect();
     match alert.disposition(&entries) {
         Disposition::Acknowledge { note } => {
-            info!(alert = ?alert.name, kind = alert.kind().as_str(), "{note}");
+            info!(alert = ?alert.name.as_deref().map(quote), kind = alert.kind().as_str(), "{note}");
             let report = Report {
                 note: Some(note),
                 ..Report::default()
             };
-            return answer(StatusCode::OK, &report);
+            return Err(answer(StatusCode::OK, &report));
         }
         // Counted and quoted like any unusable batch, answered 422 with this error.
         Disposition::Refuse { error } => c.report.error = Some(error),
@@ -620,7 +825,7 @@ async fn loginsight_batch(ingest: &Ingest, body: &[u8], key: String) -> Response
             Entry::Unusable { at, reason } => c.error(at.to_string(), reason),
         }
     }
-    finish(ingest, "loginsight", c, key).await
+    Ok(c)
 }
 
 /// Rate check, record, answer.
@@ -729,7 +934,7 @@ async fn syslog_batch(ingest: &Ingest, source: &str, messages: &[Vec<u8>]) {
     if let Some(e) = report.errors.first() {
         ingest.sample_warning(source, e);
     }
-    if ingest.take(report.lines).is_err() {
+    if ingest.take_syslog(report.lines).is_err() {
         ingest
             .inner
             .metrics
@@ -771,7 +976,10 @@ pub async fn serve_syslog_udp(
 }
 
 /// Serves syslog over TCP (RFC 6587: octet-counted `<len> <msg>` or newline-terminated) until
-/// `shutdown`.
+/// `shutdown`. At most `syslog_tcp_max_connections` connections are served (one more is closed
+/// at once), a connection silent for `syslog_tcp_idle_timeout` is closed, and each holds at most
+/// an 8 KiB read buffer, one message and [`SYSLOG_BATCH_BYTES`] of messages waiting to be
+/// recorded.
 pub async fn serve_syslog_tcp(
     addr: SocketAddr,
     ingest: Ingest,
@@ -780,12 +988,25 @@ pub async fn serve_syslog_tcp(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| e.to_string())?;
+    let max = ingest.inner.config.syslog_tcp_max_connections.max(1);
     Ok(tokio::spawn(async move {
         let mut connections = tokio::task::JoinSet::new();
+        let mut last_refusal: Option<Instant> = None;
         loop {
             tokio::select! {
                 r = listener.accept() => {
                     let Ok((stream, peer)) = r else { continue };
+                    // Finished connections are reaped here, so the set holds live ones only.
+                    while connections.try_join_next().is_some() {}
+                    if connections.len() >= max {
+                        ingest.inner.metrics.request("syslog_tcp", StatusCode::SERVICE_UNAVAILABLE);
+                        if last_refusal.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                            last_refusal = Some(Instant::now());
+                            warn!(%peer, max, "syslog: connection refused, too many open (--syslog-tcp-max-connections; sampled)");
+                        }
+                        drop(stream);
+                        continue;
+                    }
                     let ingest = ingest.clone();
                     let stop = shutdown.clone();
                     connections.spawn(async move {
@@ -794,6 +1015,7 @@ pub async fn serve_syslog_tcp(
                         }
                     });
                 }
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
                 _ = shutdown.changed() => {
                     if *shutdown.borrow() { break; }
                 }
@@ -803,69 +1025,102 @@ pub async fn serve_syslog_tcp(
     }))
 }
 
+/// Bytes of messages a connection gathers before recording them.
+pub const SYSLOG_BATCH_BYTES: usize = 64 * 1024;
+/// Read buffer of a syslog TCP connection.
+const SYSLOG_READ_BUFFER: usize = 8 * 1024;
+
 /// Messages read from one connection are recorded together while more are already buffered.
 async fn syslog_connection(
     stream: tokio::net::TcpStream,
     ingest: &Ingest,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), String> {
-    let mut reader = BufReader::with_capacity(SYSLOG_MAX, stream);
+    let idle = ingest.inner.config.syslog_tcp_idle_timeout;
+    let mut reader = BufReader::with_capacity(SYSLOG_READ_BUFFER, stream);
     let mut batch: Vec<Vec<u8>> = Vec::new();
+    let mut bytes = 0usize;
     loop {
         let message = tokio::select! {
-            m = read_frame(&mut reader) => m?,
-            _ = stop.changed() => None,
+            m = tokio::time::timeout(idle, read_frame(&mut reader)) => match m {
+                Ok(m) => m,
+                Err(_) => Err(format!("idle for {} s (--syslog-tcp-idle-timeout)", idle.as_secs())),
+            },
+            _ = stop.changed() => Ok(None),
+        };
+        let message = match message {
+            Ok(m) => m,
+            Err(e) => {
+                // What was read before the error is recorded.
+                syslog_batch(ingest, "syslog_tcp", &batch).await;
+                return Err(e);
+            }
         };
         let Some(message) = message else {
             syslog_batch(ingest, "syslog_tcp", &batch).await;
             return Ok(());
         };
+        bytes += message.len();
         batch.push(message);
-        if reader.buffer().is_empty() || batch.len() >= 1_000 {
+        if reader.buffer().is_empty() || batch.len() >= 1_000 || bytes >= SYSLOG_BATCH_BYTES {
             syslog_batch(ingest, "syslog_tcp", &batch).await;
             batch.clear();
+            bytes = 0;
         }
     }
 }
 
-/// One RFC 6587 frame: octet-counted when it starts with a digit, else up to a newline.
+/// Most digits of an octet count (`SYSLOG_MAX` has 5).
+const OCTET_COUNT_DIGITS: usize = 5;
+
+/// One RFC 6587 frame: octet-counted when it starts with 1 to 5 digits and a space, else up to
+/// a newline (a line that starts with digits, such as a timestamp, is a line).
 async fn read_frame<R: tokio::io::AsyncBufRead + Unpin>(
     r: &mut R,
 ) -> Result<Option<Vec<u8>>, String> {
-    let first = match r.fill_buf().await {
-        Ok([]) => return Ok(None),
-        Ok(b) => b[0],
-        Err(e) => return Err(e.to_string()),
-    };
-    if first.is_ascii_digit() {
-        let mut len = Vec::new();
-        r.read_until(b' ', &mut len)
-            .await
-            .map_err(|e| e.to_string())?;
-        let digits = std::str::from_utf8(&len).unwrap_or("").trim_end();
-        let n: usize = digits
-            .parse()
-            .map_err(|_| format!("octet count {digits:?} is not a number"))?;
-        if n > SYSLOG_MAX {
-            return Err(format!("message of {n} octets is over {SYSLOG_MAX}"));
+    let mut prefix: Vec<u8> = Vec::with_capacity(OCTET_COUNT_DIGITS + 1);
+    loop {
+        let next = match r.fill_buf().await {
+            Ok([]) => None,
+            Ok(b) => Some(b[0]),
+            Err(e) => return Err(e.to_string()),
+        };
+        match next {
+            None if prefix.is_empty() => return Ok(None),
+            None => return Ok(Some(prefix)),
+            Some(c) if c.is_ascii_digit() && prefix.len() < OCTET_COUNT_DIGITS => {
+                prefix.push(c);
+                r.consume(1);
+            }
+            Some(b' ') if !prefix.is_empty() => {
+                r.consume(1);
+                let digits = std::str::from_utf8(&prefix).unwrap_or("");
+                let n: usize = digits
+                    .parse()
+                    .map_err(|_| format!("octet count {digits:?} is not a number"))?;
+                if n > SYSLOG_MAX {
+                    return Err(format!("message of {n} octets is over {SYSLOG_MAX}"));
+                }
+                let mut msg = vec![0u8; n];
+                r.read_exact(&mut msg)
+                    .await
+                    .map_err(|e| format!("truncated message: {e}"))?;
+                return Ok(Some(msg));
+            }
+            Some(_) => break,
         }
-        let mut msg = vec![0u8; n];
-        r.read_exact(&mut msg)
-            .await
-            .map_err(|e| format!("truncated message: {e}"))?;
-        Ok(Some(msg))
-    } else {
-        let mut msg = Vec::new();
-        let mut limited = r.take(u64::try_from(SYSLOG_MAX).unwrap_or(u64::MAX) + 1);
-        limited
-            .read_until(b'\n', &mut msg)
-            .await
-            .map_err(|e| e.to_string())?;
-        if msg.len() > SYSLOG_MAX {
-            return Err(format!("line over {SYSLOG_MAX} bytes without a newline"));
-        }
-        Ok(Some(msg))
     }
+    let mut msg = prefix;
+    let room = SYSLOG_MAX + 1 - msg.len();
+    let mut limited = r.take(u64::try_from(room).unwrap_or(u64::MAX));
+    limited
+        .read_until(b'\n', &mut msg)
+        .await
+        .map_err(|e| e.to_string())?;
+    if msg.len() > SYSLOG_MAX {
+        return Err(format!("line over {SYSLOG_MAX} bytes without a newline"));
+    }
+    Ok(Some(msg))
 }
 
 #[cfg(test)]

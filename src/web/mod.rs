@@ -1,4 +1,4 @@
-//! The controller's HTTP side, one listener: health, readiness and metrics (`health`) and the
+//! The controller's HTTP side, three listeners: health, readiness and metrics (`health`), the
 //! monitor ingestion endpoints (`ingest`, with the syslog listeners beside it), and the monitor
 //! dashboard (`dashboard`: pages under `/ui/`, its JSON API under `/api/v1/`).
 
@@ -7,32 +7,99 @@ pub mod health;
 pub mod ingest;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
-use axum::Router;
-use tokio::sync::watch;
+use axum::extract::ConnectInfo;
+use axum::{Extension, Router};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
+/// Connections one HTTP listener serves at once (one more is closed at once).
+pub const MAX_CONNECTIONS: usize = 1_024;
+/// A client must send a request's headers within this long (slow-header connections are
+/// closed).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Binds `addr` and serves `app` until `shutdown` turns true; in-flight requests finish first.
+/// At most [`MAX_CONNECTIONS`] connections are served at once and a request's headers must
+/// arrive within [`HEADER_TIMEOUT`]; handlers see the peer as `ConnectInfo<SocketAddr>`.
 pub async fn serve(
     addr: SocketAddr,
     app: Router,
+    shutdown: watch::Receiver<bool>,
+) -> Result<JoinHandle<()>, String> {
+    serve_with(addr, app, shutdown, MAX_CONNECTIONS, HEADER_TIMEOUT).await
+}
+
+/// [`serve`] with its limits.
+pub async fn serve_with(
+    addr: SocketAddr,
+    app: Router,
     mut shutdown: watch::Receiver<bool>,
+    max_connections: usize,
+    header_timeout: Duration,
 ) -> Result<JoinHandle<()>, String> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| e.to_string())?;
+    let permits = Arc::new(Semaphore::new(max_connections.max(1)));
     Ok(tokio::spawn(async move {
-        let _ = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            while !*shutdown.borrow() {
-                if shutdown.changed().await.is_err() {
-                    break;
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                r = listener.accept() => {
+                    let Ok((stream, peer)) = r else { continue };
+                    while connections.try_join_next().is_some() {}
+                    let Ok(permit) = permits.clone().try_acquire_owned() else {
+                        drop(stream);
+                        continue;
+                    };
+                    let app = app.clone().layer(Extension(ConnectInfo(peer)));
+                    let stop = shutdown.clone();
+                    connections.spawn(connection(stream, app, stop, header_timeout, permit));
+                }
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() { break; }
                 }
             }
-        })
-        .await;
+        }
+        drop(listener);
+        while connections.join_next().await.is_some() {}
     }))
+}
+
+async fn connection(
+    stream: tokio::net::TcpStream,
+    app: Router,
+    mut stop: watch::Receiver<bool>,
+    header_timeout: Duration,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let _ = stream.set_nodelay(true);
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+    tokio::pin!(conn);
+    loop {
+        if *stop.borrow() {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.as_mut().await;
+            return;
+        }
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            r = stop.changed() => {
+                if r.is_err() {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.as_mut().await;
+                    return;
+                }
+            }
+        }
+    }
 }

@@ -25,10 +25,45 @@ pub struct Env {
 pub struct Controller {
     child: Child,
     pub log: PathBuf,
+    /// Health, readiness and metrics.
     pub http: u16,
+    /// Ingestion.
+    pub ingest: u16,
+    /// Dashboard.
+    pub dashboard: u16,
+}
+
+/// The controller's three listeners.
+#[derive(Clone, Copy, Debug)]
+pub struct Ports {
+    pub http: u16,
+    pub ingest: u16,
+    pub dashboard: u16,
+}
+
+impl Ports {
+    pub fn free() -> Ports {
+        Ports {
+            http: free_port(),
+            ingest: free_port(),
+            dashboard: free_port(),
+        }
+    }
 }
 
 impl Controller {
+    /// Its ports (to start another controller on the same ones).
+    pub fn ports(&self) -> Ports {
+        Ports {
+            http: self.http,
+            ingest: self.ingest,
+            dashboard: self.dashboard,
+        }
+    }
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -128,17 +163,18 @@ impl Env {
 
     /// Starts the controller as the ServiceAccount, watching only this namespace.
     pub fn controller(&self, name: &str, extra: &[&str]) -> Controller {
-        self.controller_on(name, free_port(), extra)
+        self.controller_on(name, Ports::free(), extra)
     }
 
-    /// Starts the controller with its HTTP listener on this port.
-    pub fn controller_on(&self, name: &str, http: u16, extra: &[&str]) -> Controller {
+    /// Starts the controller with its listeners on these ports.
+    pub fn controller_on(&self, name: &str, ports: Ports, extra: &[&str]) -> Controller {
         let log = self.dir.join(format!("controller-{name}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_microseg"))
             .args(["controller", "--cluster", "e2e", "--namespace", &self.ns])
             .arg("--kubeconfig")
             .arg(&self.sa_kubeconfig)
             .args(["--nsx-url", &self.sim.url, "--nsx-auth", "session"])
+            .arg("--nsx-insecure-allow-http")
             .arg("--nsx-credentials-dir")
             .arg(self.dir.join("nsx"))
             .arg("--notify-config-dir")
@@ -151,7 +187,13 @@ impl Env {
                 "--notice-retry",
                 "2s",
             ])
-            .args(["--http-addr", &format!("127.0.0.1:{http}")])
+            .args(["--http-addr", &format!("127.0.0.1:{}", ports.http)])
+            .args(["--ingest-addr", &format!("127.0.0.1:{}", ports.ingest)])
+            .args([
+                "--dashboard-addr",
+                &format!("127.0.0.1:{}", ports.dashboard),
+            ])
+            .arg("--dashboard-insecure-cookie")
             .args(extra)
             .env("RUST_LOG", "info,microseg=debug")
             .env("NO_COLOR", "1")
@@ -159,7 +201,13 @@ impl Env {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        Controller { child, log, http }
+        Controller {
+            child,
+            log,
+            http: ports.http,
+            ingest: ports.ingest,
+            dashboard: ports.dashboard,
+        }
     }
 
     pub fn apply(&self, yaml: &str) {
@@ -325,10 +373,12 @@ fn service_account(cp: &ControlPlane, ns: &str, dir: &std::path::Path) -> PathBu
         super::repo().join("charts/microseg/files/rbac/clusterrole-rules.yaml"),
     )
     .unwrap();
+    // The controller's default --lease-name.
     let lease_rules = std::fs::read_to_string(
         super::repo().join("charts/microseg/files/rbac/role-leader-election-rules.yaml"),
     )
-    .unwrap();
+    .unwrap()
+    .replace("LEASE_NAME", "microseg-controller");
     let indent = |s: &str| {
         s.lines()
             .map(|l| format!("  {l}"))

@@ -22,3 +22,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 app.kubernetes.io/name: {{ include "microseg.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
+
+{{/* "true" when the dashboard is served (a token Secret or a proxy user header). */}}
+{{- define "microseg.dashboardOn" -}}
+{{- if or .Values.dashboard.tokenSecret.name .Values.dashboard.userHeader -}}true{{- end -}}
+{{- end }}

@@ -516,3 +516,41 @@ fn index_updates_one_application_at_a_time() {
     assert!(ix.attribute(7, Some(&tag)).is_none());
     assert_eq!((ix.rules(), ix.policies()), (1, 1));
 }
+
+#[test]
+fn fifty_thousand_distinct_old_minutes_add_no_bucket_and_merge_in_linear_time() {
+    let mut d = Delta::default();
+    for minutes_ago in 400..50_400 {
+        d.add(
+            &Observation {
+                time: now() - SignedDuration::from_mins(minutes_ago),
+                ..observation()
+            },
+            &RuleRole::CatchAll(Direction::Inbound),
+            now(),
+        );
+    }
+    assert_eq!(d.unmatched, 50_000);
+    assert!(
+        d.buckets.is_empty(),
+        "lines older than the series add no bucket"
+    );
+    // A delta built elsewhere with 50,000 distinct minutes (the old quadratic merge took
+    // minutes): merged in one pass, six hours kept.
+    let mut many = Delta::default();
+    let start = now().as_second().div_euclid(60) * 60;
+    for i in 0..50_000i64 {
+        many.buckets.insert(start - i * 60, (1, 0));
+    }
+    many.last_log = Some(now());
+    let mut m = MonitorStatus::default();
+    let t = std::time::Instant::now();
+    apply(&mut m, &key(), &many, None, 10);
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(1),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(m.series.len(), SERIES_MAX);
+    assert!(m.series.windows(2).all(|w| w[0].start.0 < w[1].start.0));
+}

@@ -840,6 +840,11 @@ pub async fn acknowledge(
             ),
         );
     }
+    if let Some(name) = &user.name
+        && let Err(r) = may_acknowledge(&s, name, &user.groups, &req.namespace, &req.name).await
+    {
+        return r;
+    }
     let Some(recorder) = s.state.recorder.clone() else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -862,7 +867,79 @@ pub async fn acknowledge(
         Err(e @ (AckError::PolicyNotFound(_) | AckError::UnknownFlows { .. })) => {
             error(StatusCode::NOT_FOUND, format!("flowIds: {e}"))
         }
+        Err(e @ AckError::TooLarge { .. }) => error(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
         Err(e @ AckError::Write(_)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+/// The verb a proxy-named user needs on `segmentationpolicies` (group `microseg.io`) in the
+/// policy's namespace to acknowledge its alerts.
+pub const ACKNOWLEDGE_VERB: &str = "acknowledge";
+
+/// Asks the API server (a LocalSubjectAccessReview) whether `user` may acknowledge the alerts
+/// of `namespace/name`; the answer is a 403 naming what is missing, or 503 when it cannot ask.
+async fn may_acknowledge(
+    s: &Shared,
+    user: &str,
+    groups: &[String],
+    namespace: &str,
+    name: &str,
+) -> Result<(), Response> {
+    use k8s_openapi::api::authorization::v1::{
+        LocalSubjectAccessReview, ResourceAttributes, SubjectAccessReviewSpec,
+    };
+    let Some(client) = s.state.client.clone() else {
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "acknowledge: this replica cannot check a user's permission (no API client)",
+        ));
+    };
+    let review = LocalSubjectAccessReview {
+        metadata: kube::api::ObjectMeta {
+            namespace: Some(namespace.to_string()),
+            ..Default::default()
+        },
+        spec: SubjectAccessReviewSpec {
+            user: Some(user.to_string()),
+            groups: (!groups.is_empty()).then(|| groups.to_vec()),
+            resource_attributes: Some(ResourceAttributes {
+                namespace: Some(namespace.to_string()),
+                verb: Some(ACKNOWLEDGE_VERB.into()),
+                group: Some(crate::api::GROUP.into()),
+                resource: Some("segmentationpolicies".into()),
+                name: Some(name.to_string()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        status: None,
+    };
+    let api: kube::Api<LocalSubjectAccessReview> = kube::Api::namespaced(client, namespace);
+    match api.create(&kube::api::PostParams::default(), &review).await {
+        Ok(r) if r.status.as_ref().is_some_and(|st| st.allowed) => Ok(()),
+        Ok(_) => {
+            tracing::info!(
+                user,
+                namespace,
+                name,
+                "acknowledgement refused: not allowed"
+            );
+            Err(error(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "namespace: {user} may not acknowledge alerts in {namespace}; an RBAC Role \
+                     there must allow verb {ACKNOWLEDGE_VERB:?} on segmentationpolicies.{}",
+                    crate::api::GROUP
+                ),
+            ))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "acknowledge: LocalSubjectAccessReview failed");
+            Err(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "acknowledge: the API server could not be asked whether you may; retry",
+            ))
+        }
     }
 }
 

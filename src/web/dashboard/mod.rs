@@ -9,10 +9,13 @@
 //! Access: with neither a token nor a proxy user header configured the dashboard is not served at
 //! all (404 with a message saying how to turn it on). Otherwise every page and API call needs
 //! `Authorization: Bearer <token>` (compared in constant time), the session cookie set by the
-//! login form (HttpOnly, SameSite=Strict; its value is derived from the token, never the token),
-//! or, when `user_header` is configured, that header as set by an authenticating proxy (its
-//! value is the user recorded on acknowledgements). Nothing secret is ever part of a page or an
-//! answer, and the token is never logged.
+//! login form (a random id held by this replica with an 8-hour expiry; HttpOnly,
+//! SameSite=Strict, Secure unless `--dashboard-insecure-cookie`; failed sign-ins are limited per
+//! address), or, when `user_header` is configured, that header as set by an authenticating proxy
+//! that proves itself (shared secret and/or source network; its value is the user recorded on
+//! acknowledgements). A proxy user acknowledges only where the API server allows the verb
+//! `acknowledge` on `segmentationpolicies` (a LocalSubjectAccessReview). Nothing secret is ever
+//! part of a page or an answer, and the token is never logged.
 
 pub mod api;
 
@@ -33,8 +36,10 @@ use crate::monitor::recorder::Recorder;
 
 /// Name of the session cookie set by the login form.
 pub const SESSION_COOKIE: &str = "microseg_dashboard";
-/// Longest user name accepted from the proxy header.
-const USER_MAX: usize = 256;
+/// Longest user name accepted from the proxy header (the CRD's bound on `acknowledged.by`).
+const USER_MAX: usize = 253;
+/// Most groups taken from the proxy's groups header.
+const GROUPS_MAX: usize = 64;
 
 const SHELL_HTML: &str = include_str!("assets/shell.html");
 const LOGIN_HTML: &str = include_str!("assets/login.html");
@@ -42,13 +47,32 @@ const APP_JS: &str = include_str!("assets/app.js");
 const STYLE_CSS: &str = include_str!("assets/style.css");
 const FAVICON_SVG: &str = include_str!("assets/favicon.svg");
 
+/// Header carrying the proxy's shared secret (`--dashboard-proxy-secret-file`).
+pub const PROXY_SECRET_HEADER: &str = "x-microseg-proxy-secret";
+/// How long a sign-in session lasts.
+pub const SESSION_TTL: std::time::Duration = std::time::Duration::from_secs(8 * 3600);
+/// Sessions held at once (the oldest goes first).
+const SESSIONS_MAX: usize = 10_000;
+/// Failed sign-ins accepted per source address and minute.
+const FAILED_LOGINS_PER_MINUTE: u32 = 10;
+
 /// Who may read and acknowledge.
 #[derive(Clone, Default)]
 pub struct DashboardConfig {
     /// The bearer token (from `--dashboard-token-file`).
     pub token: Option<String>,
     /// A header set by an authenticating proxy that names the user (`--dashboard-user-header`).
+    /// Trusted only with the proxy's proof: `proxy_secret` and/or `proxy_sources`.
     pub user_header: Option<String>,
+    /// A header set by the same proxy that names the user's groups, comma-separated
+    /// (`--dashboard-groups-header`); trusted like `user_header`.
+    pub groups_header: Option<String>,
+    /// The proxy sends this in `X-Microseg-Proxy-Secret` (`--dashboard-proxy-secret-file`).
+    pub proxy_secret: Option<String>,
+    /// The proxy connects from these networks (`--dashboard-proxy-cidrs`).
+    pub proxy_sources: Vec<ipnet::IpNet>,
+    /// Session cookies without `Secure` (`--dashboard-insecure-cookie`: plain-http labs).
+    pub insecure_cookie: bool,
 }
 
 impl std::fmt::Debug for DashboardConfig {
@@ -56,6 +80,13 @@ impl std::fmt::Debug for DashboardConfig {
         f.debug_struct("DashboardConfig")
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("user_header", &self.user_header)
+            .field("groups_header", &self.groups_header)
+            .field(
+                "proxy_secret",
+                &self.proxy_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("proxy_sources", &self.proxy_sources)
+            .field("insecure_cookie", &self.insecure_cookie)
             .finish()
     }
 }
@@ -77,22 +108,30 @@ pub struct DashboardState {
     pub windows: Store<EnforcementWindow>,
     /// The monitor recorder (acknowledgements); `None` refuses acknowledgements with 503.
     pub recorder: Option<Recorder>,
+    /// Asks the API server whether a proxy-named user may acknowledge (a
+    /// LocalSubjectAccessReview); `None` refuses proxy users' acknowledgements with 503.
+    pub client: Option<kube::Client>,
     /// Access.
     pub config: DashboardConfig,
 }
 
 /// The authenticated caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct User {
     /// The user named by the authenticating proxy; `None` for token and cookie sessions.
     pub name: Option<String>,
+    /// The groups the proxy names (`--dashboard-groups-header`), for the access review.
+    pub groups: Vec<String>,
 }
 
 /// State of the handlers.
 pub struct Shared {
     state: DashboardState,
-    /// The session cookie's value (derived from the token), if a token is configured.
-    session: Option<String>,
+    /// Sign-in sessions (random id to expiry), held here only: a restart signs everyone out.
+    sessions: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// Failed sign-ins per source address: (count, start of the minute).
+    failures:
+        std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (u32, std::time::Instant)>>,
 }
 
 /// Constant-time equality (of the SHA-256 digests, so lengths leak nothing either).
@@ -105,10 +144,10 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-/// The session cookie's value for a token: a digest, so the cookie never holds the token.
-pub fn session_value(token: &str) -> String {
-    let digest = Sha256::digest(format!("microseg-dashboard-session\0{token}").as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+/// A new random session id (256 bits, hex).
+pub fn new_session_id() -> String {
+    let bytes: [u8; 32] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -123,8 +162,34 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 impl Shared {
-    /// Who the request comes from, if it may come in at all.
-    fn identify(&self, headers: &HeaderMap) -> Option<User> {
+    fn token_sign_in(&self) -> bool {
+        self.state
+            .config
+            .token
+            .as_deref()
+            .is_some_and(|t| !t.is_empty())
+    }
+
+    /// Whether the request comes through the authenticating proxy: every proof configured
+    /// holds (the shared secret, the source network); with none configured, never.
+    fn proxied(&self, headers: &HeaderMap, peer: Option<std::net::IpAddr>) -> bool {
+        let c = &self.state.config;
+        let secret_ok = c.proxy_secret.as_deref().map(|secret| {
+            headers
+                .get(PROXY_SECRET_HEADER)
+                .is_some_and(|v| constant_time_eq(v.as_bytes(), secret.as_bytes()))
+        });
+        let source_ok = (!c.proxy_sources.is_empty())
+            .then(|| peer.is_some_and(|ip| c.proxy_sources.iter().any(|n| n.contains(&ip))));
+        match (secret_ok, source_ok) {
+            (None, None) => false,
+            (a, b) => a.unwrap_or(true) && b.unwrap_or(true),
+        }
+    }
+
+    /// Who the request comes from, if it may come in at all. A proxy's user header counts only
+    /// with the proxy's proof; otherwise it is ignored and the token or session decides.
+    fn identify(&self, headers: &HeaderMap, peer: Option<std::net::IpAddr>) -> Option<User> {
         if let Some(h) = self
             .state
             .config
@@ -132,11 +197,29 @@ impl Shared {
             .as_deref()
             .filter(|h| !h.is_empty())
             && let Some(v) = headers.get(h).and_then(|v| v.to_str().ok())
+            && self.proxied(headers, peer)
         {
             let v = v.trim();
             if !v.is_empty() && v.chars().count() <= USER_MAX {
+                let groups = self
+                    .state
+                    .config
+                    .groups_header
+                    .as_deref()
+                    .and_then(|g| headers.get(g))
+                    .and_then(|g| g.to_str().ok())
+                    .map(|g| {
+                        g.split(',')
+                            .map(str::trim)
+                            .filter(|g| !g.is_empty() && g.len() <= USER_MAX)
+                            .take(GROUPS_MAX)
+                            .map(str::to_string)
+                            .collect()
+                    })
+                    .unwrap_or_default();
                 return Some(User {
                     name: Some(v.to_string()),
+                    groups,
                 });
             }
         }
@@ -147,20 +230,99 @@ impl Shared {
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .map(str::trim);
             if bearer.is_some_and(|b| constant_time_eq(b.as_bytes(), token.as_bytes())) {
-                return Some(User { name: None });
+                return Some(User::default());
             }
         }
-        if let (Some(session), Some(c)) = (&self.session, cookie(headers, SESSION_COOKIE))
-            && constant_time_eq(c.as_bytes(), session.as_bytes())
+        if let Some(c) = cookie(headers, SESSION_COOKIE)
+            && self.session_valid(&c)
         {
-            return Some(User { name: None });
+            return Some(User::default());
         }
         None
     }
+
+    fn session_valid(&self, id: &str) -> bool {
+        let Ok(mut sessions) = self.sessions.lock() else {
+            return false;
+        };
+        match sessions.get(id) {
+            Some(expiry) if *expiry > std::time::Instant::now() => true,
+            Some(_) => {
+                sessions.remove(id);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn new_session(&self) -> Option<String> {
+        let mut sessions = self.sessions.lock().ok()?;
+        let now = std::time::Instant::now();
+        sessions.retain(|_, expiry| *expiry > now);
+        if sessions.len() >= SESSIONS_MAX
+            && let Some(oldest) = sessions
+                .iter()
+                .min_by_key(|(_, e)| **e)
+                .map(|(k, _)| k.clone())
+        {
+            sessions.remove(&oldest);
+        }
+        let id = new_session_id();
+        sessions.insert(id.clone(), now + SESSION_TTL);
+        Some(id)
+    }
+
+    fn end_session(&self, id: &str) {
+        if let Ok(mut sessions) = self.sessions.lock() {
+            sessions.remove(id);
+        }
+    }
+
+    /// Counts a failed sign-in; `Err(seconds)` when the source must wait.
+    fn failed_login(&self, peer: Option<std::net::IpAddr>) -> Result<(), u64> {
+        let ip = peer.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        let Ok(mut f) = self.failures.lock() else {
+            return Ok(());
+        };
+        let now = std::time::Instant::now();
+        let minute = std::time::Duration::from_secs(60);
+        if f.len() >= SESSIONS_MAX {
+            f.retain(|_, (_, start)| now.duration_since(*start) < minute);
+        }
+        let e = f.entry(ip).or_insert((0, now));
+        if now.duration_since(e.1) >= minute {
+            *e = (0, now);
+        }
+        e.0 += 1;
+        if e.0 > FAILED_LOGINS_PER_MINUTE {
+            Err(minute
+                .saturating_sub(now.duration_since(e.1))
+                .as_secs()
+                .max(1))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn login_blocked(&self, peer: Option<std::net::IpAddr>) -> Option<u64> {
+        let ip = peer.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        let f = self.failures.lock().ok()?;
+        let (n, start) = f.get(&ip)?;
+        let elapsed = std::time::Instant::now().duration_since(*start);
+        (*n >= FAILED_LOGINS_PER_MINUTE && elapsed < std::time::Duration::from_secs(60))
+            .then(|| (60 - elapsed.as_secs()).max(1))
+    }
+}
+
+/// The peer's address when the server records it.
+fn peer(req_extensions: &axum::http::Extensions) -> Option<std::net::IpAddr> {
+    req_extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
 }
 
 async fn authenticate(State(s): State<Arc<Shared>>, mut req: Request, next: Next) -> Response {
-    match s.identify(req.headers()) {
+    match s.identify(req.headers(), peer(req.extensions())) {
         Some(user) => {
             req.extensions_mut().insert(user);
             next.run(req).await
@@ -284,7 +446,7 @@ struct LoginForm {
 }
 
 fn login_page(s: &Shared, next: &str, error: Option<&str>, status: StatusCode) -> Response {
-    let note = if s.session.is_some() {
+    let note = if s.token_sign_in() {
         "Enter the dashboard token (the content of the file given to --dashboard-token-file)."
     } else {
         "This dashboard accepts only users signed in by the authenticating proxy in front of it."
@@ -301,7 +463,7 @@ fn login_page(s: &Shared, next: &str, error: Option<&str>, status: StatusCode) -
         .replace("{{NEXT}}", &html_escape(next))
         .replace(
             "{{DISABLED}}",
-            if s.session.is_some() { "" } else { "disabled" },
+            if s.token_sign_in() { "" } else { "disabled" },
         );
     (status, Html(body)).into_response()
 }
@@ -315,11 +477,11 @@ async fn get_login(
 
 async fn post_login(
     State(s): State<Arc<Shared>>,
-    headers: HeaderMap,
+    axum::extract::Extension(peer_info): axum::extract::Extension<PeerAddr>,
     Form(f): Form<LoginForm>,
 ) -> Response {
     let next = safe_next(f.next.as_deref());
-    let (Some(token), Some(session)) = (s.state.config.token.as_deref(), &s.session) else {
+    let Some(token) = s.state.config.token.as_deref().filter(|t| !t.is_empty()) else {
         return login_page(
             &s,
             &next,
@@ -327,8 +489,23 @@ async fn post_login(
             StatusCode::FORBIDDEN,
         );
     };
+    if let Some(wait) = s.login_blocked(peer_info.0) {
+        let mut r = login_page(
+            &s,
+            &next,
+            Some(&format!(
+                "token: too many failed sign-ins from this address; try again in {wait} s"
+            )),
+            StatusCode::TOO_MANY_REQUESTS,
+        );
+        if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return r;
+    }
     if !constant_time_eq(f.token.trim().as_bytes(), token.as_bytes()) {
         tracing::info!("dashboard sign-in refused: wrong token");
+        let _ = s.failed_login(peer_info.0);
         return login_page(
             &s,
             &next,
@@ -336,13 +513,22 @@ async fn post_login(
             StatusCode::UNAUTHORIZED,
         );
     }
-    let secure = headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("https"));
+    let Some(session) = s.new_session() else {
+        return login_page(
+            &s,
+            &next,
+            Some("session: could not be created"),
+            StatusCode::INTERNAL_SERVER_ERROR,
+        );
+    };
     let cookie = format!(
-        "{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict{}",
-        if secure { "; Secure" } else { "" }
+        "{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        SESSION_TTL.as_secs(),
+        if s.state.config.insecure_cookie {
+            ""
+        } else {
+            "; Secure"
+        }
     );
     let mut r = Redirect::to(&next).into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
@@ -351,7 +537,10 @@ async fn post_login(
     r
 }
 
-async fn post_logout() -> Response {
+async fn post_logout(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Some(c) = cookie(&headers, SESSION_COOKIE) {
+        s.end_session(&c);
+    }
     let mut r = Redirect::to("/ui/login").into_response();
     r.headers_mut().insert(
         header::SET_COOKIE,
@@ -360,6 +549,16 @@ async fn post_logout() -> Response {
         ),
     );
     r
+}
+
+/// The peer's address (from the server's connection info), for the sign-in limit.
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(pub Option<std::net::IpAddr>);
+
+async fn with_peer(mut req: Request, next: Next) -> Response {
+    let p = PeerAddr(peer(req.extensions()));
+    req.extensions_mut().insert(p);
+    next.run(req).await
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
@@ -391,13 +590,11 @@ pub fn router(state: DashboardState) -> Router {
             .route("/api/v1", any(disabled))
             .route("/api/v1/{*rest}", any(disabled));
     }
-    let session = state
-        .config
-        .token
-        .as_deref()
-        .filter(|t| !t.is_empty())
-        .map(session_value);
-    let shared = Arc::new(Shared { state, session });
+    let shared = Arc::new(Shared {
+        state,
+        sessions: std::sync::Mutex::default(),
+        failures: std::sync::Mutex::default(),
+    });
     let protected = Router::new()
         .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
         .route("/ui/", get(page_programme))
@@ -431,6 +628,7 @@ pub fn router(state: DashboardState) -> Router {
     protected
         .merge(public)
         .with_state(shared)
+        .layer(middleware::from_fn(with_peer))
         .layer(middleware::from_fn(headers))
 }
 

@@ -90,10 +90,14 @@ fn stores() -> (Store<SegmentationPolicy>, Store<EnforcementWindow>) {
     (policies, windows)
 }
 
+const PROXY_SECRET: &str = "proxy-secret-0123456789";
+
 fn config(token: Option<&str>, header: Option<&str>) -> DashboardConfig {
     DashboardConfig {
         token: token.map(str::to_string),
         user_header: header.map(str::to_string),
+        proxy_secret: header.map(|_| PROXY_SECRET.to_string()),
+        ..DashboardConfig::default()
     }
 }
 
@@ -114,6 +118,7 @@ async fn serve(config: DashboardConfig) -> Server {
         policies,
         windows,
         recorder: None,
+        client: None,
         config,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -381,7 +386,10 @@ async fn login_form_sets_an_httponly_strict_cookie_that_is_not_the_token() {
     assert_eq!(r.headers()["location"], "/ui/alerts");
     let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
     assert!(
-        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Strict")
+            && cookie.contains("Secure")
+            && cookie.contains("Max-Age="),
         "{cookie}"
     );
     assert!(!cookie.contains(TOKEN));
@@ -431,10 +439,22 @@ async fn a_proxy_user_header_is_accepted_when_configured_only() {
     let r = client()
         .get(format!("{}/api/v1/alerts", with.url))
         .header("x-forwarded-user", "alice@example.com")
+        .header(PROXY_SECRET_HEADER, PROXY_SECRET)
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
+    // Without the proxy's secret (or with a wrong one) the header is anyone's: ignored.
+    for secret in [None, Some("wrong-secret-0123456789")] {
+        let mut req = client()
+            .get(format!("{}/api/v1/alerts", with.url))
+            .header("x-forwarded-user", "alice@example.com");
+        if let Some(x) = secret {
+            req = req.header(PROXY_SECRET_HEADER, x);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "secret {secret:?}");
+    }
     let r = client()
         .get(format!("{}/api/v1/alerts", with.url))
         .send()
@@ -456,14 +476,15 @@ async fn a_proxy_user_header_is_accepted_when_configured_only() {
     };
     let proxy = User {
         name: Some("alice@example.com".into()),
+        ..User::default()
     };
     assert_eq!(api::recorded_by(&proxy, &req), "alice@example.com");
     assert_eq!(
-        api::recorded_by(&User { name: None }, &req),
+        api::recorded_by(&User::default(), &req),
         "mallory (dashboard token)"
     );
     assert_eq!(
-        api::recorded_by(&User { name: None }, &AckRequest::default()),
+        api::recorded_by(&User::default(), &AckRequest::default()),
         "dashboard"
     );
 }
@@ -563,10 +584,9 @@ fn constant_time_eq_and_session_value() {
     assert!(constant_time_eq(b"abc", b"abc"));
     assert!(!constant_time_eq(b"abc", b"abd"));
     assert!(!constant_time_eq(b"abc", b"abcd"));
-    let v = session_value(TOKEN);
+    let v = new_session_id();
     assert_eq!(v.len(), 64);
-    assert!(!v.contains(TOKEN));
-    assert_ne!(v, session_value("other"));
+    assert_ne!(v, new_session_id());
     assert!(!format!("{:?}", config(Some(TOKEN), None)).contains(TOKEN));
 }
 
@@ -586,4 +606,138 @@ fn assets_are_self_contained() {
         assert!(!text.contains("<script>"), "{name}: inline script");
     }
     assert!(SHELL_HTML.contains("lang=\"en\"") && LOGIN_HTML.contains("<label for=\"token\">"));
+}
+
+#[tokio::test]
+async fn sessions_are_random_end_at_logout_and_failed_sign_ins_are_limited() {
+    let s = serve(config(Some(TOKEN), None)).await;
+    let sign_in = || async {
+        let r = client()
+            .post(format!("{}/ui/login", s.url))
+            .form(&[("token", TOKEN), ("next", "/ui/")])
+            .send()
+            .await
+            .unwrap();
+        let c = r.headers()["set-cookie"].to_str().unwrap().to_string();
+        c.split(';').next().unwrap().to_string()
+    };
+    let (a, b) = (sign_in().await, sign_in().await);
+    assert_ne!(a, b, "each sign-in gets its own session");
+    let alerts = |cookie: String| {
+        let url = format!("{}/api/v1/alerts", s.url);
+        async move {
+            client()
+                .get(url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(alerts(a.clone()).await, StatusCode::OK);
+    let r = client()
+        .post(format!("{}/ui/logout", s.url))
+        .header("cookie", &a)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_redirection());
+    assert_eq!(
+        alerts(a).await,
+        StatusCode::UNAUTHORIZED,
+        "a signed-out session is gone"
+    );
+    assert_eq!(alerts(b).await, StatusCode::OK, "other sessions stay");
+
+    let mut codes = Vec::new();
+    for _ in 0..12 {
+        let r = client()
+            .post(format!("{}/ui/login", s.url))
+            .form(&[("token", "wrong-token-0123456789"), ("next", "/ui/")])
+            .send()
+            .await
+            .unwrap();
+        codes.push(r.status().as_u16());
+    }
+    assert_eq!(&codes[..10], &[401; 10], "{codes:?}");
+    assert_eq!(codes[11], 429, "{codes:?}");
+    // Blocked even with the right token until the minute is over.
+    let r = client()
+        .post(format!("{}/ui/login", s.url))
+        .form(&[("token", TOKEN), ("next", "/ui/")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers().contains_key("retry-after"));
+}
+
+#[test]
+fn a_proxy_proves_itself_by_every_proof_configured() {
+    let shared = |secret: Option<&str>, cidrs: &[&str]| {
+        let (policies, windows) = stores();
+        Shared {
+            state: DashboardState {
+                policies,
+                windows,
+                recorder: None,
+                client: None,
+                config: DashboardConfig {
+                    user_header: Some("X-Forwarded-User".into()),
+                    proxy_secret: secret.map(str::to_string),
+                    proxy_sources: cidrs.iter().map(|c| c.parse().unwrap()).collect(),
+                    ..DashboardConfig::default()
+                },
+            },
+            sessions: std::sync::Mutex::default(),
+            failures: std::sync::Mutex::default(),
+        }
+    };
+    let mut with_secret = HeaderMap::new();
+    with_secret.insert("x-forwarded-user", HeaderValue::from_static("alice"));
+    with_secret.insert(
+        PROXY_SECRET_HEADER,
+        HeaderValue::from_static("s3cret-0123456789"),
+    );
+    let mut bare = HeaderMap::new();
+    bare.insert("x-forwarded-user", HeaderValue::from_static("alice"));
+    let proxy: Option<std::net::IpAddr> = Some("10.9.1.2".parse().unwrap());
+    let other: Option<std::net::IpAddr> = Some("10.8.1.2".parse().unwrap());
+    let alice = Some(User {
+        name: Some("alice".into()),
+        ..User::default()
+    });
+
+    let s = shared(None, &[]);
+    assert_eq!(
+        s.identify(&with_secret, proxy),
+        None,
+        "no proof configured: never"
+    );
+    let s = shared(Some("s3cret-0123456789"), &[]);
+    assert_eq!(s.identify(&with_secret, other), alice);
+    assert_eq!(s.identify(&bare, proxy), None);
+    let s = shared(None, &["10.9.0.0/16"]);
+    assert_eq!(s.identify(&bare, proxy), alice);
+    assert_eq!(s.identify(&bare, other), None);
+    assert_eq!(s.identify(&bare, None), None);
+    let s = shared(Some("s3cret-0123456789"), &["10.9.0.0/16"]);
+    assert_eq!(s.identify(&with_secret, proxy), alice);
+    assert_eq!(
+        s.identify(&with_secret, other),
+        None,
+        "both proofs must hold"
+    );
+    assert_eq!(s.identify(&bare, proxy), None, "both proofs must hold");
+    let mut long = with_secret.clone();
+    long.insert(
+        "x-forwarded-user",
+        HeaderValue::from_str(&"u".repeat(254)).unwrap(),
+    );
+    assert_eq!(
+        s.identify(&long, proxy),
+        None,
+        "over the CRD's 253 characters"
+    );
 }

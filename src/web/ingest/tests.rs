@@ -35,12 +35,44 @@ async fn syslog_tcp_framing_errors_name_the_problem() {
         matches!(&got[0], Err(e) if e.contains("truncated")),
         "{got:?}"
     );
-    let got = frames(b"99999999 x").await;
+    let got = frames(b"99999 x").await;
     assert!(matches!(&got[0], Err(e) if e.contains("over")), "{got:?}");
-    let got = frames(b"1x2 abc").await;
+    let got = frames(&[b'7'; 70_000]).await;
     assert!(
-        matches!(&got[0], Err(e) if e.contains("not a number")),
-        "{got:?}"
+        matches!(&got[0], Err(e) if e.contains("without a newline")),
+        "a stream of digits is a line and bounded: {:?}",
+        got[0].as_ref().map(|m| m.as_ref().map(Vec::len))
+    );
+}
+
+#[tokio::test]
+async fn syslog_tcp_lines_that_start_with_digits_are_lines() {
+    let got = frames(b"2024-05-01T10:00:00Z host x\n1x2 abc\n999999 six digits\n").await;
+    assert_eq!(
+        got,
+        vec![
+            Ok(Some(b"2024-05-01T10:00:00Z host x\n".to_vec())),
+            Ok(Some(b"1x2 abc\n".to_vec())),
+            Ok(Some(b"999999 six digits\n".to_vec())),
+            Ok(None),
+        ]
+    );
+}
+
+#[test]
+fn quotes_are_bounded() {
+    assert_eq!(quote("abc"), "\"abc\"");
+    let long = "x".repeat(10_000);
+    let q = quote(&long);
+    assert!(q.len() < 120 && q.contains("10000 bytes"), "{q}");
+}
+
+#[test]
+fn signed_message_covers_timestamp_key_and_body() {
+    assert_eq!(signed_message("17", "k", b"body"), b"17\nk\nbody".to_vec());
+    assert_ne!(
+        signed_message("17", "", b"x"),
+        signed_message("18", "", b"x")
     );
 }
 
@@ -76,11 +108,7 @@ fn config_debug_hides_secrets() {
     let c = IngestConfig {
         token: Some("tok-123456789012345".into()),
         hmac_secret: Some(b"hmac-123456789012".to_vec()),
-        max_body_bytes: 1,
-        rate_lines_per_second: 1,
-        burst_lines: 1,
-        commit_timeout: Duration::from_secs(1),
-        index_per_batch: false,
+        ..IngestConfig::default()
     };
     let d = format!("{c:?}");
     assert!(!d.contains("tok-") && !d.contains("hmac-"), "{d}");
