@@ -238,10 +238,12 @@ fn deploy_manifests_are_the_chart_rendered_with_deploy_values() {
 fn upgrading_the_chart_keeps_existing_custom_resources() {
     let cp = common::shared();
     let ns = cp.namespace("upgrade");
+    // Its own release name: cluster-scoped objects (ClusterRole, ...) are named after it, and the
+    // matrix test applies those of release "microseg" on the same API server at the same time.
     let kubeconfig = cp.kubeconfig.to_str().unwrap().to_string();
     helm_ok(&[
         "install",
-        "microseg",
+        "microseg-upgrade",
         "charts/microseg",
         "-n",
         &ns,
@@ -262,7 +264,7 @@ fn upgrading_the_chart_keeps_existing_custom_resources() {
     );
     helm_ok(&[
         "upgrade",
-        "microseg",
+        "microseg-upgrade",
         "charts/microseg",
         "-n",
         &ns,
@@ -280,7 +282,7 @@ fn upgrading_the_chart_keeps_existing_custom_resources() {
         "deploy",
         "-n",
         &ns,
-        "microseg",
+        "microseg-upgrade",
         "-o",
         "jsonpath={.spec.replicas} {.spec.template.spec.containers[0].args}",
     ]);
@@ -292,7 +294,7 @@ fn upgrading_the_chart_keeps_existing_custom_resources() {
     assert_eq!(windows.trim(), "enforcementwindow.microseg.io/w");
     helm_ok(&[
         "uninstall",
-        "microseg",
+        "microseg-upgrade",
         "-n",
         &ns,
         "--kubeconfig",
