@@ -48,6 +48,7 @@ fn context(client: &Client, dir: &std::path::Path) -> Arc<Context> {
         clock: Arc::new(SystemClock),
         settings: Settings::default(),
         members: Default::default(),
+        statuses: Default::default(),
     })
 }
 

@@ -94,4 +94,6 @@ pub struct Context {
     pub settings: Settings,
     /// Member counts taken ahead of enforcement.
     pub members: Arc<super::members::MemberChecks>,
+    /// The status written last per policy (a reconcile on a stale copy skips writing it again).
+    pub statuses: Arc<super::status_memo::StatusMemo>,
 }

@@ -3,7 +3,8 @@
 //! remembers a positive count for the spec's generation; the flip uses it when it is at most
 //! [`FRESH`] old and the generation is unchanged (a new generation may have changed
 //! `spec.members`), and counts again otherwise. A count of zero is never taken ahead: the flip
-//! counts again, in case members appeared meanwhile.
+//! counts again, in case members appeared meanwhile. A count is kept (not consumed by the flip):
+//! a second reconcile of the flip on a copy the watch has not updated yet finds it too.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -40,7 +41,10 @@ impl MemberChecks {
 
     /// Remembers a count taken at `at` for `generation`.
     pub fn remember(&self, group: &str, generation: Option<i64>, at: Timestamp, count: u64) {
-        self.lock().insert(
+        let mut checks = self.lock();
+        // Bounded by the groups counted within the last [`FRESH`].
+        checks.retain(|_, c| c.at.duration_until(at) <= FRESH);
+        checks.insert(
             group.to_string(),
             Check {
                 generation,

@@ -19,6 +19,7 @@ pub mod nsx_cache;
 pub mod policy;
 pub mod rbac;
 pub mod status;
+pub mod status_memo;
 pub mod window;
 
 use std::net::SocketAddr;
@@ -267,6 +268,7 @@ pub async fn run(rt: Runtime) -> Result<(), Error> {
         clock: Arc::new(SystemClock),
         settings: rt.settings,
         members: Default::default(),
+        statuses: Default::default(),
     });
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);

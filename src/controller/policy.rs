@@ -442,7 +442,6 @@ async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
             Some(count) => Ok(count),
             None => ctx.nsx.group_member_count(&n.domain, &n.id).await,
         };
-        ctx.members.forget(&group_key);
         let problem = match members {
             Ok(0) => Some(Blocker {
                 reason: reason::NO_MEMBERS,
@@ -506,8 +505,15 @@ async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
         window: snapshot.or(prev.window.clone()),
     };
     let built = status::build(&obs, now);
-    if status_changed(&prev, &built) {
+    // A reconcile may run on a copy older than this controller's own last status write (the
+    // watch lags under load): what it would write again, and announce again, it skips.
+    let uid = p.metadata.uid.clone().unwrap_or_default();
+    let written_before = ctx.statuses.is_last(&uid, &built);
+    let new_status = status_changed(&prev, &built) && !written_before;
+    if new_status {
+        let memo = built.clone();
         patch_status(ctx, p, built).await?;
+        ctx.statuses.wrote(&uid, &memo);
     }
 
     // 6. Events and metrics.
@@ -547,7 +553,7 @@ async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
         };
         publish(ctx, p, EventType::Normal, reason::CHANGE_ACCEPTED, note).await;
     }
-    if prev_phase != Some(decision.phase) {
+    if prev_phase != Some(decision.phase) && !written_before {
         let type_ = if matches!(decision.phase, Phase::Held | Phase::RolledBack) {
             EventType::Warning
         } else {
