@@ -935,8 +935,10 @@ impl Client {
         let a = self
             .call(Method::GET, &path, &query, Body::None, true)
             .await?;
-        let v: Value = Self::decode("/infra", &a.body)?;
-        Ok(domain_trees(&v))
+        domain_trees(&a.body).map_err(|e| Error::Decode {
+            path: "/infra".into(),
+            reason: e.to_string(),
+        })
     }
 
     /// Hierarchical PATCH with `enforce_revision_check`; a 412 becomes `Error::Conflict` so
@@ -1073,59 +1075,103 @@ pub const INFRA_TREE_FILTER: &str = "Type-Domain|Group|SecurityPolicy|Rule";
 /// The type filter of [`NsxApi::policy_trees`].
 pub const POLICY_TREE_FILTER: &str = "Type-Domain|SecurityPolicy|Rule";
 
-/// The objects of `Child<kind>` wrappers in `children` of `v`.
-fn child_objects<'a>(v: &'a Value, kind: &str) -> impl Iterator<Item = &'a Value> {
-    let wrapper = format!("Child{kind}");
-    v.get("children")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter(move |c| c.get("resource_type").and_then(Value::as_str) == Some(&wrapper))
-        .filter_map(move |c| c.get(kind))
+/// One node of a `GET /infra` subtree: its id and its `Child<Type>` wrappers, each object left
+/// as the raw JSON text (decoded one at a time: a whole fleet is never held as a `Value`).
+#[derive(serde::Deserialize)]
+struct RawNode<'a> {
+    #[serde(default)]
+    id: String,
+    #[serde(default, borrow)]
+    children: Vec<RawChild<'a>>,
+}
+
+/// A `Child<Type>` wrapper with the object under its capitalised key (reference §2.6).
+#[derive(serde::Deserialize)]
+struct RawChild<'a> {
+    #[serde(rename = "Domain", default, borrow)]
+    domain: Option<&'a serde_json::value::RawValue>,
+    #[serde(rename = "Group", default, borrow)]
+    group: Option<&'a serde_json::value::RawValue>,
+    #[serde(rename = "SecurityPolicy", default, borrow)]
+    policy: Option<&'a serde_json::value::RawValue>,
 }
 
 /// Domains, groups and policies (rules moved from `children` into `rules`) of a `GET /infra`
-/// subtree.
-pub fn domain_trees(infra: &Value) -> Vec<DomainTree> {
-    let id = |v: &Value| {
-        v.get("id")
-            .and_then(Value::as_str)
+/// subtree. A group or policy that does not decode is named in `undecoded`.
+pub fn domain_trees(body: &[u8]) -> Result<Vec<DomainTree>, serde_json::Error> {
+    let infra: RawNode<'_> = serde_json::from_slice(body)?;
+    let id_of = |raw: &serde_json::value::RawValue| {
+        serde_json::from_str::<RawNode<'_>>(raw.get())
+            .map(|n| n.id)
             .unwrap_or_default()
-            .to_string()
     };
-    child_objects(infra, "Domain")
-        .map(|d| {
-            let mut tree = DomainTree {
-                domain: id(d),
-                ..DomainTree::default()
-            };
-            for g in child_objects(d, "Group") {
-                match serde_json::from_value::<Group>(g.clone()) {
+    let mut out = Vec::new();
+    for d in infra.children.iter().filter_map(|c| c.domain) {
+        let domain: RawNode<'_> = serde_json::from_str(d.get())?;
+        let mut tree = DomainTree {
+            domain: domain.id,
+            ..DomainTree::default()
+        };
+        for c in &domain.children {
+            if let Some(g) = c.group {
+                match serde_json::from_str::<Group>(g.get()) {
                     Ok(g) => tree.groups.push(g),
-                    Err(_) => tree.undecoded.push(id(g)),
+                    Err(_) => tree.undecoded.push(id_of(g)),
                 }
             }
-            for p in child_objects(d, "SecurityPolicy") {
-                let rules: Vec<Value> = child_objects(p, "Rule").cloned().collect();
-                let mut body = p.clone();
-                if let Some(o) = body.as_object_mut() {
-                    o.remove("children");
-                    o.insert("rules".into(), Value::Array(rules));
-                }
-                match serde_json::from_value::<SecurityPolicy>(body) {
-                    Ok(p) => tree.policies.push(p),
-                    Err(_) => tree.undecoded.push(id(p)),
+            if let Some(p) = c.policy {
+                match serde_json::from_str::<SecurityPolicy>(p.get()) {
+                    Ok(mut policy) => {
+                        policy.rules.extend(
+                            std::mem::take(&mut policy.children)
+                                .into_iter()
+                                .map(|crate::nsx::model::PolicyChild::ChildRule { rule, .. }| rule),
+                        );
+                        tree.policies.push(policy);
+                    }
+                    Err(_) => tree.undecoded.push(id_of(p)),
                 }
             }
-            tree
-        })
-        .collect()
+        }
+        out.push(tree);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_tree_is_read_object_by_object_and_what_does_not_decode_is_named() {
+        // The shape of GET /infra?filter=Type-Domain|Group|SecurityPolicy|Rule (reference §7,
+        // §11a): wrappers with the object under its capitalised key, rules in `children`.
+        let body = json!({"resource_type": "Infra", "id": "infra", "children": [
+            {"resource_type": "ChildDomain", "id": "default", "marked_for_delete": false,
+             "Domain": {"resource_type": "Domain", "id": "default", "children": [
+                {"resource_type": "ChildGroup", "id": "g1", "marked_for_delete": false,
+                 "Group": {"resource_type": "Group", "id": "g1", "_revision": 0,
+                           "expression": [{"resource_type": "IPAddressExpression", "ip_addresses": ["10.0.0.1"]}]}},
+                {"resource_type": "ChildGroup", "id": "g2", "marked_for_delete": false,
+                 "Group": {"resource_type": "Group", "id": "g2", "expression": "not a list"}},
+                {"resource_type": "ChildSecurityPolicy", "id": "p1", "marked_for_delete": false,
+                 "SecurityPolicy": {"resource_type": "SecurityPolicy", "id": "p1", "children": [
+                    {"resource_type": "ChildRule", "id": "r1", "marked_for_delete": false,
+                     "Rule": {"resource_type": "Rule", "id": "r1", "rule_id": 1017, "action": "ALLOW",
+                              "source_groups": ["ANY"], "destination_groups": ["ANY"], "services": ["ANY"]}}]}}]}}]});
+        let trees = domain_trees(&serde_json::to_vec(&body).unwrap()).unwrap();
+        assert_eq!(trees.len(), 1);
+        let t = &trees[0];
+        assert_eq!(t.domain, "default");
+        assert_eq!(t.groups.len(), 1);
+        assert_eq!(t.groups[0].id, "g1");
+        assert_eq!(t.undecoded, ["g2"]);
+        assert_eq!(t.policies.len(), 1);
+        assert!(t.policies[0].children.is_empty());
+        assert_eq!(t.policies[0].rules[0].rule_id, Some(1017));
+        assert!(domain_trees(b"{\"children\": 3}").is_err());
+    }
 
     #[test]
     fn realization_states_map() {
