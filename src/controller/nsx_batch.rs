@@ -17,11 +17,11 @@
 //!   are not the content's fault: every waiter of that batch gets the error and its reconcile
 //!   retries as before.
 //! - The size limit stays below the manager's 5,000 intent objects per call (reference §7).
-//! - **Rule ids read back in bulk**: after a call that wrote policies of two or more
-//!   applications, one `GET /infra?filter=Type-Domain|SecurityPolicy|Rule` reads them all back
-//!   (NSX assigns `rule_id`s) before the writers are answered; each writer's next `get_policy`
-//!   of its policy is then served from that listing, once. A policy written alone is read alone
-//!   (one GET, as cheap as a listing).
+//! - **Rule ids read back in bulk**: the policies of a call that wrote two or more applications
+//!   wait for a read-back; the first writer that asks for its policy (`get_policy`, for the
+//!   `rule_id`s NSX assigned) makes one `GET /infra?filter=Type-Domain|SecurityPolicy|Rule`
+//!   that serves every policy waiting, once each. A writer that does not ask (a flip to DROP
+//!   creates no rule) costs nothing; a policy written alone is read alone.
 //!
 //! Other reads pass through untouched.
 
@@ -129,15 +129,99 @@ pub struct BatchingNsx {
     read_back: Arc<ReadBack>,
 }
 
-/// Policies read back after the last batch, each served once to its writer.
+type PolicyKey = (String, String);
+
+/// Read-back state: the policies written by batched calls and not read yet (with the number of
+/// the batch that wrote them last), and those a listing read, each served once to its writer.
+#[derive(Default)]
+struct ReadBackState {
+    pending: HashMap<PolicyKey, u64>,
+    kept: HashMap<PolicyKey, SecurityPolicy>,
+    batch: u64,
+}
+
+/// The read-back of batched writes: one listing, made when the first writer asks, serves every
+/// policy pending then (a writer that does not ask, e.g. a flip that creates no rule, costs none).
 #[derive(Default)]
 struct ReadBack {
-    policies: std::sync::Mutex<HashMap<(String, String), SecurityPolicy>>,
+    state: std::sync::Mutex<ReadBackState>,
+    gate: tokio::sync::Mutex<()>,
 }
 
 impl ReadBack {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), SecurityPolicy>> {
-        self.policies.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, ReadBackState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The policies of an accepted batch wait for a read-back.
+    fn written(&self, keys: impl IntoIterator<Item = PolicyKey>) {
+        let mut s = self.lock();
+        s.batch += 1;
+        let batch = s.batch;
+        for k in keys {
+            s.kept.remove(&k);
+            s.pending.insert(k, batch);
+        }
+    }
+
+    /// A write of these policies is under way: what was read or pending is stale.
+    fn forget(&self, keys: &[PolicyKey]) {
+        let mut s = self.lock();
+        for k in keys {
+            s.kept.remove(k);
+            s.pending.remove(k);
+        }
+    }
+
+    fn take(&self, k: &PolicyKey) -> Option<SecurityPolicy> {
+        self.lock().kept.remove(k)
+    }
+
+    /// Reads back every pending policy with one listing when `k` is pending (unless a listing
+    /// made meanwhile served it), then serves `k`.
+    async fn read(&self, nsx: &dyn NsxApi, k: &PolicyKey) -> Option<SecurityPolicy> {
+        if let Some(p) = self.take(k) {
+            return Some(p);
+        }
+        if !self.lock().pending.contains_key(k) {
+            return None;
+        }
+        let _gate = self.gate.lock().await;
+        if let Some(p) = self.take(k) {
+            return Some(p);
+        }
+        let want: HashMap<PolicyKey, u64> = {
+            let s = self.lock();
+            if !s.pending.contains_key(k) {
+                return None;
+            }
+            s.pending.clone()
+        };
+        let listed = nsx.policy_trees().await;
+        let mut s = self.lock();
+        s.kept.clear();
+        match listed {
+            Ok(trees) => {
+                for t in trees {
+                    for p in t.policies {
+                        let key = (t.domain.clone(), p.id.clone());
+                        // Written again since the listing began: the listing may predate it.
+                        if want.contains_key(&key) && s.pending.get(&key) == want.get(&key) {
+                            s.pending.remove(&key);
+                            s.kept.insert(key, p);
+                        }
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "NSX read-back of batched writes failed"),
+        }
+        // What the listing did not settle is read alone.
+        for key in want.keys() {
+            if s.pending.get(key) == want.get(key) {
+                s.pending.remove(key);
+            }
+        }
+        s.kept.remove(k)
     }
 }
 
@@ -298,31 +382,17 @@ async fn run(
         debug!(writes = jobs.len(), objects, "NSX batch");
         let bodies: Vec<Infra> = jobs.iter().map(|j| j.body.clone()).collect();
         let results = write(nsx.as_ref(), &metrics, &bodies).await;
-        // The policies written (not deleted) by accepted writes: read back together.
-        let written: std::collections::HashSet<(String, String)> = bodies
+        // The policies written (not deleted) by accepted writes: read back together, when
+        // their writers ask (a policy written alone is read alone).
+        let written: std::collections::HashSet<PolicyKey> = bodies
             .iter()
             .zip(&results)
             .filter(|(_, r)| r.is_ok())
             .flat_map(|(b, _)| written_policies(b))
             .collect();
-        let mut fresh = HashMap::new();
         if written.len() >= 2 {
-            match nsx.policy_trees().await {
-                Ok(trees) => {
-                    for t in trees {
-                        for p in t.policies {
-                            let k = (t.domain.clone(), p.id.clone());
-                            if written.contains(&k) {
-                                fresh.insert(k, p);
-                            }
-                        }
-                    }
-                }
-                // Each writer reads its own policy instead.
-                Err(e) => warn!(error = %e, "NSX read-back of a batch failed"),
-            }
+            read_back.written(written);
         }
-        *read_back.lock() = fresh;
         for (job, r) in jobs.into_iter().zip(results) {
             let _ = job.reply.send(r);
         }
@@ -366,8 +436,8 @@ impl NsxApi for BatchingNsx {
     async fn get_policy(&self, domain: &str, id: &str) -> Result<Option<SecurityPolicy>, Error> {
         let kept = self
             .read_back
-            .lock()
-            .remove(&(domain.to_string(), id.to_string()));
+            .read(self.inner.as_ref(), &(domain.to_string(), id.to_string()))
+            .await;
         match kept {
             Some(p) => Ok(Some(p)),
             None => self.inner.get_policy(domain, id).await,
@@ -391,13 +461,8 @@ impl NsxApi for BatchingNsx {
     }
 
     async fn patch_infra(&self, body: &Infra) -> Result<(), Error> {
-        {
-            // What was read back before this write is stale for its objects.
-            let mut kept = self.read_back.lock();
-            for k in written_policies(body) {
-                kept.remove(&k);
-            }
-        }
+        // What was read back or pending before this write is stale for its objects.
+        self.read_back.forget(&written_policies(body));
         let (reply, rx) = oneshot::channel();
         let job = Job {
             body: body.clone(),

@@ -170,14 +170,86 @@ impl NsxCache {
                     DomainChild::ChildSecurityPolicy {
                         id,
                         marked_for_delete,
-                        ..
+                        security_policy,
                     } => {
                         let k = key(domain, POLICY, id);
-                        self.set(k, None, ok && *marked_for_delete);
+                        let known = match (ok, marked_for_delete) {
+                            (true, false) => self.updated_in_place(&k, security_policy),
+                            _ => None,
+                        };
+                        match known {
+                            Some(p) => {
+                                self.set(k.clone(), Some(Entry::Policy(Box::new(p))), true);
+                                self.lock().as_written.insert(k);
+                            }
+                            None => self.set(k, None, ok && *marked_for_delete),
+                        }
                     }
                 }
             }
         }
+    }
+
+    /// The policy after a write that creates no rule (e.g. a catch-all turned to DROP): the
+    /// cached policy with the written fields and rules, each rule keeping the `rule_id` NSX gave
+    /// it (a rule id never changes), rules the write does not name kept (PATCH semantics), the
+    /// revision one up. `None` when the write creates a rule or the policy is not known: it is
+    /// read back from NSX.
+    fn updated_in_place(&self, k: &Key, written: &SecurityPolicy) -> Option<SecurityPolicy> {
+        let prev = {
+            let inner = self.lock();
+            if inner.unknown.contains(k) {
+                return None;
+            }
+            match inner.live.get(k) {
+                Some(Entry::Policy(p)) => (**p).clone(),
+                _ => return None,
+            }
+        };
+        let mut changes: HashMap<&str, Option<&crate::nsx::model::Rule>> = HashMap::new();
+        for crate::nsx::model::PolicyChild::ChildRule {
+            id,
+            marked_for_delete,
+            rule,
+        } in &written.children
+        {
+            changes.insert(id.as_str(), (!marked_for_delete).then_some(rule));
+        }
+        for r in &written.rules {
+            changes.insert(r.id.as_str(), Some(r));
+        }
+        let known: HashSet<&str> = prev
+            .rules
+            .iter()
+            .filter(|r| r.rule_id.is_some())
+            .map(|r| r.id.as_str())
+            .collect();
+        if changes
+            .iter()
+            .any(|(id, r)| r.is_some() && !known.contains(id))
+        {
+            return None;
+        }
+        let mut next = written.clone();
+        next.children = Vec::new();
+        next.rules = prev
+            .rules
+            .iter()
+            .filter_map(|old| match changes.get(old.id.as_str()) {
+                None => Some(old.clone()),
+                Some(None) => None,
+                Some(Some(new)) => {
+                    let mut r = (*new).clone();
+                    r.rule_id = old.rule_id;
+                    r.meta = old.meta.clone();
+                    r.meta.revision = old.meta.revision.map(|v| v + 1);
+                    Some(r)
+                }
+            })
+            .collect();
+        next.meta = prev.meta.clone();
+        next.meta.revision = prev.meta.revision.map(|v| v + 1);
+        Some(next)
     }
 
     /// Forgets everything (nothing loaded).

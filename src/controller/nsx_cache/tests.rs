@@ -200,3 +200,52 @@ fn a_refresh_that_overlaps_a_write_keeps_the_write() {
     loaded(&cache, &[tree("default", vec![], vec![])]);
     assert_eq!(cache.group("default", ID), Some(None));
 }
+
+#[test]
+fn a_write_that_creates_no_rule_is_known_at_once_with_the_rule_ids_nsx_gave() {
+    let cache = NsxCache::new(identity());
+    let mut live = policy(ID, tags("shop", "web"), 1001);
+    live.meta.revision = Some(3);
+    loaded(&cache, &[tree("default", vec![], vec![live.clone()])]);
+    // The catch-all turned to DROP: the same rule, another action, written through children.
+    let mut flipped = live.rules[0].clone();
+    flipped.rule_id = None;
+    flipped.action = "DROP".into();
+    let mut body_policy = live.clone();
+    body_policy.rules = Vec::new();
+    body_policy.children = vec![crate::nsx::model::PolicyChild::ChildRule {
+        id: "r0".into(),
+        marked_for_delete: false,
+        rule: flipped,
+    }];
+    let write_of = |p: SecurityPolicy| {
+        write(
+            "default",
+            vec![DomainChild::ChildSecurityPolicy {
+                id: ID.into(),
+                marked_for_delete: false,
+                security_policy: p,
+            }],
+        )
+    };
+    cache.written(&write_of(body_policy.clone()), true);
+    let known = cache.policy("default", ID).unwrap().unwrap();
+    assert_eq!(known.rules.len(), 1);
+    assert_eq!(known.rules[0].rule_id, Some(1001), "the rule id NSX gave");
+    assert_eq!(known.rules[0].action, "DROP");
+    assert_eq!(known.meta.revision, Some(4));
+    // A write that adds a rule is read back from NSX (NSX gives the new rule its id).
+    let mut added = body_policy.clone();
+    let mut new_rule = live.rules[0].clone();
+    new_rule.id = "r9".into();
+    new_rule.rule_id = None;
+    added
+        .children
+        .push(crate::nsx::model::PolicyChild::ChildRule {
+            id: "r9".into(),
+            marked_for_delete: false,
+            rule: new_rule,
+        });
+    cache.written(&write_of(added), true);
+    assert_eq!(cache.policy("default", ID), None);
+}
