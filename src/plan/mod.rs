@@ -16,6 +16,7 @@
 //!   the others (see [`allocate_sequence`]).
 
 pub mod canonical;
+pub mod impact;
 pub mod live;
 pub mod report;
 mod sequence;
