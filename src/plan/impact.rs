@@ -178,11 +178,7 @@ impl Fleet {
                 } else {
                     &r.scope
                 };
-                if !is_any(scope)
-                    && !scope
-                        .iter()
-                        .any(|p| self.in_group(p, at, 0, unresolved))
-                {
+                if !is_any(scope) && !scope.iter().any(|p| self.in_group(p, at, 0, unresolved)) {
                     continue;
                 }
                 let src = self.peer(&r.source_groups, &flow.src, unresolved) != r.sources_excluded;
@@ -278,10 +274,10 @@ impl Fleet {
                         scope_ok && text_matches(operator, v, tag)
                     })
                 }
-                "Name" => e
-                    .vm
-                    .as_deref()
-                    .is_some_and(|n| text_matches(operator, n, value)),
+                "Name" => {
+                    e.vm.as_deref()
+                        .is_some_and(|n| text_matches(operator, n, value))
+                }
                 _ => false,
             },
             Expression::IpAddressExpression { ip_addresses } => {
@@ -484,11 +480,13 @@ pub struct Impact {
 /// Label of flows no section decides.
 pub const NO_APPLICATION: &str = "(no application's rule)";
 
+/// What makes two records the same flow: ends, protocol, port.
+type FlowKey = (IpAddr, IpAddr, String, Option<(u16, u16)>);
+
 /// Identical records (same ends, protocol and port) merged: counts summed, first and last seen
 /// widened (RFC 3339 text compares in time order).
 pub fn merge(flows: &[Observation]) -> Vec<Observation> {
-    let mut out: BTreeMap<(IpAddr, IpAddr, String, Option<(u16, u16)>), Observation> =
-        BTreeMap::new();
+    let mut out: BTreeMap<FlowKey, Observation> = BTreeMap::new();
     for f in flows {
         let f = f.normalised();
         let key = (f.src.ip, f.dst.ip, format!("{:?}", f.protocol), f.port);

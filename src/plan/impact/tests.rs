@@ -7,10 +7,10 @@ use std::sync::LazyLock;
 use proptest::prelude::*;
 
 use super::*;
-use crate::plan::{CATCHALL_IN, CATCHALL_OUT};
 use crate::api::manifest::{Resource, resources};
 use crate::api::{Phase, SegmentationPolicy};
 use crate::plan::Identity;
+use crate::plan::{CATCHALL_IN, CATCHALL_OUT};
 
 fn identity() -> Identity {
     Identity::new("demo").unwrap()
@@ -109,10 +109,7 @@ fn flow(src: Endpoint, dst: Endpoint, protocol: Proto, port: Option<u16>) -> Obs
 
 fn verdict(f: &Fleet, o: &Observation) -> (bool, Option<(String, String, End)>) {
     let v = f.evaluate(o, &mut BTreeSet::new());
-    (
-        v.allowed,
-        v.decider.map(|d| (d.application, d.rule, d.end)),
-    )
+    (v.allowed, v.decider.map(|d| (d.application, d.rule, d.end)))
 }
 
 fn by(app: &str, rule: &str, end: End) -> Option<(String, String, End)> {
@@ -121,7 +118,12 @@ fn by(app: &str, rule: &str, end: End) -> Option<(String, String, End)> {
 
 #[test]
 fn an_application_peer_rule_allows_at_both_ends() {
-    let o = flow(endpoint("10.1.0.4", None, &[]), app_vm(), Proto::Tcp, Some(8443));
+    let o = flow(
+        endpoint("10.1.0.4", None, &[]),
+        app_vm(),
+        Proto::Tcp,
+        Some(8443),
+    );
     assert_eq!(
         verdict(&fleet(Phase::Enforcing), &o),
         (true, by("app", "from-web", End::Destination))
@@ -130,7 +132,12 @@ fn an_application_peer_rule_allows_at_both_ends() {
 
 #[test]
 fn the_wrong_port_reaches_the_catch_all_which_drops_only_when_enforcing() {
-    let o = flow(endpoint("10.1.0.4", None, &[]), app_vm(), Proto::Tcp, Some(8080));
+    let o = flow(
+        endpoint("10.1.0.4", None, &[]),
+        app_vm(),
+        Proto::Tcp,
+        Some(8080),
+    );
     // The source's outbound catch-all decides first.
     assert_eq!(
         verdict(&fleet(Phase::Enforcing), &o),
@@ -145,7 +152,12 @@ fn the_wrong_port_reaches_the_catch_all_which_drops_only_when_enforcing() {
 #[test]
 fn direction_matters_an_inbound_rule_does_not_allow_the_reverse_flow() {
     // app → web on 8443: web's to-app is outbound from web, so web's inbound catch-all decides.
-    let o = flow(app_vm(), endpoint("10.1.0.4", None, &[]), Proto::Tcp, Some(8443));
+    let o = flow(
+        app_vm(),
+        endpoint("10.1.0.4", None, &[]),
+        Proto::Tcp,
+        Some(8443),
+    );
     assert_eq!(
         verdict(&fleet(Phase::Enforcing), &o),
         (false, by("web", CATCHALL_IN, End::Destination))
@@ -154,7 +166,12 @@ fn direction_matters_an_inbound_rule_does_not_allow_the_reverse_flow() {
 
 #[test]
 fn first_match_wins_an_earlier_drop_beats_the_catch_all_even_in_monitor_mode() {
-    let o = flow(endpoint("10.9.9.9", None, &[]), endpoint("10.3.0.5", None, &[]), Proto::Tcp, Some(23));
+    let o = flow(
+        endpoint("10.9.9.9", None, &[]),
+        endpoint("10.3.0.5", None, &[]),
+        Proto::Tcp,
+        Some(23),
+    );
     assert_eq!(
         verdict(&fleet(Phase::Monitoring), &o),
         (false, by("db", "no-telnet", End::Destination))
@@ -164,13 +181,37 @@ fn first_match_wins_an_earlier_drop_beats_the_catch_all_even_in_monitor_mode() {
 #[test]
 fn cidr_peers_and_port_ranges_match_inside_and_not_outside() {
     let db = || endpoint("10.3.0.5", None, &[]);
-    let inside = flow(endpoint("10.99.4.4", None, &[]), db(), Proto::Tcp, Some(10050));
-    let other_net = flow(endpoint("10.98.4.4", None, &[]), db(), Proto::Tcp, Some(10050));
-    let other_port = flow(endpoint("10.99.4.4", None, &[]), db(), Proto::Tcp, Some(10101));
+    let inside = flow(
+        endpoint("10.99.4.4", None, &[]),
+        db(),
+        Proto::Tcp,
+        Some(10050),
+    );
+    let other_net = flow(
+        endpoint("10.98.4.4", None, &[]),
+        db(),
+        Proto::Tcp,
+        Some(10050),
+    );
+    let other_port = flow(
+        endpoint("10.99.4.4", None, &[]),
+        db(),
+        Proto::Tcp,
+        Some(10101),
+    );
     let f = fleet(Phase::Enforcing);
-    assert_eq!(verdict(&f, &inside), (true, by("db", "backup", End::Destination)));
-    assert_eq!(verdict(&f, &other_net), (false, by("db", CATCHALL_IN, End::Destination)));
-    assert_eq!(verdict(&f, &other_port), (false, by("db", CATCHALL_IN, End::Destination)));
+    assert_eq!(
+        verdict(&f, &inside),
+        (true, by("db", "backup", End::Destination))
+    );
+    assert_eq!(
+        verdict(&f, &other_net),
+        (false, by("db", CATCHALL_IN, End::Destination))
+    );
+    assert_eq!(
+        verdict(&f, &other_port),
+        (false, by("db", CATCHALL_IN, End::Destination))
+    );
 }
 
 #[test]
@@ -188,7 +229,12 @@ fn icmp_entries_match_their_type_and_protocol_only() {
 #[test]
 fn membership_by_tag_needs_the_vm_facts() {
     // The same address without its tag is not the app: nothing applies at the destination.
-    let bare = flow(endpoint("10.1.0.4", None, &[]), endpoint("10.2.0.7", None, &[]), Proto::Tcp, Some(8443));
+    let bare = flow(
+        endpoint("10.1.0.4", None, &[]),
+        endpoint("10.2.0.7", None, &[]),
+        Proto::Tcp,
+        Some(8443),
+    );
     assert_eq!(
         verdict(&fleet(Phase::Enforcing), &bare),
         (false, by("web", CATCHALL_OUT, End::Source))
@@ -197,13 +243,23 @@ fn membership_by_tag_needs_the_vm_facts() {
 
 #[test]
 fn traffic_between_addresses_no_application_holds_passes_by_default() {
-    let o = flow(endpoint("192.168.1.1", None, &[]), endpoint("192.168.1.2", None, &[]), Proto::Tcp, Some(22));
+    let o = flow(
+        endpoint("192.168.1.1", None, &[]),
+        endpoint("192.168.1.2", None, &[]),
+        Proto::Tcp,
+        Some(22),
+    );
     assert_eq!(verdict(&fleet(Phase::Enforcing), &o), (true, None));
 }
 
 #[test]
 fn a_reply_is_evaluated_as_the_flow_that_initiated_it() {
-    let mut o = flow(app_vm(), endpoint("10.1.0.4", None, &[]), Proto::Tcp, Some(51000));
+    let mut o = flow(
+        app_vm(),
+        endpoint("10.1.0.4", None, &[]),
+        Proto::Tcp,
+        Some(51000),
+    );
     o.src_port = Some(443);
     // Turned round: web's https inbound from anywhere... web → app? No: 10.1.0.4:51000 → app:443
     // is the initiator; app has no rule for 443, so its catch-all drops at the destination —
@@ -222,12 +278,22 @@ fn removing_a_rule_newly_drops_its_flows_and_adding_it_back_newly_allows_them() 
     let after = Fleet::default()
         .with_desired(&changed, &identity(), |_| Some(Phase::Enforcing))
         .unwrap();
-    let mut backup = flow(endpoint("10.99.4.4", None, &[]), endpoint("10.3.0.5", None, &[]), Proto::Tcp, Some(10050));
+    let mut backup = flow(
+        endpoint("10.99.4.4", None, &[]),
+        endpoint("10.3.0.5", None, &[]),
+        Proto::Tcp,
+        Some(10050),
+    );
     backup.count = 3;
     let mut again = backup.clone();
     again.count = 4;
     again.seen = Some(("2027-01-03T00:00:00Z".into(), "2027-01-05T00:00:00Z".into()));
-    let web = flow(endpoint("10.1.0.4", None, &[]), app_vm(), Proto::Tcp, Some(8443));
+    let web = flow(
+        endpoint("10.1.0.4", None, &[]),
+        app_vm(),
+        Proto::Tcp,
+        Some(8443),
+    );
     let flows = vec![backup, again, web];
 
     let removed = compare(&before, &after, &flows);
@@ -244,8 +310,16 @@ fn removing_a_rule_newly_drops_its_flows_and_adding_it_back_newly_allows_them() 
     assert_eq!(added.newly_allowed(), 1);
     assert_eq!(added.exit_code(), 0);
     let text = added.render();
-    assert!(text.contains("shop/db: 0 newly dropped, 1 newly allowed"), "{text}");
-    assert!(text.contains("now: shop/db backup ALLOW at the destination; was: shop/db catchall_in DROP"), "{text}");
+    assert!(
+        text.contains("shop/db: 0 newly dropped, 1 newly allowed"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "now: shop/db backup ALLOW at the destination; was: shop/db catchall_in DROP"
+        ),
+        "{text}"
+    );
 }
 
 #[test]
@@ -261,7 +335,12 @@ fn an_unknown_group_path_has_no_member_and_is_reported() {
         .unwrap();
     let mut unresolved = BTreeSet::new();
     let v = f.evaluate(
-        &flow(endpoint("10.8.0.1", None, &[]), endpoint("10.7.0.1", None, &[]), Proto::Tcp, Some(9100)),
+        &flow(
+            endpoint("10.8.0.1", None, &[]),
+            endpoint("10.7.0.1", None, &[]),
+            Proto::Tcp,
+            Some(9100),
+        ),
         &mut unresolved,
     );
     assert!(!v.allowed);
@@ -271,12 +350,26 @@ fn an_unknown_group_path_has_no_member_and_is_reported() {
 #[test]
 fn dropped_at_enforcement_lists_what_the_catch_all_would_drop_for_one_application() {
     let all = shop();
-    let unknown = flow(endpoint("10.60.0.1", None, &[]), endpoint("10.3.0.5", None, &[]), Proto::Tcp, Some(5432));
-    let from_app = flow(app_vm(), endpoint("10.3.0.5", None, &[]), Proto::Tcp, Some(5432));
+    let unknown = flow(
+        endpoint("10.60.0.1", None, &[]),
+        endpoint("10.3.0.5", None, &[]),
+        Proto::Tcp,
+        Some(5432),
+    );
+    let from_app = flow(
+        app_vm(),
+        endpoint("10.3.0.5", None, &[]),
+        Proto::Tcp,
+        Some(5432),
+    );
     let i = dropped_at_enforcement(&all[2], &all, &identity(), &[unknown, from_app]).unwrap();
     assert_eq!(i.newly_dropped(), 1);
     assert_eq!(
-        i.applications["shop/db"].newly_dropped[0].flow.src.ip.to_string(),
+        i.applications["shop/db"].newly_dropped[0]
+            .flow
+            .src
+            .ip
+            .to_string(),
         "10.60.0.1"
     );
 }
