@@ -753,27 +753,82 @@ pub fn phase_at(
 }
 
 /// The recorded flows of `policy` that its current spec would drop when it enforces: every
-/// policy of `all` in monitor mode, against the same with `policy` enforcing. This is what the
-/// dashboard's application page lists.
+/// policy of `all` in monitor mode, against the same with `policy` enforcing. `flows` are the
+/// policy's monitor flows: the end on the application's side (by the flow's direction) is a
+/// member of the application, whatever its VM facts, since the application's catch-all logged it.
+/// This is what the dashboard's application page lists.
 pub fn dropped_at_enforcement(
     policy: &crate::api::SegmentationPolicy,
     all: &[crate::api::SegmentationPolicy],
     identity: &super::Identity,
     flows: &[Observation],
 ) -> Result<Impact, super::PlanError> {
-    use crate::api::Phase;
+    use crate::api::{Direction, Phase};
     let target = key(policy);
     let mut set: Vec<crate::api::SegmentationPolicy> =
         all.iter().filter(|p| key(p) != target).cloned().collect();
     set.push(policy.clone());
+    let own: Vec<String> = flows
+        .iter()
+        .filter_map(|f| match f.direction {
+            Some(Direction::Inbound) => Some(f.dst.ip.to_string()),
+            Some(Direction::Outbound) => Some(f.src.ip.to_string()),
+            None => None,
+        })
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let path = super::group_path(
+        &policy.spec.nsx.domain,
+        &identity.object_id(&target.0, &target.1),
+    );
+    let with_own = |mut f: Fleet| {
+        if !own.is_empty()
+            && let Some(g) = f.groups.get_mut(&path)
+        {
+            if !g.expression.is_empty() {
+                g.expression.push(Expression::ConjunctionOperator {
+                    conjunction_operator: "OR".into(),
+                });
+            }
+            g.expression.push(Expression::IpAddressExpression {
+                ip_addresses: own.clone(),
+            });
+        }
+        f
+    };
     let empty = Fleet::default();
-    let before = empty.with_desired(&set, identity, |_| Some(Phase::Monitoring))?;
-    let after = empty.with_desired(&set, identity, |p| {
+    let before = with_own(empty.with_desired(&set, identity, |_| Some(Phase::Monitoring))?);
+    let after = with_own(empty.with_desired(&set, identity, |p| {
         Some(if key(p) == target {
             Phase::Enforcing
         } else {
             Phase::Monitoring
         })
-    })?;
+    })?);
     Ok(compare(&before, &after, flows))
+}
+
+/// Every monitor flow in a policy's status (acknowledged ones too: acknowledging a flow writes
+/// no rule), with its direction; rows whose address or protocol does not parse are skipped.
+pub fn monitor_flows(policy: &crate::api::SegmentationPolicy) -> Vec<Observation> {
+    let Some(m) = policy.status.as_ref().and_then(|s| s.monitor.as_ref()) else {
+        return Vec::new();
+    };
+    m.flows
+        .iter()
+        .filter_map(|f| {
+            Some(Observation {
+                src: Endpoint::ip(f.source.parse().ok()?),
+                dst: Endpoint::ip(f.destination.parse().ok()?),
+                protocol: Proto::parse(&f.protocol)?,
+                src_port: None,
+                port: f.port.and_then(|p| u16::try_from(p).ok()).map(|p| (p, p)),
+                count: u64::try_from(f.count).unwrap_or(0),
+                direction: Some(f.direction),
+                seen: Some((f.first_seen.0.to_string(), f.last_seen.0.to_string())),
+                volume: None,
+            })
+        })
+        .collect()
 }

@@ -625,6 +625,51 @@ pub struct ApplicationView {
     pub monitor: MonitorView,
     /// Every listed flow of this application, open first, then newest and loudest.
     pub alerts: Vec<Alert>,
+    /// The recorded flows the current spec would drop at enforcement (`plan::impact`).
+    pub would_drop: Vec<WouldDrop>,
+}
+
+/// A recorded flow that enforcement of the current spec would drop.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WouldDrop {
+    /// `TCP 10.0.0.1 -> 10.0.0.2:443`.
+    pub flow: String,
+    /// Times seen.
+    pub count: u64,
+    /// Last seen.
+    pub last_seen: String,
+    /// The rule that would drop it: `namespace/name rule`.
+    pub by: String,
+}
+
+/// The recorded flows of `p` that enforcement of its current spec would drop, evaluated with
+/// every policy of `all` (peers resolve to their groups) in monitor mode.
+pub fn would_drop(p: &SegmentationPolicy, all: &[SegmentationPolicy]) -> Vec<WouldDrop> {
+    use crate::plan::impact::{dropped_at_enforcement, monitor_flows};
+    // Ids only name groups inside the evaluation: any valid cluster identity does.
+    let Ok(identity) = crate::plan::Identity::new("dashboard") else {
+        return Vec::new();
+    };
+    let Ok(impact) = dropped_at_enforcement(p, all, &identity, &monitor_flows(p)) else {
+        return Vec::new();
+    };
+    impact
+        .applications
+        .values()
+        .flat_map(|a| &a.newly_dropped)
+        .map(|f| WouldDrop {
+            flow: f.describe(),
+            count: f.flow.count,
+            last_seen: f.last_seen().to_string(),
+            by: f
+                .after
+                .decider
+                .as_ref()
+                .map(|d| format!("{} {}", d.application, d.rule))
+                .unwrap_or_default(),
+        })
+        .collect()
 }
 
 /// The application page's view.
@@ -688,6 +733,7 @@ pub fn application(
             series: monitor.series.clone(),
         },
         alerts: list,
+        would_drop: Vec::new(),
         summary: a,
     }
 }
@@ -747,7 +793,16 @@ pub async fn get_application(
     let window = s.state.windows.state().into_iter().find(|w| {
         w.namespace().as_deref() == Some(namespace.as_str()) && w.name_any() == p.spec.window.name
     });
-    Json(application(&p, window.as_deref(), Timestamp::now())).into_response()
+    let mut view = application(&p, window.as_deref(), Timestamp::now());
+    let all: Vec<SegmentationPolicy> = s
+        .state
+        .policies
+        .state()
+        .iter()
+        .map(|x| (**x).clone())
+        .collect();
+    view.would_drop = would_drop(&p, &all);
+    Json(view).into_response()
 }
 
 /// Body of `POST /api/v1/alerts/acknowledge`.

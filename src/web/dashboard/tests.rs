@@ -587,3 +587,31 @@ fn assets_are_self_contained() {
     }
     assert!(SHELL_HTML.contains("lang=\"en\"") && LOGIN_HTML.contains("<label for=\"token\">"));
 }
+
+#[test]
+fn the_application_page_lists_the_recorded_flows_enforcement_would_drop() {
+    let (policies, _) = stores();
+    let all: Vec<SegmentationPolicy> = policies.state().iter().map(|p| (**p).clone()).collect();
+    let mut web = all
+        .iter()
+        .find(|p| p.metadata.name.as_deref() == Some("web"))
+        .unwrap()
+        .clone();
+    // Every recorded flow reached the catch-all: all three would drop, acknowledged or not.
+    let drops = api::would_drop(&web, &all);
+    assert_eq!(drops.len(), 3, "{drops:?}");
+    let ssh = drops.iter().find(|d| d.flow.ends_with(":22")).unwrap();
+    assert_eq!(ssh.flow, "TCP 10.20.30.41 -> 10.1.0.5:22");
+    assert_eq!(ssh.count, 9);
+    assert_eq!(ssh.by, "shop/web catchall_in");
+    // A rule for 8443 in the spec takes that flow off the list.
+    web.spec.rules.push(
+        serde_yaml::from_str(
+            "{name: app-port, direction: Inbound, peers: [{cidr: 10.20.30.0/24}], ports: [{protocol: TCP, port: 8443}]}",
+        )
+        .unwrap(),
+    );
+    let drops = api::would_drop(&web, &all);
+    assert_eq!(drops.len(), 2, "{drops:?}");
+    assert!(drops.iter().all(|d| !d.flow.ends_with(":8443")));
+}

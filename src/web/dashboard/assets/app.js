@@ -458,6 +458,12 @@ async function renderApplication() {
       kv([['Unmatched total', String(v.monitor.unmatchedTotal)], ['Healthy (explicit rules)', String(v.monitor.healthyTotal)], ['Last log line', fmtTime(v.monitor.lastLogAt)], ['Not listed', String(v.monitor.overflow)]]),
       v.alerts.length ? alertTable(v.alerts, { id: 'app-alerts', caption: 'Alerts of this application', showApp: false, actions: true }) : h('p', { class: 'muted' }, 'No unmatched flow recorded.'),
       ackAll(a, v.monitor.openAlerts)),
+    h('section', { 'aria-labelledby': 'h-would-drop' }, h('h2', { id: 'h-would-drop' }, `Dropped at enforcement (${v.wouldDrop.length})`),
+      v.wouldDrop.length
+        ? h('table', { id: 'would-drop' }, h('caption', {}, 'Recorded flows the current rules would drop when the catch-all turns to DROP'),
+          h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Flow'), h('th', { scope: 'col', class: 'num' }, 'Seen'), h('th', { scope: 'col' }, 'Last seen'), h('th', { scope: 'col' }, 'Dropped by'))),
+          h('tbody', {}, v.wouldDrop.map((d) => h('tr', {}, h('td', {}, d.flow), h('td', { class: 'num' }, String(d.count)), h('td', {}, d.lastSeen), h('td', {}, d.by)))))
+        : h('p', { class: 'muted' }, 'No recorded flow would be dropped at enforcement.')),
     h('section', { 'aria-labelledby': 'h-members' }, h('h2', { id: 'h-members' }, 'Members'),
       h('ul', {}, v.members.map((m) => h('li', {}, memberText(m))))),
     h('section', { 'aria-labelledby': 'h-rules' }, h('h2', { id: 'h-rules' }, 'Rules'),
