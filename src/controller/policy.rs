@@ -211,6 +211,7 @@ fn snapshot_window(w: &EnforcementWindow) -> WindowSnapshot {
         gates: w.spec.gates.clone(),
         blackouts: w.spec.blackouts.clone(),
         suspend: w.spec.suspend,
+        canary: w.spec.canary.clone(),
     }
 }
 
@@ -230,8 +231,10 @@ fn remembered_window(prev: &SegmentationPolicyStatus) -> Option<EnforcementWindo
         gates: Default::default(),
         blackouts: Vec::new(),
         suspend: false,
+        canary: None,
     };
     if let Some(w) = &prev.window {
+        spec.canary = w.canary.clone();
         spec.minimum_notice = w.minimum_notice;
         spec.post_enforcement_monitoring = w.post_enforcement_monitoring;
         spec.gates = w.gates.clone();
@@ -1113,6 +1116,8 @@ mod tests {
             enforced_since: Some(Time(at(40))),
             rolled_back_generation: evidence.map(|_| 1),
             evidence_from: evidence.map(|s| Time(at(s))),
+            canary_step: None,
+            canary_since: None,
         };
         let status = |evidence| SegmentationPolicyStatus {
             schedule: Some(schedule(evidence)),
