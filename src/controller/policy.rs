@@ -339,7 +339,8 @@ async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
                     enforced_spec: prev.enforced_spec.clone(),
                     window: prev.window.clone(),
                 };
-                let built = status::build(&obs, now);
+                let mut built = status::build(&obs, now);
+                built.canary = prev.canary.clone();
                 if status_changed(&prev, &built) {
                     patch_status(ctx, p, built).await?;
                 }
@@ -473,6 +474,30 @@ async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
         }
     }
 
+    // 3b. Canary: the VMs of the step in force. If they cannot be read, every VM stays PASS
+    //     (the NotReady gate), never the whole application at DROP.
+    let mut choice = None;
+    match super::canary::choose(ctx.nsx.as_ref(), p, &n.domain, &n.id, &decision, &w).await {
+        Ok(c) => choice = c,
+        Err(e) => {
+            blocker = Some(blocker.unwrap_or(Blocker {
+                reason: reason::NSX_ERROR,
+                message: format!("canary VMs could not be read: {e}"),
+            }));
+            decision = evaluate_with(
+                &w,
+                p,
+                &prev,
+                previous_schedule.as_ref(),
+                delivered,
+                &monitor,
+                blocker.clone(),
+                widening.clone(),
+                now,
+            );
+        }
+    }
+
     // 4. NSX.
     let (sync, nsx_facts, decision) = sync_nsx(
         p,
@@ -480,6 +505,7 @@ async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
         &n,
         &peers,
         live,
+        choice.as_ref(),
         decision,
         &w,
         &prev,
@@ -508,7 +534,12 @@ async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
         enforced_spec,
         window: snapshot.or(prev.window.clone()),
     };
-    let built = status::build(&obs, now);
+    let mut built = status::build(&obs, now);
+    // The canary step as written; kept as it was when NSX could not be written.
+    built.canary = match &sync {
+        SyncOutcome::Failed { .. } => prev.canary.clone(),
+        _ => super::canary::status(choice.as_ref()),
+    };
     if status_changed(&prev, &built) {
         patch_status(ctx, p, built).await?;
     }
@@ -698,6 +729,7 @@ async fn sync_nsx(
     n: &Names,
     peers: &PeerGroups,
     live: Result<LiveState, crate::nsx::Error>,
+    choice: Option<&super::canary::Choice>,
     decision: Decision,
     w: &Window,
     prev: &SegmentationPolicyStatus,
@@ -761,8 +793,11 @@ async fn sync_nsx(
         peers,
         previous_sequence: &sequence,
     };
-    let planned = plan::desired(p, decision.phase, &cx)
-        .and_then(|d| plan::diff(&d, &live, &ctx.identity, &n.ns, &n.name).map(|c| (d, c)));
+    let planned = plan::desired(p, decision.phase, &cx).and_then(|d| {
+        super::canary::change(d, choice, prev.canary.as_ref(), |d| {
+            plan::diff(d, &live, &ctx.identity, &n.ns, &n.name)
+        })
+    });
     let (desired, change) = match planned {
         Ok(x) => x,
         Err(e) => {
@@ -1022,7 +1057,23 @@ async fn cleanup(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error>
             .policy
             .filter(|x| ctx.identity.owns(&x.tags, &n.ns, &n.name)),
     };
-    let Some(patch) = plan::removal(&owned, &n.domain) else {
+    // Canary groups a step left (their rule goes with the policy, in the same call).
+    let canary_groups =
+        super::canary::previous_groups(&p.status.clone().unwrap_or_default(), &n.id);
+    let removal = plan::removal(&owned, &n.domain);
+    let Some(patch) = (if owned.policy.is_some() || owned.group.is_some() {
+        plan::canary::without_groups(
+            plan::Change {
+                patch: removal,
+                summary: Vec::new(),
+            },
+            &n.domain,
+            &canary_groups,
+        )
+        .patch
+    } else {
+        None
+    }) else {
         return Ok(Action::await_change());
     };
     if ctx.settings.dry_run {

@@ -237,5 +237,36 @@ pub fn with_groups(mut change: Change, domain: &str, groups: &[Group]) -> Change
     change
 }
 
+/// A change that also deletes the canary groups `ids` (a finished or narrower canary), in the
+/// same hierarchical call that removes or rescopes the rule naming them.
+pub fn without_groups(mut change: Change, domain: &str, ids: &[String]) -> Change {
+    if ids.is_empty() {
+        return change;
+    }
+    let patch = change
+        .patch
+        .get_or_insert_with(|| super::infra(domain, Vec::new()));
+    for c in &mut patch.children {
+        let InfraChild::ChildResourceReference { children: dc, .. } = c;
+        dc.extend(ids.iter().map(|id| DomainChild::ChildGroup {
+            id: id.clone(),
+            marked_for_delete: true,
+            group: Group {
+                resource_type: "Group".into(),
+                id: id.clone(),
+                display_name: None,
+                description: None,
+                tags: Vec::new(),
+                expression: Vec::new(),
+                meta: Meta::default(),
+            },
+        }));
+    }
+    change
+        .summary
+        .push(format!("delete canary groups {}", ids.join(", ")));
+    change
+}
+
 #[cfg(test)]
 mod tests;

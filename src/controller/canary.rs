@@ -1,0 +1,130 @@
+//! The IO side of canary enforcement: which VMs the step in force takes (the group's effective
+//! VM members read from NSX, chosen by `plan::canary::subset`), the canary groups NSX already
+//! holds, and the status entry. The shape itself is pure (`plan::canary`).
+
+use k8s_openapi::jiff::Timestamp;
+
+use crate::api::k8s::Time;
+use crate::api::{CanaryStatus, Phase, SegmentationPolicy, SegmentationPolicyStatus};
+use crate::nsx::model::Group;
+use crate::nsx::{Error, NsxApi};
+use crate::plan::canary;
+use crate::plan::{Change, DesiredState, PlanError, canonical};
+use crate::schedule::{Decision, Window};
+
+/// The canary step in force and its VMs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Choice {
+    /// Step (from 1).
+    pub step: i64,
+    /// Steps of the window.
+    pub steps: i64,
+    /// The application's VM names.
+    pub members: usize,
+    /// The canary VMs (empty when the application has fewer than two VMs: every VM stays
+    /// PASS until the canary ends).
+    pub vms: Vec<String>,
+    /// When the step may widen.
+    pub widens_at: Timestamp,
+    /// The canary groups NSX holds now, by id.
+    pub live: Vec<Group>,
+}
+
+/// How many canary groups a set of canary VMs needs.
+fn groups_for(vms: usize) -> usize {
+    vms.div_ceil(crate::plan::MAX_CONDITIONS)
+}
+
+/// The choice for `decision`, or `None` when no canary step is in force.
+pub async fn choose(
+    nsx: &dyn NsxApi,
+    p: &SegmentationPolicy,
+    domain: &str,
+    id: &str,
+    decision: &Decision,
+    w: &Window,
+) -> Result<Option<Choice>, Error> {
+    let (Phase::Enforcing, Some(step), Some(since)) = (
+        decision.phase,
+        decision.schedule.canary_step,
+        decision.schedule.canary_since,
+    ) else {
+        return Ok(None);
+    };
+    let Some(&(size, duration)) = usize::try_from(step - 1).ok().and_then(|i| w.canary.get(i))
+    else {
+        return Ok(None);
+    };
+    let names = nsx.group_vm_names(domain, id).await?;
+    let vms = canary::subset(id, &names, &p.spec.canary_vms, size).unwrap_or_default();
+    let mut live = Vec::new();
+    for n in 1..=groups_for(vms.len()) {
+        if let Some(g) = nsx.get_group(domain, &canary::group_id(id, n)).await? {
+            live.push(g);
+        }
+    }
+    Ok(Some(Choice {
+        step,
+        steps: w.canary.len() as i64,
+        members: names.len(),
+        vms,
+        widens_at: crate::api::time::plus(since, duration),
+        live,
+    }))
+}
+
+/// The desired state of the step in force and the change that writes it, canary groups
+/// included (in the same hierarchical call), canary groups no longer needed deleted. Without a
+/// choice, only the deletion of the groups a previous step used (`previous`).
+pub fn change(
+    desired: DesiredState,
+    choice: Option<&Choice>,
+    previous: Option<&CanaryStatus>,
+    diff: impl Fn(&DesiredState) -> Result<Change, PlanError>,
+) -> Result<(DesiredState, Change), PlanError> {
+    let needed = choice.map_or(0, |c| groups_for(c.vms.len()));
+    let (desired, groups) = match choice {
+        Some(c) if !c.vms.is_empty() => canary::shape(&desired, &c.vms)?,
+        _ => (desired, Vec::new()),
+    };
+    let mut change = diff(&desired)?;
+    let write: Vec<Group> = groups
+        .into_iter()
+        .filter(|g| {
+            choice
+                .and_then(|c| c.live.iter().find(|l| l.id == g.id))
+                .is_none_or(|l| !canonical::group_differences(l, g).is_empty())
+        })
+        .collect();
+    change = canary::with_groups(change, &desired.domain, &write);
+    let had = previous.map_or(0, |s| groups_for(s.vms.len()));
+    let stale: Vec<String> = (needed + 1..=had)
+        .map(|n| canary::group_id(&desired.group.id, n))
+        .collect();
+    change = canary::without_groups(change, &desired.domain, &stale);
+    Ok((desired, change))
+}
+
+/// `status.canary` for a choice.
+pub fn status(choice: Option<&Choice>) -> Option<CanaryStatus> {
+    choice.map(|c| CanaryStatus {
+        step: c.step,
+        steps: c.steps,
+        vms: c.vms.clone(),
+        members: c.members as i64,
+        summary: format!(
+            "{}/{} VMs (step {} of {})",
+            c.vms.len(),
+            c.members,
+            c.step,
+            c.steps
+        ),
+        widens_at: Some(Time(c.widens_at)),
+    })
+}
+
+/// The canary groups a policy's previous status says NSX holds (for the finalizer).
+pub fn previous_groups(prev: &SegmentationPolicyStatus, id: &str) -> Vec<String> {
+    let had = prev.canary.as_ref().map_or(0, |s| groups_for(s.vms.len()));
+    (1..=had).map(|n| canary::group_id(id, n)).collect()
+}
