@@ -516,3 +516,27 @@ fn index_updates_one_application_at_a_time() {
     assert!(ix.attribute(7, Some(&tag)).is_none());
     assert_eq!((ix.rules(), ix.policies()), (1, 1));
 }
+
+#[test]
+fn a_canary_catch_all_counts_as_the_catch_all_of_its_direction() {
+    let mut ix = Index::default();
+    let ids: BTreeMap<String, i64> = [
+        ("catchall_in_canary".to_string(), 5),
+        ("catchall_out_canary".to_string(), 6),
+        ("https".to_string(), 7),
+    ]
+    .into();
+    ix.set(key(), &ids, "ms_demo_shop_app");
+    assert_eq!(
+        ix.attribute(5, None).unwrap().role,
+        RuleRole::CatchAll(Direction::Inbound)
+    );
+    assert_eq!(
+        ix.attribute(6, None).unwrap().role,
+        RuleRole::CatchAll(Direction::Outbound)
+    );
+    assert_eq!(
+        ix.attribute(7, None).unwrap().role,
+        RuleRole::Explicit("https".into())
+    );
+}
