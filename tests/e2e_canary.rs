@@ -214,6 +214,20 @@ async fn a_canary_that_drops_rolls_back_and_one_that_holds_completes_every_step(
         .unwrap();
     let canary_ip = TRIAL.ips[index];
     let other_ip = TRIAL.ips[(index + 1) % TRIAL.ips.len()];
+    // The Enforced notice names the canary VM and the date the step widens.
+    env.eventually(
+        "trial's owner is told which VM is the canary",
+        Duration::from_secs(20),
+        || {
+            env.smtp.messages().iter().any(|m| {
+                m["text"].as_str().is_some_and(|t| {
+                    t.contains("Enforcement starts as a canary")
+                        && t.contains(&format!("1 of 4 VMs only: {}", canary[0]))
+                        && t.contains("widens no earlier than")
+                })
+            })
+        },
+    );
     let dropped = lines(&env, canary_ip, 8080).await;
     assert!(dropped[0].contains(" DROP "), "{dropped:?}");
     let passed = lines(&env, other_ip, 8080).await;

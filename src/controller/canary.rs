@@ -105,6 +105,44 @@ pub fn change(
     Ok((desired, change))
 }
 
+/// The canary part of an owner notice: the canary VMs (when chosen) and the earliest instant
+/// each remaining step widens, from the step in force (or, before enforcement, from
+/// `enforce_at`). `None` when the window has no canary, or once every VM enforces.
+pub fn notice_plan(
+    w: &Window,
+    d: &Decision,
+    choice: Option<&Choice>,
+    enforce_at: Timestamp,
+) -> Option<crate::notify::CanaryPlan> {
+    use crate::notify::{CanaryPlan, CanaryStepPlan};
+    use crate::plan::canary::StepSize;
+    if w.canary.is_empty() {
+        return None;
+    }
+    let (first, mut since) = match (d.schedule.canary_step, d.schedule.canary_since) {
+        (Some(k), Some(s)) => (usize::try_from(k - 1).unwrap_or(0), s),
+        _ if d.schedule.enforced_since.is_some() => return None,
+        _ => (0, enforce_at),
+    };
+    let mut steps = Vec::new();
+    for (size, duration) in w.canary.iter().skip(first) {
+        since = crate::api::time::plus(since, *duration);
+        steps.push(CanaryStepPlan {
+            covers: match size {
+                StepSize::Members(1) => "1 VM".to_string(),
+                StepSize::Members(n) => format!("{n} VMs"),
+                StepSize::Percent(p) => format!("{p}% of the VMs"),
+            },
+            widens_at: since,
+        });
+    }
+    Some(CanaryPlan {
+        vms: choice.map(|c| c.vms.clone()).unwrap_or_default(),
+        members: choice.map_or(0, |c| c.members),
+        steps,
+    })
+}
+
 /// `status.canary` for a choice.
 pub fn status(choice: Option<&Choice>) -> Option<CanaryStatus> {
     choice.map(|c| CanaryStatus {

@@ -403,8 +403,7 @@ async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
     );
 
     // 3. Notices.
-    let (records, notice_error) =
-        send_notices(p, ctx, &n, &decision, &facts, w.minimum_notice, now).await;
+    let (records, notice_error) = send_notices(p, ctx, &n, &decision, &facts, &w, now).await;
     let mut delivered = delivered;
     if !records.is_empty() && decision.schedule.notice_delivered_at.is_none() {
         let mut all = prev.notifications.clone();
@@ -905,7 +904,7 @@ async fn send_notices(
     n: &Names,
     d: &Decision,
     facts: &Facts<'_>,
-    minimum_notice: k8s_openapi::jiff::SignedDuration,
+    w: &Window,
     now: Timestamp,
 ) -> (Vec<NotificationRecord>, Option<String>) {
     let due = notices::due(d, facts, now);
@@ -925,13 +924,24 @@ async fn send_notices(
         .as_ref()
         .and_then(|s| s.monitor.clone())
         .unwrap_or_default();
+    // The canary VMs, for a notice sent while a canary step is in force (chosen as the NSX
+    // write will choose them: the choice is deterministic).
+    let choice = if d.schedule.canary_step.is_some() {
+        super::canary::choose(ctx.nsx.as_ref(), p, &n.domain, &n.id, d, w)
+            .await
+            .ok()
+            .flatten()
+    } else {
+        None
+    };
+    let choice = choice.as_ref();
     for item in due {
         // A Scheduled notice announces the date that holds if it is delivered now: never less
         // than the minimum notice from now.
         let enforce_at = if item.kind == crate::notify::NoticeKind::Scheduled {
             d.schedule.enforce_at.max(crate::api::time::plus(
                 schedule::ceil_second(now),
-                minimum_notice,
+                w.minimum_notice,
             ))
         } else {
             d.schedule.enforce_at
@@ -959,6 +969,7 @@ async fn send_notices(
                 .cloned()
                 .collect(),
             message_id: item.message_id.clone(),
+            canary: super::canary::notice_plan(w, d, choice, enforce_at),
         };
         match notifier.send(&notice).await {
             Ok(deliveries) => {
