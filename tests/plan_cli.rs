@@ -680,3 +680,36 @@ async fn against_what_nsx_holds_only_the_removed_rule_drops_flows() {
     assert_eq!(removed.status.code(), Some(2), "{text}");
     assert!(text.contains("shop/db: 2 newly dropped"), "{text}");
 }
+
+#[test]
+fn a_canary_window_shows_its_steps_and_the_step_in_force() {
+    let dir = examples_with("canary", |name, text| {
+        if name != "01-windows.yaml" {
+            return text;
+        }
+        text.replacen(
+            "  blackouts:",
+            "  canary:\n    steps:\n      - { members: 1, for: 24h }\n      - { percent: 50, for: 24h }\n  blackouts:",
+            1,
+        )
+    });
+    let out = run(&[
+        "plan",
+        "-f",
+        dir.to_str().unwrap(),
+        "--cluster",
+        "demo",
+        "--at",
+        "2027-02-17T00:00:00Z",
+    ]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("at 2027-02-17T00:00:00Z: Enforcing (canary step 1)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("canary: step 1: 1 VM, at least 24h0m0s; step 2: 50% of the VMs, at least 24h0m0s; then every VM. Each step: DROP catch-alls catchall_in_canary/catchall_out_canary applied to groups ms_demo_shop_web_canary1.."),
+        "{text}"
+    );
+}
