@@ -627,6 +627,8 @@ pub struct ApplicationView {
     pub alerts: Vec<Alert>,
     /// The recorded flows the current spec would drop at enforcement (`plan::impact`).
     pub would_drop: Vec<WouldDrop>,
+    /// The canary step in force (`status.canary`).
+    pub canary: Option<crate::api::CanaryStatus>,
 }
 
 /// A recorded flow that enforcement of the current spec would drop.
@@ -734,6 +736,7 @@ pub fn application(
         },
         alerts: list,
         would_drop: Vec::new(),
+        canary: status.canary.clone(),
         summary: a,
     }
 }

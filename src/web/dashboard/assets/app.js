@@ -447,7 +447,8 @@ async function renderApplication() {
       h('section', { 'aria-labelledby': 'h-schedule' }, h('h2', { id: 'h-schedule' }, 'Schedule'),
         a.schedule ? kv([['Notice', fmtTime(a.schedule.notifyAt)], ['Monitor from', fmtTime(a.schedule.monitorFrom)], ['Enforce', fmtTime(a.schedule.enforceAt)], ['Clean-up', fmtTime(a.schedule.cleanupAt)]])
           : h('p', { class: 'muted' }, 'Not scheduled yet.'),
-        a.nextTransition ? h('p', {}, `Next: ${a.nextTransition.phase} ${a.nextTransition.at ? 'at ' + fmtTime(a.nextTransition.at) : '(waiting for a gate)'}`) : null),
+        a.nextTransition ? h('p', {}, `Next: ${a.nextTransition.phase} ${a.nextTransition.at ? 'at ' + fmtTime(a.nextTransition.at) : '(waiting for a gate)'}`) : null,
+        v.canary ? h('p', { id: 'canary' }, h('strong', {}, 'Canary: '), `DROP on ${v.canary.summary}: ${v.canary.vms.join(', ')}; widens no earlier than ${fmtTime(v.canary.widensAt)} if the gates hold`) : null),
       h('section', { 'aria-labelledby': 'h-owners' }, h('h2', { id: 'h-owners' }, 'Owners'),
         h('ul', {}, v.owners.map((o) => h('li', {}, o.name, o.email ? ` <${o.email}>` : '', o.webhook ? ' · webhook' : ''))))),
     h('section', { 'aria-labelledby': 'h-conditions' }, h('h2', { id: 'h-conditions' }, 'Conditions'),
