@@ -198,6 +198,7 @@ async fn a_canary_that_drops_rolls_back_and_one_that_holds_completes_every_step(
         canary_summary(&env, TRIAL.name) == "1/4 VMs (step 1 of 1)"
     });
     let table = env.cp.kubectl_ok(&["get", "segpol", "-n", &env.ns]);
+    eprintln!("{table}");
     assert!(table.contains("CANARY"), "{table}");
     assert!(table.contains("1/4 VMs (step 1 of 1)"), "{table}");
     assert_eq!(
@@ -231,6 +232,7 @@ async fn a_canary_that_drops_rolls_back_and_one_that_holds_completes_every_step(
     let dropped = lines(&env, canary_ip, 8080).await;
     assert!(dropped[0].contains(" DROP "), "{dropped:?}");
     let passed = lines(&env, other_ip, 8080).await;
+    eprintln!("to the canary VM: {dropped:?}\nto another member: {passed:?}");
     assert!(passed[0].contains(" PASS "), "{passed:?}");
 
     // The canary's dropped flows roll the whole application back: every VM at PASS.

@@ -668,6 +668,7 @@ fn canary_step(
         let (size, duration) = w.canary[(k - 1) as usize];
         let end = plus(since, duration);
         let describe = |k: i64| match size {
+            StepSize::Members(1) => format!("step {k} of {n} (1 VM)"),
             StepSize::Members(m) => format!("step {k} of {n} ({m} VMs)"),
             StepSize::Percent(p) => format!("step {k} of {n} ({p}% of the VMs)"),
         };
