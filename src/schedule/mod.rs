@@ -695,8 +695,11 @@ fn canary_step(
             ));
         }
         if let Some(b) = w.blackout_at(now) {
+            // The answer changes at the blackout's end only if nothing else holds the step.
+            if held.is_empty() {
+                wake.push(w.after_blackouts(now));
+            }
             held.push(format!("inside blackout {} until {}", b.name, b.end));
-            wake.push(b.end);
         }
         if !held.is_empty() {
             d.schedule.canary_step = Some(k);
