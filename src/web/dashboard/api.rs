@@ -148,6 +148,21 @@ pub struct ScheduleView {
     pub enforce_at: Time,
     /// Clean-up.
     pub cleanup_at: Time,
+    /// Canary steps of the window, from enforceAt at the earliest (empty: none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub canary: Vec<CanaryStepView>,
+}
+
+/// One canary step on the timeline.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryStepView {
+    /// `1 VM`, `50% of the VMs`.
+    pub covers: String,
+    /// Earliest start.
+    pub from: Time,
+    /// Earliest end (when it may widen).
+    pub until: Time,
 }
 
 /// The next phase change.
@@ -238,6 +253,7 @@ pub fn summary(p: &SegmentationPolicy) -> AppSummary {
                 monitor_from: s.monitor_from.clone(),
                 enforce_at: s.enforce_at.clone(),
                 cleanup_at: s.cleanup_at.clone(),
+                canary: Vec::new(),
             }),
         next_transition: status
             .and_then(|s| s.next_transition.as_ref())
@@ -263,11 +279,33 @@ fn window_schedule(w: &EnforcementWindow) -> ScheduleView {
             s.post_enforcement_monitoring.get(),
         ))
     });
+    let mut from = s.enforce_at.0;
+    let canary = s
+        .canary
+        .iter()
+        .flat_map(|c| &c.steps)
+        .map(|st| {
+            let until = crate::api::time::plus(from, st.duration.get());
+            let view = CanaryStepView {
+                covers: match (st.members, st.percent) {
+                    (Some(1), _) => "1 VM".to_string(),
+                    (Some(m), _) => format!("{m} VMs"),
+                    (None, Some(p)) => format!("{p}% of the VMs"),
+                    (None, None) => String::new(),
+                },
+                from: Time(from),
+                until: Time(until),
+            };
+            from = until;
+            view
+        })
+        .collect();
     ScheduleView {
         notify_at: s.notify_at.clone(),
         monitor_from: s.monitor_from.clone(),
         enforce_at: s.enforce_at.clone(),
         cleanup_at: cleanup,
+        canary,
     }
 }
 

@@ -615,3 +615,34 @@ fn the_application_page_lists_the_recorded_flows_enforcement_would_drop() {
     assert_eq!(drops.len(), 2, "{drops:?}");
     assert!(drops.iter().all(|d| !d.flow.ends_with(":8443")));
 }
+
+#[test]
+fn the_timeline_has_the_canary_steps_of_a_wave() {
+    let (policies, windows) = stores();
+    let mut ws: Vec<Arc<EnforcementWindow>> = windows.state();
+    let mut w = (*ws[0]).clone();
+    w.spec.canary = Some(
+        serde_yaml::from_str("{steps: [{members: 1, for: 24h}, {percent: 50, for: 48h}]}").unwrap(),
+    );
+    ws[0] = Arc::new(w.clone());
+    let p = api::programme(
+        &policies.state(),
+        &ws,
+        &Filter::default(),
+        jiff::Timestamp::UNIX_EPOCH,
+    );
+    let wave = p
+        .waves
+        .iter()
+        .find(|x| x.name == w.metadata.name.clone().unwrap())
+        .unwrap();
+    let canary = &wave.schedule.as_ref().unwrap().canary;
+    assert_eq!(canary.len(), 2);
+    assert_eq!(canary[0].covers, "1 VM");
+    assert_eq!(canary[0].from, w.spec.enforce_at);
+    assert_eq!(
+        canary[1].until.0,
+        w.spec.enforce_at.0 + jiff::SignedDuration::from_hours(72)
+    );
+    assert_eq!(canary[1].covers, "50% of the VMs");
+}
