@@ -85,7 +85,9 @@ pub fn change(
     let needed = choice.map_or(0, |c| groups_for(c.vms.len()));
     let (desired, groups) = match choice {
         Some(c) if !c.vms.is_empty() => canary::shape(&desired, &c.vms)?,
-        _ => (desired, Vec::new()),
+        // Fewer than two VMs: no canary can leave one at PASS, so all stay PASS.
+        Some(_) => (canary::pass_all(&desired), Vec::new()),
+        None => (desired, Vec::new()),
     };
     let mut change = diff(&desired)?;
     let write: Vec<Group> = groups
@@ -165,4 +167,138 @@ pub fn status(choice: Option<&Choice>) -> Option<CanaryStatus> {
 pub fn previous_groups(prev: &SegmentationPolicyStatus, id: &str) -> Vec<String> {
     let had = prev.canary.as_ref().map_or(0, |s| groups_for(s.vms.len()));
     (1..=had).map(|n| canary::group_id(id, n)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::manifest::{Resource, resources};
+    use crate::plan::{Context, Identity, LiveState, desired, diff};
+
+    fn enforcing() -> (DesiredState, Identity) {
+        let text = "apiVersion: microseg.io/v1alpha1
+kind: SegmentationPolicy
+metadata: { name: app, namespace: shop }
+spec:
+  owners: [{ name: Team, email: team@example.com }]
+  criticality: Low
+  window: { name: w }
+  members: [{ vmTag: { scope: app, tag: orders } }]
+";
+        let Resource::Policy(p) = resources(text).unwrap().remove(0).1 else {
+            panic!("not a policy")
+        };
+        let identity = Identity::new("demo").unwrap();
+        let (peers, seq) = (Default::default(), Default::default());
+        let d = desired(
+            &p,
+            Phase::Enforcing,
+            &Context {
+                identity: &identity,
+                peers: &peers,
+                previous_sequence: &seq,
+            },
+        )
+        .unwrap();
+        (d, identity)
+    }
+
+    fn choice(vms: usize, live: Vec<Group>) -> Choice {
+        Choice {
+            step: 1,
+            steps: 2,
+            members: 12,
+            vms: (1..=vms).map(|i| format!("orders-{i:02}")).collect(),
+            widens_at: Timestamp::UNIX_EPOCH,
+            live,
+        }
+    }
+
+    fn children(c: &Change) -> Vec<(String, String, bool)> {
+        let v = serde_json::to_value(c.patch.as_ref().unwrap()).unwrap();
+        v["children"][0]["children"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["resource_type"].as_str().unwrap().to_string(),
+                    c["id"].as_str().unwrap().to_string(),
+                    c["marked_for_delete"].as_bool().unwrap_or(false),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_narrower_step_deletes_the_canary_groups_it_no_longer_needs_and_skips_matching_ones() {
+        let (d, identity) = enforcing();
+        let live = LiveState::default();
+        let run = |c: Option<&Choice>, prev: Option<&CanaryStatus>| {
+            change(d.clone(), c, prev, |x| {
+                diff(x, &live, &identity, "shop", "app")
+            })
+            .unwrap()
+        };
+        // Seven VMs: two groups written with the policy.
+        let (_, first) = run(Some(&choice(7, vec![])), None);
+        let groups: Vec<_> = children(&first)
+            .into_iter()
+            .filter(|c| c.1.contains("_canary"))
+            .collect();
+        assert_eq!(groups.len(), 2);
+        // The same step with both groups live and equal: not written again.
+        let (_, written) = canary::shape(&d, &choice(7, vec![]).vms).unwrap();
+        let (_, again) = run(Some(&choice(7, written.clone())), None);
+        assert!(children(&again).iter().all(|c| !c.1.contains("_canary")));
+        // The canary over (no choice) after a step of seven: both groups deleted, in the same
+        // call as the policy without the canary rule.
+        let prev = status(Some(&choice(7, vec![]))).unwrap();
+        let (after, done) = run(None, Some(&prev));
+        assert!(
+            after
+                .policy
+                .unwrap()
+                .rules
+                .iter()
+                .all(|r| !r.id.contains("canary"))
+        );
+        let deleted: Vec<_> = children(&done).into_iter().filter(|c| c.2).collect();
+        assert_eq!(
+            deleted,
+            vec![
+                (
+                    "ChildGroup".to_string(),
+                    "ms_demo_shop_app_canary1".to_string(),
+                    true
+                ),
+                (
+                    "ChildGroup".to_string(),
+                    "ms_demo_shop_app_canary2".to_string(),
+                    true
+                ),
+            ]
+        );
+        assert_eq!(prev.summary, "7/12 VMs (step 1 of 2)");
+    }
+
+    #[test]
+    fn an_application_with_one_vm_stays_pass_during_the_steps() {
+        let (d, identity) = enforcing();
+        let mut c = choice(0, vec![]);
+        c.members = 1;
+        let (out, _) = change(d, Some(&c), None, |x| {
+            diff(x, &LiveState::default(), &identity, "shop", "app")
+        })
+        .unwrap();
+        // No canary VM: a canary never takes every VM, so the catch-all stays PASS.
+        let rules = out.policy.unwrap().rules;
+        let catch_all = rules
+            .iter()
+            .find(|r| r.id == crate::plan::CATCHALL_IN)
+            .unwrap();
+        assert_eq!(catch_all.action, "ALLOW");
+        assert!(catch_all.logged);
+        assert!(rules.iter().all(|r| r.action != "DROP"));
+    }
 }

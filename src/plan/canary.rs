@@ -198,6 +198,23 @@ pub fn shape(d: &DesiredState, vms: &[String]) -> Result<(DesiredState, Vec<Grou
     Ok((out, groups))
 }
 
+/// A canary step without canary VMs (an application of fewer than two VMs): every catch-all
+/// the Enforcing plan turns to DROP stays ALLOW (PASS, logged) until the steps are over, since a
+/// canary never takes every VM.
+pub fn pass_all(d: &DesiredState) -> DesiredState {
+    let mut out = d.clone();
+    if let Some(p) = &mut out.policy {
+        for r in &mut p.rules {
+            if (r.id == CATCHALL_IN || r.id == CATCHALL_OUT) && r.action == "DROP" && r.logged {
+                r.action = "ALLOW".into();
+                r.notes =
+                    Some("microseg catch-all: canary step without canary VM (pass and log)".into());
+            }
+        }
+    }
+    out
+}
+
 /// A change with the canary groups written in the same hierarchical call (before the policy
 /// that names them; NSX resolves the order inside one call anyway). Groups that already match
 /// are written again: a PATCH of the same group is a no-op on the manager.
