@@ -180,6 +180,29 @@ pub struct PlanArgs {
     /// simulator only.
     #[arg(long)]
     pub nsx_insecure_allow_http: bool,
+    /// Recorded flows (the formats `recommend` reads: vRNI JSON or CSV, microseg CSV, DFW lines,
+    /// a policy with its status.monitor): report per application the flows the change newly
+    /// drops, newly allows and leaves as they were at --at (exit 2 when it newly drops one).
+    #[arg(long, conflicts_with = "from_cluster")]
+    pub flows: Option<PathBuf>,
+    /// Format of --flows.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub flows_format: FlowFormat,
+    /// Take the recorded flows from the cluster: every SegmentationPolicy's status.monitor flows.
+    /// Without --base or an NSX state, the cluster's policies are the state before the change.
+    #[arg(long)]
+    pub from_cluster: bool,
+    /// Kubeconfig file for --from-cluster (default: $KUBECONFIG, ~/.kube/config, in-cluster).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Directory (or file) of the manifests before the change (e.g. the target branch): the
+    /// state the flows are compared with when no NSX state (--nsx-snapshot, --nsx-url) is given.
+    #[arg(long)]
+    pub base: Option<PathBuf>,
+    /// VM inventory (JSON list of {name, ips, tags}, as the simulator's /admin/vms) that gives
+    /// names and tags to the flows' addresses (needed for members by VM tag or name).
+    #[arg(long)]
+    pub inventory: Option<PathBuf>,
 }
 
 /// Where `microseg recommend` reads flows.
@@ -488,11 +511,154 @@ fn plan(args: &PlanArgs) -> Result<ExitCode, Error> {
             .block_on(read_live(&client, &domains, &identity))
             .map_err(Box::new)?
     } else {
-        return Ok(ExitCode::SUCCESS);
+        let code = impact(args, &windows, &policies, &identity, now, None)?;
+        return Ok(ExitCode::from(code));
     };
     let review = crate::plan::live::review(&windows, &policies, &identity, now, &live);
     print!("\n{}", review.render());
-    Ok(ExitCode::from(review.exit_code()))
+    let code = impact(args, &windows, &policies, &identity, now, Some(&live))?;
+    Ok(ExitCode::from(review.exit_code().max(code)))
+}
+
+fn manifests_of(
+    path: &std::path::Path,
+) -> Result<
+    (
+        Vec<crate::api::EnforcementWindow>,
+        Vec<crate::api::SegmentationPolicy>,
+    ),
+    Error,
+> {
+    use crate::api::manifest::Resource;
+    let (mut windows, mut policies) = (Vec::new(), Vec::new());
+    for (_, _, r) in read_manifests(path)? {
+        match r {
+            Resource::Window(w) => windows.push(*w),
+            Resource::Policy(p) => policies.push(*p),
+        }
+    }
+    Ok((windows, policies))
+}
+
+/// `plan --flows` / `--from-cluster`: the impact of the change on recorded traffic at `now`.
+/// Before: NSX as given (`live`), else the manifests of --base, else (with --from-cluster) the
+/// cluster's policies, else no microseg rule. After: the same with this cluster's objects
+/// replaced by what the manifests would have in NSX at `now`. Returns the exit code (2 when
+/// the change newly drops a recorded flow).
+fn impact(
+    args: &PlanArgs,
+    windows: &[crate::api::EnforcementWindow],
+    policies: &[crate::api::SegmentationPolicy],
+    identity: &crate::plan::Identity,
+    now: k8s_openapi::jiff::Timestamp,
+    live: Option<&crate::plan::live::Live>,
+) -> Result<u8, Error> {
+    use crate::plan::impact::{Fleet, compare, phase_at};
+    let (mut flows, source, cluster) = if let Some(path) = &args.flows {
+        let (flows, _, kind) = read_flow_file(path, args.flows_format)?;
+        (flows, format!("{} ({kind})", path.display()), None)
+    } else if args.from_cluster {
+        let cluster = list_cluster_policies(args.kubeconfig.as_deref())?;
+        let mut flows = Vec::new();
+        for p in &cluster {
+            let text = serde_json::to_string(p).map_err(|e| Error::Flag {
+                flag: "--from-cluster",
+                reason: e.to_string(),
+            })?;
+            let key = format!(
+                "{}/{}",
+                p.metadata.namespace.as_deref().unwrap_or_default(),
+                p.metadata.name.as_deref().unwrap_or_default()
+            );
+            let (_, f) =
+                crate::recommend::input::policy_flows(&text).map_err(|e| Error::Content {
+                    path: PathBuf::from(&key),
+                    reason: e.to_string(),
+                })?;
+            flows.extend(f);
+        }
+        (
+            flows,
+            format!(
+                "monitor flows of {} SegmentationPolicies in the cluster",
+                cluster.len()
+            ),
+            Some(cluster),
+        )
+    } else {
+        return Ok(0);
+    };
+    if let Some(path) = &args.inventory {
+        let inventory: Vec<crate::recommend::InventoryVm> = serde_json::from_str(&read_text(path)?)
+            .map_err(|e| Error::Content {
+                path: path.clone(),
+                reason: format!("not a JSON list of {{name, ips, tags}}: {e}"),
+            })?;
+        for f in &mut flows {
+            crate::recommend::enrich(&mut f.src, &inventory);
+            crate::recommend::enrich(&mut f.dst, &inventory);
+        }
+    }
+    let (before, before_label) = match (live, &args.base, &cluster) {
+        (Some(live), _, _) => (Fleet::from_live(live), "what NSX holds now".to_string()),
+        (None, Some(base), _) => {
+            let (w, p) = manifests_of(base)?;
+            (
+                Fleet::default().with_desired(&p, identity, phase_at(&w, now))?,
+                format!("the manifests of {}", base.display()),
+            )
+        }
+        (None, None, Some(cluster)) => (
+            Fleet::default().with_desired(cluster, identity, phase_at(windows, now))?,
+            "the cluster's SegmentationPolicies".to_string(),
+        ),
+        (None, None, None) => (Fleet::default(), "no microseg rule".to_string()),
+    };
+    let after =
+        before
+            .without_owned(identity)
+            .with_desired(policies, identity, phase_at(windows, now))?;
+    let report = compare(&before, &after, &flows);
+    print!(
+        "\nImpact on recorded traffic at {now}: flows from {source}, before: {before_label}\n{}",
+        report.render()
+    );
+    Ok(report.exit_code())
+}
+
+/// Every SegmentationPolicy in the cluster, with status (`plan --from-cluster`).
+fn list_cluster_policies(
+    kubeconfig: Option<&std::path::Path>,
+) -> Result<Vec<crate::api::SegmentationPolicy>, Error> {
+    let cluster = |reason: String| Error::Flag {
+        flag: "--from-cluster",
+        reason,
+    };
+    let runtime = tokio::runtime::Runtime::new().map_err(|source| Error::Io {
+        path: PathBuf::from("tokio runtime"),
+        source,
+    })?;
+    runtime.block_on(async {
+        let config = match kubeconfig {
+            Some(path) => {
+                let kc = kube::config::Kubeconfig::read_from(path)
+                    .map_err(|e| cluster(format!("{}: {e}", path.display())))?;
+                kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                    .await
+                    .map_err(|e| cluster(e.to_string()))?
+            }
+            None => kube::Config::infer()
+                .await
+                .map_err(|e| cluster(e.to_string()))?,
+        };
+        let client = kube::Client::try_from(config).map_err(|e| cluster(e.to_string()))?;
+        let api: kube::Api<crate::api::SegmentationPolicy> = kube::Api::all(client);
+        let list = api
+            .list(&Default::default())
+            .await
+            .map_err(|e| cluster(format!("listing SegmentationPolicies: {e}")))?;
+        Ok(list.items)
+    })
 }
 
 /// The NSX client of `plan --nsx-url`, built as the controller builds its own.
@@ -672,69 +838,7 @@ fn recommend(args: &RecommendArgs) -> Result<ExitCode, Error> {
         let flows = pull_vrni(url, args, &app)?;
         (flows, None, format!("vRNI API {url}"))
     } else if let Some(path) = &args.flows {
-        let text = read_text(path)?;
-        let format = match args.format {
-            FlowFormat::Auto => match path.extension().and_then(|e| e.to_str()) {
-                Some("json") => FlowFormat::Json,
-                Some("csv") if input::is_vrni_csv(&text) => FlowFormat::VrniCsv,
-                Some("csv") => FlowFormat::Csv,
-                Some("yaml" | "yml") => FlowFormat::Policy,
-                _ => FlowFormat::Dfw,
-            },
-            f => f,
-        };
-        let (flows, policy, kind) = match format {
-            FlowFormat::Json => (
-                input::vrni_json(&text).map_err(content(path))?,
-                None,
-                "vRNI Flow JSON",
-            ),
-            FlowFormat::Csv => (
-                input::csv(&text).map_err(content(path))?,
-                None,
-                "microseg CSV",
-            ),
-            FlowFormat::VrniCsv => (
-                input::vrni_csv(&text).map_err(content(path))?,
-                None,
-                "vRNI UI flow export, CSV",
-            ),
-            FlowFormat::Policy => {
-                let (p, f) = input::policy_flows(&text).map_err(content(path))?;
-                (f, Some(p), "SegmentationPolicy monitor flows")
-            }
-            FlowFormat::Dfw | FlowFormat::Auto => {
-                let read = input::dfw_log(&text);
-                if read.flows.is_empty() {
-                    let why = match read.unparsed.first() {
-                        Some((line, reason)) => format!(
-                            "not a flow export: no DFW log line in it ({} lines do not parse; line {line}: {reason}); \
-                             give --format json, csv or vrni-csv for exports",
-                            read.unparsed.len()
-                        ),
-                        None => "empty: no flow in it".into(),
-                    };
-                    return Err(Error::Content {
-                        path: path.clone(),
-                        reason: why,
-                    });
-                }
-                if let Some((line, reason)) = read.unparsed.first() {
-                    eprintln!(
-                        "{}: {} lines are not DFW log lines and were skipped (first: line {line}: {reason})",
-                        path.display(),
-                        read.unparsed.len()
-                    );
-                }
-                (read.flows, None, "DFW log")
-            }
-        };
-        if flows.is_empty() && format != FlowFormat::Policy {
-            return Err(Error::Content {
-                path: path.clone(),
-                reason: "no flow in it".into(),
-            });
-        }
+        let (flows, policy, kind) = read_flow_file(path, args.format)?;
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -754,6 +858,94 @@ fn recommend(args: &RecommendArgs) -> Result<ExitCode, Error> {
         app = Application::from_members(&p.spec.members);
     }
     recommend_from(args, flows, source_policy, source, app)
+}
+
+/// Reads a flow file in one of the formats `recommend` reads: the flows, the policy they came
+/// from (monitor flows), and the format's name.
+#[allow(clippy::type_complexity)]
+fn read_flow_file(
+    path: &std::path::Path,
+    format: FlowFormat,
+) -> Result<
+    (
+        Vec<crate::recommend::Observation>,
+        Option<crate::api::SegmentationPolicy>,
+        &'static str,
+    ),
+    Error,
+> {
+    use crate::recommend::input;
+    let content = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |e: crate::recommend::RecommendError| Error::Content {
+            path,
+            reason: e.to_string(),
+        }
+    };
+    let text = read_text(path)?;
+    let format = match format {
+        FlowFormat::Auto => match path.extension().and_then(|e| e.to_str()) {
+            Some("json") => FlowFormat::Json,
+            Some("csv") if input::is_vrni_csv(&text) => FlowFormat::VrniCsv,
+            Some("csv") => FlowFormat::Csv,
+            Some("yaml" | "yml") => FlowFormat::Policy,
+            _ => FlowFormat::Dfw,
+        },
+        f => f,
+    };
+    let (flows, policy, kind) = match format {
+        FlowFormat::Json => (
+            input::vrni_json(&text).map_err(content(path))?,
+            None,
+            "vRNI Flow JSON",
+        ),
+        FlowFormat::Csv => (
+            input::csv(&text).map_err(content(path))?,
+            None,
+            "microseg CSV",
+        ),
+        FlowFormat::VrniCsv => (
+            input::vrni_csv(&text).map_err(content(path))?,
+            None,
+            "vRNI UI flow export, CSV",
+        ),
+        FlowFormat::Policy => {
+            let (p, f) = input::policy_flows(&text).map_err(content(path))?;
+            (f, Some(p), "SegmentationPolicy monitor flows")
+        }
+        FlowFormat::Dfw | FlowFormat::Auto => {
+            let read = input::dfw_log(&text);
+            if read.flows.is_empty() {
+                let why = match read.unparsed.first() {
+                    Some((line, reason)) => format!(
+                        "not a flow export: no DFW log line in it ({} lines do not parse; line {line}: {reason}); \
+                             give --format json, csv or vrni-csv for exports",
+                        read.unparsed.len()
+                    ),
+                    None => "empty: no flow in it".into(),
+                };
+                return Err(Error::Content {
+                    path: path.to_path_buf(),
+                    reason: why,
+                });
+            }
+            if let Some((line, reason)) = read.unparsed.first() {
+                eprintln!(
+                    "{}: {} lines are not DFW log lines and were skipped (first: line {line}: {reason})",
+                    path.display(),
+                    read.unparsed.len()
+                );
+            }
+            (read.flows, None, "DFW log")
+        }
+    };
+    if flows.is_empty() && format != FlowFormat::Policy {
+        return Err(Error::Content {
+            path: path.to_path_buf(),
+            reason: "no flow in it".into(),
+        });
+    }
+    Ok((flows, policy, kind))
 }
 
 /// Pulls the application's flows from vRNI (`--vrni-url`).

@@ -179,6 +179,7 @@ async fn the_example_wave_goes_from_pending_to_completed_with_nsx_matching_the_p
             "PHASE",
             "READY",
             "ENFORCE-AT",
+            "CANARY",
             "UNMATCHED",
             "SYNCED",
             "AGE",

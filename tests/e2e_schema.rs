@@ -93,6 +93,12 @@ fn the_api_server_refuses_bad_manifests_naming_the_field() {
     let enforce = "enforceAt: \"2027-02-16T09:00:00Z\"";
     let with_notice = |d: &str| w.replace(enforce, &format!("{enforce}\n  minimumNotice: \"{d}\""));
     let before_1970 = w.replace("2027-02-01T09:00:00Z", "1969-12-31T23:59:59Z");
+    let with_canary = |steps: &str| {
+        w.replace(
+            enforce,
+            &format!("{enforce}\n  canary:\n    steps: {steps}"),
+        )
+    };
 
     // What the controller can represent is accepted, however far away: a rule that subtracted
     // the timestamps overflowed CEL's int64 nanoseconds here.
@@ -106,6 +112,10 @@ fn the_api_server_refuses_bad_manifests_naming_the_field() {
             w.replace("2027-02-16T09:00:00Z", "9999-12-30T22:00:00Z"),
         ),
         ("72h notice", with_notice("72h")),
+        (
+            "canary steps",
+            with_canary("[{members: 1, for: 24h}, {percent: 50, for: 24h}]"),
+        ),
         (
             "ten-year notice",
             with_notice("87600h").replace("2027-02-16T09:00:00Z", "9999-12-20T00:00:00Z"),
@@ -133,6 +143,11 @@ fn the_api_server_refuses_bad_manifests_naming_the_field() {
         ("port 70000", p.replace("port: 443", "port: 70000"), "spec.rules[0].ports[0].port"),
         ("unknown enum", p.replace("criticality: Medium", "criticality: Extreme"), "spec.criticality"),
         ("unknown direction", p.replace("direction: Inbound", "direction: Sideways"), "spec.rules[0].direction"),
+        ("canary step with members and percent", with_canary("[{members: 1, percent: 50, for: 24h}]"), "set exactly one of members and percent"),
+        ("canary step with neither", with_canary("[{for: 24h}]"), "set exactly one of members and percent"),
+        ("canary percent 100", with_canary("[{percent: 100, for: 24h}]"), "spec.canary.steps[0].percent"),
+        ("canary step of no time", with_canary("[{members: 1, for: 0s}]"), "a canary step lasts at least 1s"),
+        ("canary without steps", with_canary("[]"), "spec.canary.steps"),
         ("owner nobody can reach", p.replace("owners: [{name: Web team, email: web@example.com}]", "owners: [{name: Web team}]"), "an owner needs an email or a webhook"),
     ];
     for (what, manifest, expected) in cases {

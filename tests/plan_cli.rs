@@ -517,3 +517,201 @@ async fn the_managers_certificate_is_verified_unless_told_otherwise() {
     );
     sim.shutdown().await;
 }
+
+fn fixture(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/plan")
+        .join(name)
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+/// `plan -f DIR --base deploy/examples --flows ... --inventory ...` at the enforcement instant.
+fn impact(dir: &Path) -> (Output, String) {
+    let out = run(&[
+        "plan",
+        "-f",
+        dir.to_str().unwrap(),
+        "--cluster",
+        "demo",
+        "--at",
+        ENFORCING,
+        "--base",
+        examples().to_str().unwrap(),
+        "--flows",
+        &fixture("flows.log"),
+        "--inventory",
+        &fixture("vms.json"),
+    ]);
+    let text = String::from_utf8(out.stdout.clone()).unwrap();
+    let start = text.find("Impact on recorded traffic").unwrap_or_else(|| {
+        panic!(
+            "no impact in output:\n{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    // The flows file's path depends on the checkout: keep its name only.
+    let report = text[start..]
+        .replace(&fixture(""), "tests/fixtures/plan/")
+        .replace(examples().to_str().unwrap(), "deploy/examples");
+    (out, report)
+}
+
+#[test]
+fn a_pull_request_that_removes_a_rule_reports_the_flows_it_would_drop_and_exits_two() {
+    let dir = examples_with("flows-removed", |name, text| {
+        if name != "12-db.yaml" {
+            return text;
+        }
+        let start = text.find("    - name: from-backup").unwrap();
+        let end = start + text[start..].find("  afterCleanup:").unwrap();
+        format!("{}{}", &text[..start], &text[end..])
+    });
+    let (out, report) = impact(&dir);
+    assert_eq!(out.status.code(), Some(2), "{report}");
+    assert!(
+        report.contains("shop/db: 2 newly dropped, 0 newly allowed"),
+        "{report}"
+    );
+    assert!(
+        report.contains(
+            "TCP 10.99.4.20 -> 10.20.30.5 (shop-db-01):10050, 2 seen, last 2027-02-10T02:00:00.000Z"
+        ),
+        "{report}"
+    );
+    golden("flows-removed-rule", &report);
+}
+
+#[test]
+fn a_pull_request_that_adds_a_rule_reports_the_flows_it_newly_allows_and_exits_zero() {
+    let dir = examples_with("flows-added", |name, text| {
+        if name != "12-db.yaml" {
+            return text;
+        }
+        text.replace(
+            "  afterCleanup:",
+            "    - name: node-exporter\n      direction: Inbound\n      peers: [{ cidr: 10.50.0.0/24 }]\n      ports: [{ protocol: TCP, port: 9100 }]\n  afterCleanup:",
+        )
+    });
+    let (out, report) = impact(&dir);
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert!(
+        report.contains("shop/db: 0 newly dropped, 1 newly allowed"),
+        "{report}"
+    );
+    assert!(
+        report.contains("now: shop/db node-exporter ALLOW at the destination; was: shop/db catchall_in DROP at the destination"),
+        "{report}"
+    );
+    golden("flows-added-rule", &report);
+}
+
+#[test]
+fn no_change_to_the_manifests_changes_no_flow() {
+    let (out, report) = impact(&examples());
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert!(
+        report.contains("0 newly dropped, 0 newly allowed"),
+        "{report}"
+    );
+}
+
+#[test]
+fn a_flows_file_that_holds_no_flow_is_an_error_naming_the_file() {
+    let dir = temp_dir("bad-flows");
+    let bad = dir.join("flows.log");
+    std::fs::write(&bad, "hello\n").unwrap();
+    let out = run(&[
+        "plan",
+        "-f",
+        examples().to_str().unwrap(),
+        "--at",
+        ENFORCING,
+        "--flows",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("flows.log") && err.contains("no DFW log line"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn against_what_nsx_holds_only_the_removed_rule_drops_flows() {
+    // Before is the simulator's state, default section and all: an unchanged set changes no
+    // flow, the removed rule drops the same two flows as against the base manifests.
+    let snap = snapshot(&examples(), ENFORCING).await;
+    let args = |dir: &Path| {
+        run(&[
+            "plan",
+            "-f",
+            dir.to_str().unwrap(),
+            "--cluster",
+            "demo",
+            "--at",
+            ENFORCING,
+            "--nsx-snapshot",
+            snap.to_str().unwrap(),
+            "--flows",
+            &fixture("flows.log"),
+            "--inventory",
+            &fixture("vms.json"),
+        ])
+    };
+    let same = args(&examples());
+    let text = String::from_utf8(same.stdout.clone()).unwrap();
+    assert_eq!(same.status.code(), Some(0), "{text}");
+    assert!(text.contains("before: what NSX holds now"), "{text}");
+    assert!(
+        text.contains("7 flows: 0 newly dropped, 0 newly allowed, 7 unchanged"),
+        "{text}"
+    );
+    let dir = examples_with("flows-removed-live", |name, text| {
+        if name != "12-db.yaml" {
+            return text;
+        }
+        let start = text.find("    - name: from-backup").unwrap();
+        let end = start + text[start..].find("  afterCleanup:").unwrap();
+        format!("{}{}", &text[..start], &text[end..])
+    });
+    let removed = args(&dir);
+    let text = String::from_utf8(removed.stdout.clone()).unwrap();
+    assert_eq!(removed.status.code(), Some(2), "{text}");
+    assert!(text.contains("shop/db: 2 newly dropped"), "{text}");
+}
+
+#[test]
+fn a_canary_window_shows_its_steps_and_the_step_in_force() {
+    let dir = examples_with("canary", |name, text| {
+        if name != "01-windows.yaml" {
+            return text;
+        }
+        text.replacen(
+            "  blackouts:",
+            "  canary:\n    steps:\n      - { members: 1, for: 24h }\n      - { percent: 50, for: 24h }\n  blackouts:",
+            1,
+        )
+    });
+    let out = run(&[
+        "plan",
+        "-f",
+        dir.to_str().unwrap(),
+        "--cluster",
+        "demo",
+        "--at",
+        "2027-02-17T00:00:00Z",
+    ]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("at 2027-02-17T00:00:00Z: Enforcing (canary step 1)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("canary: step 1: 1 VM, at least 24h0m0s; step 2: 50% of the VMs, at least 24h0m0s; then every VM. Each step: DROP catch-alls catchall_in_canary/catchall_out_canary applied to groups ms_demo_shop_web_canary1.."),
+        "{text}"
+    );
+}

@@ -107,6 +107,10 @@ pub mod reason {
     pub const ROLLED_BACK: &str = "RolledBack";
     /// Phase change that followed the schedule.
     pub const SCHEDULED: &str = "Scheduled";
+    /// A canary step is in force: DROP for the canary VMs, PASS for the rest.
+    pub const CANARY: &str = "Canary";
+    /// A canary step is over but a gate keeps it from widening.
+    pub const CANARY_HELD: &str = "CanaryHeld";
     /// A spec change under DROP widens what DROP affects: back to PASS and the gates.
     pub const CHANGE_UNDER_DROP: &str = "ChangeUnderDrop";
     /// A spec change under DROP that only narrows it (or an approved one): stays enforcing.

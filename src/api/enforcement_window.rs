@@ -110,6 +110,42 @@ pub struct EnforcementWindowSpec {
     /// Pins every policy of the wave to monitor mode (catch-all PASS).
     #[serde(default)]
     pub suspend: bool,
+    /// Canary enforcement: at enforceAt the DROP catch-all applies to a small, stable subset of
+    /// each application's VMs first, step by step, the rest staying PASS and logged; after the
+    /// last step the whole application enforces. Absent: the whole application at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<Canary>,
+}
+
+/// Canary steps: each step widens DROP to more VMs (the previous step's VMs included) once it
+/// has lasted `for` and the gates hold (no open alert above maxOpenAlerts, no rollback). A
+/// rollback during a step returns every VM to PASS.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Canary {
+    /// The steps, smallest first; after the last one every VM enforces.
+    #[schemars(length(min = 1, max = 10))]
+    pub steps: Vec<CanaryStep>,
+}
+
+/// One canary step: `members` VMs or `percent` of them (rounded up; never all, never none), for
+/// at least `for`.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.members) != has(self.percent)").message("set exactly one of members and percent").field_path(".members"))]
+pub struct CanaryStep {
+    /// How many VMs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub members: Option<i32>,
+    /// Which share of the VMs, in percent (1-99).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 99))]
+    pub percent: Option<i32>,
+    /// How long the step lasts at least (Kubernetes duration, e.g. "24h"; at least 1s).
+    #[serde(rename = "for")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("a canary step lasts at least 1s"))]
+    pub duration: Duration,
 }
 
 /// CEL: `enforceAt` is at least `minimumNotice` after `notifyAt`. Written without subtracting

@@ -39,6 +39,7 @@ pub const MAX_NOTIFICATIONS: usize = 100;
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Rollout phase"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "microseg has done what the spec asks for now (a designed wait included)"),
     printcolumn(name = "Enforce-At", type_ = "string", json_path = ".status.schedule.enforceAt", description = "Effective instant the catch-all turns to DROP"),
+    printcolumn(name = "Canary", type_ = "string", json_path = ".status.canary.summary", description = "VMs the DROP catch-all applies to during a canary step"),
     printcolumn(name = "Unmatched", type_ = "integer", json_path = ".status.monitor.unmatchedTotal", description = "Flows seen on the catch-all rule"),
     printcolumn(name = "Synced", type_ = "string", json_path = ".status.conditions[?(@.type==\"Synced\")].status", description = "NSX matches the desired state"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
@@ -94,6 +95,12 @@ pub struct SegmentationPolicySpec {
     /// whatever the schedule says.
     #[serde(default)]
     pub suspend: bool,
+    /// VM names to take first as canaries when the window declares canary steps (members of
+    /// the application only; the rest are chosen by a stable hash).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    #[x_kube(validation = Rule::new("self.all(v, size(v) > 0 && size(v) <= 255)").message("VM names are 1-255 characters"))]
+    pub canary_vms: Vec<String>,
 }
 
 /// Someone who is told about the application's rollout.
@@ -556,6 +563,9 @@ pub struct SegmentationPolicyStatus {
     /// What monitor mode has seen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monitor: Option<MonitorStatus>,
+    /// The canary step in force, while one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryStatus>,
     /// Notices sent to owners (makes sending idempotent). Newest last, bounded.
     #[serde(default)]
     #[schemars(length(max = 100))]
@@ -614,6 +624,9 @@ pub struct WindowSnapshot {
     /// spec.suspend.
     #[serde(default)]
     pub suspend: bool,
+    /// spec.canary (a canary in progress continues if the window is deleted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<super::enforcement_window::Canary>,
 }
 
 /// The effective timestamps of the rollout, plus the facts that move them.
@@ -649,6 +662,35 @@ pub struct EffectiveSchedule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "schema::optional_timestamp")]
     pub evidence_from: Option<Time>,
+    /// The canary step in force (1 = the window's first step); absent when the window has no
+    /// canary or every VM enforces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_step: Option<i64>,
+    /// When the canary step in force began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::optional_timestamp")]
+    pub canary_since: Option<Time>,
+}
+
+/// The canary step NSX holds (`kubectl get` shows `summary`).
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryStatus {
+    /// Step in force (from 1).
+    pub step: i64,
+    /// Steps the window declares.
+    pub steps: i64,
+    /// The VMs the DROP catch-all applies to.
+    #[schemars(length(max = 10000))]
+    pub vms: Vec<String>,
+    /// The application's VMs.
+    pub members: i64,
+    /// e.g. `1/12 VMs (step 1 of 2)`.
+    pub summary: String,
+    /// When the step may widen (if the gates hold then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::optional_timestamp")]
+    pub widens_at: Option<Time>,
 }
 
 /// The next phase change.

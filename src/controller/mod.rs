@@ -7,6 +7,7 @@
 //! (an object that cannot be decoded is skipped and reported, the others are served) and every
 //! reconcile through `guard` (a panic is caught, reported on its object and retried).
 
+pub mod canary;
 pub mod cli;
 pub mod context;
 pub mod guard;

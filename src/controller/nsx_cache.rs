@@ -440,6 +440,10 @@ impl NsxApi for CachedNsx {
         self.inner.group_member_count(domain, id).await
     }
 
+    async fn group_vm_names(&self, domain: &str, id: &str) -> Result<Vec<String>, Error> {
+        self.inner.group_vm_names(domain, id).await
+    }
+
     async fn realization(&self, intent_path: &str) -> Result<Realization, Error> {
         self.inner.realization(intent_path).await
     }

@@ -211,6 +211,7 @@ fn snapshot_window(w: &EnforcementWindow) -> WindowSnapshot {
         gates: w.spec.gates.clone(),
         blackouts: w.spec.blackouts.clone(),
         suspend: w.spec.suspend,
+        canary: w.spec.canary.clone(),
     }
 }
 
@@ -230,8 +231,10 @@ fn remembered_window(prev: &SegmentationPolicyStatus) -> Option<EnforcementWindo
         gates: Default::default(),
         blackouts: Vec::new(),
         suspend: false,
+        canary: None,
     };
     if let Some(w) = &prev.window {
+        spec.canary = w.canary.clone();
         spec.minimum_notice = w.minimum_notice;
         spec.post_enforcement_monitoring = w.post_enforcement_monitoring;
         spec.gates = w.gates.clone();
@@ -336,7 +339,8 @@ async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
                     enforced_spec: prev.enforced_spec.clone(),
                     window: prev.window.clone(),
                 };
-                let built = status::build(&obs, now);
+                let mut built = status::build(&obs, now);
+                built.canary = prev.canary.clone();
                 if status_changed(&prev, &built) {
                     patch_status(ctx, p, built).await?;
                 }
@@ -399,8 +403,7 @@ async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
     );
 
     // 3. Notices.
-    let (records, notice_error) =
-        send_notices(p, ctx, &n, &decision, &facts, w.minimum_notice, now).await;
+    let (records, notice_error) = send_notices(p, ctx, &n, &decision, &facts, &w, now).await;
     let mut delivered = delivered;
     if !records.is_empty() && decision.schedule.notice_delivered_at.is_none() {
         let mut all = prev.notifications.clone();
@@ -469,6 +472,30 @@ async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
         }
     }
 
+    // 3b. Canary: the VMs of the step in force. If they cannot be read, every VM stays PASS
+    //     (the NotReady gate), never the whole application at DROP.
+    let mut choice = None;
+    match super::canary::choose(ctx.nsx.as_ref(), p, &n.domain, &n.id, &decision, &w).await {
+        Ok(c) => choice = c,
+        Err(e) => {
+            blocker = Some(blocker.unwrap_or(Blocker {
+                reason: reason::NSX_ERROR,
+                message: format!("canary VMs could not be read: {e}"),
+            }));
+            decision = evaluate_with(
+                &w,
+                p,
+                &prev,
+                previous_schedule.as_ref(),
+                delivered,
+                &monitor,
+                blocker.clone(),
+                widening.clone(),
+                now,
+            );
+        }
+    }
+
     // 4. NSX.
     let (sync, nsx_facts, decision) = sync_nsx(
         p,
@@ -476,6 +503,7 @@ async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
         &n,
         &peers,
         live,
+        choice.as_ref(),
         decision,
         &w,
         &prev,
@@ -504,7 +532,12 @@ async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
         enforced_spec,
         window: snapshot.or(prev.window.clone()),
     };
-    let built = status::build(&obs, now);
+    let mut built = status::build(&obs, now);
+    // The canary step as written; kept as it was when NSX could not be written.
+    built.canary = match &sync {
+        SyncOutcome::Failed { .. } => prev.canary.clone(),
+        _ => super::canary::status(choice.as_ref()),
+    };
     // A reconcile may run on a copy older than this controller's own last status write (the
     // watch lags under load): what it would write again, and announce again, it skips.
     let uid = p.metadata.uid.clone().unwrap_or_default();
@@ -701,6 +734,7 @@ async fn sync_nsx(
     n: &Names,
     peers: &PeerGroups,
     live: Result<LiveState, crate::nsx::Error>,
+    choice: Option<&super::canary::Choice>,
     decision: Decision,
     w: &Window,
     prev: &SegmentationPolicyStatus,
@@ -770,8 +804,11 @@ async fn sync_nsx(
         peers,
         previous_sequence: &sequence,
     };
-    let planned = plan::desired(p, decision.phase, &cx)
-        .and_then(|d| plan::diff(&d, &live, &ctx.identity, &n.ns, &n.name).map(|c| (d, c)));
+    let planned = plan::desired(p, decision.phase, &cx).and_then(|d| {
+        super::canary::change(d, choice, prev.canary.as_ref(), |d| {
+            plan::diff(d, &live, &ctx.identity, &n.ns, &n.name)
+        })
+    });
     let (desired, change) = match planned {
         Ok(x) => x,
         Err(e) => {
@@ -895,7 +932,7 @@ async fn send_notices(
     n: &Names,
     d: &Decision,
     facts: &Facts<'_>,
-    minimum_notice: k8s_openapi::jiff::SignedDuration,
+    w: &Window,
     now: Timestamp,
 ) -> (Vec<NotificationRecord>, Option<String>) {
     let due = notices::due(d, facts, now);
@@ -915,13 +952,24 @@ async fn send_notices(
         .as_ref()
         .and_then(|s| s.monitor.clone())
         .unwrap_or_default();
+    // The canary VMs, for a notice sent while a canary step is in force (chosen as the NSX
+    // write will choose them: the choice is deterministic).
+    let choice = if d.schedule.canary_step.is_some() {
+        super::canary::choose(ctx.nsx.as_ref(), p, &n.domain, &n.id, d, w)
+            .await
+            .ok()
+            .flatten()
+    } else {
+        None
+    };
+    let choice = choice.as_ref();
     for item in due {
         // A Scheduled notice announces the date that holds if it is delivered now: never less
         // than the minimum notice from now.
         let enforce_at = if item.kind == crate::notify::NoticeKind::Scheduled {
             d.schedule.enforce_at.max(crate::api::time::plus(
                 schedule::ceil_second(now),
-                minimum_notice,
+                w.minimum_notice,
             ))
         } else {
             d.schedule.enforce_at
@@ -949,6 +997,7 @@ async fn send_notices(
                 .cloned()
                 .collect(),
             message_id: item.message_id.clone(),
+            canary: super::canary::notice_plan(w, d, choice, enforce_at),
         };
         match notifier.send(&notice).await {
             Ok(deliveries) => {
@@ -1047,7 +1096,23 @@ async fn cleanup(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error>
             .policy
             .filter(|x| ctx.identity.owns(&x.tags, &n.ns, &n.name)),
     };
-    let Some(patch) = plan::removal(&owned, &n.domain) else {
+    // Canary groups a step left (their rule goes with the policy, in the same call).
+    let canary_groups =
+        super::canary::previous_groups(&p.status.clone().unwrap_or_default(), &n.id);
+    let removal = plan::removal(&owned, &n.domain);
+    let Some(patch) = (if owned.policy.is_some() || owned.group.is_some() {
+        plan::canary::without_groups(
+            plan::Change {
+                patch: removal,
+                summary: Vec::new(),
+            },
+            &n.domain,
+            &canary_groups,
+        )
+        .patch
+    } else {
+        None
+    }) else {
         return Ok(Action::await_change());
     };
     if ctx.settings.dry_run {
@@ -1141,6 +1206,8 @@ mod tests {
             enforced_since: Some(Time(at(40))),
             rolled_back_generation: evidence.map(|_| 1),
             evidence_from: evidence.map(|s| Time(at(s))),
+            canary_step: None,
+            canary_since: None,
         };
         let status = |evidence| SegmentationPolicyStatus {
             schedule: Some(schedule(evidence)),

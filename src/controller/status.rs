@@ -84,6 +84,7 @@ pub fn build(obs: &Observation<'_>, now: Timestamp) -> SegmentationPolicyStatus 
         conditions: prev.conditions.clone(),
         nsx: prev.nsx.clone(),
         monitor: None,
+        canary: None,
         notifications: prev.notifications.clone(),
         history: prev.history.clone(),
         enforced_spec: obs.enforced_spec.clone(),

@@ -22,6 +22,7 @@ use super::loginsight::FieldRecord;
 use super::parse::{Action, LogRecord, Protocol, Reason};
 use crate::api::time;
 use crate::api::{Acknowledgement, Direction, FlowSummary, MonitorBucket, MonitorStatus};
+use crate::plan::canary::{CATCHALL_IN_CANARY, CATCHALL_OUT_CANARY};
 use crate::plan::{CATCHALL_IN, CATCHALL_OUT};
 
 /// Most buckets kept in `status.monitor.series` (one per minute: six hours).
@@ -108,8 +109,9 @@ impl Index {
         for (name, id) in rule_ids {
             let Ok(id) = u32::try_from(*id) else { continue };
             let role = match name.as_str() {
-                CATCHALL_IN => RuleRole::CatchAll(Direction::Inbound),
-                CATCHALL_OUT => RuleRole::CatchAll(Direction::Outbound),
+                // A canary step's DROP catch-all is the catch-all for its VMs.
+                CATCHALL_IN | CATCHALL_IN_CANARY => RuleRole::CatchAll(Direction::Inbound),
+                CATCHALL_OUT | CATCHALL_OUT_CANARY => RuleRole::CatchAll(Direction::Outbound),
                 other => RuleRole::Explicit(other.to_string()),
             };
             self.by_rule.insert(

@@ -128,6 +128,7 @@ pub fn notice(kind: NoticeKind) -> Notice {
         cleanup_at: at("2027-03-02T09:00:00Z"),
         reason,
         flows,
+        canary: None,
     }
 }
 

@@ -87,6 +87,30 @@ pub struct Notice {
     pub flows: Vec<FlowSummary>,
     /// Deterministic id (see [`message_id`]).
     pub message_id: String,
+    /// Canary enforcement (Scheduled, Reminder, Enforced): which VMs DROP applies to first and
+    /// when each step may widen.
+    pub canary: Option<CanaryPlan>,
+}
+
+/// What an owner is told about canary enforcement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CanaryPlan {
+    /// The canary VMs (known once enforcement started; empty before).
+    pub vms: Vec<String>,
+    /// The application's VMs (0 when not known yet).
+    pub members: usize,
+    /// The steps still to come, in order: what each covers and the earliest instant it widens
+    /// to the next (or, for the last, to every VM), if the gates hold then.
+    pub steps: Vec<CanaryStepPlan>,
+}
+
+/// One canary step in a notice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CanaryStepPlan {
+    /// `1 VM`, `50% of the VMs`.
+    pub covers: String,
+    /// Earliest end of the step.
+    pub widens_at: Timestamp,
 }
 
 /// Deterministic id of a notice: the same notice (kind, policy, owner, occasion) always gets the

@@ -287,6 +287,21 @@ struct View {
     consequence: String,
     flows: Vec<FlowView>,
     rules_yaml: String,
+    canary: Option<CanaryView>,
+}
+
+#[derive(Serialize)]
+struct CanaryView {
+    vms: String,
+    count: usize,
+    members: usize,
+    steps: Vec<CanaryStepView>,
+}
+
+#[derive(Serialize)]
+struct CanaryStepView {
+    covers: String,
+    widens_at: String,
 }
 
 fn view(notice: &Notice, options: &RenderOptions) -> View {
@@ -341,6 +356,24 @@ fn view(notice: &Notice, options: &RenderOptions) -> View {
             })
             .collect(),
         rules_yaml: rules_yaml(&notice.flows),
+        canary: notice.canary.as_ref().map(|c| CanaryView {
+            vms: c
+                .vms
+                .iter()
+                .map(|v| one_line(v))
+                .collect::<Vec<_>>()
+                .join(", "),
+            count: c.vms.len(),
+            members: c.members,
+            steps: c
+                .steps
+                .iter()
+                .map(|s| CanaryStepView {
+                    covers: one_line(&s.covers),
+                    widens_at: format_time(s.widens_at),
+                })
+                .collect(),
+        }),
     }
 }
 
@@ -509,6 +542,48 @@ mod tests {
             assert!(r.text.contains(&notice.message_id));
             assert!(!r.text.contains("{{") && !r.html.contains("{{"));
         }
+    }
+
+    #[test]
+    fn a_canary_notice_names_the_canary_vms_and_the_date_each_step_widens() {
+        let at = |t: &str| t.parse::<Timestamp>().unwrap();
+        let mut n = examples::notice(NoticeKind::Enforced);
+        n.canary = Some(crate::notify::CanaryPlan {
+            vms: vec!["shop-web-03".into()],
+            members: 12,
+            steps: vec![
+                crate::notify::CanaryStepPlan {
+                    covers: "1 VM".into(),
+                    widens_at: at("2027-02-17T09:00:00Z"),
+                },
+                crate::notify::CanaryStepPlan {
+                    covers: "50% of the VMs".into(),
+                    widens_at: at("2027-02-18T09:00:00Z"),
+                },
+            ],
+        });
+        let r = render(&n).unwrap();
+        for text in [&r.text, &r.html] {
+            assert!(text.contains("1 of 12 VMs only"), "{text}");
+            assert!(text.contains("shop-web-03"), "{text}");
+            assert!(text.contains("2027-02-17 09:00 UTC"), "{text}");
+            assert!(text.contains("50% of the VMs"), "{text}");
+            assert!(text.contains("2027-02-18 09:00 UTC"), "{text}");
+        }
+        let mut s = examples::notice(NoticeKind::Scheduled);
+        s.canary = n.canary.clone().map(|mut c| {
+            c.vms.clear();
+            c
+        });
+        let r = render(&s).unwrap();
+        assert!(
+            r.text.contains("canary: DROP for 1 VM first, the rest PASS; widens no earlier than 2027-02-17 09:00 UTC"),
+            "{}",
+            r.text
+        );
+        // Without a canary the notice says nothing about one.
+        let plain = render(&examples::notice(NoticeKind::Enforced)).unwrap();
+        assert!(!plain.text.contains("canary"), "{}", plain.text);
     }
 
     #[test]

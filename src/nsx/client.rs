@@ -980,6 +980,24 @@ impl NsxApi for Client {
         Ok((vms.len() + ips.len()) as u64)
     }
 
+    async fn group_vm_names(&self, domain: &str, id: &str) -> Result<Vec<String>, Error> {
+        let vms = self
+            .list_values(&format!(
+                "/infra/domains/{}/groups/{}/members/virtual-machines",
+                segment(domain),
+                segment(id)
+            ))
+            .await?;
+        let mut names: Vec<String> = vms
+            .iter()
+            .filter_map(|v| v.get("display_name").and_then(Value::as_str))
+            .map(str::to_string)
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
     async fn get_group(&self, domain: &str, id: &str) -> Result<Option<Group>, Error> {
         self.get(&format!(
             "/infra/domains/{}/groups/{}",

@@ -77,6 +77,9 @@ pub trait NsxApi: Send + Sync {
     async fn patch_infra(&self, body: &Infra) -> Result<(), Error>;
     /// How many effective members (VMs and IP addresses) a group has now.
     async fn group_member_count(&self, domain: &str, id: &str) -> Result<u64, Error>;
+    /// The display names of a group's effective VM members (`GET .../members/virtual-machines`,
+    /// paged), sorted; used to choose canary VMs.
+    async fn group_vm_names(&self, domain: &str, id: &str) -> Result<Vec<String>, Error>;
     /// Realization state of an intent path (e.g. a security policy path).
     async fn realization(&self, intent_path: &str) -> Result<Realization, Error>;
 }

@@ -15,7 +15,9 @@
 //! - Sequence numbers leave gaps and are kept from NSX: adding or removing a rule never changes
 //!   the others (see [`allocate_sequence`]).
 
+pub mod canary;
 pub mod canonical;
+pub mod impact;
 pub mod live;
 pub mod report;
 mod sequence;

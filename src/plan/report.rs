@@ -165,7 +165,46 @@ pub fn render(
             "  schedule: notify {} | monitor {} | enforce {} | clean-up {}",
             s.notify_at, s.monitor_from, s.enforce_at, s.cleanup_at
         );
-        let _ = writeln!(out, "  at {now}: {}", decision.phase);
+        match decision.schedule.canary_step {
+            Some(k) => {
+                let _ = writeln!(out, "  at {now}: {} (canary step {k})", decision.phase);
+            }
+            None => {
+                let _ = writeln!(out, "  at {now}: {}", decision.phase);
+            }
+        }
+        if let Some(c) = windows
+            .get(&(ns.clone(), p.spec.window.name.clone()))
+            .and_then(|w| w.spec.canary.as_ref())
+        {
+            let steps: Vec<String> = c
+                .steps
+                .iter()
+                .enumerate()
+                .map(|(i, st)| {
+                    let size = match (st.members, st.percent) {
+                        (Some(1), _) => "1 VM".to_string(),
+                        (Some(m), _) => format!("{m} VMs"),
+                        (None, Some(pc)) => format!("{pc}% of the VMs"),
+                        (None, None) => "?".into(),
+                    };
+                    format!("step {}: {size}, at least {}", i + 1, st.duration)
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "  canary: {}; then every VM. Each step: DROP catch-alls {}/{} applied to groups {}_canary1.. (the step's VMs{}), PASS catch-alls for the rest",
+                steps.join("; "),
+                super::canary::CATCHALL_IN_CANARY,
+                super::canary::CATCHALL_OUT_CANARY,
+                identity.object_id(&ns, &name),
+                if p.spec.canary_vms.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} first", p.spec.canary_vms.join(", "))
+                }
+            );
+        }
         let sequence = BTreeMap::new();
         let cx = Context {
             identity,

@@ -1104,6 +1104,7 @@ fn policy(app: &Application, rules: Vec<PolicyRule>, opts: &Options) -> Segmenta
         after_cleanup: Default::default(),
         nsx: Default::default(),
         suspend: false,
+        canary_vms: Vec::new(),
     };
     let mut p = SegmentationPolicy::new(&opts.name, spec);
     p.metadata.namespace = Some(opts.namespace.clone());

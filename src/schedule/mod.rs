@@ -49,6 +49,7 @@ use crate::api::condition::reason;
 use crate::api::k8s::Time;
 use crate::api::time::{minus, plus};
 use crate::api::{EffectiveSchedule, EnforcementWindowSpec, NextTransition, Phase, WaivedGate};
+pub use crate::plan::canary::StepSize;
 
 #[cfg(test)]
 mod proptests;
@@ -97,6 +98,8 @@ pub struct Window {
     pub blackouts: Vec<Blackout>,
     /// Whole wave suspended.
     pub suspend: bool,
+    /// Canary steps (size, least duration); empty: the whole application enforces at once.
+    pub canary: Vec<(StepSize, SignedDuration)>,
 }
 
 impl Window {
@@ -132,6 +135,21 @@ impl Window {
                 })
                 .collect(),
             suspend: spec.suspend,
+            canary: spec
+                .canary
+                .iter()
+                .flat_map(|c| &c.steps)
+                .map(|s| {
+                    let size = match (s.members, s.percent) {
+                        (Some(m), _) => StepSize::Members(u32::try_from(m).unwrap_or(1)),
+                        (None, Some(p)) => {
+                            StepSize::Percent(u8::try_from(p.clamp(1, 99)).unwrap_or(1))
+                        }
+                        (None, None) => StepSize::Members(1),
+                    };
+                    (size, s.duration.get())
+                })
+                .collect(),
         }
     }
 
@@ -184,6 +202,10 @@ pub struct Schedule {
     pub rolled_back_generation: Option<i64>,
     /// Evidence counts from here (last return to PASS after a rollback or a widening change).
     pub evidence_from: Option<Timestamp>,
+    /// Canary step in force (from 1); `None`: no canary, or every VM enforces.
+    pub canary_step: Option<i64>,
+    /// When that step began.
+    pub canary_since: Option<Timestamp>,
 }
 
 impl Schedule {
@@ -198,6 +220,8 @@ impl Schedule {
             enforced_since: s.enforced_since.as_ref().map(|t| t.0),
             rolled_back_generation: s.rolled_back_generation,
             evidence_from: s.evidence_from.as_ref().map(|t| t.0),
+            canary_step: s.canary_step,
+            canary_since: s.canary_since.as_ref().map(|t| t.0),
         }
     }
 
@@ -212,6 +236,8 @@ impl Schedule {
             enforced_since: self.enforced_since.map(Time),
             rolled_back_generation: self.rolled_back_generation,
             evidence_from: self.evidence_from.map(Time),
+            canary_step: self.canary_step,
+            canary_since: self.canary_since.map(Time),
         }
     }
 }
@@ -459,7 +485,7 @@ pub fn evaluate(inp: &Inputs<'_>, now: Timestamp) -> Decision {
         }
         let blockers = blockers(inp, &d.schedule, now, true, &mut wake);
         if blockers.is_empty() {
-            enter_enforcing(&mut d, w, ceil_second(now), now, &mut wake);
+            enter_enforcing(&mut d, inp, ceil_second(now), now, &mut wake);
             // Entering enforcement is always a phase of its own, however late: clean-up follows
             // only once the catch-all has dropped.
             if d.phase == Phase::Completed {
@@ -485,7 +511,7 @@ pub fn evaluate(inp: &Inputs<'_>, now: Timestamp) -> Decision {
 
     // Enforcing (or completed and suspended): safety moves first.
     if suspended {
-        d.schedule.enforced_since = None;
+        back_to_pass(&mut d.schedule);
         d.phase = Phase::Held;
         d.reason = reason::SUSPENDED;
         d.message = "suspended: catch-all back to PASS".into();
@@ -498,7 +524,7 @@ pub fn evaluate(inp: &Inputs<'_>, now: Timestamp) -> Decision {
         return finish(d, wake, now);
     }
     if let Some(b) = &inp.blocker {
-        d.schedule.enforced_since = None;
+        back_to_pass(&mut d.schedule);
         d.phase = Phase::Held;
         d.reason = reason::NOT_READY;
         d.message = format!("catch-all back to PASS: {}", b.message);
@@ -511,7 +537,7 @@ pub fn evaluate(inp: &Inputs<'_>, now: Timestamp) -> Decision {
         return finish(d, wake, now);
     }
     if w.rollback && inp.monitor.rollback_triggered && prev_phase == Phase::Enforcing {
-        d.schedule.enforced_since = None;
+        back_to_pass(&mut d.schedule);
         d.schedule.rolled_back_generation = Some(inp.generation);
         d.schedule.evidence_from = Some(ceil_second(now));
         d.phase = Phase::RolledBack;
@@ -530,14 +556,14 @@ pub fn evaluate(inp: &Inputs<'_>, now: Timestamp) -> Decision {
         return finish(d, wake, now);
     }
     let since = d.schedule.enforced_since.unwrap_or(now);
-    enter_enforcing(&mut d, w, since, now, &mut wake);
+    enter_enforcing(&mut d, inp, since, now, &mut wake);
     finish(d, wake, now)
 }
 
 /// Back to PASS because the spec widens what DROP affects: Held, and the evidence (log lines,
 /// quiet period) starts over now.
 fn regate(d: &mut Decision, why: &str, now: Timestamp) {
-    d.schedule.enforced_since = None;
+    back_to_pass(&mut d.schedule);
     d.schedule.evidence_from = Some(ceil_second(now));
     d.phase = Phase::Held;
     d.reason = reason::CHANGE_UNDER_DROP;
@@ -556,11 +582,16 @@ fn regate(d: &mut Decision, why: &str, now: Timestamp) {
 /// Enforcing (or, past cleanupAt and outside a blackout, Completed).
 fn enter_enforcing(
     d: &mut Decision,
-    w: &Window,
+    inp: &Inputs<'_>,
     since: Timestamp,
     now: Timestamp,
     wake: &mut Vec<Timestamp>,
 ) {
+    let w = inp.window;
+    if d.schedule.enforced_since.is_none() && !w.canary.is_empty() {
+        d.schedule.canary_step = Some(1);
+        d.schedule.canary_since = Some(since);
+    }
     d.schedule.enforced_since = Some(since);
     if since > plus(d.schedule.enforce_at, LATE_TOLERANCE) {
         d.schedule.enforce_at = since;
@@ -574,6 +605,9 @@ fn enter_enforcing(
         reason: reason::GATES_OPEN,
         message: format!("enforcing since {since}{}", waived_note(w)),
     };
+    if canary_step(d, inp, now, wake) {
+        return;
+    }
     let cleanup = d.schedule.cleanup_at;
     let frozen = w.blackout_at(now);
     if now >= cleanup && frozen.is_none() {
@@ -599,6 +633,104 @@ fn enter_enforcing(
     wake.push(at);
 }
 
+/// Every VM back to PASS: enforcement and any canary step end.
+fn back_to_pass(s: &mut Schedule) {
+    s.enforced_since = None;
+    s.canary_step = None;
+    s.canary_since = None;
+}
+
+/// The canary step in force, if any, after advancing it when it has lasted its `for` and the
+/// gates hold for it (open alerts within `maxOpenAlerts`, outside a blackout; a rollback is
+/// decided before this). True while a step is in force (the decision is then complete): the
+/// DROP catch-all applies to the step's VMs only. When the last step is over, every VM
+/// enforces from then on and clean-up moves to keep the full post-enforcement monitoring.
+fn canary_step(
+    d: &mut Decision,
+    inp: &Inputs<'_>,
+    now: Timestamp,
+    wake: &mut Vec<Timestamp>,
+) -> bool {
+    let w = inp.window;
+    let Some(mut k) = d.schedule.canary_step else {
+        return false;
+    };
+    let n = w.canary.len() as i64;
+    if n == 0 {
+        // The window dropped its canary: the whole application enforces, as without one.
+        d.schedule.canary_step = None;
+        d.schedule.canary_since = None;
+        return false;
+    }
+    k = k.clamp(1, n);
+    let mut since = d.schedule.canary_since.unwrap_or(now);
+    loop {
+        let (size, duration) = w.canary[(k - 1) as usize];
+        let end = plus(since, duration);
+        let describe = |k: i64| match size {
+            StepSize::Members(1) => format!("step {k} of {n} (1 VM)"),
+            StepSize::Members(m) => format!("step {k} of {n} ({m} VMs)"),
+            StepSize::Percent(p) => format!("step {k} of {n} ({p}% of the VMs)"),
+        };
+        if now < end {
+            d.schedule.canary_step = Some(k);
+            d.schedule.canary_since = Some(since);
+            d.phase = Phase::Enforcing;
+            d.reason = reason::CANARY;
+            d.message = format!(
+                "canary {}: catch-all DROP for the canary VMs, PASS and logged for the rest; widens at {end} if the gates hold",
+                describe(k)
+            );
+            d.next = Some((Phase::Enforcing, Some(end)));
+            wake.push(end);
+            return true;
+        }
+        let mut held = Vec::new();
+        if let Some(max) = w.max_open_alerts
+            && inp.monitor.open_alerts > max
+        {
+            held.push(format!(
+                "{} open alerts (at most {max})",
+                inp.monitor.open_alerts
+            ));
+        }
+        if let Some(b) = w.blackout_at(now) {
+            // The answer changes at the blackout's end only if nothing else holds the step.
+            if held.is_empty() {
+                wake.push(w.after_blackouts(now));
+            }
+            held.push(format!("inside blackout {} until {}", b.name, b.end));
+        }
+        if !held.is_empty() {
+            d.schedule.canary_step = Some(k);
+            d.schedule.canary_since = Some(since);
+            d.phase = Phase::Enforcing;
+            d.reason = reason::CANARY_HELD;
+            d.message = format!(
+                "canary {} held: {}; DROP stays on the canary VMs only",
+                describe(k),
+                held.join("; ")
+            );
+            d.next = Some((Phase::Enforcing, None));
+            return true;
+        }
+        // The step passed: the next one starts now (a held or late step never shortens the
+        // next one).
+        since = ceil_second(now);
+        if k < n {
+            k += 1;
+            continue;
+        }
+        d.schedule.canary_step = None;
+        d.schedule.canary_since = None;
+        d.schedule.cleanup_at = w.after_blackouts(later(
+            d.schedule.cleanup_at,
+            plus(since, w.post_enforcement),
+        ));
+        return false;
+    }
+}
+
 fn finish(mut d: Decision, wake: Vec<Timestamp>, now: Timestamp) -> Decision {
     d.wake_at = wake.into_iter().filter(|t| *t > now).min();
     d
@@ -617,6 +749,8 @@ fn effective_schedule(inp: &Inputs<'_>, prev_phase: Phase) -> Schedule {
     let enforced_since = prev.and_then(|p| p.enforced_since);
     let rolled_back_generation = prev.and_then(|p| p.rolled_back_generation);
     let evidence_from = prev.and_then(|p| p.evidence_from);
+    let canary_step = prev.and_then(|p| p.canary_step);
+    let canary_since = prev.and_then(|p| p.canary_since);
 
     let notify_at = match (prev, notice_delivered_at) {
         (Some(p), Some(_)) => p.notify_at,
@@ -658,6 +792,8 @@ fn effective_schedule(inp: &Inputs<'_>, prev_phase: Phase) -> Schedule {
         enforced_since,
         rolled_back_generation,
         evidence_from,
+        canary_step,
+        canary_since,
     }
 }
 

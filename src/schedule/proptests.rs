@@ -97,10 +97,30 @@ fn scenario() -> impl Strategy<Value = (Window, Vec<(i64, Event)>)> {
         proptest::option::of(50i64..400),
         any::<bool>(),
         proptest::collection::vec((1i64..150, event()), 1..60),
+        proptest::option::of((1i64..200, 1i64..200)),
     )
         .prop_map(
-            |(p, min_notice, blackouts, quiet, max_alerts, approval, silence, rollback, events)| {
+            |(
+                p,
+                min_notice,
+                blackouts,
+                quiet,
+                max_alerts,
+                approval,
+                silence,
+                rollback,
+                events,
+                canary,
+            )| {
                 let template = Window {
+                    canary: canary
+                        .map(|(a, b)| {
+                            vec![
+                                (StepSize::Members(1), SignedDuration::from_secs(a)),
+                                (StepSize::Percent(50), SignedDuration::from_secs(b)),
+                            ]
+                        })
+                        .unwrap_or_default(),
                     minimum_notice: SignedDuration::from_secs(min_notice),
                     quiet_period: quiet.map(SignedDuration::from_secs),
                     max_open_alerts: max_alerts,
@@ -211,6 +231,20 @@ proptest! {
                 if from != Phase::Enforcing {
                     prop_assert!(now >= delivered.unwrap() + sim.window.minimum_notice);
                 }
+            }
+
+            // A canary step is only ever in force while enforcing, and only when the window
+            // declares one: suspend, rollback, a blocker or a widening change return every VM
+            // to PASS. Clean-up never happens during a canary step.
+            if d.phase != Phase::Enforcing {
+                prop_assert!(d.schedule.canary_step.is_none(), "{} with canary step {:?}", d.phase, d.schedule.canary_step);
+            }
+            if let Some(k) = d.schedule.canary_step {
+                prop_assert!(k >= 1 && k as usize <= sim.window.canary.len());
+                prop_assert!(d.schedule.canary_since.is_some());
+            }
+            if from == Phase::Enforcing && d.phase == Phase::Completed {
+                prop_assert!(sim.schedule.as_ref().is_some_and(|s| s.canary_step.is_none()));
             }
 
             // No scheduled transition inside a blackout.

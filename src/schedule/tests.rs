@@ -26,6 +26,7 @@ pub(crate) fn window() -> Window {
         rollback: false,
         blackouts: vec![],
         suspend: false,
+        canary: vec![],
     }
 }
 
@@ -700,5 +701,96 @@ fn a_widening_change_after_clean_up_goes_back_to_pass_too() {
         d.schedule.cleanup_at,
         at(2110),
         "monitored again after re-enforcement"
+    );
+}
+
+fn canary_window() -> Window {
+    Window {
+        canary: vec![
+            (StepSize::Members(1), SignedDuration::from_secs(100)),
+            (StepSize::Percent(50), SignedDuration::from_secs(100)),
+        ],
+        max_open_alerts: Some(0),
+        rollback: true,
+        ..window()
+    }
+}
+
+fn enforcing_canary() -> Sim {
+    let mut sim = Sim::new(canary_window());
+    sim.deliver(at(0));
+    sim.settle(at(100));
+    let d = sim.settle(at(MIN_NOTICE));
+    assert_eq!(d.phase, Phase::Enforcing, "{d:?}");
+    sim
+}
+
+#[test]
+fn a_canary_starts_at_step_one_and_widens_step_by_step_when_the_gates_hold() {
+    let mut sim = enforcing_canary();
+    let d = sim.decide(at(MIN_NOTICE));
+    assert_eq!(d.schedule.canary_step, Some(1));
+    assert_eq!(d.reason, reason::CANARY);
+    assert_eq!(d.wake_at, Some(at(MIN_NOTICE + 100)));
+    assert_eq!(d.next, Some((Phase::Enforcing, Some(at(MIN_NOTICE + 100)))));
+    let d = sim.settle(at(MIN_NOTICE + 100));
+    assert_eq!(d.schedule.canary_step, Some(2));
+    assert_eq!(d.schedule.canary_since, Some(at(MIN_NOTICE + 100)));
+    let d = sim.settle(at(MIN_NOTICE + 200));
+    assert_eq!(d.phase, Phase::Enforcing);
+    assert_eq!(
+        d.schedule.canary_step, None,
+        "every VM enforces after the last step"
+    );
+    // Clean-up keeps the full post-enforcement monitoring after the widening to every VM.
+    assert_eq!(d.schedule.cleanup_at, at(MIN_NOTICE + 200 + POST));
+    assert_eq!(
+        sim.settle(at(MIN_NOTICE + 200 + POST)).phase,
+        Phase::Completed
+    );
+}
+
+#[test]
+fn a_canary_step_does_not_widen_while_an_alert_is_open() {
+    let mut sim = enforcing_canary();
+    sim.monitor.open_alerts = 1;
+    let d = sim.settle(at(MIN_NOTICE + 150));
+    assert_eq!(d.phase, Phase::Enforcing);
+    assert_eq!(d.schedule.canary_step, Some(1));
+    assert_eq!(d.reason, reason::CANARY_HELD);
+    assert!(d.message.contains("1 open alerts"), "{}", d.message);
+    // Cleared later: the next step starts then and lasts its full duration.
+    sim.monitor.open_alerts = 0;
+    let d = sim.settle(at(MIN_NOTICE + 400));
+    assert_eq!(d.schedule.canary_step, Some(2));
+    assert_eq!(d.schedule.canary_since, Some(at(MIN_NOTICE + 400)));
+    assert_eq!(d.wake_at, Some(at(MIN_NOTICE + 500)));
+}
+
+#[test]
+fn a_rollback_during_a_canary_step_returns_every_vm_to_pass() {
+    let mut sim = enforcing_canary();
+    sim.monitor.rollback_triggered = true;
+    let d = sim.settle(at(MIN_NOTICE + 10));
+    assert_eq!(d.phase, Phase::RolledBack);
+    assert_eq!(d.schedule.canary_step, None);
+    assert_eq!(d.schedule.enforced_since, None);
+}
+
+#[test]
+fn suspending_during_a_canary_step_returns_every_vm_to_pass_and_the_canary_restarts() {
+    let mut sim = enforcing_canary();
+    sim.settle(at(MIN_NOTICE + 100));
+    sim.suspend = true;
+    let d = sim.settle(at(MIN_NOTICE + 110));
+    assert_eq!(d.phase, Phase::Held);
+    assert_eq!(d.schedule.canary_step, None);
+    sim.suspend = false;
+    let d = sim.settle(at(MIN_NOTICE + 120));
+    assert_eq!(d.phase, Phase::Enforcing);
+    assert_eq!(
+        d.schedule.canary_step,
+        Some(1),
+        "back from PASS, the canary starts over"
     );
 }

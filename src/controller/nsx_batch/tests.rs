@@ -89,6 +89,9 @@ impl NsxApi for Manager {
     async fn group_member_count(&self, _: &str, _: &str) -> Result<u64, Error> {
         Ok(1)
     }
+    async fn group_vm_names(&self, _: &str, _: &str) -> Result<Vec<String>, Error> {
+        Ok(vec!["vm-1".into()])
+    }
     async fn realization(&self, _: &str) -> Result<Realization, Error> {
         Ok(Realization::Realized)
     }

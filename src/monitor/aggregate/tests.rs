@@ -554,3 +554,27 @@ fn fifty_thousand_distinct_old_minutes_add_no_bucket_and_merge_in_linear_time() 
     assert_eq!(m.series.len(), SERIES_MAX);
     assert!(m.series.windows(2).all(|w| w[0].start.0 < w[1].start.0));
 }
+
+#[test]
+fn a_canary_catch_all_counts_as_the_catch_all_of_its_direction() {
+    let mut ix = Index::default();
+    let ids: BTreeMap<String, i64> = [
+        ("catchall_in_canary".to_string(), 5),
+        ("catchall_out_canary".to_string(), 6),
+        ("https".to_string(), 7),
+    ]
+    .into();
+    ix.set(key(), &ids, "ms_demo_shop_app");
+    assert_eq!(
+        ix.attribute(5, None).unwrap().role,
+        RuleRole::CatchAll(Direction::Inbound)
+    );
+    assert_eq!(
+        ix.attribute(6, None).unwrap().role,
+        RuleRole::CatchAll(Direction::Outbound)
+    );
+    assert_eq!(
+        ix.attribute(7, None).unwrap().role,
+        RuleRole::Explicit("https".into())
+    );
+}

@@ -148,6 +148,21 @@ pub struct ScheduleView {
     pub enforce_at: Time,
     /// Clean-up.
     pub cleanup_at: Time,
+    /// Canary steps of the window, from enforceAt at the earliest (empty: none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub canary: Vec<CanaryStepView>,
+}
+
+/// One canary step on the timeline.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryStepView {
+    /// `1 VM`, `50% of the VMs`.
+    pub covers: String,
+    /// Earliest start.
+    pub from: Time,
+    /// Earliest end (when it may widen).
+    pub until: Time,
 }
 
 /// The next phase change.
@@ -238,6 +253,7 @@ pub fn summary(p: &SegmentationPolicy) -> AppSummary {
                 monitor_from: s.monitor_from.clone(),
                 enforce_at: s.enforce_at.clone(),
                 cleanup_at: s.cleanup_at.clone(),
+                canary: Vec::new(),
             }),
         next_transition: status
             .and_then(|s| s.next_transition.as_ref())
@@ -263,11 +279,33 @@ fn window_schedule(w: &EnforcementWindow) -> ScheduleView {
             s.post_enforcement_monitoring.get(),
         ))
     });
+    let mut from = s.enforce_at.0;
+    let canary = s
+        .canary
+        .iter()
+        .flat_map(|c| &c.steps)
+        .map(|st| {
+            let until = crate::api::time::plus(from, st.duration.get());
+            let view = CanaryStepView {
+                covers: match (st.members, st.percent) {
+                    (Some(1), _) => "1 VM".to_string(),
+                    (Some(m), _) => format!("{m} VMs"),
+                    (None, Some(p)) => format!("{p}% of the VMs"),
+                    (None, None) => String::new(),
+                },
+                from: Time(from),
+                until: Time(until),
+            };
+            from = until;
+            view
+        })
+        .collect();
     ScheduleView {
         notify_at: s.notify_at.clone(),
         monitor_from: s.monitor_from.clone(),
         enforce_at: s.enforce_at.clone(),
         cleanup_at: cleanup,
+        canary,
     }
 }
 
@@ -625,6 +663,53 @@ pub struct ApplicationView {
     pub monitor: MonitorView,
     /// Every listed flow of this application, open first, then newest and loudest.
     pub alerts: Vec<Alert>,
+    /// The recorded flows the current spec would drop at enforcement (`plan::impact`).
+    pub would_drop: Vec<WouldDrop>,
+    /// The canary step in force (`status.canary`).
+    pub canary: Option<crate::api::CanaryStatus>,
+}
+
+/// A recorded flow that enforcement of the current spec would drop.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WouldDrop {
+    /// `TCP 10.0.0.1 -> 10.0.0.2:443`.
+    pub flow: String,
+    /// Times seen.
+    pub count: u64,
+    /// Last seen.
+    pub last_seen: String,
+    /// The rule that would drop it: `namespace/name rule`.
+    pub by: String,
+}
+
+/// The recorded flows of `p` that enforcement of its current spec would drop, evaluated with
+/// every policy of `all` (peers resolve to their groups) in monitor mode.
+pub fn would_drop(p: &SegmentationPolicy, all: &[SegmentationPolicy]) -> Vec<WouldDrop> {
+    use crate::plan::impact::{dropped_at_enforcement, monitor_flows};
+    // Ids only name groups inside the evaluation: any valid cluster identity does.
+    let Ok(identity) = crate::plan::Identity::new("dashboard") else {
+        return Vec::new();
+    };
+    let Ok(impact) = dropped_at_enforcement(p, all, &identity, &monitor_flows(p)) else {
+        return Vec::new();
+    };
+    impact
+        .applications
+        .values()
+        .flat_map(|a| &a.newly_dropped)
+        .map(|f| WouldDrop {
+            flow: f.describe(),
+            count: f.flow.count,
+            last_seen: f.last_seen().to_string(),
+            by: f
+                .after
+                .decider
+                .as_ref()
+                .map(|d| format!("{} {}", d.application, d.rule))
+                .unwrap_or_default(),
+        })
+        .collect()
 }
 
 /// The application page's view.
@@ -688,6 +773,8 @@ pub fn application(
             series: monitor.series.clone(),
         },
         alerts: list,
+        would_drop: Vec::new(),
+        canary: status.canary.clone(),
         summary: a,
     }
 }
@@ -747,7 +834,16 @@ pub async fn get_application(
     let window = s.state.windows.state().into_iter().find(|w| {
         w.namespace().as_deref() == Some(namespace.as_str()) && w.name_any() == p.spec.window.name
     });
-    Json(application(&p, window.as_deref(), Timestamp::now())).into_response()
+    let mut view = application(&p, window.as_deref(), Timestamp::now());
+    let all: Vec<SegmentationPolicy> = s
+        .state
+        .policies
+        .state()
+        .iter()
+        .map(|x| (**x).clone())
+        .collect();
+    view.would_drop = would_drop(&p, &all);
+    Json(view).into_response()
 }
 
 /// Body of `POST /api/v1/alerts/acknowledge`.

@@ -741,3 +741,62 @@ fn a_proxy_proves_itself_by_every_proof_configured() {
         "over the CRD's 253 characters"
     );
 }
+
+#[test]
+fn the_application_page_lists_the_recorded_flows_enforcement_would_drop() {
+    let (policies, _) = stores();
+    let all: Vec<SegmentationPolicy> = policies.state().iter().map(|p| (**p).clone()).collect();
+    let mut web = all
+        .iter()
+        .find(|p| p.metadata.name.as_deref() == Some("web"))
+        .unwrap()
+        .clone();
+    // Every recorded flow reached the catch-all: all three would drop, acknowledged or not.
+    let drops = api::would_drop(&web, &all);
+    assert_eq!(drops.len(), 3, "{drops:?}");
+    let ssh = drops.iter().find(|d| d.flow.ends_with(":22")).unwrap();
+    assert_eq!(ssh.flow, "TCP 10.20.30.41 -> 10.1.0.5:22");
+    assert_eq!(ssh.count, 9);
+    assert_eq!(ssh.by, "shop/web catchall_in");
+    // A rule for 8443 in the spec takes that flow off the list.
+    web.spec.rules.push(
+        serde_yaml::from_str(
+            "{name: app-port, direction: Inbound, peers: [{cidr: 10.20.30.0/24}], ports: [{protocol: TCP, port: 8443}]}",
+        )
+        .unwrap(),
+    );
+    let drops = api::would_drop(&web, &all);
+    assert_eq!(drops.len(), 2, "{drops:?}");
+    assert!(drops.iter().all(|d| !d.flow.ends_with(":8443")));
+}
+
+#[test]
+fn the_timeline_has_the_canary_steps_of_a_wave() {
+    let (policies, windows) = stores();
+    let mut ws: Vec<Arc<EnforcementWindow>> = windows.state();
+    let mut w = (*ws[0]).clone();
+    w.spec.canary = Some(
+        serde_yaml::from_str("{steps: [{members: 1, for: 24h}, {percent: 50, for: 48h}]}").unwrap(),
+    );
+    ws[0] = Arc::new(w.clone());
+    let p = api::programme(
+        &policies.state(),
+        &ws,
+        &Filter::default(),
+        jiff::Timestamp::UNIX_EPOCH,
+    );
+    let wave = p
+        .waves
+        .iter()
+        .find(|x| x.name == w.metadata.name.clone().unwrap())
+        .unwrap();
+    let canary = &wave.schedule.as_ref().unwrap().canary;
+    assert_eq!(canary.len(), 2);
+    assert_eq!(canary[0].covers, "1 VM");
+    assert_eq!(canary[0].from, w.spec.enforce_at);
+    assert_eq!(
+        canary[1].until.0,
+        w.spec.enforce_at.0 + jiff::SignedDuration::from_hours(72)
+    );
+    assert_eq!(canary[1].covers, "50% of the VMs");
+}

@@ -148,7 +148,8 @@ function timeline(data) {
   const H = top + waves.length * rowH + 26;
   const x = (t) => L + ((Date.parse(t) - min) / (max - min)) * (W - L - R);
   const xn = L + ((now - min) / (max - min)) * (W - L - R);
-  const desc = waves.map((w) => `${w.namespace}/${w.name}: notice ${fmtTime(w.schedule.notifyAt)}, monitor from ${fmtTime(w.schedule.monitorFrom)}, enforce ${fmtTime(w.schedule.enforceAt)}, clean-up ${fmtTime(w.schedule.cleanupAt)}`).join('; ');
+  const canaryText = (sc) => (sc.canary || []).map((c, i) => `, canary step ${i + 1} (DROP for ${c.covers}) until ${fmtTime(c.until)} at the earliest`).join('');
+  const desc = waves.map((w) => `${w.namespace}/${w.name}: notice ${fmtTime(w.schedule.notifyAt)}, monitor from ${fmtTime(w.schedule.monitorFrom)}, enforce ${fmtTime(w.schedule.enforceAt)}${canaryText(w.schedule)}, clean-up ${fmtTime(w.schedule.cleanupAt)}`).join('; ');
   const svg = s('svg', { class: 'timeline', viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-labelledby': 'tl-title tl-desc' },
     s('title', { id: 'tl-title' }, 'Timeline of the waves: notice, monitor, enforce, clean-up; today marked'),
     s('desc', { id: 'tl-desc' }, `Today is ${fmtTime(data.now)}. ${desc}`));
@@ -164,12 +165,17 @@ function timeline(data) {
     svg.append(seg('seg-notice', sc.notifyAt, sc.monitorFrom, `${w.name}: notice ${fmtTime(sc.notifyAt)}`));
     svg.append(seg('seg-monitor', sc.monitorFrom, sc.enforceAt, `${w.name}: monitor from ${fmtTime(sc.monitorFrom)}`));
     svg.append(seg('seg-enforce', sc.enforceAt, sc.cleanupAt, `${w.name}: enforce ${fmtTime(sc.enforceAt)}`));
+    // Canary steps: hatched over the start of enforcement, one per step, each widening at its end.
+    (sc.canary || []).forEach((c, k) => {
+      svg.append(s('rect', { class: 'seg-canary', x: x(c.from), y: y + 8, width: Math.max(2, x(c.until) - x(c.from)), height: 10, rx: 1 },
+        s('title', {}, `${w.name}: canary step ${k + 1}, DROP for ${c.covers}, widens no earlier than ${fmtTime(c.until)}`)));
+    });
     svg.append(s('rect', { class: 'seg-cleanup', x: x(sc.cleanupAt) - 3, y: y + 2, width: 6, height: 22 }, s('title', {}, `${w.name}: clean-up ${fmtTime(sc.cleanupAt)}`)));
   });
   svg.append(s('line', { class: 'today', x1: xn, x2: xn, y1: 14, y2: H - 20 }));
   svg.append(s('text', { class: 'today-label', x: xn, y: 11, 'text-anchor': 'middle' }, 'today'));
   const legend = h('ul', { class: 'legend', 'aria-hidden': 'true' },
-    [['seg-notice', 'notice'], ['seg-monitor', 'monitor'], ['seg-enforce', 'enforce'], ['seg-cleanup', 'clean-up'], ['today', 'today']]
+    [['seg-notice', 'notice'], ['seg-monitor', 'monitor'], ['seg-enforce', 'enforce'], ['seg-canary', 'canary steps'], ['seg-cleanup', 'clean-up'], ['today', 'today']]
       .map(([c, t]) => h('li', {}, h('span', { class: `swatch ${c}` }), t)));
   return h('div', {}, legend, svg);
 }
@@ -447,7 +453,8 @@ async function renderApplication() {
       h('section', { 'aria-labelledby': 'h-schedule' }, h('h2', { id: 'h-schedule' }, 'Schedule'),
         a.schedule ? kv([['Notice', fmtTime(a.schedule.notifyAt)], ['Monitor from', fmtTime(a.schedule.monitorFrom)], ['Enforce', fmtTime(a.schedule.enforceAt)], ['Clean-up', fmtTime(a.schedule.cleanupAt)]])
           : h('p', { class: 'muted' }, 'Not scheduled yet.'),
-        a.nextTransition ? h('p', {}, `Next: ${a.nextTransition.phase} ${a.nextTransition.at ? 'at ' + fmtTime(a.nextTransition.at) : '(waiting for a gate)'}`) : null),
+        a.nextTransition ? h('p', {}, `Next: ${a.nextTransition.phase} ${a.nextTransition.at ? 'at ' + fmtTime(a.nextTransition.at) : '(waiting for a gate)'}`) : null,
+        v.canary ? h('p', { id: 'canary' }, h('strong', {}, 'Canary: '), `DROP on ${v.canary.summary}: ${v.canary.vms.join(', ')}; widens no earlier than ${fmtTime(v.canary.widensAt)} if the gates hold`) : null),
       h('section', { 'aria-labelledby': 'h-owners' }, h('h2', { id: 'h-owners' }, 'Owners'),
         h('ul', {}, v.owners.map((o) => h('li', {}, o.name, o.email ? ` <${o.email}>` : '', o.webhook ? ' · webhook' : ''))))),
     h('section', { 'aria-labelledby': 'h-conditions' }, h('h2', { id: 'h-conditions' }, 'Conditions'),
@@ -458,6 +465,12 @@ async function renderApplication() {
       kv([['Unmatched total', String(v.monitor.unmatchedTotal)], ['Healthy (explicit rules)', String(v.monitor.healthyTotal)], ['Last log line', fmtTime(v.monitor.lastLogAt)], ['Not listed', String(v.monitor.overflow)]]),
       v.alerts.length ? alertTable(v.alerts, { id: 'app-alerts', caption: 'Alerts of this application', showApp: false, actions: true }) : h('p', { class: 'muted' }, 'No unmatched flow recorded.'),
       ackAll(a, v.monitor.openAlerts)),
+    h('section', { 'aria-labelledby': 'h-would-drop' }, h('h2', { id: 'h-would-drop' }, `Dropped at enforcement (${v.wouldDrop.length})`),
+      v.wouldDrop.length
+        ? h('table', { id: 'would-drop' }, h('caption', {}, 'Recorded flows the current rules would drop when the catch-all turns to DROP'),
+          h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Flow'), h('th', { scope: 'col', class: 'num' }, 'Seen'), h('th', { scope: 'col' }, 'Last seen'), h('th', { scope: 'col' }, 'Dropped by'))),
+          h('tbody', {}, v.wouldDrop.map((d) => h('tr', {}, h('td', {}, d.flow), h('td', { class: 'num' }, String(d.count)), h('td', {}, d.lastSeen), h('td', {}, d.by)))))
+        : h('p', { class: 'muted' }, 'No recorded flow would be dropped at enforcement.')),
     h('section', { 'aria-labelledby': 'h-members' }, h('h2', { id: 'h-members' }, 'Members'),
       h('ul', {}, v.members.map((m) => h('li', {}, memberText(m))))),
     h('section', { 'aria-labelledby': 'h-rules' }, h('h2', { id: 'h-rules' }, 'Rules'),
