@@ -25,6 +25,28 @@ pub struct ControlPlane {
     dir: PathBuf,
 }
 
+/// Removes the data directories (etcd, ~200 MB each) of control planes whose test process has
+/// ended: the shared control plane lives in a static, so its process cannot remove its own
+/// directory; the next test binary that starts one does.
+fn remove_stale_data_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let Some(pid) = name
+            .strip_prefix("microseg-cp-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 impl ControlPlane {
     /// Builds the control plane if needed and starts one on 127.0.0.1.
     pub fn start() -> ControlPlane {
@@ -35,6 +57,7 @@ impl ControlPlane {
             .status()
             .expect("run.sh build");
         assert!(status.success(), "building the control plane failed");
+        remove_stale_data_dirs();
         let dir = std::env::temp_dir().join(format!(
             "microseg-cp-{}-{}",
             std::process::id(),
