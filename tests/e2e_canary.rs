@@ -119,7 +119,7 @@ async fn a_canary_that_drops_rolls_back_and_one_that_holds_completes_every_step(
     std::fs::write(env.dir.join("ingest-token"), TOKEN).unwrap();
     let token = env.dir.join("ingest-token").display().to_string();
     let ctl = env.controller("a", &["--ingest-token-file", &token]);
-    let http = ctl.http;
+    let http = ctl.ingest;
 
     let mut vms: Vec<Value> = serde_json::from_slice(
         &std::fs::read(common::repo().join("deploy/nsxsim/example-vms.json")).unwrap(),

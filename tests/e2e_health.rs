@@ -304,13 +304,13 @@ async fn every_state_reads_right_in_kstatus_argo_cd_and_kubectl() {
     settle(&env, "window-missing", "Pending", "Stalled", "True");
     settle(&env, "peer-missing", "Monitoring", "Stalled", "True");
     settle(&env, "rolledback", "Enforcing", "Ready", "True");
-    let http = ctl.http;
+    let (http, ingest) = (ctl.http, ctl.ingest);
     let dropped = flow_lines(&env, "10.88.0.8", 8080).await;
     assert!(dropped[0].contains(" DROP "), "{dropped:?}");
     for _ in 0..3 {
         let lines = flow_lines(&env, "10.88.0.8", 8080).await;
         let resp = reqwest::Client::new()
-            .post(format!("http://127.0.0.1:{http}/ingest/lines"))
+            .post(format!("http://127.0.0.1:{ingest}/ingest/lines"))
             .bearer_auth(TOKEN)
             .body(lines.join("\n"))
             .send()
