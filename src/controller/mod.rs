@@ -10,6 +10,7 @@
 pub mod canary;
 pub mod cli;
 pub mod context;
+pub mod decide;
 pub mod guard;
 pub mod invalid;
 pub mod members;
@@ -83,6 +84,14 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// The decide step kept asking for facts (a defect; the reconcile is retried later).
+    #[error("{policy}: decide: {message}")]
+    Decide {
+        /// namespace/name.
+        policy: String,
+        /// What went wrong.
+        message: String,
+    },
     /// The reconcile of one object panicked (caught by `guard`; the others are still served).
     #[error("{object}: reconcile panicked: {message}")]
     ReconcilePanicked {
@@ -107,6 +116,7 @@ impl Error {
             Error::MissingNamespace => crate::api::condition::reason::INVALID_OBJECT,
             Error::Lease(_) => "LeaderElection",
             Error::Http { .. } => "Http",
+            Error::Decide { .. } => "Decide",
             Error::ReconcilePanicked { .. } => crate::api::condition::reason::RECONCILE_PANICKED,
         }
     }

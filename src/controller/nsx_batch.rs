@@ -136,9 +136,14 @@ type PolicyKey = (String, String);
 #[derive(Default)]
 struct ReadBackState {
     pending: HashMap<PolicyKey, u64>,
-    kept: HashMap<PolicyKey, SecurityPolicy>,
+    /// Read back and not yet asked for, since when.
+    kept: HashMap<PolicyKey, (SecurityPolicy, std::time::Instant)>,
     batch: u64,
 }
+
+/// How long a policy read back waits for its writer to ask (a writer that never asks, e.g. one
+/// whose reconcile ended in an error, leaves its entry for this long at most).
+const KEPT_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The read-back of batched writes: one listing, made when the first writer asks, serves every
 /// policy pending then (a writer that does not ask, e.g. a flip that creates no rule, costs none).
@@ -174,7 +179,7 @@ impl ReadBack {
     }
 
     fn take(&self, k: &PolicyKey) -> Option<SecurityPolicy> {
-        self.lock().kept.remove(k)
+        self.lock().kept.remove(k).map(|(p, _)| p)
     }
 
     /// Reads back every pending policy with one listing when `k` is pending (unless a listing
@@ -199,7 +204,11 @@ impl ReadBack {
         };
         let listed = nsx.policy_trees().await;
         let mut s = self.lock();
-        s.kept.clear();
+        // What earlier listings kept stays for its writers (another batch's listing may come
+        // between a write's reply and its writer asking); only entries nobody asked for go.
+        let now = std::time::Instant::now();
+        s.kept
+            .retain(|_, (_, at)| now.duration_since(*at) < KEPT_FOR);
         match listed {
             Ok(trees) => {
                 for t in trees {
@@ -208,7 +217,7 @@ impl ReadBack {
                         // Written again since the listing began: the listing may predate it.
                         if want.contains_key(&key) && s.pending.get(&key) == want.get(&key) {
                             s.pending.remove(&key);
-                            s.kept.insert(key, p);
+                            s.kept.insert(key, (p, now));
                         }
                     }
                 }
@@ -221,7 +230,7 @@ impl ReadBack {
                 s.pending.remove(key);
             }
         }
-        s.kept.remove(k)
+        s.kept.remove(k).map(|(p, _)| p)
     }
 }
 

@@ -1,23 +1,20 @@
-//! Reconciles one SegmentationPolicy. `apply` runs, in order:
-//! 1. gather the window (from its store; when it is missing, the window as last seen in status
-//!    with the recorded effective schedule, so the brakes keep working), the peers' group
-//!    paths, the monitor summary, how the spec compares with the spec under DROP, and `now`;
-//! 2. ask `schedule::evaluate` for the phase and the next instant the answer can change;
-//! 3. send the owner notices that are due and not yet recorded (and re-evaluate if the
-//!    Scheduled notice was just delivered); a decision that enters enforcement is checked for
-//!    effective members last, on the final decision;
-//! 4. ask `plan::desired` for the NSX objects of the phase, read NSX, `plan::diff`, and make at
-//!    most one hierarchical write (none in dry-run mode); read back the rule ids;
-//! 5. build the status with the pure `status::build` and send it with one server-side apply;
-//! 6. emit events for transitions, drift, errors and notices;
-//! 7. requeue for the next instant (or the resync period, whichever is first).
+//! Reconciles one SegmentationPolicy: observe → decide → act.
+//! 1. **observe**: the window (from its store; when it is missing, the window as last seen in
+//!    status with the recorded effective schedule, so the brakes keep working), the peers'
+//!    group paths, NSX as the cache holds it, and `now`;
+//! 2. **decide** (`decide::decide`, pure): the schedule's phase, the owner notices due, the
+//!    member check ahead of and on entering enforcement, the canary VMs, and the NSX writes
+//!    (`plan::desired`, `plan::diff`); it asks for a fact it lacks (a member count, the canary
+//!    VMs) or for notices to be sent, and is asked again;
+//! 3. **act**: the NSX writes (coalesced with other reconciles' by `nsx_batch`), the policy read
+//!    back for NSX's rule ids;
+//! 4. **record** (`decide::conclude`, pure, then act): one status patch when something changed,
+//!    the events, the requeue at the next instant the answer can change.
 //!
 //! `cleanup` (finalizer) removes what the policy owns in NSX, and only that.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
@@ -27,26 +24,26 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, instrument, warn};
 
+use super::canary::Choice;
 use super::context::Context;
-use super::members;
-use super::notices::{self, Facts, scheduled_delivered_at};
-use super::status::{self, NsxFacts, Observation, SyncOutcome};
+use super::decide::{
+    self, CanaryFact, Done, Names, Need, Observed, Plan, Record, Sent, Severity, Step, WindowSource,
+};
+use super::notices::Due;
 use super::{Error, FIELD_MANAGER, NSX_CLEANUP_FINALIZER};
-use crate::api::condition::{self, reason};
+use crate::api::condition::reason;
 use crate::api::k8s::Time;
 use crate::api::{
-    AfterCleanup, EffectiveSchedule, EnforcementWindow, EnforcementWindowSpec, NotificationRecord,
-    Phase, SegmentationPolicy, SegmentationPolicyStatus, WindowSnapshot, approved_generation,
+    EnforcementWindow, NotificationRecord, SegmentationPolicy, SegmentationPolicyStatus,
+    WindowSnapshot,
 };
 use crate::notify::Notice;
 use crate::plan::{self, LiveState, PeerGroups};
-use crate::schedule::{self, Blocker, Decision, MonitorSummary, Schedule, Window};
+use crate::schedule::{self, Blocker, Decision, Window};
 
-/// How soon a reconcile whose NSX write failed tries again (at most).
-const NSX_RETRY: Duration = Duration::from_secs(10);
-
-/// How soon a policy whose window is missing (and that never had a schedule) looks again.
-const WINDOW_RETRY: Duration = Duration::from_secs(5);
+/// How many facts one reconcile may ask for before it gives up (each need is answered once;
+/// more means a defect, reported as an error rather than a loop).
+const MAX_NEEDS: usize = 8;
 
 /// Entry point for the Controller.
 #[instrument(skip(policy, ctx), fields(policy = %format!("{}/{}", policy.namespace().unwrap_or_default(), policy.name_any())))]
@@ -85,13 +82,6 @@ pub fn error_policy(policy: Arc<SegmentationPolicy>, error: &Error, ctx: Arc<Con
         Some(d) => Action::requeue(d),
         None => Action::requeue(ctx.settings.resync),
     }
-}
-
-struct Names {
-    ns: String,
-    name: String,
-    id: String,
-    domain: String,
 }
 
 fn names(p: &SegmentationPolicy, ctx: &Context) -> Names {
@@ -137,45 +127,6 @@ fn resolve_peers(p: &SegmentationPolicy, ns: &str, ctx: &Context) -> (PeerGroups
     (groups, blocker)
 }
 
-/// The monitor summary the schedule reads. The rollback trigger counts dropped unmatched flows
-/// since enforcement started, within the window's rollback period.
-fn monitor_summary(
-    status: &SegmentationPolicyStatus,
-    rollback: Option<&crate::api::RollbackGate>,
-    now: Timestamp,
-) -> MonitorSummary {
-    let m = status.monitor.clone().unwrap_or_default();
-    let enforced_since = status
-        .schedule
-        .as_ref()
-        .and_then(|s| s.enforced_since.as_ref())
-        .map(|t| t.0);
-    // Drops of an earlier enforcement never count again: the series has minute buckets, and
-    // the bucket of the last return to PASS (a rollback) may hold the drops that caused it.
-    let returned = status
-        .schedule
-        .as_ref()
-        .and_then(|s| s.evidence_from.as_ref())
-        .map(|t| t.0);
-    let rollback_triggered = match (rollback, enforced_since) {
-        (Some(gate), Some(since)) => {
-            let mut recent = m.clone();
-            if let Some(r) = returned {
-                recent.series.retain(|b| b.start.0 > r);
-            }
-            crate::monitor::aggregate::dropped_within(&recent, since, gate.period.get(), now)
-                >= gate.dropped_flows
-        }
-        _ => false,
-    };
-    MonitorSummary {
-        open_alerts: m.open_alerts,
-        last_unmatched_at: m.last_unmatched_at.map(|t| t.0),
-        last_log_at: m.last_log_at.map(|t| t.0),
-        rollback_triggered,
-    }
-}
-
 async fn read_live(ctx: &Context, n: &Names) -> Result<LiveState, crate::nsx::Error> {
     let group = ctx.nsx.get_group(&n.domain, &n.id).await?;
     let policy = ctx.nsx.get_policy(&n.domain, &n.id).await?;
@@ -215,82 +166,36 @@ fn snapshot_window(w: &EnforcementWindow) -> WindowSnapshot {
     }
 }
 
-/// The window a policy continues with when its EnforcementWindow is gone: the recorded
-/// effective schedule and the window's settings as last seen (or the defaults, every evidence
-/// gate on). `None` when the policy never had a schedule: it stays Pending, nothing in NSX.
-fn remembered_window(prev: &SegmentationPolicyStatus) -> Option<EnforcementWindowSpec> {
-    let s: &EffectiveSchedule = prev.schedule.as_ref()?;
-    let mut spec = EnforcementWindowSpec {
-        notify_at: s.notify_at.clone(),
-        monitor_from: s.monitor_from.clone(),
-        enforce_at: s.enforce_at.clone(),
-        cleanup_at: Some(s.cleanup_at.clone()),
-        minimum_notice: crate::api::enforcement_window::DEFAULT_MINIMUM_NOTICE,
-        post_enforcement_monitoring:
-            crate::api::enforcement_window::DEFAULT_POST_ENFORCEMENT_MONITORING,
-        gates: Default::default(),
-        blackouts: Vec::new(),
-        suspend: false,
-        canary: None,
-    };
-    if let Some(w) = &prev.window {
-        spec.canary = w.canary.clone();
-        spec.minimum_notice = w.minimum_notice;
-        spec.post_enforcement_monitoring = w.post_enforcement_monitoring;
-        spec.gates = w.gates.clone();
-        spec.blackouts = w.blackouts.clone();
-        spec.suspend = w.suspend;
-    }
-    Some(spec)
-}
-
-/// Whether the catch-all drops in this phase for this spec.
-fn drops(phase: Option<Phase>, p: &SegmentationPolicy) -> bool {
-    match phase {
-        Some(Phase::Enforcing) => true,
-        Some(Phase::Completed) => p.spec.after_cleanup == AfterCleanup::KeepDrop,
-        _ => false,
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn evaluate_with(
-    window: &Window,
-    p: &SegmentationPolicy,
-    prev: &SegmentationPolicyStatus,
-    previous_schedule: Option<&Schedule>,
-    delivered: Option<Timestamp>,
-    monitor: &MonitorSummary,
-    blocker: Option<Blocker>,
-    widening: Option<String>,
-    now: Timestamp,
-) -> Decision {
-    schedule::evaluate(
-        &schedule::Inputs {
-            window,
-            suspend: p.spec.suspend,
-            approved: approved_generation(&p.metadata),
-            widening,
-            generation: p.metadata.generation.unwrap_or(0),
-            previous_phase: prev.phase,
-            previous: previous_schedule,
-            notice_delivered_at: delivered,
-            monitor,
-            blocker,
-        },
-        now,
-    )
-}
-
 async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
+    let mut o = observe(p, ctx).await;
+    let mut needs = 0;
+    let plan = loop {
+        match decide::decide(&o) {
+            Step::Act(plan) => break plan,
+            Step::Need(_) if needs >= MAX_NEEDS => {
+                return Err(Error::Decide {
+                    policy: format!("{}/{}", o.names.ns, o.names.name),
+                    message: format!("still asking for facts after {MAX_NEEDS} answers"),
+                });
+            }
+            Step::Need(need) => {
+                needs += 1;
+                answer(&mut o, need, p, ctx).await;
+            }
+        }
+    };
+    let done = act(ctx, &o.names, &plan).await;
+    let record = decide::conclude(&o, &plan, &done);
+    record_outcome(ctx, p, record).await
+}
+
+/// Everything the decision reads, but the facts it asks for on the way.
+async fn observe<'a>(p: &'a SegmentationPolicy, ctx: &'a Context) -> Observed<'a> {
     let now = ctx.clock.now();
     let n = names(p, ctx);
     let prev = p.status.clone().unwrap_or_default();
-    let prev_phase = prev.phase;
-    let generation = p.metadata.generation;
-
-    // 1. The window, or the window as last seen: the state machine always runs, so suspend,
-    //    rollback and readiness keep working when a window is pruned or renamed.
+    // The window, or the window as last seen: the state machine always runs, so suspend,
+    // rollback and readiness keep working when a window is pruned or renamed.
     let window_ref = ObjectRef::<EnforcementWindow>::new(&p.spec.window.name).within(&n.ns);
     let found = ctx.windows.get(&window_ref);
     let window_problem = found.is_none().then(|| {
@@ -305,582 +210,147 @@ async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
             }
         )
     });
-    if let Some(message) = &window_problem
-        && condition::find(&prev.conditions, condition::READY).map(|c| c.reason.as_str())
-            != Some(reason::WINDOW_NOT_FOUND)
-    {
-        publish(
-            ctx,
-            p,
-            EventType::Warning,
-            reason::WINDOW_NOT_FOUND,
-            message.clone(),
-        )
-        .await;
-    }
-    let (window_spec, snapshot) = match &found {
-        Some(w) => (w.spec.clone(), Some(snapshot_window(w))),
-        None => match remembered_window(&prev) {
-            Some(spec) => (spec, prev.window.clone()),
-            None => {
-                let message = window_problem.clone().unwrap_or_default();
-                let obs = Observation {
-                    policy: p,
-                    decision: None,
-                    window_problem: Some(message.clone()),
-                    sync: SyncOutcome::Failed {
-                        reason: reason::WINDOW_NOT_FOUND,
-                        message,
-                    },
-                    nsx: None,
-                    delivered: Vec::new(),
-                    notice_error: None,
-                    log_silence: ctx.settings.log_silence,
-                    enforced_spec: prev.enforced_spec.clone(),
-                    window: prev.window.clone(),
-                };
-                let mut built = status::build(&obs, now);
-                built.canary = prev.canary.clone();
-                if status_changed(&prev, &built) {
-                    patch_status(ctx, p, built).await?;
-                }
-                // A window applied in the same breath may not be in the store yet, and a pruned
-                // one may come back with the next sync: look again soon (no NSX call, and no
-                // status write while nothing changes).
-                return Ok(Action::requeue(ctx.settings.resync.min(WINDOW_RETRY)));
-            }
+    let window = match &found {
+        Some(w) => WindowSource::Found {
+            spec: w.spec.clone(),
+            snapshot: Box::new(snapshot_window(w)),
+        },
+        None => match decide::remembered_window(&prev) {
+            Some(spec) => WindowSource::Remembered(spec),
+            None => WindowSource::Missing,
         },
     };
-    let w = Window::from_spec(&window_spec, ctx.settings.log_silence);
-
-    // 2. Peers, NSX, monitor summary, readiness.
-    let (peers, mut blocker) = resolve_peers(p, &n.ns, ctx);
-    let live = read_live(ctx, &n).await;
-    if let Err(e) = &live {
-        blocker.get_or_insert(Blocker {
-            reason: reason::NSX_ERROR,
-            message: format!("NSX could not be read: {e}"),
-        });
-    }
-    let previously_synced = condition::find(&prev.conditions, condition::SYNCED)
-        .map(|c| c.status == condition::TRUE && c.observed_generation == generation)
-        .unwrap_or(false);
-    if !previously_synced && !prev_phase.unwrap_or_default().drops() {
-        blocker.get_or_insert(Blocker {
-            reason: reason::NOT_READY,
-            message: "NSX has not yet been confirmed in sync with this spec".into(),
-        });
-    }
-    let monitor = monitor_summary(&prev, window_spec.gates.rollback.as_ref(), now);
-    // A spec change under DROP: does it widen what DROP affects?
-    let comparison = match (&prev.enforced_spec, generation) {
-        (Some(enforced), Some(g)) if drops(prev_phase, p) && enforced.generation != g => {
-            Some(plan::widening::compare(enforced, &p.spec, &n.ns))
-        }
-        _ => None,
+    let (peers, peer_blocker) = resolve_peers(p, &n.ns, ctx);
+    // NSX is not read for a policy that has no window to run on: nothing is written then.
+    let live = match window {
+        WindowSource::Missing => None,
+        _ => Some(read_live(ctx, &n).await),
     };
-    let widening = comparison.as_ref().and_then(|c| c.widening());
-    let previous_schedule = prev.schedule.as_ref().map(Schedule::from_status);
-    let facts = Facts {
-        namespace: &n.ns,
-        name: &n.name,
-        owners: &p.spec.owners,
-        records: &prev.notifications,
-        open_alerts: monitor.open_alerts,
-        reminder_before: ctx.settings.reminder_before,
-    };
-    let delivered = scheduled_delivered_at(&facts);
-    let mut decision = evaluate_with(
-        &w,
-        p,
-        &prev,
-        previous_schedule.as_ref(),
-        delivered,
-        &monitor,
-        blocker.clone(),
-        widening.clone(),
-        now,
-    );
-
-    // 3. Notices.
-    let (records, notice_error) = send_notices(p, ctx, &n, &decision, &facts, &w, now).await;
-    let mut delivered = delivered;
-    if !records.is_empty() && decision.schedule.notice_delivered_at.is_none() {
-        let mut all = prev.notifications.clone();
-        all.extend(records.iter().cloned());
-        let facts = Facts {
-            records: &all,
-            ..facts
-        };
-        if let Some(t) = scheduled_delivered_at(&facts) {
-            delivered = Some(t);
-            decision = evaluate_with(
-                &w,
-                p,
-                &prev,
-                previous_schedule.as_ref(),
-                delivered,
-                &monitor,
-                blocker.clone(),
-                widening.clone(),
-                now,
-            );
-        }
-    }
-
-    // Entering enforcement needs members: a DROP on an empty group protects nothing and says
-    // the membership criteria are wrong. Checked on the final decision of this reconcile.
-    let group_key = format!("{}/{}", n.domain, n.id);
-    if decision.phase == Phase::Monitoring
-        && members::due(decision.schedule.enforce_at, now)
-        && !ctx.members.has_fresh(&group_key, generation, now)
-        && let Ok(count) = ctx.nsx.group_member_count(&n.domain, &n.id).await
-    {
-        // Ahead of the flip, so that the flip is a pure write (a failure here is retried by
-        // the flip itself).
-        ctx.members.remember(&group_key, generation, now, count);
-    }
-    if decision.phase == Phase::Enforcing && !drops(prev_phase, p) {
-        let members = match ctx.members.fresh(&group_key, generation, now) {
-            Some(count) => Ok(count),
-            None => ctx.nsx.group_member_count(&n.domain, &n.id).await,
-        };
-        let problem = match members {
-            Ok(0) => Some(Blocker {
-                reason: reason::NO_MEMBERS,
-                message: "spec.members: the NSX group has no effective members (no VM or address matches)".into(),
-            }),
-            Ok(_) => None,
-            Err(e) => Some(Blocker {
-                reason: reason::NSX_ERROR,
-                message: format!("NSX group members could not be read: {e}"),
-            }),
-        };
-        if let Some(b) = problem {
-            blocker = Some(blocker.unwrap_or(b));
-            decision = evaluate_with(
-                &w,
-                p,
-                &prev,
-                previous_schedule.as_ref(),
-                delivered,
-                &monitor,
-                blocker.clone(),
-                widening.clone(),
-                now,
-            );
-        }
-    }
-
-    // 3b. Canary: the VMs of the step in force. If they cannot be read, every VM stays PASS
-    //     (the NotReady gate), never the whole application at DROP.
-    let mut choice = None;
-    match super::canary::choose(ctx.nsx.as_ref(), p, &n.domain, &n.id, &decision, &w).await {
-        Ok(c) => choice = c,
-        Err(e) => {
-            blocker = Some(blocker.unwrap_or(Blocker {
-                reason: reason::NSX_ERROR,
-                message: format!("canary VMs could not be read: {e}"),
-            }));
-            decision = evaluate_with(
-                &w,
-                p,
-                &prev,
-                previous_schedule.as_ref(),
-                delivered,
-                &monitor,
-                blocker.clone(),
-                widening.clone(),
-                now,
-            );
-        }
-    }
-
-    // 4. NSX.
-    let (sync, nsx_facts, decision) = sync_nsx(
-        p,
-        ctx,
-        &n,
-        &peers,
-        live,
-        choice.as_ref(),
-        decision,
-        &w,
-        &prev,
-        &monitor,
-        blocker,
-        widening.clone(),
-        now,
-    )
-    .await;
-
-    // 5. Status. The spec under DROP is recorded whenever this decision drops; a widening
-    //    change that is not approved went back to PASS above and keeps the old record.
-    let enforced_spec = match generation {
-        Some(g) if drops(Some(decision.phase), p) => Some(plan::widening::snapshot(&p.spec, g)),
-        _ => prev.enforced_spec.clone(),
-    };
-    let obs = Observation {
+    let new_application = matches!(&live, Some(Ok(l)) if l.group.is_none() && l.policy.is_none());
+    let peer_groups_in_nsx = !(new_application
+        && ctx.settings.nsx_batch.is_some()
+        && !ctx.settings.dry_run
+        && peer_group_missing(ctx, &peers).await);
+    let members = ctx
+        .members
+        .fresh(&n.group_key(), p.metadata.generation, now)
+        .map(Ok);
+    Observed {
         policy: p,
-        decision: Some(&decision),
-        window_problem: window_problem.clone(),
-        sync: sync.clone(),
-        nsx: nsx_facts,
-        delivered: records.clone(),
-        notice_error: notice_error.clone(),
-        log_silence: w.max_log_silence.unwrap_or(ctx.settings.log_silence),
-        enforced_spec,
-        window: snapshot.or(prev.window.clone()),
-    };
-    let mut built = status::build(&obs, now);
-    // The canary step as written; kept as it was when NSX could not be written.
-    built.canary = match &sync {
-        SyncOutcome::Failed { .. } => prev.canary.clone(),
-        _ => super::canary::status(choice.as_ref()),
-    };
+        names: n,
+        now,
+        identity: &ctx.identity,
+        settings: &ctx.settings,
+        window,
+        window_problem,
+        peers,
+        peer_blocker,
+        live,
+        peer_groups_in_nsx,
+        members,
+        canary: None,
+        notices: None,
+    }
+}
+
+/// Observes the fact the decision asked for (or sends the notices it found due).
+async fn answer(o: &mut Observed<'_>, need: Need, p: &SegmentationPolicy, ctx: &Context) {
+    let n = &o.names;
+    match need {
+        Need::Members => {
+            let count = ctx.nsx.group_member_count(&n.domain, &n.id).await;
+            if let Ok(c) = &count {
+                // Ahead of the flip, so that the flip is a pure write.
+                ctx.members
+                    .remember(&n.group_key(), p.metadata.generation, o.now, *c);
+            }
+            o.members = Some(count);
+        }
+        Need::Canary(d) => {
+            let Some(w) = o.window() else { return };
+            let result = super::canary::choose(ctx.nsx.as_ref(), p, &n.domain, &n.id, &d, &w).await;
+            if let Some(key) = decide::canary_key(&d) {
+                o.canary = Some(CanaryFact { key, result });
+            }
+        }
+        Need::Notify { decision, due } => {
+            let Some(w) = o.window() else { return };
+            let choice = o
+                .canary
+                .as_ref()
+                .filter(|c| Some(c.key) == decide::canary_key(&decision))
+                .and_then(|c| c.result.clone().ok().flatten());
+            let sent = send_notices(p, ctx, n, &decision, due, &w, choice.as_ref(), o.now).await;
+            o.notices = Some(sent);
+        }
+    }
+}
+
+/// The plan's writes in order (the first failure stops them), then the policy read back.
+async fn act(ctx: &Context, n: &Names, plan: &Plan) -> Done {
+    let mut done = Done::default();
+    for (i, w) in plan.writes.iter().enumerate() {
+        ctx.metrics.nsx_writes.inc();
+        match ctx.nsx.patch_infra(&w.patch).await {
+            Ok(()) => info!(changes = %w.summary.join("; "), "Applied NSX changes"),
+            Err(e) => {
+                warn!(error = %e, "NSX write failed");
+                done.failed = Some((i, e));
+                return done;
+            }
+        }
+    }
+    if plan.read_back {
+        done.read_back = Some(ctx.nsx.get_policy(&n.domain, &n.id).await);
+    }
+    done
+}
+
+/// The status patch (when something changed), the events and the metrics of a reconcile.
+async fn record_outcome(
+    ctx: &Context,
+    p: &SegmentationPolicy,
+    record: Record,
+) -> Result<Action, Error> {
+    let prev = p.status.clone().unwrap_or_default();
     // A reconcile may run on a copy older than this controller's own last status write (the
     // watch lags under load): what it would write again, and announce again, it skips.
     let uid = p.metadata.uid.clone().unwrap_or_default();
-    let written_before = ctx.statuses.is_last(&uid, &built);
-    let new_status = status_changed(&prev, &built) && !written_before;
-    if new_status {
-        let memo = built.clone();
-        patch_status(ctx, p, built).await?;
-        ctx.statuses.wrote(&uid, &memo);
+    let written_before = ctx.statuses.is_last(&uid, &record.status);
+    if status_changed(&prev, &record.status) && !written_before {
+        patch_status(ctx, p, &record.status).await?;
+        ctx.statuses.wrote(&uid, &record.status);
     }
-
-    // 6. Events and metrics.
-    if decision.phase == Phase::Enforcing
-        && prev_phase != Some(Phase::Enforcing)
-        && !w.waived.is_empty()
+    if let Some(d) = &record.decision
+        && prev.phase != Some(d.phase)
+        && !written_before
     {
-        let names: Vec<&str> = w.waived.iter().map(|g| g.as_str()).collect();
-        publish(
-            ctx,
-            p,
-            EventType::Warning,
-            reason::GATE_WAIVED,
-            format!(
-                "enforcing with gates waived by window {}: {} (DROP without that evidence)",
-                p.spec.window.name,
-                names.join(", ")
-            ),
-        )
-        .await;
+        info!(phase = %d.phase, reason = d.reason, "phase changed");
     }
-    if let Some(c) = &comparison
-        && decision.phase.drops()
+    if let Some((phase, late)) = record.lateness
+        && !written_before
     {
-        let note = match c.widening() {
-            Some(why) => format!(
-                "generation {} is approved: stays enforcing although it widens what DROP affects ({why})",
-                generation.unwrap_or_default()
-            ),
-            None if c.narrows.is_empty() => {
-                "spec change does not touch what DROP affects: stays enforcing".to_string()
-            }
-            None => format!(
-                "spec change only narrows what DROP affects or adds allow rules ({}): stays enforcing",
-                c.narrows.join("; ")
-            ),
+        ctx.metrics
+            .transition_lateness
+            .get_or_create(&super::metrics::PhaseLabel {
+                phase: phase.to_string(),
+            })
+            .observe(late);
+    }
+    if record.drift {
+        ctx.metrics.drift_corrected.inc();
+    }
+    for e in record.events {
+        if e.once && written_before {
+            continue;
+        }
+        let type_ = match e.severity {
+            Severity::Normal => EventType::Normal,
+            Severity::Warning => EventType::Warning,
         };
-        publish(ctx, p, EventType::Normal, reason::CHANGE_ACCEPTED, note).await;
+        publish(ctx, p, type_, &e.reason, e.note).await;
     }
-    if prev_phase != Some(decision.phase) && !written_before {
-        let type_ = if matches!(decision.phase, Phase::Held | Phase::RolledBack) {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        };
-        info!(phase = %decision.phase, reason = decision.reason, "phase changed");
-        publish(
-            ctx,
-            p,
-            type_,
-            decision.reason,
-            format!("{}: {}", decision.phase, decision.message),
-        )
-        .await;
-        let scheduled = match decision.phase {
-            Phase::Monitoring => Some(decision.schedule.monitor_from),
-            Phase::Enforcing => Some(decision.schedule.enforce_at),
-            Phase::Completed => Some(decision.schedule.cleanup_at),
-            _ => None,
-        };
-        if let Some(at) = scheduled {
-            let late = now.duration_since(at).as_secs_f64().max(0.0);
-            ctx.metrics
-                .transition_lateness
-                .get_or_create(&super::metrics::PhaseLabel {
-                    phase: decision.phase.to_string(),
-                })
-                .observe(late);
-        }
-    }
-    match &sync {
-        SyncOutcome::Applied(summary) => {
-            let drift = prev_phase == Some(decision.phase)
-                && previously_synced
-                && prev.observed_generation == generation;
-            if drift {
-                ctx.metrics.drift_corrected.inc();
-                publish(
-                    ctx,
-                    p,
-                    EventType::Warning,
-                    "DriftCorrected",
-                    format!(
-                        "NSX differed from the desired state and was corrected: {}",
-                        summary.join("; ")
-                    ),
-                )
-                .await;
-            } else {
-                publish(
-                    ctx,
-                    p,
-                    EventType::Normal,
-                    reason::APPLIED,
-                    format!("Applied NSX changes: {}", summary.join("; ")),
-                )
-                .await;
-            }
-        }
-        SyncOutcome::DryRun(summary) if !summary.is_empty() => {
-            info!(changes = %summary.join("; "), "dry run: NSX changes not written");
-            publish(
-                ctx,
-                p,
-                EventType::Normal,
-                reason::DRY_RUN,
-                format!("Would apply: {}", summary.join("; ")),
-            )
-            .await;
-        }
-        SyncOutcome::Failed { reason, message } => {
-            warn!(reason = *reason, message = %message, "NSX not in sync");
-            publish(ctx, p, EventType::Warning, reason, message.clone()).await;
-        }
-        _ => {}
-    }
-    for r in &records {
-        publish(
-            ctx,
-            p,
-            EventType::Normal,
-            "NoticeSent",
-            format!(
-                "{} notice delivered to {} by {}",
-                r.kind, r.owner, r.channel
-            ),
-        )
-        .await;
-    }
-    if let Some(e) = &notice_error {
-        publish(ctx, p, EventType::Warning, "NoticeFailed", e.clone()).await;
-    }
-
-    // 7. Requeue.
-    let mut wait = ctx.settings.resync;
-    // The Reminder notice is due at enforceAt - reminderBefore, which is not a phase change.
-    let reminder_at =
-        crate::api::time::minus(decision.schedule.enforce_at, ctx.settings.reminder_before);
-    if decision.phase == Phase::Monitoring
-        && decision.schedule.notice_delivered_at.is_some()
-        && reminder_at > now
-    {
-        wait = wait.min(
-            now.duration_until(reminder_at)
-                .unsigned_abs()
-                .saturating_add(Duration::from_millis(5)),
-        );
-    }
-    // The members are counted in the minute before enforceAt.
-    let precheck_at = crate::api::time::minus(decision.schedule.enforce_at, members::AHEAD);
-    if decision.phase == Phase::Monitoring && precheck_at > now {
-        wait = wait.min(
-            now.duration_until(precheck_at)
-                .unsigned_abs()
-                .saturating_add(Duration::from_millis(5)),
-        );
-    }
-    if let Some(at) = decision.wake_at {
-        let until = now.duration_until(at).unsigned_abs();
-        // Wake just after the instant so the answer has changed when we look.
-        wait = wait.min(until.saturating_add(Duration::from_millis(5)));
-    }
-    if prev_phase != Some(decision.phase)
-        || notice_error.is_some()
-        || matches!(sync, SyncOutcome::Failed { .. })
-    {
-        let retry = if matches!(sync, SyncOutcome::Failed { .. }) {
-            // NSX refused or failed (often a peer's group written a moment later by its own
-            // reconcile): try again soon; the client's pacing keeps the manager's budget.
-            ctx.settings.notice_retry.min(NSX_RETRY)
-        } else if notice_error.is_some() {
-            ctx.settings.notice_retry
-        } else {
-            Duration::from_millis(200)
-        };
-        wait = wait.min(retry);
-    }
-    Ok(Action::requeue(wait))
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn sync_nsx(
-    p: &SegmentationPolicy,
-    ctx: &Context,
-    n: &Names,
-    peers: &PeerGroups,
-    live: Result<LiveState, crate::nsx::Error>,
-    choice: Option<&super::canary::Choice>,
-    decision: Decision,
-    w: &Window,
-    prev: &SegmentationPolicyStatus,
-    monitor: &MonitorSummary,
-    blocker: Option<Blocker>,
-    widening: Option<String>,
-    now: Timestamp,
-) -> (SyncOutcome, Option<NsxFacts>, Decision) {
-    let prev_drops = prev.phase.unwrap_or_default().drops();
-    let live = match live {
-        Ok(l) => l,
-        Err(e) => {
-            return (
-                SyncOutcome::Failed {
-                    reason: reason::NSX_ERROR,
-                    message: format!("NSX could not be read: {e}"),
-                },
-                None,
-                decision,
-            );
-        }
-    };
-    // A new application's group goes first, alone, when its rules name a peer group NSX does
-    // not hold yet: two applications that name each other would otherwise each wait for the
-    // other's group. (With writes coalesced, a new application otherwise writes its group and
-    // policy in one call; without, the group always goes first, as before.)
-    let mut live = live;
-    let group_first = live.group.is_none()
-        && live.policy.is_none()
-        && !ctx.settings.dry_run
-        && (ctx.settings.nsx_batch.is_none() || peer_group_missing(ctx, peers).await);
-    if group_first {
-        let pending = plan::desired(
-            p,
-            Phase::Pending,
-            &plan::Context {
-                identity: &ctx.identity,
-                peers,
-                previous_sequence: &Default::default(),
-            },
-        )
-        .and_then(|d| plan::diff(&d, &live, &ctx.identity, &n.ns, &n.name).map(|c| (d.group, c)));
-        if let Ok((
-            group,
-            plan::Change {
-                patch: Some(patch),
-                summary,
-            },
-        )) = pending
-        {
-            if let Err(e) = write(ctx, &patch, &summary).await {
-                return (
-                    SyncOutcome::Failed {
-                        reason: reason::NSX_ERROR,
-                        message: format!("NSX write failed: {e}"),
-                    },
-                    Some(facts(n, &live)),
-                    decision,
-                );
-            }
-            live.group = Some(group);
-        }
-    }
-    let sequence = live.rule_sequence();
-    let cx = plan::Context {
-        identity: &ctx.identity,
-        peers,
-        previous_sequence: &sequence,
-    };
-    let planned = plan::desired(p, decision.phase, &cx).and_then(|d| {
-        super::canary::change(d, choice, prev.canary.as_ref(), |d| {
-            plan::diff(d, &live, &ctx.identity, &n.ns, &n.name)
-        })
-    });
-    let (desired, change) = match planned {
-        Ok(x) => x,
-        Err(e) => {
-            return (
-                SyncOutcome::Failed {
-                    reason: e.reason(),
-                    message: e.to_string(),
-                },
-                Some(facts(n, &live)),
-                decision,
-            );
-        }
-    };
-    let Some(patch) = change.patch else {
-        return (SyncOutcome::InSync, Some(facts(n, &live)), decision);
-    };
-    if ctx.settings.dry_run {
-        return (
-            SyncOutcome::DryRun(change.summary),
-            Some(facts(n, &live)),
-            decision,
-        );
-    }
-    match write(ctx, &patch, &change.summary).await {
-        Ok(()) => {
-            // Read back the policy for NSX's rule ids; the group is as written.
-            let after = match ctx.nsx.get_policy(&n.domain, &n.id).await {
-                Ok(policy) => LiveState {
-                    group: live.group.clone().or(Some(desired.group.clone())),
-                    policy,
-                },
-                Err(_) => live,
-            };
-            (
-                SyncOutcome::Applied(change.summary),
-                Some(facts(n, &after)),
-                decision,
-            )
-        }
-        Err(e) => {
-            let message = format!("NSX write failed: {e}");
-            warn!(error = %e, "NSX write failed");
-            // A failed write never counts as enforcement: report Held while NSX still passes.
-            let decision = if decision.phase.drops() && !prev_drops {
-                let held = Blocker {
-                    reason: reason::NSX_ERROR,
-                    message: message.clone(),
-                };
-                evaluate_with(
-                    w,
-                    p,
-                    prev,
-                    prev.schedule.as_ref().map(Schedule::from_status).as_ref(),
-                    decision.schedule.notice_delivered_at,
-                    monitor,
-                    Some(blocker.unwrap_or(held)),
-                    widening,
-                    now,
-                )
-            } else {
-                decision
-            };
-            (
-                SyncOutcome::Failed {
-                    reason: reason::NSX_ERROR,
-                    message,
-                },
-                Some(facts(n, &live)),
-                decision,
-            )
-        }
-    }
+    Ok(Action::requeue(record.requeue))
 }
 
 /// Whether a peer group the rules name is not (known to be) in NSX.
@@ -899,51 +369,25 @@ async fn peer_group_missing(ctx: &Context, peers: &PeerGroups) -> bool {
     false
 }
 
-/// One hierarchical write, counted and logged.
-async fn write(
-    ctx: &Context,
-    patch: &crate::nsx::model::Infra,
-    summary: &[String],
-) -> Result<(), crate::nsx::Error> {
-    ctx.metrics.nsx_writes.inc();
-    ctx.nsx.patch_infra(patch).await?;
-    info!(changes = %summary.join("; "), "Applied NSX changes");
-    Ok(())
-}
-
-fn facts(n: &Names, live: &LiveState) -> NsxFacts {
-    NsxFacts {
-        group_path: live
-            .group
-            .as_ref()
-            .map(|_| plan::group_path(&n.domain, &n.id)),
-        policy_path: live
-            .policy
-            .as_ref()
-            .map(|_| plan::policy_path(&n.domain, &n.id)),
-        revision: live.policy.as_ref().and_then(|p| p.meta.revision),
-        rule_ids: live.rule_ids(),
-    }
-}
-
+/// Sends the notices due and records each delivery.
+#[allow(clippy::too_many_arguments)]
 async fn send_notices(
     p: &SegmentationPolicy,
     ctx: &Context,
     n: &Names,
     d: &Decision,
-    facts: &Facts<'_>,
+    due: Vec<Due>,
     w: &Window,
-    now: Timestamp,
-) -> (Vec<NotificationRecord>, Option<String>) {
-    let due = notices::due(d, facts, now);
-    if due.is_empty() {
-        return (Vec::new(), None);
-    }
+    choice: Option<&Choice>,
+    now: k8s_openapi::jiff::Timestamp,
+) -> Sent {
     let Some(notifier) = &ctx.notifier else {
-        return (
-            Vec::new(),
-            Some("no notification channel is configured: owner notices cannot be sent".into()),
-        );
+        return Sent {
+            records: Vec::new(),
+            error: Some(
+                "no notification channel is configured: owner notices cannot be sent".into(),
+            ),
+        };
     };
     let mut records = Vec::new();
     let mut errors = Vec::new();
@@ -952,17 +396,6 @@ async fn send_notices(
         .as_ref()
         .and_then(|s| s.monitor.clone())
         .unwrap_or_default();
-    // The canary VMs, for a notice sent while a canary step is in force (chosen as the NSX
-    // write will choose them: the choice is deterministic).
-    let choice = if d.schedule.canary_step.is_some() {
-        super::canary::choose(ctx.nsx.as_ref(), p, &n.domain, &n.id, d, w)
-            .await
-            .ok()
-            .flatten()
-    } else {
-        None
-    };
-    let choice = choice.as_ref();
     for item in due {
         // A Scheduled notice announces the date that holds if it is delivered now: never less
         // than the minimum notice from now.
@@ -1031,7 +464,10 @@ async fn send_notices(
             )),
         }
     }
-    (records, (!errors.is_empty()).then(|| errors.join("; ")))
+    Sent {
+        records,
+        error: (!errors.is_empty()).then(|| errors.join("; ")),
+    }
 }
 
 /// Whether the status to apply differs from what the object holds (the monitor's part is not
@@ -1048,7 +484,7 @@ fn status_changed(prev: &SegmentationPolicyStatus, new: &SegmentationPolicyStatu
 async fn patch_status(
     ctx: &Context,
     p: &SegmentationPolicy,
-    status: SegmentationPolicyStatus,
+    status: &SegmentationPolicyStatus,
 ) -> Result<(), Error> {
     let api: Api<SegmentationPolicy> =
         Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
@@ -1172,56 +608,5 @@ async fn cleanup(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error>
                 source: e,
             })
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::api::{EffectiveSchedule, MonitorBucket, MonitorStatus, RollbackGate};
-
-    fn at(s: i64) -> Timestamp {
-        Timestamp::from_second(1_800_000_000 + s).unwrap()
-    }
-
-    #[test]
-    fn drops_of_an_earlier_enforcement_do_not_roll_back_the_next_one() {
-        // Three drops at +10 s caused a rollback at +20 s; the same minute's bucket still holds
-        // them when the application enforces again at +40 s.
-        let bucket = MonitorBucket {
-            start: Time(at(0)),
-            unmatched: 3,
-            dropped: 3,
-        };
-        let gate = RollbackGate {
-            dropped_flows: 3,
-            period: crate::api::duration::Duration::seconds(120),
-        };
-        let schedule = |evidence: Option<i64>| EffectiveSchedule {
-            notify_at: Time(at(-100)),
-            monitor_from: Time(at(-90)),
-            enforce_at: Time(at(-50)),
-            cleanup_at: Time(at(500)),
-            notice_delivered_at: Some(Time(at(-100))),
-            enforced_since: Some(Time(at(40))),
-            rolled_back_generation: evidence.map(|_| 1),
-            evidence_from: evidence.map(|s| Time(at(s))),
-            canary_step: None,
-            canary_since: None,
-        };
-        let status = |evidence| SegmentationPolicyStatus {
-            schedule: Some(schedule(evidence)),
-            monitor: Some(MonitorStatus {
-                series: vec![bucket.clone()],
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        assert!(
-            !monitor_summary(&status(Some(20)), Some(&gate), at(45)).rollback_triggered,
-            "the drops before the rollback at +20 s belong to the earlier enforcement"
-        );
-        // Without a recorded return to PASS the same bucket counts (first enforcement).
-        assert!(monitor_summary(&status(None), Some(&gate), at(45)).rollback_triggered);
     }
 }

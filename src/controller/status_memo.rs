@@ -38,18 +38,26 @@ impl StatusMemo {
 
     /// Whether `status` is what was written last for `uid`, less than [`HOLD`] ago.
     pub fn is_last(&self, uid: &str, status: &SegmentationPolicyStatus) -> bool {
-        let Some((d, at)) = self.lock().get(uid).copied() else {
-            return false;
-        };
-        at.elapsed() < HOLD && d == digest(status)
+        self.is_last_at(uid, status, Instant::now())
     }
 
     /// Remembers `status` as written for `uid` now.
     pub fn wrote(&self, uid: &str, status: &SegmentationPolicyStatus) {
+        self.wrote_at(uid, status, Instant::now())
+    }
+
+    fn is_last_at(&self, uid: &str, status: &SegmentationPolicyStatus, now: Instant) -> bool {
+        let Some((d, at)) = self.lock().get(uid).copied() else {
+            return false;
+        };
+        now.saturating_duration_since(at) < HOLD && d == digest(status)
+    }
+
+    fn wrote_at(&self, uid: &str, status: &SegmentationPolicyStatus, now: Instant) {
         let d = digest(status);
         let mut last = self.lock();
-        last.retain(|_, (_, at)| at.elapsed() < HOLD);
-        last.insert(uid.to_string(), (d, Instant::now()));
+        last.retain(|_, (_, at)| now.saturating_duration_since(*at) < HOLD);
+        last.insert(uid.to_string(), (d, now));
     }
 }
 
@@ -76,5 +84,31 @@ mod tests {
         let mut with_monitor = status(Phase::Enforcing);
         with_monitor.monitor = Some(Default::default());
         assert!(m.is_last("u1", &with_monitor));
+    }
+
+    #[test]
+    fn a_status_changed_by_anyone_else_is_trusted_again_after_the_hold() {
+        // The controller wrote Enforcing; someone (or a rollback by the monitor's numbers) must
+        // not be kept from a different status, and after HOLD even the same one is written
+        // again (the API server's copy is trusted: a status edited by hand is put right).
+        let m = StatusMemo::default();
+        let t0 = Instant::now();
+        m.wrote_at("u1", &status(Phase::Enforcing), t0);
+        assert!(m.is_last_at("u1", &status(Phase::Enforcing), t0 + HOLD / 2));
+        assert!(
+            !m.is_last_at("u1", &status(Phase::RolledBack), t0 + HOLD / 2),
+            "a different status is always written"
+        );
+        let mut synced_changed = status(Phase::Enforcing);
+        synced_changed.observed_generation = Some(2);
+        assert!(!m.is_last_at("u1", &synced_changed, t0 + HOLD / 2));
+        assert!(
+            !m.is_last_at("u1", &status(Phase::Enforcing), t0 + HOLD),
+            "after the hold the object as the API server holds it is trusted"
+        );
+        // Old entries go when another status is written; other objects are not affected.
+        m.wrote_at("u2", &status(Phase::Monitoring), t0 + HOLD * 2);
+        assert_eq!(m.lock().len(), 1);
+        assert!(m.is_last_at("u2", &status(Phase::Monitoring), t0 + HOLD * 2));
     }
 }

@@ -201,51 +201,84 @@ fn a_refresh_that_overlaps_a_write_keeps_the_write() {
     assert_eq!(cache.group("default", ID), Some(None));
 }
 
+/// A write of `live`'s first rule with another action, through children (how a catch-all
+/// flip is written); the policy body as `edit` leaves it.
+fn flip_of(live: &SecurityPolicy, action: &str, edit: impl FnOnce(&mut SecurityPolicy)) -> Infra {
+    let mut rule = live.rules[0].clone();
+    rule.rule_id = None;
+    rule.action = action.into();
+    let mut p = live.clone();
+    p.rules = Vec::new();
+    p.children = vec![crate::nsx::model::PolicyChild::ChildRule {
+        id: "r0".into(),
+        marked_for_delete: false,
+        rule,
+    }];
+    edit(&mut p);
+    write(
+        "default",
+        vec![DomainChild::ChildSecurityPolicy {
+            id: ID.into(),
+            marked_for_delete: false,
+            security_policy: p,
+        }],
+    )
+}
+
+fn loaded_at_revision_3(cache: &NsxCache) -> SecurityPolicy {
+    let mut live = policy(ID, tags("shop", "web"), 1001);
+    live.meta.revision = Some(3);
+    loaded(cache, &[tree("default", vec![], vec![live.clone()])]);
+    live
+}
+
 #[test]
 fn a_write_that_creates_no_rule_is_known_at_once_with_the_rule_ids_nsx_gave() {
     let cache = NsxCache::new(identity());
-    let mut live = policy(ID, tags("shop", "web"), 1001);
-    live.meta.revision = Some(3);
-    loaded(&cache, &[tree("default", vec![], vec![live.clone()])]);
+    let live = loaded_at_revision_3(&cache);
     // The catch-all turned to DROP: the same rule, another action, written through children.
-    let mut flipped = live.rules[0].clone();
-    flipped.rule_id = None;
-    flipped.action = "DROP".into();
-    let mut body_policy = live.clone();
-    body_policy.rules = Vec::new();
-    body_policy.children = vec![crate::nsx::model::PolicyChild::ChildRule {
-        id: "r0".into(),
-        marked_for_delete: false,
-        rule: flipped,
-    }];
-    let write_of = |p: SecurityPolicy| {
-        write(
-            "default",
-            vec![DomainChild::ChildSecurityPolicy {
-                id: ID.into(),
-                marked_for_delete: false,
-                security_policy: p,
-            }],
-        )
-    };
-    cache.written(&write_of(body_policy.clone()), true);
+    cache.written(&flip_of(&live, "DROP", |_| {}), true);
     let known = cache.policy("default", ID).unwrap().unwrap();
     assert_eq!(known.rules.len(), 1);
     assert_eq!(known.rules[0].rule_id, Some(1001), "the rule id NSX gave");
     assert_eq!(known.rules[0].action, "DROP");
     assert_eq!(known.meta.revision, Some(4));
     // A write that adds a rule is read back from NSX (NSX gives the new rule its id).
-    let mut added = body_policy.clone();
     let mut new_rule = live.rules[0].clone();
     new_rule.id = "r9".into();
     new_rule.rule_id = None;
-    added
-        .children
-        .push(crate::nsx::model::PolicyChild::ChildRule {
+    let added = flip_of(&live, "DROP", |p| {
+        p.children.push(crate::nsx::model::PolicyChild::ChildRule {
             id: "r9".into(),
             marked_for_delete: false,
             rule: new_rule,
-        });
-    cache.written(&write_of(added), true);
+        })
+    });
+    cache.written(&added, true);
     assert_eq!(cache.policy("default", ID), None);
+}
+
+#[test]
+fn in_place_writes_follow_each_other_and_an_unknown_policy_is_always_read_back() {
+    // DROP, then back to PASS (a rollback) a moment later: the cache must hold PASS, never the
+    // DROP it knew first; and after a refused write the policy is not guessed in place.
+    let cache = NsxCache::new(identity());
+    let live = loaded_at_revision_3(&cache);
+    let flip = |action: &str| flip_of(&live, action, |_| {});
+    cache.written(&flip("DROP"), true);
+    cache.written(&flip("ALLOW"), true);
+    let known = cache.policy("default", ID).unwrap().unwrap();
+    assert_eq!(known.rules[0].action, "ALLOW", "the last write wins");
+    assert_eq!(known.rules[0].rule_id, Some(1001));
+    assert_eq!(known.meta.revision, Some(5), "two writes, two revisions");
+    // NSX refused a write: what it holds is unknown, and the next write that succeeds does
+    // not make it known by guessing from the entry before the refusal.
+    cache.written(&flip("DROP"), false);
+    assert_eq!(cache.policy("default", ID), None);
+    cache.written(&flip("DROP"), true);
+    assert_eq!(
+        cache.policy("default", ID),
+        None,
+        "read back from NSX, not derived from an unknown entry"
+    );
 }

@@ -1,0 +1,978 @@
+//! The decide step of a policy reconcile, pure. The shell (`policy`) observes (the window or
+//! the window as last seen, the peers' groups, NSX as the cache holds it, the monitor summary in
+//! status, `now`), asks [`decide`] until it has every fact the decision needs (a member count,
+//! the canary VMs, the notices it had to send), makes the NSX writes of the [`Plan`], and asks
+//! [`conclude`] for the status, the events and the requeue. No clock, no IO here: every phase,
+//! gate and error category is testable with a fixed `now` and NSX as a value.
+
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+
+use super::canary::{self, Choice};
+use super::context::Settings;
+use super::members;
+use super::notices::{self, Due, Facts, scheduled_delivered_at};
+use super::status::{self, NsxFacts, Observation, SyncOutcome};
+use crate::api::condition::{self, reason};
+use crate::api::{
+    AfterCleanup, EffectiveSchedule, EnforcementWindowSpec, NotificationRecord, Phase,
+    RollbackGate, SegmentationPolicy, SegmentationPolicyStatus, WindowSnapshot,
+    approved_generation,
+};
+use crate::nsx::model::{Group, Infra, SecurityPolicy};
+use crate::plan::widening::Comparison;
+use crate::plan::{self, Identity, LiveState, PeerGroups};
+use crate::schedule::{self, Blocker, Decision, MonitorSummary, Schedule, Window};
+
+/// How soon a reconcile whose NSX write failed tries again (at most).
+pub const NSX_RETRY: Duration = Duration::from_secs(10);
+
+/// How soon a policy whose window is missing (and that never had a schedule) looks again.
+pub const WINDOW_RETRY: Duration = Duration::from_secs(5);
+
+/// Where the policy's objects live in NSX.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Names {
+    /// Namespace.
+    pub ns: String,
+    /// Name.
+    pub name: String,
+    /// NSX object id (group and policy).
+    pub id: String,
+    /// NSX domain.
+    pub domain: String,
+}
+
+impl Names {
+    /// The member-check key of the group.
+    pub fn group_key(&self) -> String {
+        format!("{}/{}", self.domain, self.id)
+    }
+}
+
+/// The window the policy runs on.
+#[derive(Clone, Debug)]
+pub enum WindowSource {
+    /// The EnforcementWindow as in the store.
+    Found {
+        /// Its spec.
+        spec: EnforcementWindowSpec,
+        /// Its settings worth keeping in status.
+        snapshot: Box<WindowSnapshot>,
+    },
+    /// Gone: the recorded schedule and the window's settings as last seen.
+    Remembered(EnforcementWindowSpec),
+    /// Gone, and the policy never had a schedule: it stays Pending, nothing in NSX.
+    Missing,
+}
+
+/// Owner notices sent in this reconcile.
+#[derive(Clone, Debug, Default)]
+pub struct Sent {
+    /// One record per delivery.
+    pub records: Vec<NotificationRecord>,
+    /// What could not be delivered.
+    pub error: Option<String>,
+}
+
+/// The canary VMs read for one step (`canary_key` of the decision that asked).
+#[derive(Clone, Debug)]
+pub struct CanaryFact {
+    /// The step and its start.
+    pub key: (i64, Timestamp),
+    /// The choice, or why the VMs could not be read.
+    pub result: Result<Option<Choice>, crate::nsx::Error>,
+}
+
+/// Everything a reconcile observed.
+pub struct Observed<'a> {
+    /// The policy as read (its status is the previous status).
+    pub policy: &'a SegmentationPolicy,
+    /// Its NSX names.
+    pub names: Names,
+    /// Now.
+    pub now: Timestamp,
+    /// This cluster's identity in NSX.
+    pub identity: &'a Identity,
+    /// The controller's settings.
+    pub settings: &'a Settings,
+    /// The window.
+    pub window: WindowSource,
+    /// Why the window could not be used as it is, for status and the event.
+    pub window_problem: Option<String>,
+    /// The peers' group paths.
+    pub peers: PeerGroups,
+    /// The peers that are missing.
+    pub peer_blocker: Option<Blocker>,
+    /// NSX as read (`None`: not read, as when the window is missing).
+    pub live: Option<Result<LiveState, crate::nsx::Error>>,
+    /// Every peer group the rules name is in NSX (a new application then writes its group and
+    /// policy in one call).
+    pub peer_groups_in_nsx: bool,
+    /// The group's effective member count (`None`: not counted).
+    pub members: Option<Result<u64, crate::nsx::Error>>,
+    /// The canary VMs (`None`: not read).
+    pub canary: Option<CanaryFact>,
+    /// The notices sent in this reconcile (`None`: none was due yet).
+    pub notices: Option<Sent>,
+}
+
+impl Observed<'_> {
+    /// The previous status.
+    pub fn prev(&self) -> &SegmentationPolicyStatus {
+        static EMPTY: std::sync::OnceLock<SegmentationPolicyStatus> = std::sync::OnceLock::new();
+        self.policy
+            .status
+            .as_ref()
+            .unwrap_or_else(|| EMPTY.get_or_init(SegmentationPolicyStatus::default))
+    }
+
+    /// The window as the schedule reads it (`None` when it is missing).
+    pub fn window(&self) -> Option<Window> {
+        match &self.window {
+            WindowSource::Found { spec, .. } | WindowSource::Remembered(spec) => {
+                Some(Window::from_spec(spec, self.settings.log_silence))
+            }
+            WindowSource::Missing => None,
+        }
+    }
+}
+
+/// What `decide` answers.
+#[derive(Debug)]
+pub enum Step {
+    /// A fact to observe (or notices to send) before deciding.
+    Need(Need),
+    /// The decision and what to write.
+    Act(Box<Plan>),
+}
+
+/// A fact the decision depends on.
+#[derive(Debug)]
+pub enum Need {
+    /// The group's effective member count (`Observed::members`).
+    Members,
+    /// The canary VMs of the step this decision puts in force (`Observed::canary`).
+    Canary(Box<Decision>),
+    /// These owner notices are due: send them and record them in `Observed::notices`.
+    Notify {
+        /// The decision the notices tell.
+        decision: Box<Decision>,
+        /// The notices.
+        due: Vec<Due>,
+    },
+}
+
+/// One hierarchical write.
+#[derive(Clone, Debug)]
+pub struct Write {
+    /// The `PATCH /infra` body.
+    pub patch: Infra,
+    /// What it changes, for people.
+    pub summary: Vec<String>,
+}
+
+/// The decision and the NSX writes that carry it out, in order.
+#[derive(Debug)]
+pub struct Plan {
+    /// The schedule's answer (`None` when the window is missing and there never was one).
+    pub decision: Option<Decision>,
+    /// The writes, in order (a new application's group first when a peer group is missing).
+    pub writes: Vec<Write>,
+    /// How the NSX side went when every write succeeds.
+    pub outcome: SyncOutcome,
+    /// Read the policy back after the writes (for NSX's rule ids).
+    pub read_back: bool,
+    live_read: Option<LiveState>,
+    live_planned: Option<LiveState>,
+    desired_group: Option<Group>,
+    choice: Option<Choice>,
+    carried: Option<Carried>,
+}
+
+/// What `conclude` needs from `decide` besides the plan.
+#[derive(Debug)]
+struct Carried {
+    window: Window,
+    snapshot: Option<WindowSnapshot>,
+    blocker: Option<Blocker>,
+    widening: Option<String>,
+    comparison: Option<Comparison>,
+    previously_synced: bool,
+    monitor: MonitorSummary,
+    previous_schedule: Option<Schedule>,
+}
+
+/// How the writes went.
+#[derive(Debug, Default)]
+pub struct Done {
+    /// The index of the write NSX refused or failed and why (the writes after it were not made).
+    pub failed: Option<(usize, crate::nsx::Error)>,
+    /// The policy as read back after the writes (when the plan asked for it).
+    pub read_back: Option<Result<Option<SecurityPolicy>, crate::nsx::Error>>,
+}
+
+/// Kubernetes event severity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Severity {
+    /// Normal.
+    Normal,
+    /// Warning.
+    Warning,
+}
+
+/// An event to publish on the policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ev {
+    /// Normal or Warning.
+    pub severity: Severity,
+    /// PascalCase reason.
+    pub reason: String,
+    /// For people.
+    pub note: String,
+    /// Announces this status (a phase change): not published again by a reconcile on a stale
+    /// copy whose status this controller already wrote.
+    pub once: bool,
+}
+
+fn ev(severity: Severity, reason: &str, note: String) -> Ev {
+    Ev {
+        severity,
+        reason: reason.to_string(),
+        note,
+        once: false,
+    }
+}
+
+/// What to record after acting.
+#[derive(Clone, Debug)]
+pub struct Record {
+    /// The status to apply (when it differs from the one the object holds).
+    pub status: SegmentationPolicyStatus,
+    /// The events, in order.
+    pub events: Vec<Ev>,
+    /// The phase entered and how late (seconds) after its scheduled instant.
+    pub lateness: Option<(Phase, f64)>,
+    /// NSX differed from what this controller wrote and was corrected.
+    pub drift: bool,
+    /// When to look again.
+    pub requeue: Duration,
+    /// The decision recorded (`None` when the window is missing).
+    pub decision: Option<Decision>,
+}
+
+/// The monitor summary the schedule reads. The rollback trigger counts dropped unmatched flows
+/// since enforcement started, within the window's rollback period.
+pub fn monitor_summary(
+    status: &SegmentationPolicyStatus,
+    rollback: Option<&RollbackGate>,
+    now: Timestamp,
+) -> MonitorSummary {
+    let m = status.monitor.clone().unwrap_or_default();
+    let enforced_since = status
+        .schedule
+        .as_ref()
+        .and_then(|s| s.enforced_since.as_ref())
+        .map(|t| t.0);
+    // Drops of an earlier enforcement never count again: the series has minute buckets, and
+    // the bucket of the last return to PASS (a rollback) may hold the drops that caused it.
+    let returned = status
+        .schedule
+        .as_ref()
+        .and_then(|s| s.evidence_from.as_ref())
+        .map(|t| t.0);
+    let rollback_triggered = match (rollback, enforced_since) {
+        (Some(gate), Some(since)) => {
+            let mut recent = m.clone();
+            if let Some(r) = returned {
+                recent.series.retain(|b| b.start.0 > r);
+            }
+            crate::monitor::aggregate::dropped_within(&recent, since, gate.period.get(), now)
+                >= gate.dropped_flows
+        }
+        _ => false,
+    };
+    MonitorSummary {
+        open_alerts: m.open_alerts,
+        last_unmatched_at: m.last_unmatched_at.map(|t| t.0),
+        last_log_at: m.last_log_at.map(|t| t.0),
+        rollback_triggered,
+    }
+}
+
+/// The window a policy continues with when its EnforcementWindow is gone: the recorded
+/// effective schedule and the window's settings as last seen (or the defaults, every evidence
+/// gate on). `None` when the policy never had a schedule: it stays Pending, nothing in NSX.
+pub fn remembered_window(prev: &SegmentationPolicyStatus) -> Option<EnforcementWindowSpec> {
+    let s: &EffectiveSchedule = prev.schedule.as_ref()?;
+    let mut spec = EnforcementWindowSpec {
+        notify_at: s.notify_at.clone(),
+        monitor_from: s.monitor_from.clone(),
+        enforce_at: s.enforce_at.clone(),
+        cleanup_at: Some(s.cleanup_at.clone()),
+        minimum_notice: crate::api::enforcement_window::DEFAULT_MINIMUM_NOTICE,
+        post_enforcement_monitoring:
+            crate::api::enforcement_window::DEFAULT_POST_ENFORCEMENT_MONITORING,
+        gates: Default::default(),
+        blackouts: Vec::new(),
+        suspend: false,
+        canary: None,
+    };
+    if let Some(w) = &prev.window {
+        spec.canary = w.canary.clone();
+        spec.minimum_notice = w.minimum_notice;
+        spec.post_enforcement_monitoring = w.post_enforcement_monitoring;
+        spec.gates = w.gates.clone();
+        spec.blackouts = w.blackouts.clone();
+        spec.suspend = w.suspend;
+    }
+    Some(spec)
+}
+
+/// Whether the catch-all drops in this phase for this spec.
+pub fn drops(phase: Option<Phase>, p: &SegmentationPolicy) -> bool {
+    match phase {
+        Some(Phase::Enforcing) => true,
+        Some(Phase::Completed) => p.spec.after_cleanup == AfterCleanup::KeepDrop,
+        _ => false,
+    }
+}
+
+/// The canary step a decision puts in force, if any (the VMs are read for it).
+pub fn canary_key(d: &Decision) -> Option<(i64, Timestamp)> {
+    match (d.phase, d.schedule.canary_step, d.schedule.canary_since) {
+        (Phase::Enforcing, Some(step), Some(since)) => Some((step, since)),
+        _ => None,
+    }
+}
+
+/// The schedule's inputs that do not change within one decide.
+struct Evaluator<'a> {
+    window: &'a Window,
+    p: &'a SegmentationPolicy,
+    prev: &'a SegmentationPolicyStatus,
+    previous_schedule: Option<&'a Schedule>,
+    monitor: &'a MonitorSummary,
+    widening: Option<String>,
+    now: Timestamp,
+}
+
+impl Evaluator<'_> {
+    fn evaluate(&self, delivered: Option<Timestamp>, blocker: Option<Blocker>) -> Decision {
+        schedule::evaluate(
+            &schedule::Inputs {
+                window: self.window,
+                suspend: self.p.spec.suspend,
+                approved: approved_generation(&self.p.metadata),
+                widening: self.widening.clone(),
+                generation: self.p.metadata.generation.unwrap_or(0),
+                previous_phase: self.prev.phase,
+                previous: self.previous_schedule,
+                notice_delivered_at: delivered,
+                monitor: self.monitor,
+                blocker,
+            },
+            self.now,
+        )
+    }
+}
+
+/// Adds a blocker (the first one stays) and evaluates again.
+fn block(
+    e: &Evaluator<'_>,
+    blocker: &mut Option<Blocker>,
+    b: Blocker,
+    delivered: Option<Timestamp>,
+) -> Decision {
+    let kept = blocker.take().unwrap_or(b);
+    *blocker = Some(kept);
+    e.evaluate(delivered, blocker.clone())
+}
+
+fn nsx_error(message: String) -> Blocker {
+    Blocker {
+        reason: reason::NSX_ERROR,
+        message,
+    }
+}
+
+/// The decision for what was observed, or the fact it still needs.
+pub fn decide(o: &Observed<'_>) -> Step {
+    let p = o.policy;
+    let prev = o.prev();
+    let (spec, snapshot) = match &o.window {
+        WindowSource::Found { spec, snapshot } => (spec, Some(snapshot.as_ref().clone())),
+        WindowSource::Remembered(spec) => (spec, prev.window.clone()),
+        WindowSource::Missing => {
+            return Step::Act(Box::new(Plan {
+                decision: None,
+                writes: Vec::new(),
+                outcome: SyncOutcome::Failed {
+                    reason: reason::WINDOW_NOT_FOUND,
+                    message: o.window_problem.clone().unwrap_or_default(),
+                },
+                read_back: false,
+                live_read: None,
+                live_planned: None,
+                desired_group: None,
+                choice: None,
+                carried: None,
+            }));
+        }
+    };
+    let window = Window::from_spec(spec, o.settings.log_silence);
+    let generation = p.metadata.generation;
+
+    // Readiness: the peers, NSX read, NSX confirmed in sync with this spec.
+    let mut blocker = o.peer_blocker.clone();
+    match &o.live {
+        Some(Err(e)) => {
+            blocker.get_or_insert(nsx_error(format!("NSX could not be read: {e}")));
+        }
+        None => {
+            blocker.get_or_insert(nsx_error("NSX was not read".into()));
+        }
+        Some(Ok(_)) => {}
+    }
+    let previously_synced = condition::find(&prev.conditions, condition::SYNCED)
+        .map(|c| c.status == condition::TRUE && c.observed_generation == generation)
+        .unwrap_or(false);
+    if !previously_synced && !prev.phase.unwrap_or_default().drops() {
+        blocker.get_or_insert(Blocker {
+            reason: reason::NOT_READY,
+            message: "NSX has not yet been confirmed in sync with this spec".into(),
+        });
+    }
+    let monitor = monitor_summary(prev, spec.gates.rollback.as_ref(), o.now);
+    // A spec change under DROP: does it widen what DROP affects?
+    let comparison = match (&prev.enforced_spec, generation) {
+        (Some(enforced), Some(g)) if drops(prev.phase, p) && enforced.generation != g => {
+            Some(plan::widening::compare(enforced, &p.spec, &o.names.ns))
+        }
+        _ => None,
+    };
+    let widening = comparison.as_ref().and_then(|c| c.widening());
+    let previous_schedule = prev.schedule.as_ref().map(Schedule::from_status);
+    let e = Evaluator {
+        window: &window,
+        p,
+        prev,
+        previous_schedule: previous_schedule.as_ref(),
+        monitor: &monitor,
+        widening: widening.clone(),
+        now: o.now,
+    };
+    let facts = Facts {
+        namespace: &o.names.ns,
+        name: &o.names.name,
+        owners: &p.spec.owners,
+        records: &prev.notifications,
+        open_alerts: monitor.open_alerts,
+        reminder_before: o.settings.reminder_before,
+    };
+    let mut delivered = scheduled_delivered_at(&facts);
+    let mut decision = e.evaluate(delivered, blocker.clone());
+
+    // Notices: the ones due are sent first (with the canary VMs when a step is in force); a
+    // Scheduled notice delivered now starts the notice period.
+    match &o.notices {
+        None => {
+            let due = notices::due(&decision, &facts, o.now);
+            if !due.is_empty() {
+                if let Some(key) = canary_key(&decision)
+                    && o.canary.as_ref().is_none_or(|c| c.key != key)
+                {
+                    return Step::Need(Need::Canary(Box::new(decision)));
+                }
+                return Step::Need(Need::Notify {
+                    decision: Box::new(decision),
+                    due,
+                });
+            }
+        }
+        Some(sent) => {
+            if !sent.records.is_empty() && decision.schedule.notice_delivered_at.is_none() {
+                let mut all = prev.notifications.clone();
+                all.extend(sent.records.iter().cloned());
+                if let Some(t) = scheduled_delivered_at(&Facts {
+                    records: &all,
+                    ..facts
+                }) {
+                    delivered = Some(t);
+                    decision = e.evaluate(delivered, blocker.clone());
+                }
+            }
+        }
+    }
+
+    // Members: counted in the minute before enforceAt (so that the flip is a pure write), and
+    // required on entering enforcement: a DROP on an empty group protects nothing and says the
+    // membership criteria are wrong.
+    if decision.phase == Phase::Monitoring
+        && members::due(decision.schedule.enforce_at, o.now)
+        && o.members.is_none()
+    {
+        return Step::Need(Need::Members);
+    }
+    if decision.phase == Phase::Enforcing && !drops(prev.phase, p) {
+        let problem = match &o.members {
+            None => return Step::Need(Need::Members),
+            Some(Ok(0)) => Some(Blocker {
+                reason: reason::NO_MEMBERS,
+                message: "spec.members: the NSX group has no effective members (no VM or address matches)".into(),
+            }),
+            Some(Ok(_)) => None,
+            Some(Err(err)) => Some(nsx_error(format!(
+                "NSX group members could not be read: {err}"
+            ))),
+        };
+        if let Some(b) = problem {
+            decision = block(&e, &mut blocker, b, delivered);
+        }
+    }
+
+    // Canary: the VMs of the step in force. If they cannot be read, every VM stays PASS (the
+    // NotReady gate), never the whole application at DROP.
+    let mut choice = None;
+    if let Some(key) = canary_key(&decision) {
+        match o.canary.as_ref().filter(|c| c.key == key) {
+            None => return Step::Need(Need::Canary(Box::new(decision))),
+            Some(CanaryFact { result: Ok(c), .. }) => choice = c.clone(),
+            Some(CanaryFact {
+                result: Err(err), ..
+            }) => {
+                let b = nsx_error(format!("canary VMs could not be read: {err}"));
+                decision = block(&e, &mut blocker, b, delivered);
+            }
+        }
+    }
+
+    let carried = Carried {
+        window: window.clone(),
+        snapshot,
+        blocker,
+        widening,
+        comparison,
+        previously_synced,
+        monitor: monitor.clone(),
+        previous_schedule: previous_schedule.clone(),
+    };
+    Step::Act(Box::new(nsx_plan(o, decision, choice, carried)))
+}
+
+/// The NSX writes for the decision.
+fn nsx_plan(o: &Observed<'_>, decision: Decision, choice: Option<Choice>, c: Carried) -> Plan {
+    let mut plan = Plan {
+        decision: Some(decision),
+        writes: Vec::new(),
+        outcome: SyncOutcome::InSync,
+        read_back: false,
+        live_read: None,
+        live_planned: None,
+        desired_group: None,
+        choice,
+        carried: Some(c),
+    };
+    let live = match &o.live {
+        Some(Ok(l)) => l.clone(),
+        Some(Err(e)) => {
+            plan.outcome = SyncOutcome::Failed {
+                reason: reason::NSX_ERROR,
+                message: format!("NSX could not be read: {e}"),
+            };
+            return plan;
+        }
+        None => {
+            plan.outcome = SyncOutcome::Failed {
+                reason: reason::NSX_ERROR,
+                message: "NSX was not read".into(),
+            };
+            return plan;
+        }
+    };
+    plan.live_read = Some(live.clone());
+    let (p, names, identity) = (o.policy, &o.names, o.identity);
+    let dry_run = o.settings.dry_run;
+    // A new application's group goes first, alone, when its rules name a peer group NSX does
+    // not hold yet: two applications that name each other would otherwise each wait for the
+    // other's group. (With writes coalesced, a new application otherwise writes its group and
+    // policy in one call; without, the group always goes first.)
+    let mut live = live;
+    let group_first = live.group.is_none()
+        && live.policy.is_none()
+        && !dry_run
+        && (o.settings.nsx_batch.is_none() || !o.peer_groups_in_nsx);
+    if group_first {
+        let cx = plan::Context {
+            identity,
+            peers: &o.peers,
+            previous_sequence: &Default::default(),
+        };
+        let pending = plan::desired(p, Phase::Pending, &cx).and_then(|d| {
+            plan::diff(&d, &live, identity, &names.ns, &names.name).map(|c| (d.group, c))
+        });
+        if let Ok((
+            group,
+            plan::Change {
+                patch: Some(patch),
+                summary,
+            },
+        )) = pending
+        {
+            plan.outcome = SyncOutcome::Applied(summary.clone());
+            plan.writes.push(Write { patch, summary });
+            live.group = Some(group);
+        }
+    }
+    let sequence = live.rule_sequence();
+    let cx = plan::Context {
+        identity,
+        peers: &o.peers,
+        previous_sequence: &sequence,
+    };
+    let phase = plan.decision.as_ref().map(|d| d.phase).unwrap_or_default();
+    let planned = plan::desired(p, phase, &cx).and_then(|d| {
+        canary::change(d, plan.choice.as_ref(), o.prev().canary.as_ref(), |d| {
+            plan::diff(d, &live, identity, &names.ns, &names.name)
+        })
+    });
+    plan.live_planned = Some(live);
+    match planned {
+        Err(e) => {
+            plan.outcome = SyncOutcome::Failed {
+                reason: e.reason(),
+                message: e.to_string(),
+            };
+        }
+        Ok((_, change)) if change.patch.is_none() => {}
+        Ok((_, change)) if dry_run => plan.outcome = SyncOutcome::DryRun(change.summary),
+        Ok((desired, change)) => {
+            let summary = change.summary;
+            if let Some(patch) = change.patch {
+                plan.writes.push(Write {
+                    patch,
+                    summary: summary.clone(),
+                });
+            }
+            plan.outcome = SyncOutcome::Applied(summary);
+            plan.read_back = true;
+            plan.desired_group = Some(desired.group);
+        }
+    }
+    plan
+}
+
+fn facts(n: &Names, live: &LiveState) -> NsxFacts {
+    NsxFacts {
+        group_path: live
+            .group
+            .as_ref()
+            .map(|_| plan::group_path(&n.domain, &n.id)),
+        policy_path: live
+            .policy
+            .as_ref()
+            .map(|_| plan::policy_path(&n.domain, &n.id)),
+        revision: live.policy.as_ref().and_then(|p| p.meta.revision),
+        rule_ids: live.rule_ids(),
+    }
+}
+
+/// The status, events and requeue after the plan's writes went as `done` says.
+pub fn conclude(o: &Observed<'_>, plan: &Plan, done: &Done) -> Record {
+    let prev = o.prev();
+    let window_event = o
+        .window_problem
+        .as_ref()
+        .filter(|_| {
+            condition::find(&prev.conditions, condition::READY).map(|c| c.reason.as_str())
+                != Some(reason::WINDOW_NOT_FOUND)
+        })
+        .map(|m| ev(Severity::Warning, reason::WINDOW_NOT_FOUND, m.clone()));
+    let (Some(decision), Some(c)) = (&plan.decision, &plan.carried) else {
+        return missing_window(o, plan, window_event);
+    };
+    let p = o.policy;
+    let generation = p.metadata.generation;
+    let sent = o.notices.clone().unwrap_or_default();
+
+    // How NSX went; a failed write never counts as enforcement: Held while NSX still passes.
+    let (sync, live, decision) = match &done.failed {
+        Some((index, err)) => {
+            let message = format!("NSX write failed: {err}");
+            let decision = if decision.phase.drops() && !prev.phase.unwrap_or_default().drops() {
+                let e = Evaluator {
+                    window: &c.window,
+                    p,
+                    prev,
+                    previous_schedule: c.previous_schedule.as_ref(),
+                    monitor: &c.monitor,
+                    widening: c.widening.clone(),
+                    now: o.now,
+                };
+                let blocker = c.blocker.clone().unwrap_or(nsx_error(message.clone()));
+                e.evaluate(decision.schedule.notice_delivered_at, Some(blocker))
+            } else {
+                decision.clone()
+            };
+            // The writes before the failed one were made (a new application's group).
+            let live = if *index == 0 {
+                plan.live_read.clone()
+            } else {
+                plan.live_planned.clone()
+            };
+            let sync = SyncOutcome::Failed {
+                reason: reason::NSX_ERROR,
+                message,
+            };
+            (sync, live, decision)
+        }
+        None => {
+            let mut live = plan.live_planned.clone();
+            // Read back for NSX's rule ids; the group is as written.
+            if let (Some(Ok(policy)), Some(l)) = (&done.read_back, &live) {
+                live = Some(LiveState {
+                    group: l.group.clone().or(plan.desired_group.clone()),
+                    policy: policy.clone(),
+                });
+            }
+            (plan.outcome.clone(), live, decision.clone())
+        }
+    };
+
+    // The status. The spec under DROP is recorded whenever this decision drops; a widening
+    // change that is not approved went back to PASS and keeps the old record.
+    let enforced_spec = match generation {
+        Some(g) if drops(Some(decision.phase), p) => Some(plan::widening::snapshot(&p.spec, g)),
+        _ => prev.enforced_spec.clone(),
+    };
+    let obs = Observation {
+        policy: p,
+        decision: Some(&decision),
+        window_problem: o.window_problem.clone(),
+        sync: sync.clone(),
+        nsx: live.as_ref().map(|l| facts(&o.names, l)),
+        delivered: sent.records.clone(),
+        notice_error: sent.error.clone(),
+        log_silence: c.window.max_log_silence.unwrap_or(o.settings.log_silence),
+        enforced_spec,
+        window: c.snapshot.clone().or(prev.window.clone()),
+    };
+    let mut built = status::build(&obs, o.now);
+    // The canary step as written; kept as it was when NSX could not be written.
+    built.canary = match &sync {
+        SyncOutcome::Failed { .. } => prev.canary.clone(),
+        _ => canary::status(plan.choice.as_ref()),
+    };
+
+    let (events, lateness, drift) = events(o, c, &decision, &sync, &sent, window_event);
+    let requeue = requeue(o, &decision, &sync, &sent);
+    Record {
+        status: built,
+        events,
+        lateness,
+        drift,
+        requeue,
+        decision: Some(decision),
+    }
+}
+
+/// The record of a policy whose window is missing and that never had a schedule.
+fn missing_window(o: &Observed<'_>, plan: &Plan, window_event: Option<Ev>) -> Record {
+    let prev = o.prev();
+    let obs = Observation {
+        policy: o.policy,
+        decision: None,
+        window_problem: o.window_problem.clone(),
+        sync: plan.outcome.clone(),
+        nsx: None,
+        delivered: Vec::new(),
+        notice_error: None,
+        log_silence: o.settings.log_silence,
+        enforced_spec: prev.enforced_spec.clone(),
+        window: prev.window.clone(),
+    };
+    let mut built = status::build(&obs, o.now);
+    built.canary = prev.canary.clone();
+    // A window applied in the same breath may not be in the store yet, and a pruned one may
+    // come back with the next sync: look again soon (no NSX call, and no status write while
+    // nothing changes).
+    Record {
+        status: built,
+        events: window_event.into_iter().collect(),
+        lateness: None,
+        drift: false,
+        requeue: o.settings.resync.min(WINDOW_RETRY),
+        decision: None,
+    }
+}
+
+/// The events of a reconcile, the lateness of a phase entered, and whether NSX drifted.
+fn events(
+    o: &Observed<'_>,
+    c: &Carried,
+    decision: &Decision,
+    sync: &SyncOutcome,
+    sent: &Sent,
+    window_event: Option<Ev>,
+) -> (Vec<Ev>, Option<(Phase, f64)>, bool) {
+    let p = o.policy;
+    let prev = o.prev();
+    let generation = p.metadata.generation;
+    let mut out: Vec<Ev> = window_event.into_iter().collect();
+    if decision.phase == Phase::Enforcing
+        && prev.phase != Some(Phase::Enforcing)
+        && !c.window.waived.is_empty()
+    {
+        let names: Vec<&str> = c.window.waived.iter().map(|g| g.as_str()).collect();
+        out.push(ev(
+            Severity::Warning,
+            reason::GATE_WAIVED,
+            format!(
+                "enforcing with gates waived by window {}: {} (DROP without that evidence)",
+                p.spec.window.name,
+                names.join(", ")
+            ),
+        ));
+    }
+    if let Some(cmp) = &c.comparison
+        && decision.phase.drops()
+    {
+        let note = match cmp.widening() {
+            Some(why) => format!(
+                "generation {} is approved: stays enforcing although it widens what DROP affects ({why})",
+                generation.unwrap_or_default()
+            ),
+            None if cmp.narrows.is_empty() => {
+                "spec change does not touch what DROP affects: stays enforcing".to_string()
+            }
+            None => format!(
+                "spec change only narrows what DROP affects or adds allow rules ({}): stays enforcing",
+                cmp.narrows.join("; ")
+            ),
+        };
+        out.push(ev(Severity::Normal, reason::CHANGE_ACCEPTED, note));
+    }
+    let mut lateness = None;
+    if prev.phase != Some(decision.phase) {
+        let severity = if matches!(decision.phase, Phase::Held | Phase::RolledBack) {
+            Severity::Warning
+        } else {
+            Severity::Normal
+        };
+        out.push(Ev {
+            once: true,
+            ..ev(
+                severity,
+                decision.reason,
+                format!("{}: {}", decision.phase, decision.message),
+            )
+        });
+        let scheduled = match decision.phase {
+            Phase::Monitoring => Some(decision.schedule.monitor_from),
+            Phase::Enforcing => Some(decision.schedule.enforce_at),
+            Phase::Completed => Some(decision.schedule.cleanup_at),
+            _ => None,
+        };
+        lateness = scheduled.map(|at| {
+            (
+                decision.phase,
+                o.now.duration_since(at).as_secs_f64().max(0.0),
+            )
+        });
+    }
+    let mut drift = false;
+    match sync {
+        SyncOutcome::Applied(summary) => {
+            drift = prev.phase == Some(decision.phase)
+                && c.previously_synced
+                && prev.observed_generation == generation;
+            out.push(if drift {
+                ev(
+                    Severity::Warning,
+                    "DriftCorrected",
+                    format!(
+                        "NSX differed from the desired state and was corrected: {}",
+                        summary.join("; ")
+                    ),
+                )
+            } else {
+                ev(
+                    Severity::Normal,
+                    reason::APPLIED,
+                    format!("Applied NSX changes: {}", summary.join("; ")),
+                )
+            });
+        }
+        SyncOutcome::DryRun(summary) if !summary.is_empty() => out.push(ev(
+            Severity::Normal,
+            reason::DRY_RUN,
+            format!("Would apply: {}", summary.join("; ")),
+        )),
+        SyncOutcome::Failed { reason, message } => {
+            out.push(ev(Severity::Warning, reason, message.clone()))
+        }
+        _ => {}
+    }
+    for r in &sent.records {
+        out.push(ev(
+            Severity::Normal,
+            "NoticeSent",
+            format!(
+                "{} notice delivered to {} by {}",
+                r.kind, r.owner, r.channel
+            ),
+        ));
+    }
+    if let Some(e) = &sent.error {
+        out.push(ev(Severity::Warning, "NoticeFailed", e.clone()));
+    }
+    (out, lateness, drift)
+}
+
+/// When to look again: the next instant the answer can change, the Reminder, the member check
+/// before enforceAt, soon after a phase change or a failure, and at least every resync.
+fn requeue(o: &Observed<'_>, decision: &Decision, sync: &SyncOutcome, sent: &Sent) -> Duration {
+    let now = o.now;
+    let s = o.settings;
+    let after = |at: Timestamp| {
+        now.duration_until(at)
+            .unsigned_abs()
+            .saturating_add(Duration::from_millis(5))
+    };
+    let mut wait = s.resync;
+    // The Reminder notice is due at enforceAt - reminderBefore, which is not a phase change.
+    let reminder_at = crate::api::time::minus(decision.schedule.enforce_at, s.reminder_before);
+    if decision.phase == Phase::Monitoring
+        && decision.schedule.notice_delivered_at.is_some()
+        && reminder_at > now
+    {
+        wait = wait.min(after(reminder_at));
+    }
+    // The members are counted in the minute before enforceAt.
+    let precheck_at = crate::api::time::minus(decision.schedule.enforce_at, members::AHEAD);
+    if decision.phase == Phase::Monitoring && precheck_at > now {
+        wait = wait.min(after(precheck_at));
+    }
+    if let Some(at) = decision.wake_at {
+        // Wake just after the instant so the answer has changed when we look.
+        wait = wait.min(after(at));
+    }
+    let failed = matches!(sync, SyncOutcome::Failed { .. });
+    if o.prev().phase != Some(decision.phase) || sent.error.is_some() || failed {
+        let retry = if failed {
+            // NSX refused or failed (often a peer's group written a moment later by its own
+            // reconcile): try again soon; the client's pacing keeps the manager's budget.
+            s.notice_retry.min(NSX_RETRY)
+        } else if sent.error.is_some() {
+            s.notice_retry
+        } else {
+            Duration::from_millis(200)
+        };
+        wait = wait.min(retry);
+    }
+    wait
+}
+
+#[cfg(test)]
+mod tests;
