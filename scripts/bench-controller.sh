@@ -100,9 +100,12 @@ def ok(p):
 print(sum(ok(p) for p in items))' "$1"; }
   while [ "$(count Monitoring)" -lt "$N" ]; do sleep 1; [ "$(date +%s)" -lt "$ENFORCE" ] || break; done
   ALL_MON=$(date +%s.%N)
+  local HWM_MON HWM_ENF
+  HWM_MON=$(awk '/VmHWM/{print $2}' "/proc/$CPID/status")
   curl -s "http://127.0.0.1:$NSX_PORT/admin/counters" > "$D/counters-monitoring.json"
   while [ "$(count Enforcing)" -lt "$N" ]; do sleep 2; [ "$(date +%s)" -lt $((ENFORCE + 600)) ] || break; done
   ALL_ENF=$(date +%s.%N)
+  HWM_ENF=$(awk '/VmHWM/{print $2}' "/proc/$CPID/status")
   curl -s "http://127.0.0.1:$NSX_PORT/admin/counters" > "$D/counters-enforcing.json"
   sleep 5  # let the last status writes of the transition land
   kubectl get segpol -n "$NS" -o json > "$D/policies-enforcing.json"
@@ -114,7 +117,7 @@ print(sum(ok(p) for p in items))' "$1"; }
   RSS=$(awk '/VmHWM/{print $2}' "/proc/$CPID/status")
   CPU=$(awk '{printf "%.1f", ($14+$15)/100}' "/proc/$CPID/stat")
   kill "$CPID" "$SIM" 2>/dev/null || true; wait "$CPID" "$SIM" 2>/dev/null || true
-  printf '%s\n' "$APPLY_START" "$APPLY_DONE" "$ALL_MON" "$ALL_ENF" "$(at "$ENFORCE")" "$RSS" "$CPU" > "$D/times"
+  printf '%s\n' "$APPLY_START" "$APPLY_DONE" "$ALL_MON" "$ALL_ENF" "$(at "$ENFORCE")" "$RSS" "$CPU" "$HWM_MON" "$HWM_ENF" > "$D/times"
 }
 
 for v in $VARIANTS; do
@@ -134,7 +137,7 @@ rows = {}
 for v in variants:
     d = f"{work}/{v}"
     load = lambda f: json.load(open(f"{d}/{f}"))
-    a0,a1,mon,enf,enforce_at,rss,cpu = open(f"{d}/times").read().split()
+    a0,a1,mon,enf,enforce_at,rss,cpu,hwm_mon,hwm_enf = open(f"{d}/times").read().split()
     a0,a1,mon,enf = map(float,(a0,a1,mon,enf))
     cm, ce, cr = load("counters-monitoring.json"), load("counters-enforcing.json"), load("counters-resync.json")
     late=[]
@@ -143,6 +146,17 @@ for v in variants:
             if h["phase"]=="Enforcing":
                 late.append(ts(h["at"])-ts(enforce_at))
     late.sort()
+    # When each DROP landed in NSX: the controller's "Applied NSX changes" line of the write
+    # that turned the policy's catch-all to DROP (the write returned).
+    import re
+    landed = {}
+    pat = re.compile(r'^(\S+Z) .*reconcile\{policy=[^/]+/(app-\d+)\}.*Applied NSX changes.*catchall_in \(DROP')
+    for line in open(f"{d}/controller.log", errors="replace"):
+        m = pat.search(re.sub(r'\x1b\[[0-9;]*m', '', line))
+        if m and m.group(2) not in landed:
+            t = datetime.datetime.strptime(m.group(1)[:26].rstrip("Z"), "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=datetime.timezone.utc).timestamp()
+            landed[m.group(2)] = t - ts(enforce_at)
+    drop = sorted(landed.values())
     before = {p["metadata"]["name"]: p["metadata"]["resourceVersion"] for p in load("policies-enforcing.json")["items"]}
     after = {p["metadata"]["name"]: p["metadata"]["resourceVersion"] for p in load("policies-after-resync.json")["items"]}
     moved = sum(1 for k in after if before.get(k) != after[k])
@@ -153,11 +167,13 @@ for v in variants:
         "  of which PATCH /infra": (f"{total(cm, lambda k: k.startswith('PATCH'))/n:.2f}", ""),
         "  of which GET": (f"{total(cm, lambda k: k.startswith('GET'))/n:.2f}", ""),
         "NSX calls per application Monitoring -> Enforcing": (f"{(total(ce)-total(cm))/n:.2f}", ""),
-        "lateness vs enforceAt first/median/last (s)": (f"{late[0]:.0f}/{late[len(late)//2]:.0f}/{late[-1]:.0f}" if late else "n/a", ""),
+        "flip decided: lateness first/median/last (s)": (f"{late[0]:.1f}/{late[len(late)//2]:.1f}/{late[-1]:.1f}" if late else "n/a", ""),
+        "DROP written in NSX: lateness first/median/last (s)": (f"{drop[0]:.1f}/{drop[len(drop)//2]:.1f}/{drop[-1]:.1f}" if len(drop) == n else f"{len(drop)} of {n}", "<= 1 / 5 (median/last)"),
         "resync, nothing changed: NSX writes": (str(total(cr, lambda k: k.startswith('PATCH'))), "0"),
         "resync, nothing changed: NSX calls in total": (str(total(cr)), "<= 10"),
         "resync, nothing changed: status writes": (str(moved), "0"),
         "controller peak RSS (MiB)": (f"{int(rss)/1024:.0f}", "<= 150"),
+        "  peak by all Monitoring / all Enforcing (MiB)": (f"{int(hwm_mon)/1024:.0f}/{int(hwm_enf)/1024:.0f}", ""),
         "controller CPU (s)": (cpu, ""),
     }
     print(f"[{v}] NSX calls to Monitoring: " + ", ".join(f"{k}={c['total']}" for k,c in sorted(cm.items())))

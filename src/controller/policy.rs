@@ -185,6 +185,30 @@ async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
         }
     };
     let done = act(ctx, &o.names, &plan).await;
+    // What the writes did is told once they succeeded (a failed DROP is reported Held, and
+    // nobody is told it drops).
+    if done.failed.is_none()
+        && !plan.notify_after.is_empty()
+        && let (Some(d), Some(w)) = (&plan.decision, o.window())
+    {
+        let after = send_notices(
+            p,
+            ctx,
+            &o.names,
+            d,
+            plan.notify_after.clone(),
+            &w,
+            plan.choice(),
+            o.now,
+        )
+        .await;
+        let sent = o.notices.get_or_insert_with(Sent::default);
+        sent.records.extend(after.records);
+        sent.error = match (sent.error.take(), after.error) {
+            (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+            (a, b) => a.or(b),
+        };
+    }
     let record = decide::conclude(&o, &plan, &done);
     record_outcome(ctx, p, record).await
 }

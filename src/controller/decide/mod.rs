@@ -20,6 +20,7 @@ use crate::api::{
     RollbackGate, SegmentationPolicy, SegmentationPolicyStatus, WindowSnapshot,
     approved_generation,
 };
+use crate::notify::NoticeKind;
 use crate::nsx::model::{Group, Infra, SecurityPolicy};
 use crate::plan::widening::Comparison;
 use crate::plan::{self, Identity, LiveState, PeerGroups};
@@ -184,11 +185,22 @@ pub struct Plan {
     pub outcome: SyncOutcome,
     /// Read the policy back after the writes (for NSX's rule ids).
     pub read_back: bool,
+    /// Notices that tell what NSX now does (the catch-all drops, the clean-up is done, the
+    /// rollback to PASS): sent once the writes succeeded, never before; recorded with the others
+    /// in `Observed::notices`.
+    pub notify_after: Vec<Due>,
     live_read: Option<LiveState>,
     live_planned: Option<LiveState>,
     desired_group: Option<Group>,
     choice: Option<Choice>,
     carried: Option<Carried>,
+}
+
+impl Plan {
+    /// The canary VMs of the step in force, if any.
+    pub fn choice(&self) -> Option<&Choice> {
+        self.choice.as_ref()
+    }
 }
 
 /// What `conclude` needs from `decide` besides the plan.
@@ -413,6 +425,7 @@ pub fn decide(o: &Observed<'_>) -> Step {
                     message: o.window_problem.clone().unwrap_or_default(),
                 },
                 read_back: false,
+                notify_after: Vec::new(),
                 live_read: None,
                 live_planned: None,
                 desired_group: None,
@@ -478,7 +491,10 @@ pub fn decide(o: &Observed<'_>) -> Step {
     // Scheduled notice delivered now starts the notice period.
     match &o.notices {
         None => {
-            let due = notices::due(&decision, &facts, o.now);
+            let due: Vec<Due> = notices::due(&decision, &facts, o.now)
+                .into_iter()
+                .filter(|d| !after_write(d.kind))
+                .collect();
             if !due.is_empty() {
                 if let Some(key) = canary_key(&decision)
                     && o.canary.as_ref().is_none_or(|c| c.key != key)
@@ -548,6 +564,21 @@ pub fn decide(o: &Observed<'_>) -> Step {
         }
     }
 
+    // The notices that tell what the writes do, for the final decision.
+    let mut records = prev.notifications.clone();
+    records.extend(o.notices.iter().flat_map(|s| s.records.iter().cloned()));
+    let notify_after: Vec<Due> = notices::due(
+        &decision,
+        &Facts {
+            records: &records,
+            ..facts
+        },
+        o.now,
+    )
+    .into_iter()
+    .filter(|d| after_write(d.kind))
+    .collect();
+
     let carried = Carried {
         window: window.clone(),
         snapshot,
@@ -558,7 +589,17 @@ pub fn decide(o: &Observed<'_>) -> Step {
         monitor: monitor.clone(),
         previous_schedule: previous_schedule.clone(),
     };
-    Step::Act(Box::new(nsx_plan(o, decision, choice, carried)))
+    let mut plan = nsx_plan(o, decision, choice, carried);
+    plan.notify_after = notify_after;
+    Step::Act(Box::new(plan))
+}
+
+/// Notices that tell what NSX now does: sent after the write that does it.
+pub fn after_write(kind: NoticeKind) -> bool {
+    matches!(
+        kind,
+        NoticeKind::Enforced | NoticeKind::Completed | NoticeKind::RolledBack
+    )
 }
 
 /// The NSX writes for the decision.
@@ -568,6 +609,7 @@ fn nsx_plan(o: &Observed<'_>, decision: Decision, choice: Option<Choice>, c: Car
         writes: Vec::new(),
         outcome: SyncOutcome::InSync,
         read_back: false,
+        notify_after: Vec::new(),
         live_read: None,
         live_planned: None,
         desired_group: None,

@@ -100,6 +100,8 @@ struct Harness {
     fresh_members: Option<u64>,
     /// What happened.
     needs: Vec<String>,
+    /// Notices told after the writes, with the catch-all NSX held when each was sent.
+    told: Vec<(String, Vec<String>)>,
     writes: Vec<Write>,
     events: Vec<Ev>,
 }
@@ -123,6 +125,7 @@ impl Harness {
             monitor: MonitorStatus::default(),
             fresh_members: None,
             needs: Vec::new(),
+            told: Vec::new(),
             writes: Vec::new(),
             events: Vec::new(),
         }
@@ -244,6 +247,23 @@ impl Harness {
         }
         if plan.read_back && done.failed.is_none() {
             done.read_back = Some(Ok(self.nsx.policy.clone()));
+        }
+        if done.failed.is_none() && !plan.notify_after.is_empty() {
+            let dropping = self.catch_all();
+            for d in &plan.notify_after {
+                self.told
+                    .push((d.kind.as_str().to_string(), dropping.clone()));
+            }
+            let sent = o.notices.get_or_insert_with(Sent::default);
+            sent.records
+                .extend(plan.notify_after.iter().map(|d| NotificationRecord {
+                    kind: d.kind.as_str().into(),
+                    owner: d.owner.name.clone(),
+                    channel: "email".into(),
+                    message_id: d.message_id.clone(),
+                    sent_at: Time(now),
+                    enforce_at: None,
+                }));
         }
         let record = conclude(&o, &plan, &done);
         let mut status = record.status.clone();
@@ -661,11 +681,21 @@ fn a_failed_drop_write_is_reported_held_not_enforcing() {
     );
     assert!(r.requeue <= NSX_RETRY);
     assert_eq!(h.catch_all(), ["ALLOW"], "NSX still passes");
+    assert!(
+        h.told.iter().all(|(kind, _)| kind != "Enforced"),
+        "nobody is told it drops: {:?}",
+        h.told
+    );
     // NSX answers again: the next reconcile enforces.
     h.write_fails = false;
     h.settle(ENFORCE + 10);
     assert_eq!(h.phase(), Some(Phase::Enforcing));
     assert_eq!(h.catch_all(), ["DROP"]);
+    assert_eq!(
+        h.told,
+        [("Enforced".to_string(), vec!["DROP".to_string()])],
+        "told once, after the DROP was written"
+    );
 }
 
 #[test]
@@ -739,6 +769,12 @@ fn dropped_flows_over_the_threshold_roll_back_to_pass() {
     h.settle(ENFORCE + 90);
     assert_eq!(h.phase(), Some(Phase::RolledBack));
     assert_eq!(h.catch_all(), ["ALLOW"]);
+    assert!(
+        h.told
+            .contains(&("RolledBack".to_string(), vec!["ALLOW".to_string()])),
+        "the owners are told once NSX passes again: {:?}",
+        h.told
+    );
     assert!(
         h.events
             .iter()
