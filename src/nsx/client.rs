@@ -26,6 +26,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::auth::{AuthConfig, Credentials, Login, Secret};
+use super::codes;
 use super::metrics::NsxMetrics;
 use super::model::{ApiError, Group, Infra, ListResult, Rule, SecurityPolicy};
 use super::pacing::{Pacer, PacingConfig};
@@ -257,22 +258,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
-}
-
-/// NSX answers that mean "try the same call again" (reference §4): 409 (concurrent change),
-/// 500 with code 607 (API transaction aborted) or 98 (manager could not reach its backend), and
-/// 400 "The object AtomicRequest/N is already present" (concurrent hierarchical calls). Only
-/// idempotent calls are retried on them.
-pub fn is_transient(status: u16, error: &ApiError) -> bool {
-    match status {
-        409 => true,
-        500 => matches!(error.error_code, 607 | 98),
-        400 => {
-            error.error_message.contains("AtomicRequest")
-                && error.error_message.contains("already present")
-        }
-        _ => false,
-    }
 }
 
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
@@ -601,8 +586,7 @@ impl Client {
                 error_message: String::from_utf8_lossy(&bytes).chars().take(512).collect(),
                 ..ApiError::default()
             });
-            let auth_failure =
-                status == 401 || (status == 403 && matches!(error.error_code, 98 | 403 | 0));
+            let auth_failure = codes::is_auth_failure(status, error.error_code);
             if authenticate && auth_failure {
                 if let Some((_, generation)) = &session
                     && !relogged
@@ -622,7 +606,7 @@ impl Client {
                 });
             }
             if idempotent
-                && is_transient(status, &error)
+                && codes::is_transient(status, error.error_code)
                 && transient < inner.config.pacing.max_busy_retries
             {
                 transient += 1;
@@ -1235,26 +1219,6 @@ mod tests {
             ClientConfig::from_lookup(env(&[("NSX_URL", "x"), ("NSX_AUTH", "token")])).unwrap_err();
         assert!(err.to_string().contains("NSX_AUTH"), "{err}");
         assert!(ClientConfig::from_lookup(env(&[])).is_err());
-    }
-
-    #[test]
-    fn transient_nsx_errors_are_recognised() {
-        let e = |code: i64, msg: &str| ApiError {
-            error_code: code,
-            error_message: msg.into(),
-            ..ApiError::default()
-        };
-        assert!(is_transient(409, &e(0, "")));
-        assert!(is_transient(500, &e(607, "API transaction aborted")));
-        assert!(is_transient(
-            400,
-            &e(
-                1,
-                "The object AtomicRequest/12 is already present in the system."
-            )
-        ));
-        assert!(!is_transient(400, &e(287, "property x is unrecognized")));
-        assert!(!is_transient(500, &e(1, "boom")));
     }
 
     #[test]

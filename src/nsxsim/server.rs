@@ -22,13 +22,11 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::errors::{
-    CODE_ATOMIC_REQUEST, CODE_CREDENTIALS, CODE_INVALID_PATH, CODE_RATE, CODE_UNAVAILABLE,
-    CODE_XSRF, Fail, invalid,
-};
+use super::errors::{Fail, invalid};
 use super::limits::{Counters, Faults, Limiter, OutageMode, Refusal};
 use super::store::{self, Ctx, Mode, Op, RevCheck, Store};
 use super::validate::{self as v, Obj};
+use crate::nsx::codes;
 use crate::nsx::model::ApiError;
 
 /// Base of the policy API.
@@ -566,7 +564,7 @@ impl Sim {
             Err(Refusal::Rate(n)) => {
                 return fail_response(&Fail::new(
                     StatusCode::TOO_MANY_REQUESTS,
-                    CODE_RATE,
+                    codes::RATE,
                     "common-services",
                     format!("Client '{client}' exceeded request rate of {n} per second."),
                 ));
@@ -574,7 +572,7 @@ impl Sim {
             Err(Refusal::Concurrency(n)) | Err(Refusal::Global(n)) => {
                 return fail_response(&Fail::new(
                     StatusCode::TOO_MANY_REQUESTS,
-                    CODE_RATE,
+                    codes::RATE,
                     "common-services",
                     format!("Client '{client}' exceeded concurrency limit of {n}."),
                 ));
@@ -592,7 +590,7 @@ impl Sim {
         if rand::random::<f64>() < faults.error_429_fraction {
             return fail_response(&Fail::new(
                 StatusCode::TOO_MANY_REQUESTS,
-                CODE_RATE,
+                codes::RATE,
                 "common-services",
                 format!(
                     "Client '{user}' exceeded request rate of {} per second.",
@@ -725,7 +723,7 @@ impl Sim {
                 if given != Some(s.xsrf.as_str()) {
                     return Err(Fail::new(
                         StatusCode::FORBIDDEN,
-                        CODE_XSRF,
+                        codes::XSRF,
                         "common-services",
                         "Bad XSRF token",
                     ));
@@ -788,7 +786,7 @@ impl Sim {
             ("PATCH", Route::Infra) => {
                 if rand::random::<f64>() < faults.atomic_conflict_fraction {
                     return Err(Fail::bad(
-                        CODE_ATOMIC_REQUEST,
+                        codes::ATOMIC_REQUEST,
                         format!(
                             "The object AtomicRequest/{} is already present in the system.",
                             rand::random::<u16>()
@@ -1141,7 +1139,7 @@ impl Sim {
             ("GET", Route::Realized) => {
                 let path = q.get("intent_path").cloned().ok_or_else(|| {
                     Fail::bad(
-                        CODE_INVALID_PATH,
+                        codes::INVALID_PATH,
                         "Required parameter intent_path is missing.",
                     )
                 })?;
@@ -1155,7 +1153,7 @@ impl Sim {
             ("GET", Route::RealizedStatus) => {
                 let path = q.get("intent_path").cloned().ok_or_else(|| {
                     Fail::bad(
-                        CODE_INVALID_PATH,
+                        codes::INVALID_PATH,
                         "Required parameter intent_path is missing.",
                     )
                 })?;
@@ -1177,7 +1175,7 @@ impl Sim {
             }
             (_, Route::Unknown) => Err(Fail::new(
                 StatusCode::NOT_FOUND,
-                CODE_INVALID_PATH,
+                codes::INVALID_PATH,
                 "common-services",
                 "The requested URI could not be found.",
             )),
@@ -1311,7 +1309,7 @@ fn bail(errs: Vec<ApiError>) -> Result<(), Fail> {
 fn unavailable(msg: &str) -> Fail {
     Fail::new(
         StatusCode::SERVICE_UNAVAILABLE,
-        CODE_UNAVAILABLE,
+        codes::UNAVAILABLE,
         "common-services",
         msg,
     )
@@ -1320,7 +1318,7 @@ fn unavailable(msg: &str) -> Fail {
 fn bad_credentials() -> Fail {
     Fail::new(
         StatusCode::FORBIDDEN,
-        CODE_CREDENTIALS,
+        codes::CREDENTIALS,
         "common-services",
         "The credentials were incorrect or the account specified has been locked.",
     )
@@ -1370,7 +1368,7 @@ fn page(
             .parse::<usize>()
             .ok()
             .filter(|n| *n <= items.len())
-            .ok_or_else(|| Fail::bad(CODE_INVALID_PATH, format!("Invalid cursor [{c}].")))?,
+            .ok_or_else(|| Fail::bad(codes::INVALID_PATH, format!("Invalid cursor [{c}].")))?,
         _ => 0,
     };
     let total = items.len();

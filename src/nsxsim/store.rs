@@ -39,11 +39,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::errors::{
-    CODE_EXISTS, CODE_IN_USE, CODE_INVALID_PATH, CODE_PENDING_DELETE, CODE_PROTECTED,
-    CODE_READ_ONLY, CODE_REVISION, Fail, api_error, invalid,
-};
+use super::errors::{Fail, api_error, invalid};
 use super::validate::{self as v, Obj};
+use crate::nsx::codes;
 use crate::nsx::model::ApiError;
 
 /// First rule id handed to user rules (reference §8).
@@ -393,7 +391,7 @@ fn check_rev(path: &str, current: Option<&Obj>, rev: RevCheck) -> Result<(), Fai
         RevCheck::Ignore => return Ok(()),
         RevCheck::Put(None) => {
             return Err(Fail::bad(
-                CODE_EXISTS,
+                codes::EXISTS,
                 format!("Cannot create an object with path=[{path}] as it already exists."),
             ));
         }
@@ -405,7 +403,7 @@ fn check_rev(path: &str, current: Option<&Obj>, rev: RevCheck) -> Result<(), Fai
             status: StatusCode::PRECONDITION_FAILED,
             body: Box::new(api_error(
                 StatusCode::PRECONDITION_FAILED,
-                CODE_REVISION,
+                codes::REVISION,
                 "Policy",
                 format!(
                     "Object _revision mismatch! (current: {have}, requested: {given}). Fetch the latest copy of the object and retry!"
@@ -436,7 +434,7 @@ fn is_system(obj: &Obj) -> bool {
 
 fn read_only(path: &str) -> Fail {
     Fail::bad(
-        CODE_READ_ONLY,
+        codes::READ_ONLY,
         format!(
             "The object path=[{path}] is a system-owned default object and cannot be modified or deleted."
         ),
@@ -655,7 +653,7 @@ fn default_rule_edit(prev: &Obj, body: Obj, path: &str) -> Result<Obj, Fail> {
             && prev.get(&k) != Some(&val)
         {
             return Err(Fail::bad(
-                CODE_READ_ONLY,
+                codes::READ_ONLY,
                 format!(
                     "Field {k} of the default rule path=[{path}] cannot be modified; only {} can.",
                     DEFAULT_RULE_EDITABLE.join(", ")
@@ -668,7 +666,7 @@ fn default_rule_edit(prev: &Obj, body: Obj, path: &str) -> Result<Obj, Fail> {
 
 fn pending_delete(path: &str) -> Fail {
     Fail::bad(
-        CODE_PENDING_DELETE,
+        codes::PENDING_DELETE,
         format!(
             "Cannot create an object with path=[{path}] as it is marked for deletion. Retry once the deletion is complete."
         ),
@@ -1145,7 +1143,7 @@ impl Store {
         match self.protected.get(path) {
             Some(owner) if *owner != ctx.user && !ctx.allow_overwrite => Err(Fail::new(
                 StatusCode::FORBIDDEN,
-                CODE_PROTECTED,
+                codes::PROTECTED,
                 "Policy",
                 format!(
                     "The object path=[{path}] is owned by principal identity {owner} and is protected; set X-Allow-Overwrite: true to modify it."
@@ -1507,7 +1505,7 @@ impl Store {
         let bad_path = |owner: &str, field: &str, p: &str| {
             api_error(
                 StatusCode::BAD_REQUEST,
-                CODE_INVALID_PATH,
+                codes::INVALID_PATH,
                 "Policy",
                 format!("Invalid path [{p}] in {field} of [{owner}]: the path=[{p}] is invalid."),
             )
@@ -1552,7 +1550,7 @@ impl Store {
             for (p, users) in self.referrers(deleted) {
                 errs.push(api_error(
                     StatusCode::BAD_REQUEST,
-                    CODE_IN_USE,
+                    codes::IN_USE,
                     "Policy",
                     format!(
                         "The object path=[{p}] cannot be deleted as either it has children or it is being referenced by other objects path=[{}].",
@@ -1667,7 +1665,7 @@ impl Store {
                         if !self.domains.contains_key(&id) {
                             errs.push(api_error(
                                 StatusCode::BAD_REQUEST,
-                                CODE_INVALID_PATH,
+                                codes::INVALID_PATH,
                                 "Policy",
                                 format!("The path=[/infra/domains/{id}] is invalid"),
                             ));
@@ -1787,7 +1785,7 @@ impl Store {
                     {
                         errs.push(api_error(
                             StatusCode::BAD_REQUEST,
-                            CODE_INVALID_PATH,
+                            codes::INVALID_PATH,
                             "Policy",
                             format!("The path=[{}] is invalid", policy_path(domain, &id)),
                         ));
@@ -2043,7 +2041,7 @@ mod tests {
                 &ctx(),
             )
             .unwrap_err();
-        assert_eq!(err.body.error_code, CODE_INVALID_PATH);
+        assert_eq!(err.body.error_code, codes::INVALID_PATH);
         assert_eq!(serde_json::to_value(&s).unwrap(), before);
     }
 
@@ -2089,7 +2087,7 @@ mod tests {
         let err = s
             .transact(vec![Op::DeleteService { id: "HTTPS".into() }], &ctx())
             .unwrap_err();
-        assert_eq!(err.body.error_code, CODE_READ_ONLY);
+        assert_eq!(err.body.error_code, codes::READ_ONLY);
         assert!(s.service_exists("/infra/services/HTTPS"));
     }
 
@@ -2498,7 +2496,7 @@ mod tests {
         for op in [group_op("g", json!({})), policy_op("p")] {
             let err = s.transact(vec![op], &pending_ctx(10_999)).unwrap_err();
             assert_eq!(err.status, StatusCode::BAD_REQUEST);
-            assert_eq!(err.body.error_code, CODE_PENDING_DELETE);
+            assert_eq!(err.body.error_code, codes::PENDING_DELETE);
             assert!(
                 err.body.error_message.contains("marked for deletion"),
                 "{}",
@@ -2643,7 +2641,7 @@ mod tests {
             let err = s
                 .transact(vec![default_rule_op(id, body.clone())], &ctx())
                 .unwrap_err();
-            assert_eq!(err.body.error_code, CODE_READ_ONLY, "{id} {body}");
+            assert_eq!(err.body.error_code, codes::READ_ONLY, "{id} {body}");
         }
         let err = s
             .transact(
@@ -2655,7 +2653,7 @@ mod tests {
                 &ctx(),
             )
             .unwrap_err();
-        assert_eq!(err.body.error_code, CODE_READ_ONLY);
+        assert_eq!(err.body.error_code, codes::READ_ONLY);
         let err = s
             .transact(
                 vec![Op::DeletePolicy {
@@ -2665,7 +2663,7 @@ mod tests {
                 &ctx(),
             )
             .unwrap_err();
-        assert_eq!(err.body.error_code, CODE_READ_ONLY);
+        assert_eq!(err.body.error_code, codes::READ_ONLY);
     }
 
     #[test]
