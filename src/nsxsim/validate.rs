@@ -322,21 +322,18 @@ pub fn check_common(obj: &Obj, kind: &str, url_id: &str, errs: &mut Vec<ApiError
             "id [{id}] in the body does not match the id [{url_id}] in the path."
         )));
     }
-    if let Some(name) = opt_str(obj, "display_name", errs)
-        && name.chars().count() > MAX_DISPLAY_NAME
-    {
-        errs.push(invalid(format!(
-            "display_name of {kind} [{url_id}] is {} characters long, the maximum is {MAX_DISPLAY_NAME}.",
-            name.chars().count()
-        )));
-    }
-    if let Some(d) = opt_str(obj, "description", errs)
-        && d.chars().count() > MAX_DESCRIPTION
-    {
-        errs.push(invalid(format!(
-            "description of {kind} [{url_id}] is {} characters long, the maximum is {MAX_DESCRIPTION}.",
-            d.chars().count()
-        )));
+    for (field, max) in [
+        ("display_name", MAX_DISPLAY_NAME),
+        ("description", MAX_DESCRIPTION),
+    ] {
+        if let Some(text) = opt_str(obj, field, errs)
+            && text.chars().count() > max
+        {
+            errs.push(invalid(format!(
+                "{field} of {kind} [{url_id}] is {} characters long, the maximum is {max}.",
+                text.chars().count()
+            )));
+        }
     }
     check_tags(obj, kind, url_id, errs);
 }
@@ -426,46 +423,7 @@ fn check_expression(items: &[Value], group: &str, errs: &mut Vec<ApiError>) {
         match rt {
             "Condition" => {
                 conditions += 1;
-                strict(e, true, &[CONDITION], errs);
-                for key in ["member_type", "key", "operator", "value"] {
-                    if opt_str(e, key, errs).is_none() {
-                        errs.push(invalid(format!(
-                            "Group [{group}] condition requires field {key}."
-                        )));
-                    }
-                }
-                check_enum(
-                    e,
-                    "operator",
-                    &[
-                        "EQUALS",
-                        "CONTAINS",
-                        "STARTSWITH",
-                        "ENDSWITH",
-                        "NOTEQUALS",
-                        "NOTIN",
-                        "MATCHES",
-                        "IN",
-                    ],
-                    errs,
-                );
-                check_enum(
-                    e,
-                    "key",
-                    &[
-                        "Tag",
-                        "Name",
-                        "OSName",
-                        "ComputerName",
-                        "NodeType",
-                        "GroupType",
-                        "ALL",
-                        "IPAddress",
-                        "PodCidr",
-                    ],
-                    errs,
-                );
-                opt_bool(e, "exclude", errs);
+                check_condition(e, group, errs);
             }
             "NestedExpression" => {
                 conditions += 1;
@@ -480,27 +438,7 @@ fn check_expression(items: &[Value], group: &str, errs: &mut Vec<ApiError>) {
                     )));
                 }
             }
-            "IPAddressExpression" => {
-                strict(e, true, &[&["ip_addresses"]], errs);
-                let ips = str_list(e, "ip_addresses", errs).unwrap_or_default();
-                members += ips.len();
-                let mut v4 = false;
-                let mut v6 = false;
-                for ip in &ips {
-                    match parse_address(ip) {
-                        Some(true) => v4 = true,
-                        Some(false) => v6 = true,
-                        None => errs.push(invalid(format!(
-                            "Group [{group}] IP address [{ip}] is not an address, range or CIDR."
-                        ))),
-                    }
-                }
-                if v4 && v6 {
-                    errs.push(invalid(format!(
-                        "Group [{group}] IPAddressExpression mixes IPv4 and IPv6 addresses; use one expression per family."
-                    )));
-                }
-            }
+            "IPAddressExpression" => members += check_ip_expression(e, group, errs),
             "PathExpression" => {
                 strict(e, true, &[&["paths"]], errs);
                 members += str_list(e, "paths", errs).map(|p| p.len()).unwrap_or(0);
@@ -532,6 +470,73 @@ fn check_expression(items: &[Value], group: &str, errs: &mut Vec<ApiError>) {
             "Group [{group}] has {members} IP addresses, MAC addresses, external ids and paths, the maximum is {MAX_MEMBERS}."
         )));
     }
+}
+
+/// Checks one `Condition` of a group's expression.
+fn check_condition(e: &Obj, group: &str, errs: &mut Vec<ApiError>) {
+    strict(e, true, &[CONDITION], errs);
+    for key in ["member_type", "key", "operator", "value"] {
+        if opt_str(e, key, errs).is_none() {
+            errs.push(invalid(format!(
+                "Group [{group}] condition requires field {key}."
+            )));
+        }
+    }
+    check_enum(
+        e,
+        "operator",
+        &[
+            "EQUALS",
+            "CONTAINS",
+            "STARTSWITH",
+            "ENDSWITH",
+            "NOTEQUALS",
+            "NOTIN",
+            "MATCHES",
+            "IN",
+        ],
+        errs,
+    );
+    check_enum(
+        e,
+        "key",
+        &[
+            "Tag",
+            "Name",
+            "OSName",
+            "ComputerName",
+            "NodeType",
+            "GroupType",
+            "ALL",
+            "IPAddress",
+            "PodCidr",
+        ],
+        errs,
+    );
+    opt_bool(e, "exclude", errs);
+}
+
+/// Checks one `IPAddressExpression` (one address family); returns how many addresses it holds.
+fn check_ip_expression(e: &Obj, group: &str, errs: &mut Vec<ApiError>) -> usize {
+    strict(e, true, &[&["ip_addresses"]], errs);
+    let ips = str_list(e, "ip_addresses", errs).unwrap_or_default();
+    let mut v4 = false;
+    let mut v6 = false;
+    for ip in &ips {
+        match parse_address(ip) {
+            Some(true) => v4 = true,
+            Some(false) => v6 = true,
+            None => errs.push(invalid(format!(
+                "Group [{group}] IP address [{ip}] is not an address, range or CIDR."
+            ))),
+        }
+    }
+    if v4 && v6 {
+        errs.push(invalid(format!(
+            "Group [{group}] IPAddressExpression mixes IPv4 and IPv6 addresses; use one expression per family."
+        )));
+    }
+    ips.len()
 }
 
 /// Parses an address, CIDR or `a-b` range; `Some(true)` for IPv4, `Some(false)` for IPv6.

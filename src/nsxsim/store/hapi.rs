@@ -59,25 +59,15 @@ impl Store {
                         count += 1;
                         (id, d)
                     } else {
-                        v::strict(c, false, &[v::REFERENCE], &mut errs);
-                        if c.get("target_type").and_then(Value::as_str) != Some("Domain") {
-                            errs.push(invalid(
-                                "ChildResourceReference under Infra must have target_type Domain.",
-                            ));
+                        let Some(id) = reference(
+                            c,
+                            ("Infra", "Domain"),
+                            |id| self.domains.contains_key(id),
+                            |id| format!("/infra/domains/{id}"),
+                            &mut errs,
+                        ) else {
                             continue;
-                        }
-                        let id = c
-                            .get("id")
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                            .to_string();
-                        if !self.domains.contains_key(&id) {
-                            errs.push(bad_request(
-                                codes::INVALID_PATH,
-                                format!("The path=[/infra/domains/{id}] is invalid"),
-                            ));
-                            continue;
-                        }
+                        };
                         (id, c)
                     };
                     for dc in array(inner, "children", &mut errs) {
@@ -140,13 +130,10 @@ impl Store {
         *count += 1;
         match rt {
             "ChildGroup" => {
-                v::strict(c, false, &[v::WRAPPER, &["Group"]], errs);
-                let Some(g) = c.get("Group").and_then(Value::as_object) else {
-                    errs.push(invalid("ChildGroup requires the Group property."));
+                let Some((g, id, delete)) = unwrap_child(c, "Group", errs) else {
                     return;
                 };
-                let id = wrapper_id(c, g, "Group", errs);
-                if flag(c, "marked_for_delete") {
+                if delete {
                     ops.push(Op::DeleteGroup {
                         domain: domain.into(),
                         id,
@@ -163,22 +150,28 @@ impl Store {
                 });
             }
             "ChildSecurityPolicy" | "ChildResourceReference" => {
-                let (id, p, modify) = if rt == "ChildSecurityPolicy" {
-                    v::strict(c, false, &[v::WRAPPER, &["SecurityPolicy"]], errs);
-                    let Some(p) = c.get("SecurityPolicy").and_then(Value::as_object) else {
-                        errs.push(invalid(
-                            "ChildSecurityPolicy requires the SecurityPolicy property.",
-                        ));
+                let (id, p, modify, delete) = if rt == "ChildSecurityPolicy" {
+                    let Some((p, id, delete)) = unwrap_child(c, "SecurityPolicy", errs) else {
                         return;
                     };
-                    (wrapper_id(c, p, "SecurityPolicy", errs), p, true)
+                    (id, p, true, delete)
                 } else {
-                    let Some(id) = self.referenced_policy(domain, c, errs) else {
+                    let Some(id) = reference(
+                        c,
+                        ("Domain", "SecurityPolicy"),
+                        |id| {
+                            self.domains
+                                .get(domain)
+                                .is_some_and(|d| d.policies.contains_key(id))
+                        },
+                        |id| policy_path(domain, id),
+                        errs,
+                    ) else {
                         return;
                     };
-                    (id, c, false)
+                    (id, c, false, false)
                 };
-                if modify && flag(c, "marked_for_delete") {
+                if delete {
                     ops.push(Op::DeletePolicy {
                         domain: domain.into(),
                         id,
@@ -195,25 +188,9 @@ impl Store {
                         mode: Mode::Replace,
                         replace_rules: None,
                     });
-                    for r in array(p, "rules", errs) {
-                        let Some(r) = v::as_obj(r, "a rule", errs) else {
-                            continue;
-                        };
-                        let rid = r
-                            .get("id")
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                            .to_string();
-                        v::check_rule(r, &rid, errs);
-                        *count += 1;
-                        ops.push(Op::Rule {
-                            domain: domain.into(),
-                            policy: id.clone(),
-                            id: rid,
-                            body: v::writable(r),
-                            rev: rev(r, errs),
-                        });
-                    }
+                    let rules = embedded_rules(domain, &id, array(p, "rules", errs), rev, errs);
+                    *count += rules.len();
+                    ops.extend(rules);
                 }
                 rule_children(domain, &id, p, rev, ops, errs, count);
             }
@@ -222,33 +199,94 @@ impl Store {
             ))),
         }
     }
+}
 
-    /// The id of the existing security policy a `ChildResourceReference` under a domain names.
-    fn referenced_policy(&self, domain: &str, c: &Obj, errs: &mut Vec<ApiError>) -> Option<String> {
-        v::strict(c, false, &[v::REFERENCE], errs);
-        if c.get("target_type").and_then(Value::as_str) != Some("SecurityPolicy") {
-            errs.push(invalid(
-                "ChildResourceReference under Domain must have target_type SecurityPolicy.",
-            ));
-            return None;
-        }
-        let id = c
+/// The id of the existing object a `ChildResourceReference` under `parent` names: it must name
+/// a `target` (`exists` tells whether there is one with that id, at `path`).
+fn reference(
+    c: &Obj,
+    (parent, target): (&str, &str),
+    exists: impl Fn(&str) -> bool,
+    path: impl Fn(&str) -> String,
+    errs: &mut Vec<ApiError>,
+) -> Option<String> {
+    v::strict(c, false, &[v::REFERENCE], errs);
+    if c.get("target_type").and_then(Value::as_str) != Some(target) {
+        errs.push(invalid(format!(
+            "ChildResourceReference under {parent} must have target_type {target}."
+        )));
+        return None;
+    }
+    let id = c
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if !exists(&id) {
+        errs.push(bad_request(
+            codes::INVALID_PATH,
+            format!("The path=[{}] is invalid", path(&id)),
+        ));
+        return None;
+    }
+    Some(id)
+}
+
+/// The object a `Child<kind>` wrapper carries, its id, and whether the wrapper deletes it
+/// (`marked_for_delete`).
+fn unwrap_child<'a>(
+    c: &'a Obj,
+    kind: &str,
+    errs: &mut Vec<ApiError>,
+) -> Option<(&'a Obj, String, bool)> {
+    v::strict(c, false, &[v::WRAPPER, &[kind]], errs);
+    let Some(inner) = c.get(kind).and_then(Value::as_object) else {
+        errs.push(invalid(format!(
+            "Child{kind} requires the {kind} property."
+        )));
+        return None;
+    };
+    let id = wrapper_id(c, inner, kind, errs);
+    Some((inner, id, flag(c, "marked_for_delete")))
+}
+
+/// The rules embedded in a security policy's `rules`, each checked, as rule operations.
+pub fn embedded_rules(
+    domain: &str,
+    policy: &str,
+    rules: &[Value],
+    rev: &dyn Fn(&Obj, &mut Vec<ApiError>) -> RevCheck,
+    errs: &mut Vec<ApiError>,
+) -> Vec<Op> {
+    let mut ops = Vec::new();
+    for r in rules {
+        let Some(r) = v::as_obj(r, "a rule", errs) else {
+            continue;
+        };
+        let rid = r
             .get("id")
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string();
-        if !self
-            .domains
-            .get(domain)
-            .is_some_and(|d| d.policies.contains_key(&id))
-        {
-            errs.push(bad_request(
-                codes::INVALID_PATH,
-                format!("The path=[{}] is invalid", policy_path(domain, &id)),
-            ));
-            return None;
-        }
-        Some(id)
+        ops.push(rule_op((domain, policy, rid), r, rev, errs));
+    }
+    ops
+}
+
+/// A checked rule write.
+fn rule_op(
+    (domain, policy, id): (&str, &str, String),
+    r: &Obj,
+    rev: &dyn Fn(&Obj, &mut Vec<ApiError>) -> RevCheck,
+    errs: &mut Vec<ApiError>,
+) -> Op {
+    v::check_rule(r, &id, errs);
+    Op::Rule {
+        domain: domain.into(),
+        policy: policy.into(),
+        id,
+        body: v::writable(r),
+        rev: rev(r, errs),
     }
 }
 
@@ -276,13 +314,10 @@ fn rule_children(
             )));
             continue;
         }
-        v::strict(rc, false, &[v::WRAPPER, &["Rule"]], errs);
-        let Some(r) = rc.get("Rule").and_then(Value::as_object) else {
-            errs.push(invalid("ChildRule requires the Rule property."));
+        let Some((r, rid, delete)) = unwrap_child(rc, "Rule", errs) else {
             continue;
         };
-        let rid = wrapper_id(rc, r, "Rule", errs);
-        if flag(rc, "marked_for_delete") {
+        if delete {
             ops.push(Op::DeleteRule {
                 domain: domain.into(),
                 policy: policy.into(),
@@ -290,14 +325,7 @@ fn rule_children(
             });
             continue;
         }
-        v::check_rule(r, &rid, errs);
-        ops.push(Op::Rule {
-            domain: domain.into(),
-            policy: policy.into(),
-            id: rid,
-            body: v::writable(r),
-            rev: rev(r, errs),
-        });
+        ops.push(rule_op((domain, policy, rid), r, rev, errs));
     }
 }
 

@@ -51,7 +51,7 @@ mod refs;
 mod seed;
 mod txn;
 
-pub use hapi::{entries_of, expression_paths};
+pub use hapi::{embedded_rules, entries_of, expression_paths};
 pub use objects::internal_sequence_number;
 use objects::policy_order;
 
