@@ -13,7 +13,7 @@ use microseg::controller::nsx_cache::{CachedNsx, NsxCache, refresh};
 use microseg::nsx::NsxApi;
 use microseg::nsx::model::Expression;
 use microseg::plan::{self, Context, Identity, LiveState, PeerGroups};
-use nsx_support::{Target, real_nsx};
+use nsx_support::{ClientExt, Target, real_nsx};
 
 const N: usize = 40;
 

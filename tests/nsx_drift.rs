@@ -18,7 +18,7 @@ use microseg::api::{Phase, SegmentationPolicy};
 use microseg::nsx::{Client, NsxApi};
 use microseg::plan::report::peer_groups;
 use microseg::plan::{self, Context, Identity, LiveState};
-use nsx_support::{Target, group, real_nsx};
+use nsx_support::{ClientExt, Target, group, real_nsx};
 use serde_json::{Value, json};
 
 fn examples() -> Vec<SegmentationPolicy> {

@@ -18,7 +18,7 @@ use microseg::nsx::{Client, NsxApi};
 use microseg::nsxsim;
 use microseg::plan::report::{peer_groups, phase_at};
 use microseg::plan::{self, Context, Identity, LiveState};
-use nsx_support::{credential_files, group, sim_client_config};
+use nsx_support::{ClientExt, credential_files, group, sim_client_config};
 
 const MONITORING: &str = "2027-02-05T00:00:00Z";
 const ENFORCING: &str = "2027-02-20T00:00:00Z";

@@ -1,12 +1,14 @@
 //! NSX Policy API: the wire model shared by the plan, the client and the simulator, the
 //! `NsxApi` trait the controller talks to, and its typed errors.
 //!
-//! Submodules: [`model`] (wire types), [`client`] (the HTTP client implementing [`NsxApi`]),
+//! Submodules: [`codes`] (NSX error codes, shared with the simulator), [`model`] (wire
+//! types), [`client`] (the HTTP client implementing [`NsxApi`]),
 //! [`auth`] (credentials and secrets), [`pacing`] (shared rate/concurrency budget with AIMD
 //! back-off), [`metrics`] (Prometheus series of the client).
 
 pub mod auth;
 pub mod client;
+pub mod codes;
 pub mod metrics;
 pub mod model;
 pub mod pacing;
@@ -22,9 +24,9 @@ use async_trait::async_trait;
 
 use model::{ApiError, Group, Infra, SecurityPolicy};
 
-/// NSX's error code for a write to a path whose deletion is still pending (400; nsx-operator's
-/// `NsxPendingDelete`, reference §3/§4). The deletion completes on its own within seconds.
-pub const CODE_PENDING_DELETE: i64 = 500045;
+/// NSX's error code for a write to a path whose deletion is still pending
+/// ([`codes::PENDING_DELETE`]). The deletion completes on its own within seconds.
+pub const CODE_PENDING_DELETE: i64 = codes::PENDING_DELETE;
 /// How long to wait before retrying a write refused because of a pending delete.
 pub const PENDING_DELETE_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -148,9 +150,11 @@ impl Error {
     /// PascalCase label for metrics and events.
     pub fn category(&self) -> &'static str {
         match self {
-            Error::Api {
-                status: 400, error, ..
-            } if error.error_code == CODE_PENDING_DELETE => "NsxPendingDelete",
+            Error::Api { status, error, .. }
+                if codes::is_pending_delete(*status, error.error_code) =>
+            {
+                "NsxPendingDelete"
+            }
             Error::Api { status: 400, .. } => "NsxInvalidRequest",
             Error::Api { status: 404, .. } => "NsxNotFound",
             Error::Api { .. } => "NsxApiError",
@@ -168,14 +172,29 @@ impl Error {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Error::Busy { retry_after, .. } => Some(retry_after.unwrap_or(Duration::from_secs(5))),
-            Error::Api {
-                status: 400, error, ..
-            } if error.error_code == CODE_PENDING_DELETE => Some(PENDING_DELETE_BACKOFF),
+            Error::Api { status, error, .. }
+                if codes::is_pending_delete(*status, error.error_code) =>
+            {
+                Some(PENDING_DELETE_BACKOFF)
+            }
             Error::Transport { .. } | Error::Conflict { .. } => Some(Duration::from_secs(5)),
             Error::Api { status, .. } if *status >= 500 => Some(Duration::from_secs(5)),
             Error::Auth { .. } => Some(Duration::from_secs(60)),
             _ => None,
         }
+    }
+
+    /// NSX refused to delete an object other objects still refer to (400
+    /// [`codes::IN_USE`]).
+    pub fn is_in_use(&self) -> bool {
+        matches!(self, Error::Api { status, error, .. } if codes::is_in_use(*status, error.error_code))
+    }
+
+    /// NSX answered that the same call may succeed if sent again ([`codes::is_transient`]:
+    /// 409, 500 with transaction aborted or backend unreachable, 400 concurrent hierarchical
+    /// call).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Api { status, error, .. } if codes::is_transient(*status, error.error_code))
     }
 
     /// NSX's error code, when NSX gave one.
@@ -212,5 +231,28 @@ mod tests {
         let other = api(400, 255);
         assert_eq!(other.category(), "NsxInvalidRequest");
         assert_eq!(other.retry_after(), None);
+    }
+
+    #[test]
+    fn in_use_and_transient_errors_are_recognised_by_code_not_message() {
+        let in_use = api(400, codes::IN_USE);
+        assert!(in_use.is_in_use());
+        assert!(!in_use.is_transient());
+        // The message alone decides nothing.
+        let mut worded = api(400, codes::INVALID_VALUE);
+        if let Error::Api { error, .. } = &mut worded {
+            error.error_message = "it is being referenced by other objects".into();
+        }
+        assert!(!worded.is_in_use());
+        assert!(api(400, codes::ATOMIC_REQUEST).is_transient());
+        assert!(api(500, codes::TRANSACTION_ABORTED).is_transient());
+        assert!(api(409, 0).is_transient());
+        assert!(!api(400, codes::JSON).is_transient());
+        let busy = Error::Busy {
+            path: "/infra".into(),
+            status: 503,
+            retry_after: None,
+        };
+        assert!(!busy.is_in_use() && !busy.is_transient());
     }
 }

@@ -11,7 +11,12 @@
 //! - Each success wins back 1 % of the configured rate, up to the ceiling.
 //!
 //! So random, load-unrelated 503s do not drive the rate to the floor, while sustained 429s do
-//! bring it down. Retries wait with full jitter, or for Retry-After when NSX sends one.
+//! bring it down.
+//!
+//! The retry policy of one call is [`Retries`], the only one of the client: a budget per kind of
+//! [`Failure`] (`max_busy_retries` for 429/503 and transient NSX errors,
+//! `max_transport_retries` for connection errors) and one back-off, full jitter over an
+//! exponential step, or Retry-After when NSX sends one.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -174,6 +179,14 @@ impl Pacer {
         }
     }
 
+    /// The retry policy of one call.
+    pub fn retries(&self) -> Retries<'_> {
+        Retries {
+            pacer: self,
+            met: [0; 3],
+        }
+    }
+
     /// How long to wait before retry `attempt` (1-based): Retry-After when given, else
     /// full jitter over an exponential step.
     pub fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
@@ -186,6 +199,48 @@ impl Pacer {
             .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
         let cap = exp.min(self.config.backoff_max);
         cap.mul_f64(rand::random::<f64>().max(0.05))
+    }
+}
+
+/// Why an attempt of a call failed in a way that trying again may fix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// 429 or 503.
+    Busy,
+    /// No answer: connection, TLS or timeout.
+    Transport,
+    /// An NSX error that means "try again" ([`crate::nsx::codes::is_transient`]).
+    Transient,
+}
+
+/// The retries of one call: how many of each [`Failure`] it has met, against the budgets of the
+/// pacing settings.
+pub struct Retries<'a> {
+    pacer: &'a Pacer,
+    /// Failures met, by kind (`Failure as usize`).
+    met: [u32; 3],
+}
+
+impl Retries<'_> {
+    /// After a failure: how long to wait before the next attempt, or `None` when the budget
+    /// for that kind of failure is spent.
+    pub fn next(&mut self, failure: Failure, retry_after: Option<Duration>) -> Option<Duration> {
+        let c = &self.pacer.config;
+        let budget = match failure {
+            Failure::Busy | Failure::Transient => c.max_busy_retries,
+            Failure::Transport => c.max_transport_retries,
+        };
+        let met = &mut self.met[failure as usize];
+        if *met >= budget {
+            return None;
+        }
+        *met += 1;
+        Some(self.pacer.backoff(*met, retry_after))
+    }
+
+    /// How many retries after `failure` were granted so far.
+    pub fn attempts(&self, failure: Failure) -> u32 {
+        self.met[failure as usize]
     }
 }
 
@@ -233,6 +288,29 @@ mod tests {
         for attempt in 1..30 {
             assert!(p.backoff(attempt, None) <= Duration::from_secs(10));
         }
+    }
+
+    #[test]
+    fn each_kind_of_failure_has_its_own_retry_budget() {
+        let p = Pacer::new(PacingConfig {
+            max_busy_retries: 2,
+            max_transport_retries: 1,
+            ..PacingConfig::default()
+        });
+        let mut r = p.retries();
+        assert!(r.next(Failure::Transport, None).is_some());
+        assert!(r.next(Failure::Transport, None).is_none());
+        assert_eq!(r.attempts(Failure::Transport), 1);
+        // Busy answers draw on their own budget, and honour Retry-After.
+        assert_eq!(
+            r.next(Failure::Busy, Some(Duration::from_secs(3))),
+            Some(Duration::from_secs(3))
+        );
+        assert!(r.next(Failure::Busy, None).is_some());
+        assert!(r.next(Failure::Busy, None).is_none());
+        assert!(r.next(Failure::Transient, None).is_some());
+        assert_eq!(r.attempts(Failure::Transient), 1);
+        assert_eq!(r.attempts(Failure::Busy), 2);
     }
 
     #[tokio::test]

@@ -6,6 +6,10 @@
 
 #![allow(dead_code, clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+mod client_ext;
+#[allow(unused_imports)]
+pub use client_ext::ClientExt;
+
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -1,15 +1,17 @@
 //! Request-body checks of the simulator: strict JSON (unknown property → 400/287, read-only
 //! fields accepted and ignored) and NSX's field limits (reference §2): ids, lengths, tags, rule
 //! peers and services, port sets, group expressions. References between objects are checked
-//! later, against the whole state after a transaction (see `store`).
+//! later, against the whole state after a transaction (see `store`). Group bodies and their
+//! expressions are checked in `group`.
 
-use std::net::IpAddr;
-
-use ipnet::IpNet;
 use serde_json::{Map, Value};
 
 use super::errors::{invalid, json_error};
 use crate::nsx::model::ApiError;
+
+mod group;
+
+pub use group::{check_group, parse_address};
 
 /// A JSON object.
 pub type Obj = Map<String, Value>;
@@ -322,21 +324,18 @@ pub fn check_common(obj: &Obj, kind: &str, url_id: &str, errs: &mut Vec<ApiError
             "id [{id}] in the body does not match the id [{url_id}] in the path."
         )));
     }
-    if let Some(name) = opt_str(obj, "display_name", errs)
-        && name.chars().count() > MAX_DISPLAY_NAME
-    {
-        errs.push(invalid(format!(
-            "display_name of {kind} [{url_id}] is {} characters long, the maximum is {MAX_DISPLAY_NAME}.",
-            name.chars().count()
-        )));
-    }
-    if let Some(d) = opt_str(obj, "description", errs)
-        && d.chars().count() > MAX_DESCRIPTION
-    {
-        errs.push(invalid(format!(
-            "description of {kind} [{url_id}] is {} characters long, the maximum is {MAX_DESCRIPTION}.",
-            d.chars().count()
-        )));
+    for (field, max) in [
+        ("display_name", MAX_DISPLAY_NAME),
+        ("description", MAX_DESCRIPTION),
+    ] {
+        if let Some(text) = opt_str(obj, field, errs)
+            && text.chars().count() > max
+        {
+            errs.push(invalid(format!(
+                "{field} of {kind} [{url_id}] is {} characters long, the maximum is {max}.",
+                text.chars().count()
+            )));
+        }
     }
     check_tags(obj, kind, url_id, errs);
 }
@@ -388,167 +387,6 @@ fn check_enum(obj: &Obj, key: &str, allowed: &[&str], errs: &mut Vec<ApiError>) 
             allowed.join(", ")
         )));
     }
-}
-
-/// Checks a group body (`Group`).
-pub fn check_group(obj: &Obj, id: &str, errs: &mut Vec<ApiError>) {
-    strict(obj, true, &[GROUP], errs);
-    check_common(obj, "Group", id, errs);
-    match obj.get("expression") {
-        None | Some(Value::Null) => {}
-        Some(Value::Array(items)) => check_expression(items, id, errs),
-        Some(_) => errs.push(json_error("property expression must be an array.")),
-    }
-}
-
-/// Checks a group's expression list: odd length, conjunctions at odd indices, at most 5
-/// conditions and 500 members, one address family per IPAddressExpression.
-fn check_expression(items: &[Value], group: &str, errs: &mut Vec<ApiError>) {
-    if !items.is_empty() && items.len().is_multiple_of(2) {
-        errs.push(invalid(format!(
-            "Group [{group}] expression has an even number ({}) of elements; expressions and conjunction operators must alternate.",
-            items.len()
-        )));
-    }
-    let mut conditions = 0usize;
-    let mut members = 0usize;
-    for (i, item) in items.iter().enumerate() {
-        let Some(e) = as_obj(item, "an expression", errs) else {
-            continue;
-        };
-        let rt = opt_str(e, "resource_type", errs).unwrap_or("");
-        let is_conj = rt == "ConjunctionOperator";
-        if is_conj != (i % 2 == 1) {
-            errs.push(invalid(format!(
-                "Group [{group}] expression element {i} ({rt}) is misplaced: conjunction operators must be at odd positions and only there."
-            )));
-        }
-        match rt {
-            "Condition" => {
-                conditions += 1;
-                strict(e, true, &[CONDITION], errs);
-                for key in ["member_type", "key", "operator", "value"] {
-                    if opt_str(e, key, errs).is_none() {
-                        errs.push(invalid(format!(
-                            "Group [{group}] condition requires field {key}."
-                        )));
-                    }
-                }
-                check_enum(
-                    e,
-                    "operator",
-                    &[
-                        "EQUALS",
-                        "CONTAINS",
-                        "STARTSWITH",
-                        "ENDSWITH",
-                        "NOTEQUALS",
-                        "NOTIN",
-                        "MATCHES",
-                        "IN",
-                    ],
-                    errs,
-                );
-                check_enum(
-                    e,
-                    "key",
-                    &[
-                        "Tag",
-                        "Name",
-                        "OSName",
-                        "ComputerName",
-                        "NodeType",
-                        "GroupType",
-                        "ALL",
-                        "IPAddress",
-                        "PodCidr",
-                    ],
-                    errs,
-                );
-                opt_bool(e, "exclude", errs);
-            }
-            "NestedExpression" => {
-                conditions += 1;
-                strict(e, true, &[&["expressions"]], errs);
-            }
-            "ConjunctionOperator" => {
-                strict(e, true, &[&["conjunction_operator"]], errs);
-                check_enum(e, "conjunction_operator", &["OR", "AND"], errs);
-                if opt_str(e, "conjunction_operator", errs).is_none() {
-                    errs.push(invalid(format!(
-                        "Group [{group}] conjunction requires field conjunction_operator."
-                    )));
-                }
-            }
-            "IPAddressExpression" => {
-                strict(e, true, &[&["ip_addresses"]], errs);
-                let ips = str_list(e, "ip_addresses", errs).unwrap_or_default();
-                members += ips.len();
-                let mut v4 = false;
-                let mut v6 = false;
-                for ip in &ips {
-                    match parse_address(ip) {
-                        Some(true) => v4 = true,
-                        Some(false) => v6 = true,
-                        None => errs.push(invalid(format!(
-                            "Group [{group}] IP address [{ip}] is not an address, range or CIDR."
-                        ))),
-                    }
-                }
-                if v4 && v6 {
-                    errs.push(invalid(format!(
-                        "Group [{group}] IPAddressExpression mixes IPv4 and IPv6 addresses; use one expression per family."
-                    )));
-                }
-            }
-            "PathExpression" => {
-                strict(e, true, &[&["paths"]], errs);
-                members += str_list(e, "paths", errs).map(|p| p.len()).unwrap_or(0);
-            }
-            "MACAddressExpression" => {
-                strict(e, true, &[&["mac_addresses"]], errs);
-                members += str_list(e, "mac_addresses", errs)
-                    .map(|p| p.len())
-                    .unwrap_or(0);
-            }
-            "ExternalIDExpression" => {
-                strict(e, true, &[&["member_type", "external_ids"]], errs);
-                members += str_list(e, "external_ids", errs)
-                    .map(|p| p.len())
-                    .unwrap_or(0);
-            }
-            other => errs.push(invalid(format!(
-                "Group [{group}] expression resource_type [{other}] is not supported."
-            ))),
-        }
-    }
-    if conditions > MAX_CONDITIONS {
-        errs.push(invalid(format!(
-            "Group [{group}] has {conditions} conditions, the maximum is {MAX_CONDITIONS}."
-        )));
-    }
-    if members > MAX_MEMBERS {
-        errs.push(invalid(format!(
-            "Group [{group}] has {members} IP addresses, MAC addresses, external ids and paths, the maximum is {MAX_MEMBERS}."
-        )));
-    }
-}
-
-/// Parses an address, CIDR or `a-b` range; `Some(true)` for IPv4, `Some(false)` for IPv6.
-pub fn parse_address(s: &str) -> Option<bool> {
-    if let Ok(ip) = s.parse::<IpAddr>() {
-        return Some(ip.is_ipv4());
-    }
-    if let Ok(net) = s.parse::<IpNet>() {
-        return Some(matches!(net, IpNet::V4(_)));
-    }
-    let (a, b) = s.split_once('-')?;
-    let a: IpAddr = a.trim().parse().ok()?;
-    let b: IpAddr = b.trim().parse().ok()?;
-    if a.is_ipv4() != b.is_ipv4() || a > b {
-        return None;
-    }
-    Some(a.is_ipv4())
 }
 
 /// Checks a security-policy body (without its rules, which are checked one by one).
