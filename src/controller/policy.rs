@@ -600,8 +600,7 @@ async fn cleanup(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error>
             Ok(Action::await_change())
         }
         Err(e) => {
-            let referenced = matches!(&e, crate::nsx::Error::Api { error, .. } if error.error_message.contains("referenced"));
-            if referenced {
+            if e.is_in_use() {
                 // Remove the policy; keep the group until nothing refers to it.
                 let only_policy = LiveState {
                     group: None,

@@ -34,9 +34,13 @@ pub const REVISION: i64 = 206;
 pub const READ_ONLY: i64 = 500071;
 /// Rate or concurrency limit (simulator's choice).
 pub const RATE: i64 = 102;
-/// Concurrent hierarchical transaction: 400 "The object AtomicRequest/N is already present in
-/// the system" (simulator's choice; the reference gives the message, not the code).
-pub const ATOMIC_REQUEST: i64 = 500_100;
+/// The pseudo-object a concurrent hierarchical transaction is refused on: 400 "The object
+/// AtomicRequest/N is already present in the system" (reference §4). The reference gives the
+/// message, not the code; it is worded as [`EXISTS`] is ("The object … is already present in
+/// the system"), so the simulator sends [`EXISTS`], and the client tells this refusal (retry)
+/// from a PUT-create conflict (no retry) by the object it names: the one case where the
+/// message decides, because the code alone cannot.
+pub const ATOMIC_REQUEST_OBJECT: &str = "AtomicRequest/";
 /// Change to an object protected by another principal identity (simulator's choice; the
 /// reference assumes 403).
 pub const PROTECTED: i64 = 500_101;
@@ -45,15 +49,20 @@ pub const UNAVAILABLE: i64 = 101;
 
 /// NSX answers that mean "try the same call again" (reference §4): 409 (concurrent change),
 /// 500 with [`TRANSACTION_ABORTED`] or [`XSRF`] (manager could not reach its backend), and 400
-/// with [`ATOMIC_REQUEST`] (concurrent hierarchical calls). Only idempotent calls are retried
-/// on them.
-pub fn is_transient(status: u16, code: i64) -> bool {
+/// [`EXISTS`] on [`ATOMIC_REQUEST_OBJECT`] (concurrent hierarchical calls). Only idempotent
+/// calls are retried on them.
+pub fn is_transient(status: u16, code: i64, message: &str) -> bool {
     match status {
         409 => true,
         500 => matches!(code, TRANSACTION_ABORTED | XSRF),
-        400 => code == ATOMIC_REQUEST,
+        400 => code == EXISTS && message.contains(ATOMIC_REQUEST_OBJECT),
         _ => false,
     }
+}
+
+/// The message of a concurrent hierarchical transaction refused ([`ATOMIC_REQUEST_OBJECT`]).
+pub fn atomic_request_message(n: u16) -> String {
+    format!("The object {ATOMIC_REQUEST_OBJECT}{n} is already present in the system.")
 }
 
 /// A refused deletion of an object other objects still refer to (400 [`IN_USE`]).
@@ -77,14 +86,20 @@ mod tests {
 
     #[test]
     fn transient_errors_are_recognised_by_status_and_code() {
-        assert!(is_transient(409, 0));
-        assert!(is_transient(500, TRANSACTION_ABORTED));
-        assert!(is_transient(500, XSRF));
-        assert!(is_transient(400, ATOMIC_REQUEST));
-        assert!(!is_transient(400, JSON));
-        assert!(!is_transient(400, IN_USE));
-        assert!(!is_transient(500, 1));
-        assert!(!is_transient(403, XSRF));
+        assert!(is_transient(409, 0, ""));
+        assert!(is_transient(500, TRANSACTION_ABORTED, ""));
+        assert!(is_transient(500, XSRF, ""));
+        assert!(is_transient(400, EXISTS, &atomic_request_message(12)));
+        // The same code on a real object: a PUT-create conflict, which a retry cannot fix.
+        assert!(!is_transient(
+            400,
+            EXISTS,
+            "The object path=[/infra/domains/default/groups/web] is already present in the system."
+        ));
+        assert!(!is_transient(400, JSON, &atomic_request_message(12)));
+        assert!(!is_transient(400, IN_USE, ""));
+        assert!(!is_transient(500, 1, ""));
+        assert!(!is_transient(403, XSRF, ""));
     }
 
     #[test]

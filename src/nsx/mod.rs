@@ -194,7 +194,7 @@ impl Error {
     /// 409, 500 with transaction aborted or backend unreachable, 400 concurrent hierarchical
     /// call).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Api { status, error, .. } if codes::is_transient(*status, error.error_code))
+        matches!(self, Error::Api { status, error, .. } if codes::is_transient(*status, error.error_code, &error.error_message))
     }
 
     /// NSX's error code, when NSX gave one.
@@ -244,7 +244,12 @@ mod tests {
             error.error_message = "it is being referenced by other objects".into();
         }
         assert!(!worded.is_in_use());
-        assert!(api(400, codes::ATOMIC_REQUEST).is_transient());
+        let mut atomic = api(400, codes::EXISTS);
+        if let Error::Api { error, .. } = &mut atomic {
+            error.error_message = codes::atomic_request_message(7);
+        }
+        assert!(atomic.is_transient());
+        assert!(!api(400, codes::EXISTS).is_transient());
         assert!(api(500, codes::TRANSACTION_ABORTED).is_transient());
         assert!(api(409, 0).is_transient());
         assert!(!api(400, codes::JSON).is_transient());

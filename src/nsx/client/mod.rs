@@ -308,7 +308,7 @@ impl Client {
                 });
             }
             if idempotent
-                && codes::is_transient(status, error.error_code)
+                && codes::is_transient(status, error.error_code, &error.error_message)
                 && let Some(wait) = retries.next(Failure::Transient, None)
             {
                 tracing::info!(%method, path, status, code = error.error_code, attempt = retries.attempts(Failure::Transient), ?wait, "NSX transient error, retrying");

@@ -246,11 +246,8 @@ fn infra(st: &mut Store, call: &Call<'_>) -> Result<Resp, Fail> {
         "PATCH" => {
             if rand::random::<f64>() < call.faults.atomic_conflict_fraction {
                 return Err(Fail::bad(
-                    codes::ATOMIC_REQUEST,
-                    format!(
-                        "The object AtomicRequest/{} is already present in the system.",
-                        rand::random::<u16>()
-                    ),
+                    codes::EXISTS,
+                    codes::atomic_request_message(rand::random::<u16>()),
                 ));
             }
             let body = call.json()?;
