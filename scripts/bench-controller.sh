@@ -150,7 +150,7 @@ for v in variants:
     # that turned the policy's catch-all to DROP (the write returned).
     import re
     landed = {}
-    pat = re.compile(r'^(\S+Z) .*reconcile\{policy=[^/]+/(app-\d+)\}.*Applied NSX changes.*catchall_in \(DROP')
+    pat = re.compile(r'^(\S+Z) .*reconcile\{policy=[^/]+/(app-\d+)\}.*Applied NSX changes.*catchall_in (\(DROP|\([^)]*\) to DROP)')
     for line in open(f"{d}/controller.log", errors="replace"):
         m = pat.search(re.sub(r'\x1b\[[0-9;]*m', '', line))
         if m and m.group(2) not in landed:

@@ -1,13 +1,20 @@
 //! microseg: zero-trust microsegmentation on VMware NSX distributed firewall, rolled out
 //! application by application on a schedule.
 //!
-//! Component map (see DESIGN.md):
+//! Component map (see DESIGN.md and the README's layout table):
 //! - [`api`]: the custom resources and their validation (pure).
 //! - [`schedule`]: the phase state machine and its gates (pure).
 //! - [`plan`]: the desired NSX objects for a policy in a phase, and the diff against NSX (pure).
-//! - [`nsx`]: the NSX Policy API wire model.
+//! - [`nsx`]: the NSX Policy API: wire model, error codes, the HTTPS client.
 //! - [`nsxsim`]: an NSX Manager simulator for tests, benchmarks and dry runs.
-//! - [`monitor`]: DFW packet-log and Log Insight webhook parsing (pure parts) for monitor mode.
+//! - [`controller`]: the reconcilers (policy: observe → [`controller::decide`] (pure) → act;
+//!   window), the NSX cache and write batching, leader election.
+//! - [`monitor`]: DFW packet-log and Log Insight parsing, attribution and aggregation (pure
+//!   parts) and the recorder of `status.monitor`.
+//! - [`notify`]: owner notices and their channels.
+//! - [`web`]: the health/metrics, ingestion and dashboard listeners.
+//! - [`recommend`]: rules from observed flows (pure), [`vrni`] its vRNI client, [`vrnisim`] a
+//!   vRNI simulator.
 //! - [`cli`]: command-line dispatch for the `microseg` binary.
 
 pub mod api;
