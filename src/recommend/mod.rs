@@ -13,7 +13,11 @@
 //! - Entries (direction, peer, service) seen fewer than `rare_below` times are not made into
 //!   rules: they are listed as comments for a human to decide.
 //! - Peers with the same set of services share a rule; rules hold at most 128 peers and 15 ports.
+//!
+//! [`cli`] is the one IO shell here (files, vRNI, the cluster): the command's orchestration.
+//! Every other file of this directory stays pure (a test checks).
 
+pub mod cli;
 pub mod generate;
 pub mod input;
 
