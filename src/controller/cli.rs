@@ -5,7 +5,7 @@
 #![allow(clippy::result_large_err)]
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use prometheus_client::registry::Registry;
@@ -22,6 +22,7 @@ use crate::nsx::pacing::PacingConfig;
 use crate::plan::Identity;
 use crate::web::dashboard::DashboardConfig;
 use crate::web::ingest::IngestConfig;
+use crate::web::secret::{ExposeSecret, SecretSlice, SecretString};
 
 /// Flags of `microseg controller`.
 #[derive(clap::Args, Debug)]
@@ -205,6 +206,21 @@ pub enum StartError {
     Run(#[from] super::Error),
 }
 
+/// The secret in the file a flag names (trimmed); at least 16 characters long.
+fn read_secret(flag: &str, path: &Path, what: &str) -> Result<SecretString, StartError> {
+    let raw = std::fs::read_to_string(path)
+        .map(SecretString::from)
+        .map_err(|e| StartError::Config(format!("{flag}: {}: {e}", path.display())))?;
+    let text = SecretString::from(raw.expose_secret().trim());
+    if text.expose_secret().len() < 16 {
+        return Err(StartError::Config(format!(
+            "{flag}: {}: shorter than 16 characters; use a long random {what}",
+            path.display()
+        )));
+    }
+    Ok(text)
+}
+
 fn std_duration(d: Duration) -> std::time::Duration {
     d.get().unsigned_abs()
 }
@@ -227,27 +243,18 @@ impl ControllerArgs {
     }
 
     fn ingest(&self) -> Result<IngestConfig, StartError> {
-        let read = |flag: &str, path: &PathBuf| -> Result<String, StartError> {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| StartError::Config(format!("{flag}: {}: {e}", path.display())))?;
-            let text = text.trim().to_string();
-            if text.len() < 16 {
-                return Err(StartError::Config(format!(
-                    "{flag}: {}: shorter than 16 characters; use a long random secret",
-                    path.display()
-                )));
-            }
-            Ok(text)
-        };
         let token = self
             .ingest_token_file
             .as_ref()
-            .map(|p| read("--ingest-token-file", p))
+            .map(|p| read_secret("--ingest-token-file", p, "secret"))
             .transpose()?;
         let hmac_secret = self
             .ingest_hmac_secret_file
             .as_ref()
-            .map(|p| read("--ingest-hmac-secret-file", p).map(String::into_bytes))
+            .map(|p| {
+                read_secret("--ingest-hmac-secret-file", p, "secret")
+                    .map(|s| SecretSlice::from(s.expose_secret().as_bytes().to_vec()))
+            })
             .transpose()?;
         Ok(IngestConfig {
             token,
@@ -269,22 +276,11 @@ impl ControllerArgs {
     }
 
     fn dashboard(&self) -> Result<DashboardConfig, StartError> {
-        let token = match &self.dashboard_token_file {
-            None => None,
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    StartError::Config(format!("--dashboard-token-file: {}: {e}", path.display()))
-                })?;
-                let text = text.trim().to_string();
-                if text.len() < 16 {
-                    return Err(StartError::Config(format!(
-                        "--dashboard-token-file: {}: shorter than 16 characters; use a long random token",
-                        path.display()
-                    )));
-                }
-                Some(text)
-            }
-        };
+        let token = self
+            .dashboard_token_file
+            .as_ref()
+            .map(|p| read_secret("--dashboard-token-file", p, "token"))
+            .transpose()?;
         let user_header = match self.dashboard_user_header.as_deref().map(str::trim) {
             None => None,
             Some(h) if axum::http::HeaderName::from_bytes(h.as_bytes()).is_ok() => {
@@ -301,25 +297,11 @@ impl ControllerArgs {
                 "dashboard off: no --dashboard-token-file and no --dashboard-user-header"
             );
         }
-        let proxy_secret = match &self.dashboard_proxy_secret_file {
-            None => None,
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    StartError::Config(format!(
-                        "--dashboard-proxy-secret-file: {}: {e}",
-                        path.display()
-                    ))
-                })?;
-                let text = text.trim().to_string();
-                if text.len() < 16 {
-                    return Err(StartError::Config(format!(
-                        "--dashboard-proxy-secret-file: {}: shorter than 16 characters; use a long random secret",
-                        path.display()
-                    )));
-                }
-                Some(text)
-            }
-        };
+        let proxy_secret = self
+            .dashboard_proxy_secret_file
+            .as_ref()
+            .map(|p| read_secret("--dashboard-proxy-secret-file", p, "secret"))
+            .transpose()?;
         if user_header.is_some() && proxy_secret.is_none() && self.dashboard_proxy_cidrs.is_empty()
         {
             return Err(StartError::Config(

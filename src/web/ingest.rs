@@ -47,6 +47,7 @@ use crate::monitor::loginsight::{self, Disposition, Entry};
 use crate::monitor::recorder::Recorder;
 use crate::monitor::{Arrival, parse_line_with};
 use crate::plan::Identity;
+use crate::web::secret::{ExposeSecret, SecretSlice, SecretString, constant_time_eq};
 
 /// Header carrying the HMAC signature.
 pub const SIGNATURE_HEADER: &str = "x-microseg-signature";
@@ -57,13 +58,13 @@ pub const SYSLOG_MAX: usize = 64 * 1024;
 /// Line errors quoted in an answer.
 const ERRORS_QUOTED: usize = 20;
 
-/// Settings of ingestion.
-#[derive(Clone)]
+/// Settings of ingestion (`Debug` shows no secret).
+#[derive(Clone, Debug)]
 pub struct IngestConfig {
     /// Bearer token.
-    pub token: Option<String>,
+    pub token: Option<SecretString>,
     /// HMAC-SHA256 key.
-    pub hmac_secret: Option<Vec<u8>>,
+    pub hmac_secret: Option<SecretSlice<u8>>,
     /// How far a signed batch's `X-Microseg-Timestamp` may be from now (a replay older than
     /// this is refused).
     pub hmac_max_age: Duration,
@@ -123,36 +124,6 @@ impl IngestConfig {
     /// Whether HTTP ingestion is served (a token or an HMAC key is configured).
     pub fn http_enabled(&self) -> bool {
         self.token.is_some() || self.hmac_secret.is_some()
-    }
-}
-
-impl std::fmt::Debug for IngestConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IngestConfig")
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .field(
-                "hmac_secret",
-                &self.hmac_secret.as_ref().map(|_| "<redacted>"),
-            )
-            .field("hmac_max_age", &self.hmac_max_age)
-            .field("max_body_bytes", &self.max_body_bytes)
-            .field("max_in_flight", &self.max_in_flight)
-            .field("body_timeout", &self.body_timeout)
-            .field("rate_lines_per_second", &self.rate_lines_per_second)
-            .field("burst_lines", &self.burst_lines)
-            .field(
-                "syslog_rate_lines_per_second",
-                &self.syslog_rate_lines_per_second,
-            )
-            .field("syslog_burst_lines", &self.syslog_burst_lines)
-            .field(
-                "syslog_tcp_max_connections",
-                &self.syslog_tcp_max_connections,
-            )
-            .field("syslog_tcp_idle_timeout", &self.syslog_tcp_idle_timeout)
-            .field("commit_timeout", &self.commit_timeout)
-            .field("index_per_batch", &self.index_per_batch)
-            .finish()
     }
 }
 
@@ -519,14 +490,6 @@ pub fn router(ingest: Option<Ingest>) -> Router {
         .with_state(ingest)
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let (da, db) = (Sha256::digest(a), Sha256::digest(b));
-    da.iter()
-        .zip(db.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0
-}
-
 /// Header carrying the signed batch's time (Unix seconds).
 pub const TIMESTAMP_HEADER: &str = "x-microseg-timestamp";
 
@@ -552,7 +515,7 @@ async fn authorised_body(ingest: &Ingest, req: Request) -> Result<Bytes, Respons
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let token_ok = match (bearer, cfg.token.as_deref()) {
+    let token_ok = match (bearer, cfg.token.as_ref().map(ExposeSecret::expose_secret)) {
         (Some(given), Some(expected)) => {
             if !constant_time_eq(given.trim().as_bytes(), expected.as_bytes()) {
                 return Err(refuse(
@@ -564,7 +527,10 @@ async fn authorised_body(ingest: &Ingest, req: Request) -> Result<Bytes, Respons
         }
         _ => false,
     };
-    let signature = match (headers.get(SIGNATURE_HEADER), cfg.hmac_secret.as_deref()) {
+    let signature = match (
+        headers.get(SIGNATURE_HEADER),
+        cfg.hmac_secret.as_ref().map(ExposeSecret::expose_secret),
+    ) {
         (Some(sig), Some(secret)) if !token_ok => Some((sig, secret)),
         _ => None,
     };

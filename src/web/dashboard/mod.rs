@@ -29,10 +29,10 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{any, get, post};
 use kube::runtime::reflector::Store;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 use crate::api::{EnforcementWindow, SegmentationPolicy};
 use crate::monitor::recorder::Recorder;
+use crate::web::secret::{ExposeSecret, SecretString, constant_time_eq};
 
 /// Name of the session cookie set by the login form.
 pub const SESSION_COOKIE: &str = "microseg_dashboard";
@@ -56,11 +56,11 @@ const SESSIONS_MAX: usize = 10_000;
 /// Failed sign-ins accepted per source address and minute.
 const FAILED_LOGINS_PER_MINUTE: u32 = 10;
 
-/// Who may read and acknowledge.
-#[derive(Clone, Default)]
+/// Who may read and acknowledge (`Debug` shows no secret).
+#[derive(Clone, Default, Debug)]
 pub struct DashboardConfig {
     /// The bearer token (from `--dashboard-token-file`).
-    pub token: Option<String>,
+    pub token: Option<SecretString>,
     /// A header set by an authenticating proxy that names the user (`--dashboard-user-header`).
     /// Trusted only with the proxy's proof: `proxy_secret` and/or `proxy_sources`.
     pub user_header: Option<String>,
@@ -68,33 +68,19 @@ pub struct DashboardConfig {
     /// (`--dashboard-groups-header`); trusted like `user_header`.
     pub groups_header: Option<String>,
     /// The proxy sends this in `X-Microseg-Proxy-Secret` (`--dashboard-proxy-secret-file`).
-    pub proxy_secret: Option<String>,
+    pub proxy_secret: Option<SecretString>,
     /// The proxy connects from these networks (`--dashboard-proxy-cidrs`).
     pub proxy_sources: Vec<ipnet::IpNet>,
     /// Session cookies without `Secure` (`--dashboard-insecure-cookie`: plain-http labs).
     pub insecure_cookie: bool,
 }
 
-impl std::fmt::Debug for DashboardConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DashboardConfig")
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .field("user_header", &self.user_header)
-            .field("groups_header", &self.groups_header)
-            .field(
-                "proxy_secret",
-                &self.proxy_secret.as_ref().map(|_| "<redacted>"),
-            )
-            .field("proxy_sources", &self.proxy_sources)
-            .field("insecure_cookie", &self.insecure_cookie)
-            .finish()
-    }
-}
-
 impl DashboardConfig {
     /// Whether the dashboard is served.
     pub fn enabled(&self) -> bool {
-        self.token.as_deref().is_some_and(|t| !t.is_empty())
+        self.token
+            .as_ref()
+            .is_some_and(|t| !t.expose_secret().is_empty())
             || self.user_header.as_deref().is_some_and(|h| !h.is_empty())
     }
 }
@@ -134,16 +120,6 @@ pub struct Shared {
         std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (u32, std::time::Instant)>>,
 }
 
-/// Constant-time equality (of the SHA-256 digests, so lengths leak nothing either).
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let (x, y) = (Sha256::digest(a), Sha256::digest(b));
-    let diff = x
-        .iter()
-        .zip(y.iter())
-        .fold(0u8, |acc, (p, q)| acc | (p ^ q));
-    std::hint::black_box(diff) == 0
-}
-
 /// A new random session id (256 bits, hex).
 pub fn new_session_id() -> String {
     let bytes: [u8; 32] = rand::random();
@@ -166,18 +142,18 @@ impl Shared {
         self.state
             .config
             .token
-            .as_deref()
-            .is_some_and(|t| !t.is_empty())
+            .as_ref()
+            .is_some_and(|t| !t.expose_secret().is_empty())
     }
 
     /// Whether the request comes through the authenticating proxy: every proof configured
     /// holds (the shared secret, the source network); with none configured, never.
     fn proxied(&self, headers: &HeaderMap, peer: Option<std::net::IpAddr>) -> bool {
         let c = &self.state.config;
-        let secret_ok = c.proxy_secret.as_deref().map(|secret| {
+        let secret_ok = c.proxy_secret.as_ref().map(|secret| {
             headers
                 .get(PROXY_SECRET_HEADER)
-                .is_some_and(|v| constant_time_eq(v.as_bytes(), secret.as_bytes()))
+                .is_some_and(|v| constant_time_eq(v.as_bytes(), secret.expose_secret().as_bytes()))
         });
         let source_ok = (!c.proxy_sources.is_empty())
             .then(|| peer.is_some_and(|ip| c.proxy_sources.iter().any(|n| n.contains(&ip))));
@@ -223,7 +199,14 @@ impl Shared {
                 });
             }
         }
-        if let Some(token) = self.state.config.token.as_deref().filter(|t| !t.is_empty()) {
+        if let Some(token) = self
+            .state
+            .config
+            .token
+            .as_ref()
+            .map(ExposeSecret::expose_secret)
+            .filter(|t| !t.is_empty())
+        {
             let bearer = headers
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
@@ -481,7 +464,14 @@ async fn post_login(
     Form(f): Form<LoginForm>,
 ) -> Response {
     let next = safe_next(f.next.as_deref());
-    let Some(token) = s.state.config.token.as_deref().filter(|t| !t.is_empty()) else {
+    let Some(token) = s
+        .state
+        .config
+        .token
+        .as_ref()
+        .map(ExposeSecret::expose_secret)
+        .filter(|t| !t.is_empty())
+    else {
         return login_page(
             &s,
             &next,
