@@ -18,6 +18,7 @@
 //! part of a page or an answer, and the token is never logged.
 
 pub mod api;
+mod pages;
 
 use std::sync::Arc;
 
@@ -25,7 +26,7 @@ use axum::Router;
 use axum::extract::{Form, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{any, get, post};
 use kube::runtime::reflector::Store;
 use serde::Deserialize;
@@ -41,8 +42,6 @@ const USER_MAX: usize = 253;
 /// Most groups taken from the proxy's groups header.
 const GROUPS_MAX: usize = 64;
 
-const SHELL_HTML: &str = include_str!("assets/shell.html");
-const LOGIN_HTML: &str = include_str!("assets/login.html");
 const APP_JS: &str = include_str!("assets/app.js");
 const STYLE_CSS: &str = include_str!("assets/style.css");
 const FAVICON_SVG: &str = include_str!("assets/favicon.svg");
@@ -369,22 +368,6 @@ fn url_escape(s: &str) -> String {
         .collect()
 }
 
-/// Escapes text for HTML element content and attribute values.
-pub fn html_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// Only same-site dashboard paths are followed after login (no open redirect).
 fn safe_next(next: Option<&str>) -> String {
     match next {
@@ -395,25 +378,16 @@ fn safe_next(next: Option<&str>) -> String {
     }
 }
 
-fn page(kind: &str, title: &str) -> Response {
-    Html(
-        SHELL_HTML
-            .replace("{{PAGE}}", kind)
-            .replace("{{TITLE}}", title),
-    )
-    .into_response()
-}
-
 async fn page_programme() -> Response {
-    page("programme", "Programme")
+    pages::shell("programme", "Programme")
 }
 
 async fn page_application() -> Response {
-    page("application", "Application")
+    pages::shell("application", "Application")
 }
 
 async fn page_alerts() -> Response {
-    page("alerts", "Alerts")
+    pages::shell("alerts", "Alerts")
 }
 
 #[derive(Debug, Deserialize)]
@@ -434,21 +408,7 @@ fn login_page(s: &Shared, next: &str, error: Option<&str>, status: StatusCode) -
     } else {
         "This dashboard accepts only users signed in by the authenticating proxy in front of it."
     };
-    let error = error.map_or_else(String::new, |e| {
-        format!(
-            "<p class=\"error\" role=\"alert\" id=\"login-error\">{}</p>",
-            html_escape(e)
-        )
-    });
-    let body = LOGIN_HTML
-        .replace("{{NOTE}}", &html_escape(note))
-        .replace("{{ERROR}}", &error)
-        .replace("{{NEXT}}", &html_escape(next))
-        .replace(
-            "{{DISABLED}}",
-            if s.token_sign_in() { "" } else { "disabled" },
-        );
-    (status, Html(body)).into_response()
+    pages::login(note, error, next, !s.token_sign_in(), status)
 }
 
 async fn get_login(

@@ -8,6 +8,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use super::api::{self, AckRequest, AlertQuery, AlertState, Filter};
+use super::pages::{LOGIN_HTML, SHELL_HTML};
 use super::*;
 
 const TOKEN: &str = "t0ken-Sup3r-secret-value";
