@@ -28,6 +28,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{any, get, post};
+use cookie::{Cookie, SameSite};
 use kube::runtime::reflector::Store;
 use serde::Deserialize;
 
@@ -125,15 +126,34 @@ pub fn new_session_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The value of the cookie `name` the request carries.
 fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_string())
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == name)
+        .map(|c| c.value().to_string())
+}
+
+/// The session cookie: HttpOnly, SameSite=Strict, for the whole site, `Secure` unless
+/// `insecure`; `max_age` zero removes it.
+fn session_cookie(
+    value: &str,
+    max_age: std::time::Duration,
+    insecure: bool,
+) -> Option<HeaderValue> {
+    let seconds = i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX);
+    let c = Cookie::build((SESSION_COOKIE, value))
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .max_age(cookie::time::Duration::seconds(seconds))
+        .secure(!insecure)
+        .build();
+    HeaderValue::from_str(&c.to_string()).ok()
 }
 
 impl Shared {
@@ -471,17 +491,8 @@ async fn post_login(
             StatusCode::INTERNAL_SERVER_ERROR,
         );
     };
-    let cookie = format!(
-        "{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
-        SESSION_TTL.as_secs(),
-        if s.state.config.insecure_cookie {
-            ""
-        } else {
-            "; Secure"
-        }
-    );
     let mut r = Redirect::to(&next).into_response();
-    if let Ok(v) = HeaderValue::from_str(&cookie) {
+    if let Some(v) = session_cookie(&session, SESSION_TTL, s.state.config.insecure_cookie) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
     r
@@ -492,12 +503,13 @@ async fn post_logout(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Respon
         s.end_session(&c);
     }
     let mut r = Redirect::to("/ui/login").into_response();
-    r.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static(
-            "microseg_dashboard=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0",
-        ),
-    );
+    if let Some(v) = session_cookie(
+        "",
+        std::time::Duration::ZERO,
+        s.state.config.insecure_cookie,
+    ) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
     r
 }
 

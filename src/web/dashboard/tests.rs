@@ -641,6 +641,13 @@ async fn sessions_are_random_end_at_logout_and_failed_sign_ins_are_limited() {
         .await
         .unwrap();
     assert!(r.status().is_redirection());
+    let removal = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        removal.starts_with(&format!("{SESSION_COOKIE}=;"))
+            && removal.contains("Max-Age=0")
+            && removal.contains("HttpOnly"),
+        "the browser drops the cookie: {removal}"
+    );
     assert_eq!(
         alerts(a).await,
         StatusCode::UNAUTHORIZED,
