@@ -1,4 +1,7 @@
+use super::auth::decode_hex;
+use super::syslog::read_frame;
 use super::*;
+use tokio::io::BufReader;
 
 async fn frames(input: &[u8]) -> Vec<Result<Option<Vec<u8>>, String>> {
     let mut r = BufReader::new(input);
