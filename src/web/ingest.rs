@@ -510,29 +510,28 @@ fn batch_key(headers: &HeaderMap, body: &[u8]) -> Result<String, Response> {
 }
 
 async fn lines(State(ingest): State<Ingest>, req: Request) -> Response {
-    let response = match read_batch(&ingest, req).await {
-        Ok((body, key)) => match lines_batch(&ingest, body) {
-            Ok(c) => finish(&ingest, "lines", c, key).await,
-            Err(r) => r,
-        },
-        Err(r) => r,
-    };
-    ingest.inner.metrics.request("lines", response.status());
-    response
+    handle(&ingest, req, "lines", lines_batch).await
 }
 
 async fn loginsight_webhook(State(ingest): State<Ingest>, req: Request) -> Response {
-    let response = match read_batch(&ingest, req).await {
-        Ok((body, key)) => match loginsight_batch(&ingest, body) {
-            Ok(c) => finish(&ingest, "loginsight", c, key).await,
+    handle(&ingest, req, "loginsight", loginsight_batch).await
+}
+
+/// One ingestion request: read the batch, parse it with `parse`, record it, count the answer.
+async fn handle(
+    ingest: &Ingest,
+    req: Request,
+    endpoint: &str,
+    parse: fn(&Ingest, Bytes) -> Result<Collector, Response>,
+) -> Response {
+    let response = match read_batch(ingest, req).await {
+        Ok((body, key)) => match parse(ingest, body) {
+            Ok(c) => finish(ingest, endpoint, c, key).await,
             Err(r) => r,
         },
         Err(r) => r,
     };
-    ingest
-        .inner
-        .metrics
-        .request("loginsight", response.status());
+    ingest.inner.metrics.request(endpoint, response.status());
     response
 }
 

@@ -76,12 +76,17 @@ pub struct DashboardConfig {
 }
 
 impl DashboardConfig {
-    /// Whether the dashboard is served.
-    pub fn enabled(&self) -> bool {
+    /// The bearer token, when one is configured (an empty one counts as none).
+    fn token(&self) -> Option<&str> {
         self.token
             .as_ref()
-            .is_some_and(|t| !t.expose_secret().is_empty())
-            || self.user_header.as_deref().is_some_and(|h| !h.is_empty())
+            .map(ExposeSecret::expose_secret)
+            .filter(|t| !t.is_empty())
+    }
+
+    /// Whether the dashboard is served.
+    pub fn enabled(&self) -> bool {
+        self.token().is_some() || self.user_header.as_deref().is_some_and(|h| !h.is_empty())
     }
 }
 
@@ -158,11 +163,7 @@ fn session_cookie(
 
 impl Shared {
     fn token_sign_in(&self) -> bool {
-        self.state
-            .config
-            .token
-            .as_ref()
-            .is_some_and(|t| !t.expose_secret().is_empty())
+        self.state.config.token().is_some()
     }
 
     /// Whether the request comes through the authenticating proxy: every proof configured
@@ -218,14 +219,7 @@ impl Shared {
                 });
             }
         }
-        if let Some(token) = self
-            .state
-            .config
-            .token
-            .as_ref()
-            .map(ExposeSecret::expose_secret)
-            .filter(|t| !t.is_empty())
-        {
+        if let Some(token) = self.state.config.token() {
             let bearer = headers
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
@@ -444,14 +438,7 @@ async fn post_login(
     Form(f): Form<LoginForm>,
 ) -> Response {
     let next = safe_next(f.next.as_deref());
-    let Some(token) = s
-        .state
-        .config
-        .token
-        .as_ref()
-        .map(ExposeSecret::expose_secret)
-        .filter(|t| !t.is_empty())
-    else {
+    let Some(token) = s.state.config.token() else {
         return login_page(
             &s,
             &next,
