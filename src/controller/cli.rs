@@ -5,41 +5,31 @@
 #![allow(clippy::result_large_err)]
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use prometheus_client::registry::Registry;
 
 use super::{LeaseSettings, MonitorSettings, Runtime, Settings, metrics::Metrics};
 use crate::api::duration::Duration;
+use crate::cli::args::{KubeArgs, NsxArgs, NsxClientError};
 use crate::notify::Notifier;
 use crate::notify::channels::Channels;
 use crate::notify::config::{CONFIG_DIR_ENV, NotifyConfig};
-use crate::nsx::auth::{AuthConfig, Credentials};
-use crate::nsx::client::{Client, ClientConfig};
+use crate::nsx::client::Client;
 use crate::nsx::metrics::NsxMetrics;
 use crate::nsx::pacing::PacingConfig;
 use crate::plan::Identity;
 use crate::web::dashboard::DashboardConfig;
 use crate::web::ingest::IngestConfig;
-
-/// How microseg authenticates to NSX.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NsxAuth {
-    /// HTTP basic on every call.
-    Basic,
-    /// A session with cookie and XSRF token.
-    Session,
-    /// A principal identity (TLS client certificate).
-    Certificate,
-}
+use crate::web::secret::{ExposeSecret, SecretSlice, SecretString};
 
 /// Flags of `microseg controller`.
 #[derive(clap::Args, Debug)]
 pub struct ControllerArgs {
-    /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster).
-    #[arg(long)]
-    pub kubeconfig: Option<PathBuf>,
+    /// Where the API server is.
+    #[command(flatten)]
+    pub kube: KubeArgs,
     /// Cluster identity written into NSX ids and ownership tags (a-z, 0-9, '-', at most 32).
     #[arg(long, env = "MICROSEG_CLUSTER")]
     pub cluster: String,
@@ -49,29 +39,9 @@ pub struct ControllerArgs {
     /// NSX Manager URL, e.g. https://nsx.example.com.
     #[arg(long, env = "NSX_URL")]
     pub nsx_url: String,
-    /// basic, session or certificate.
-    #[arg(long, value_enum, default_value = "session")]
-    pub nsx_auth: NsxAuth,
-    /// Directory with `username` and `password` files (a mounted Secret); else $NSX_USERNAME
-    /// and $NSX_PASSWORD.
-    #[arg(long)]
-    pub nsx_credentials_dir: Option<PathBuf>,
-    /// PEM client certificate (certificate auth).
-    #[arg(long)]
-    pub nsx_client_cert: Option<PathBuf>,
-    /// PEM client key (certificate auth).
-    #[arg(long)]
-    pub nsx_client_key: Option<PathBuf>,
-    /// PEM bundle of the CAs that sign the NSX Manager's certificate.
-    #[arg(long)]
-    pub nsx_ca_file: Option<PathBuf>,
-    /// Do not verify the NSX Manager's certificate. Insecure: labs only.
-    #[arg(long)]
-    pub nsx_insecure_skip_tls_verify: bool,
-    /// Accept an `http://` NSX URL (credentials travel in clear text). Insecure: labs and the
-    /// simulator only.
-    #[arg(long)]
-    pub nsx_insecure_allow_http: bool,
+    /// How to authenticate to NSX and trust it.
+    #[command(flatten)]
+    pub nsx: NsxArgs,
     /// Requests per second to NSX (NSX's own limit is 100).
     #[arg(long, default_value_t = 50)]
     pub nsx_rate_limit: u32,
@@ -216,33 +186,6 @@ pub struct ControllerArgs {
     pub dashboard_insecure_cookie: bool,
 }
 
-/// Checks an NSX Manager URL: https, no user name or password in it; `http://` only when
-/// `allow_http` (`--nsx-insecure-allow-http`, labs and the simulator). The reason names what is
-/// wrong and never repeats the URL (it may hold a password).
-pub fn check_nsx_url(url: &str, allow_http: bool) -> Result<(), String> {
-    let url = reqwest::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err("holds a user name or password; give credentials in \
-                    --nsx-credentials-dir (or $NSX_USERNAME/$NSX_PASSWORD), never in the URL"
-            .into());
-    }
-    match url.scheme() {
-        "https" => Ok(()),
-        "http" if allow_http => {
-            tracing::warn!(
-                "--nsx-insecure-allow-http: NSX credentials travel in clear text (labs only)"
-            );
-            Ok(())
-        }
-        "http" => Err(
-            "http:// sends the NSX credentials in clear text; use https:// \
-                       (--nsx-insecure-allow-http for a lab or the simulator)"
-                .into(),
-        ),
-        other => Err(format!("scheme {other:?} is not https")),
-    }
-}
-
 /// Why the controller could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -263,69 +206,55 @@ pub enum StartError {
     Run(#[from] super::Error),
 }
 
+/// The secret in the file a flag names (trimmed); at least 16 characters long.
+fn read_secret(flag: &str, path: &Path, what: &str) -> Result<SecretString, StartError> {
+    let raw = std::fs::read_to_string(path)
+        .map(SecretString::from)
+        .map_err(|e| StartError::Config(format!("{flag}: {}: {e}", path.display())))?;
+    let text = SecretString::from(raw.expose_secret().trim());
+    if text.expose_secret().len() < 16 {
+        return Err(StartError::Config(format!(
+            "{flag}: {}: shorter than 16 characters; use a long random {what}",
+            path.display()
+        )));
+    }
+    Ok(text)
+}
+
 fn std_duration(d: Duration) -> std::time::Duration {
     d.get().unsigned_abs()
 }
 
 impl ControllerArgs {
     fn nsx_client(&self, registry: &mut Registry) -> Result<Client, StartError> {
-        let auth = match self.nsx_auth {
-            NsxAuth::Certificate => AuthConfig::Certificate {
-                cert_file: self.nsx_client_cert.clone().ok_or_else(|| {
-                    StartError::Config(
-                        "--nsx-client-cert: required with --nsx-auth certificate".into(),
-                    )
-                })?,
-                key_file: self.nsx_client_key.clone().ok_or_else(|| {
-                    StartError::Config(
-                        "--nsx-client-key: required with --nsx-auth certificate".into(),
-                    )
-                })?,
-            },
-            mode => {
-                let creds = Credentials::from_dir_or_env(self.nsx_credentials_dir.as_deref());
-                if mode == NsxAuth::Basic {
-                    AuthConfig::Basic(creds)
-                } else {
-                    AuthConfig::Session(creds)
-                }
-            }
-        };
-        let mut config = ClientConfig::new(self.nsx_url.clone(), auth);
-        config.ca_bundle = self.nsx_ca_file.clone();
-        config.insecure_skip_tls_verify = self.nsx_insecure_skip_tls_verify;
-        config.pacing = PacingConfig {
+        let pacing = PacingConfig {
             rate: f64::from(self.nsx_rate_limit),
             concurrency: self.nsx_concurrency,
             ..PacingConfig::default()
         };
         let metrics = NsxMetrics::default();
         metrics.register(registry);
-        Ok(Client::with_metrics(config, metrics)?)
+        self.nsx
+            .client(&self.nsx_url, pacing, metrics)
+            .map_err(|e| match e {
+                NsxClientError::Nsx(e) => StartError::Nsx(*e),
+                flag => StartError::Config(flag.to_string()),
+            })
     }
 
     fn ingest(&self) -> Result<IngestConfig, StartError> {
-        let read = |flag: &str, path: &PathBuf| -> Result<String, StartError> {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| StartError::Config(format!("{flag}: {}: {e}", path.display())))?;
-            let text = text.trim().to_string();
-            if text.len() < 16 {
-                return Err(StartError::Config(format!(
-                    "{flag}: {}: shorter than 16 characters; use a long random secret",
-                    path.display()
-                )));
-            }
-            Ok(text)
-        };
         let token = self
             .ingest_token_file
             .as_ref()
-            .map(|p| read("--ingest-token-file", p))
+            .map(|p| read_secret("--ingest-token-file", p, "secret"))
             .transpose()?;
         let hmac_secret = self
             .ingest_hmac_secret_file
             .as_ref()
-            .map(|p| read("--ingest-hmac-secret-file", p).map(String::into_bytes))
+            .map(|p| {
+                read_secret("--ingest-hmac-secret-file", p, "secret")
+                    .map(|s| SecretSlice::from(s.expose_secret().as_bytes().to_vec()))
+            })
             .transpose()?;
         Ok(IngestConfig {
             token,
@@ -346,29 +275,12 @@ impl ControllerArgs {
         })
     }
 
-    /// `--nsx-url`: https, no credentials in it; http only with `--nsx-insecure-allow-http`.
-    fn check_nsx_url(&self) -> Result<(), StartError> {
-        check_nsx_url(&self.nsx_url, self.nsx_insecure_allow_http)
-            .map_err(|reason| StartError::Config(format!("--nsx-url: {reason}")))
-    }
-
     fn dashboard(&self) -> Result<DashboardConfig, StartError> {
-        let token = match &self.dashboard_token_file {
-            None => None,
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    StartError::Config(format!("--dashboard-token-file: {}: {e}", path.display()))
-                })?;
-                let text = text.trim().to_string();
-                if text.len() < 16 {
-                    return Err(StartError::Config(format!(
-                        "--dashboard-token-file: {}: shorter than 16 characters; use a long random token",
-                        path.display()
-                    )));
-                }
-                Some(text)
-            }
-        };
+        let token = self
+            .dashboard_token_file
+            .as_ref()
+            .map(|p| read_secret("--dashboard-token-file", p, "token"))
+            .transpose()?;
         let user_header = match self.dashboard_user_header.as_deref().map(str::trim) {
             None => None,
             Some(h) if axum::http::HeaderName::from_bytes(h.as_bytes()).is_ok() => {
@@ -385,25 +297,11 @@ impl ControllerArgs {
                 "dashboard off: no --dashboard-token-file and no --dashboard-user-header"
             );
         }
-        let proxy_secret = match &self.dashboard_proxy_secret_file {
-            None => None,
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    StartError::Config(format!(
-                        "--dashboard-proxy-secret-file: {}: {e}",
-                        path.display()
-                    ))
-                })?;
-                let text = text.trim().to_string();
-                if text.len() < 16 {
-                    return Err(StartError::Config(format!(
-                        "--dashboard-proxy-secret-file: {}: shorter than 16 characters; use a long random secret",
-                        path.display()
-                    )));
-                }
-                Some(text)
-            }
-        };
+        let proxy_secret = self
+            .dashboard_proxy_secret_file
+            .as_ref()
+            .map(|p| read_secret("--dashboard-proxy-secret-file", p, "secret"))
+            .transpose()?;
         if user_header.is_some() && proxy_secret.is_none() && self.dashboard_proxy_cidrs.is_empty()
         {
             return Err(StartError::Config(
@@ -458,22 +356,8 @@ impl ControllerArgs {
     pub async fn run(self) -> Result<(), StartError> {
         let identity = Identity::new(&self.cluster)
             .map_err(|e| StartError::Config(format!("--cluster: {e}")))?;
-        let kube_config = match &self.kubeconfig {
-            Some(path) => {
-                let kc = kube::config::Kubeconfig::read_from(path)
-                    .map_err(|e| StartError::Kube(format!("{}: {e}", path.display())))?;
-                kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                    .await
-                    .map_err(|e| StartError::Kube(e.to_string()))?
-            }
-            None => kube::Config::infer()
-                .await
-                .map_err(|e| StartError::Kube(e.to_string()))?,
-        };
-        let client =
-            kube::Client::try_from(kube_config).map_err(|e| StartError::Kube(e.to_string()))?;
+        let client = self.kube.client().await.map_err(StartError::Kube)?;
         let mut registry = Registry::default();
-        self.check_nsx_url()?;
         for (a, b, x, y) in [
             (
                 "--http-addr",
@@ -529,11 +413,6 @@ impl ControllerArgs {
                 .clamp(2, i64::from(i32::MAX))
                 .unsigned_abs(),
         });
-        if self.nsx_insecure_skip_tls_verify {
-            tracing::warn!(
-                "--nsx-insecure-skip-tls-verify: the NSX Manager's certificate is NOT verified"
-            );
-        }
         if self.dry_run {
             tracing::warn!("--dry-run: NSX changes are computed and reported, never written");
         }
@@ -576,30 +455,5 @@ impl ControllerArgs {
         })
         .await?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::check_nsx_url;
-
-    #[test]
-    fn nsx_urls_are_https_without_credentials_unless_the_lab_flag_says_http() {
-        assert!(check_nsx_url("https://nsx.example.com", false).is_ok());
-        assert!(check_nsx_url("http://127.0.0.1:8080", true).is_ok());
-        let e = check_nsx_url("http://nsx.example.com", false).unwrap_err();
-        assert!(e.contains("--nsx-insecure-allow-http"), "{e}");
-        for url in [
-            "https://admin:S3CRET@nsx.example.com",
-            "http://admin:S3CRET@nsx.example.com",
-        ] {
-            let e = check_nsx_url(url, true).unwrap_err();
-            assert!(
-                e.contains("user name or password") && !e.contains("S3CRET"),
-                "{e}"
-            );
-        }
-        assert!(check_nsx_url("ftp://nsx.example.com", true).is_err());
-        assert!(check_nsx_url("nsx.example.com", true).is_err());
     }
 }

@@ -39,6 +39,8 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use secrecy::{ExposeSecret, SecretString};
+
 use super::Error;
 use super::render::{DEFAULT_CONTACT, RenderOptions};
 use super::webhook::FormatRule;
@@ -46,32 +48,29 @@ use super::webhook::FormatRule;
 /// The directory of a mounted Secret (or ConfigMap) holding settings as files.
 pub const CONFIG_DIR_ENV: &str = "MICROSEG_NOTIFY_CONFIG_DIR";
 
-/// A secret string: `Debug` and `Display` print `***`; read it with [`Secret::expose`].
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+/// A secret string, kept in a [`SecretString`] (zeroed when dropped; `Debug` prints
+/// `[REDACTED]`); read it with [`Secret::expose`]. Two secrets compare in constant time.
+#[derive(Clone, Debug)]
+pub struct Secret(SecretString);
 
 impl Secret {
     /// Wraps a secret.
     pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
+        Secret(SecretString::from(value.into()))
     }
     /// The secret itself, for the one place that needs it.
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
     }
 }
 
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        crate::web::secret::constant_time_eq(self.expose().as_bytes(), other.expose().as_bytes())
     }
 }
 
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
+impl Eq for Secret {}
 
 /// How the SMTP connection is protected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,21 +109,12 @@ impl std::str::FromStr for SmtpTls {
 }
 
 /// SMTP AUTH credentials.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SmtpAuth {
     /// User name.
     pub username: String,
     /// Password (never printed).
     pub password: Secret,
-}
-
-impl fmt::Debug for SmtpAuth {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SmtpAuth")
-            .field("username", &self.username)
-            .field("password", &self.password)
-            .finish()
-    }
 }
 
 /// The e-mail channel.
@@ -469,7 +459,7 @@ impl NotifyConfig {
         let auth = match (username, password) {
             (Some(username), Some(password)) => Some(SmtpAuth {
                 username: username.trim().to_string(),
-                password: Secret(password),
+                password: Secret::new(password),
             }),
             (None, None) => None,
             (Some(_), None) => {

@@ -263,13 +263,10 @@ fn header_key(h: &str) -> String {
 
 /// True when the CSV's header is vRNI's UI export (display names), not microseg's columns.
 pub fn is_vrni_csv(text: &str) -> bool {
-    text.lines()
-        .find(|l| !l.trim().is_empty())
-        .is_some_and(|h| {
-            csv_fields(h)
-                .iter()
-                .any(|c| header_key(c) == "sourceipaddress")
-        })
+    records(text).is_ok_and(|r| {
+        r.first()
+            .is_some_and(|(_, h)| h.iter().any(|c| header_key(c) == "sourceipaddress"))
+    })
 }
 
 /// A volume cell: an integer or Java float notation (`6.06971876E8`); empty is unknown.
@@ -293,14 +290,11 @@ fn port_cell(v: &str, field: &str) -> Result<(u16, u16), RecommendError> {
 
 /// Reads vRNI's UI flow export (CSV with display-name headers): one conversation per line.
 pub fn vrni_csv(text: &str) -> Result<Vec<Observation>, RecommendError> {
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty());
+    let mut lines = records(text)?.into_iter();
     let Some((_, header)) = lines.next() else {
         return Err(invalid("line 1", "empty: no header line"));
     };
-    let keys: Vec<String> = csv_fields(header).iter().map(|h| header_key(h)).collect();
+    let keys: Vec<String> = header.iter().map(|h| header_key(h)).collect();
     let col = |names: &[&str]| names.iter().find_map(|n| keys.iter().position(|k| k == n));
     let required = |names: &[&str], display: &str| {
         col(names).ok_or_else(|| {
@@ -319,9 +313,7 @@ pub fn vrni_csv(text: &str) -> Result<Vec<Observation>, RecommendError> {
     let bytes_col = col(&["bytes(inbytes)", "bytes"]);
     let sessions_col = col(&["sessioncount"]);
     let mut out = Vec::new();
-    for (n, line) in lines {
-        let line_no = n + 1;
-        let fields = csv_fields(line);
+    for (line_no, fields) in lines {
         if fields.len() != keys.len() {
             return Err(invalid(
                 format!("line {line_no}"),
@@ -375,40 +367,48 @@ pub fn vrni_csv(text: &str) -> Result<Vec<Observation>, RecommendError> {
     Ok(out)
 }
 
-/// Splits one CSV line (RFC 4180 quoting).
-fn csv_fields(line: &str) -> Vec<String> {
+/// The records of a CSV text (RFC 4180: a quoted field may hold commas, quotes and line
+/// breaks), each with the line it starts on; blank lines are skipped.
+fn records(text: &str) -> Result<Vec<(u64, Vec<String>)>, RecommendError> {
+    let mut reader = ::csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(text.as_bytes());
     let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (c, quoted) {
-            ('"', true) if chars.peek() == Some(&'"') => {
-                cur.push('"');
-                chars.next();
-            }
-            ('"', _) => quoted = !quoted,
-            (',', false) => out.push(std::mem::take(&mut cur)),
-            _ => cur.push(c),
+    for record in reader.records() {
+        let record = record.map_err(|e| {
+            let line = e.position().map_or(0, ::csv::Position::line);
+            invalid(format!("line {line}"), e.to_string())
+        })?;
+        if record.len() <= 1 && record.iter().all(|f| f.trim().is_empty()) {
+            continue;
         }
+        // The reader's position is where the previous record ended: blank lines it skipped
+        // before this record come after it.
+        let (byte, line) = record.position().map_or((0, 1), |p| (p.byte(), p.line()));
+        let skipped = usize::try_from(byte)
+            .ok()
+            .and_then(|b| text.as_bytes().get(b..))
+            .unwrap_or_default()
+            .iter()
+            .take_while(|b| matches!(b, b'\n' | b'\r'))
+            .filter(|b| **b == b'\n')
+            .count();
+        out.push((
+            line + skipped as u64,
+            record.iter().map(String::from).collect(),
+        ));
     }
-    out.push(cur);
-    out
+    Ok(out)
 }
 
 /// Reads the CSV form.
 pub fn csv(text: &str) -> Result<Vec<Observation>, RecommendError> {
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty());
+    let mut lines = records(text)?.into_iter();
     let Some((_, header)) = lines.next() else {
         return Ok(Vec::new());
     };
-    let header: Vec<String> = csv_fields(header)
-        .into_iter()
-        .map(|h| h.trim().to_string())
-        .collect();
+    let header: Vec<String> = header.iter().map(|h| h.trim().to_string()).collect();
     for h in &header {
         if !CSV_COLUMNS.contains(&h.as_str()) {
             return Err(invalid(
@@ -426,9 +426,7 @@ pub fn csv(text: &str) -> Result<Vec<Observation>, RecommendError> {
         }
     }
     let mut out = Vec::new();
-    for (n, line) in lines {
-        let fields = csv_fields(line);
-        let line_no = n + 1;
+    for (line_no, fields) in lines {
         if fields.len() != header.len() {
             return Err(invalid(
                 format!("line {line_no}"),
@@ -493,8 +491,10 @@ pub fn csv(text: &str) -> Result<Vec<Observation>, RecommendError> {
 
 /// Writes flows in the CSV form (the inverse of [`csv`]).
 pub fn to_csv(flows: &[Observation]) -> String {
-    let mut out = CSV_COLUMNS.join(",");
-    out.push('\n');
+    let mut writer = ::csv::WriterBuilder::new()
+        .terminator(::csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::new());
+    let mut rows = vec![CSV_COLUMNS.map(String::from)];
     for f in flows {
         let port = f
             .port
@@ -506,7 +506,7 @@ pub fn to_csv(flows: &[Observation]) -> String {
                 }
             })
             .unwrap_or_default();
-        let cells = [
+        rows.push([
             f.src.ip.to_string(),
             f.src_port.map(|p| p.to_string()).unwrap_or_default(),
             f.dst.ip.to_string(),
@@ -517,21 +517,16 @@ pub fn to_csv(flows: &[Observation]) -> String {
             f.src.tags.join(";"),
             f.dst.tags.join(";"),
             f.count.to_string(),
-        ];
-        let quoted: Vec<String> = cells
-            .iter()
-            .map(|c| {
-                if c.contains([',', '"']) {
-                    format!("\"{}\"", c.replace('"', "\"\""))
-                } else {
-                    c.clone()
-                }
-            })
-            .collect();
-        out.push_str(&quoted.join(","));
-        out.push('\n');
+        ]);
     }
-    out
+    // Writing into memory cannot fail; a row that did would be left out.
+    for row in rows {
+        let _ = writer.write_record(row);
+    }
+    writer
+        .into_inner()
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .unwrap_or_default()
 }
 
 /// What [`dfw_log`] read.

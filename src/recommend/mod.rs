@@ -13,9 +13,15 @@
 //! - Entries (direction, peer, service) seen fewer than `rare_below` times are not made into
 //!   rules: they are listed as comments for a human to decide.
 //! - Peers with the same set of services share a rule; rules hold at most 128 peers and 15 ports.
+//!
+//! [`cli`] is the one IO shell here (files, vRNI, the cluster): the command's orchestration.
+//! Every other file of this directory stays pure (a test checks).
 
+pub mod cli;
 pub mod generate;
 pub mod input;
+mod render;
+mod rules;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
@@ -28,6 +34,8 @@ use crate::api::{
     Protocol, SegmentationPolicy, SegmentationPolicySpec, VmName, VmTag, WindowRef,
 };
 use crate::nsx::model::Tag;
+use render::{Facts, peers_stats, plural, policy, render, volume_text};
+use rules::{collapse, nsx_selectors, rules};
 
 /// Default prefix length addresses are collapsed to (IPv4).
 pub const DEFAULT_PREFIX: u8 = 24;
@@ -616,30 +624,18 @@ pub fn enrich(e: &mut Endpoint, inventory: &[InventoryVm]) {
 }
 
 type Entries = BTreeMap<(Direction, PeerKey, Service), Stats>;
+/// Entries kept as rules: per direction, per peer, the services and what was seen.
+type Kept = BTreeMap<Direction, BTreeMap<PeerKey, BTreeMap<Service, Stats>>>;
 
-/// Recommends a policy for `app` from `flows`.
-pub fn recommend(
+/// The entries the flows make (direction, peer, service), the members of the application
+/// they show, and how many flows touch no member.
+fn entries(
     flows: &[Observation],
     app: &Application,
     inventory: &[InventoryVm],
-    known: &[SegmentationPolicy],
+    known: &[Known],
     opts: &Options,
-) -> Result<Recommendation, RecommendError> {
-    if app.is_empty() {
-        return Err(invalid(
-            "application",
-            "give a VM tag, VM names, or addresses that recognise it",
-        ));
-    }
-    if !(8..=32).contains(&opts.prefix) {
-        return Err(invalid(
-            "prefix",
-            format!("{} is not in 8..=32", opts.prefix),
-        ));
-    }
-    let known = known_apps(known, opts);
-    let measure = Measure::of(flows);
-    let rare_below = opts.rare_below.unwrap_or(measure.default_rare_below());
+) -> (Entries, Vec<Endpoint>, usize) {
     let mut entries: Entries = BTreeMap::new();
     let mut matched: Vec<Endpoint> = Vec::new();
     let mut ignored = 0;
@@ -695,10 +691,13 @@ pub fn recommend(
             (false, false) => ignored += 1,
         }
     }
-    let entries = collapse(entries, opts);
+    (entries, matched, ignored)
+}
+
+/// Entries kept as rules (by direction and peer), and the rare ones with why.
+fn sort_out(entries: Entries, measure: Measure, rare_below: u64) -> (Kept, Vec<Rare>) {
     let mut rare = Vec::new();
-    let mut kept: BTreeMap<Direction, BTreeMap<PeerKey, BTreeMap<Service, Stats>>> =
-        BTreeMap::new();
+    let mut kept: Kept = BTreeMap::new();
     for ((dir, peer, service), stats) in entries {
         let why = if service.port().is_none() {
             Some(format!(
@@ -734,6 +733,34 @@ pub fn recommend(
             }
         }
     }
+    (kept, rare)
+}
+
+/// Recommends a policy for `app` from `flows`.
+pub fn recommend(
+    flows: &[Observation],
+    app: &Application,
+    inventory: &[InventoryVm],
+    known: &[SegmentationPolicy],
+    opts: &Options,
+) -> Result<Recommendation, RecommendError> {
+    if app.is_empty() {
+        return Err(invalid(
+            "application",
+            "give a VM tag, VM names, or addresses that recognise it",
+        ));
+    }
+    if !(8..=32).contains(&opts.prefix) {
+        return Err(invalid(
+            "prefix",
+            format!("{} is not in 8..=32", opts.prefix),
+        ));
+    }
+    let known = known_apps(known, opts);
+    let measure = Measure::of(flows);
+    let rare_below = opts.rare_below.unwrap_or(measure.default_rare_below());
+    let (entries, matched, ignored) = entries(flows, app, inventory, &known, opts);
+    let (kept, rare) = sort_out(collapse(entries, opts), measure, rare_below);
     let (rules, evidence) = rules(&kept, measure, opts);
     let (selectors, notes) = nsx_selectors(app, &matched, inventory);
     let policy = policy(&selectors, rules, opts);
@@ -757,488 +784,6 @@ pub fn recommend(
         notes,
         yaml,
     })
-}
-
-/// True when the tag is written the way vCenter tags are (`Category:Tag`), not NSX's `scope|tag`.
-fn vcenter_form(t: &VmTag) -> bool {
-    t.scope.as_deref().is_none_or(str::is_empty) && t.tag.contains(':')
-}
-
-/// The members the policy names: a VM tag that NSX does not have (vRNI reports vCenter tags,
-/// `Category:Tag`; NSX groups match NSX tags) would make an empty group, so it is replaced by
-/// what NSX does know of the VMs it matched: their names, else their addresses.
-fn nsx_selectors(
-    app: &Application,
-    matched: &[Endpoint],
-    inventory: &[InventoryVm],
-) -> (Application, Vec<String>) {
-    let mut out = Application {
-        tags: Vec::new(),
-        ..app.clone()
-    };
-    let mut notes = Vec::new();
-    for t in &app.tags {
-        let in_nsx = inventory.iter().any(|vm| {
-            vm.tags
-                .iter()
-                .any(|x| tag_matches(t, &format!("{}|{}", x.scope, x.tag)))
-        });
-        let label = match &t.scope {
-            Some(s) if !s.is_empty() => format!("{s}|{}", t.tag),
-            _ => t.tag.clone(),
-        };
-        if in_nsx || (inventory.is_empty() && !vcenter_form(t)) {
-            if !in_nsx {
-                notes.push(format!(
-                    "VM tag {label:?} was not checked against NSX (no --inventory): NSX must carry it as a tag or the group is empty"
-                ));
-            }
-            out.tags.push(t.clone());
-            continue;
-        }
-        let why = if inventory.is_empty() {
-            "looks like a vCenter tag (Category:Tag, as vRNI reports them), not an NSX tag"
-        } else {
-            "is on no VM of the NSX inventory"
-        };
-        let hits: Vec<&Endpoint> = matched
-            .iter()
-            .filter(|e| e.tags.iter().any(|have| tag_matches(t, have)))
-            .collect();
-        if hits.is_empty() {
-            notes.push(format!(
-                "VM tag {label:?} {why}, and no flow matched it: an NSX group on it would be empty; it is kept, replace it by hand"
-            ));
-            out.tags.push(t.clone());
-            continue;
-        }
-        // An NSX tag that exactly these VMs carry in the inventory is the best replacement.
-        let vm_of = |e: &Endpoint| {
-            inventory.iter().position(|vm| {
-                vm.ips
-                    .iter()
-                    .any(|i| i.parse::<IpAddr>().ok() == Some(e.ip))
-            })
-        };
-        let hit_vms: Option<BTreeSet<usize>> = hits.iter().map(|e| vm_of(e)).collect();
-        let exact = hit_vms.and_then(|set| {
-            let first = *set.iter().next()?;
-            inventory[first].tags.iter().find(|t| {
-                let carriers: BTreeSet<usize> = inventory
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, vm)| vm.tags.contains(t))
-                    .map(|(i, _)| i)
-                    .collect();
-                carriers == set
-            })
-        });
-        if let Some(t) = exact {
-            out.tags.push(VmTag {
-                scope: Some(t.scope.clone()).filter(|s| !s.is_empty()),
-                tag: t.tag.clone(),
-            });
-            notes.push(format!(
-                "VM tag {label:?} {why}: an NSX group on it would be empty, so the member is the NSX tag \"{}|{}\" that exactly the VMs it matched carry",
-                t.scope, t.tag
-            ));
-            continue;
-        }
-        let mut names = Vec::new();
-        for e in hits {
-            match &e.vm {
-                Some(vm) => {
-                    let n = VmName {
-                        equals: Some(vm.clone()),
-                        starts_with: None,
-                    };
-                    if !out.names.contains(&n) {
-                        names.push(vm.clone());
-                        out.names.push(n);
-                    }
-                }
-                None => {
-                    let net = IpNet::from(e.ip);
-                    if !out.networks.contains(&net) {
-                        names.push(e.ip.to_string());
-                        out.networks.push(net);
-                    }
-                }
-            }
-        }
-        notes.push(format!(
-            "VM tag {label:?} {why}: an NSX group on it would be empty, so the members are the VMs it matched in the flows instead: {}",
-            names.join(", ")
-        ));
-    }
-    (out, notes)
-}
-
-/// Replaces address peers by their network where enough addresses of one network share a
-/// direction and service.
-fn collapse(entries: Entries, opts: &Options) -> Entries {
-    let network = |ip: IpAddr| -> IpNet {
-        let len = if ip.is_ipv4() { opts.prefix } else { 64 };
-        IpNet::new(ip, len)
-            .map(|n| n.trunc())
-            .unwrap_or(IpNet::from(ip))
-    };
-    let mut per_net: BTreeMap<(Direction, Service, IpNet), BTreeSet<IpAddr>> = BTreeMap::new();
-    for (dir, peer, service) in entries.keys() {
-        if let PeerKey::Address(ip) = peer {
-            per_net
-                .entry((*dir, *service, network(*ip)))
-                .or_default()
-                .insert(*ip);
-        }
-    }
-    let mut out: Entries = BTreeMap::new();
-    for ((dir, peer, service), stats) in entries {
-        let peer = match peer {
-            PeerKey::Address(ip)
-                if per_net
-                    .get(&(dir, service, network(ip)))
-                    .is_some_and(|s| s.len() >= opts.collapse_min) =>
-            {
-                PeerKey::Network(network(ip))
-            }
-            other => other,
-        };
-        out.entry((dir, peer, service)).or_default().add(&stats);
-    }
-    out
-}
-
-fn slug(s: &str) -> String {
-    let mut out = String::new();
-    for c in s.chars() {
-        let c = c.to_ascii_lowercase();
-        if c.is_ascii_alphanumeric() {
-            out.push(c);
-        } else if !out.ends_with('-') {
-            out.push('-');
-        }
-    }
-    out.trim_matches('-').to_string()
-}
-
-fn rule_name(
-    dir: Direction,
-    peers: &[&PeerKey],
-    services: &[Service],
-    taken: &BTreeSet<String>,
-) -> String {
-    let way = match dir {
-        Direction::Inbound => "from",
-        Direction::Outbound => "to",
-    };
-    let peer = match peers {
-        [one] => one.slug(),
-        [first, rest @ ..] => format!("{}-and-{}-more", first.slug(), rest.len()),
-        [] => "none".into(),
-    };
-    let service = match services {
-        [one] => one.label(),
-        [first, rest @ ..] => format!("{}-and-{}-more", first.label(), rest.len()),
-        [] => "any".into(),
-    };
-    let mut base = slug(&format!("{way}-{peer}-{service}"));
-    base.truncate(58);
-    let base = base.trim_end_matches('-').to_string();
-    let mut name = base.clone();
-    let mut n = 2;
-    while taken.contains(&name) {
-        name = format!("{base}-{n}");
-        n += 1;
-    }
-    name
-}
-
-fn peer(p: &PeerKey, opts: &Options) -> Peer {
-    let none = Peer {
-        application: None,
-        cidr: None,
-        nsx_group: None,
-        any: None,
-    };
-    match p {
-        PeerKey::Itself => Peer {
-            application: Some(ApplicationRef {
-                name: opts.name.clone(),
-                namespace: None,
-            }),
-            ..none
-        },
-        PeerKey::Application(ns, name) => Peer {
-            application: Some(ApplicationRef {
-                name: name.clone(),
-                namespace: (ns != &opts.namespace).then(|| ns.clone()),
-            }),
-            ..none
-        },
-        PeerKey::Network(n) => Peer {
-            cidr: Some(n.to_string()),
-            ..none
-        },
-        PeerKey::Address(a) => Peer {
-            cidr: Some(a.to_string()),
-            ..none
-        },
-    }
-}
-
-fn rules(
-    kept: &BTreeMap<Direction, BTreeMap<PeerKey, BTreeMap<Service, Stats>>>,
-    measure: Measure,
-    opts: &Options,
-) -> (Vec<PolicyRule>, Vec<(String, Stats)>) {
-    let mut evidence = Vec::new();
-    let mut taken: BTreeSet<String> = opts.keep_rules.iter().map(|r| r.name.clone()).collect();
-    let mut out = opts.keep_rules.clone();
-    for (dir, peers) in kept {
-        // Peers with the same services share a rule.
-        let mut by_services: BTreeMap<Vec<Service>, Vec<&PeerKey>> = BTreeMap::new();
-        for (p, services) in peers {
-            by_services
-                .entry(services.keys().copied().collect())
-                .or_default()
-                .push(p);
-        }
-        for (services, peers) in by_services {
-            for peer_chunk in peers.chunks(MAX_PEERS) {
-                for service_chunk in services.chunks(MAX_PORTS) {
-                    let name = rule_name(*dir, peer_chunk, service_chunk, &taken);
-                    taken.insert(name.clone());
-                    let mut total = Stats::default();
-                    for p in peer_chunk {
-                        for s in service_chunk {
-                            if let Some(st) = peers_stats(kept, *dir, p, s) {
-                                total.add(st);
-                            }
-                        }
-                    }
-                    let (count, addresses) = (total.count, total.addresses.len() as u64);
-                    let observed = match measure {
-                        Measure::Records => plural(count, "flow"),
-                        Measure::Conversations => plural(total.conversations, "conversation"),
-                        Measure::Sessions | Measure::Bytes => format!(
-                            "{} ({})",
-                            plural(total.conversations, "conversation"),
-                            volume_text(&total)
-                        ),
-                    };
-                    evidence.push((name.clone(), total));
-                    let way = match dir {
-                        Direction::Inbound => "from",
-                        Direction::Outbound => "to",
-                    };
-                    out.push(PolicyRule {
-                        name,
-                        direction: *dir,
-                        peers: peer_chunk.iter().map(|p| peer(p, opts)).collect(),
-                        ports: service_chunk.iter().filter_map(Service::port).collect(),
-                        action: crate::api::Action::Allow,
-                        logged: false,
-                        description: Some(format!(
-                            "observed {observed} {way} {}",
-                            plural(addresses, "peer address")
-                        )),
-                    });
-                }
-            }
-        }
-    }
-    (out, evidence)
-}
-
-/// Bytes with a binary unit, and sessions, as far as known.
-fn volume_text(s: &Stats) -> String {
-    let mut parts = Vec::new();
-    if s.bytes > 0 {
-        let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-        let mut v = s.bytes as f64;
-        let mut u = 0;
-        while v >= 1024.0 && u + 1 < units.len() {
-            v /= 1024.0;
-            u += 1;
-        }
-        parts.push(if u == 0 {
-            format!("{} B", s.bytes)
-        } else {
-            format!("{v:.1} {}", units[u])
-        });
-    }
-    if s.sessions > 0 {
-        parts.push(plural(s.sessions, "session"));
-    }
-    if parts.is_empty() {
-        "no volume given".into()
-    } else {
-        parts.join(", ")
-    }
-}
-
-fn peers_stats<'a>(
-    kept: &'a BTreeMap<Direction, BTreeMap<PeerKey, BTreeMap<Service, Stats>>>,
-    dir: Direction,
-    peer: &PeerKey,
-    service: &Service,
-) -> Option<&'a Stats> {
-    kept.get(&dir)?.get(peer)?.get(service)
-}
-
-fn policy(app: &Application, rules: Vec<PolicyRule>, opts: &Options) -> SegmentationPolicy {
-    let spec = SegmentationPolicySpec {
-        application: opts.application.clone(),
-        owners: opts.owners.clone(),
-        criticality: opts.criticality,
-        window: WindowRef {
-            name: opts.window.clone(),
-        },
-        members: app.members(),
-        rules,
-        catch_all: CatchAll {
-            inbound: true,
-            outbound: opts.outbound_catch_all,
-        },
-        after_cleanup: Default::default(),
-        nsx: Default::default(),
-        suspend: false,
-        canary_vms: Vec::new(),
-    };
-    let mut p = SegmentationPolicy::new(&opts.name, spec);
-    p.metadata.namespace = Some(opts.namespace.clone());
-    p
-}
-
-/// What the rendered comments state besides the policy.
-struct Facts<'a> {
-    flows: usize,
-    ignored: usize,
-    measure: Measure,
-    rare_below: u64,
-    evidence: &'a [(String, Stats)],
-    notes: &'a [String],
-}
-
-fn render(
-    policy: &SegmentationPolicy,
-    rare: &[Rare],
-    facts: &Facts<'_>,
-    opts: &Options,
-) -> Result<String, RecommendError> {
-    let Facts {
-        flows,
-        ignored,
-        measure,
-        rare_below,
-        ..
-    } = *facts;
-    let spec = serde_yaml::to_string(&policy.spec)
-        .map_err(|e| invalid("spec", format!("does not render as YAML: {e}")))?;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# Recommended by microseg from {flows} flow records ({ignored} touch no member of the application)."
-    );
-    let _ = writeln!(out, "# Source: {}.", opts.source);
-    let _ = writeln!(
-        out,
-        "# Evidence is counted in {}; entries below {rare_below} are listed at the end as rare. Peers of one /{} network collapse to it from {} addresses.",
-        measure.unit(),
-        opts.prefix,
-        opts.collapse_min
-    );
-    for n in facts.notes {
-        let _ = writeln!(out, "# NOTE: {n}.");
-    }
-    out.push_str("apiVersion: microseg.io/v1alpha1\nkind: SegmentationPolicy\nmetadata:\n");
-    let _ = writeln!(out, "  name: {}", yaml_scalar(&opts.name)?);
-    let _ = writeln!(out, "  namespace: {}", yaml_scalar(&opts.namespace)?);
-    out.push_str("spec:\n");
-    for line in spec.lines() {
-        let _ = writeln!(out, "  {line}");
-    }
-    if !facts.evidence.is_empty() {
-        let _ = writeln!(out, "# Evidence per rule, from {}:", opts.source);
-        for (name, s) in facts.evidence {
-            let seen = s
-                .seen
-                .as_ref()
-                .map(|(a, b)| format!(", first {a}, last {b}"))
-                .unwrap_or_default();
-            let volume = if s.conversations > 0 && (s.bytes > 0 || s.sessions > 0) {
-                format!(
-                    "{} ({})",
-                    plural(s.conversations, "conversation"),
-                    volume_text(s)
-                )
-            } else if s.conversations > 0 {
-                plural(s.conversations, "conversation")
-            } else {
-                plural(s.count, "flow record")
-            };
-            let _ = writeln!(
-                out,
-                "#   {name}: {volume} with {}{seen}",
-                plural(s.addresses.len() as u64, "peer address")
-            );
-        }
-    }
-    if !rare.is_empty() {
-        out.push_str(
-            "# Rare flows, not made into rules: add a rule by hand if they are legitimate.\n",
-        );
-        for r in rare {
-            let seen = r
-                .stats
-                .seen
-                .as_ref()
-                .map(|(a, b)| format!(", first {a}, last {b}"))
-                .unwrap_or_default();
-            let _ = writeln!(
-                out,
-                "#   {:?} {} {} {}: {} ({}{seen})",
-                r.direction,
-                match r.direction {
-                    Direction::Inbound => "from",
-                    Direction::Outbound => "to",
-                },
-                r.peer.label(),
-                r.service.label(),
-                if r.stats.conversations > 0 {
-                    plural(r.stats.conversations, "conversation")
-                } else {
-                    plural(r.stats.count, "flow")
-                },
-                r.why
-            );
-        }
-    }
-    // The same check `microseg plan` applies: CRD schema and CEL rules.
-    let parsed = crate::api::manifest::resources(&out)
-        .map_err(|e| invalid("recommended policy", e.to_string()))?;
-    if parsed.len() != 1 {
-        return Err(invalid(
-            "recommended policy",
-            format!("rendered {} resources instead of one", parsed.len()),
-        ));
-    }
-    Ok(out)
-}
-
-fn plural(n: u64, what: &str) -> String {
-    match (n, what.ends_with('s')) {
-        (1, _) => format!("1 {what}"),
-        (_, true) => format!("{n} {what}es"),
-        _ => format!("{n} {what}s"),
-    }
-}
-
-fn yaml_scalar(s: &str) -> Result<String, RecommendError> {
-    serde_yaml::to_string(s)
-        .map(|t| t.trim_end().to_string())
-        .map_err(|e| invalid("metadata", e.to_string()))
 }
 
 #[cfg(test)]

@@ -16,7 +16,6 @@
 #![allow(clippy::result_large_err)]
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,7 +26,6 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use hmac::{Hmac, Mac};
 use jiff::Timestamp;
 use kube::runtime::reflector::Store;
 use prometheus_client::metrics::counter::Counter;
@@ -35,9 +33,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::api::SegmentationPolicy;
@@ -47,6 +42,7 @@ use crate::monitor::loginsight::{self, Disposition, Entry};
 use crate::monitor::recorder::Recorder;
 use crate::monitor::{Arrival, parse_line_with};
 use crate::plan::Identity;
+use crate::web::secret::{SecretSlice, SecretString};
 
 /// Header carrying the HMAC signature.
 pub const SIGNATURE_HEADER: &str = "x-microseg-signature";
@@ -57,13 +53,13 @@ pub const SYSLOG_MAX: usize = 64 * 1024;
 /// Line errors quoted in an answer.
 const ERRORS_QUOTED: usize = 20;
 
-/// Settings of ingestion.
-#[derive(Clone)]
+/// Settings of ingestion (`Debug` shows no secret).
+#[derive(Clone, Debug)]
 pub struct IngestConfig {
     /// Bearer token.
-    pub token: Option<String>,
+    pub token: Option<SecretString>,
     /// HMAC-SHA256 key.
-    pub hmac_secret: Option<Vec<u8>>,
+    pub hmac_secret: Option<SecretSlice<u8>>,
     /// How far a signed batch's `X-Microseg-Timestamp` may be from now (a replay older than
     /// this is refused).
     pub hmac_max_age: Duration,
@@ -123,36 +119,6 @@ impl IngestConfig {
     /// Whether HTTP ingestion is served (a token or an HMAC key is configured).
     pub fn http_enabled(&self) -> bool {
         self.token.is_some() || self.hmac_secret.is_some()
-    }
-}
-
-impl std::fmt::Debug for IngestConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IngestConfig")
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .field(
-                "hmac_secret",
-                &self.hmac_secret.as_ref().map(|_| "<redacted>"),
-            )
-            .field("hmac_max_age", &self.hmac_max_age)
-            .field("max_body_bytes", &self.max_body_bytes)
-            .field("max_in_flight", &self.max_in_flight)
-            .field("body_timeout", &self.body_timeout)
-            .field("rate_lines_per_second", &self.rate_lines_per_second)
-            .field("burst_lines", &self.burst_lines)
-            .field(
-                "syslog_rate_lines_per_second",
-                &self.syslog_rate_lines_per_second,
-            )
-            .field("syslog_burst_lines", &self.syslog_burst_lines)
-            .field(
-                "syslog_tcp_max_connections",
-                &self.syslog_tcp_max_connections,
-            )
-            .field("syslog_tcp_idle_timeout", &self.syslog_tcp_idle_timeout)
-            .field("commit_timeout", &self.commit_timeout)
-            .field("index_per_batch", &self.index_per_batch)
-            .finish()
     }
 }
 
@@ -519,199 +485,11 @@ pub fn router(ingest: Option<Ingest>) -> Router {
         .with_state(ingest)
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let (da, db) = (Sha256::digest(a), Sha256::digest(b));
-    da.iter()
-        .zip(db.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0
-}
-
-/// Header carrying the signed batch's time (Unix seconds).
-pub const TIMESTAMP_HEADER: &str = "x-microseg-timestamp";
-
-/// What an HMAC signature covers: the timestamp, the idempotency key (empty when absent) and
-/// the body, each of the first two followed by a newline.
-pub fn signed_message(timestamp: &str, idempotency_key: &str, body: &[u8]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(timestamp.len() + idempotency_key.len() + body.len() + 2);
-    m.extend_from_slice(timestamp.as_bytes());
-    m.push(b'\n');
-    m.extend_from_slice(idempotency_key.as_bytes());
-    m.push(b'\n');
-    m.extend_from_slice(body);
-    m
-}
-
-/// Checks the credentials: the bearer token before the body is read; a request with neither a
-/// bearer token nor a signature is refused before its body is read. A body is read only in one
-/// of `max_in_flight` slots and within `body_timeout`. Returns the body.
-async fn authorised_body(ingest: &Ingest, req: Request) -> Result<Bytes, Response> {
-    let cfg = &ingest.inner.config;
-    let headers = req.headers().clone();
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let token_ok = match (bearer, cfg.token.as_deref()) {
-        (Some(given), Some(expected)) => {
-            if !constant_time_eq(given.trim().as_bytes(), expected.as_bytes()) {
-                return Err(refuse(
-                    StatusCode::UNAUTHORIZED,
-                    "Authorization: the bearer token is not the ingestion token",
-                ));
-            }
-            true
-        }
-        _ => false,
-    };
-    let signature = match (headers.get(SIGNATURE_HEADER), cfg.hmac_secret.as_deref()) {
-        (Some(sig), Some(secret)) if !token_ok => Some((sig, secret)),
-        _ => None,
-    };
-    if !token_ok && signature.is_none() {
-        return Err(refuse(
-            StatusCode::UNAUTHORIZED,
-            match (cfg.token.is_some(), cfg.hmac_secret.is_some()) {
-                (true, true) => {
-                    "Authorization: send `Authorization: Bearer <token>` or an \
-                     X-Microseg-Signature header"
-                }
-                (true, false) => "Authorization: send `Authorization: Bearer <token>`",
-                _ => {
-                    "X-Microseg-Signature: send sha256=<hex HMAC-SHA256 of the timestamp, key and body>"
-                }
-            },
-        ));
-    }
-    // The timestamp is checked before the body is read: a stale replay costs nothing.
-    let signed = match signature {
-        None => None,
-        Some((sig, secret)) => {
-            let hex = sig
-                .to_str()
-                .ok()
-                .and_then(|s| s.trim().strip_prefix("sha256="))
-                .ok_or_else(|| {
-                    refuse(
-                        StatusCode::UNAUTHORIZED,
-                        "X-Microseg-Signature: expected sha256=<hex HMAC-SHA256>",
-                    )
-                })?;
-            let given = decode_hex(hex).ok_or_else(|| {
-                refuse(
-                    StatusCode::UNAUTHORIZED,
-                    "X-Microseg-Signature: the signature is not hexadecimal",
-                )
-            })?;
-            let ts = signed_timestamp(&headers, cfg.hmac_max_age)?;
-            Some((given, secret, ts))
-        }
-    };
-    if let Some(len) = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-        && len > cfg.max_body_bytes
-    {
-        return Err(too_large(cfg.max_body_bytes));
-    }
-    let Ok(Ok(_slot)) = tokio::time::timeout(cfg.busy_wait, ingest.inner.bodies.acquire()).await
-    else {
-        let mut r = refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "busy: {} batches are being read (--ingest-max-in-flight); retry the same batch",
-                cfg.max_in_flight
-            ),
-        );
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return Err(r);
-    };
-    let body = match tokio::time::timeout(
-        cfg.body_timeout,
-        axum::body::to_bytes(req.into_body(), cfg.max_body_bytes),
-    )
-    .await
-    {
-        Ok(Ok(b)) => b,
-        Ok(Err(_)) => return Err(too_large(cfg.max_body_bytes)),
-        Err(_) => {
-            return Err(refuse(
-                StatusCode::REQUEST_TIMEOUT,
-                format!(
-                    "body: not received within {} s; send the batch at once",
-                    cfg.body_timeout.as_secs()
-                ),
-            ));
-        }
-    };
-    let Some((given, secret, ts)) = signed else {
-        return Ok(body);
-    };
-    let key = headers
-        .get(IDEMPOTENCY_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret)
-        .map_err(|_| refuse(StatusCode::INTERNAL_SERVER_ERROR, "HMAC key unusable"))?;
-    mac.update(&signed_message(&ts, key, &body));
-    mac.verify_slice(&given).map_err(|_| {
-        refuse(
-            StatusCode::UNAUTHORIZED,
-            "X-Microseg-Signature: the signature does not match <timestamp>\\n<idempotency key>\\n<body>",
-        )
-    })?;
-    Ok(body)
-}
-
-/// The signed batch's `X-Microseg-Timestamp`, if it is within `max_age` of now.
-fn signed_timestamp(headers: &HeaderMap, max_age: Duration) -> Result<String, Response> {
-    let Some(raw) = headers.get(TIMESTAMP_HEADER).and_then(|v| v.to_str().ok()) else {
-        return Err(refuse(
-            StatusCode::UNAUTHORIZED,
-            "X-Microseg-Timestamp: required with a signature (Unix seconds, signed with the \
-             idempotency key and the body)",
-        ));
-    };
-    let Ok(t) = raw.trim().parse::<i64>() else {
-        return Err(refuse(
-            StatusCode::UNAUTHORIZED,
-            format!("X-Microseg-Timestamp: {} is not Unix seconds", quote(raw)),
-        ));
-    };
-    let age = Timestamp::now()
-        .as_second()
-        .saturating_sub(t)
-        .unsigned_abs();
-    if age > max_age.as_secs() {
-        return Err(refuse(
-            StatusCode::UNAUTHORIZED,
-            format!(
-                "X-Microseg-Timestamp: {age} s away from now, more than the {} s accepted \
-                 (--ingest-hmac-max-age); a replayed batch is refused, sign it again",
-                max_age.as_secs()
-            ),
-        ));
-    }
-    Ok(raw.trim().to_string())
-}
-
 fn too_large(max: usize) -> Response {
     refuse(
         StatusCode::PAYLOAD_TOO_LARGE,
         format!("body: larger than {max} bytes (--ingest-max-body-bytes); send smaller batches"),
     )
-}
-
-fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 /// The sender's key, or the body's hash.
@@ -732,29 +510,28 @@ fn batch_key(headers: &HeaderMap, body: &[u8]) -> Result<String, Response> {
 }
 
 async fn lines(State(ingest): State<Ingest>, req: Request) -> Response {
-    let response = match read_batch(&ingest, req).await {
-        Ok((body, key)) => match lines_batch(&ingest, body) {
-            Ok(c) => finish(&ingest, "lines", c, key).await,
-            Err(r) => r,
-        },
-        Err(r) => r,
-    };
-    ingest.inner.metrics.request("lines", response.status());
-    response
+    handle(&ingest, req, "lines", lines_batch).await
 }
 
 async fn loginsight_webhook(State(ingest): State<Ingest>, req: Request) -> Response {
-    let response = match read_batch(&ingest, req).await {
-        Ok((body, key)) => match loginsight_batch(&ingest, body) {
-            Ok(c) => finish(&ingest, "loginsight", c, key).await,
+    handle(&ingest, req, "loginsight", loginsight_batch).await
+}
+
+/// One ingestion request: read the batch, parse it with `parse`, record it, count the answer.
+async fn handle(
+    ingest: &Ingest,
+    req: Request,
+    endpoint: &str,
+    parse: fn(&Ingest, Bytes) -> Result<Collector, Response>,
+) -> Response {
+    let response = match read_batch(ingest, req).await {
+        Ok((body, key)) => match parse(ingest, body) {
+            Ok(c) => finish(ingest, endpoint, c, key).await,
             Err(r) => r,
         },
         Err(r) => r,
     };
-    ingest
-        .inner
-        .metrics
-        .request("loginsight", response.status());
+    ingest.inner.metrics.request(endpoint, response.status());
     response
 }
 
@@ -919,209 +696,12 @@ fn count(m: &IngestMetrics, source: &str, r: &Report) {
     m.lines(source, "unparsed", r.unparsed);
 }
 
-/// Records syslog messages (no one to answer: rate-limited lines are counted and dropped).
-async fn syslog_batch(ingest: &Ingest, source: &str, messages: &[Vec<u8>]) {
-    if messages.is_empty() {
-        return;
-    }
-    let mut c = Collector::new(ingest.index_when_ready().await);
-    for (i, m) in messages.iter().enumerate() {
-        for line in m.split(|b| *b == b'\n') {
-            c.line(|| format!("{source} message {}", i + 1), line);
-        }
-    }
-    let (deltas, report) = c.finish();
-    if let Some(e) = report.errors.first() {
-        ingest.sample_warning(source, e);
-    }
-    if ingest.take_syslog(report.lines).is_err() {
-        ingest
-            .inner
-            .metrics
-            .lines(source, "rate_limited", report.lines);
-        return;
-    }
-    count(&ingest.inner.metrics, source, &report);
-    if !deltas.is_empty()
-        && let Err(e) = ingest.inner.recorder.record_later(deltas).await
-    {
-        warn!(error = %e, "syslog: not recorded");
-    }
-}
+mod auth;
+mod syslog;
 
-/// Serves syslog over UDP (one message per datagram) until `shutdown`.
-pub async fn serve_syslog_udp(
-    addr: SocketAddr,
-    ingest: Ingest,
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<JoinHandle<()>, String> {
-    let socket = tokio::net::UdpSocket::bind(addr)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(tokio::spawn(async move {
-        let mut buf = vec![0u8; SYSLOG_MAX];
-        loop {
-            tokio::select! {
-                r = socket.recv_from(&mut buf) => {
-                    let Ok((n, _)) = r else { continue };
-                    let message = buf.get(..n).unwrap_or_default().to_vec();
-                    syslog_batch(&ingest, "syslog_udp", &[message]).await;
-                }
-                _ = shutdown.changed() => {
-                    if *shutdown.borrow() { break; }
-                }
-            }
-        }
-    }))
-}
-
-/// Serves syslog over TCP (RFC 6587: octet-counted `<len> <msg>` or newline-terminated) until
-/// `shutdown`. At most `syslog_tcp_max_connections` connections are served (one more is closed
-/// at once), a connection silent for `syslog_tcp_idle_timeout` is closed, and each holds at most
-/// an 8 KiB read buffer, one message and [`SYSLOG_BATCH_BYTES`] of messages waiting to be
-/// recorded.
-pub async fn serve_syslog_tcp(
-    addr: SocketAddr,
-    ingest: Ingest,
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<JoinHandle<()>, String> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| e.to_string())?;
-    let max = ingest.inner.config.syslog_tcp_max_connections.max(1);
-    Ok(tokio::spawn(async move {
-        let mut connections = tokio::task::JoinSet::new();
-        let mut last_refusal: Option<Instant> = None;
-        loop {
-            tokio::select! {
-                r = listener.accept() => {
-                    let Ok((stream, peer)) = r else { continue };
-                    // Finished connections are reaped here, so the set holds live ones only.
-                    while connections.try_join_next().is_some() {}
-                    if connections.len() >= max {
-                        ingest.inner.metrics.request("syslog_tcp", StatusCode::SERVICE_UNAVAILABLE);
-                        if last_refusal.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
-                            last_refusal = Some(Instant::now());
-                            warn!(%peer, max, "syslog: connection refused, too many open (--syslog-tcp-max-connections; sampled)");
-                        }
-                        drop(stream);
-                        continue;
-                    }
-                    let ingest = ingest.clone();
-                    let stop = shutdown.clone();
-                    connections.spawn(async move {
-                        if let Err(e) = syslog_connection(stream, &ingest, stop).await {
-                            warn!(%peer, error = %e, "syslog connection closed");
-                        }
-                    });
-                }
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
-                _ = shutdown.changed() => {
-                    if *shutdown.borrow() { break; }
-                }
-            }
-        }
-        connections.shutdown().await;
-    }))
-}
-
-/// Bytes of messages a connection gathers before recording them.
-pub const SYSLOG_BATCH_BYTES: usize = 64 * 1024;
-/// Read buffer of a syslog TCP connection.
-const SYSLOG_READ_BUFFER: usize = 8 * 1024;
-
-/// Messages read from one connection are recorded together while more are already buffered.
-async fn syslog_connection(
-    stream: tokio::net::TcpStream,
-    ingest: &Ingest,
-    mut stop: watch::Receiver<bool>,
-) -> Result<(), String> {
-    let idle = ingest.inner.config.syslog_tcp_idle_timeout;
-    let mut reader = BufReader::with_capacity(SYSLOG_READ_BUFFER, stream);
-    let mut batch: Vec<Vec<u8>> = Vec::new();
-    let mut bytes = 0usize;
-    loop {
-        let message = tokio::select! {
-            m = tokio::time::timeout(idle, read_frame(&mut reader)) => match m {
-                Ok(m) => m,
-                Err(_) => Err(format!("idle for {} s (--syslog-tcp-idle-timeout)", idle.as_secs())),
-            },
-            _ = stop.changed() => Ok(None),
-        };
-        let message = match message {
-            Ok(m) => m,
-            Err(e) => {
-                // What was read before the error is recorded.
-                syslog_batch(ingest, "syslog_tcp", &batch).await;
-                return Err(e);
-            }
-        };
-        let Some(message) = message else {
-            syslog_batch(ingest, "syslog_tcp", &batch).await;
-            return Ok(());
-        };
-        bytes += message.len();
-        batch.push(message);
-        if reader.buffer().is_empty() || batch.len() >= 1_000 || bytes >= SYSLOG_BATCH_BYTES {
-            syslog_batch(ingest, "syslog_tcp", &batch).await;
-            batch.clear();
-            bytes = 0;
-        }
-    }
-}
-
-/// Most digits of an octet count (`SYSLOG_MAX` has 5).
-const OCTET_COUNT_DIGITS: usize = 5;
-
-/// One RFC 6587 frame: octet-counted when it starts with 1 to 5 digits and a space, else up to
-/// a newline (a line that starts with digits, such as a timestamp, is a line).
-async fn read_frame<R: tokio::io::AsyncBufRead + Unpin>(
-    r: &mut R,
-) -> Result<Option<Vec<u8>>, String> {
-    let mut prefix: Vec<u8> = Vec::with_capacity(OCTET_COUNT_DIGITS + 1);
-    loop {
-        let next = match r.fill_buf().await {
-            Ok([]) => None,
-            Ok(b) => Some(b[0]),
-            Err(e) => return Err(e.to_string()),
-        };
-        match next {
-            None if prefix.is_empty() => return Ok(None),
-            None => return Ok(Some(prefix)),
-            Some(c) if c.is_ascii_digit() && prefix.len() < OCTET_COUNT_DIGITS => {
-                prefix.push(c);
-                r.consume(1);
-            }
-            Some(b' ') if !prefix.is_empty() => {
-                r.consume(1);
-                let digits = std::str::from_utf8(&prefix).unwrap_or("");
-                let n: usize = digits
-                    .parse()
-                    .map_err(|_| format!("octet count {digits:?} is not a number"))?;
-                if n > SYSLOG_MAX {
-                    return Err(format!("message of {n} octets is over {SYSLOG_MAX}"));
-                }
-                let mut msg = vec![0u8; n];
-                r.read_exact(&mut msg)
-                    .await
-                    .map_err(|e| format!("truncated message: {e}"))?;
-                return Ok(Some(msg));
-            }
-            Some(_) => break,
-        }
-    }
-    let mut msg = prefix;
-    let room = SYSLOG_MAX + 1 - msg.len();
-    let mut limited = r.take(u64::try_from(room).unwrap_or(u64::MAX));
-    limited
-        .read_until(b'\n', &mut msg)
-        .await
-        .map_err(|e| e.to_string())?;
-    if msg.len() > SYSLOG_MAX {
-        return Err(format!("line over {SYSLOG_MAX} bytes without a newline"));
-    }
-    Ok(Some(msg))
-}
+use auth::authorised_body;
+pub use auth::{TIMESTAMP_HEADER, signed_message};
+pub use syslog::{SYSLOG_BATCH_BYTES, serve_syslog_tcp, serve_syslog_udp};
 
 #[cfg(test)]
 mod tests;

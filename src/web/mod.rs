@@ -5,6 +5,7 @@
 pub mod dashboard;
 pub mod health;
 pub mod ingest;
+pub mod secret;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -18,6 +18,7 @@
 //! part of a page or an answer, and the token is never logged.
 
 pub mod api;
+mod pages;
 
 use std::sync::Arc;
 
@@ -25,14 +26,15 @@ use axum::Router;
 use axum::extract::{Form, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{any, get, post};
+use cookie::{Cookie, SameSite};
 use kube::runtime::reflector::Store;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 use crate::api::{EnforcementWindow, SegmentationPolicy};
 use crate::monitor::recorder::Recorder;
+use crate::web::secret::{ExposeSecret, SecretString, constant_time_eq};
 
 /// Name of the session cookie set by the login form.
 pub const SESSION_COOKIE: &str = "microseg_dashboard";
@@ -41,8 +43,6 @@ const USER_MAX: usize = 253;
 /// Most groups taken from the proxy's groups header.
 const GROUPS_MAX: usize = 64;
 
-const SHELL_HTML: &str = include_str!("assets/shell.html");
-const LOGIN_HTML: &str = include_str!("assets/login.html");
 const APP_JS: &str = include_str!("assets/app.js");
 const STYLE_CSS: &str = include_str!("assets/style.css");
 const FAVICON_SVG: &str = include_str!("assets/favicon.svg");
@@ -56,11 +56,11 @@ const SESSIONS_MAX: usize = 10_000;
 /// Failed sign-ins accepted per source address and minute.
 const FAILED_LOGINS_PER_MINUTE: u32 = 10;
 
-/// Who may read and acknowledge.
-#[derive(Clone, Default)]
+/// Who may read and acknowledge (`Debug` shows no secret).
+#[derive(Clone, Default, Debug)]
 pub struct DashboardConfig {
     /// The bearer token (from `--dashboard-token-file`).
-    pub token: Option<String>,
+    pub token: Option<SecretString>,
     /// A header set by an authenticating proxy that names the user (`--dashboard-user-header`).
     /// Trusted only with the proxy's proof: `proxy_secret` and/or `proxy_sources`.
     pub user_header: Option<String>,
@@ -68,34 +68,25 @@ pub struct DashboardConfig {
     /// (`--dashboard-groups-header`); trusted like `user_header`.
     pub groups_header: Option<String>,
     /// The proxy sends this in `X-Microseg-Proxy-Secret` (`--dashboard-proxy-secret-file`).
-    pub proxy_secret: Option<String>,
+    pub proxy_secret: Option<SecretString>,
     /// The proxy connects from these networks (`--dashboard-proxy-cidrs`).
     pub proxy_sources: Vec<ipnet::IpNet>,
     /// Session cookies without `Secure` (`--dashboard-insecure-cookie`: plain-http labs).
     pub insecure_cookie: bool,
 }
 
-impl std::fmt::Debug for DashboardConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DashboardConfig")
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .field("user_header", &self.user_header)
-            .field("groups_header", &self.groups_header)
-            .field(
-                "proxy_secret",
-                &self.proxy_secret.as_ref().map(|_| "<redacted>"),
-            )
-            .field("proxy_sources", &self.proxy_sources)
-            .field("insecure_cookie", &self.insecure_cookie)
-            .finish()
-    }
-}
-
 impl DashboardConfig {
+    /// The bearer token, when one is configured (an empty one counts as none).
+    fn token(&self) -> Option<&str> {
+        self.token
+            .as_ref()
+            .map(ExposeSecret::expose_secret)
+            .filter(|t| !t.is_empty())
+    }
+
     /// Whether the dashboard is served.
     pub fn enabled(&self) -> bool {
-        self.token.as_deref().is_some_and(|t| !t.is_empty())
-            || self.user_header.as_deref().is_some_and(|h| !h.is_empty())
+        self.token().is_some() || self.user_header.as_deref().is_some_and(|h| !h.is_empty())
     }
 }
 
@@ -134,50 +125,55 @@ pub struct Shared {
         std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (u32, std::time::Instant)>>,
 }
 
-/// Constant-time equality (of the SHA-256 digests, so lengths leak nothing either).
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let (x, y) = (Sha256::digest(a), Sha256::digest(b));
-    let diff = x
-        .iter()
-        .zip(y.iter())
-        .fold(0u8, |acc, (p, q)| acc | (p ^ q));
-    std::hint::black_box(diff) == 0
-}
-
 /// A new random session id (256 bits, hex).
 pub fn new_session_id() -> String {
     let bytes: [u8; 32] = rand::random();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The value of the cookie `name` the request carries.
 fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_string())
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == name)
+        .map(|c| c.value().to_string())
+}
+
+/// The session cookie: HttpOnly, SameSite=Strict, for the whole site, `Secure` unless
+/// `insecure`; `max_age` zero removes it.
+fn session_cookie(
+    value: &str,
+    max_age: std::time::Duration,
+    insecure: bool,
+) -> Option<HeaderValue> {
+    let seconds = i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX);
+    let c = Cookie::build((SESSION_COOKIE, value))
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .max_age(cookie::time::Duration::seconds(seconds))
+        .secure(!insecure)
+        .build();
+    HeaderValue::from_str(&c.to_string()).ok()
 }
 
 impl Shared {
     fn token_sign_in(&self) -> bool {
-        self.state
-            .config
-            .token
-            .as_deref()
-            .is_some_and(|t| !t.is_empty())
+        self.state.config.token().is_some()
     }
 
     /// Whether the request comes through the authenticating proxy: every proof configured
     /// holds (the shared secret, the source network); with none configured, never.
     fn proxied(&self, headers: &HeaderMap, peer: Option<std::net::IpAddr>) -> bool {
         let c = &self.state.config;
-        let secret_ok = c.proxy_secret.as_deref().map(|secret| {
+        let secret_ok = c.proxy_secret.as_ref().map(|secret| {
             headers
                 .get(PROXY_SECRET_HEADER)
-                .is_some_and(|v| constant_time_eq(v.as_bytes(), secret.as_bytes()))
+                .is_some_and(|v| constant_time_eq(v.as_bytes(), secret.expose_secret().as_bytes()))
         });
         let source_ok = (!c.proxy_sources.is_empty())
             .then(|| peer.is_some_and(|ip| c.proxy_sources.iter().any(|n| n.contains(&ip))));
@@ -223,7 +219,7 @@ impl Shared {
                 });
             }
         }
-        if let Some(token) = self.state.config.token.as_deref().filter(|t| !t.is_empty()) {
+        if let Some(token) = self.state.config.token() {
             let bearer = headers
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
@@ -386,22 +382,6 @@ fn url_escape(s: &str) -> String {
         .collect()
 }
 
-/// Escapes text for HTML element content and attribute values.
-pub fn html_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// Only same-site dashboard paths are followed after login (no open redirect).
 fn safe_next(next: Option<&str>) -> String {
     match next {
@@ -412,25 +392,16 @@ fn safe_next(next: Option<&str>) -> String {
     }
 }
 
-fn page(kind: &str, title: &str) -> Response {
-    Html(
-        SHELL_HTML
-            .replace("{{PAGE}}", kind)
-            .replace("{{TITLE}}", title),
-    )
-    .into_response()
-}
-
 async fn page_programme() -> Response {
-    page("programme", "Programme")
+    pages::shell("programme", "Programme")
 }
 
 async fn page_application() -> Response {
-    page("application", "Application")
+    pages::shell("application", "Application")
 }
 
 async fn page_alerts() -> Response {
-    page("alerts", "Alerts")
+    pages::shell("alerts", "Alerts")
 }
 
 #[derive(Debug, Deserialize)]
@@ -451,21 +422,7 @@ fn login_page(s: &Shared, next: &str, error: Option<&str>, status: StatusCode) -
     } else {
         "This dashboard accepts only users signed in by the authenticating proxy in front of it."
     };
-    let error = error.map_or_else(String::new, |e| {
-        format!(
-            "<p class=\"error\" role=\"alert\" id=\"login-error\">{}</p>",
-            html_escape(e)
-        )
-    });
-    let body = LOGIN_HTML
-        .replace("{{NOTE}}", &html_escape(note))
-        .replace("{{ERROR}}", &error)
-        .replace("{{NEXT}}", &html_escape(next))
-        .replace(
-            "{{DISABLED}}",
-            if s.token_sign_in() { "" } else { "disabled" },
-        );
-    (status, Html(body)).into_response()
+    pages::login(note, error, next, !s.token_sign_in(), status)
 }
 
 async fn get_login(
@@ -481,7 +438,7 @@ async fn post_login(
     Form(f): Form<LoginForm>,
 ) -> Response {
     let next = safe_next(f.next.as_deref());
-    let Some(token) = s.state.config.token.as_deref().filter(|t| !t.is_empty()) else {
+    let Some(token) = s.state.config.token() else {
         return login_page(
             &s,
             &next,
@@ -521,17 +478,8 @@ async fn post_login(
             StatusCode::INTERNAL_SERVER_ERROR,
         );
     };
-    let cookie = format!(
-        "{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
-        SESSION_TTL.as_secs(),
-        if s.state.config.insecure_cookie {
-            ""
-        } else {
-            "; Secure"
-        }
-    );
     let mut r = Redirect::to(&next).into_response();
-    if let Ok(v) = HeaderValue::from_str(&cookie) {
+    if let Some(v) = session_cookie(&session, SESSION_TTL, s.state.config.insecure_cookie) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
     r
@@ -542,12 +490,13 @@ async fn post_logout(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Respon
         s.end_session(&c);
     }
     let mut r = Redirect::to("/ui/login").into_response();
-    r.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static(
-            "microseg_dashboard=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0",
-        ),
-    );
+    if let Some(v) = session_cookie(
+        "",
+        std::time::Duration::ZERO,
+        s.state.config.insecure_cookie,
+    ) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
     r
 }
 

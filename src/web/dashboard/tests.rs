@@ -8,6 +8,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use super::api::{self, AckRequest, AlertQuery, AlertState, Filter};
+use super::pages::{LOGIN_HTML, SHELL_HTML};
 use super::*;
 
 const TOKEN: &str = "t0ken-Sup3r-secret-value";
@@ -94,9 +95,9 @@ const PROXY_SECRET: &str = "proxy-secret-0123456789";
 
 fn config(token: Option<&str>, header: Option<&str>) -> DashboardConfig {
     DashboardConfig {
-        token: token.map(str::to_string),
+        token: token.map(SecretString::from),
         user_header: header.map(str::to_string),
-        proxy_secret: header.map(|_| PROXY_SECRET.to_string()),
+        proxy_secret: header.map(|_| SecretString::from(PROXY_SECRET)),
         ..DashboardConfig::default()
     }
 }
@@ -580,10 +581,7 @@ fn fingerprint_changes_with_any_resource_version() {
 }
 
 #[test]
-fn constant_time_eq_and_session_value() {
-    assert!(constant_time_eq(b"abc", b"abc"));
-    assert!(!constant_time_eq(b"abc", b"abd"));
-    assert!(!constant_time_eq(b"abc", b"abcd"));
+fn session_values_are_random_and_the_config_hides_its_secrets() {
     let v = new_session_id();
     assert_eq!(v.len(), 64);
     assert_ne!(v, new_session_id());
@@ -643,6 +641,13 @@ async fn sessions_are_random_end_at_logout_and_failed_sign_ins_are_limited() {
         .await
         .unwrap();
     assert!(r.status().is_redirection());
+    let removal = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        removal.starts_with(&format!("{SESSION_COOKIE}=;"))
+            && removal.contains("Max-Age=0")
+            && removal.contains("HttpOnly"),
+        "the browser drops the cookie: {removal}"
+    );
     assert_eq!(
         alerts(a).await,
         StatusCode::UNAUTHORIZED,
@@ -685,7 +690,7 @@ fn a_proxy_proves_itself_by_every_proof_configured() {
                 client: None,
                 config: DashboardConfig {
                     user_header: Some("X-Forwarded-User".into()),
-                    proxy_secret: secret.map(str::to_string),
+                    proxy_secret: secret.map(SecretString::from),
                     proxy_sources: cidrs.iter().map(|c| c.parse().unwrap()).collect(),
                     ..DashboardConfig::default()
                 },
