@@ -63,7 +63,7 @@ start_controller() {
   env "$@" "$M" controller --cluster bench --namespace bench --nsx-url "http://127.0.0.1:$NSX_PORT" --nsx-insecure-allow-http \
     --nsx-auth session --nsx-credentials-dir "$WORK/nsx" --nsx-rate-limit 1000 --nsx-concurrency 20 \
     --http-addr "127.0.0.1:$HTTP_PORT" --ingest-addr "127.0.0.1:$INGEST_PORT" --syslog-tcp-addr "127.0.0.1:$SYSLOG_PORT" \
-    --ingest-token-file "$WORK/token" --ingest-rate 10000000 --ingest-burst-lines 1000000 \
+    --ingest-token-file "$WORK/token" --ingest-rate 10000000 --ingest-burst-lines 1000000 --syslog-rate 10000000 --syslog-burst-lines 1000000 \
     --monitor-max-flows 500 >"$WORK/controller-$label.log" 2>&1 &
   CPID=$!; PIDS+=($CPID)
   until curl -fs "http://127.0.0.1:$HTTP_PORT/readyz" >/dev/null 2>&1; do sleep 0.5; done
