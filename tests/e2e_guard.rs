@@ -41,6 +41,7 @@ fn context(client: &Client, dir: &std::path::Path) -> Arc<Context> {
         nsx: Arc::new(nsx),
         notifier: None,
         recorder: recorder(client),
+        events: microseg::controller::events::Events::spawn(recorder(client)),
         identity: microseg::plan::Identity::new("e2e").unwrap(),
         policies: reflector::store().0,
         windows: reflector::store().0,
@@ -48,6 +49,7 @@ fn context(client: &Client, dir: &std::path::Path) -> Arc<Context> {
         clock: Arc::new(SystemClock),
         settings: Settings::default(),
         members: Default::default(),
+        status_writes: Default::default(),
         statuses: Default::default(),
     })
 }

@@ -76,15 +76,17 @@ pub struct ControllerArgs {
     #[arg(long, default_value = "100ms")]
     pub nsx_batch_window: Duration,
     /// The longest a write waits for others to join its batch.
-    #[arg(long, default_value = "1s")]
+    #[arg(long, default_value = "3s")]
     pub nsx_batch_max_wait: Duration,
     /// Most intent objects (groups, policies, rules) in one batched write (the manager takes
     /// at most 5000).
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=5000))]
     pub nsx_batch_max_objects: u32,
     /// Reconciles run at once. NSX sees their writes coalesced, so this bounds how many
-    /// applications one batched write can carry; the API server sees their status writes.
-    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..))]
+    /// applications one batched write can carry (a wave whose applications all reach
+    /// `enforceAt` in the same second flips in one write when it fits); the API server sees at
+    /// most 64 of their status writes at a time.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u16).range(1..))]
     pub reconcile_concurrency: u16,
     /// Elect a leader through a Lease; only the leader writes NSX and status.
     #[arg(long)]

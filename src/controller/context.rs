@@ -63,7 +63,7 @@ impl Default for Settings {
             notice_retry: Duration::from_secs(60),
             nsx_cache: true,
             nsx_batch: Some(super::nsx_batch::BatchConfig::default()),
-            reconcile_concurrency: 256,
+            reconcile_concurrency: 1024,
         }
     }
 }
@@ -80,6 +80,8 @@ pub struct Context {
     pub notifier: Option<Arc<dyn Notifier>>,
     /// Event recorder (one, shared).
     pub recorder: Recorder,
+    /// Events published off the reconcile path (through `recorder`).
+    pub events: super::events::Events,
     /// This cluster's identity in NSX.
     pub identity: Identity,
     /// All policies (warm in every replica).
@@ -96,4 +98,27 @@ pub struct Context {
     pub members: Arc<super::members::MemberChecks>,
     /// The status written last per policy (a reconcile on a stale copy skips writing it again).
     pub statuses: Arc<super::status_memo::StatusMemo>,
+    /// Bounds the status writes in flight.
+    pub status_writes: Arc<StatusWrites>,
+}
+
+/// Status writes in flight at most: each holds a connection to the API server (and its
+/// buffers), and a wave of 1,000 reconciles must not open 1,000 of them.
+pub const STATUS_WRITES: usize = 64;
+
+/// The permits for status writes ([`STATUS_WRITES`]).
+#[derive(Debug)]
+pub struct StatusWrites(tokio::sync::Semaphore);
+
+impl Default for StatusWrites {
+    fn default() -> Self {
+        StatusWrites(tokio::sync::Semaphore::new(STATUS_WRITES))
+    }
+}
+
+impl StatusWrites {
+    /// Waits for a permit; the write runs while it is held.
+    pub async fn permit(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.0.acquire().await.ok()
+    }
 }

@@ -144,9 +144,7 @@ async fn report<K: Guarded>(obj: &K, ctx: &Context, object: &str, message: &str)
         action: "Reconcile".into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
-        warn!(object = %object, error = %e, "could not publish event");
-    }
+    ctx.events.publish(event, obj.object_ref(&())).await;
     let Some(ns) = obj.namespace() else { return };
     let body = json!({
         "apiVersion": K::api_version(&()),

@@ -11,6 +11,7 @@ pub mod canary;
 pub mod cli;
 pub mod context;
 pub mod decide;
+pub mod events;
 pub mod guard;
 pub mod invalid;
 pub mod members;
@@ -261,17 +262,19 @@ pub async fn run(rt: Runtime) -> Result<(), Error> {
         Some(c) => Arc::new(nsx_cache::CachedNsx::new(nsx, c.clone())),
         None => nsx,
     };
+    let recorder = Recorder::new(
+        rt.client.clone(),
+        Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: rt.lease.as_ref().map(|l| l.holder.clone()),
+        },
+    );
     let ctx = Arc::new(Context {
         client: rt.client.clone(),
         nsx,
         notifier: rt.notifier,
-        recorder: Recorder::new(
-            rt.client.clone(),
-            Reporter {
-                controller: FIELD_MANAGER.into(),
-                instance: rt.lease.as_ref().map(|l| l.holder.clone()),
-            },
-        ),
+        events: events::Events::spawn(recorder.clone()),
+        recorder,
         identity: rt.identity,
         policies: policy_store.clone(),
         windows: window_store.clone(),
@@ -280,6 +283,7 @@ pub async fn run(rt: Runtime) -> Result<(), Error> {
         settings: rt.settings,
         members: Default::default(),
         statuses: Default::default(),
+        status_writes: Default::default(),
     });
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);

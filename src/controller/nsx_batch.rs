@@ -20,7 +20,8 @@
 //! - **Rule ids read back in bulk**: the policies of a call that wrote two or more applications
 //!   wait for a read-back; the first writer that asks for its policy (`get_policy`, for the
 //!   `rule_id`s NSX assigned) makes one `GET /infra?filter=Type-Domain|SecurityPolicy|Rule`
-//!   that serves every policy waiting, once each. A writer that does not ask (a flip to DROP
+//!   that serves every policy waiting, once each; listings begin at most every
+//!   [`READ_BACK_EVERY`], so during a wave one listing serves several batches. A writer that does not ask (a flip to DROP
 //!   creates no rule) costs nothing; a policy written alone is read alone.
 //!
 //! Other reads pass through untouched.
@@ -61,7 +62,7 @@ impl Default for BatchConfig {
     fn default() -> Self {
         BatchConfig {
             window: Duration::from_millis(100),
-            max_wait: Duration::from_secs(1),
+            max_wait: Duration::from_secs(3),
             max_objects: 2_000,
         }
     }
@@ -150,8 +151,14 @@ const KEPT_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 #[derive(Default)]
 struct ReadBack {
     state: std::sync::Mutex<ReadBackState>,
-    gate: tokio::sync::Mutex<()>,
+    /// Held by the one listing under way; holds when the last one began.
+    gate: tokio::sync::Mutex<Option<tokio::time::Instant>>,
 }
+
+/// Listings for read-back begin at most this often: while a wave of writes arrives, the
+/// policies of the batches written meanwhile wait for the next listing and share it, instead of
+/// one listing of the whole fleet per batch.
+const READ_BACK_EVERY: Duration = Duration::from_secs(2);
 
 impl ReadBack {
     fn lock(&self) -> std::sync::MutexGuard<'_, ReadBackState> {
@@ -191,10 +198,14 @@ impl ReadBack {
         if !self.lock().pending.contains_key(k) {
             return None;
         }
-        let _gate = self.gate.lock().await;
+        let mut last = self.gate.lock().await;
         if let Some(p) = self.take(k) {
             return Some(p);
         }
+        if let Some(at) = *last {
+            tokio::time::sleep_until(at + READ_BACK_EVERY).await;
+        }
+        *last = Some(tokio::time::Instant::now());
         let want: HashMap<PolicyKey, u64> = {
             let s = self.lock();
             if !s.pending.contains_key(k) {

@@ -147,9 +147,7 @@ async fn publish(
         action: reason.to_string(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &p.object_ref(&())).await {
-        warn!(error = %e, "could not publish event");
-    }
+    ctx.events.publish(event, p.object_ref(&())).await;
 }
 
 /// The window's settings worth keeping in status (everything but its instants).
@@ -512,6 +510,7 @@ async fn patch_status(
 ) -> Result<(), Error> {
     let api: Api<SegmentationPolicy> =
         Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
+    let _permit = ctx.status_writes.permit().await;
     let body = json!({
         "apiVersion": "microseg.io/v1alpha1",
         "kind": "SegmentationPolicy",

@@ -355,3 +355,48 @@ async fn writes_that_trickle_in_join_until_a_gap_or_the_longest_wait() {
     let sizes: Vec<usize> = manager.calls().iter().map(|c| ids_in(c).len()).collect();
     assert_eq!(sizes, [20, 10, 1]);
 }
+
+/// During a wave, the batches written between two listings share the next one: listings begin
+/// at most every `READ_BACK_EVERY`.
+#[tokio::test(start_paused = true)]
+async fn batches_written_close_together_share_one_read_back_listing() {
+    let manager = Arc::new(Manager::default());
+    let nsx = batcher(manager.clone(), 2_000);
+    let batch = |b: usize| -> Vec<Infra> {
+        (0..4)
+            .map(|i| app("default", &format!("app-{b}-{i}"), 1))
+            .collect()
+    };
+    let ask = |b: usize| {
+        let nsx = nsx.clone();
+        tokio::spawn(async move {
+            for i in 0..4 {
+                let p = nsx
+                    .get_policy("default", &format!("app-{b}-{i}"))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(p.rules[0].rule_id, Some(1001));
+            }
+        })
+    };
+    assert!(write_all(&nsx, batch(0)).await.iter().all(Result::is_ok));
+    ask(0).await.unwrap();
+    assert_eq!(*manager.reads.lock().unwrap(), (0, 1));
+    // Two more batches, 300 ms apart, each writer asking at once: one more listing serves both.
+    let mut readers = Vec::new();
+    for b in 1..3 {
+        assert!(write_all(&nsx, batch(b)).await.iter().all(Result::is_ok));
+        readers.push(ask(b));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    for r in readers {
+        r.await.unwrap();
+    }
+    assert_eq!(manager.calls().len(), 3, "three batches written");
+    assert_eq!(
+        *manager.reads.lock().unwrap(),
+        (0, 2),
+        "the second and third batch share one listing, no GET"
+    );
+}
