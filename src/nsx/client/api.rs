@@ -14,6 +14,7 @@ impl Client {
     async fn tree(&self, filter: &str) -> Result<Vec<DomainTree>, Error> {
         let path = format!("{POLICY_API}/infra");
         let query = [("filter", filter.to_string())];
+        let _one = self.inner.listings.acquire().await;
         let a = self
             .call(Method::GET, &path, &query, Body::None, true)
             .await?;

@@ -55,6 +55,10 @@ struct Inner {
     pacer: Pacer,
     metrics: NsxMetrics,
     config: ClientConfig,
+    /// One listing of the whole tree at a time: each answer holds every object of the domains
+    /// (megabytes at fleet size), and a refresh of the cache that overlapped a read-back
+    /// doubled the controller's peak memory.
+    listings: tokio::sync::Semaphore,
 }
 
 /// The NSX client. Clones share the connection pool, the session and the pacing budget.
@@ -202,6 +206,7 @@ impl Client {
                 pacer: Pacer::new(config.pacing.clone()),
                 metrics,
                 config,
+                listings: tokio::sync::Semaphore::new(1),
             }),
         })
     }
