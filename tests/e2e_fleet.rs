@@ -4,7 +4,8 @@
 //! NSX calls than applications (writes coalesced, one read-back per batch); one application
 //! whose objects the manager refuses (a rule naming a service NSX does not have) ends with its
 //! own error while every other one is Synced. (`scripts/bench-controller.sh` runs the same at
-//! 1,000 applications with the figures; this suite keeps CI short with 120.)
+//! 1,000 applications with the figures; this suite keeps CI short with 120, and
+//! `MICROSEG_FLEET_APPS=1000 cargo test --test e2e_fleet` runs it at fleet size.)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 mod common;
@@ -14,7 +15,13 @@ use std::time::Duration;
 use common::e2e::Env;
 use serde_json::{Value, json};
 
-const N: usize = 120;
+/// Applications in the wave (`MICROSEG_FLEET_APPS`, default 120).
+fn apps() -> usize {
+    std::env::var("MICROSEG_FLEET_APPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(120)
+}
 const BAD: &str = "app-bad";
 
 fn policy(env: &Env, name: &str, rules: &str) -> String {
@@ -59,14 +66,15 @@ fn condition<'a>(p: &'a Value, type_: &str) -> Option<&'a Value> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wave_converges_under_503s_in_batched_writes_and_one_refused_application_fails_alone() {
     let env = Env::new("fleet").await;
-    let names: Vec<String> = (0..N).map(|i| format!("app-{i:03}")).collect();
+    let n = apps();
+    let names: Vec<String> = (0..n).map(|i| format!("app-{i:03}")).collect();
     let vms: Vec<Value> = names
         .iter()
         .chain(std::iter::once(&BAD.to_string()))
         .enumerate()
-        .map(|(i, n)| {
-            json!({"name": format!("{n}-vm"), "ips": [format!("10.200.{}.{}", i / 250, i % 250 + 1)],
-                   "tags": [{"scope": "app", "tag": n}]})
+        .map(|(i, name)| {
+            json!({"name": format!("{name}-vm"), "ips": [format!("10.200.{}.{}", i / 250, i % 250 + 1)],
+                   "tags": [{"scope": "app", "tag": name}]})
         })
         .collect();
     let put = reqwest::Client::new()
@@ -83,8 +91,8 @@ async fn a_wave_converges_under_503s_in_batched_writes_and_one_refused_applicati
     let _ctl = env.controller("a", &[]);
 
     let mut yaml = env.window("wave", 0, 0, 3600, 7200, "1s");
-    for (i, n) in names.iter().enumerate() {
-        yaml.push_str(&policy(&env, n, &rules(i)));
+    for (i, name) in names.iter().enumerate() {
+        yaml.push_str(&policy(&env, name, &rules(i)));
     }
     // A rule naming a service the manager does not have: NSX refuses the write (400).
     yaml.push_str(&policy(
@@ -96,7 +104,7 @@ async fn a_wave_converges_under_503s_in_batched_writes_and_one_refused_applicati
 
     env.eventually(
         "every good application is Monitoring and Synced, the bad one failed",
-        Duration::from_secs(120),
+        Duration::from_secs(120.max(n as u64 / 2)),
         || {
             let ps = policies(&env);
             let good = ps
@@ -108,7 +116,7 @@ async fn a_wave_converges_under_503s_in_batched_writes_and_one_refused_applicati
                 })
                 .count();
             let bad = ps.iter().find(|p| p["metadata"]["name"] == BAD);
-            good == N
+            good == n
                 && bad
                     .and_then(|p| condition(p, "Synced"))
                     .is_some_and(|c| c["status"] == "False")
@@ -162,10 +170,10 @@ async fn a_wave_converges_under_503s_in_batched_writes_and_one_refused_applicati
     let pols: Vec<_> = tree.policies.iter().filter(|p| ours(&p.id)).collect();
     assert_eq!(
         groups.len(),
-        N,
+        n,
         "nothing of the refused application is in NSX (its group and policy went in one write)"
     );
-    assert_eq!(pols.len(), N);
+    assert_eq!(pols.len(), n);
     for g in &groups {
         assert_eq!(g.meta.revision, Some(0), "group {} written twice", g.id);
     }
@@ -178,9 +186,9 @@ async fn a_wave_converges_under_503s_in_batched_writes_and_one_refused_applicati
     // the API server hands the policies over, which a busy machine slows: the figure at 1,000
     // applications is `scripts/bench-controller.sh`'s. Quiet machine: ~26–29 for 120.)
     let patches = env.nsx_calls("PATCH /infra");
-    eprintln!("{patches} hierarchical writes for {N} applications");
+    eprintln!("{patches} hierarchical writes for {n} applications");
     assert!(
-        patches < (N as u64) / 2,
-        "{patches} hierarchical writes for {N} applications"
+        patches < (n as u64) / 2,
+        "{patches} hierarchical writes for {n} applications"
     );
 }
