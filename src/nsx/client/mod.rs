@@ -61,6 +61,22 @@ struct Inner {
     listings: tokio::sync::Semaphore,
 }
 
+/// The body of an answer, read chunk by chunk into one buffer of the announced length: a
+/// whole-tree listing is megabytes at fleet size, and collecting the chunks before copying them
+/// into one buffer (what `Response::bytes` does for a body of many chunks) held it twice.
+async fn read_body(mut resp: reqwest::Response) -> Result<bytes::Bytes, reqwest::Error> {
+    let announced = resp
+        .content_length()
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(0);
+    // The announced length bounds the first allocation only (a lying server costs a resize).
+    let mut buf = Vec::with_capacity(announced.min(64 << 20));
+    while let Some(chunk) = resp.chunk().await? {
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(bytes::Bytes::from(buf))
+}
+
 /// The NSX client. Clones share the connection pool, the session and the pacing budget.
 #[derive(Clone)]
 pub struct Client {
@@ -382,7 +398,7 @@ impl Client {
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 let headers = resp.headers().clone();
-                resp.bytes().await.map(|b| (status, headers, b))
+                read_body(resp).await.map(|b| (status, headers, b))
             }
             Err(e) => Err(e),
         };
