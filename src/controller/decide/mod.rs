@@ -590,7 +590,10 @@ pub fn decide(o: &Observed<'_>) -> Step {
         previous_schedule: previous_schedule.clone(),
     };
     let mut plan = nsx_plan(o, decision, choice, carried);
-    plan.notify_after = notify_after;
+    // A dry run writes nothing, so nothing that tells what NSX now does is true.
+    if !o.settings.dry_run {
+        plan.notify_after = notify_after;
+    }
     Step::Act(Box::new(plan))
 }
 

@@ -843,6 +843,18 @@ fn a_dry_run_decides_but_writes_nothing() {
     assert_eq!(h.condition(condition::SYNCED).1, reason::DRY_RUN);
 }
 
+/// A dry run writes no DROP, so no owner is told that the application drops.
+#[test]
+fn a_dry_run_tells_nobody_that_nsx_drops() {
+    let mut h = Harness::monitoring(EVIDENCE);
+    h.settings.dry_run = true;
+    h.logs_until(ENFORCE - 5);
+    h.settle(ENFORCE);
+    h.settle(CLEANUP);
+    assert!(h.told.is_empty(), "told after a dry run: {:?}", h.told);
+    assert_eq!(h.catch_all(), ["ALLOW"]);
+}
+
 #[test]
 fn after_cleanup_at_the_application_completes() {
     let mut h = Harness::monitoring(EVIDENCE);
