@@ -9,7 +9,7 @@
 //! It must not do IO or read the clock. For every record the parser can produce,
 //! `parse_line_with(&format_line(r), arrival) == Ok(r)` for the
 //! [`Arrival`](super::parse::Arrival) it was parsed with (only a record without a written
-//! timestamp depends on it): the property test in `tests/monitor_roundtrip.rs`.
+//! timestamp depends on it): the property test in `tests/it/monitor_roundtrip.rs`.
 //! IPv6 addresses are written as NSX writes them: eight hex groups, no `::` compression.
 
 use std::fmt;

@@ -4,7 +4,7 @@
 //! between its own members, replies recorded the wrong way round, ephemeral source ports, a few
 //! one-off flows and traffic that does not touch it — written as vRNI JSON, CSV and DFW log lines
 //! (the same flows in each), with the VM inventory and the other applications' policies.
-//! Pure: same seed, same bytes. `tests/recommend.rs` writes them to tests/fixtures/flows/ with
+//! Pure: same seed, same bytes. `tests/it/recommend.rs` writes them to tests/fixtures/flows/ with
 //! `MICROSEG_UPDATE_SAMPLES=1` and otherwise checks the committed files still match.
 
 use std::collections::BTreeMap;

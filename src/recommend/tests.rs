@@ -293,34 +293,6 @@ status:
     assert_eq!(flows[0].count, 12);
 }
 
-#[test]
-fn the_recommend_module_stays_pure() {
-    // Every file but the IO shell (cli.rs) and this one, so a new file is covered too.
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/recommend");
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        let file = path.file_name().unwrap().to_string_lossy().into_owned();
-        if file.ends_with(".rs") && file != "cli.rs" && file != "tests.rs" {
-            files.push((file, path));
-        }
-    }
-    files.sort();
-    assert!(files.len() >= 3, "{files:?}");
-    for (file, path) in files {
-        let text = std::fs::read_to_string(&path).unwrap();
-        for forbidden in [
-            "kube::Client",
-            "reqwest",
-            "tokio::",
-            "Timestamp::now",
-            "std::fs",
-        ] {
-            assert!(!text.contains(forbidden), "{file} uses {forbidden}");
-        }
-    }
-}
-
 const FLOW: &str = r#"{"entity_id": "18230:515:3317701", "entity_type": "Flow",
   "source_ip": {"ip_address": "10.10.1.21", "netmask": "255.255.255.0", "network_address": "10.10.1.0"},
   "destination_ip": {"ip_address": "10.10.2.11", "netmask": "255.255.255.0", "network_address": "10.10.2.0"},

@@ -1,4 +1,4 @@
-// Browser test of the microseg dashboard in headless Chromium (driven by tests/e2e_dashboard.rs).
+// Browser test of the microseg dashboard in headless Chromium (driven by tests/it/e2e_dashboard.rs).
 //
 // Talks to the Rust test over stdio: prints `STEP <name>` and waits for a `go` line on stdin
 // before going on (the test injects DFW log lines or applies the suggested rule meanwhile), prints

@@ -9,8 +9,8 @@
 //     "Pending deletion", before any script).
 //
 // The objects are deploy/gitops/argocd/microseg.io/<Kind>/testdata/*.yaml, written by the e2e
-// test tests/e2e_health.rs from a real API server and kept current by its drift check. Run by
-// tests/gitops.rs (`cargo test --test gitops`), hence by scripts/test.sh.
+// test tests/it/e2e_health.rs from a real API server and kept current by its drift check. Run by
+// tests/it/gitops.rs (`cargo test --test it gitops::`), hence by scripts/test.sh.
 package gitopshealth
 
 import (

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the tests need outside cargo (idempotent; safe to run on every CI run):
 # - Python's aiosmtpd in a venv at .tmp/venv, and a check for openssl (test certificates);
-# - for the dashboard's browser test (tests/e2e_dashboard.rs): Debian's chromium (apt-get, skipped
+# - for the dashboard's browser test (tests/it/e2e_dashboard.rs): Debian's chromium (apt-get, skipped
 #   when /usr/bin/chromium exists) and playwright-core into tests/browser/node_modules (npm ci
 #   from the committed package-lock.json; no browser download: Playwright drives /usr/bin/chromium).
-# tests/notify_smtp.rs, notify_webhook.rs and notify_secrets.rs use
+# tests/it/notify_smtp.rs, notify_webhook.rs and notify_secrets.rs use
 # .tmp/venv/bin/python (or $MICROSEG_TEST_PYTHON) to run tests/support/smtp_sink.py and
 # https_sink.py; they fail (never skip) with a pointer to this script when it has not run.
 set -euo pipefail
@@ -34,11 +34,11 @@ if [ ! -x /usr/bin/chromium ]; then
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
     else
-        echo "setup.sh: /usr/bin/chromium is required for tests/e2e_dashboard.rs (apt-get install chromium, as root)" >&2
+        echo "setup.sh: /usr/bin/chromium is required for tests/it/e2e_dashboard.rs (apt-get install chromium, as root)" >&2
         exit 1
     fi
 fi
-command -v npm >/dev/null || { echo "setup.sh: node and npm are required for tests/e2e_dashboard.rs (apt-get install nodejs npm)" >&2; exit 1; }
+command -v npm >/dev/null || { echo "setup.sh: node and npm are required for tests/it/e2e_dashboard.rs (apt-get install nodejs npm)" >&2; exit 1; }
 want=$(node -p 'require("./tests/browser/package.json").dependencies["playwright-core"]')
 have=$(node -p 'try { require("./tests/browser/node_modules/playwright-core/package.json").version } catch (_) { "" }')
 if [ "$want" != "$have" ]; then
