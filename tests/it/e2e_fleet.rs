@@ -5,7 +5,7 @@
 //! whose objects the manager refuses (a rule naming a service NSX does not have) ends with its
 //! own error while every other one is Synced. (`scripts/bench-controller.sh` runs the same at
 //! 1,000 applications with the figures; this suite keeps CI short with 120, and
-//! `MICROSEG_FLEET_APPS=1000 cargo test --test e2e_fleet` runs it at fleet size.)
+//! `MICROSEG_FLEET_APPS=1000 cargo test --test it e2e_fleet::` runs it at fleet size.)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 use crate::common;
