@@ -21,6 +21,7 @@ pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod monitor;
+pub mod net;
 pub mod notify;
 pub mod nsx;
 pub mod nsxsim;

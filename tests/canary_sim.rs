@@ -11,13 +11,14 @@ use std::collections::BTreeSet;
 
 use microseg::api::Phase;
 use microseg::api::manifest::{Resource, resources};
+use microseg::net::Protocol;
 use microseg::nsx::{Client, NsxApi};
 use microseg::nsxsim;
 use microseg::plan::canary::{self, StepSize};
 use microseg::plan::impact::Fleet;
 use microseg::plan::live::Live;
 use microseg::plan::{Context, Identity, desired, diff};
-use microseg::recommend::{Endpoint, Observation, Proto};
+use microseg::recommend::{Endpoint, Observation};
 use nsx_support::{credential_files, sim_client_config};
 use serde_json::{Value, json};
 
@@ -133,7 +134,7 @@ async fn a_flow_to_a_canary_vm_is_dropped_and_the_same_flow_to_another_member_pa
     let flow = |dst: Endpoint, port: u16| Observation {
         src: Endpoint::ip("10.9.0.1".parse().unwrap()),
         dst,
-        protocol: Proto::Tcp,
+        protocol: Protocol::Tcp,
         src_port: Some(50000),
         port: Some((port, port)),
         count: 1,

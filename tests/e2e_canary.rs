@@ -95,7 +95,7 @@ async fn catch_alls(env: &Env, name: &str) -> Vec<(String, String)> {
         .rules
         .iter()
         .filter(|r| r.id.starts_with("catchall"))
-        .map(|r| (r.id.clone(), r.action.clone()))
+        .map(|r| (r.id.clone(), r.action.to_string()))
         .collect()
 }
 

@@ -166,7 +166,7 @@ async fn catch_all(env: &Env, name: &str) -> String {
         .iter()
         .find(|r| r.id == "catchall_in")
         .unwrap_or_else(|| panic!("{name}: no catch-all rule"));
-    rule.action.clone()
+    rule.action.to_string()
 }
 
 fn reason(env: &Env, name: &str, type_: &str) -> String {

@@ -31,12 +31,11 @@ use std::fmt;
 use sha2::{Digest, Sha256};
 
 use crate::api::{
-    Action, AfterCleanup, ApplicationRef, Direction, Member, Peer, Phase, Port, Protocol,
-    SegmentationPolicy,
+    Action, AfterCleanup, ApplicationRef, Direction, Member, Peer, Phase, Port, SegmentationPolicy,
 };
 use crate::nsx::model::{
-    ANY, DomainChild, Expression, Group, Infra, InfraChild, Meta, PolicyChild, Rule,
-    SecurityPolicy, ServiceEntry, Tag,
+    ANY, DomainChild, Expression, Group, IcmpProtocol, Infra, InfraChild, L4Protocol, Meta,
+    PolicyChild, Rule, RuleAction, RuleDirection, SecurityPolicy, ServiceEntry, Tag,
 };
 
 /// Tag scope naming the cluster that owns an NSX object.
@@ -268,14 +267,14 @@ pub fn desired(
         let peers = resolve_peers(&r.name, &r.peers, &namespace, cx.peers)?;
         let (services, service_entries) = services(&r.ports, &format!("spec.rules[{i}].ports"))?;
         let (sources, destinations, direction) = match r.direction {
-            Direction::Inbound => (peers, vec![gpath.clone()], "IN"),
-            Direction::Outbound => (vec![gpath.clone()], peers, "OUT"),
+            Direction::Inbound => (peers, vec![gpath.clone()], RuleDirection::In),
+            Direction::Outbound => (vec![gpath.clone()], peers, RuleDirection::Out),
         };
         rules.push(Rule {
             resource_type: "Rule".into(),
             id: r.name.clone(),
             display_name: Some(r.name.clone()),
-            action: nsx_action(r.action).into(),
+            action: nsx_action(r.action),
             source_groups: sources,
             sources_excluded: false,
             destination_groups: destinations,
@@ -284,7 +283,7 @@ pub fn desired(
             service_entries,
             profiles: vec![ANY.into()],
             scope: vec![gpath.clone()],
-            direction: direction.into(),
+            direction,
             ip_protocol: Some("IPV4_IPV6".into()),
             logged: r.logged,
             disabled: false,
@@ -297,10 +296,10 @@ pub fn desired(
         });
     }
     let catch_all = match phase {
-        Phase::Monitoring | Phase::Held | Phase::RolledBack => Some(("ALLOW", true)),
-        Phase::Enforcing => Some(("DROP", true)),
+        Phase::Monitoring | Phase::Held | Phase::RolledBack => Some((RuleAction::Allow, true)),
+        Phase::Enforcing => Some((RuleAction::Drop, true)),
         Phase::Completed => match spec.after_cleanup {
-            AfterCleanup::KeepDrop => Some(("DROP", false)),
+            AfterCleanup::KeepDrop => Some((RuleAction::Drop, false)),
             AfterCleanup::Remove => None,
         },
         Phase::Pending => None,
@@ -308,14 +307,22 @@ pub fn desired(
     if let Some((action, logged)) = catch_all {
         let mut add = |rule_id: &str, direction: Direction, seq: i64| {
             let (sources, destinations, dir) = match direction {
-                Direction::Inbound => (vec![ANY.to_string()], vec![gpath.clone()], "IN"),
-                Direction::Outbound => (vec![gpath.clone()], vec![ANY.to_string()], "OUT"),
+                Direction::Inbound => (
+                    vec![ANY.to_string()],
+                    vec![gpath.clone()],
+                    RuleDirection::In,
+                ),
+                Direction::Outbound => (
+                    vec![gpath.clone()],
+                    vec![ANY.to_string()],
+                    RuleDirection::Out,
+                ),
             };
             rules.push(Rule {
                 resource_type: "Rule".into(),
                 id: rule_id.into(),
                 display_name: Some(format!("{application} catch-all {dir}")),
-                action: action.into(),
+                action: action.clone(),
                 source_groups: sources,
                 sources_excluded: false,
                 destination_groups: destinations,
@@ -324,15 +331,15 @@ pub fn desired(
                 service_entries: Vec::new(),
                 profiles: vec![ANY.into()],
                 scope: vec![gpath.clone()],
-                direction: dir.into(),
+                direction: dir,
                 ip_protocol: Some("IPV4_IPV6".into()),
                 logged,
                 disabled: false,
                 sequence_number: Some(seq),
                 tag: logged.then(|| monitor_tag(&id, direction)),
                 notes: Some(
-                    match (action, logged) {
-                        ("ALLOW", _) => "microseg catch-all: monitor mode (pass and log)",
+                    match (&action, logged) {
+                        (RuleAction::Allow, _) => "microseg catch-all: monitor mode (pass and log)",
                         (_, true) => "microseg catch-all: enforcing (drop and log)",
                         _ => "microseg catch-all: cleaned up (drop)",
                     }
@@ -372,11 +379,11 @@ pub fn desired(
     })
 }
 
-fn nsx_action(a: Action) -> &'static str {
+fn nsx_action(a: Action) -> RuleAction {
     match a {
-        Action::Allow => "ALLOW",
-        Action::Drop => "DROP",
-        Action::Reject => "REJECT",
+        Action::Allow => RuleAction::Allow,
+        Action::Drop => RuleAction::Drop,
+        Action::Reject => RuleAction::Reject,
     }
 }
 
@@ -503,61 +510,55 @@ fn services(ports: &[Port], field: &str) -> Result<(Vec<String>, Vec<ServiceEntr
         return Ok((vec![ANY.into()], Vec::new()));
     }
     let mut paths = BTreeSet::new();
-    let mut l4: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
-    let mut l4_any: BTreeSet<&'static str> = BTreeSet::new();
+    let mut l4: BTreeMap<L4Protocol, Vec<String>> = BTreeMap::new();
+    let mut l4_any: BTreeSet<L4Protocol> = BTreeSet::new();
     let mut icmp = BTreeSet::new();
     for (i, p) in ports.iter().enumerate() {
         if let Some(s) = &p.nsx_service {
             paths.insert(s.clone());
             continue;
         }
-        match p.protocol {
-            Some(proto @ (Protocol::Tcp | Protocol::Udp)) => {
-                let key = if proto == Protocol::Tcp { "TCP" } else { "UDP" };
-                match (p.port, p.end_port) {
-                    (None, _) => {
-                        l4_any.insert(key);
-                    }
-                    (Some(a), Some(b)) if b < a => {
-                        return Err(PlanError::Invalid {
-                            field: format!("{field}[{i}].endPort"),
-                            reason: format!("{b} is below port {a}"),
-                        });
-                    }
-                    (Some(a), Some(b)) if b > a => {
-                        l4.entry(key).or_default().push(format!("{a}-{b}"))
-                    }
-                    (Some(a), _) => l4.entry(key).or_default().push(a.to_string()),
+        let Some(protocol) = p.protocol else {
+            return Err(PlanError::Invalid {
+                field: format!("{field}[{i}]"),
+                reason: "set protocol or nsxService".into(),
+            });
+        };
+        if let Some(key) = L4Protocol::of(protocol) {
+            match (p.port, p.end_port) {
+                (None, _) => {
+                    l4_any.insert(key);
                 }
+                (Some(a), Some(b)) if b < a => {
+                    return Err(PlanError::Invalid {
+                        field: format!("{field}[{i}].endPort"),
+                        reason: format!("{b} is below port {a}"),
+                    });
+                }
+                (Some(a), Some(b)) if b > a => l4.entry(key).or_default().push(format!("{a}-{b}")),
+                (Some(a), _) => l4.entry(key).or_default().push(a.to_string()),
             }
-            Some(proto @ (Protocol::Icmp | Protocol::Icmpv6)) => {
-                let family = if proto == Protocol::Icmp {
-                    "ICMPv4"
-                } else {
-                    "ICMPv6"
-                };
-                icmp.insert((family, p.icmp_type.map(i64::from)));
-            }
-            None => {
-                return Err(PlanError::Invalid {
-                    field: format!("{field}[{i}]"),
-                    reason: "set protocol or nsxService".into(),
-                });
-            }
+        } else if let Some(family) = IcmpProtocol::of(protocol) {
+            icmp.insert((family, p.icmp_type.map(i64::from)));
+        } else {
+            return Err(PlanError::Invalid {
+                field: format!("{field}[{i}].protocol"),
+                reason: format!("{protocol} is not a protocol a rule can match"),
+            });
         }
     }
     let mut entries = Vec::new();
-    for proto in ["TCP", "UDP"] {
-        if l4_any.contains(proto) {
+    for proto in [L4Protocol::Tcp, L4Protocol::Udp] {
+        if l4_any.contains(&proto) {
             entries.push(ServiceEntry::L4PortSetServiceEntry {
-                id: format!("{}-all", proto.to_lowercase()),
-                l4_protocol: proto.into(),
+                id: format!("{}-all", proto.as_str().to_lowercase()),
+                l4_protocol: proto,
                 source_ports: Vec::new(),
                 destination_ports: Vec::new(),
             });
             continue;
         }
-        let Some(values) = l4.get(proto) else {
+        let Some(values) = l4.get(&proto) else {
             continue;
         };
         let mut values = values.clone();
@@ -571,7 +572,7 @@ fn services(ports: &[Port], field: &str) -> Result<(Vec<String>, Vec<ServiceEntr
             let w = if v.contains('-') { 2 } else { 1 };
             if weight + w > MAX_PORT_VALUES {
                 n += 1;
-                entries.push(l4_entry(proto, n, std::mem::take(&mut chunk)));
+                entries.push(l4_entry(&proto, n, std::mem::take(&mut chunk)));
                 weight = 0;
             }
             weight += w;
@@ -579,17 +580,17 @@ fn services(ports: &[Port], field: &str) -> Result<(Vec<String>, Vec<ServiceEntr
         }
         if !chunk.is_empty() {
             n += 1;
-            entries.push(l4_entry(proto, n, chunk));
+            entries.push(l4_entry(&proto, n, chunk));
         }
     }
     for (family, t) in icmp {
         let id = match t {
-            Some(t) => format!("{}-{t}", family.to_lowercase()),
-            None => format!("{}-all", family.to_lowercase()),
+            Some(t) => format!("{}-{t}", family.as_str().to_lowercase()),
+            None => format!("{}-all", family.as_str().to_lowercase()),
         };
         entries.push(ServiceEntry::IcmpTypeServiceEntry {
             id,
-            protocol: family.into(),
+            protocol: family,
             icmp_type: t,
             icmp_code: None,
         });
@@ -611,10 +612,10 @@ fn port_sort_key(v: &str) -> (u32, u32) {
     (a, it.next().unwrap_or(a))
 }
 
-fn l4_entry(proto: &str, n: usize, ports: Vec<String>) -> ServiceEntry {
+fn l4_entry(proto: &L4Protocol, n: usize, ports: Vec<String>) -> ServiceEntry {
     ServiceEntry::L4PortSetServiceEntry {
-        id: format!("{}-{n}", proto.to_lowercase()),
-        l4_protocol: proto.into(),
+        id: format!("{}-{n}", proto.as_str().to_lowercase()),
+        l4_protocol: proto.clone(),
         source_ports: Vec::new(),
         destination_ports: ports,
     }
@@ -846,7 +847,7 @@ fn minimal_rule(id: &str) -> Rule {
         resource_type: "Rule".into(),
         id: id.into(),
         display_name: None,
-        action: "ALLOW".into(),
+        action: RuleAction::Allow,
         source_groups: vec![ANY.into()],
         sources_excluded: false,
         destination_groups: vec![ANY.into()],
@@ -855,7 +856,7 @@ fn minimal_rule(id: &str) -> Rule {
         service_entries: Vec::new(),
         profiles: Vec::new(),
         scope: Vec::new(),
-        direction: "IN_OUT".into(),
+        direction: RuleDirection::InOut,
         ip_protocol: None,
         logged: false,
         disabled: false,
@@ -895,7 +896,7 @@ pub fn service_names(r: &Rule) -> Vec<String> {
                 ..
             } => match icmp_type {
                 Some(t) => format!("{protocol} type {t}"),
-                None => protocol.clone(),
+                None => protocol.to_string(),
             },
             ServiceEntry::Other => "another kind of service entry".into(),
         });
