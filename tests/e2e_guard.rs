@@ -41,7 +41,7 @@ fn context(client: &Client, dir: &std::path::Path) -> Arc<Context> {
         nsx: Arc::new(nsx),
         notifier: None,
         recorder: recorder(client),
-        identity: microseg::plan::Identity::new("e2e").unwrap(),
+        identity: microseg::nsx::naming::Identity::new("e2e").unwrap(),
         policies: reflector::store().0,
         windows: reflector::store().0,
         metrics: Arc::new(Metrics::register(&mut Registry::default())),

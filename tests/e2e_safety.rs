@@ -152,7 +152,7 @@ async fn ingest(http: u16, lines: &[String]) {
 /// The action of the application's inbound catch-all in NSX.
 async fn catch_all(env: &Env, name: &str) -> String {
     use microseg::nsx::NsxApi;
-    let id = microseg::plan::Identity::new("e2e")
+    let id = microseg::nsx::naming::Identity::new("e2e")
         .unwrap()
         .object_id(&env.ns, name);
     let policy = env

@@ -18,10 +18,11 @@ use microseg::api::manifest::{Resource, resources};
 use microseg::api::{Direction, Owner, Phase, SegmentationPolicy, VmTag};
 use microseg::monitor::parse::parse_line;
 use microseg::net::Protocol;
+use microseg::nsx::naming::{CATCHALL_IN, CATCHALL_OUT, Identity};
 use microseg::nsx::{Client, NsxApi};
 use microseg::nsxsim;
 use microseg::plan::report::peer_groups;
-use microseg::plan::{self, CATCHALL_IN, CATCHALL_OUT, Context, Identity, LiveState};
+use microseg::plan::{self, Context, LiveState};
 use microseg::recommend::generate::{SEED, samples};
 use microseg::recommend::{
     Application, Endpoint, Observation, Options, PeerKey, Rare, enrich, recommend,

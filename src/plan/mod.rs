@@ -28,30 +28,18 @@ pub use sequence::{GAP, allocate_sequence};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use sha2::{Digest, Sha256};
-
 use crate::api::{
     Action, AfterCleanup, ApplicationRef, Direction, Member, Peer, Phase, Port, SegmentationPolicy,
 };
 use crate::nsx::model::{
     ANY, DomainChild, Expression, Group, IcmpProtocol, Infra, InfraChild, L4Protocol, Meta,
-    PolicyChild, Rule, RuleAction, RuleDirection, SecurityPolicy, ServiceEntry, Tag,
+    PolicyChild, Rule, RuleAction, RuleDirection, SecurityPolicy, ServiceEntry,
+};
+use crate::nsx::naming::{
+    CATCHALL_IN, CATCHALL_OUT, Identity, InvalidIdentity, MANAGED_BY, MANAGED_BY_VALUE,
+    OWNER_CLUSTER, OWNER_NAME, OWNER_NAMESPACE, group_path, monitor_tag, policy_path,
 };
 
-/// Tag scope naming the cluster that owns an NSX object.
-pub const OWNER_CLUSTER: &str = "microseg.io/cluster";
-/// Tag scope naming the owning namespace.
-pub const OWNER_NAMESPACE: &str = "microseg.io/namespace";
-/// Tag scope naming the owning SegmentationPolicy.
-pub const OWNER_NAME: &str = "microseg.io/name";
-/// Tag scope marking objects managed by microseg.
-pub const MANAGED_BY: &str = "microseg.io/managed-by";
-/// Value of the managed-by tag.
-pub const MANAGED_BY_VALUE: &str = "microseg";
-/// Id of the inbound catch-all rule.
-pub const CATCHALL_IN: &str = "catchall_in";
-/// Id of the outbound catch-all rule.
-pub const CATCHALL_OUT: &str = "catchall_out";
 /// Sequence number of the inbound catch-all (after every explicit rule).
 pub const CATCHALL_IN_SEQ: i64 = 2_000_000_000;
 /// Sequence number of the outbound catch-all.
@@ -60,80 +48,6 @@ pub const CATCHALL_OUT_SEQ: i64 = 2_000_000_001;
 pub const MAX_CONDITIONS: usize = 5;
 /// Most values in one L4 port-set entry (a range counts twice).
 pub const MAX_PORT_VALUES: usize = 15;
-
-/// Which cluster this controller is; part of every NSX id and ownership tag.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Identity {
-    cluster: String,
-}
-
-impl Identity {
-    /// A cluster identity: 1–32 characters of `a-z`, `0-9` and `-`.
-    pub fn new(cluster: &str) -> Result<Identity, PlanError> {
-        let ok = !cluster.is_empty()
-            && cluster.len() <= 32
-            && cluster
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        if !ok {
-            return Err(PlanError::Invalid {
-                field: "cluster identity".into(),
-                reason: format!("{cluster:?} must be 1-32 characters of a-z, 0-9 and '-'"),
-            });
-        }
-        Ok(Identity {
-            cluster: cluster.to_string(),
-        })
-    }
-
-    /// The cluster name.
-    pub fn cluster(&self) -> &str {
-        &self.cluster
-    }
-
-    /// The NSX id of a policy's group and security policy.
-    pub fn object_id(&self, namespace: &str, name: &str) -> String {
-        format!("ms_{}_{}_{}", self.cluster, namespace, name)
-    }
-
-    /// The ownership tags of a policy's objects.
-    pub fn owner_tags(&self, namespace: &str, name: &str) -> Vec<Tag> {
-        vec![
-            Tag::new(OWNER_CLUSTER, &self.cluster),
-            Tag::new(OWNER_NAMESPACE, namespace),
-            Tag::new(OWNER_NAME, name),
-            Tag::new(MANAGED_BY, MANAGED_BY_VALUE),
-        ]
-    }
-
-    /// True when `tags` say this cluster's policy `namespace/name` owns the object.
-    pub fn owns(&self, tags: &[Tag], namespace: &str, name: &str) -> bool {
-        self.owner_tags(namespace, name)
-            .iter()
-            .all(|want| tags.contains(want))
-    }
-}
-
-/// Policy path of a group.
-pub fn group_path(domain: &str, id: &str) -> String {
-    format!("/infra/domains/{domain}/groups/{id}")
-}
-
-/// Policy path of a security policy.
-pub fn policy_path(domain: &str, id: &str) -> String {
-    format!("/infra/domains/{domain}/security-policies/{id}")
-}
-
-/// The tag written on a catch-all rule, printed in DFW logs: `ms-<hash>-in|out` (≤ 32 chars).
-pub fn monitor_tag(object_id: &str, direction: Direction) -> String {
-    let digest = Sha256::digest(object_id.as_bytes());
-    let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
-    let dir = match direction {
-        Direction::Inbound => "in",
-        Direction::Outbound => "out",
-    };
-    format!("ms-{hex}-{dir}")
-}
 
 /// Why no plan could be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -160,6 +74,15 @@ pub enum PlanError {
         /// Path.
         path: String,
     },
+}
+
+impl From<InvalidIdentity> for PlanError {
+    fn from(e: InvalidIdentity) -> Self {
+        PlanError::Invalid {
+            field: "cluster identity".into(),
+            reason: e.reason(),
+        }
+    }
 }
 
 impl PlanError {

@@ -9,6 +9,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::api::manifest::{Resource, resources};
 use crate::net::Protocol;
+use crate::nsx::model::Tag;
 
 pub(crate) const EXAMPLES: [(&str, &str); 6] = [
     (

@@ -9,8 +9,8 @@ use proptest::prelude::*;
 use super::*;
 use crate::api::manifest::{Resource, resources};
 use crate::api::{Phase, SegmentationPolicy};
-use crate::plan::Identity;
-use crate::plan::{CATCHALL_IN, CATCHALL_OUT};
+use crate::nsx::naming::Identity;
+use crate::nsx::naming::{CATCHALL_IN, CATCHALL_OUT};
 
 fn identity() -> Identity {
     Identity::new("demo").unwrap()
