@@ -5,7 +5,10 @@
 //! - [`api`]: the custom resources and their validation (pure).
 //! - [`schedule`]: the phase state machine and its gates (pure).
 //! - [`plan`]: the desired NSX objects for a policy in a phase, and the diff against NSX (pure).
-//! - [`nsx`]: the NSX Policy API: wire model, error codes, the HTTPS client.
+//! - [`nsx`]: the NSX Policy API: wire model, microseg's names in NSX ([`nsx::naming`]: cluster
+//!   identity, ids, paths, catch-all ids, monitor tag), NSX's predefined services, error codes,
+//!   the HTTPS client.
+//! - [`net`]: the IP protocol, one type for rule ports, DFW log lines and flows (pure).
 //! - [`nsxsim`]: an NSX Manager simulator for tests, benchmarks and dry runs.
 //! - [`controller`]: the reconcilers (policy: observe → [`controller::decide`] (pure) → act;
 //!   window), the NSX cache and write batching, leader election.
@@ -21,6 +24,7 @@ pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod monitor;
+pub mod net;
 pub mod notify;
 pub mod nsx;
 pub mod nsxsim;

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::k8s::{Condition, Time};
 use super::schema;
+pub use crate::net::Protocol;
 
 /// Default NSX policy domain.
 pub const DEFAULT_DOMAIN: &str = "default";
@@ -338,35 +339,6 @@ pub struct Port {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "schema::optional_nsx_path")]
     pub nsx_service: Option<String>,
-}
-
-/// An IP protocol a rule can match.
-#[derive(
-    schemars::JsonSchema,
-    Deserialize,
-    Serialize,
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-)]
-pub enum Protocol {
-    /// TCP.
-    #[serde(rename = "TCP")]
-    Tcp,
-    /// UDP.
-    #[serde(rename = "UDP")]
-    Udp,
-    /// ICMP for IPv4.
-    #[serde(rename = "ICMP")]
-    Icmp,
-    /// ICMP for IPv6.
-    #[serde(rename = "ICMPv6")]
-    Icmpv6,
 }
 
 /// Which catch-all rules the application gets.

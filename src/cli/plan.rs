@@ -11,7 +11,7 @@ use k8s_openapi::jiff::Timestamp;
 use super::args::{KubeArgs, NsxArgs};
 use super::{Error, manifests_of, read_text};
 use crate::api::{EnforcementWindow, SegmentationPolicy};
-use crate::plan::Identity;
+use crate::nsx::naming::Identity;
 use crate::plan::live::Live;
 use crate::recommend::cli::{FlowFormat, read_flow_file};
 
@@ -74,7 +74,7 @@ pub async fn run(args: &PlanArgs) -> Result<ExitCode, Error> {
         })?,
         None => Timestamp::now(),
     };
-    let identity = Identity::new(&args.cluster)?;
+    let identity = Identity::new(&args.cluster).map_err(crate::plan::PlanError::from)?;
     let (windows, policies) = manifests_of(&args.path)?;
     print!(
         "{}",
@@ -244,10 +244,9 @@ async fn read_live(
             live.groups.insert((domain.clone(), g.id.clone()), g);
         }
         for p in client.list_policies(domain).await? {
-            let owned = p
-                .tags
-                .iter()
-                .any(|t| t.scope == crate::plan::OWNER_CLUSTER && t.tag == identity.cluster());
+            let owned = p.tags.iter().any(|t| {
+                t.scope == crate::nsx::naming::OWNER_CLUSTER && t.tag == identity.cluster()
+            });
             let policy = if owned || p.id.starts_with(&ours) {
                 client.get_policy(domain, &p.id).await?.unwrap_or(p)
             } else {

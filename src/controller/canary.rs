@@ -173,7 +173,8 @@ pub fn previous_groups(prev: &SegmentationPolicyStatus, id: &str) -> Vec<String>
 mod tests {
     use super::*;
     use crate::api::manifest::{Resource, resources};
-    use crate::plan::{Context, Identity, LiveState, desired, diff};
+    use crate::nsx::naming::Identity;
+    use crate::plan::{Context, LiveState, desired, diff};
 
     fn enforcing() -> (DesiredState, Identity) {
         let text = "apiVersion: microseg.io/v1alpha1
@@ -295,7 +296,7 @@ spec:
         let rules = out.policy.unwrap().rules;
         let catch_all = rules
             .iter()
-            .find(|r| r.id == crate::plan::CATCHALL_IN)
+            .find(|r| r.id == crate::nsx::naming::CATCHALL_IN)
             .unwrap();
         assert_eq!(catch_all.action, "ALLOW");
         assert!(catch_all.logged);

@@ -13,7 +13,7 @@ use super::metrics::Metrics;
 use crate::api::{EnforcementWindow, SegmentationPolicy};
 use crate::notify::Notifier;
 use crate::nsx::NsxApi;
-use crate::plan::Identity;
+use crate::nsx::naming::Identity;
 
 /// The source of `now`.
 pub trait Clock: Send + Sync {

@@ -44,7 +44,7 @@ use tracing::{error, info, warn};
 use crate::api::{EnforcementWindow, SegmentationPolicy};
 use crate::notify::Notifier;
 use crate::nsx::NsxApi;
-use crate::plan::Identity;
+use crate::nsx::naming::Identity;
 pub use context::{Clock, Context, Settings, SystemClock};
 use invalid::{OnInvalid, guarded_watcher};
 

@@ -23,8 +23,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 
 use crate::nsx::model::{DomainChild, Group, Infra, InfraChild, SecurityPolicy, Tag};
+use crate::nsx::naming::{Identity, OWNER_NAME, OWNER_NAMESPACE};
 use crate::nsx::{DomainTree, Error, NsxApi, Realization};
-use crate::plan::{Identity, OWNER_NAME, OWNER_NAMESPACE};
 
 /// (domain, kind, id); kind is `Group` or `SecurityPolicy`.
 pub type Key = (String, &'static str, String);

@@ -108,7 +108,7 @@ fn resolve_peers(p: &SegmentationPolicy, ns: &str, ctx: &Context) -> (PeerGroups
             let key = ObjectRef::new(&app.name).within(&peer_ns);
             match ctx.policies.get(&key) {
                 Some(other) if other.metadata.deletion_timestamp.is_none() => {
-                    let path = plan::group_path(
+                    let path = crate::nsx::naming::group_path(
                         &other.spec.nsx.domain,
                         &ctx.identity.object_id(&peer_ns, &app.name),
                     );

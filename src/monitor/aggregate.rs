@@ -22,8 +22,8 @@ use super::loginsight::FieldRecord;
 use super::parse::{Action, LogRecord, Protocol, Reason};
 use crate::api::time;
 use crate::api::{Acknowledgement, Direction, FlowSummary, MonitorBucket, MonitorStatus};
-use crate::plan::canary::{CATCHALL_IN_CANARY, CATCHALL_OUT_CANARY};
-use crate::plan::{CATCHALL_IN, CATCHALL_OUT};
+use crate::nsx::naming::{CATCHALL_IN, CATCHALL_OUT};
+use crate::nsx::naming::{CATCHALL_IN_CANARY, CATCHALL_OUT_CANARY};
 
 /// Most buckets kept in `status.monitor.series` (one per minute: six hours).
 pub const SERIES_MAX: usize = 360;
@@ -123,7 +123,7 @@ impl Index {
             );
         }
         let tags = [Direction::Inbound, Direction::Outbound].map(|direction| {
-            let tag = crate::plan::monitor_tag(object_id, direction);
+            let tag = crate::nsx::naming::monitor_tag(object_id, direction);
             self.by_tag.insert(
                 tag.clone(),
                 Attribution {

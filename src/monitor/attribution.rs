@@ -17,7 +17,7 @@ use kube::runtime::watcher::Event;
 
 use super::aggregate::{Index, PolicyKey};
 use crate::api::SegmentationPolicy;
-use crate::plan::Identity;
+use crate::nsx::naming::Identity;
 
 /// The index and, during a re-list of the watch, the one being rebuilt.
 #[derive(Default)]
@@ -146,7 +146,7 @@ impl LiveIndex {
 mod tests {
     use super::*;
     use crate::api::{NsxStatus, SegmentationPolicyStatus};
-    use crate::plan::{CATCHALL_IN, CATCHALL_OUT};
+    use crate::nsx::naming::{CATCHALL_IN, CATCHALL_OUT};
 
     fn identity() -> Identity {
         Identity::new("c1").unwrap()
@@ -225,12 +225,12 @@ mod tests {
             );
         }
         assert_eq!((after.rules(), after.policies()), (3, 2));
-        let tag = crate::plan::monitor_tag(
+        let tag = crate::nsx::naming::monitor_tag(
             &identity().object_id("shop", "web"),
             crate::api::Direction::Inbound,
         );
         assert!(after.attribute(7, Some(&tag)).is_none(), "web's tags went");
-        let tag = crate::plan::monitor_tag(
+        let tag = crate::nsx::naming::monitor_tag(
             &identity().object_id("shop", "api"),
             crate::api::Direction::Inbound,
         );

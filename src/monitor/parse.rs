@@ -49,6 +49,10 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+/// The protocol of a line (`TCP`, `UDP`, `ICMP`, `PROTO <n>` as written; never `ICMPv6` or
+/// `OTHER`).
+pub use crate::net::Protocol;
+
 /// Longest rule tag accepted (terraform's limit; the NSX API truncates at 32).
 pub const MAX_RULE_TAG_LEN: usize = 64;
 
@@ -249,42 +253,6 @@ token_enum! {
         Fin = "FIN",
         /// Idle timeout.
         Timeout = "TIMEOUT",
-    }
-}
-
-/// The protocol as written in the line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Protocol {
-    /// `TCP`.
-    Tcp,
-    /// `UDP`.
-    Udp,
-    /// `ICMP`.
-    Icmp,
-    /// `PROTO <n>`.
-    Other(u8),
-}
-
-impl Protocol {
-    /// IANA protocol number.
-    pub const fn number(self) -> u8 {
-        match self {
-            Protocol::Tcp => 6,
-            Protocol::Udp => 17,
-            Protocol::Icmp => 1,
-            Protocol::Other(n) => n,
-        }
-    }
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Protocol::Tcp => f.write_str("TCP"),
-            Protocol::Udp => f.write_str("UDP"),
-            Protocol::Icmp => f.write_str("ICMP"),
-            Protocol::Other(n) => write!(f, "PROTO {n}"),
-        }
     }
 }
 

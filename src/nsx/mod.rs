@@ -4,14 +4,17 @@
 //! Submodules: [`codes`] (NSX error codes, shared with the simulator), [`model`] (wire
 //! types), [`client`] (the HTTP client implementing [`NsxApi`]),
 //! [`auth`] (credentials and secrets), [`pacing`] (shared rate/concurrency budget with AIMD
-//! back-off), [`metrics`] (Prometheus series of the client).
+//! back-off), [`metrics`] (Prometheus series of the client), [`predefined`] (NSX's predefined
+//! services), [`naming`] (microseg's ids, paths and tags in NSX).
 
 pub mod auth;
 pub mod client;
 pub mod codes;
 pub mod metrics;
 pub mod model;
+pub mod naming;
 pub mod pacing;
+pub mod predefined;
 
 pub use auth::{AuthConfig, Credentials, Secret};
 pub use client::{Client, ClientConfig};

@@ -6,6 +6,10 @@
 
 use serde::{Deserialize, Serialize};
 
+mod values;
+
+pub use values::{IcmpProtocol, L4Protocol, RuleAction, RuleDirection};
+
 /// The special peer/service value meaning "any".
 pub const ANY: &str = "ANY";
 
@@ -195,10 +199,9 @@ pub struct Rule {
     /// Display name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
-    /// `ALLOW`, `DROP`, `REJECT` or `JUMP_TO_APPLICATION`; anything else fails decoding (a
-    /// default would hide what the rule does).
-    #[serde(deserialize_with = "rule_action")]
-    pub action: String,
+    /// `ALLOW`, `DROP`, `REJECT` or `JUMP_TO_APPLICATION`; anything else is kept as read (and
+    /// is a difference), never defaulted (a default would hide what the rule does).
+    pub action: RuleAction,
     /// Source group paths, addresses, or `["ANY"]`.
     #[serde(default)]
     pub source_groups: Vec<String>,
@@ -223,9 +226,9 @@ pub struct Rule {
     /// Applied-to paths, `["ANY"]` for the policy's scope.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scope: Vec<String>,
-    /// `IN`, `OUT`, `IN_OUT` (the default); anything else fails decoding.
-    #[serde(default = "in_out", deserialize_with = "rule_direction")]
-    pub direction: String,
+    /// `IN`, `OUT`, `IN_OUT` (the default); anything else is kept as read.
+    #[serde(default)]
+    pub direction: RuleDirection,
     /// `IPV4`, `IPV6`, `IPV4_IPV6`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip_protocol: Option<String>,
@@ -265,7 +268,7 @@ pub enum ServiceEntry {
         #[serde(default, skip_serializing_if = "String::is_empty")]
         id: String,
         /// `TCP` or `UDP`.
-        l4_protocol: String,
+        l4_protocol: L4Protocol,
         /// Source ports (we never restrict them).
         #[serde(default)]
         source_ports: Vec<String>,
@@ -280,7 +283,7 @@ pub enum ServiceEntry {
         #[serde(default, skip_serializing_if = "String::is_empty")]
         id: String,
         /// `ICMPv4` or `ICMPv6`.
-        protocol: String,
+        protocol: IcmpProtocol,
         /// Type; absent for all.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         icmp_type: Option<i64>,
@@ -292,38 +295,6 @@ pub enum ServiceEntry {
     /// still decodes, and always a difference.
     #[serde(other)]
     Other,
-}
-
-fn in_out() -> String {
-    "IN_OUT".into()
-}
-
-fn one_of<'de, D: serde::Deserializer<'de>>(
-    d: D,
-    field: &'static str,
-    allowed: &'static [&'static str],
-) -> Result<String, D::Error> {
-    let v = String::deserialize(d)?;
-    if allowed.contains(&v.as_str()) {
-        Ok(v)
-    } else {
-        Err(serde::de::Error::custom(format!(
-            "{field}: unknown value {v:?} (expected one of {})",
-            allowed.join(", ")
-        )))
-    }
-}
-
-fn rule_action<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    one_of(
-        d,
-        "action",
-        &["ALLOW", "DROP", "REJECT", "JUMP_TO_APPLICATION"],
-    )
-}
-
-fn rule_direction<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    one_of(d, "direction", &["IN", "OUT", "IN_OUT"])
 }
 
 /// H-API root.

@@ -30,11 +30,8 @@ use super::{
     MAX_CONDITIONS, PlanError, group_path,
 };
 use crate::nsx::model::{DomainChild, Expression, Group, InfraChild, Meta, Rule};
+use crate::nsx::naming::{CATCHALL_IN_CANARY, CATCHALL_OUT_CANARY};
 
-/// Id of the inbound canary DROP catch-all.
-pub const CATCHALL_IN_CANARY: &str = "catchall_in_canary";
-/// Id of the outbound canary DROP catch-all.
-pub const CATCHALL_OUT_CANARY: &str = "catchall_out_canary";
 /// How far before its catch-all a canary catch-all sorts (sequence numbers leave gaps).
 pub const CANARY_SEQ_OFFSET: i64 = 100;
 

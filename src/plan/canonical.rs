@@ -21,13 +21,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::nsx::model::{ANY, Expression, Group, Rule, SecurityPolicy, ServiceEntry, Tag};
+use crate::nsx::model::{
+    ANY, Expression, Group, Rule, RuleAction, RuleDirection, SecurityPolicy, ServiceEntry, Tag,
+};
 
 /// A rule as far as it matters.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CanonRule {
     /// Action.
-    pub action: String,
+    pub action: RuleAction,
     /// Sources.
     pub sources: BTreeSet<String>,
     /// Source match inverted.
@@ -45,7 +47,7 @@ pub struct CanonRule {
     /// Applied-to (empty: the policy's scope).
     pub scope: BTreeSet<String>,
     /// Direction.
-    pub direction: String,
+    pub direction: RuleDirection,
     /// IP family.
     pub ip_protocol: String,
     /// Logging.
@@ -252,7 +254,7 @@ pub fn entries(list: &[ServiceEntry]) -> BTreeSet<CanonEntry> {
                 let (destination, more) = ports(destination_ports);
                 unparsed.extend(more);
                 let slot = l4
-                    .entry((l4_protocol.to_ascii_uppercase(), source))
+                    .entry((l4_protocol.as_str().to_ascii_uppercase(), source))
                     .or_default();
                 slot.1 |= destination_ports.is_empty();
                 slot.0.extend(destination);
@@ -265,7 +267,7 @@ pub fn entries(list: &[ServiceEntry]) -> BTreeSet<CanonEntry> {
                 ..
             } => {
                 out.insert(CanonEntry::Icmp {
-                    protocol: protocol.clone(),
+                    protocol: protocol.to_string(),
                     icmp_type: *icmp_type,
                     icmp_code: *icmp_code,
                 });

@@ -21,24 +21,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::net::IpAddr;
 
-use crate::nsx::model::{Expression, Group, Rule, SecurityPolicy, ServiceEntry};
-use crate::recommend::{Endpoint, Observation, Proto};
-
-/// NSX's predefined services that microseg's examples name (their id → protocol and ports); a
-/// snapshot or manager may hold more, which are not read here.
-const PREDEFINED_SERVICES: &[(&str, &str, &[&str])] = &[
-    ("HTTP", "TCP", &["80"]),
-    ("HTTPS", "TCP", &["443"]),
-    ("SSH", "TCP", &["22"]),
-    ("RDP", "TCP", &["3389"]),
-    ("DNS", "TCP", &["53"]),
-    ("DNS-UDP", "UDP", &["53"]),
-    ("NTP", "UDP", &["123"]),
-    ("LDAP", "TCP", &["389"]),
-    ("MySQL", "TCP", &["3306"]),
-    ("DHCP-Server", "UDP", &["67"]),
-    ("DHCP-Client", "UDP", &["68"]),
-];
+use crate::net::Protocol;
+use crate::nsx::model::{
+    Expression, Group, Rule, RuleAction, RuleDirection, SecurityPolicy, ServiceEntry,
+};
+use crate::nsx::predefined;
+use crate::recommend::{Endpoint, Observation};
 
 /// Id of NSX's default layer-3 section: evaluated after every other section.
 const DEFAULT_SECTION: &str = "default-layer3-section";
@@ -81,7 +69,7 @@ pub struct Decider {
     /// The rule id.
     pub rule: String,
     /// `ALLOW`, `DROP` or `REJECT`.
-    pub action: String,
+    pub action: RuleAction,
     /// Where it decided.
     pub end: End,
 }
@@ -140,7 +128,7 @@ impl Fleet {
         let mut allowed_by = None;
         for end in [End::Source, End::Destination] {
             if let Some(d) = self.first_match(&flow, end, unresolved) {
-                if d.action != "ALLOW" {
+                if d.action != RuleAction::Allow {
                     return Verdict {
                         allowed: false,
                         decider: Some(d),
@@ -162,15 +150,15 @@ impl Fleet {
         unresolved: &mut BTreeSet<String>,
     ) -> Option<Decider> {
         let (at, dir) = match end {
-            End::Source => (&flow.src, "OUT"),
-            End::Destination => (&flow.dst, "IN"),
+            End::Source => (&flow.src, RuleDirection::Out),
+            End::Destination => (&flow.dst, RuleDirection::In),
         };
         for s in &self.sections {
             if s.policy.category.as_deref() == Some("Ethernet") {
                 continue;
             }
             for r in &s.policy.rules {
-                if r.disabled || (r.direction != "IN_OUT" && r.direction != dir) {
+                if r.disabled || (r.direction != RuleDirection::InOut && r.direction != dir) {
                     continue;
                 }
                 let scope = if is_any(&r.scope) {
@@ -187,7 +175,7 @@ impl Fleet {
                 if !(src && dst && service_admits(r, flow, unresolved)) {
                     continue;
                 }
-                if r.action == "JUMP_TO_APPLICATION" {
+                if r.action == RuleAction::JumpToApplication {
                     break;
                 }
                 return Some(Decider {
@@ -336,14 +324,6 @@ fn ports_admit(ports: &[String], port: Option<(u16, u16)>) -> bool {
     })
 }
 
-fn l4_name(p: &Proto) -> Option<&'static str> {
-    match p {
-        Proto::Tcp => Some("TCP"),
-        Proto::Udp => Some("UDP"),
-        _ => None,
-    }
-}
-
 fn entry_admits(e: &ServiceEntry, flow: &Observation) -> bool {
     match e {
         ServiceEntry::L4PortSetServiceEntry {
@@ -351,7 +331,7 @@ fn entry_admits(e: &ServiceEntry, flow: &Observation) -> bool {
             destination_ports,
             ..
         } => {
-            l4_name(&flow.protocol) == Some(l4_protocol.as_str())
+            l4_protocol.protocol() == Some(flow.protocol)
                 && ports_admit(destination_ports, flow.port)
         }
         ServiceEntry::IcmpTypeServiceEntry {
@@ -359,12 +339,7 @@ fn entry_admits(e: &ServiceEntry, flow: &Observation) -> bool {
             icmp_type,
             ..
         } => {
-            let family = match flow.protocol {
-                Proto::Icmp => "ICMPv4",
-                Proto::Icmpv6 => "ICMPv6",
-                _ => return false,
-            };
-            protocol == family
+            protocol.protocol() == Some(flow.protocol)
                 && icmp_type.is_none_or(|t| flow.port.is_none_or(|(p, _)| i64::from(p) == t))
         }
         ServiceEntry::Other => false,
@@ -373,7 +348,7 @@ fn entry_admits(e: &ServiceEntry, flow: &Observation) -> bool {
 
 /// Whether a rule's services admit the flow: `["ANY"]` without inline entries is every service;
 /// beside inline entries only the entries' traffic; paths of predefined services are read from
-/// [`PREDEFINED_SERVICES`], other paths are unresolved (they admit nothing here).
+/// [`predefined::SERVICES`], other paths are unresolved (they admit nothing here).
 fn service_admits(r: &Rule, flow: &Observation, unresolved: &mut BTreeSet<String>) -> bool {
     let any = r.services.iter().any(|s| s.eq_ignore_ascii_case("ANY"));
     if r.service_entries.is_empty() && (any || r.services.is_empty()) {
@@ -388,12 +363,16 @@ fn service_admits(r: &Rule, flow: &Observation, unresolved: &mut BTreeSet<String
         .any(|path| {
             let known = path
                 .strip_prefix("/infra/services/")
-                .and_then(|id| PREDEFINED_SERVICES.iter().find(|(n, _, _)| *n == id));
+                .and_then(predefined::service_by_id);
             match known {
-                Some((_, proto, ports)) => {
-                    l4_name(&flow.protocol) == Some(*proto)
+                Some(service) => {
+                    service.protocol.protocol() == Some(flow.protocol)
                         && ports_admit(
-                            &ports.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+                            &service
+                                .ports
+                                .iter()
+                                .map(|p| p.to_string())
+                                .collect::<Vec<_>>(),
                             flow.port,
                         )
                 }
@@ -428,14 +407,7 @@ impl FlowImpact {
             Some((a, b)) => format!(":{a}-{b}"),
             None => String::new(),
         };
-        let proto = match &self.flow.protocol {
-            Proto::Tcp => "TCP".to_string(),
-            Proto::Udp => "UDP".into(),
-            Proto::Icmp => "ICMP".into(),
-            Proto::Icmpv6 => "ICMPv6".into(),
-            Proto::Other(n) => format!("PROTO {n}"),
-            Proto::Unnamed => "OTHER".into(),
-        };
+        let proto = self.flow.protocol;
         format!(
             "{proto} {} -> {}{port}",
             end(&self.flow.src),
@@ -821,7 +793,7 @@ pub fn monitor_flows(policy: &crate::api::SegmentationPolicy) -> Vec<Observation
             Some(Observation {
                 src: Endpoint::ip(f.source.parse().ok()?),
                 dst: Endpoint::ip(f.destination.parse().ok()?),
-                protocol: Proto::parse(&f.protocol)?,
+                protocol: Protocol::parse(&f.protocol)?,
                 src_port: None,
                 port: f.port.and_then(|p| u16::try_from(p).ok()).map(|p| (p, p)),
                 count: u64::try_from(f.count).unwrap_or(0),

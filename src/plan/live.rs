@@ -475,8 +475,12 @@ fn rule_changes(old: &Rule, new: &Rule, namer: &Namer) -> Vec<String> {
             out.push(format!("{label} {a} -> {b}"));
         }
     };
-    field("action", old.action.clone(), new.action.clone());
-    field("direction", old.direction.clone(), new.direction.clone());
+    field("action", old.action.to_string(), new.action.to_string());
+    field(
+        "direction",
+        old.direction.to_string(),
+        new.direction.to_string(),
+    );
     field("logged", old.logged.to_string(), new.logged.to_string());
     field(
         "sources_excluded",

@@ -28,31 +28,18 @@ pub use sequence::{GAP, allocate_sequence};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use sha2::{Digest, Sha256};
-
 use crate::api::{
-    Action, AfterCleanup, ApplicationRef, Direction, Member, Peer, Phase, Port, Protocol,
-    SegmentationPolicy,
+    Action, AfterCleanup, ApplicationRef, Direction, Member, Peer, Phase, Port, SegmentationPolicy,
 };
 use crate::nsx::model::{
-    ANY, DomainChild, Expression, Group, Infra, InfraChild, Meta, PolicyChild, Rule,
-    SecurityPolicy, ServiceEntry, Tag,
+    ANY, DomainChild, Expression, Group, IcmpProtocol, Infra, InfraChild, L4Protocol, Meta,
+    PolicyChild, Rule, RuleAction, RuleDirection, SecurityPolicy, ServiceEntry,
+};
+use crate::nsx::naming::{
+    CATCHALL_IN, CATCHALL_OUT, Identity, InvalidIdentity, MANAGED_BY, MANAGED_BY_VALUE,
+    OWNER_CLUSTER, OWNER_NAME, OWNER_NAMESPACE, group_path, monitor_tag, policy_path,
 };
 
-/// Tag scope naming the cluster that owns an NSX object.
-pub const OWNER_CLUSTER: &str = "microseg.io/cluster";
-/// Tag scope naming the owning namespace.
-pub const OWNER_NAMESPACE: &str = "microseg.io/namespace";
-/// Tag scope naming the owning SegmentationPolicy.
-pub const OWNER_NAME: &str = "microseg.io/name";
-/// Tag scope marking objects managed by microseg.
-pub const MANAGED_BY: &str = "microseg.io/managed-by";
-/// Value of the managed-by tag.
-pub const MANAGED_BY_VALUE: &str = "microseg";
-/// Id of the inbound catch-all rule.
-pub const CATCHALL_IN: &str = "catchall_in";
-/// Id of the outbound catch-all rule.
-pub const CATCHALL_OUT: &str = "catchall_out";
 /// Sequence number of the inbound catch-all (after every explicit rule).
 pub const CATCHALL_IN_SEQ: i64 = 2_000_000_000;
 /// Sequence number of the outbound catch-all.
@@ -61,80 +48,6 @@ pub const CATCHALL_OUT_SEQ: i64 = 2_000_000_001;
 pub const MAX_CONDITIONS: usize = 5;
 /// Most values in one L4 port-set entry (a range counts twice).
 pub const MAX_PORT_VALUES: usize = 15;
-
-/// Which cluster this controller is; part of every NSX id and ownership tag.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Identity {
-    cluster: String,
-}
-
-impl Identity {
-    /// A cluster identity: 1–32 characters of `a-z`, `0-9` and `-`.
-    pub fn new(cluster: &str) -> Result<Identity, PlanError> {
-        let ok = !cluster.is_empty()
-            && cluster.len() <= 32
-            && cluster
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        if !ok {
-            return Err(PlanError::Invalid {
-                field: "cluster identity".into(),
-                reason: format!("{cluster:?} must be 1-32 characters of a-z, 0-9 and '-'"),
-            });
-        }
-        Ok(Identity {
-            cluster: cluster.to_string(),
-        })
-    }
-
-    /// The cluster name.
-    pub fn cluster(&self) -> &str {
-        &self.cluster
-    }
-
-    /// The NSX id of a policy's group and security policy.
-    pub fn object_id(&self, namespace: &str, name: &str) -> String {
-        format!("ms_{}_{}_{}", self.cluster, namespace, name)
-    }
-
-    /// The ownership tags of a policy's objects.
-    pub fn owner_tags(&self, namespace: &str, name: &str) -> Vec<Tag> {
-        vec![
-            Tag::new(OWNER_CLUSTER, &self.cluster),
-            Tag::new(OWNER_NAMESPACE, namespace),
-            Tag::new(OWNER_NAME, name),
-            Tag::new(MANAGED_BY, MANAGED_BY_VALUE),
-        ]
-    }
-
-    /// True when `tags` say this cluster's policy `namespace/name` owns the object.
-    pub fn owns(&self, tags: &[Tag], namespace: &str, name: &str) -> bool {
-        self.owner_tags(namespace, name)
-            .iter()
-            .all(|want| tags.contains(want))
-    }
-}
-
-/// Policy path of a group.
-pub fn group_path(domain: &str, id: &str) -> String {
-    format!("/infra/domains/{domain}/groups/{id}")
-}
-
-/// Policy path of a security policy.
-pub fn policy_path(domain: &str, id: &str) -> String {
-    format!("/infra/domains/{domain}/security-policies/{id}")
-}
-
-/// The tag written on a catch-all rule, printed in DFW logs: `ms-<hash>-in|out` (≤ 32 chars).
-pub fn monitor_tag(object_id: &str, direction: Direction) -> String {
-    let digest = Sha256::digest(object_id.as_bytes());
-    let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
-    let dir = match direction {
-        Direction::Inbound => "in",
-        Direction::Outbound => "out",
-    };
-    format!("ms-{hex}-{dir}")
-}
 
 /// Why no plan could be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -161,6 +74,15 @@ pub enum PlanError {
         /// Path.
         path: String,
     },
+}
+
+impl From<InvalidIdentity> for PlanError {
+    fn from(e: InvalidIdentity) -> Self {
+        PlanError::Invalid {
+            field: "cluster identity".into(),
+            reason: e.reason(),
+        }
+    }
 }
 
 impl PlanError {
@@ -268,14 +190,14 @@ pub fn desired(
         let peers = resolve_peers(&r.name, &r.peers, &namespace, cx.peers)?;
         let (services, service_entries) = services(&r.ports, &format!("spec.rules[{i}].ports"))?;
         let (sources, destinations, direction) = match r.direction {
-            Direction::Inbound => (peers, vec![gpath.clone()], "IN"),
-            Direction::Outbound => (vec![gpath.clone()], peers, "OUT"),
+            Direction::Inbound => (peers, vec![gpath.clone()], RuleDirection::In),
+            Direction::Outbound => (vec![gpath.clone()], peers, RuleDirection::Out),
         };
         rules.push(Rule {
             resource_type: "Rule".into(),
             id: r.name.clone(),
             display_name: Some(r.name.clone()),
-            action: nsx_action(r.action).into(),
+            action: nsx_action(r.action),
             source_groups: sources,
             sources_excluded: false,
             destination_groups: destinations,
@@ -284,7 +206,7 @@ pub fn desired(
             service_entries,
             profiles: vec![ANY.into()],
             scope: vec![gpath.clone()],
-            direction: direction.into(),
+            direction,
             ip_protocol: Some("IPV4_IPV6".into()),
             logged: r.logged,
             disabled: false,
@@ -297,10 +219,10 @@ pub fn desired(
         });
     }
     let catch_all = match phase {
-        Phase::Monitoring | Phase::Held | Phase::RolledBack => Some(("ALLOW", true)),
-        Phase::Enforcing => Some(("DROP", true)),
+        Phase::Monitoring | Phase::Held | Phase::RolledBack => Some((RuleAction::Allow, true)),
+        Phase::Enforcing => Some((RuleAction::Drop, true)),
         Phase::Completed => match spec.after_cleanup {
-            AfterCleanup::KeepDrop => Some(("DROP", false)),
+            AfterCleanup::KeepDrop => Some((RuleAction::Drop, false)),
             AfterCleanup::Remove => None,
         },
         Phase::Pending => None,
@@ -308,14 +230,22 @@ pub fn desired(
     if let Some((action, logged)) = catch_all {
         let mut add = |rule_id: &str, direction: Direction, seq: i64| {
             let (sources, destinations, dir) = match direction {
-                Direction::Inbound => (vec![ANY.to_string()], vec![gpath.clone()], "IN"),
-                Direction::Outbound => (vec![gpath.clone()], vec![ANY.to_string()], "OUT"),
+                Direction::Inbound => (
+                    vec![ANY.to_string()],
+                    vec![gpath.clone()],
+                    RuleDirection::In,
+                ),
+                Direction::Outbound => (
+                    vec![gpath.clone()],
+                    vec![ANY.to_string()],
+                    RuleDirection::Out,
+                ),
             };
             rules.push(Rule {
                 resource_type: "Rule".into(),
                 id: rule_id.into(),
                 display_name: Some(format!("{application} catch-all {dir}")),
-                action: action.into(),
+                action: action.clone(),
                 source_groups: sources,
                 sources_excluded: false,
                 destination_groups: destinations,
@@ -324,15 +254,15 @@ pub fn desired(
                 service_entries: Vec::new(),
                 profiles: vec![ANY.into()],
                 scope: vec![gpath.clone()],
-                direction: dir.into(),
+                direction: dir,
                 ip_protocol: Some("IPV4_IPV6".into()),
                 logged,
                 disabled: false,
                 sequence_number: Some(seq),
                 tag: logged.then(|| monitor_tag(&id, direction)),
                 notes: Some(
-                    match (action, logged) {
-                        ("ALLOW", _) => "microseg catch-all: monitor mode (pass and log)",
+                    match (&action, logged) {
+                        (RuleAction::Allow, _) => "microseg catch-all: monitor mode (pass and log)",
                         (_, true) => "microseg catch-all: enforcing (drop and log)",
                         _ => "microseg catch-all: cleaned up (drop)",
                     }
@@ -372,11 +302,11 @@ pub fn desired(
     })
 }
 
-fn nsx_action(a: Action) -> &'static str {
+fn nsx_action(a: Action) -> RuleAction {
     match a {
-        Action::Allow => "ALLOW",
-        Action::Drop => "DROP",
-        Action::Reject => "REJECT",
+        Action::Allow => RuleAction::Allow,
+        Action::Drop => RuleAction::Drop,
+        Action::Reject => RuleAction::Reject,
     }
 }
 
@@ -503,61 +433,55 @@ fn services(ports: &[Port], field: &str) -> Result<(Vec<String>, Vec<ServiceEntr
         return Ok((vec![ANY.into()], Vec::new()));
     }
     let mut paths = BTreeSet::new();
-    let mut l4: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
-    let mut l4_any: BTreeSet<&'static str> = BTreeSet::new();
+    let mut l4: BTreeMap<L4Protocol, Vec<String>> = BTreeMap::new();
+    let mut l4_any: BTreeSet<L4Protocol> = BTreeSet::new();
     let mut icmp = BTreeSet::new();
     for (i, p) in ports.iter().enumerate() {
         if let Some(s) = &p.nsx_service {
             paths.insert(s.clone());
             continue;
         }
-        match p.protocol {
-            Some(proto @ (Protocol::Tcp | Protocol::Udp)) => {
-                let key = if proto == Protocol::Tcp { "TCP" } else { "UDP" };
-                match (p.port, p.end_port) {
-                    (None, _) => {
-                        l4_any.insert(key);
-                    }
-                    (Some(a), Some(b)) if b < a => {
-                        return Err(PlanError::Invalid {
-                            field: format!("{field}[{i}].endPort"),
-                            reason: format!("{b} is below port {a}"),
-                        });
-                    }
-                    (Some(a), Some(b)) if b > a => {
-                        l4.entry(key).or_default().push(format!("{a}-{b}"))
-                    }
-                    (Some(a), _) => l4.entry(key).or_default().push(a.to_string()),
+        let Some(protocol) = p.protocol else {
+            return Err(PlanError::Invalid {
+                field: format!("{field}[{i}]"),
+                reason: "set protocol or nsxService".into(),
+            });
+        };
+        if let Some(key) = L4Protocol::of(protocol) {
+            match (p.port, p.end_port) {
+                (None, _) => {
+                    l4_any.insert(key);
                 }
+                (Some(a), Some(b)) if b < a => {
+                    return Err(PlanError::Invalid {
+                        field: format!("{field}[{i}].endPort"),
+                        reason: format!("{b} is below port {a}"),
+                    });
+                }
+                (Some(a), Some(b)) if b > a => l4.entry(key).or_default().push(format!("{a}-{b}")),
+                (Some(a), _) => l4.entry(key).or_default().push(a.to_string()),
             }
-            Some(proto @ (Protocol::Icmp | Protocol::Icmpv6)) => {
-                let family = if proto == Protocol::Icmp {
-                    "ICMPv4"
-                } else {
-                    "ICMPv6"
-                };
-                icmp.insert((family, p.icmp_type.map(i64::from)));
-            }
-            None => {
-                return Err(PlanError::Invalid {
-                    field: format!("{field}[{i}]"),
-                    reason: "set protocol or nsxService".into(),
-                });
-            }
+        } else if let Some(family) = IcmpProtocol::of(protocol) {
+            icmp.insert((family, p.icmp_type.map(i64::from)));
+        } else {
+            return Err(PlanError::Invalid {
+                field: format!("{field}[{i}].protocol"),
+                reason: format!("{protocol} is not a protocol a rule can match"),
+            });
         }
     }
     let mut entries = Vec::new();
-    for proto in ["TCP", "UDP"] {
-        if l4_any.contains(proto) {
+    for proto in [L4Protocol::Tcp, L4Protocol::Udp] {
+        if l4_any.contains(&proto) {
             entries.push(ServiceEntry::L4PortSetServiceEntry {
-                id: format!("{}-all", proto.to_lowercase()),
-                l4_protocol: proto.into(),
+                id: format!("{}-all", proto.as_str().to_lowercase()),
+                l4_protocol: proto,
                 source_ports: Vec::new(),
                 destination_ports: Vec::new(),
             });
             continue;
         }
-        let Some(values) = l4.get(proto) else {
+        let Some(values) = l4.get(&proto) else {
             continue;
         };
         let mut values = values.clone();
@@ -571,7 +495,7 @@ fn services(ports: &[Port], field: &str) -> Result<(Vec<String>, Vec<ServiceEntr
             let w = if v.contains('-') { 2 } else { 1 };
             if weight + w > MAX_PORT_VALUES {
                 n += 1;
-                entries.push(l4_entry(proto, n, std::mem::take(&mut chunk)));
+                entries.push(l4_entry(&proto, n, std::mem::take(&mut chunk)));
                 weight = 0;
             }
             weight += w;
@@ -579,17 +503,17 @@ fn services(ports: &[Port], field: &str) -> Result<(Vec<String>, Vec<ServiceEntr
         }
         if !chunk.is_empty() {
             n += 1;
-            entries.push(l4_entry(proto, n, chunk));
+            entries.push(l4_entry(&proto, n, chunk));
         }
     }
     for (family, t) in icmp {
         let id = match t {
-            Some(t) => format!("{}-{t}", family.to_lowercase()),
-            None => format!("{}-all", family.to_lowercase()),
+            Some(t) => format!("{}-{t}", family.as_str().to_lowercase()),
+            None => format!("{}-all", family.as_str().to_lowercase()),
         };
         entries.push(ServiceEntry::IcmpTypeServiceEntry {
             id,
-            protocol: family.into(),
+            protocol: family,
             icmp_type: t,
             icmp_code: None,
         });
@@ -611,10 +535,10 @@ fn port_sort_key(v: &str) -> (u32, u32) {
     (a, it.next().unwrap_or(a))
 }
 
-fn l4_entry(proto: &str, n: usize, ports: Vec<String>) -> ServiceEntry {
+fn l4_entry(proto: &L4Protocol, n: usize, ports: Vec<String>) -> ServiceEntry {
     ServiceEntry::L4PortSetServiceEntry {
-        id: format!("{}-{n}", proto.to_lowercase()),
-        l4_protocol: proto.into(),
+        id: format!("{}-{n}", proto.as_str().to_lowercase()),
+        l4_protocol: proto.clone(),
         source_ports: Vec::new(),
         destination_ports: ports,
     }
@@ -846,7 +770,7 @@ fn minimal_rule(id: &str) -> Rule {
         resource_type: "Rule".into(),
         id: id.into(),
         display_name: None,
-        action: "ALLOW".into(),
+        action: RuleAction::Allow,
         source_groups: vec![ANY.into()],
         sources_excluded: false,
         destination_groups: vec![ANY.into()],
@@ -855,7 +779,7 @@ fn minimal_rule(id: &str) -> Rule {
         service_entries: Vec::new(),
         profiles: Vec::new(),
         scope: Vec::new(),
-        direction: "IN_OUT".into(),
+        direction: RuleDirection::InOut,
         ip_protocol: None,
         logged: false,
         disabled: false,
@@ -895,7 +819,7 @@ pub fn service_names(r: &Rule) -> Vec<String> {
                 ..
             } => match icmp_type {
                 Some(t) => format!("{protocol} type {t}"),
-                None => protocol.clone(),
+                None => protocol.to_string(),
             },
             ServiceEntry::Other => "another kind of service entry".into(),
         });

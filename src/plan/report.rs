@@ -195,8 +195,8 @@ pub fn render(
                 out,
                 "  canary: {}; then every VM. Each step: DROP catch-alls {}/{} applied to groups {}_canary1.. (the step's VMs{}), PASS catch-alls for the rest",
                 steps.join("; "),
-                super::canary::CATCHALL_IN_CANARY,
-                super::canary::CATCHALL_OUT_CANARY,
+                crate::nsx::naming::CATCHALL_IN_CANARY,
+                crate::nsx::naming::CATCHALL_OUT_CANARY,
                 identity.object_id(&ns, &name),
                 if p.spec.canary_vms.is_empty() {
                     String::new()

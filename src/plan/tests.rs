@@ -8,6 +8,8 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::api::manifest::{Resource, resources};
+use crate::net::Protocol;
+use crate::nsx::model::Tag;
 
 pub(crate) const EXAMPLES: [(&str, &str); 6] = [
     (
@@ -474,6 +476,25 @@ fn ports_are_grouped_per_protocol_and_split_at_nsx_limits() {
             .map(|v| if v.contains('-') { 2 } else { 1 })
             .sum();
         assert!(weight <= MAX_PORT_VALUES);
+    }
+}
+
+#[test]
+fn a_protocol_without_an_nsx_service_entry_is_invalid_not_dropped() {
+    for protocol in [Protocol::Other(47), Protocol::Unnamed] {
+        let port = Port {
+            protocol: Some(protocol),
+            port: None,
+            end_port: None,
+            icmp_type: None,
+            nsx_service: None,
+        };
+        let err = services(&[port], "spec.rules[0].ports").unwrap_err();
+        let PlanError::Invalid { field, reason } = err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(field, "spec.rules[0].ports[0].protocol");
+        assert!(reason.contains(&protocol.to_string()), "{reason}");
     }
 }
 

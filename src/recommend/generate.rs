@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use serde_json::{Value, json};
 
 use super::input::to_csv;
-use super::{Endpoint, InventoryVm, Observation, Proto};
+use super::{Endpoint, InventoryVm, Observation, Protocol};
 use crate::nsx::model::Tag;
 
 /// The seed the committed samples use.
@@ -157,7 +157,7 @@ pub fn samples(seed: u64) -> Samples {
     let mut add = |rng: &mut SplitMix,
                    src: &str,
                    dst: &str,
-                   protocol: Proto,
+                   protocol: Protocol,
                    port: Option<u16>,
                    src_port: Option<u16>,
                    count: u64| {
@@ -167,7 +167,7 @@ pub fn samples(seed: u64) -> Samples {
             dst: endpoint(&vms, dst),
             protocol,
             src_port: match protocol {
-                Proto::Tcp | Proto::Udp => Some(src_port.unwrap_or(ephemeral)),
+                Protocol::Tcp | Protocol::Udp => Some(src_port.unwrap_or(ephemeral)),
                 _ => None,
             },
             port: port.map(|p| (p, p)),
@@ -181,7 +181,7 @@ pub fn samples(seed: u64) -> Samples {
     for w in WEB {
         for a in APP {
             let n = rng.range(5, 20);
-            add(&mut rng, w, a, Proto::Tcp, Some(8443), None, n);
+            add(&mut rng, w, a, Protocol::Tcp, Some(8443), None, n);
         }
     }
     // Many clients of one /24 on HTTPS, a few flows each.
@@ -199,7 +199,7 @@ pub fn samples(seed: u64) -> Samples {
             &mut rng,
             &format!("10.20.30.{x}"),
             a,
-            Proto::Tcp,
+            Protocol::Tcp,
             Some(443),
             None,
             n,
@@ -207,34 +207,58 @@ pub fn samples(seed: u64) -> Samples {
     }
     // A monitoring host scrapes and pings every member.
     for a in APP {
-        add(&mut rng, MONITORING, a, Proto::Tcp, Some(9100), None, 10);
-        add(&mut rng, MONITORING, a, Proto::Icmp, None, None, 3);
+        add(&mut rng, MONITORING, a, Protocol::Tcp, Some(9100), None, 10);
+        add(&mut rng, MONITORING, a, Protocol::Icmp, None, None, 3);
     }
     // The application calls its database, DNS and NTP.
     for a in APP {
         for d in DB {
             let n = rng.range(8, 15);
-            add(&mut rng, a, d, Proto::Tcp, Some(5432), None, n);
+            add(&mut rng, a, d, Protocol::Tcp, Some(5432), None, n);
         }
         let n = rng.range(10, 30);
-        add(&mut rng, a, DNS, Proto::Udp, Some(53), None, n);
-        add(&mut rng, a, DNS, Proto::Tcp, Some(53), None, 3);
+        add(&mut rng, a, DNS, Protocol::Udp, Some(53), None, n);
+        add(&mut rng, a, DNS, Protocol::Tcp, Some(53), None, 3);
         // A reply recorded as a flow: DNS answering from port 53 to an ephemeral port.
         let reply_port = rng.range(49152, 65535) as u16;
-        add(&mut rng, DNS, a, Proto::Udp, Some(reply_port), Some(53), 4);
+        add(
+            &mut rng,
+            DNS,
+            a,
+            Protocol::Udp,
+            Some(reply_port),
+            Some(53),
+            4,
+        );
         for t in NTP {
-            add(&mut rng, a, t, Proto::Udp, Some(123), Some(123), 6);
+            add(&mut rng, a, t, Protocol::Udp, Some(123), Some(123), 6);
         }
     }
     // Replication between its own members.
-    add(&mut rng, APP[0], APP[1], Proto::Tcp, Some(7000), None, 12);
-    add(&mut rng, APP[1], APP[2], Proto::Tcp, Some(7000), None, 12);
+    add(
+        &mut rng,
+        APP[0],
+        APP[1],
+        Protocol::Tcp,
+        Some(7000),
+        None,
+        12,
+    );
+    add(
+        &mut rng,
+        APP[1],
+        APP[2],
+        Protocol::Tcp,
+        Some(7000),
+        None,
+        12,
+    );
     // One-off flows a human has to judge.
     add(
         &mut rng,
         "203.0.113.77",
         APP[0],
-        Proto::Tcp,
+        Protocol::Tcp,
         Some(22),
         None,
         1,
@@ -243,14 +267,14 @@ pub fn samples(seed: u64) -> Samples {
         &mut rng,
         APP[1],
         "198.51.100.9",
-        Proto::Tcp,
+        Protocol::Tcp,
         Some(8080),
         None,
         1,
     );
-    add(&mut rng, WEB[0], APP[2], Proto::Tcp, Some(3389), None, 2);
+    add(&mut rng, WEB[0], APP[2], Protocol::Tcp, Some(3389), None, 2);
     // Traffic that does not touch the application.
-    add(&mut rng, WEB[1], DB[0], Proto::Tcp, Some(5432), None, 5);
+    add(&mut rng, WEB[1], DB[0], Protocol::Tcp, Some(5432), None, 5);
 
     let mut files = BTreeMap::new();
     files.insert("flows.json".into(), vrni_json(&flows));
@@ -294,12 +318,12 @@ fn vrni_json(flows: &[Observation]) -> String {
                 "source_ip": address(&f.src.ip),
                 "destination_ip": address(&f.dst.ip),
                 "protocol": match f.protocol {
-                    Proto::Tcp => "TCP".to_string(),
-                    Proto::Udp => "UDP".to_string(),
-                    Proto::Icmp => "ICMP".to_string(),
-                    Proto::Icmpv6 => "ICMPv6".to_string(),
-                    Proto::Other(n) => n.to_string(),
-                    Proto::Unnamed => "OTHER".to_string(),
+                    Protocol::Tcp => "TCP".to_string(),
+                    Protocol::Udp => "UDP".to_string(),
+                    Protocol::Icmp => "ICMP".to_string(),
+                    Protocol::Icmpv6 => "ICMPv6".to_string(),
+                    Protocol::Other(n) => n.to_string(),
+                    Protocol::Unnamed => "OTHER".to_string(),
                 },
                 "firewall_action": "ALLOW",
                 "traffic_type": "EAST_WEST_TRAFFIC",
@@ -351,12 +375,12 @@ fn dfw_log(flows: &[Observation], vms: &[InventoryVm], rng: &mut SplitMix) -> St
                 second % 60
             );
             let (proto, len, flags) = match f.protocol {
-                Proto::Tcp => ("TCP", 60, " S"),
-                Proto::Udp => ("UDP", 40, ""),
+                Protocol::Tcp => ("TCP", 60, " S"),
+                Protocol::Udp => ("UDP", 40, ""),
                 _ => ("ICMP", 84, ""),
             };
             let endpoints = match (f.protocol, f.port) {
-                (Proto::Tcp | Proto::Udp, Some((p, _))) => {
+                (Protocol::Tcp | Protocol::Udp, Some((p, _))) => {
                     let sport = match f.src_port {
                         Some(s) if s < 1024 => s,
                         _ => rng.range(49152, 65535) as u16,

@@ -26,7 +26,7 @@ use std::net::IpAddr;
 
 use serde_json::Value;
 
-use super::{Endpoint, Observation, Proto, RecommendError, Volume, invalid};
+use super::{Endpoint, Observation, Protocol, RecommendError, Volume, invalid};
 use crate::api::SegmentationPolicy;
 
 /// The CSV columns, in the order `microseg recommend` writes them.
@@ -60,8 +60,8 @@ fn port_range(v: &str, field: &str) -> Result<(u16, u16), RecommendError> {
     Ok((a, b))
 }
 
-fn proto(v: &str, field: &str) -> Result<Proto, RecommendError> {
-    Proto::parse(v).ok_or_else(|| invalid(field, format!("{v:?} is not a protocol")))
+fn proto(v: &str, field: &str) -> Result<Protocol, RecommendError> {
+    Protocol::parse(v).ok_or_else(|| invalid(field, format!("{v:?} is not a protocol")))
 }
 
 /// What a JSON entry is.
@@ -511,7 +511,7 @@ pub fn to_csv(flows: &[Observation]) -> String {
             f.src_port.map(|p| p.to_string()).unwrap_or_default(),
             f.dst.ip.to_string(),
             port,
-            f.protocol.label(),
+            f.protocol.to_string(),
             f.src.vm.clone().unwrap_or_default(),
             f.dst.vm.clone().unwrap_or_default(),
             f.src.tags.join(";"),
@@ -548,8 +548,10 @@ pub fn dfw_log(text: &str) -> LogRead {
         }
         match parse_line(line) {
             Ok(r) if r.reason == Reason::Match => {
-                let protocol = Proto::parse(&r.protocol.number().to_string())
-                    .unwrap_or(Proto::Other(r.protocol.number()));
+                let protocol = r
+                    .protocol
+                    .number()
+                    .map_or(r.protocol, Protocol::from_number);
                 read.flows.push(Observation {
                     src: Endpoint::ip(r.src),
                     dst: Endpoint::ip(r.dst),

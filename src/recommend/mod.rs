@@ -31,8 +31,9 @@ use ipnet::IpNet;
 
 use crate::api::{
     ApplicationRef, CatchAll, Criticality, Direction, Member, Owner, Peer, PolicyRule, Port,
-    Protocol, SegmentationPolicy, SegmentationPolicySpec, VmName, VmTag, WindowRef,
+    SegmentationPolicy, SegmentationPolicySpec, VmName, VmTag, WindowRef,
 };
+use crate::net::Protocol;
 use crate::nsx::model::Tag;
 use render::{Facts, peers_stats, plural, policy, render, volume_text};
 use rules::{collapse, nsx_selectors, rules};
@@ -68,55 +69,6 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> RecommendErro
     RecommendError::Invalid {
         field: field.into(),
         reason: reason.into(),
-    }
-}
-
-/// IP protocol of a flow.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Proto {
-    /// TCP.
-    Tcp,
-    /// UDP.
-    Udp,
-    /// ICMP.
-    Icmp,
-    /// ICMPv6.
-    Icmpv6,
-    /// Another protocol number (cannot be written as a port: listed for a human).
-    Other(u8),
-    /// A protocol the source does not name (vRNI's `OTHER`): listed for a human.
-    Unnamed,
-}
-
-impl Proto {
-    /// Reads `TCP`, `UDP`, `ICMP`, `ICMPv6`, `PROTO n` or a number.
-    pub fn parse(s: &str) -> Option<Proto> {
-        let t = s.trim();
-        Some(match t.to_ascii_uppercase().as_str() {
-            "TCP" | "6" => Proto::Tcp,
-            "UDP" | "17" => Proto::Udp,
-            "ICMP" | "ICMPV4" | "1" => Proto::Icmp,
-            "ICMPV6" | "IPV6-ICMP" | "58" => Proto::Icmpv6,
-            "OTHER" => Proto::Unnamed,
-            other => Proto::Other(
-                other
-                    .trim_start_matches("PROTO")
-                    .trim()
-                    .parse::<u8>()
-                    .ok()?,
-            ),
-        })
-    }
-
-    fn label(self) -> String {
-        match self {
-            Proto::Tcp => "TCP".into(),
-            Proto::Udp => "UDP".into(),
-            Proto::Icmp => "ICMP".into(),
-            Proto::Icmpv6 => "ICMPv6".into(),
-            Proto::Other(n) => format!("PROTO {n}"),
-            Proto::Unnamed => "OTHER".into(),
-        }
     }
 }
 
@@ -160,7 +112,7 @@ pub struct Observation {
     /// Responder.
     pub dst: Endpoint,
     /// Protocol.
-    pub protocol: Proto,
+    pub protocol: Protocol,
     /// Source port, when known.
     pub src_port: Option<u16>,
     /// Destination port or range, when the protocol has ports.
@@ -240,7 +192,7 @@ impl Observation {
     /// The flow as initiated: a reply (a well-known source port towards an ephemeral destination
     /// port) is turned round.
     pub fn normalised(&self) -> Observation {
-        let reply = matches!(self.protocol, Proto::Tcp | Proto::Udp)
+        let reply = matches!(self.protocol, Protocol::Tcp | Protocol::Udp)
             && matches!((self.src_port, self.port), (Some(s), Some((d, _))) if s < 1024 && d >= EPHEMERAL_FROM);
         if !reply {
             return self.clone();
@@ -466,7 +418,7 @@ impl PeerKey {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Service {
     /// Protocol.
-    pub protocol: Proto,
+    pub protocol: Protocol,
     /// Destination port range (TCP/UDP only).
     pub ports: Option<(u16, u16)>,
 }
@@ -474,19 +426,16 @@ pub struct Service {
 impl Service {
     fn label(&self) -> String {
         match self.ports {
-            Some((a, b)) if a == b => format!("{}/{a}", self.protocol.label()),
-            Some((a, b)) => format!("{}/{a}-{b}", self.protocol.label()),
-            None => self.protocol.label(),
+            Some((a, b)) if a == b => format!("{}/{a}", self.protocol),
+            Some((a, b)) => format!("{}/{a}-{b}", self.protocol),
+            None => self.protocol.to_string(),
         }
     }
 
     fn port(&self) -> Option<Port> {
         let protocol = match self.protocol {
-            Proto::Tcp => Protocol::Tcp,
-            Proto::Udp => Protocol::Udp,
-            Proto::Icmp => Protocol::Icmp,
-            Proto::Icmpv6 => Protocol::Icmpv6,
-            Proto::Other(_) | Proto::Unnamed => return None,
+            p @ (Protocol::Tcp | Protocol::Udp | Protocol::Icmp | Protocol::Icmpv6) => p,
+            Protocol::Other(_) | Protocol::Unnamed => return None,
         };
         let (port, end_port) = match self.ports {
             Some((a, b)) if b > a => (Some(i32::from(a)), Some(i32::from(b))),
@@ -651,7 +600,7 @@ fn entries(
         let service = Service {
             protocol: f.protocol,
             ports: match f.protocol {
-                Proto::Tcp | Proto::Udp => f.port,
+                Protocol::Tcp | Protocol::Udp => f.port,
                 _ => None,
             },
         };
@@ -702,7 +651,7 @@ fn sort_out(entries: Entries, measure: Measure, rare_below: u64) -> (Kept, Vec<R
         let why = if service.port().is_none() {
             Some(format!(
                 "{} cannot be written as a port of a rule",
-                service.protocol.label()
+                service.protocol
             ))
         } else if measure == Measure::Records && stats.count < rare_below {
             Some(format!("seen fewer than {rare_below} times"))

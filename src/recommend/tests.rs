@@ -20,7 +20,7 @@ fn app() -> Application {
     }
 }
 
-fn flow(src: &str, dst: &str, proto: Proto, port: Option<u16>, count: u64) -> Observation {
+fn flow(src: &str, dst: &str, proto: Protocol, port: Option<u16>, count: u64) -> Observation {
     Observation {
         src: Endpoint::ip(src.parse().unwrap()),
         dst: Endpoint::ip(dst.parse().unwrap()),
@@ -50,13 +50,19 @@ fn many_addresses_of_one_network_collapse_to_its_cidr() {
             flow(
                 &format!("10.20.30.{x}"),
                 "10.10.2.11",
-                Proto::Tcp,
+                Protocol::Tcp,
                 Some(443),
                 3,
             )
         })
         .collect();
-    flows.push(flow("10.20.31.9", "10.10.2.11", Proto::Tcp, Some(443), 3));
+    flows.push(flow(
+        "10.20.31.9",
+        "10.10.2.11",
+        Protocol::Tcp,
+        Some(443),
+        3,
+    ));
     let r = recommend(&flows, &app(), &[], &[], &opts()).unwrap();
     let peers = &rule(&r, "from-10-20-30-0-24-and-1-more-tcp-443").peers;
     let cidrs: Vec<&str> = peers.iter().filter_map(|p| p.cidr.as_deref()).collect();
@@ -70,7 +76,7 @@ fn many_addresses_of_one_network_collapse_to_its_cidr() {
 fn the_prefix_is_configurable() {
     let flows: Vec<Observation> = ["10.20.1.1", "10.20.2.1", "10.20.3.1", "10.20.4.1"]
         .iter()
-        .map(|s| flow(s, "10.10.2.11", Proto::Tcp, Some(443), 5))
+        .map(|s| flow(s, "10.10.2.11", Protocol::Tcp, Some(443), 5))
         .collect();
     let mut o = opts();
     o.prefix = 16;
@@ -83,10 +89,10 @@ fn the_prefix_is_configurable() {
 
 #[test]
 fn ephemeral_source_ports_are_ignored_and_replies_turned_round() {
-    let mut reply = flow("10.0.0.53", "10.10.2.11", Proto::Udp, Some(51000), 5);
+    let mut reply = flow("10.0.0.53", "10.10.2.11", Protocol::Udp, Some(51000), 5);
     reply.src_port = Some(53);
     let flows = vec![
-        flow("10.10.2.11", "10.0.0.53", Proto::Udp, Some(53), 5),
+        flow("10.10.2.11", "10.0.0.53", Protocol::Udp, Some(53), 5),
         reply,
     ];
     let r = recommend(&flows, &app(), &[], &[], &opts()).unwrap();
@@ -110,8 +116,8 @@ fn ephemeral_source_ports_are_ignored_and_replies_turned_round() {
 #[test]
 fn rare_flows_become_comments_not_rules() {
     let flows = vec![
-        flow("10.1.1.1", "10.10.2.11", Proto::Tcp, Some(443), 9),
-        flow("203.0.113.7", "10.10.2.11", Proto::Tcp, Some(22), 2),
+        flow("10.1.1.1", "10.10.2.11", Protocol::Tcp, Some(443), 9),
+        flow("203.0.113.7", "10.10.2.11", Protocol::Tcp, Some(22), 2),
     ];
     let r = recommend(&flows, &app(), &[], &[], &opts()).unwrap();
     assert_eq!(r.policy.spec.rules.len(), 1);
@@ -153,7 +159,13 @@ spec:
         ips: vec!["10.10.3.31".into()],
         tags: Vec::new(),
     }];
-    let flows = vec![flow("10.10.2.11", "10.10.3.31", Proto::Tcp, Some(5432), 7)];
+    let flows = vec![flow(
+        "10.10.2.11",
+        "10.10.3.31",
+        Protocol::Tcp,
+        Some(5432),
+        7,
+    )];
     let r = recommend(&flows, &app(), &inventory, &known, &opts()).unwrap();
     let p = &rule(&r, "to-db-tcp-5432").peers[0];
     assert_eq!(
@@ -167,7 +179,13 @@ spec:
 
 #[test]
 fn traffic_inside_the_application_is_allowed_from_itself() {
-    let flows = vec![flow("10.10.2.11", "10.10.2.12", Proto::Tcp, Some(7000), 5)];
+    let flows = vec![flow(
+        "10.10.2.11",
+        "10.10.2.12",
+        Protocol::Tcp,
+        Some(7000),
+        5,
+    )];
     let mut o = opts();
     o.outbound_catch_all = true;
     let r = recommend(&flows, &app(), &[], &[], &o).unwrap();
@@ -182,7 +200,7 @@ fn traffic_inside_the_application_is_allowed_from_itself() {
 
 #[test]
 fn flows_that_do_not_touch_the_application_are_counted_and_ignored() {
-    let flows = vec![flow("10.1.1.1", "10.2.2.2", Proto::Tcp, Some(443), 9)];
+    let flows = vec![flow("10.1.1.1", "10.2.2.2", Protocol::Tcp, Some(443), 9)];
     let r = recommend(&flows, &app(), &[], &[], &opts()).unwrap();
     assert!(r.policy.spec.rules.is_empty());
     assert_eq!(r.ignored, 1);
@@ -192,8 +210,8 @@ fn flows_that_do_not_touch_the_application_are_counted_and_ignored() {
 fn peers_sharing_services_share_a_rule_and_rules_respect_port_limits() {
     let mut flows = Vec::new();
     for port in 1000..1020u16 {
-        flows.push(flow("10.1.1.1", "10.10.2.11", Proto::Tcp, Some(port), 5));
-        flows.push(flow("10.1.2.1", "10.10.2.11", Proto::Tcp, Some(port), 5));
+        flows.push(flow("10.1.1.1", "10.10.2.11", Protocol::Tcp, Some(port), 5));
+        flows.push(flow("10.1.2.1", "10.10.2.11", Protocol::Tcp, Some(port), 5));
     }
     let r = recommend(&flows, &app(), &[], &[], &opts()).unwrap();
     assert_eq!(r.policy.spec.rules.len(), 2, "{}", r.yaml);
@@ -343,7 +361,7 @@ fn every_vrni_json_shape_reads_as_conversations() {
     );
     // OTHER is a protocol vRNI may report: read, not refused.
     let other = vrni_json(&FLOW.replace(r#""protocol": "TCP""#, r#""protocol": "OTHER""#)).unwrap();
-    assert_eq!(other[0].protocol, Proto::Unnamed);
+    assert_eq!(other[0].protocol, Protocol::Unnamed);
     let e = vrni_json(r#"{"name": "x"}"#).unwrap_err().to_string();
     assert!(e.starts_with("flow: neither a Flow"), "{e}");
 }
@@ -378,7 +396,7 @@ fn the_vrni_ui_export_is_read_by_its_display_names() {
         }),
         "empty volumes are unknown"
     );
-    assert_eq!(flows[3].protocol, Proto::Unnamed);
+    assert_eq!(flows[3].protocol, Protocol::Unnamed);
     assert_eq!(flows[3].port, None);
     // Case, spaces, underscores and column order do not matter; other columns are ignored.
     let shuffled = "PROTOCOL,destination_ip_address,Extra Column,source ip address,port\nTCP,10.10.2.11,x,10.20.30.1,443\n";

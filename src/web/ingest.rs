@@ -41,7 +41,7 @@ use crate::monitor::attribution::{self, LiveIndex};
 use crate::monitor::loginsight::{self, Disposition, Entry};
 use crate::monitor::recorder::Recorder;
 use crate::monitor::{Arrival, parse_line_with};
-use crate::plan::Identity;
+use crate::nsx::naming::Identity;
 use crate::web::secret::{SecretSlice, SecretString};
 
 /// Header carrying the HMAC signature.

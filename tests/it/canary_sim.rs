@@ -11,13 +11,15 @@ use std::collections::BTreeSet;
 
 use microseg::api::Phase;
 use microseg::api::manifest::{Resource, resources};
+use microseg::net::Protocol;
+use microseg::nsx::naming::Identity;
 use microseg::nsx::{Client, NsxApi};
 use microseg::nsxsim;
 use microseg::plan::canary::{self, StepSize};
 use microseg::plan::impact::Fleet;
 use microseg::plan::live::Live;
-use microseg::plan::{Context, Identity, desired, diff};
-use microseg::recommend::{Endpoint, Observation, Proto};
+use microseg::plan::{Context, desired, diff};
+use microseg::recommend::{Endpoint, Observation};
 use nsx_support::{credential_files, sim_client_config};
 use serde_json::{Value, json};
 
@@ -102,7 +104,7 @@ async fn a_flow_to_a_canary_vm_is_dropped_and_the_same_flow_to_another_member_pa
     assert_eq!(to_other.len(), 1, "{to_other:?}");
     assert!(to_other[0].contains(" match PASS "), "{to_other:?}");
     // Both lines carry the monitor tag, so monitor mode keeps seeing the rest of the application.
-    let tag = microseg::plan::monitor_tag(&d.group.id, microseg::api::Direction::Inbound);
+    let tag = microseg::nsx::naming::monitor_tag(&d.group.id, microseg::api::Direction::Inbound);
     assert!(to_canary[0].ends_with(&tag) && to_other[0].ends_with(&tag));
     // The explicit rule still allows HTTPS to the canary VM.
     let https = lines(&sim.url, &canary_ip, 443).await;
@@ -119,7 +121,7 @@ async fn a_flow_to_a_canary_vm_is_dropped_and_the_same_flow_to_another_member_pa
     let flow = |dst: Endpoint, port: u16| Observation {
         src: Endpoint::ip("10.9.0.1".parse().unwrap()),
         dst,
-        protocol: Proto::Tcp,
+        protocol: Protocol::Tcp,
         src_port: Some(50000),
         port: Some((port, port)),
         count: 1,
@@ -133,10 +135,13 @@ async fn a_flow_to_a_canary_vm_is_dropped_and_the_same_flow_to_another_member_pa
         &mut unresolved,
     );
     assert!(!v.allowed);
-    assert_eq!(v.decider.unwrap().rule, canary::CATCHALL_IN_CANARY);
+    assert_eq!(
+        v.decider.unwrap().rule,
+        microseg::nsx::naming::CATCHALL_IN_CANARY
+    );
     let v = fleet.evaluate(&flow(endpoint(other, &other_ip), 8080), &mut unresolved);
     assert!(v.allowed);
-    assert_eq!(v.decider.unwrap().rule, microseg::plan::CATCHALL_IN);
+    assert_eq!(v.decider.unwrap().rule, microseg::nsx::naming::CATCHALL_IN);
 
     // Rollback: the plain Monitoring plan, written over the canary step, returns every VM to
     // PASS; the canary DROP rule is removed in the same call.

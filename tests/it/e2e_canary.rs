@@ -69,7 +69,7 @@ async fn ingest(http: u16, lines: &[String]) {
 
 /// `(rule id, action)` of the application's catch-alls in NSX, in order.
 async fn catch_alls(env: &Env, name: &str) -> Vec<(String, String)> {
-    let id = microseg::plan::Identity::new("e2e")
+    let id = microseg::nsx::naming::Identity::new("e2e")
         .unwrap()
         .object_id(&env.ns, name);
     let policy = env
@@ -82,7 +82,7 @@ async fn catch_alls(env: &Env, name: &str) -> Vec<(String, String)> {
         .rules
         .iter()
         .filter(|r| r.id.starts_with("catchall"))
-        .map(|r| (r.id.clone(), r.action.clone()))
+        .map(|r| (r.id.clone(), r.action.to_string()))
         .collect()
 }
 
@@ -242,7 +242,7 @@ async fn a_canary_that_drops_rolls_back_and_one_that_holds_completes_every_step(
     for ip in STEADY.ips {
         assert!(lines(&env, ip, 8080).await[0].contains(" DROP "), "{ip}");
     }
-    let id = microseg::plan::Identity::new("e2e")
+    let id = microseg::nsx::naming::Identity::new("e2e")
         .unwrap()
         .object_id(&env.ns, STEADY.name);
     assert!(

@@ -42,7 +42,7 @@ fn context(client: &Client, dir: &std::path::Path) -> Arc<Context> {
         notifier: None,
         recorder: recorder(client),
         events: microseg::controller::events::Events::spawn(recorder(client)),
-        identity: microseg::plan::Identity::new("e2e").unwrap(),
+        identity: microseg::nsx::naming::Identity::new("e2e").unwrap(),
         policies: reflector::store().0,
         windows: reflector::store().0,
         metrics: Arc::new(Metrics::register(&mut Registry::default())),

@@ -11,7 +11,8 @@ use std::time::Duration;
 use common::e2e::Env;
 use microseg::api::{Phase, SegmentationPolicy};
 use microseg::nsx::NsxApi;
-use microseg::plan::{self, Identity, LiveState};
+use microseg::nsx::naming::Identity;
+use microseg::plan::{self, LiveState};
 
 const POLICIES: [&str; 4] = ["10-web.yaml", "11-app.yaml", "12-db.yaml", "20-dns.yaml"];
 
@@ -57,7 +58,7 @@ async fn nsx_matches_plan(env: &Env, name: &str) -> Result<(), String> {
         .map(|n| {
             (
                 (env.ns.clone(), n.to_string()),
-                plan::group_path("default", &identity.object_id(&env.ns, n)),
+                microseg::nsx::naming::group_path("default", &identity.object_id(&env.ns, n)),
             )
         })
         .collect();

@@ -139,7 +139,7 @@ async fn ingest(http: u16, lines: &[String]) {
 /// The action of the application's inbound catch-all in NSX.
 async fn catch_all(env: &Env, name: &str) -> String {
     use microseg::nsx::NsxApi;
-    let id = microseg::plan::Identity::new("e2e")
+    let id = microseg::nsx::naming::Identity::new("e2e")
         .unwrap()
         .object_id(&env.ns, name);
     let policy = env
@@ -153,7 +153,7 @@ async fn catch_all(env: &Env, name: &str) -> String {
         .iter()
         .find(|r| r.id == "catchall_in")
         .unwrap_or_else(|| panic!("{name}: no catch-all rule"));
-    rule.action.clone()
+    rule.action.to_string()
 }
 
 fn reason(env: &Env, name: &str, type_: &str) -> String {

@@ -503,7 +503,7 @@ mod endpoint {
             {
                 // An empty cluster, listed: the index is ready.
                 let index = microseg::monitor::attribution::LiveIndex::new(
-                    microseg::plan::Identity::new("test").unwrap(),
+                    microseg::nsx::naming::Identity::new("test").unwrap(),
                 );
                 if listed {
                     index.observe(&kube::runtime::watcher::Event::Init);
@@ -511,7 +511,7 @@ mod endpoint {
                 }
                 index
             },
-            microseg::plan::Identity::new("test").unwrap(),
+            microseg::nsx::naming::Identity::new("test").unwrap(),
             IngestMetrics::register(&mut registry),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

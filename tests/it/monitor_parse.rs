@@ -169,7 +169,7 @@ fn documented_match_line_with_ruleset_and_tcp_flags() {
 fn proto_n_line_has_no_ports() {
     let r = ok(DOCUMENTED[2]);
     assert_eq!(r.protocol, Protocol::Other(2));
-    assert_eq!(r.protocol.number(), 2);
+    assert_eq!(r.protocol.number(), Some(2));
     assert_eq!((r.src, r.src_port), (ip("0.0.0.0"), None));
     assert_eq!((r.dst, r.dst_port), (ip("224.0.0.1"), None));
     assert_eq!(r.tcp_flags, None);

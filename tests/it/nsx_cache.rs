@@ -12,7 +12,8 @@ use std::sync::Arc;
 use microseg::controller::nsx_cache::{CachedNsx, NsxCache, refresh};
 use microseg::nsx::NsxApi;
 use microseg::nsx::model::Expression;
-use microseg::plan::{self, Context, Identity, LiveState, PeerGroups};
+use microseg::nsx::naming::Identity;
+use microseg::plan::{self, Context, LiveState, PeerGroups};
 use nsx_support::{ClientExt, Target, real_nsx};
 
 const N: usize = 40;

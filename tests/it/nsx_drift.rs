@@ -15,9 +15,10 @@ use std::collections::BTreeSet;
 
 use microseg::api::manifest::{Resource, resources};
 use microseg::api::{Phase, SegmentationPolicy};
+use microseg::nsx::naming::Identity;
 use microseg::nsx::{Client, NsxApi};
 use microseg::plan::report::peer_groups;
-use microseg::plan::{self, Context, Identity, LiveState};
+use microseg::plan::{self, Context, LiveState};
 use nsx_support::{ClientExt, Target, group, real_nsx};
 use serde_json::{Value, json};
 

@@ -11,9 +11,10 @@ use std::collections::BTreeMap;
 
 use microseg::api::manifest::{Resource, resources};
 use microseg::api::{Phase, SegmentationPolicy};
+use microseg::nsx::naming::Identity;
 use microseg::nsx::{Client, NsxApi};
 use microseg::nsxsim;
-use microseg::plan::{self, Context, Identity, LiveState, PeerGroups};
+use microseg::plan::{self, Context, LiveState, PeerGroups};
 use nsx_support::*;
 
 const EXAMPLES: [&str; 4] = [
@@ -54,7 +55,10 @@ async fn plan_writes_are_accepted_and_read_back_in_sync() {
         .map(|p| {
             let ns = p.metadata.namespace.clone().unwrap();
             let name = p.metadata.name.clone().unwrap();
-            let path = plan::group_path(&p.spec.nsx.domain, &identity.object_id(&ns, &name));
+            let path = microseg::nsx::naming::group_path(
+                &p.spec.nsx.domain,
+                &identity.object_id(&ns, &name),
+            );
             ((ns, name), path)
         })
         .collect();

@@ -14,10 +14,11 @@ use std::process::Output;
 
 use microseg::api::manifest::{Resource, resources};
 use microseg::api::{EnforcementWindow, SegmentationPolicy};
+use microseg::nsx::naming::Identity;
 use microseg::nsx::{Client, NsxApi};
 use microseg::nsxsim;
 use microseg::plan::report::{peer_groups, phase_at};
-use microseg::plan::{self, Context, Identity, LiveState};
+use microseg::plan::{self, Context, LiveState};
 use nsx_support::{ClientExt, credential_files, group, sim_client_config};
 
 const MONITORING: &str = "2027-02-05T00:00:00Z";

@@ -17,13 +17,15 @@ use std::process::Output;
 use microseg::api::manifest::{Resource, resources};
 use microseg::api::{Direction, Owner, Phase, SegmentationPolicy, VmTag};
 use microseg::monitor::parse::parse_line;
+use microseg::net::Protocol;
+use microseg::nsx::naming::{CATCHALL_IN, CATCHALL_OUT, Identity};
 use microseg::nsx::{Client, NsxApi};
 use microseg::nsxsim;
 use microseg::plan::report::peer_groups;
-use microseg::plan::{self, CATCHALL_IN, CATCHALL_OUT, Context, Identity, LiveState};
+use microseg::plan::{self, Context, LiveState};
 use microseg::recommend::generate::{SEED, samples};
 use microseg::recommend::{
-    Application, Endpoint, Observation, Options, PeerKey, Proto, Rare, enrich, recommend,
+    Application, Endpoint, Observation, Options, PeerKey, Rare, enrich, recommend,
 };
 use nsx_support::{credential_files, sim_client_config};
 use serde_json::json;
@@ -217,7 +219,7 @@ fn the_same_input_gives_the_same_bytes_and_every_form_the_same_policy() {
 fn is_rare(f: &Observation, rare: &Rare, app: &Application, known: &[SegmentationPolicy]) -> bool {
     let service_ok = rare.service.protocol == f.protocol
         && match f.protocol {
-            Proto::Tcp | Proto::Udp => rare.service.ports == f.port,
+            Protocol::Tcp | Protocol::Udp => rare.service.ports == f.port,
             _ => true,
         };
     let (mine, other) = match rare.direction {
@@ -305,8 +307,8 @@ async fn in_monitor_mode_only_the_rare_flows_reach_the_catch_all() {
     for f in &s.flows {
         let f = f.normalised();
         let proto = match f.protocol {
-            Proto::Tcp => "TCP",
-            Proto::Udp => "UDP",
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
             _ => "ICMP",
         };
         let body = json!({

@@ -22,8 +22,9 @@ use crate::api::{
 };
 use crate::notify::NoticeKind;
 use crate::nsx::model::{Group, Infra, SecurityPolicy};
+use crate::nsx::naming::Identity;
 use crate::plan::widening::Comparison;
-use crate::plan::{self, Identity, LiveState, PeerGroups};
+use crate::plan::{self, LiveState, PeerGroups};
 use crate::schedule::{self, Blocker, Decision, MonitorSummary, Schedule, Window};
 
 /// How soon a reconcile whose NSX write failed tries again (at most).

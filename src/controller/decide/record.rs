@@ -22,11 +22,11 @@ fn facts(n: &Names, live: &LiveState) -> NsxFacts {
         group_path: live
             .group
             .as_ref()
-            .map(|_| plan::group_path(&n.domain, &n.id)),
+            .map(|_| crate::nsx::naming::group_path(&n.domain, &n.id)),
         policy_path: live
             .policy
             .as_ref()
-            .map(|_| plan::policy_path(&n.domain, &n.id)),
+            .map(|_| crate::nsx::naming::policy_path(&n.domain, &n.id)),
         revision: live.policy.as_ref().and_then(|p| p.meta.revision),
         rule_ids: live.rule_ids(),
     }

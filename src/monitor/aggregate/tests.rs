@@ -69,7 +69,7 @@ fn catch_all_lines_are_unmatched_and_explicit_rules_are_healthy() {
 fn monitor_tag_attributes_before_rule_ids_are_known() {
     let mut ix = Index::default();
     ix.add(key(), &BTreeMap::new(), "ms_c1_shop_web");
-    let tag = crate::plan::monitor_tag("ms_c1_shop_web", Direction::Outbound);
+    let tag = crate::nsx::naming::monitor_tag("ms_c1_shop_web", Direction::Outbound);
     let a = ix.attribute(77, Some(&tag)).unwrap();
     assert_eq!(a.role, RuleRole::CatchAll(Direction::Outbound));
     assert!(ix.attribute(77, Some("other")).is_none());
@@ -512,7 +512,7 @@ fn index_updates_one_application_at_a_time() {
     assert!(ix.remove(&other));
     assert!(!ix.remove(&other));
     assert!(ix.attribute(2002, None).is_none());
-    let tag = crate::plan::monitor_tag("ms_c1_shop_db", Direction::Inbound);
+    let tag = crate::nsx::naming::monitor_tag("ms_c1_shop_db", Direction::Inbound);
     assert!(ix.attribute(7, Some(&tag)).is_none());
     assert_eq!((ix.rules(), ix.policies()), (1, 1));
 }

@@ -7,6 +7,7 @@ use serde_json::json;
 
 use super::objects::*;
 use super::*;
+use crate::nsx::predefined;
 use crate::nsxsim::validate::Obj;
 
 impl Store {
@@ -136,20 +137,13 @@ fn default_domain(ctx: &Ctx) -> DomainState {
 /// The default services, each with its one service entry.
 fn default_services(ctx: &Ctx) -> Vec<(String, ServiceState)> {
     let mut out = Vec::new();
-    let services: &[(&str, &str, &[&str])] = &[
-        ("HTTP", "TCP", &["80"]),
-        ("HTTPS", "TCP", &["443"]),
-        ("SSH", "TCP", &["22"]),
-        ("RDP", "TCP", &["3389"]),
-        ("DNS", "TCP", &["53"]),
-        ("DNS-UDP", "UDP", &["53"]),
-        ("NTP", "UDP", &["123"]),
-        ("LDAP", "TCP", &["389"]),
-        ("MySQL", "TCP", &["3306"]),
-        ("DHCP-Server", "UDP", &["67"]),
-        ("DHCP-Client", "UDP", &["68"]),
-    ];
-    for (id, proto, ports) in services {
+    for predefined::Service {
+        id,
+        protocol,
+        ports,
+    } in predefined::SERVICES
+    {
+        let proto = protocol.as_str();
         let mut s = Obj::new();
         s.insert("service_type".into(), json!("NON_ETHER"));
         let path = service_path(id);

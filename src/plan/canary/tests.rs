@@ -5,7 +5,8 @@ use proptest::prelude::*;
 use super::*;
 use crate::api::Phase;
 use crate::api::manifest::{Resource, resources};
-use crate::plan::{Context, Identity, desired};
+use crate::nsx::naming::Identity;
+use crate::plan::{Context, desired};
 
 fn vms(n: usize) -> Vec<String> {
     (1..=n).map(|i| format!("orders-{i:02}")).collect()

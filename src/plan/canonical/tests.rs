@@ -182,11 +182,13 @@ fn decoding_is_tolerant_where_safe_and_strict_where_not() {
         rule_differences(&other, &written()),
         vec!["service_entries"]
     );
-    // An unknown action is an error, not a default.
+    // An unknown action is kept as read, not defaulted (one odd rule must not fail a whole
+    // listing), and is a difference.
     let mut v = serde_json::to_value(read_back()).unwrap();
     v["action"] = json!("ALLOW_ALL");
-    let err = serde_json::from_value::<Rule>(v).unwrap_err().to_string();
-    assert!(err.contains("action: unknown value \"ALLOW_ALL\""), "{err}");
+    let odd = rule_json(v);
+    assert_eq!(odd.action, RuleAction::Other("ALLOW_ALL".into()));
+    assert_eq!(rule_differences(&odd, &written()), vec!["action"]);
 }
 
 fn group_json(expression: serde_json::Value) -> Group {

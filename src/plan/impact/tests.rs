@@ -9,8 +9,8 @@ use proptest::prelude::*;
 use super::*;
 use crate::api::manifest::{Resource, resources};
 use crate::api::{Phase, SegmentationPolicy};
-use crate::plan::Identity;
-use crate::plan::{CATCHALL_IN, CATCHALL_OUT};
+use crate::nsx::naming::Identity;
+use crate::nsx::naming::{CATCHALL_IN, CATCHALL_OUT};
 
 fn identity() -> Identity {
     Identity::new("demo").unwrap()
@@ -93,7 +93,7 @@ fn app_vm() -> Endpoint {
     endpoint("10.2.0.7", Some("orders-01"), &["app|orders"])
 }
 
-fn flow(src: Endpoint, dst: Endpoint, protocol: Proto, port: Option<u16>) -> Observation {
+fn flow(src: Endpoint, dst: Endpoint, protocol: Protocol, port: Option<u16>) -> Observation {
     Observation {
         src,
         dst,
@@ -121,7 +121,7 @@ fn an_application_peer_rule_allows_at_both_ends() {
     let o = flow(
         endpoint("10.1.0.4", None, &[]),
         app_vm(),
-        Proto::Tcp,
+        Protocol::Tcp,
         Some(8443),
     );
     assert_eq!(
@@ -135,7 +135,7 @@ fn the_wrong_port_reaches_the_catch_all_which_drops_only_when_enforcing() {
     let o = flow(
         endpoint("10.1.0.4", None, &[]),
         app_vm(),
-        Proto::Tcp,
+        Protocol::Tcp,
         Some(8080),
     );
     // The source's outbound catch-all decides first.
@@ -155,7 +155,7 @@ fn direction_matters_an_inbound_rule_does_not_allow_the_reverse_flow() {
     let o = flow(
         app_vm(),
         endpoint("10.1.0.4", None, &[]),
-        Proto::Tcp,
+        Protocol::Tcp,
         Some(8443),
     );
     assert_eq!(
@@ -169,7 +169,7 @@ fn first_match_wins_an_earlier_drop_beats_the_catch_all_even_in_monitor_mode() {
     let o = flow(
         endpoint("10.9.9.9", None, &[]),
         endpoint("10.3.0.5", None, &[]),
-        Proto::Tcp,
+        Protocol::Tcp,
         Some(23),
     );
     assert_eq!(
@@ -184,19 +184,19 @@ fn cidr_peers_and_port_ranges_match_inside_and_not_outside() {
     let inside = flow(
         endpoint("10.99.4.4", None, &[]),
         db(),
-        Proto::Tcp,
+        Protocol::Tcp,
         Some(10050),
     );
     let other_net = flow(
         endpoint("10.98.4.4", None, &[]),
         db(),
-        Proto::Tcp,
+        Protocol::Tcp,
         Some(10050),
     );
     let other_port = flow(
         endpoint("10.99.4.4", None, &[]),
         db(),
-        Proto::Tcp,
+        Protocol::Tcp,
         Some(10101),
     );
     let f = fleet(Phase::Enforcing);
@@ -218,9 +218,9 @@ fn cidr_peers_and_port_ranges_match_inside_and_not_outside() {
 fn icmp_entries_match_their_type_and_protocol_only() {
     let f = fleet(Phase::Enforcing);
     let src = || endpoint("10.50.1.1", None, &[]);
-    let echo = flow(src(), app_vm(), Proto::Icmp, Some(8));
-    let other_type = flow(src(), app_vm(), Proto::Icmp, Some(13));
-    let udp = flow(src(), app_vm(), Proto::Udp, Some(8));
+    let echo = flow(src(), app_vm(), Protocol::Icmp, Some(8));
+    let other_type = flow(src(), app_vm(), Protocol::Icmp, Some(13));
+    let udp = flow(src(), app_vm(), Protocol::Udp, Some(8));
     assert!(verdict(&f, &echo).0);
     assert!(!verdict(&f, &other_type).0);
     assert!(!verdict(&f, &udp).0);
@@ -232,7 +232,7 @@ fn membership_by_tag_needs_the_vm_facts() {
     let bare = flow(
         endpoint("10.1.0.4", None, &[]),
         endpoint("10.2.0.7", None, &[]),
-        Proto::Tcp,
+        Protocol::Tcp,
         Some(8443),
     );
     assert_eq!(
@@ -246,7 +246,7 @@ fn traffic_between_addresses_no_application_holds_passes_by_default() {
     let o = flow(
         endpoint("192.168.1.1", None, &[]),
         endpoint("192.168.1.2", None, &[]),
-        Proto::Tcp,
+        Protocol::Tcp,
         Some(22),
     );
     assert_eq!(verdict(&fleet(Phase::Enforcing), &o), (true, None));
@@ -257,7 +257,7 @@ fn a_reply_is_evaluated_as_the_flow_that_initiated_it() {
     let mut o = flow(
         app_vm(),
         endpoint("10.1.0.4", None, &[]),
-        Proto::Tcp,
+        Protocol::Tcp,
         Some(51000),
     );
     o.src_port = Some(443);
@@ -281,7 +281,7 @@ fn removing_a_rule_newly_drops_its_flows_and_adding_it_back_newly_allows_them() 
     let mut backup = flow(
         endpoint("10.99.4.4", None, &[]),
         endpoint("10.3.0.5", None, &[]),
-        Proto::Tcp,
+        Protocol::Tcp,
         Some(10050),
     );
     backup.count = 3;
@@ -291,7 +291,7 @@ fn removing_a_rule_newly_drops_its_flows_and_adding_it_back_newly_allows_them() 
     let web = flow(
         endpoint("10.1.0.4", None, &[]),
         app_vm(),
-        Proto::Tcp,
+        Protocol::Tcp,
         Some(8443),
     );
     let flows = vec![backup, again, web];
@@ -338,7 +338,7 @@ fn an_unknown_group_path_has_no_member_and_is_reported() {
         &flow(
             endpoint("10.8.0.1", None, &[]),
             endpoint("10.7.0.1", None, &[]),
-            Proto::Tcp,
+            Protocol::Tcp,
             Some(9100),
         ),
         &mut unresolved,
@@ -353,13 +353,13 @@ fn dropped_at_enforcement_lists_what_the_catch_all_would_drop_for_one_applicatio
     let unknown = flow(
         endpoint("10.60.0.1", None, &[]),
         endpoint("10.3.0.5", None, &[]),
-        Proto::Tcp,
+        Protocol::Tcp,
         Some(5432),
     );
     let from_app = flow(
         app_vm(),
         endpoint("10.3.0.5", None, &[]),
-        Proto::Tcp,
+        Protocol::Tcp,
         Some(5432),
     );
     let i = dropped_at_enforcement(&all[2], &all, &identity(), &[unknown, from_app]).unwrap();
@@ -381,7 +381,7 @@ proptest! {
     fn catch_alls_decide_last(a in 0u8..=255, b in 0u8..=255, port in 1u16..=65535, tcp in any::<bool>()) {
         let src = endpoint(&format!("10.{a}.{b}.1"), None, &[]);
         let dst = endpoint("10.3.0.5", None, &[]);
-        let o = flow(src, dst, if tcp { Proto::Tcp } else { Proto::Udp }, Some(port));
+        let o = flow(src, dst, if tcp { Protocol::Tcp } else { Protocol::Udp }, Some(port));
         let (monitor, _) = verdict(&fleet(Phase::Monitoring), &o);
         let (enforce, by_rule) = verdict(&fleet(Phase::Enforcing), &o);
         let telnet = tcp && port == 23;
@@ -403,7 +403,7 @@ proptest! {
         let mut sections = f.sections().to_vec();
         sections.rotate_left(rot);
         let g = Fleet::new(f.groups.clone(), sections);
-        let o = flow(endpoint("10.1.0.4", None, &[]), app_vm(), Proto::Tcp, Some(port));
+        let o = flow(endpoint("10.1.0.4", None, &[]), app_vm(), Protocol::Tcp, Some(port));
         prop_assert_eq!(verdict(&f, &o), verdict(&g, &o));
     }
 }

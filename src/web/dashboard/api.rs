@@ -529,7 +529,7 @@ pub struct WouldDrop {
 pub fn would_drop(p: &SegmentationPolicy, all: &[SegmentationPolicy]) -> Vec<WouldDrop> {
     use crate::plan::impact::{dropped_at_enforcement, monitor_flows};
     // Ids only name groups inside the evaluation: any valid cluster identity does.
-    let Ok(identity) = crate::plan::Identity::new("dashboard") else {
+    let Ok(identity) = crate::nsx::naming::Identity::new("dashboard") else {
         return Vec::new();
     };
     let Ok(impact) = dropped_at_enforcement(p, all, &identity, &monitor_flows(p)) else {
