@@ -20,6 +20,7 @@ pub mod nsx_batch;
 pub mod nsx_cache;
 pub mod policy;
 pub mod rbac;
+pub mod shared;
 pub mod status;
 pub mod status_memo;
 pub mod window;
@@ -33,8 +34,8 @@ use kube::api::Api;
 use kube::runtime::Predicate;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef};
-use kube::runtime::{WatchStreamExt, predicates, watcher};
+use kube::runtime::predicates;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
@@ -45,7 +46,8 @@ use crate::notify::Notifier;
 use crate::nsx::NsxApi;
 use crate::plan::Identity;
 pub use context::{Clock, Context, Settings, SystemClock};
-use invalid::{OnInvalid, guarded_watcher};
+use invalid::{LeaderEvents, OnInvalid};
+use shared::{ChangeFilter, Shared};
 
 /// Field manager of every status write.
 pub const FIELD_MANAGER: &str = "microseg";
@@ -214,33 +216,28 @@ pub async fn run(rt: Runtime) -> Result<(), Error> {
     let policies: Api<SegmentationPolicy> = api(&rt.client, &rt.namespace);
     let windows: Api<EnforcementWindow> = api(&rt.client, &rt.namespace);
 
-    // Warm stores in every replica (the dashboard and ingestion read them too). Their watches
-    // log and count the objects that cannot be decoded; the leader's controller watches publish
-    // the events.
-    let (policy_store, policy_writer) = reflector::store();
-    let (window_store, window_writer) = reflector::store();
-    let report = OnInvalid::skip().warn_and_count(rt.metrics.invalid_objects.clone());
-    // Ingestion's attribution index follows the same watch as the store.
-    let attribution = crate::monitor::attribution::LiveIndex::new(rt.identity.clone());
-    tokio::spawn({
-        let attribution = attribution.clone();
-        guarded_watcher(&policies, watcher::Config::default(), report.clone())
-            .default_backoff()
-            .modify(drop_managed_fields)
-            .reflect(policy_writer)
-            .for_each(move |event| {
-                if let Ok(event) = &event {
-                    attribution.observe(event);
-                }
-                futures::future::ready(())
-            })
-    });
-    tokio::spawn(
-        guarded_watcher(&windows, watcher::Config::default(), report)
-            .default_backoff()
-            .reflect(window_writer)
-            .for_each(|_| futures::future::ready(())),
+    // One watch per kind for the whole process: the stores every part reads (the dashboard and
+    // ingestion too), and the events the leader's controllers subscribe to. It logs and counts
+    // the objects that cannot be decoded in every replica, and publishes their events while
+    // leading.
+    let recorder = Recorder::new(
+        rt.client.clone(),
+        Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: rt.lease.as_ref().map(|l| l.holder.clone()),
+        },
     );
+    let leader_events = LeaderEvents::new(recorder.clone());
+    let report = OnInvalid::skip()
+        .warn_and_count(rt.metrics.invalid_objects.clone())
+        .publish_while_leading(leader_events.clone());
+    // Ingestion's attribution index follows the policy events.
+    let attribution = crate::monitor::attribution::LiveIndex::new(rt.identity.clone());
+    let shared = Shared::spawn(&policies, &windows, report, {
+        let attribution = attribution.clone();
+        move |event| attribution.observe(event)
+    });
+    let (policy_store, window_store) = (shared.policies.clone(), shared.windows.clone());
 
     let mut registry = rt.registry;
     // NSX: writes coalesced (when on), reads from the cache (when on), in that order, so the
@@ -265,13 +262,7 @@ pub async fn run(rt: Runtime) -> Result<(), Error> {
         client: rt.client.clone(),
         nsx,
         notifier: rt.notifier,
-        recorder: Recorder::new(
-            rt.client.clone(),
-            Reporter {
-                controller: FIELD_MANAGER.into(),
-                instance: rt.lease.as_ref().map(|l| l.holder.clone()),
-            },
-        ),
+        recorder,
         identity: rt.identity,
         policies: policy_store.clone(),
         windows: window_store.clone(),
@@ -290,11 +281,8 @@ pub async fn run(rt: Runtime) -> Result<(), Error> {
     });
 
     let ready = {
-        let (p, w) = (policy_store.clone(), window_store.clone());
-        async move {
-            let _ = p.wait_until_ready().await;
-            let _ = w.wait_until_ready().await;
-        }
+        let shared = shared.clone();
+        async move { shared.ready().await }
     };
     let (recorder, recorder_task) = crate::monitor::recorder::Recorder::spawn(
         rt.client.clone(),
@@ -363,19 +351,15 @@ pub async fn run(rt: Runtime) -> Result<(), Error> {
 
     let phase_gauges = tokio::spawn(window::phase_gauges(ctx.clone(), shutdown_rx.clone()));
 
+    let leader = Leader {
+        ctx: ctx.clone(),
+        cache,
+        shared,
+        events: leader_events,
+    };
     match rt.lease {
-        None => run_controllers(ctx.clone(), cache, policies, windows, shutdown_rx.clone()).await,
-        Some(lease) => {
-            run_as_leader(
-                ctx.clone(),
-                cache,
-                lease,
-                policies,
-                windows,
-                shutdown_rx.clone(),
-            )
-            .await?
-        }
+        None => leader.run(shutdown_rx.clone()).await,
+        Some(lease) => run_as_leader(leader, lease, shutdown_rx.clone()).await?,
     }
     phase_gauges.abort();
     for server in servers {
@@ -429,28 +413,26 @@ async fn wait_false(mut rx: watch::Receiver<bool>) {
 }
 
 /// Runs the writing controllers while this replica holds the lease; stops them when it is lost
-/// and starts them again when it is regained.
+/// and starts them again when it is regained (on the same stores: nothing is listed again).
 async fn run_as_leader(
-    ctx: Arc<Context>,
-    cache: Option<Arc<nsx_cache::NsxCache>>,
+    leader: Leader,
     lease: LeaseSettings,
-    policies: Api<SegmentationPolicy>,
-    windows: Api<EnforcementWindow>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), Error> {
-    let manager = kube_lease_manager::LeaseManagerBuilder::new(ctx.client.clone(), &lease.name)
-        .with_namespace(&lease.namespace)
-        .with_identity(&lease.holder)
-        .with_duration(lease.duration_seconds)
-        .with_grace(lease.duration_seconds.div_ceil(3).max(1))
-        .with_field_manager("microseg-leader-election")
-        .build()
-        .await
-        .map_err(|e| Error::Lease(e.to_string()))?;
-    let (leader, task) = manager.watch().await;
+    let manager =
+        kube_lease_manager::LeaseManagerBuilder::new(leader.ctx.client.clone(), &lease.name)
+            .with_namespace(&lease.namespace)
+            .with_identity(&lease.holder)
+            .with_duration(lease.duration_seconds)
+            .with_grace(lease.duration_seconds.div_ceil(3).max(1))
+            .with_field_manager("microseg-leader-election")
+            .build()
+            .await
+            .map_err(|e| Error::Lease(e.to_string()))?;
+    let (leading, task) = manager.watch().await;
     loop {
         tokio::select! {
-            _ = wait_true(leader.clone()) => {},
+            _ = wait_true(leading.clone()) => {},
             _ = wait_true(shutdown.clone()) => break,
         }
         if *shutdown.borrow() {
@@ -459,44 +441,29 @@ async fn run_as_leader(
         info!(holder = %lease.holder, "acquired the lease: this replica writes NSX and status");
         let (stop_tx, stop_rx) = watch::channel(false);
         let lost = {
-            let leader = leader.clone();
+            let leading = leading.clone();
             let shutdown = shutdown.clone();
             async move {
                 tokio::select! {
-                    _ = wait_false(leader) => {},
+                    _ = wait_false(leading) => {},
                     _ = wait_true(shutdown) => {},
                 }
                 let _ = stop_tx.send(true);
             }
         };
-        tokio::join!(
-            run_controllers(
-                ctx.clone(),
-                cache.clone(),
-                policies.clone(),
-                windows.clone(),
-                stop_rx
-            ),
-            lost
-        );
+        tokio::join!(leader.run(stop_rx), lost);
         if *shutdown.borrow() {
             break;
         }
         warn!(holder = %lease.holder, "lost the lease: stopped writing");
     }
-    drop(leader);
+    drop(leading);
     match task.await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => warn!(error = %e, "releasing the lease"),
         Err(e) => warn!(error = %e, "lease task"),
     }
     Ok(())
-}
-
-/// Nothing reads `metadata.managedFields`, and at fleet size it is a good part of what the
-/// stores of policies hold (kube's reflector memory advice).
-fn drop_managed_fields(obj: &mut SegmentationPolicy) {
-    obj.managed_fields_mut().clear();
 }
 
 /// The part of the monitor summary that can move a gate, so that a status write by the ingestion
@@ -530,34 +497,6 @@ pub fn monitor_gates(p: &SegmentationPolicy) -> Option<u64> {
     Some(h.finish())
 }
 
-/// Windows whose spec changed (a new generation) or that were deleted.
-fn window_spec_changes<S>(
-    events: S,
-) -> impl futures::Stream<Item = Result<EnforcementWindow, watcher::Error>> + Send
-where
-    S: futures::Stream<Item = Result<watcher::Event<EnforcementWindow>, watcher::Error>> + Send,
-{
-    use futures::TryStreamExt;
-    let mut seen: std::collections::HashMap<(String, String), Option<i64>> =
-        std::collections::HashMap::new();
-    events.default_backoff().try_filter_map(move |event| {
-        let key = |w: &EnforcementWindow| (w.namespace().unwrap_or_default(), w.name_any());
-        let out = match event {
-            watcher::Event::Apply(w) | watcher::Event::InitApply(w) => {
-                let generation = w.metadata.generation;
-                (seen.insert(key(&w), generation) != Some(generation)).then_some(w)
-            }
-            watcher::Event::Delete(w) => {
-                seen.remove(&key(&w));
-                Some(w)
-            }
-            watcher::Event::Init | watcher::Event::InitDone => None,
-        };
-        futures::future::ready(Ok(out))
-    })
-}
-
-/// The policy and window controllers, until `stop` turns true.
 /// One refresh of the NSX cache; the policies whose NSX objects changed.
 async fn refresh_cache(
     ctx: &Context,
@@ -611,93 +550,84 @@ async fn cache_refresher(
     }
 }
 
-async fn run_controllers(
+/// What the leader runs, built once: its controllers subscribe to the shared watches for each
+/// term.
+struct Leader {
     ctx: Arc<Context>,
     cache: Option<Arc<nsx_cache::NsxCache>>,
-    policies: Api<SegmentationPolicy>,
-    windows: Api<EnforcementWindow>,
-    stop: watch::Receiver<bool>,
-) {
-    // Each kind's own controller watch publishes the InvalidObject events; the others skip.
-    let publish = OnInvalid::skip().publish_with(ctx.recorder.clone());
-    let (reader, writer) = reflector::store();
-    let stream = guarded_watcher(&policies, watcher::Config::default(), publish.clone())
-        .default_backoff()
-        .modify(drop_managed_fields)
-        .reflect(writer)
-        .applied_objects()
-        .predicate_filter(
+    shared: Shared,
+    events: LeaderEvents,
+}
+
+impl Leader {
+    /// The policy and window controllers, until `stop` turns true.
+    async fn run(&self, stop: watch::Receiver<bool>) {
+        let ctx = &self.ctx;
+        // Subscribed before the stores are read, so that no change falls in between.
+        let applied = self.shared.applied_policies.subscribe();
+        let spec_changed = self.shared.window_spec_changed.subscribe();
+        let applied_windows = self.shared.applied_windows.subscribe();
+        let touched_windows = self.shared.touched_windows.subscribe();
+        tokio::select! {
+            _ = self.shared.ready() => {},
+            _ = wait_true(stop.clone()) => return,
+        }
+        // This replica publishes the InvalidObject events for as long as the term lasts.
+        let _term = self.events.lead();
+        // Reconcile what is changed: a new generation, finalizers, annotations, or a monitor
+        // summary that can move a gate (not every status write). The filter starts from the
+        // store as it is, and every object is reconciled once at the start of the term.
+        let mut filter = ChangeFilter::seeded(
             (predicates::generation as fn(&SegmentationPolicy) -> Option<u64>)
                 .combine(predicates::finalizers as fn(&SegmentationPolicy) -> Option<u64>)
                 .combine(predicates::annotations as fn(&SegmentationPolicy) -> Option<u64>)
                 .combine(monitor_gates as fn(&SegmentationPolicy) -> Option<u64>),
-            Default::default(),
+            ctx.policies.clone(),
         );
-    let store = ctx.policies.clone();
-    // The NSX cache: reset (another replica may have written while this one did not lead),
-    // loaded before the first reconciles, then refreshed every resync; the policies whose NSX
-    // objects changed (drift by hand) are reconciled at once.
-    let (drift_tx, drift_rx) = futures::channel::mpsc::unbounded();
-    let cache_task = cache.map(|cache| {
-        cache.reset();
-        tokio::spawn(cache_refresher(ctx.clone(), cache, drift_tx, stop.clone()))
-    });
-    let policy_controller = Controller::for_stream(stream, reader)
-        .reconcile_on(drift_rx)
-        .with_config(controller::Config::default().concurrency(ctx.settings.reconcile_concurrency))
-        // Only a window's spec matters to its policies (its status, phase counts, changes with
-        // every policy and must not requeue all of them), and its deletion: the policies then
-        // continue from their recorded schedule and say WindowNotFound.
-        .watches_stream(
-            window_spec_changes(guarded_watcher(
-                &windows,
-                watcher::Config::default(),
-                OnInvalid::skip(),
-            )),
-            move |w: EnforcementWindow| {
-                let ns = w.namespace().unwrap_or_default();
-                let name = w.name_any();
-                store
-                    .state()
-                    .into_iter()
-                    .filter(|p| {
-                        p.namespace().as_deref() == Some(ns.as_str()) && p.spec.window.name == name
-                    })
-                    .map(|p| ObjectRef::from_obj(p.as_ref()))
-                    .collect::<Vec<_>>()
-            },
-        )
-        .graceful_shutdown_on(wait_true(stop.clone()))
-        .run(guard::reconcile_policy, policy::error_policy, ctx.clone())
-        .for_each(|res| {
-            if let Err(e) = res {
-                match e {
-                    controller::Error::ReconcilerFailed(..) => {}
-                    other => error!(error = %other, "policy controller"),
-                }
-            }
-            futures::future::ready(())
+        let applied = applied.filter(move |p| futures::future::ready(filter.changed(p)));
+        // The NSX cache: reset (another replica may have written while this one did not
+        // lead), loaded before the first reconciles, then refreshed every resync; the policies
+        // whose NSX objects changed (drift by hand) are reconciled at once.
+        let (drift_tx, drift_rx) = futures::channel::mpsc::unbounded();
+        let cache_task = self.cache.clone().map(|cache| {
+            cache.reset();
+            tokio::spawn(cache_refresher(ctx.clone(), cache, drift_tx, stop.clone()))
         });
-    let (window_reader, window_writer) = reflector::store();
-    let window_stream = guarded_watcher(&windows, watcher::Config::default(), publish)
-        .default_backoff()
-        .reflect(window_writer)
-        .applied_objects();
-    let window_controller = Controller::for_stream(window_stream, window_reader)
-        .watches_stream(
-            guarded_watcher(&policies, watcher::Config::default(), OnInvalid::skip())
-                .default_backoff()
-                .touched_objects(),
-            |p: SegmentationPolicy| {
-                let ns = p.namespace().unwrap_or_default();
-                Some(ObjectRef::new(&p.spec.window.name).within(&ns))
-            },
-        )
-        .graceful_shutdown_on(wait_true(stop))
-        .run(guard::reconcile_window, window::error_policy, ctx)
-        .for_each(|_| futures::future::ready(()));
-    tokio::join!(policy_controller, window_controller);
-    if let Some(t) = cache_task {
-        t.abort();
+        let policy_controller = Controller::for_shared_stream(applied, ctx.policies.clone())
+            .reconcile_all_on(futures::stream::once(futures::future::ready(())))
+            .reconcile_on(drift_rx)
+            // Only a window's spec matters to its policies (its status, phase counts, changes
+            // with every policy and must not requeue all of them), and its deletion: the
+            // policies then continue from their recorded schedule and say WindowNotFound.
+            .reconcile_on(spec_changed)
+            .with_config(
+                controller::Config::default().concurrency(ctx.settings.reconcile_concurrency),
+            )
+            .graceful_shutdown_on(wait_true(stop.clone()))
+            .run(guard::reconcile_policy, policy::error_policy, ctx.clone())
+            .for_each(|res| {
+                if let Err(e) = res {
+                    match e {
+                        controller::Error::ReconcilerFailed(..) => {}
+                        other => error!(error = %other, "policy controller"),
+                    }
+                }
+                futures::future::ready(())
+            });
+        let index = self.shared.index.clone();
+        let window_controller = Controller::for_shared_stream(applied_windows, ctx.windows.clone())
+            .reconcile_all_on(futures::stream::once(futures::future::ready(())))
+            .reconcile_on(touched_windows)
+            .graceful_shutdown_on(wait_true(stop))
+            .run(
+                move |w, ctx| guard::reconcile_window(w, ctx, index.clone()),
+                window::error_policy,
+                ctx.clone(),
+            )
+            .for_each(|_| futures::future::ready(()));
+        tokio::join!(policy_controller, window_controller);
+        if let Some(t) = cache_task {
+            t.abort();
+        }
     }
 }
