@@ -1,5 +1,5 @@
-//! The controller: kube-runtime wiring, leader election, health and metrics endpoints. The
-//! reconcile logic is in `policy` (SegmentationPolicy) and `window` (EnforcementWindow status);
+//! The controller: the leader's kube-runtime controllers on the process's shared watches
+//! ([`shared`]) and leader election; `app` builds it beside the listeners. The reconcile logic is in `policy` (SegmentationPolicy) and `window` (EnforcementWindow status);
 //! the status they write is built by the pure `status`, the notices they send are chosen by the
 //! pure `notices`.
 //!
@@ -8,7 +8,6 @@
 //! reconcile through `guard` (a panic is caught, reported on its object and retried).
 
 pub mod canary;
-pub mod cli;
 pub mod context;
 pub mod decide;
 pub mod guard;
@@ -30,7 +29,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kube::api::Api;
 use kube::runtime::Predicate;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
@@ -41,12 +39,12 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::api::{EnforcementWindow, SegmentationPolicy};
+use crate::api::SegmentationPolicy;
 use crate::notify::Notifier;
 use crate::nsx::NsxApi;
 use crate::plan::Identity;
 pub use context::{Clock, Context, Settings, SystemClock};
-use invalid::{LeaderEvents, OnInvalid};
+use invalid::LeaderEvents;
 use shared::{ChangeFilter, Shared};
 
 /// Field manager of every status write.
@@ -150,250 +148,6 @@ pub struct LeaseSettings {
     pub holder: String,
     /// Lease duration in seconds.
     pub duration_seconds: u64,
-}
-
-/// Everything `run` needs.
-pub struct Runtime {
-    /// Kubernetes client.
-    pub client: Client,
-    /// NSX.
-    pub nsx: Arc<dyn NsxApi>,
-    /// Notices.
-    pub notifier: Option<Arc<dyn Notifier>>,
-    /// Cluster identity.
-    pub identity: Identity,
-    /// Tunables.
-    pub settings: Settings,
-    /// Leader election; `None` runs as the only writer.
-    pub lease: Option<LeaseSettings>,
-    /// Only this namespace (namespace-scoped mode), or all.
-    pub namespace: Option<String>,
-    /// Health and metrics listener.
-    pub http: SocketAddr,
-    /// Ingestion listener (when HTTP ingestion is on).
-    pub ingest_addr: SocketAddr,
-    /// Dashboard listener (when the dashboard is on).
-    pub dashboard_addr: SocketAddr,
-    /// Metrics registry (other components may have registered into it).
-    pub registry: Registry,
-    /// Metrics of this controller, registered in `registry`.
-    pub metrics: Arc<metrics::Metrics>,
-    /// Monitor ingestion.
-    pub monitor: MonitorSettings,
-    /// Who may use the dashboard (neither token nor user header: not served).
-    pub dashboard: crate::web::dashboard::DashboardConfig,
-}
-
-/// Monitor ingestion settings.
-#[derive(Debug, Clone)]
-pub struct MonitorSettings {
-    /// Ingestion limits; HTTP ingestion is on when a token or an HMAC key is set.
-    pub ingest: crate::web::ingest::IngestConfig,
-    /// Distinct flows kept per application.
-    pub max_flows: usize,
-    /// Syslog over UDP.
-    pub syslog_udp: Option<SocketAddr>,
-    /// Syslog over TCP.
-    pub syslog_tcp: Option<SocketAddr>,
-}
-
-fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-    K::DynamicType: Default,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
-}
-
-/// Runs the controller until SIGTERM/SIGINT.
-pub async fn run(rt: Runtime) -> Result<(), Error> {
-    let policies: Api<SegmentationPolicy> = api(&rt.client, &rt.namespace);
-    let windows: Api<EnforcementWindow> = api(&rt.client, &rt.namespace);
-
-    // One watch per kind for the whole process: the stores every part reads (the dashboard and
-    // ingestion too), and the events the leader's controllers subscribe to. It logs and counts
-    // the objects that cannot be decoded in every replica, and publishes their events while
-    // leading.
-    let recorder = Recorder::new(
-        rt.client.clone(),
-        Reporter {
-            controller: FIELD_MANAGER.into(),
-            instance: rt.lease.as_ref().map(|l| l.holder.clone()),
-        },
-    );
-    let leader_events = LeaderEvents::new(recorder.clone());
-    let report = OnInvalid::skip()
-        .warn_and_count(rt.metrics.invalid_objects.clone())
-        .publish_while_leading(leader_events.clone());
-    // Ingestion's attribution index follows the policy events.
-    let attribution = crate::monitor::attribution::LiveIndex::new(rt.identity.clone());
-    let shared = Shared::spawn(&policies, &windows, report, {
-        let attribution = attribution.clone();
-        move |event| attribution.observe(event)
-    });
-    let (policy_store, window_store) = (shared.policies.clone(), shared.windows.clone());
-
-    let mut registry = rt.registry;
-    // NSX: writes coalesced (when on), reads from the cache (when on), in that order, so the
-    // cache learns each application's own result of a batched write.
-    let nsx: Arc<dyn crate::nsx::NsxApi> = match rt.settings.nsx_batch {
-        Some(config) => Arc::new(nsx_batch::BatchingNsx::new(
-            rt.nsx,
-            config,
-            nsx_batch::BatchMetrics::register(&mut registry),
-        )),
-        None => rt.nsx,
-    };
-    let cache = rt
-        .settings
-        .nsx_cache
-        .then(|| Arc::new(nsx_cache::NsxCache::new(rt.identity.clone())));
-    let nsx: Arc<dyn crate::nsx::NsxApi> = match &cache {
-        Some(c) => Arc::new(nsx_cache::CachedNsx::new(nsx, c.clone())),
-        None => nsx,
-    };
-    let ctx = Arc::new(Context {
-        client: rt.client.clone(),
-        nsx,
-        notifier: rt.notifier,
-        recorder,
-        identity: rt.identity,
-        policies: policy_store.clone(),
-        windows: window_store.clone(),
-        metrics: rt.metrics,
-        clock: Arc::new(SystemClock),
-        settings: rt.settings,
-        members: Default::default(),
-        statuses: Default::default(),
-    });
-
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        info!("shutting down");
-        let _ = shutdown_tx.send(true);
-    });
-
-    let ready = {
-        let shared = shared.clone();
-        async move { shared.ready().await }
-    };
-    let (recorder, recorder_task) = crate::monitor::recorder::Recorder::spawn(
-        rt.client.clone(),
-        crate::monitor::recorder::RecorderConfig {
-            max_flows: rt.monitor.max_flows,
-        },
-        crate::monitor::recorder::RecorderMetrics::register(&mut registry),
-        Some(policy_store.clone()),
-    );
-    let ingest_metrics = crate::web::ingest::IngestMetrics::register(&mut registry);
-    let ingest = crate::web::ingest::Ingest::new(
-        rt.monitor.ingest.clone(),
-        recorder.clone(),
-        policy_store.clone(),
-        attribution,
-        ctx.identity.clone(),
-        ingest_metrics,
-    );
-    let mut syslog = Vec::new();
-    for (addr, udp) in [
-        (rt.monitor.syslog_udp, true),
-        (rt.monitor.syslog_tcp, false),
-    ] {
-        let Some(addr) = addr else { continue };
-        let started = if udp {
-            crate::web::ingest::serve_syslog_udp(addr, ingest.clone(), shutdown_rx.clone()).await
-        } else {
-            crate::web::ingest::serve_syslog_tcp(addr, ingest.clone(), shutdown_rx.clone()).await
-        };
-        syslog.push(started.map_err(|reason| Error::Http { addr, reason })?);
-        info!(%addr, protocol = if udp { "udp" } else { "tcp" }, "listening for syslog");
-    }
-    // Three listeners: a header or a body meant for one never reaches the others.
-    let dashboard_on = rt.dashboard.enabled();
-    let dashboard = crate::web::dashboard::router(crate::web::dashboard::DashboardState {
-        policies: policy_store.clone(),
-        windows: window_store.clone(),
-        recorder: Some(recorder.clone()),
-        client: Some(rt.client.clone()),
-        config: rt.dashboard,
-    });
-    let mut servers = Vec::new();
-    let mut listeners = vec![(
-        rt.http,
-        crate::web::health::router(registry, ready),
-        "health and metrics",
-    )];
-    if rt.monitor.ingest.http_enabled() {
-        listeners.push((
-            rt.ingest_addr,
-            crate::web::ingest::router(Some(ingest)),
-            "ingestion",
-        ));
-    }
-    if dashboard_on {
-        listeners.push((rt.dashboard_addr, dashboard, "dashboard"));
-    }
-    for (addr, app, what) in listeners {
-        servers.push(
-            crate::web::serve(addr, app, shutdown_rx.clone())
-                .await
-                .map_err(|reason| Error::Http { addr, reason })?,
-        );
-        info!(%addr, "listening: {what}");
-    }
-
-    let phase_gauges = tokio::spawn(window::phase_gauges(ctx.clone(), shutdown_rx.clone()));
-
-    let leader = Leader {
-        ctx: ctx.clone(),
-        cache,
-        shared,
-        events: leader_events,
-    };
-    match rt.lease {
-        None => leader.run(shutdown_rx.clone()).await,
-        Some(lease) => run_as_leader(leader, lease, shutdown_rx.clone()).await?,
-    }
-    phase_gauges.abort();
-    for server in servers {
-        let _ = server.await;
-    }
-    for s in syslog {
-        let _ = s.await;
-    }
-    // Every request has been answered; let the recorder write what syslog queued, then stop.
-    drop(recorder);
-    let _ = tokio::time::timeout(Duration::from_secs(10), recorder_task).await;
-    Ok(())
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = tokio::signal::ctrl_c() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 async fn wait_true(mut rx: watch::Receiver<bool>) {
@@ -550,16 +304,110 @@ async fn cache_refresher(
     }
 }
 
+/// What the controller is built from.
+pub struct Parts {
+    /// Kubernetes client.
+    pub client: Client,
+    /// NSX.
+    pub nsx: Arc<dyn NsxApi>,
+    /// Notices.
+    pub notifier: Option<Arc<dyn Notifier>>,
+    /// Cluster identity.
+    pub identity: Identity,
+    /// Tunables.
+    pub settings: Settings,
+    /// Metrics of this controller.
+    pub metrics: Arc<metrics::Metrics>,
+    /// The events recorder (one per process).
+    pub recorder: Recorder,
+    /// The InvalidObject events the shared watches leave to the leader.
+    pub events: LeaderEvents,
+    /// The process's stores and their events.
+    pub shared: Shared,
+}
+
 /// What the leader runs, built once: its controllers subscribe to the shared watches for each
 /// term.
-struct Leader {
+pub struct Leader {
     ctx: Arc<Context>,
     cache: Option<Arc<nsx_cache::NsxCache>>,
     shared: Shared,
     events: LeaderEvents,
 }
 
+/// The recorder of this process's events (`holder`: the replica, when it elects a leader).
+pub fn recorder(client: &Client, holder: Option<String>) -> Recorder {
+    Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: holder,
+        },
+    )
+}
+
 impl Leader {
+    /// Builds the context; NSX writes coalesced (when on), reads from the cache (when on), in
+    /// that order, so the cache learns each application's own result of a batched write.
+    pub fn new(parts: Parts, registry: &mut Registry) -> Leader {
+        let nsx: Arc<dyn NsxApi> = match parts.settings.nsx_batch {
+            Some(config) => Arc::new(nsx_batch::BatchingNsx::new(
+                parts.nsx,
+                config,
+                nsx_batch::BatchMetrics::register(registry),
+            )),
+            None => parts.nsx,
+        };
+        let cache = parts
+            .settings
+            .nsx_cache
+            .then(|| Arc::new(nsx_cache::NsxCache::new(parts.identity.clone())));
+        let nsx: Arc<dyn NsxApi> = match &cache {
+            Some(c) => Arc::new(nsx_cache::CachedNsx::new(nsx, c.clone())),
+            None => nsx,
+        };
+        let ctx = Arc::new(Context {
+            client: parts.client,
+            nsx,
+            notifier: parts.notifier,
+            recorder: parts.recorder,
+            identity: parts.identity,
+            policies: parts.shared.policies.clone(),
+            windows: parts.shared.windows.clone(),
+            metrics: parts.metrics,
+            clock: Arc::new(SystemClock),
+            settings: parts.settings,
+            members: Default::default(),
+            statuses: Default::default(),
+        });
+        Leader {
+            ctx,
+            cache,
+            shared: parts.shared,
+            events: parts.events,
+        }
+    }
+
+    /// The reconcilers' context.
+    pub fn context(&self) -> &Arc<Context> {
+        &self.ctx
+    }
+
+    /// Writes until `shutdown`: while holding the lease, or all along without one.
+    pub async fn run_until(
+        self,
+        lease: Option<LeaseSettings>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<(), Error> {
+        match lease {
+            None => {
+                self.run(shutdown).await;
+                Ok(())
+            }
+            Some(lease) => run_as_leader(self, lease, shutdown).await,
+        }
+    }
+
     /// The policy and window controllers, until `stop` turns true.
     async fn run(&self, stop: watch::Receiver<bool>) {
         let ctx = &self.ctx;
