@@ -12,8 +12,8 @@ use std::time::Duration;
 use kube::Client;
 use kube::api::Api;
 use prometheus_client::registry::Registry;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::api::{EnforcementWindow, SegmentationPolicy};
@@ -123,11 +123,15 @@ pub async fn run(rt: Runtime) -> Result<(), Error> {
         &mut registry,
     );
 
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        info!("shutting down");
-        let _ = shutdown_tx.send(true);
+    // One token stops everything; the leader's terms are its children.
+    let shutdown = CancellationToken::new();
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown_signal().await;
+            info!("shutting down");
+            shutdown.cancel();
+        }
     });
 
     let (recorder, recorder_task) = Recorder::spawn(
@@ -161,14 +165,14 @@ pub async fn run(rt: Runtime) -> Result<(), Error> {
     };
     let ready = async move { shared.ready().await };
     let servers = listeners
-        .serve(registry, ready, ingest, shutdown_rx.clone())
+        .serve(registry, ready, ingest, shutdown.clone())
         .await?;
 
     let phase_gauges = tokio::spawn(controller::window::phase_gauges(
         leader.context().clone(),
-        shutdown_rx.clone(),
+        shutdown.clone(),
     ));
-    leader.run_until(rt.lease, shutdown_rx).await?;
+    leader.run_until(rt.lease, shutdown).await?;
     phase_gauges.abort();
     for server in servers {
         let _ = server.await;
@@ -196,7 +200,7 @@ impl Listeners {
         registry: Registry,
         ready: impl std::future::Future<Output = ()> + Send + 'static,
         ingest: Ingest,
-        shutdown: watch::Receiver<bool>,
+        shutdown: CancellationToken,
     ) -> Result<Vec<JoinHandle<()>>, Error> {
         let mut servers = Vec::new();
         for (addr, udp) in [

@@ -37,6 +37,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::api::SegmentationPolicy;
@@ -171,7 +172,7 @@ async fn wait_false(mut rx: watch::Receiver<bool>) {
 async fn run_as_leader(
     leader: Leader,
     lease: LeaseSettings,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let manager =
         kube_lease_manager::LeaseManagerBuilder::new(leader.ctx.client.clone(), &lease.name)
@@ -187,26 +188,27 @@ async fn run_as_leader(
     loop {
         tokio::select! {
             _ = wait_true(leading.clone()) => {},
-            _ = wait_true(shutdown.clone()) => break,
+            _ = shutdown.cancelled() => break,
         }
-        if *shutdown.borrow() {
+        if shutdown.is_cancelled() {
             break;
         }
         info!(holder = %lease.holder, "acquired the lease: this replica writes NSX and status");
-        let (stop_tx, stop_rx) = watch::channel(false);
+        // The term ends when the lease is lost or the process stops.
+        let term = shutdown.child_token();
         let lost = {
             let leading = leading.clone();
-            let shutdown = shutdown.clone();
+            let term = term.clone();
             async move {
                 tokio::select! {
                     _ = wait_false(leading) => {},
-                    _ = wait_true(shutdown) => {},
+                    _ = term.cancelled() => {},
                 }
-                let _ = stop_tx.send(true);
+                term.cancel();
             }
         };
-        tokio::join!(leader.run(stop_rx), lost);
-        if *shutdown.borrow() {
+        tokio::join!(leader.run(term), lost);
+        if shutdown.is_cancelled() {
             break;
         }
         warn!(holder = %lease.holder, "lost the lease: stopped writing");
@@ -286,7 +288,7 @@ async fn cache_refresher(
     ctx: Arc<Context>,
     cache: Arc<nsx_cache::NsxCache>,
     drift: futures::channel::mpsc::UnboundedSender<ObjectRef<SegmentationPolicy>>,
-    stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let mut first = true;
     loop {
@@ -299,7 +301,7 @@ async fn cache_refresher(
         first = false;
         tokio::select! {
             _ = tokio::time::sleep(ctx.settings.resync) => {},
-            _ = wait_true(stop.clone()) => return,
+            _ = stop.cancelled() => return,
         }
     }
 }
@@ -397,7 +399,7 @@ impl Leader {
     pub async fn run_until(
         self,
         lease: Option<LeaseSettings>,
-        shutdown: watch::Receiver<bool>,
+        shutdown: CancellationToken,
     ) -> Result<(), Error> {
         match lease {
             None => {
@@ -408,8 +410,8 @@ impl Leader {
         }
     }
 
-    /// The policy and window controllers, until `stop` turns true.
-    async fn run(&self, stop: watch::Receiver<bool>) {
+    /// The policy and window controllers, until `stop` is cancelled.
+    async fn run(&self, stop: CancellationToken) {
         let ctx = &self.ctx;
         // Subscribed before the stores are read, so that no change falls in between.
         let applied = self.shared.applied_policies.subscribe();
@@ -418,7 +420,7 @@ impl Leader {
         let touched_windows = self.shared.touched_windows.subscribe();
         tokio::select! {
             _ = self.shared.ready() => {},
-            _ = wait_true(stop.clone()) => return,
+            _ = stop.cancelled() => return,
         }
         // This replica publishes the InvalidObject events for as long as the term lasts.
         let _term = self.events.lead();
@@ -451,7 +453,7 @@ impl Leader {
             .with_config(
                 controller::Config::default().concurrency(ctx.settings.reconcile_concurrency),
             )
-            .graceful_shutdown_on(wait_true(stop.clone()))
+            .graceful_shutdown_on(stop.clone().cancelled_owned())
             .run(guard::reconcile_policy, policy::error_policy, ctx.clone())
             .for_each(|res| {
                 if let Err(e) = res {
@@ -466,7 +468,7 @@ impl Leader {
         let window_controller = Controller::for_shared_stream(applied_windows, ctx.windows.clone())
             .reconcile_all_on(futures::stream::once(futures::future::ready(())))
             .reconcile_on(touched_windows)
-            .graceful_shutdown_on(wait_true(stop))
+            .graceful_shutdown_on(stop.cancelled_owned())
             .run(
                 move |w, ctx| guard::reconcile_window(w, ctx, index.clone()),
                 window::error_policy,

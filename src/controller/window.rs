@@ -10,7 +10,7 @@ use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use serde_json::json;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::context::Context;
 use super::metrics::PhaseLabel;
@@ -155,7 +155,7 @@ pub fn error_policy(_: Arc<EnforcementWindow>, error: &Error, _: Arc<Context>) -
 }
 
 /// Keeps the `microseg_policies{phase}` gauges current from the store.
-pub async fn phase_gauges(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
+pub async fn phase_gauges(ctx: Arc<Context>, shutdown: CancellationToken) {
     loop {
         let mut counts: BTreeMap<Phase, i64> = Phase::ALL.iter().map(|p| (*p, 0)).collect();
         for p in ctx.policies.state() {
@@ -172,7 +172,7 @@ pub async fn phase_gauges(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(5)) => {},
-            _ = shutdown.changed() => return,
+            _ = shutdown.cancelled() => return,
         }
     }
 }
