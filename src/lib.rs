@@ -10,8 +10,10 @@
 //!   the HTTPS client.
 //! - [`net`]: the IP protocol, one type for rule ports, DFW log lines and flows (pure).
 //! - [`nsxsim`]: an NSX Manager simulator for tests, benchmarks and dry runs.
+//! - [`app`]: the composition root of `microseg controller`: builds the shared watches, the
+//!   controller, the monitor recorder and the listeners, hands each what it needs, and stops them.
 //! - [`controller`]: the reconcilers (policy: observe → [`controller::decide`] (pure) → act;
-//!   window), the NSX cache and write batching, leader election.
+//!   window) on one shared watch per kind, the NSX cache and write batching, leader election.
 //! - [`monitor`]: DFW packet-log and Log Insight parsing, attribution and aggregation (pure
 //!   parts) and the recorder of `status.monitor`.
 //! - [`notify`]: owner notices and their channels.
@@ -21,6 +23,7 @@
 //! - [`cli`]: command-line dispatch for the `microseg` binary.
 
 pub mod api;
+pub mod app;
 pub mod cli;
 pub mod controller;
 pub mod monitor;

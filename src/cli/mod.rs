@@ -34,7 +34,7 @@ pub enum Error {
     Plan(#[from] crate::plan::PlanError),
     /// The controller failed to start or stopped with an error.
     #[error(transparent)]
-    Controller(#[from] Box<crate::controller::cli::StartError>),
+    Controller(#[from] Box<crate::app::cli::StartError>),
     /// A flag was wrong.
     #[error("{flag}: {reason}")]
     Flag {
@@ -96,7 +96,7 @@ pub enum Command {
         root: PathBuf,
     },
     /// Run the controller: reconcile SegmentationPolicies into NSX on schedule.
-    Controller(Box<crate::controller::cli::ControllerArgs>),
+    Controller(Box<crate::app::cli::ControllerArgs>),
     /// Run the NSX Manager simulator on a loopback address until interrupted.
     NsxSim(NsxSimArgs),
     /// Run the vRNI API simulator (token auth, flow search, bulk fetch) on a loopback address

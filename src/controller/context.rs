@@ -1,5 +1,5 @@
 //! What every reconcile shares: clients, stores, the recorder, metrics, the clock and settings.
-//! Built once in `controller::run`.
+//! Built once in `controller::Leader::new`.
 
 use std::sync::Arc;
 use std::time::Duration;

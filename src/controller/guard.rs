@@ -82,8 +82,9 @@ pub async fn reconcile_policy(
 pub async fn reconcile_window(
     window: Arc<EnforcementWindow>,
     ctx: Arc<Context>,
+    index: super::shared::WindowIndex,
 ) -> Result<Action, Error> {
-    catch(window, ctx, window::reconcile).await
+    catch(window, ctx, |w, ctx| window::reconcile(w, ctx, index)).await
 }
 
 /// Runs `reconcile`; a panic is reported on the object and becomes

@@ -5,14 +5,16 @@
 //! again, and reported by name once per `resourceVersion` as [`OnInvalid`] says: a warning log,
 //! the `microseg_invalid_objects{kind}` gauge, a Warning event `InvalidObject` on the object.
 //!
-//! Every guarded watch skips; one watch per kind reports, so a bad object is logged and counted
-//! once per replica (the stores' watches, in every replica) and gets one event (from the leader's
-//! controller watch). What it does not do: a store that held a valid version of an object that
+//! There is one guarded watch per kind in a process (`shared`): it logs and counts a bad object in
+//! every replica, and gets it one event from the replica that leads ([`LeaderEvents`]; a replica
+//! that starts to lead publishes for the objects undecodable at that moment). What it does not do: a store that held a valid version of an object that
 //! later stops decoding keeps that version until the next relist, and an object that cannot be
 //! decoded cannot be reconciled, finalizer included.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::NamespaceResourceScope;
@@ -40,6 +42,7 @@ pub struct OnInvalid {
     warn: bool,
     gauge: Option<Family<KindLabel, Gauge>>,
     recorder: Option<Recorder>,
+    leader: Option<LeaderEvents>,
 }
 
 impl OnInvalid {
@@ -61,6 +64,100 @@ impl OnInvalid {
         self.recorder = Some(recorder);
         self
     }
+
+    /// Publish a Warning event `InvalidObject` on the object while `leader` leads.
+    pub fn publish_while_leading(mut self, leader: LeaderEvents) -> Self {
+        self.leader = Some(leader);
+        self
+    }
+}
+
+/// The InvalidObject events of a replica that publishes only while it leads: the objects
+/// undecodable now, by kind and `namespace/name`, each with its event.
+#[derive(Clone)]
+pub struct LeaderEvents {
+    recorder: Recorder,
+    leading: Arc<AtomicBool>,
+    current: Arc<Mutex<HashMap<String, (ObjectReference, String)>>>,
+}
+
+/// This replica leads until it is dropped.
+pub struct Term(LeaderEvents);
+
+impl Drop for Term {
+    fn drop(&mut self) {
+        self.0.leading.store(false, Ordering::SeqCst);
+    }
+}
+
+impl LeaderEvents {
+    /// Nothing published until [`LeaderEvents::lead`].
+    pub fn new(recorder: Recorder) -> Self {
+        LeaderEvents {
+            recorder,
+            leading: Arc::default(),
+            current: Arc::default(),
+        }
+    }
+
+    /// This replica leads from now until the term is dropped: publishes for the objects that
+    /// cannot be decoded now, then for each new one.
+    pub fn lead(&self) -> Term {
+        self.leading.store(true, Ordering::SeqCst);
+        let current: Vec<_> = self
+            .current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(k, (r, e))| (k.clone(), r.clone(), e.clone()))
+            .collect();
+        for (key, reference, note) in current {
+            publish(self.recorder.clone(), key, reference, note);
+        }
+        Term(self.clone())
+    }
+
+    fn record(&self, key: String, reference: ObjectReference, note: String) {
+        self.current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key.clone(), (reference.clone(), note.clone()));
+        if self.leading.load(Ordering::SeqCst) {
+            publish(self.recorder.clone(), key, reference, note);
+        }
+    }
+
+    fn forget(&self, key: &str) {
+        self.current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key);
+    }
+
+    fn keep(&self, kind: &str, keys: &HashMap<String, String>) {
+        self.current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|k, _| {
+                k.split_once(' ')
+                    .is_none_or(|(kd, key)| kd != kind || keys.contains_key(key))
+            });
+    }
+}
+
+fn publish(recorder: Recorder, key: String, reference: ObjectReference, note: String) {
+    let event = KubeEvent {
+        type_: EventType::Warning,
+        reason: reason::INVALID_OBJECT.into(),
+        note: Some(note),
+        action: "Decode".into(),
+        secondary: None,
+    };
+    tokio::spawn(async move {
+        if let Err(e) = recorder.publish(&event, &reference).await {
+            warn!(object = %key, error = %e, "could not publish event");
+        }
+    });
 }
 
 /// A watch of `api`'s objects that skips (and reports) the ones that cannot be decoded.
@@ -154,6 +251,9 @@ impl Tracker {
             }
             Event::InitDone => {
                 if let Some(listed) = self.relisting.take() {
+                    if let Some(leader) = &self.on_invalid.leader {
+                        leader.keep(&self.kind, &listed);
+                    }
                     self.invalid = listed;
                     self.count();
                 }
@@ -189,6 +289,9 @@ impl Tracker {
 
     /// An object decoded: if it did not before, say so.
     fn valid(&mut self, key: &str) {
+        if let Some(leader) = &self.on_invalid.leader {
+            leader.forget(&format!("{} {key}", self.kind));
+        }
         if self.invalid.remove(key).is_some() {
             if self.on_invalid.warn {
                 info!(kind = %self.kind, object = %key, "object decodes again");
@@ -200,6 +303,9 @@ impl Tracker {
     fn gone(&mut self, key: &str) {
         if let Some(listed) = self.relisting.as_mut() {
             listed.remove(key);
+        }
+        if let Some(leader) = &self.on_invalid.leader {
+            leader.forget(&format!("{} {key}", self.kind));
         }
         if self.invalid.remove(key).is_some() {
             self.count();
@@ -229,31 +335,31 @@ impl Tracker {
             debug!(kind = %self.kind, object = %key, error = %bad.error,
                 "cannot decode object: skipped");
         }
+        if self.on_invalid.recorder.is_none() && self.on_invalid.leader.is_none() {
+            return;
+        }
+        let reference = ObjectReference {
+            api_version: Some(format!("{}/{}", crate::api::GROUP, crate::api::VERSION)),
+            kind: Some(self.kind.clone()),
+            name: bad.metadata.name.clone(),
+            namespace: bad.metadata.namespace.clone(),
+            uid: bad.metadata.uid.clone(),
+            resource_version: bad.metadata.resource_version.clone(),
+            field_path: None,
+        };
+        let note = truncate(&format!(
+            "microseg cannot read this object and skips it until it is fixed: {}",
+            bad.error
+        ));
+        if let Some(leader) = &self.on_invalid.leader {
+            leader.record(
+                format!("{} {key}", self.kind),
+                reference.clone(),
+                note.clone(),
+            );
+        }
         if let Some(recorder) = self.on_invalid.recorder.clone() {
-            let reference = ObjectReference {
-                api_version: Some(format!("{}/{}", crate::api::GROUP, crate::api::VERSION)),
-                kind: Some(self.kind.clone()),
-                name: bad.metadata.name.clone(),
-                namespace: bad.metadata.namespace.clone(),
-                uid: bad.metadata.uid.clone(),
-                resource_version: bad.metadata.resource_version.clone(),
-                field_path: None,
-            };
-            let event = KubeEvent {
-                type_: EventType::Warning,
-                reason: reason::INVALID_OBJECT.into(),
-                note: Some(truncate(&format!(
-                    "microseg cannot read this object and skips it until it is fixed: {}",
-                    bad.error
-                ))),
-                action: "Decode".into(),
-                secondary: None,
-            };
-            tokio::spawn(async move {
-                if let Err(e) = recorder.publish(&event, &reference).await {
-                    warn!(object = %key, error = %e, "could not publish event");
-                }
-            });
+            publish(recorder, key, reference, note);
         }
     }
 }

@@ -1,5 +1,5 @@
-//! The controller: kube-runtime wiring, leader election, health and metrics endpoints. The
-//! reconcile logic is in `policy` (SegmentationPolicy) and `window` (EnforcementWindow status);
+//! The controller: the leader's kube-runtime controllers on the process's shared watches
+//! ([`shared`]) and leader election; `app` builds it beside the listeners. The reconcile logic is in `policy` (SegmentationPolicy) and `window` (EnforcementWindow status);
 //! the status they write is built by the pure `status`, the notices they send are chosen by the
 //! pure `notices`.
 //!
@@ -8,7 +8,6 @@
 //! reconcile through `guard` (a panic is caught, reported on its object and retried).
 
 pub mod canary;
-pub mod cli;
 pub mod context;
 pub mod decide;
 pub mod events;
@@ -21,6 +20,7 @@ pub mod nsx_batch;
 pub mod nsx_cache;
 pub mod policy;
 pub mod rbac;
+pub mod shared;
 pub mod status;
 pub mod status_memo;
 pub mod window;
@@ -30,23 +30,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kube::api::Api;
 use kube::runtime::Predicate;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef};
-use kube::runtime::{WatchStreamExt, predicates, watcher};
+use kube::runtime::predicates;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::api::{EnforcementWindow, SegmentationPolicy};
+use crate::api::SegmentationPolicy;
 use crate::notify::Notifier;
 use crate::nsx::NsxApi;
 use crate::nsx::naming::Identity;
 pub use context::{Clock, Context, Settings, SystemClock};
-use invalid::{OnInvalid, guarded_watcher};
+use invalid::LeaderEvents;
+use shared::{ChangeFilter, Shared};
 
 /// Field manager of every status write.
 pub const FIELD_MANAGER: &str = "microseg";
@@ -151,271 +152,6 @@ pub struct LeaseSettings {
     pub duration_seconds: u64,
 }
 
-/// Everything `run` needs.
-pub struct Runtime {
-    /// Kubernetes client.
-    pub client: Client,
-    /// NSX.
-    pub nsx: Arc<dyn NsxApi>,
-    /// Notices.
-    pub notifier: Option<Arc<dyn Notifier>>,
-    /// Cluster identity.
-    pub identity: Identity,
-    /// Tunables.
-    pub settings: Settings,
-    /// Leader election; `None` runs as the only writer.
-    pub lease: Option<LeaseSettings>,
-    /// Only this namespace (namespace-scoped mode), or all.
-    pub namespace: Option<String>,
-    /// Health and metrics listener.
-    pub http: SocketAddr,
-    /// Ingestion listener (when HTTP ingestion is on).
-    pub ingest_addr: SocketAddr,
-    /// Dashboard listener (when the dashboard is on).
-    pub dashboard_addr: SocketAddr,
-    /// Metrics registry (other components may have registered into it).
-    pub registry: Registry,
-    /// Metrics of this controller, registered in `registry`.
-    pub metrics: Arc<metrics::Metrics>,
-    /// Monitor ingestion.
-    pub monitor: MonitorSettings,
-    /// Who may use the dashboard (neither token nor user header: not served).
-    pub dashboard: crate::web::dashboard::DashboardConfig,
-}
-
-/// Monitor ingestion settings.
-#[derive(Debug, Clone)]
-pub struct MonitorSettings {
-    /// Ingestion limits; HTTP ingestion is on when a token or an HMAC key is set.
-    pub ingest: crate::web::ingest::IngestConfig,
-    /// Distinct flows kept per application.
-    pub max_flows: usize,
-    /// Syslog over UDP.
-    pub syslog_udp: Option<SocketAddr>,
-    /// Syslog over TCP.
-    pub syslog_tcp: Option<SocketAddr>,
-}
-
-fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-    K::DynamicType: Default,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
-}
-
-/// Runs the controller until SIGTERM/SIGINT.
-pub async fn run(rt: Runtime) -> Result<(), Error> {
-    let policies: Api<SegmentationPolicy> = api(&rt.client, &rt.namespace);
-    let windows: Api<EnforcementWindow> = api(&rt.client, &rt.namespace);
-
-    // Warm stores in every replica (the dashboard and ingestion read them too). Their watches
-    // log and count the objects that cannot be decoded; the leader's controller watches publish
-    // the events.
-    let (policy_store, policy_writer) = reflector::store();
-    let (window_store, window_writer) = reflector::store();
-    let report = OnInvalid::skip().warn_and_count(rt.metrics.invalid_objects.clone());
-    // Ingestion's attribution index follows the same watch as the store.
-    let attribution = crate::monitor::attribution::LiveIndex::new(rt.identity.clone());
-    tokio::spawn({
-        let attribution = attribution.clone();
-        guarded_watcher(&policies, watcher::Config::default(), report.clone())
-            .default_backoff()
-            .modify(drop_managed_fields)
-            .reflect(policy_writer)
-            .for_each(move |event| {
-                if let Ok(event) = &event {
-                    attribution.observe(event);
-                }
-                futures::future::ready(())
-            })
-    });
-    tokio::spawn(
-        guarded_watcher(&windows, watcher::Config::default(), report)
-            .default_backoff()
-            .reflect(window_writer)
-            .for_each(|_| futures::future::ready(())),
-    );
-
-    let mut registry = rt.registry;
-    // NSX: writes coalesced (when on), reads from the cache (when on), in that order, so the
-    // cache learns each application's own result of a batched write.
-    let nsx: Arc<dyn crate::nsx::NsxApi> = match rt.settings.nsx_batch {
-        Some(config) => Arc::new(nsx_batch::BatchingNsx::new(
-            rt.nsx,
-            config,
-            nsx_batch::BatchMetrics::register(&mut registry),
-        )),
-        None => rt.nsx,
-    };
-    let cache = rt
-        .settings
-        .nsx_cache
-        .then(|| Arc::new(nsx_cache::NsxCache::new(rt.identity.clone())));
-    let nsx: Arc<dyn crate::nsx::NsxApi> = match &cache {
-        Some(c) => Arc::new(nsx_cache::CachedNsx::new(nsx, c.clone())),
-        None => nsx,
-    };
-    let recorder = Recorder::new(
-        rt.client.clone(),
-        Reporter {
-            controller: FIELD_MANAGER.into(),
-            instance: rt.lease.as_ref().map(|l| l.holder.clone()),
-        },
-    );
-    let ctx = Arc::new(Context {
-        client: rt.client.clone(),
-        nsx,
-        notifier: rt.notifier,
-        events: events::Events::spawn(recorder.clone()),
-        recorder,
-        identity: rt.identity,
-        policies: policy_store.clone(),
-        windows: window_store.clone(),
-        metrics: rt.metrics,
-        clock: Arc::new(SystemClock),
-        settings: rt.settings,
-        members: Default::default(),
-        statuses: Default::default(),
-        status_writes: Default::default(),
-    });
-
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        info!("shutting down");
-        let _ = shutdown_tx.send(true);
-    });
-
-    let ready = {
-        let (p, w) = (policy_store.clone(), window_store.clone());
-        async move {
-            let _ = p.wait_until_ready().await;
-            let _ = w.wait_until_ready().await;
-        }
-    };
-    let (recorder, recorder_task) = crate::monitor::recorder::Recorder::spawn(
-        rt.client.clone(),
-        crate::monitor::recorder::RecorderConfig {
-            max_flows: rt.monitor.max_flows,
-        },
-        crate::monitor::recorder::RecorderMetrics::register(&mut registry),
-        Some(policy_store.clone()),
-    );
-    let ingest_metrics = crate::web::ingest::IngestMetrics::register(&mut registry);
-    let ingest = crate::web::ingest::Ingest::new(
-        rt.monitor.ingest.clone(),
-        recorder.clone(),
-        policy_store.clone(),
-        attribution,
-        ctx.identity.clone(),
-        ingest_metrics,
-    );
-    let mut syslog = Vec::new();
-    for (addr, udp) in [
-        (rt.monitor.syslog_udp, true),
-        (rt.monitor.syslog_tcp, false),
-    ] {
-        let Some(addr) = addr else { continue };
-        let started = if udp {
-            crate::web::ingest::serve_syslog_udp(addr, ingest.clone(), shutdown_rx.clone()).await
-        } else {
-            crate::web::ingest::serve_syslog_tcp(addr, ingest.clone(), shutdown_rx.clone()).await
-        };
-        syslog.push(started.map_err(|reason| Error::Http { addr, reason })?);
-        info!(%addr, protocol = if udp { "udp" } else { "tcp" }, "listening for syslog");
-    }
-    // Three listeners: a header or a body meant for one never reaches the others.
-    let dashboard_on = rt.dashboard.enabled();
-    let dashboard = crate::web::dashboard::router(crate::web::dashboard::DashboardState {
-        policies: policy_store.clone(),
-        windows: window_store.clone(),
-        recorder: Some(recorder.clone()),
-        client: Some(rt.client.clone()),
-        config: rt.dashboard,
-    });
-    let mut servers = Vec::new();
-    let mut listeners = vec![(
-        rt.http,
-        crate::web::health::router(registry, ready),
-        "health and metrics",
-    )];
-    if rt.monitor.ingest.http_enabled() {
-        listeners.push((
-            rt.ingest_addr,
-            crate::web::ingest::router(Some(ingest)),
-            "ingestion",
-        ));
-    }
-    if dashboard_on {
-        listeners.push((rt.dashboard_addr, dashboard, "dashboard"));
-    }
-    for (addr, app, what) in listeners {
-        servers.push(
-            crate::web::serve(addr, app, shutdown_rx.clone())
-                .await
-                .map_err(|reason| Error::Http { addr, reason })?,
-        );
-        info!(%addr, "listening: {what}");
-    }
-
-    let phase_gauges = tokio::spawn(window::phase_gauges(ctx.clone(), shutdown_rx.clone()));
-
-    match rt.lease {
-        None => run_controllers(ctx.clone(), cache, policies, windows, shutdown_rx.clone()).await,
-        Some(lease) => {
-            run_as_leader(
-                ctx.clone(),
-                cache,
-                lease,
-                policies,
-                windows,
-                shutdown_rx.clone(),
-            )
-            .await?
-        }
-    }
-    phase_gauges.abort();
-    for server in servers {
-        let _ = server.await;
-    }
-    for s in syslog {
-        let _ = s.await;
-    }
-    // Every request has been answered; let the recorder write what syslog queued, then stop.
-    drop(recorder);
-    let _ = tokio::time::timeout(Duration::from_secs(10), recorder_task).await;
-    Ok(())
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = tokio::signal::ctrl_c() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
 async fn wait_true(mut rx: watch::Receiver<bool>) {
     while !*rx.borrow() {
         if rx.changed().await.is_err() {
@@ -433,74 +169,58 @@ async fn wait_false(mut rx: watch::Receiver<bool>) {
 }
 
 /// Runs the writing controllers while this replica holds the lease; stops them when it is lost
-/// and starts them again when it is regained.
+/// and starts them again when it is regained (on the same stores: nothing is listed again).
 async fn run_as_leader(
-    ctx: Arc<Context>,
-    cache: Option<Arc<nsx_cache::NsxCache>>,
+    leader: Leader,
     lease: LeaseSettings,
-    policies: Api<SegmentationPolicy>,
-    windows: Api<EnforcementWindow>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let manager = kube_lease_manager::LeaseManagerBuilder::new(ctx.client.clone(), &lease.name)
-        .with_namespace(&lease.namespace)
-        .with_identity(&lease.holder)
-        .with_duration(lease.duration_seconds)
-        .with_grace(lease.duration_seconds.div_ceil(3).max(1))
-        .with_field_manager("microseg-leader-election")
-        .build()
-        .await
-        .map_err(|e| Error::Lease(e.to_string()))?;
-    let (leader, task) = manager.watch().await;
+    let manager =
+        kube_lease_manager::LeaseManagerBuilder::new(leader.ctx.client.clone(), &lease.name)
+            .with_namespace(&lease.namespace)
+            .with_identity(&lease.holder)
+            .with_duration(lease.duration_seconds)
+            .with_grace(lease.duration_seconds.div_ceil(3).max(1))
+            .with_field_manager("microseg-leader-election")
+            .build()
+            .await
+            .map_err(|e| Error::Lease(e.to_string()))?;
+    let (leading, task) = manager.watch().await;
     loop {
         tokio::select! {
-            _ = wait_true(leader.clone()) => {},
-            _ = wait_true(shutdown.clone()) => break,
+            _ = wait_true(leading.clone()) => {},
+            _ = shutdown.cancelled() => break,
         }
-        if *shutdown.borrow() {
+        if shutdown.is_cancelled() {
             break;
         }
         info!(holder = %lease.holder, "acquired the lease: this replica writes NSX and status");
-        let (stop_tx, stop_rx) = watch::channel(false);
+        // The term ends when the lease is lost or the process stops.
+        let term = shutdown.child_token();
         let lost = {
-            let leader = leader.clone();
-            let shutdown = shutdown.clone();
+            let leading = leading.clone();
+            let term = term.clone();
             async move {
                 tokio::select! {
-                    _ = wait_false(leader) => {},
-                    _ = wait_true(shutdown) => {},
+                    _ = wait_false(leading) => {},
+                    _ = term.cancelled() => {},
                 }
-                let _ = stop_tx.send(true);
+                term.cancel();
             }
         };
-        tokio::join!(
-            run_controllers(
-                ctx.clone(),
-                cache.clone(),
-                policies.clone(),
-                windows.clone(),
-                stop_rx
-            ),
-            lost
-        );
-        if *shutdown.borrow() {
+        tokio::join!(leader.run(term), lost);
+        if shutdown.is_cancelled() {
             break;
         }
         warn!(holder = %lease.holder, "lost the lease: stopped writing");
     }
-    drop(leader);
+    drop(leading);
     match task.await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => warn!(error = %e, "releasing the lease"),
         Err(e) => warn!(error = %e, "lease task"),
     }
     Ok(())
-}
-
-/// Nothing reads `metadata.managedFields`, and at fleet size it is a good part of what the
-/// stores of policies hold (kube's reflector memory advice).
-fn drop_managed_fields(obj: &mut SegmentationPolicy) {
-    obj.managed_fields_mut().clear();
 }
 
 /// The part of the monitor summary that can move a gate, so that a status write by the ingestion
@@ -534,34 +254,6 @@ pub fn monitor_gates(p: &SegmentationPolicy) -> Option<u64> {
     Some(h.finish())
 }
 
-/// Windows whose spec changed (a new generation) or that were deleted.
-fn window_spec_changes<S>(
-    events: S,
-) -> impl futures::Stream<Item = Result<EnforcementWindow, watcher::Error>> + Send
-where
-    S: futures::Stream<Item = Result<watcher::Event<EnforcementWindow>, watcher::Error>> + Send,
-{
-    use futures::TryStreamExt;
-    let mut seen: std::collections::HashMap<(String, String), Option<i64>> =
-        std::collections::HashMap::new();
-    events.default_backoff().try_filter_map(move |event| {
-        let key = |w: &EnforcementWindow| (w.namespace().unwrap_or_default(), w.name_any());
-        let out = match event {
-            watcher::Event::Apply(w) | watcher::Event::InitApply(w) => {
-                let generation = w.metadata.generation;
-                (seen.insert(key(&w), generation) != Some(generation)).then_some(w)
-            }
-            watcher::Event::Delete(w) => {
-                seen.remove(&key(&w));
-                Some(w)
-            }
-            watcher::Event::Init | watcher::Event::InitDone => None,
-        };
-        futures::future::ready(Ok(out))
-    })
-}
-
-/// The policy and window controllers, until `stop` turns true.
 /// One refresh of the NSX cache; the policies whose NSX objects changed.
 async fn refresh_cache(
     ctx: &Context,
@@ -597,7 +289,7 @@ async fn cache_refresher(
     ctx: Arc<Context>,
     cache: Arc<nsx_cache::NsxCache>,
     drift: futures::channel::mpsc::UnboundedSender<ObjectRef<SegmentationPolicy>>,
-    stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let mut first = true;
     loop {
@@ -610,98 +302,185 @@ async fn cache_refresher(
         first = false;
         tokio::select! {
             _ = tokio::time::sleep(ctx.settings.resync) => {},
-            _ = wait_true(stop.clone()) => return,
+            _ = stop.cancelled() => return,
         }
     }
 }
 
-async fn run_controllers(
+/// What the controller is built from.
+pub struct Parts {
+    /// Kubernetes client.
+    pub client: Client,
+    /// NSX.
+    pub nsx: Arc<dyn NsxApi>,
+    /// Notices.
+    pub notifier: Option<Arc<dyn Notifier>>,
+    /// Cluster identity.
+    pub identity: Identity,
+    /// Tunables.
+    pub settings: Settings,
+    /// Metrics of this controller.
+    pub metrics: Arc<metrics::Metrics>,
+    /// The events recorder (one per process).
+    pub recorder: Recorder,
+    /// The InvalidObject events the shared watches leave to the leader.
+    pub events: LeaderEvents,
+    /// The process's stores and their events.
+    pub shared: Shared,
+}
+
+/// What the leader runs, built once: its controllers subscribe to the shared watches for each
+/// term.
+pub struct Leader {
     ctx: Arc<Context>,
     cache: Option<Arc<nsx_cache::NsxCache>>,
-    policies: Api<SegmentationPolicy>,
-    windows: Api<EnforcementWindow>,
-    stop: watch::Receiver<bool>,
-) {
-    // Each kind's own controller watch publishes the InvalidObject events; the others skip.
-    let publish = OnInvalid::skip().publish_with(ctx.recorder.clone());
-    let (reader, writer) = reflector::store();
-    let stream = guarded_watcher(&policies, watcher::Config::default(), publish.clone())
-        .default_backoff()
-        .modify(drop_managed_fields)
-        .reflect(writer)
-        .applied_objects()
-        .predicate_filter(
+    shared: Shared,
+    events: LeaderEvents,
+}
+
+/// The recorder of this process's events (`holder`: the replica, when it elects a leader).
+pub fn recorder(client: &Client, holder: Option<String>) -> Recorder {
+    Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: holder,
+        },
+    )
+}
+
+impl Leader {
+    /// Builds the context; NSX writes coalesced (when on), reads from the cache (when on), in
+    /// that order, so the cache learns each application's own result of a batched write.
+    pub fn new(parts: Parts, registry: &mut Registry) -> Leader {
+        let nsx: Arc<dyn NsxApi> = match parts.settings.nsx_batch {
+            Some(config) => Arc::new(nsx_batch::BatchingNsx::new(
+                parts.nsx,
+                config,
+                nsx_batch::BatchMetrics::register(registry),
+            )),
+            None => parts.nsx,
+        };
+        let cache = parts
+            .settings
+            .nsx_cache
+            .then(|| Arc::new(nsx_cache::NsxCache::new(parts.identity.clone())));
+        let nsx: Arc<dyn NsxApi> = match &cache {
+            Some(c) => Arc::new(nsx_cache::CachedNsx::new(nsx, c.clone())),
+            None => nsx,
+        };
+        let ctx = Arc::new(Context {
+            client: parts.client,
+            nsx,
+            notifier: parts.notifier,
+            events: events::Events::spawn(parts.recorder.clone()),
+            recorder: parts.recorder,
+            identity: parts.identity,
+            policies: parts.shared.policies.clone(),
+            windows: parts.shared.windows.clone(),
+            metrics: parts.metrics,
+            clock: Arc::new(SystemClock),
+            settings: parts.settings,
+            members: Default::default(),
+            statuses: Default::default(),
+            status_writes: Default::default(),
+        });
+        Leader {
+            ctx,
+            cache,
+            shared: parts.shared,
+            events: parts.events,
+        }
+    }
+
+    /// The reconcilers' context.
+    pub fn context(&self) -> &Arc<Context> {
+        &self.ctx
+    }
+
+    /// Writes until `shutdown`: while holding the lease, or all along without one.
+    pub async fn run_until(
+        self,
+        lease: Option<LeaseSettings>,
+        shutdown: CancellationToken,
+    ) -> Result<(), Error> {
+        match lease {
+            None => {
+                self.run(shutdown).await;
+                Ok(())
+            }
+            Some(lease) => run_as_leader(self, lease, shutdown).await,
+        }
+    }
+
+    /// The policy and window controllers, until `stop` is cancelled.
+    async fn run(&self, stop: CancellationToken) {
+        let ctx = &self.ctx;
+        // Subscribed before the stores are read, so that no change falls in between.
+        let applied = self.shared.applied_policies.subscribe();
+        let spec_changed = self.shared.window_spec_changed.subscribe();
+        let applied_windows = self.shared.applied_windows.subscribe();
+        let touched_windows = self.shared.touched_windows.subscribe();
+        tokio::select! {
+            _ = self.shared.ready() => {},
+            _ = stop.cancelled() => return,
+        }
+        // This replica publishes the InvalidObject events for as long as the term lasts.
+        let _term = self.events.lead();
+        // Reconcile what is changed: a new generation, finalizers, annotations, or a monitor
+        // summary that can move a gate (not every status write). The filter starts from the
+        // store as it is, and every object is reconciled once at the start of the term.
+        let mut filter = ChangeFilter::seeded(
             (predicates::generation as fn(&SegmentationPolicy) -> Option<u64>)
                 .combine(predicates::finalizers as fn(&SegmentationPolicy) -> Option<u64>)
                 .combine(predicates::annotations as fn(&SegmentationPolicy) -> Option<u64>)
                 .combine(monitor_gates as fn(&SegmentationPolicy) -> Option<u64>),
-            Default::default(),
+            ctx.policies.clone(),
         );
-    let store = ctx.policies.clone();
-    // The NSX cache: reset (another replica may have written while this one did not lead),
-    // loaded before the first reconciles, then refreshed every resync; the policies whose NSX
-    // objects changed (drift by hand) are reconciled at once.
-    let (drift_tx, drift_rx) = futures::channel::mpsc::unbounded();
-    let cache_task = cache.map(|cache| {
-        cache.reset();
-        tokio::spawn(cache_refresher(ctx.clone(), cache, drift_tx, stop.clone()))
-    });
-    let policy_controller = Controller::for_stream(stream, reader)
-        .reconcile_on(drift_rx)
-        .with_config(controller::Config::default().concurrency(ctx.settings.reconcile_concurrency))
-        // Only a window's spec matters to its policies (its status, phase counts, changes with
-        // every policy and must not requeue all of them), and its deletion: the policies then
-        // continue from their recorded schedule and say WindowNotFound.
-        .watches_stream(
-            window_spec_changes(guarded_watcher(
-                &windows,
-                watcher::Config::default(),
-                OnInvalid::skip(),
-            )),
-            move |w: EnforcementWindow| {
-                let ns = w.namespace().unwrap_or_default();
-                let name = w.name_any();
-                store
-                    .state()
-                    .into_iter()
-                    .filter(|p| {
-                        p.namespace().as_deref() == Some(ns.as_str()) && p.spec.window.name == name
-                    })
-                    .map(|p| ObjectRef::from_obj(p.as_ref()))
-                    .collect::<Vec<_>>()
-            },
-        )
-        .graceful_shutdown_on(wait_true(stop.clone()))
-        .run(guard::reconcile_policy, policy::error_policy, ctx.clone())
-        .for_each(|res| {
-            if let Err(e) = res {
-                match e {
-                    controller::Error::ReconcilerFailed(..) => {}
-                    other => error!(error = %other, "policy controller"),
-                }
-            }
-            futures::future::ready(())
+        let applied = applied.filter(move |p| futures::future::ready(filter.changed(p)));
+        // The NSX cache: reset (another replica may have written while this one did not
+        // lead), loaded before the first reconciles, then refreshed every resync; the policies
+        // whose NSX objects changed (drift by hand) are reconciled at once.
+        let (drift_tx, drift_rx) = futures::channel::mpsc::unbounded();
+        let cache_task = self.cache.clone().map(|cache| {
+            cache.reset();
+            tokio::spawn(cache_refresher(ctx.clone(), cache, drift_tx, stop.clone()))
         });
-    let (window_reader, window_writer) = reflector::store();
-    let window_stream = guarded_watcher(&windows, watcher::Config::default(), publish)
-        .default_backoff()
-        .reflect(window_writer)
-        .applied_objects();
-    let window_controller = Controller::for_stream(window_stream, window_reader)
-        .watches_stream(
-            guarded_watcher(&policies, watcher::Config::default(), OnInvalid::skip())
-                .default_backoff()
-                .touched_objects(),
-            |p: SegmentationPolicy| {
-                let ns = p.namespace().unwrap_or_default();
-                Some(ObjectRef::new(&p.spec.window.name).within(&ns))
-            },
-        )
-        .graceful_shutdown_on(wait_true(stop))
-        .run(guard::reconcile_window, window::error_policy, ctx)
-        .for_each(|_| futures::future::ready(()));
-    tokio::join!(policy_controller, window_controller);
-    if let Some(t) = cache_task {
-        t.abort();
+        let policy_controller = Controller::for_shared_stream(applied, ctx.policies.clone())
+            .reconcile_all_on(futures::stream::once(futures::future::ready(())))
+            .reconcile_on(drift_rx)
+            // Only a window's spec matters to its policies (its status, phase counts, changes
+            // with every policy and must not requeue all of them), and its deletion: the
+            // policies then continue from their recorded schedule and say WindowNotFound.
+            .reconcile_on(spec_changed)
+            .with_config(
+                controller::Config::default().concurrency(ctx.settings.reconcile_concurrency),
+            )
+            .graceful_shutdown_on(stop.clone().cancelled_owned())
+            .run(guard::reconcile_policy, policy::error_policy, ctx.clone())
+            .for_each(|res| {
+                if let Err(e) = res {
+                    match e {
+                        controller::Error::ReconcilerFailed(..) => {}
+                        other => error!(error = %other, "policy controller"),
+                    }
+                }
+                futures::future::ready(())
+            });
+        let index = self.shared.index.clone();
+        let window_controller = Controller::for_shared_stream(applied_windows, ctx.windows.clone())
+            .reconcile_all_on(futures::stream::once(futures::future::ready(())))
+            .reconcile_on(touched_windows)
+            .graceful_shutdown_on(stop.cancelled_owned())
+            .run(
+                move |w, ctx| guard::reconcile_window(w, ctx, index.clone()),
+                window::error_policy,
+                ctx.clone(),
+            )
+            .for_each(|_| futures::future::ready(()));
+        tokio::join!(policy_controller, window_controller);
+        if let Some(t) = cache_task {
+            t.abort();
+        }
     }
 }

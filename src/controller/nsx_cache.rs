@@ -4,7 +4,7 @@
 //!
 //! - **Loaded** from one `GET /infra?filter=Type-Domain|Group|SecurityPolicy|Rule` at start and
 //!   at every resync ([`refresh`]): only the groups and policies this cluster owns
-//!   (`plan::Identity::owns` on their ownership tags, under the id the plan gives them) are kept.
+//!   (`nsx::naming::Identity::owns` on their ownership tags, under the id the plan gives them) are kept.
 //! - **Kept current** from the controller's own writes: after a successful `patch_infra`, a
 //!   written group is kept as written, a deleted object is absent, and a written policy is read
 //!   back from NSX at its next `get_policy` (for NSX's rule ids); a failed write leaves its

@@ -1,5 +1,6 @@
 //! EnforcementWindow status: how many policies name it, how many are in each phase, and the
-//! earliest next transition among them. Computed from the policy store.
+//! earliest next transition among them. Computed from the window's own policies (the
+//! [`WindowIndex`] names them; the policy store holds them).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,10 +10,11 @@ use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use serde_json::json;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::context::Context;
 use super::metrics::PhaseLabel;
+use super::shared::WindowIndex;
 use super::{Error, FIELD_MANAGER};
 use crate::api::condition::{self, reason, set_condition};
 use crate::api::k8s::Timestamp;
@@ -117,15 +119,19 @@ pub fn set_conditions(
 }
 
 /// Writes the window's status (only when it changed).
-pub async fn reconcile(window: Arc<EnforcementWindow>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let policies = ctx.policies.state();
+pub async fn reconcile(
+    window: Arc<EnforcementWindow>,
+    ctx: Arc<Context>,
+    index: WindowIndex,
+) -> Result<Action, Error> {
+    let ns = window.namespace().unwrap_or_default();
+    let policies = index.policies(&ctx.policies, &ns, &window.name_any());
     let mut status = summarize(&window, &policies);
     set_conditions(&window, &policies, &mut status, ctx.clock.now());
     if window.status.as_ref() == Some(&status) {
         return Ok(Action::requeue(ctx.settings.resync));
     }
-    let api: Api<EnforcementWindow> =
-        Api::namespaced(ctx.client.clone(), &window.namespace().unwrap_or_default());
+    let api: Api<EnforcementWindow> = Api::namespaced(ctx.client.clone(), &ns);
     let body = json!({"apiVersion": "microseg.io/v1alpha1", "kind": "EnforcementWindow", "status": status});
     api.patch_status(
         &window.name_any(),
@@ -149,7 +155,7 @@ pub fn error_policy(_: Arc<EnforcementWindow>, error: &Error, _: Arc<Context>) -
 }
 
 /// Keeps the `microseg_policies{phase}` gauges current from the store.
-pub async fn phase_gauges(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
+pub async fn phase_gauges(ctx: Arc<Context>, shutdown: CancellationToken) {
     loop {
         let mut counts: BTreeMap<Phase, i64> = Phase::ALL.iter().map(|p| (*p, 0)).collect();
         for p in ctx.policies.state() {
@@ -166,7 +172,7 @@ pub async fn phase_gauges(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(5)) => {},
-            _ = shutdown.changed() => return,
+            _ = shutdown.cancelled() => return,
         }
     }
 }

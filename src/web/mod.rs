@@ -15,8 +15,9 @@ use axum::extract::ConnectInfo;
 use axum::{Extension, Router};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// Connections one HTTP listener serves at once (one more is closed at once).
 pub const MAX_CONNECTIONS: usize = 1_024;
@@ -24,13 +25,13 @@ pub const MAX_CONNECTIONS: usize = 1_024;
 /// closed).
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Binds `addr` and serves `app` until `shutdown` turns true; in-flight requests finish first.
+/// Binds `addr` and serves `app` until `shutdown` is cancelled; in-flight requests finish first.
 /// At most [`MAX_CONNECTIONS`] connections are served at once and a request's headers must
 /// arrive within [`HEADER_TIMEOUT`]; handlers see the peer as `ConnectInfo<SocketAddr>`.
 pub async fn serve(
     addr: SocketAddr,
     app: Router,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> Result<JoinHandle<()>, String> {
     serve_with(addr, app, shutdown, MAX_CONNECTIONS, HEADER_TIMEOUT).await
 }
@@ -39,7 +40,7 @@ pub async fn serve(
 pub async fn serve_with(
     addr: SocketAddr,
     app: Router,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
     max_connections: usize,
     header_timeout: Duration,
 ) -> Result<JoinHandle<()>, String> {
@@ -63,9 +64,7 @@ pub async fn serve_with(
                     connections.spawn(connection(stream, app, stop, header_timeout, permit));
                 }
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
-                _ = shutdown.changed() => {
-                    if *shutdown.borrow() { break; }
-                }
+                _ = shutdown.cancelled() => break,
             }
         }
         drop(listener);
@@ -76,7 +75,7 @@ pub async fn serve_with(
 async fn connection(
     stream: tokio::net::TcpStream,
     app: Router,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
     header_timeout: Duration,
     _permit: tokio::sync::OwnedSemaphorePermit,
 ) {
@@ -86,21 +85,10 @@ async fn connection(
         .header_read_timeout(header_timeout)
         .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
     tokio::pin!(conn);
-    loop {
-        if *stop.borrow() {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.as_mut().await;
-            return;
-        }
-        tokio::select! {
-            _ = conn.as_mut() => return,
-            r = stop.changed() => {
-                if r.is_err() {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.as_mut().await;
-                    return;
-                }
-            }
-        }
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = stop.cancelled() => {}
     }
+    conn.as_mut().graceful_shutdown();
+    let _ = conn.as_mut().await;
 }

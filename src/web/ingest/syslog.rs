@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::*;
@@ -46,7 +46,7 @@ async fn syslog_batch(ingest: &Ingest, source: &str, messages: &[Vec<u8>]) {
 pub async fn serve_syslog_udp(
     addr: SocketAddr,
     ingest: Ingest,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> Result<JoinHandle<()>, String> {
     let socket = tokio::net::UdpSocket::bind(addr)
         .await
@@ -60,9 +60,7 @@ pub async fn serve_syslog_udp(
                     let message = buf.get(..n).unwrap_or_default().to_vec();
                     syslog_batch(&ingest, "syslog_udp", &[message]).await;
                 }
-                _ = shutdown.changed() => {
-                    if *shutdown.borrow() { break; }
-                }
+                _ = shutdown.cancelled() => break,
             }
         }
     }))
@@ -76,7 +74,7 @@ pub async fn serve_syslog_udp(
 pub async fn serve_syslog_tcp(
     addr: SocketAddr,
     ingest: Ingest,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> Result<JoinHandle<()>, String> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -109,9 +107,7 @@ pub async fn serve_syslog_tcp(
                     });
                 }
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
-                _ = shutdown.changed() => {
-                    if *shutdown.borrow() { break; }
-                }
+                _ = shutdown.cancelled() => break,
             }
         }
         connections.shutdown().await;
@@ -127,7 +123,7 @@ const SYSLOG_READ_BUFFER: usize = 8 * 1024;
 async fn syslog_connection(
     stream: tokio::net::TcpStream,
     ingest: &Ingest,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) -> Result<(), String> {
     let idle = ingest.inner.config.syslog_tcp_idle_timeout;
     let mut reader = BufReader::with_capacity(SYSLOG_READ_BUFFER, stream);
@@ -139,7 +135,7 @@ async fn syslog_connection(
                 Ok(m) => m,
                 Err(_) => Err(format!("idle for {} s (--syslog-tcp-idle-timeout)", idle.as_secs())),
             },
-            _ = stop.changed() => Ok(None),
+            _ = stop.cancelled() => Ok(None),
         };
         let message = match message {
             Ok(m) => m,

@@ -10,9 +10,11 @@ use std::sync::Arc;
 
 use prometheus_client::registry::Registry;
 
-use super::{LeaseSettings, MonitorSettings, Runtime, Settings, metrics::Metrics};
+use super::{MonitorSettings, Runtime};
 use crate::api::duration::Duration;
 use crate::cli::args::{KubeArgs, NsxArgs, NsxClientError};
+use crate::controller::metrics::Metrics;
+use crate::controller::{LeaseSettings, Settings};
 use crate::notify::Notifier;
 use crate::notify::channels::Channels;
 use crate::notify::config::{CONFIG_DIR_ENV, NotifyConfig};
@@ -205,7 +207,7 @@ pub enum StartError {
     Notify(#[from] crate::notify::Error),
     /// The controller stopped with an error.
     #[error(transparent)]
-    Run(#[from] super::Error),
+    Run(#[from] crate::controller::Error),
 }
 
 /// The secret in the file a flag names (trimmed); at least 16 characters long.
@@ -433,7 +435,7 @@ impl ControllerArgs {
                 nsx_cache: self.nsx_cache,
                 reconcile_concurrency: self.reconcile_concurrency,
                 nsx_batch: (!std_duration(self.nsx_batch_window).is_zero()).then(|| {
-                    super::nsx_batch::BatchConfig {
+                    crate::controller::nsx_batch::BatchConfig {
                         window: std_duration(self.nsx_batch_window),
                         max_wait: std_duration(self.nsx_batch_max_wait),
                         max_objects: self.nsx_batch_max_objects as usize,
