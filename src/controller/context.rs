@@ -99,25 +99,32 @@ pub struct Context {
     /// The status written last per policy (a reconcile on a stale copy skips writing it again).
     pub statuses: Arc<super::status_memo::StatusMemo>,
     /// Bounds the status writes in flight.
-    pub status_writes: Arc<StatusWrites>,
+    pub status_writes: Arc<Limit<STATUS_WRITES>>,
+    /// Bounds the owner notices being delivered at once.
+    pub notice_sends: Arc<Limit<NOTICE_SENDS>>,
 }
 
 /// Status writes in flight at most: each holds a connection to the API server (and its
 /// buffers), and a wave of 1,000 reconciles must not open 1,000 of them.
 pub const STATUS_WRITES: usize = 64;
 
-/// The permits for status writes ([`STATUS_WRITES`]).
-#[derive(Debug)]
-pub struct StatusWrites(tokio::sync::Semaphore);
+/// Owner notices delivered at once at most: each holds an SMTP session or a webhook call, and
+/// the notices of a whole wave (1,000 Reminders or Enforced in the same second) must not open
+/// 1,000 of them (memory; the mail relay).
+pub const NOTICE_SENDS: usize = 16;
 
-impl Default for StatusWrites {
+/// At most `N` of something at once.
+#[derive(Debug)]
+pub struct Limit<const N: usize>(tokio::sync::Semaphore);
+
+impl<const N: usize> Default for Limit<N> {
     fn default() -> Self {
-        StatusWrites(tokio::sync::Semaphore::new(STATUS_WRITES))
+        Limit(tokio::sync::Semaphore::new(N))
     }
 }
 
-impl StatusWrites {
-    /// Waits for a permit; the write runs while it is held.
+impl<const N: usize> Limit<N> {
+    /// Waits for a permit; the work runs while it is held.
     pub async fn permit(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
         self.0.acquire().await.ok()
     }

@@ -384,6 +384,7 @@ impl Leader {
             members: Default::default(),
             statuses: Default::default(),
             status_writes: Default::default(),
+            notice_sends: Default::default(),
         });
         Leader {
             ctx,

@@ -454,7 +454,10 @@ async fn send_notices(
             message_id: item.message_id.clone(),
             canary: super::canary::notice_plan(w, d, choice, enforce_at),
         };
-        match notifier.send(&notice).await {
+        let permit = ctx.notice_sends.permit().await;
+        let sent = notifier.send(&notice).await;
+        drop(permit);
+        match sent {
             Ok(deliveries) => {
                 ctx.metrics
                     .notices

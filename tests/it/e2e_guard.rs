@@ -50,6 +50,7 @@ fn context(client: &Client, dir: &std::path::Path) -> Arc<Context> {
         settings: Settings::default(),
         members: Default::default(),
         status_writes: Default::default(),
+        notice_sends: Default::default(),
         statuses: Default::default(),
     })
 }
