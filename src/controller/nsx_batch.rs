@@ -3,7 +3,8 @@
 //!
 //! [`BatchingNsx`] wraps the NSX client. A reconcile still calls `patch_infra` with its own
 //! application's objects and waits for its own answer; a task collects the writes that arrive
-//! less than [`BatchConfig::window`] apart (at most [`BatchConfig::max_wait`] after the first),
+//! less than [`BatchConfig::window`] apart (longer while writes trickle in: see `gap_allowed`;
+//! at most [`BatchConfig::max_wait`] after the first),
 //! or that queued while the previous batch was being written, up to
 //! [`BatchConfig::max_objects`] intent objects, merges them per domain (groups before
 //! policies) and sends one atomic call.
@@ -377,15 +378,17 @@ async fn run(
         // Writes keep joining while they come less than `window` apart, for at most
         // `max_wait` from the first (a `kubectl apply` of many objects makes reconciles trickle
         // in over seconds, not all in the same 100 ms).
-        let hard = tokio::time::Instant::now() + config.max_wait;
-        let mut deadline = (tokio::time::Instant::now() + config.window).min(hard);
+        let start = tokio::time::Instant::now();
+        let hard = start + config.max_wait;
+        let mut deadline = (start + config.window).min(hard);
         while objects < config.max_objects {
             let next = tokio::select! {
                 biased;
                 j = rx.recv() => j,
                 () = tokio::time::sleep_until(deadline) => None,
             };
-            deadline = (tokio::time::Instant::now() + config.window).min(hard);
+            let now = tokio::time::Instant::now();
+            deadline = (now + gap_allowed(config.window, now - start, jobs.len())).min(hard);
             let Some(j) = next else { break };
             let its = touched(&j.body);
             // Two writes of one object never share a call: the later one waits for the next.
@@ -417,6 +420,16 @@ async fn run(
             let _ = job.reply.send(r);
         }
     }
+}
+
+/// How long a batch waits for the next write: `window`, or four times the mean gap between the
+/// writes that joined so far when that is longer, up to four times `window`. Writes that arrive
+/// together (a wave's flips in the same second) close after `window`; writes that trickle in
+/// (a `kubectl apply` of 1,000 objects hands them over one by one, some 70 ms apart with longer
+/// pauses) keep joining until `max_wait`, instead of closing at the first pause.
+fn gap_allowed(window: Duration, elapsed: Duration, joined: usize) -> Duration {
+    let mean = elapsed / u32::try_from(joined.max(1)).unwrap_or(u32::MAX);
+    (mean * 4).clamp(window, window * 4)
 }
 
 /// Writes `bodies` as one call; a refused call is split in halves until the application at

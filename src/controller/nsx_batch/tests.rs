@@ -400,3 +400,36 @@ async fn batches_written_close_together_share_one_read_back_listing() {
         "the second and third batch share one listing, no GET"
     );
 }
+
+/// Writes that trickle in with pauses longer than the window (as a `kubectl apply` of many
+/// objects hands them over) stay in one batch; a burst followed by a pause does not wait.
+#[tokio::test(start_paused = true)]
+async fn a_trickle_with_pauses_stays_in_one_batch_and_a_burst_closes_after_the_window() {
+    let manager = Arc::new(Manager::default());
+    let nsx = batcher(manager.clone(), 2_000);
+    let mut tasks = Vec::new();
+    let send = |id: String| {
+        let nsx = nsx.clone();
+        tokio::spawn(async move { nsx.patch_infra(&app("default", &id, 1)).await })
+    };
+    // 10 writes 60 ms apart with a 150 ms pause after the fifth: one batch (0.7 s < max_wait).
+    for i in 0..10 {
+        tasks.push(send(format!("trickle-{i}")));
+        let pause = if i == 4 { 150 } else { 60 };
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+    }
+    for t in tasks.drain(..) {
+        assert!(t.await.unwrap().is_ok());
+    }
+    // A burst of 10 at once, then one 150 ms later: the burst closes after the 100 ms window.
+    for i in 0..10 {
+        tasks.push(send(format!("burst-{i}")));
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    tasks.push(send("straggler".into()));
+    for t in tasks {
+        assert!(t.await.unwrap().is_ok());
+    }
+    let sizes: Vec<usize> = manager.calls().iter().map(|c| ids_in(c).len()).collect();
+    assert_eq!(sizes, [10, 10, 1]);
+}
