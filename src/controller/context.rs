@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::Client;
-use kube::runtime::events::Recorder;
 use kube::runtime::reflector::Store;
 
 use super::metrics::Metrics;
@@ -78,9 +77,7 @@ pub struct Context {
     /// Owner notices; `None` when no channel is configured (notices cannot be delivered, so
     /// enforcement is held).
     pub notifier: Option<Arc<dyn Notifier>>,
-    /// Event recorder (one, shared).
-    pub recorder: Recorder,
-    /// Events published off the reconcile path (through `recorder`).
+    /// Events, published off the reconcile path (one recorder, shared).
     pub events: super::events::Events,
     /// This cluster's identity in NSX.
     pub identity: Identity,

@@ -64,11 +64,6 @@ impl Events {
             }
         }
     }
-
-    /// The recorder the workers use (for publishers that must not queue).
-    pub fn recorder(&self) -> &Recorder {
-        &self.recorder
-    }
 }
 
 /// The worker that publishes the events about `reference` (the same for all of them).

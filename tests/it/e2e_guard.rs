@@ -40,7 +40,6 @@ fn context(client: &Client, dir: &std::path::Path) -> Arc<Context> {
         client: client.clone(),
         nsx: Arc::new(nsx),
         notifier: None,
-        recorder: recorder(client),
         events: microseg::controller::events::Events::spawn(recorder(client)),
         identity: microseg::nsx::naming::Identity::new("e2e").unwrap(),
         policies: reflector::store().0,
