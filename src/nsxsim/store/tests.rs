@@ -62,6 +62,69 @@ fn a_failed_transaction_leaves_no_trace() {
     assert_eq!(serde_json::to_value(&s).unwrap(), before);
 }
 
+/// An update of a policy that exists (its fields, a rule changed, a rule added, a rule deleted,
+/// the rules a PUT-like replacement drops) is undone exactly when the transaction fails: the
+/// journal keeps the policy's fields and each rule touched, not a copy of the whole policy.
+#[test]
+fn a_failed_update_of_an_existing_policy_leaves_no_trace() {
+    let mut s = Store::new();
+    s.transact(
+        vec![
+            policy_op("p"),
+            rule_op("p", "a", "ANY"),
+            rule_op("p", "b", "ANY"),
+            rule_op("p", "c", "ANY"),
+        ],
+        &ctx(),
+    )
+    .unwrap();
+    let before = serde_json::to_value(&s).unwrap();
+    let replace = Op::Policy {
+        domain: "default".into(),
+        id: "p".into(),
+        body: obj(json!({"category": "Environment", "description": "changed"})),
+        rev: RevCheck::Ignore,
+        mode: Mode::Replace,
+        replace_rules: Some(["a".to_string()].into_iter().collect()),
+    };
+    let err = s
+        .transact(
+            vec![
+                replace,
+                rule_op("p", "a", "10.0.0.1"),
+                rule_op("p", "d", "ANY"),
+                Op::DeleteRule {
+                    domain: "default".into(),
+                    policy: "p".into(),
+                    id: "a".into(),
+                },
+                rule_op("p", "e", "/infra/domains/default/groups/missing"),
+            ],
+            &ctx(),
+        )
+        .unwrap_err();
+    assert_eq!(err.body.error_code, codes::INVALID_PATH);
+    assert_eq!(serde_json::to_value(&s).unwrap(), before);
+    // The replacement without the bad rule lands: b and c dropped, a kept, d added.
+    s.transact(
+        vec![
+            Op::Policy {
+                domain: "default".into(),
+                id: "p".into(),
+                body: obj(json!({"category": "Environment"})),
+                rev: RevCheck::Ignore,
+                mode: Mode::Replace,
+                replace_rules: Some(["a".to_string()].into_iter().collect()),
+            },
+            rule_op("p", "d", "ANY"),
+        ],
+        &ctx(),
+    )
+    .unwrap();
+    let rules: Vec<&String> = s.domains["default"].policies["p"].rules.keys().collect();
+    assert_eq!(rules, ["a", "d"]);
+}
+
 #[test]
 fn rule_ids_start_at_1002_stay_with_the_rule_and_are_never_reused() {
     let mut s = Store::new();

@@ -14,6 +14,11 @@ use crate::nsxsim::errors::Fail;
 enum Undo {
     Group(String, String, Option<Obj>),
     Policy(String, String, Option<PolicyState>),
+    /// A policy's own fields before an update, and the rules the update dropped (its rules are
+    /// journaled one by one, so a large policy is not copied for a one-rule change).
+    PolicyHead(String, String, Obj, Vec<(String, Obj)>),
+    /// One rule of a policy.
+    Rule(String, String, String, Option<Obj>),
     Service(String, Option<ServiceState>),
     Domain(String, Option<DomainState>),
     NextRuleId(i64),
@@ -107,6 +112,25 @@ impl Store {
                 Undo::Policy(d, id, prev) => {
                     if let Some(dom) = self.domains.get_mut(&d) {
                         restore(&mut dom.policies, id, prev);
+                    }
+                }
+                Undo::PolicyHead(d, id, policy, dropped) => {
+                    if let Some(ps) = self
+                        .domains
+                        .get_mut(&d)
+                        .and_then(|dom| dom.policies.get_mut(&id))
+                    {
+                        ps.policy = policy;
+                        ps.rules.extend(dropped);
+                    }
+                }
+                Undo::Rule(d, p, id, prev) => {
+                    if let Some(ps) = self
+                        .domains
+                        .get_mut(&d)
+                        .and_then(|dom| dom.policies.get_mut(&p))
+                    {
+                        restore(&mut ps.rules, id, prev);
                     }
                 }
                 Undo::Service(id, prev) => restore(&mut self.services, id, prev),
@@ -309,31 +333,59 @@ impl Store {
     ) -> Result<(), Fail> {
         let path = policy_path(&domain, &id);
         let dom = self.domain_mut(&domain)?;
-        let prev = dom.policies.get(&id).cloned();
+        let prev = dom.policies.get(&id).map(|p| p.policy.clone());
         if let Some(p) = &prev
-            && is_system(&p.policy)
+            && is_system(p)
         {
             return Err(read_only(&path));
         }
-        check_rev(&path, prev.as_ref().map(|p| &p.policy), rev)?;
-        let obj = policy_defaults(merged(prev.as_ref().map(|p| &p.policy), body, mode));
+        check_rev(&path, prev.as_ref(), rev)?;
+        let obj = policy_defaults(merged(prev.as_ref(), body, mode));
         let policy = stamp(
             obj,
-            prev.as_ref().map(|p| &p.policy),
+            prev.as_ref(),
             "SecurityPolicy",
             &id,
             path,
             &format!("/infra/domains/{domain}"),
             tx.ctx,
         );
-        let mut rules = prev.as_ref().map(|p| p.rules.clone()).unwrap_or_default();
-        if let Some(keep) = replace_rules {
-            rules.retain(|rid, _| keep.contains(rid));
+        match (dom.policies.get_mut(&id), prev) {
+            (Some(ps), Some(before)) => {
+                ps.policy = policy;
+                let dropped: Vec<(String, Obj)> = match replace_rules {
+                    Some(keep) => {
+                        let gone: Vec<String> = ps
+                            .rules
+                            .keys()
+                            .filter(|rid| !keep.contains(*rid))
+                            .cloned()
+                            .collect();
+                        gone.into_iter()
+                            .filter_map(|rid| ps.rules.remove_entry(&rid))
+                            .collect()
+                    }
+                    None => Vec::new(),
+                };
+                tx.journal.push(Undo::PolicyHead(
+                    domain.clone(),
+                    id.clone(),
+                    before,
+                    dropped,
+                ));
+            }
+            _ => {
+                dom.policies.insert(
+                    id.clone(),
+                    PolicyState {
+                        policy,
+                        rules: BTreeMap::new(),
+                    },
+                );
+                tx.journal
+                    .push(Undo::Policy(domain.clone(), id.clone(), None));
+            }
         }
-        dom.policies
-            .insert(id.clone(), PolicyState { policy, rules });
-        tx.journal
-            .push(Undo::Policy(domain.clone(), id.clone(), prev));
         tx.touched_policies.insert((domain, id));
         Ok(())
     }
@@ -378,7 +430,6 @@ impl Store {
         if is_system(&ps.policy) && !ps.rules.contains_key(&id) {
             return Err(read_only(&ppath));
         }
-        let before = ps.clone();
         let prev = ps.rules.get(&id).cloned();
         let mut body = body;
         if let Some(p) = &prev
@@ -421,9 +472,9 @@ impl Store {
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string();
-        ps.rules.insert(id, obj);
+        ps.rules.insert(id.clone(), obj);
         tx.journal
-            .push(Undo::Policy(domain.clone(), policy.clone(), Some(before)));
+            .push(Undo::Rule(domain.clone(), policy.clone(), id, prev.clone()));
         if prev.is_none() {
             tx.journal.push(Undo::NextRuleId(next));
             self.next_rule_id = next + 1;
@@ -458,10 +509,13 @@ impl Store {
             return Err(read_only(&format!("{ppath}/rules/{id}")));
         }
         let view = Value::Object(Self::rule_view(r));
-        let before = ps.clone();
-        ps.rules.remove(&id);
-        tx.journal
-            .push(Undo::Policy(domain.clone(), policy.clone(), Some(before)));
+        let before = ps.rules.remove(&id);
+        tx.journal.push(Undo::Rule(
+            domain.clone(),
+            policy.clone(),
+            id.clone(),
+            before,
+        ));
         self.mark_pending(rule_path(&domain, &policy, &id), view, tx);
         Ok(())
     }
