@@ -3,7 +3,7 @@
 # simulator at NSX's default limit of 100 requests/s, on the local control plane.
 # Runs twice on the same control plane, each time with a fresh simulator and namespace: microseg
 # as built (NSX cache, batched writes) and the baseline `--nsx-cache=false --nsx-batch-window=0s
-# --reconcile-concurrency=16`
+# --reconcile-concurrency=16 --transition-lead=0s`
 # (one GET per object per reconcile, one write per application: the behaviour before issue
 # #22). Prints, side by side: time from apply to all Monitoring and Synced; NSX calls per
 # policy; the spread of lateness when all N reach enforceAt in the same second; NSX writes,
@@ -23,6 +23,9 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 cargo build --quiet --release --bin microseg
 M="$ROOT/target/release/microseg"
+# Profiling: MICROSEG_BENCH_CONTROLLER_BIN runs another build of the controller (e.g. one without
+# mimalloc), MICROSEG_BENCH_WRAP prefixes its command (e.g. "heaptrack -o /tmp/ctl").
+CM="${MICROSEG_BENCH_CONTROLLER_BIN:-$M}"
 bash tests/control-plane/run.sh build; [ -x .tmp/venv/bin/python ] && .tmp/venv/bin/python -c "import aiosmtpd" 2>/dev/null || bash tests/support/setup.sh >/dev/null
 CONTROL_PLANE_WATCH_PID=$$ bash tests/control-plane/run.sh start "$WORK/kubeconfig" >/dev/null
 export KUBECONFIG="$WORK/kubeconfig"
@@ -51,7 +54,7 @@ variant() {
   # timeline: after every application is Monitoring, not in the second before the flip, where
   # 1,000 reminder mails to the test SMTP sink held the reconciles that flip.
   # shellcheck disable=SC2086
-  "$M" controller --cluster bench --namespace "$NS" --nsx-url "http://127.0.0.1:$NSX_PORT" --nsx-insecure-allow-http --nsx-auth session \
+  ${MICROSEG_BENCH_WRAP:-} "$CM" controller --cluster bench --namespace "$NS" --nsx-url "http://127.0.0.1:$NSX_PORT" --nsx-insecure-allow-http --nsx-auth session \
     --nsx-credentials-dir "$WORK/nsx" --notify-config-dir "$WORK/notify" --nsx-rate-limit 95 --nsx-concurrency 20 \
     --reminder-before 45s --resync "${RESYNC}s" --http-addr "127.0.0.1:$HTTP_PORT" $FLAGS >"$D/controller.log" 2>&1 &
   CPID=$!; PIDS+=($CPID)
@@ -126,7 +129,7 @@ print(sum(ok(p) for p in items))' "$1"; }
 for v in $VARIANTS; do
   case "$v" in
     cache) variant cache "" ;;
-    baseline) variant baseline "--nsx-cache=false --nsx-batch-window=0s --reconcile-concurrency=16" ;;
+    baseline) variant baseline "--nsx-cache=false --nsx-batch-window=0s --reconcile-concurrency=16 --transition-lead=0s" ;;
     *) echo "unknown variant $v" >&2; exit 2 ;;
   esac
 done

@@ -90,6 +90,11 @@ pub struct ControllerArgs {
     /// most 64 of their status writes at a time.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u16).range(1..))]
     pub reconcile_concurrency: u16,
+    /// Decide a scheduled transition (a flip at `enforceAt`, a rollback's end) this long ahead
+    /// of its instant and write it at the instant, if nothing it read changed meanwhile; 0s
+    /// decides when the instant has come.
+    #[arg(long, default_value = "10s")]
+    pub transition_lead: Duration,
     /// Elect a leader through a Lease; only the leader writes NSX and status.
     #[arg(long)]
     pub leader_elect: bool,
@@ -434,6 +439,7 @@ impl ControllerArgs {
                 notice_retry: std_duration(self.notice_retry),
                 nsx_cache: self.nsx_cache,
                 reconcile_concurrency: self.reconcile_concurrency,
+                lead: std_duration(self.transition_lead),
                 nsx_batch: (!std_duration(self.nsx_batch_window).is_zero()).then(|| {
                     crate::controller::nsx_batch::BatchConfig {
                         window: std_duration(self.nsx_batch_window),

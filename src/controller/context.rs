@@ -50,6 +50,9 @@ pub struct Settings {
     /// Reconciles run at once (a batched write holds as many applications as reconcile
     /// together).
     pub reconcile_concurrency: u16,
+    /// A scheduled transition is decided this long before its instant and written at it
+    /// (`controller::ahead`); zero decides at the instant.
+    pub lead: Duration,
 }
 
 impl Default for Settings {
@@ -63,6 +66,7 @@ impl Default for Settings {
             nsx_cache: true,
             nsx_batch: Some(super::nsx_batch::BatchConfig::default()),
             reconcile_concurrency: 1024,
+            lead: Duration::from_secs(10),
         }
     }
 }
@@ -99,6 +103,8 @@ pub struct Context {
     pub status_writes: Arc<Limit<STATUS_WRITES>>,
     /// Bounds the owner notices being delivered at once.
     pub notice_sends: Arc<Limit<NOTICE_SENDS>>,
+    /// Transitions decided ahead of their instant.
+    pub ahead: Arc<super::ahead::Ahead>,
 }
 
 /// Status writes in flight at most: each holds a connection to the API server (and its

@@ -7,6 +7,7 @@
 //! (an object that cannot be decoded is skipped and reported, the others are served) and every
 //! reconcile through `guard` (a panic is caught, reported on its object and retried).
 
+pub mod ahead;
 pub mod canary;
 pub mod context;
 pub mod decide;
@@ -384,6 +385,7 @@ impl Leader {
             statuses: Default::default(),
             status_writes: Default::default(),
             notice_sends: Default::default(),
+            ahead: Default::default(),
         });
         Leader {
             ctx,
@@ -425,8 +427,10 @@ impl Leader {
             _ = self.shared.ready() => {},
             _ = stop.cancelled() => return,
         }
-        // This replica publishes the InvalidObject events for as long as the term lasts.
+        // This replica publishes the InvalidObject events for as long as the term lasts, and
+        // the reconciles that wait for a scheduled instant write only within it.
         let _term = self.events.lead();
+        ctx.ahead.begin_term(stop.clone());
         // Reconcile what is changed: a new generation, finalizers, annotations, or a monitor
         // summary that can move a gate (not every status write). The filter starts from the
         // store as it is, and every object is reconciled once at the start of the term.

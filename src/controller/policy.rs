@@ -165,7 +165,28 @@ fn snapshot_window(w: &EnforcementWindow) -> WindowSnapshot {
 }
 
 async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
+    // The window's version before it is read: a change after this discards a decision made
+    // ahead of its instant.
+    let window_version = window_version(p, ctx);
     let mut o = observe(p, ctx).await;
+    // Within the lead before a scheduled instant: decided as of the instant (just after it, as
+    // a reconcile requeued for it would be), written at it (`ahead`).
+    let ahead = ctx
+        .ahead
+        .take(
+            p.uid().as_deref().unwrap_or_default(),
+            o.now,
+            ctx.settings.lead,
+        )
+        .map(|at| at + k8s_openapi::jiff::SignedDuration::from_millis(5));
+    if let Some(at) = ahead {
+        info!(at = %at, "deciding ahead of the schedule's next instant; written at it if nothing changes meanwhile");
+        o.now = at;
+        o.members = ctx
+            .members
+            .fresh(&o.names.group_key(), p.metadata.generation, at)
+            .map(Ok);
+    }
     let mut needs = 0;
     let plan = loop {
         match decide::decide(&o) {
@@ -182,6 +203,13 @@ async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
             }
         }
     };
+    if let Some(at) = ahead
+        && !on_time(p, ctx, at, window_version.as_deref()).await
+    {
+        // Something the decision read changed, or the term ended: decided again from what
+        // holds now (the instant has come, so not ahead).
+        return Ok(Action::requeue(std::time::Duration::ZERO));
+    }
     let done = act(ctx, &o.names, &plan).await;
     // What the writes did is told once they succeeded (a failed DROP is reported Held, and
     // nobody is told it drops).
@@ -208,7 +236,48 @@ async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
         };
     }
     let record = decide::conclude(&o, &plan, &done);
-    record_outcome(ctx, p, record).await
+    record_outcome(ctx, p, record, o.now).await
+}
+
+/// The resourceVersion of the policy's window in the store (`None`: not there).
+fn window_version(p: &SegmentationPolicy, ctx: &Context) -> Option<String> {
+    let ns = p.namespace().unwrap_or_default();
+    let r = ObjectRef::<EnforcementWindow>::new(&p.spec.window.name).within(&ns);
+    ctx.windows
+        .get(&r)
+        .and_then(|w| w.metadata.resource_version.clone())
+}
+
+/// Waits for `at`, then whether the decision made ahead of it still stands: this replica still
+/// leads, and the policy and its window are the versions the decision read (a monitor summary,
+/// a suspend, a spec change or a deletion since then all change one of them).
+async fn on_time(
+    p: &SegmentationPolicy,
+    ctx: &Context,
+    at: k8s_openapi::jiff::Timestamp,
+    window_before: Option<&str>,
+) -> bool {
+    let term = ctx.ahead.term();
+    let wait = ctx.clock.now().duration_until(at).unsigned_abs();
+    if ctx.clock.now() < at {
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {},
+            () = term.cancelled() => return false,
+        }
+    }
+    if term.is_cancelled() {
+        return false;
+    }
+    let current = ctx.policies.get(&ObjectRef::from_obj(p));
+    let policy_same =
+        current.is_some_and(|c| c.metadata.resource_version == p.metadata.resource_version);
+    let same = policy_same && window_version(p, ctx).as_deref() == window_before;
+    if !same {
+        info!(
+            "the policy or its window changed while its transition waited for its instant; deciding again"
+        );
+    }
+    same
 }
 
 /// Everything the decision reads, but the facts it asks for on the way.
@@ -333,6 +402,7 @@ async fn record_outcome(
     ctx: &Context,
     p: &SegmentationPolicy,
     record: Record,
+    now: k8s_openapi::jiff::Timestamp,
 ) -> Result<Action, Error> {
     let prev = p.status.clone().unwrap_or_default();
     // A reconcile may run on a copy older than this controller's own last status write (the
@@ -372,7 +442,17 @@ async fn record_outcome(
         };
         publish(ctx, p, type_, &e.reason, e.note).await;
     }
-    Ok(Action::requeue(record.requeue))
+    // The next scheduled instant is met by a reconcile that comes `lead` ahead of it.
+    let (requeue, ahead) = super::ahead::early(
+        record.requeue,
+        now,
+        record.decision.as_ref().and_then(|d| d.wake_at),
+        ctx.settings.lead,
+    );
+    if let Some(at) = ahead {
+        ctx.ahead.expect(p.uid().as_deref().unwrap_or_default(), at);
+    }
+    Ok(Action::requeue(requeue))
 }
 
 /// Whether a peer group the rules name is not (known to be) in NSX.

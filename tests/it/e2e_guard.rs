@@ -51,6 +51,7 @@ fn context(client: &Client, dir: &std::path::Path) -> Arc<Context> {
         status_writes: Default::default(),
         notice_sends: Default::default(),
         statuses: Default::default(),
+        ahead: Default::default(),
     })
 }
 

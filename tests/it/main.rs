@@ -11,6 +11,7 @@ mod purity;
 mod canary_sim;
 mod crds;
 mod e2e_abuse;
+mod e2e_ahead;
 mod e2e_canary;
 mod e2e_dashboard;
 mod e2e_fleet;
