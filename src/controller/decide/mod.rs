@@ -391,16 +391,24 @@ impl Evaluator<'_> {
     }
 }
 
-/// Adds a blocker (the first one stays) and evaluates again.
-fn block(
-    e: &Evaluator<'_>,
-    blocker: &mut Option<Blocker>,
-    b: Blocker,
+/// A decision in the making: the schedule's inputs, the first blocker found so far and when
+/// the Scheduled notice was delivered.
+struct Deciding<'a> {
+    e: Evaluator<'a>,
+    blocker: Option<Blocker>,
     delivered: Option<Timestamp>,
-) -> Decision {
-    let kept = blocker.take().unwrap_or(b);
-    *blocker = Some(kept);
-    e.evaluate(delivered, blocker.clone())
+}
+
+impl Deciding<'_> {
+    fn evaluate(&self) -> Decision {
+        self.e.evaluate(self.delivered, self.blocker.clone())
+    }
+
+    /// Adds a blocker (the first one stays) and evaluates again.
+    fn block(&mut self, b: Blocker) -> Decision {
+        self.blocker.get_or_insert(b);
+        self.evaluate()
+    }
 }
 
 fn nsx_error(message: String) -> Blocker {
@@ -429,7 +437,7 @@ fn plan_for(o: &Observed<'_>) -> Result<Plan, Need> {
     };
     let window = Window::from_spec(spec, o.settings.log_silence);
     let previously_synced = previously_synced(prev, p.metadata.generation);
-    let mut blocker = readiness_blocker(o, previously_synced);
+    let blocker = readiness_blocker(o, previously_synced);
     let monitor = monitor_summary(prev, spec.gates.rollback.as_ref(), o.now);
     let comparison = widening_comparison(o);
     let widening = comparison.as_ref().and_then(|c| c.widening());
@@ -451,17 +459,21 @@ fn plan_for(o: &Observed<'_>) -> Result<Plan, Need> {
         open_alerts: monitor.open_alerts,
         reminder_before: o.settings.reminder_before,
     };
-    let mut delivered = scheduled_delivered_at(&facts);
-    let decision = e.evaluate(delivered, blocker.clone());
-    let decision = with_notices(o, &e, &facts, &blocker, &mut delivered, decision)?;
-    let decision = with_members(o, &e, &mut blocker, delivered, decision)?;
-    let (decision, choice) = with_canary(o, &e, &mut blocker, delivered, decision)?;
+    let mut d = Deciding {
+        e,
+        blocker,
+        delivered: scheduled_delivered_at(&facts),
+    };
+    let decision = d.evaluate();
+    let decision = with_notices(o, &facts, &mut d, decision)?;
+    let decision = with_members(o, &mut d, decision)?;
+    let (decision, choice) = with_canary(o, &mut d, decision)?;
     let notify_after = notify_after(o, &facts, &decision);
 
     let carried = Carried {
         window: window.clone(),
         snapshot,
-        blocker,
+        blocker: d.blocker,
         widening,
         comparison,
         previously_synced,
@@ -539,10 +551,8 @@ fn widening_comparison(o: &Observed<'_>) -> Option<Comparison> {
 /// Scheduled notice delivered now starts the notice period.
 fn with_notices(
     o: &Observed<'_>,
-    e: &Evaluator<'_>,
     facts: &Facts<'_>,
-    blocker: &Option<Blocker>,
-    delivered: &mut Option<Timestamp>,
+    d: &mut Deciding<'_>,
     decision: Decision,
 ) -> Result<Decision, Need> {
     let Some(sent) = &o.notices else {
@@ -573,8 +583,8 @@ fn with_notices(
         ..*facts
     }) {
         Some(t) => {
-            *delivered = Some(t);
-            Ok(e.evaluate(*delivered, blocker.clone()))
+            d.delivered = Some(t);
+            Ok(d.evaluate())
         }
         None => Ok(decision),
     }
@@ -585,9 +595,7 @@ fn with_notices(
 /// membership criteria are wrong.
 fn with_members(
     o: &Observed<'_>,
-    e: &Evaluator<'_>,
-    blocker: &mut Option<Blocker>,
-    delivered: Option<Timestamp>,
+    d: &mut Deciding<'_>,
     decision: Decision,
 ) -> Result<Decision, Need> {
     if decision.phase == Phase::Monitoring
@@ -613,7 +621,7 @@ fn with_members(
         ))),
     };
     Ok(match problem {
-        Some(b) => block(e, blocker, b, delivered),
+        Some(b) => d.block(b),
         None => decision,
     })
 }
@@ -622,9 +630,7 @@ fn with_members(
 /// NotReady gate), never the whole application at DROP.
 fn with_canary(
     o: &Observed<'_>,
-    e: &Evaluator<'_>,
-    blocker: &mut Option<Blocker>,
-    delivered: Option<Timestamp>,
+    d: &mut Deciding<'_>,
     decision: Decision,
 ) -> Result<(Decision, Option<Choice>), Need> {
     let Some(key) = canary_key(&decision) else {
@@ -637,7 +643,7 @@ fn with_canary(
             result: Err(err), ..
         }) => {
             let b = nsx_error(format!("canary VMs could not be read: {err}"));
-            Ok((block(e, blocker, b, delivered), None))
+            Ok((d.block(b), None))
         }
     }
 }
