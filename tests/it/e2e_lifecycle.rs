@@ -39,6 +39,19 @@ fn apply_dns(env: &Env) {
     );
 }
 
+/// When the policy entered `phase`, as its history records it (it must have).
+fn entered_at(env: &Env, name: &str, phase: &str) -> String {
+    env.policy(name)["status"]["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["phase"] == phase)
+        .unwrap()["at"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 /// Who holds the controller's lease ("" while nobody does).
 fn lease_holder(env: &Env) -> String {
     let out = env.cp.kubectl(&[
@@ -373,16 +386,7 @@ async fn a_controller_killed_in_mid_rollout_continues_on_time_without_repeating_
     tokio::time::sleep(wait.unsigned_abs()).await;
     let _second = env.controller("second", &[]);
     env.wait_phase("dns", "Completed", Duration::from_secs(60));
-    let history = env.policy("dns")["status"]["history"].clone();
-    let enforced = history
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|h| h["phase"] == "Enforcing")
-        .unwrap()["at"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let enforced = entered_at(&env, "dns", "Enforcing");
     let late = enforced
         .parse::<k8s_openapi::jiff::Timestamp>()
         .unwrap()
@@ -549,17 +553,8 @@ async fn a_refused_owner_notice_postpones_enforcement_to_delivery_plus_minimum_n
         "enforceAt {enforce} is not delivery {delivered} + 12s"
     );
     env.wait_phase("dns", "Enforcing", Duration::from_secs(40));
-    let history = env.policy("dns")["status"]["history"].clone();
-    let enforced: k8s_openapi::jiff::Timestamp = history
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|h| h["phase"] == "Enforcing")
-        .unwrap()["at"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let enforced: k8s_openapi::jiff::Timestamp =
+        entered_at(&env, "dns", "Enforcing").parse().unwrap();
     assert!(
         enforced >= enforce,
         "enforced at {enforced} before the postponed {enforce}"
