@@ -8,7 +8,7 @@ use crate::common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::e2e::Env;
+use common::e2e::{Env, reconcile_count};
 use microseg::api::{Phase, SegmentationPolicy};
 use microseg::nsx::NsxApi;
 use microseg::nsx::naming::Identity;
@@ -265,20 +265,6 @@ async fn the_example_wave_goes_from_pending_to_completed_with_nsx_matching_the_p
         "a resync wrote to NSX: {:?}",
         env.sim.counters()
     );
-}
-
-/// The controller's `microseg_reconcile_total`.
-async fn reconcile_count(http: u16) -> f64 {
-    let text = reqwest::get(format!("http://127.0.0.1:{http}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with("microseg_reconcile_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

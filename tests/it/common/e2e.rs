@@ -508,6 +508,20 @@ fn service_account(cp: &ControlPlane, ns: &str, dir: &std::path::Path) -> PathBu
     path
 }
 
+/// The controller's `microseg_reconcile_total`, read from its metrics on `http`.
+pub async fn reconcile_count(http: u16) -> f64 {
+    let text = reqwest::get(format!("http://127.0.0.1:{http}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("microseg_reconcile_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Posts DFW lines to the controller's ingestion on `port` with the bearer `token`; nothing
 /// when there are none.
 pub async fn ingest(port: u16, token: &str, lines: &[String]) {
