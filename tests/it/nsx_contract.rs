@@ -783,8 +783,7 @@ async fn session_expiry_is_renewed_and_bad_xsrf_refused() {
         ..nsxsim::Config::default()
     };
     let sim = nsxsim::spawn(cfg).await.unwrap();
-    let creds = credential_files(nsxsim::DEFAULT_PASSWORD);
-    let client = Client::new(sim_client_config(&sim.url, &creds, true)).unwrap();
+    let (client, _creds) = admin_client(&sim, true);
     assert!(client.get_group("default", "x").await.unwrap().is_none());
     tokio::time::sleep(Duration::from_millis(500)).await;
     // The session expired on the manager: the client logs in again and the call succeeds.
@@ -1261,8 +1260,7 @@ async fn request_rate_limit_message_and_retry_after() {
     assert_eq!(statuses, vec![200, 200, 200, 429]);
 
     // The client waits for Retry-After and then succeeds.
-    let creds = credential_files(nsxsim::DEFAULT_PASSWORD);
-    let client = Client::new(sim_client_config(&sim.url, &creds, false)).unwrap();
+    let (client, _creds) = admin_client(&sim, false);
     let start = std::time::Instant::now();
     let services: Vec<Value> = client.list("/infra/services").await.unwrap();
     assert!(services.iter().any(|s| s["id"] == "HTTPS"));

@@ -57,6 +57,14 @@ pub fn credential_files(password: &str) -> CredentialFiles {
     CredentialFiles(user, pass, dir)
 }
 
+/// A client of the simulator as its admin (session authentication when `session`, else basic),
+/// and the credential files it reads (keep them while the client is in use).
+pub fn admin_client(sim: &Running, session: bool) -> (Client, CredentialFiles) {
+    let creds = credential_files(nsxsim::DEFAULT_PASSWORD);
+    let client = Client::new(sim_client_config(&sim.url, &creds, session)).expect("client");
+    (client, creds)
+}
+
 /// Creates the NSX groups that `manifests` name by path (they exist before microseg runs).
 pub async fn put_external_groups(client: &Client, manifests: &str) {
     let paths: std::collections::BTreeSet<&str> = manifests
