@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 
 use microseg::api::manifest::{Resource, resources};
 use microseg::api::{Phase, SegmentationPolicy};
+use microseg::nsx::NsxApi;
 use microseg::nsx::naming::Identity;
-use microseg::nsx::{Client, NsxApi};
 use microseg::nsxsim;
 use microseg::plan::{self, Context, PeerGroups};
 use nsx_support::*;
@@ -38,8 +38,7 @@ fn policies() -> Vec<SegmentationPolicy> {
 #[tokio::test]
 async fn plan_writes_are_accepted_and_read_back_in_sync() {
     let sim = nsxsim::spawn(nsxsim::Config::default()).await.unwrap();
-    let creds = credential_files(nsxsim::DEFAULT_PASSWORD);
-    let client = Client::new(sim_client_config(&sim.url, &creds, true)).unwrap();
+    let (client, _creds) = admin_client(&sim, true);
     let identity = Identity::new("demo").unwrap();
     let policies = policies();
     assert!(!policies.is_empty());
