@@ -75,8 +75,68 @@ pub struct Observation<'a> {
 pub fn build(obs: &Observation<'_>, now: Timestamp) -> SegmentationPolicyStatus {
     let prev = obs.policy.status.clone().unwrap_or_default();
     let generation = obs.policy.metadata.generation;
-    let mut s = SegmentationPolicyStatus {
-        observed_generation: generation,
+    let mut s = carried_over(obs, &prev);
+    record_notices(&mut s, &obs.delivered);
+    record_decision(&mut s, prev.phase, obs.decision, now);
+    if let Some(facts) = &obs.nsx {
+        s.nsx = Some(nsx_status(facts, prev.nsx.as_ref(), &obs.sync, now));
+    }
+
+    let phase = s.phase.unwrap_or_default();
+    let delivered_at = s
+        .schedule
+        .as_ref()
+        .and_then(|x| x.notice_delivered_at.clone());
+    let last_log = prev
+        .monitor
+        .as_ref()
+        .and_then(|m| m.last_log_at.as_ref())
+        .map(|t| t.0);
+    let [ready, stalled, reconciling] = kstatus(health(obs, phase));
+    let verdicts = [
+        (condition::SYNCED, synced(&obs.sync)),
+        (
+            condition::OWNER_NOTIFIED,
+            owner_notified(
+                delivered_at.as_ref(),
+                obs.decision,
+                obs.notice_error.as_deref(),
+            ),
+        ),
+        (condition::ENFORCEMENT_GATE, enforcement_gate(obs.decision)),
+        (
+            condition::MONITORING_HEALTHY,
+            monitoring_healthy(phase, last_log, obs.log_silence, now),
+        ),
+        (condition::READY, ready),
+        (condition::STALLED, stalled),
+        (condition::RECONCILING, reconciling),
+    ];
+    let c = &mut s.conditions;
+    for (type_, (st, rs, msg)) in verdicts {
+        set_condition(c, type_, st, rs, msg, generation, now);
+    }
+    // Display order.
+    c.sort_by_key(|x| {
+        condition::POLICY_CONDITIONS
+            .iter()
+            .position(|t| *t == x.type_)
+            .unwrap_or(99)
+    });
+    s
+}
+
+/// One condition's status, reason and message.
+type Verdict = (&'static str, &'static str, String);
+
+/// The previous status with this reconcile's generation, application, enforced spec and window;
+/// `monitor` and `canary` left out (the controller does not own them).
+fn carried_over(
+    obs: &Observation<'_>,
+    prev: &SegmentationPolicyStatus,
+) -> SegmentationPolicyStatus {
+    SegmentationPolicyStatus {
+        observed_generation: obs.policy.metadata.generation,
         application: Some(obs.policy.application()),
         phase: prev.phase,
         schedule: prev.schedule.clone(),
@@ -89,54 +149,76 @@ pub fn build(obs: &Observation<'_>, now: Timestamp) -> SegmentationPolicyStatus 
         history: prev.history.clone(),
         enforced_spec: obs.enforced_spec.clone(),
         window: obs.window.clone(),
-    };
-    s.notifications.extend(obs.delivered.iter().cloned());
+    }
+}
+
+/// Appends the notices delivered now, keeping the newest `MAX_NOTIFICATIONS`.
+fn record_notices(s: &mut SegmentationPolicyStatus, delivered: &[NotificationRecord]) {
+    s.notifications.extend(delivered.iter().cloned());
     let excess = s.notifications.len().saturating_sub(MAX_NOTIFICATIONS);
     s.notifications.drain(..excess);
+}
 
-    if let Some(d) = obs.decision {
-        if prev.phase != Some(d.phase) {
-            s.history.push(HistoryEntry {
-                phase: d.phase,
-                at: Time(now),
-                reason: d.reason.to_string(),
-                message: d.message.clone(),
-            });
-            let excess = s.history.len().saturating_sub(MAX_HISTORY);
-            s.history.drain(..excess);
+/// Phase, schedule and next transition from the decision; a phase change adds a history entry
+/// (the newest `MAX_HISTORY` kept). Without a decision the phase stays, or starts as Pending.
+fn record_decision(
+    s: &mut SegmentationPolicyStatus,
+    prev_phase: Option<Phase>,
+    decision: Option<&Decision>,
+    now: Timestamp,
+) {
+    let Some(d) = decision else {
+        if s.phase.is_none() {
+            s.phase = Some(Phase::Pending);
         }
-        s.phase = Some(d.phase);
-        s.schedule = Some(d.schedule.to_status());
-        s.next_transition = d.next_transition();
-    } else if s.phase.is_none() {
-        s.phase = Some(Phase::Pending);
-    }
-
-    if let Some(facts) = &obs.nsx {
-        let mut nsx = NsxStatus {
-            group_path: facts.group_path.clone(),
-            policy_path: facts.policy_path.clone(),
-            revision: facts.revision,
-            rule_ids: facts.rule_ids.clone(),
-            last_sync_time: prev.nsx.as_ref().and_then(|n| n.last_sync_time.clone()),
-        };
-        // Only a write or a difference moves the time: a resync that finds NSX as recorded
-        // leaves the status as it was (no etcd write, no watch event).
-        let same = prev.nsx.as_ref().is_some_and(|p| {
-            p.group_path == nsx.group_path
-                && p.policy_path == nsx.policy_path
-                && p.revision == nsx.revision
-                && p.rule_ids == nsx.rule_ids
+        return;
+    };
+    if prev_phase != Some(d.phase) {
+        s.history.push(HistoryEntry {
+            phase: d.phase,
+            at: Time(now),
+            reason: d.reason.to_string(),
+            message: d.message.clone(),
         });
-        if !same || matches!(obs.sync, SyncOutcome::Applied(_)) || nsx.last_sync_time.is_none() {
-            nsx.last_sync_time = Some(Time(now));
-        }
-        s.nsx = Some(nsx);
+        let excess = s.history.len().saturating_sub(MAX_HISTORY);
+        s.history.drain(..excess);
     }
+    s.phase = Some(d.phase);
+    s.schedule = Some(d.schedule.to_status());
+    s.next_transition = d.next_transition();
+}
 
-    let c = &mut s.conditions;
-    // Synced.
-    let (st, rs, msg) = match &obs.sync {
+/// `status.nsx` from what NSX holds now.
+fn nsx_status(
+    facts: &NsxFacts,
+    prev: Option<&NsxStatus>,
+    sync: &SyncOutcome,
+    now: Timestamp,
+) -> NsxStatus {
+    let mut nsx = NsxStatus {
+        group_path: facts.group_path.clone(),
+        policy_path: facts.policy_path.clone(),
+        revision: facts.revision,
+        rule_ids: facts.rule_ids.clone(),
+        last_sync_time: prev.and_then(|n| n.last_sync_time.clone()),
+    };
+    // Only a write or a difference moves the time: a resync that finds NSX as recorded
+    // leaves the status as it was (no etcd write, no watch event).
+    let same = prev.is_some_and(|p| {
+        p.group_path == nsx.group_path
+            && p.policy_path == nsx.policy_path
+            && p.revision == nsx.revision
+            && p.rule_ids == nsx.rule_ids
+    });
+    if !same || matches!(sync, SyncOutcome::Applied(_)) || nsx.last_sync_time.is_none() {
+        nsx.last_sync_time = Some(Time(now));
+    }
+    nsx
+}
+
+/// `Synced`: whether NSX matches the desired state.
+fn synced(sync: &SyncOutcome) -> Verdict {
+    match sync {
         SyncOutcome::InSync => (
             TRUE,
             reason::IN_SYNC,
@@ -158,13 +240,16 @@ pub fn build(obs: &Observation<'_>, now: Timestamp) -> SegmentationPolicyStatus 
             format!("dry run, would apply: {}", summary.join("; ")),
         ),
         SyncOutcome::Failed { reason, message } => (FALSE, *reason, message.clone()),
-    };
-    set_condition(c, condition::SYNCED, st, rs, msg, generation, now);
+    }
+}
 
-    // OwnerNotified.
-    let schedule = s.schedule.as_ref();
-    let delivered_at = schedule.and_then(|x| x.notice_delivered_at.clone());
-    let (st, rs, msg) = match (&delivered_at, obs.decision, &obs.notice_error) {
+/// `OwnerNotified`: whether the Scheduled notice went out.
+fn owner_notified(
+    delivered_at: Option<&Time>,
+    decision: Option<&Decision>,
+    notice_error: Option<&str>,
+) -> Verdict {
+    match (delivered_at, decision, notice_error) {
         (Some(t), _, _) => (
             TRUE,
             reason::DELIVERED,
@@ -186,43 +271,33 @@ pub fn build(obs: &Observation<'_>, now: Timestamp) -> SegmentationPolicyStatus 
             format!("the Scheduled notice is due at {}", d.schedule.notify_at),
         ),
         (None, None, _) => (UNKNOWN, reason::PENDING, "no schedule".to_string()),
-    };
-    set_condition(c, condition::OWNER_NOTIFIED, st, rs, msg, generation, now);
+    }
+}
 
-    // EnforcementGate.
-    match obs.decision {
-        Some(d) => set_condition(
-            c,
-            condition::ENFORCEMENT_GATE,
+/// `EnforcementGate`: the schedule's gate, or Unknown without a window.
+fn enforcement_gate(decision: Option<&Decision>) -> Verdict {
+    match decision {
+        Some(d) => (
             if d.gate.open { TRUE } else { FALSE },
             d.gate.reason,
             d.gate.message.clone(),
-            generation,
-            now,
         ),
-        None => set_condition(
-            c,
-            condition::ENFORCEMENT_GATE,
-            UNKNOWN,
-            reason::WINDOW_NOT_FOUND,
-            "no window",
-            generation,
-            now,
-        ),
+        None => (UNKNOWN, reason::WINDOW_NOT_FOUND, "no window".to_string()),
     }
+}
 
-    // MonitoringHealthy.
-    let phase = s.phase.unwrap_or_default();
+/// `MonitoringHealthy`: whether DFW log lines still arrive while the catch-all logs.
+fn monitoring_healthy(
+    phase: Phase,
+    last_log: Option<Timestamp>,
+    log_silence: SignedDuration,
+    now: Timestamp,
+) -> Verdict {
     let monitoring = matches!(
         phase,
         Phase::Monitoring | Phase::Enforcing | Phase::Held | Phase::RolledBack
     );
-    let last_log = prev
-        .monitor
-        .as_ref()
-        .and_then(|m| m.last_log_at.as_ref())
-        .map(|t| t.0);
-    let (st, rs, msg) = match (monitoring, last_log) {
+    match (monitoring, last_log) {
         (false, _) => (
             UNKNOWN,
             reason::NOT_MONITORING,
@@ -233,7 +308,7 @@ pub fn build(obs: &Observation<'_>, now: Timestamp) -> SegmentationPolicyStatus 
             reason::NO_LOGS_YET,
             "no DFW log line of this application has arrived yet".to_string(),
         ),
-        (true, Some(t)) if now < time::plus(t, obs.log_silence) => {
+        (true, Some(t)) if now < time::plus(t, log_silence) => {
             (TRUE, reason::LOGS_ARRIVING, format!("last DFW log at {t}"))
         }
         (true, Some(t)) => (
@@ -241,55 +316,18 @@ pub fn build(obs: &Observation<'_>, now: Timestamp) -> SegmentationPolicyStatus 
             reason::MONITORING_BLIND,
             format!("no DFW log since {t}: monitoring is blind"),
         ),
-    };
-    set_condition(
-        c,
-        condition::MONITORING_HEALTHY,
-        st,
-        rs,
-        msg,
-        generation,
-        now,
-    );
-
-    // Ready, Stalled, Reconciling (kstatus): see `health`.
-    let (ready, stalled, reconciling) = match health(obs, phase) {
-        Health::Stalled(rs, msg) => (
-            (FALSE, rs, msg.clone()),
-            (TRUE, rs, msg),
-            (FALSE, reason::NONE, String::new()),
-        ),
-        Health::Retrying(rs, msg) => (
-            (FALSE, rs, msg.clone()),
-            (FALSE, reason::NONE, String::new()),
-            (TRUE, rs, msg),
-        ),
-        Health::Waiting(rs, msg) => (
-            (TRUE, rs, msg),
-            (FALSE, reason::NONE, String::new()),
-            (FALSE, reason::NONE, String::new()),
-        ),
-        Health::Done(msg) => (
-            (TRUE, reason::AS_EXPECTED, msg),
-            (FALSE, reason::NONE, String::new()),
-            (FALSE, reason::NONE, String::new()),
-        ),
-    };
-    for (type_, (st, rs, msg)) in [
-        (condition::READY, ready),
-        (condition::STALLED, stalled),
-        (condition::RECONCILING, reconciling),
-    ] {
-        set_condition(c, type_, st, rs, msg, generation, now);
     }
-    // Display order.
-    c.sort_by_key(|x| {
-        condition::POLICY_CONDITIONS
-            .iter()
-            .position(|t| *t == x.type_)
-            .unwrap_or(99)
-    });
-    s
+}
+
+/// `Ready`, `Stalled` and `Reconciling` (kstatus) for one `Health` answer.
+fn kstatus(health: Health) -> [Verdict; 3] {
+    let off = || (FALSE, reason::NONE, String::new());
+    match health {
+        Health::Stalled(rs, msg) => [(FALSE, rs, msg.clone()), (TRUE, rs, msg), off()],
+        Health::Retrying(rs, msg) => [(FALSE, rs, msg.clone()), off(), (TRUE, rs, msg)],
+        Health::Waiting(rs, msg) => [(TRUE, rs, msg), off(), off()],
+        Health::Done(msg) => [(TRUE, reason::AS_EXPECTED, msg), off(), off()],
+    }
 }
 
 /// What a policy's status says to GitOps tools (Flux's kstatus, Argo CD's health.lua,

@@ -347,6 +347,15 @@ enum Op {
     },
 }
 
+impl Op {
+    /// The job the op came from.
+    fn job(&self) -> usize {
+        match self {
+            Op::Delta { job, .. } | Op::Ack { job, .. } => *job,
+        }
+    }
+}
+
 /// The watch's copies of the policies, and the version of each that this recorder wrote last.
 struct Copies {
     store: Option<Store<SegmentationPolicy>>,
@@ -546,6 +555,7 @@ async fn write_policy(
     let api: Api<SegmentationPolicy> = Api::namespaced(client.clone(), &policy.namespace);
     let mut last_error = String::new();
     for attempt in 0..ATTEMPTS {
+        // The watch's copy first; a retry reads afresh.
         let copy = if attempt == 0 {
             copies.current(&policy)
         } else {
@@ -562,16 +572,7 @@ async fn write_policy(
                 // Deleted: its flows have nowhere to go, which is not the sender's fault.
                 debug!(policy = %policy, "policy gone; dropping its monitor data");
                 copies.wrote(&policy, None);
-                return ops
-                    .iter()
-                    .map(|op| match op {
-                        Op::Delta { job, .. } => (*job, OpResult::Recorded { duplicate: false }),
-                        Op::Ack { job, .. } => (
-                            *job,
-                            OpResult::AckRefused(AckError::PolicyNotFound(policy.to_string())),
-                        ),
-                    })
-                    .collect();
+                return gone(&policy, &ops);
             }
             Err(e) => {
                 last_error = format!("reading {policy}: {e}");
@@ -587,57 +588,7 @@ async fn write_policy(
             .unwrap_or_default();
         drop(current);
         let mut m: MonitorStatus = before.clone();
-        let now = Timestamp::now();
-        let results: Vec<(usize, OpResult)> = ops
-            .iter()
-            .map(|op| match op {
-                Op::Delta { job, delta, key } => {
-                    let a =
-                        aggregate::apply(&mut m, &policy, delta, key.as_deref(), config.max_flows);
-                    (
-                        *job,
-                        OpResult::Recorded {
-                            duplicate: a.duplicate,
-                        },
-                    )
-                }
-                Op::Ack {
-                    job,
-                    target,
-                    by,
-                    comment,
-                } => {
-                    let kept = m.clone();
-                    match aggregate::acknowledge(&mut m, target, by, comment, now) {
-                        Ok(n) => {
-                            let bytes = serde_json::to_vec(&m).map_or(usize::MAX, |v| v.len());
-                            if bytes > MONITOR_BYTES_MAX
-                                && bytes > serde_json::to_vec(&kept).map_or(0, |v| v.len())
-                            {
-                                m = kept;
-                                (
-                                    *job,
-                                    OpResult::AckRefused(AckError::TooLarge {
-                                        policy: policy.to_string(),
-                                        bytes,
-                                        budget: MONITOR_BYTES_MAX,
-                                    }),
-                                )
-                            } else {
-                                (*job, OpResult::Acked(n))
-                            }
-                        }
-                        Err(ids) => (
-                            *job,
-                            OpResult::AckRefused(AckError::UnknownFlows {
-                                policy: policy.to_string(),
-                                ids,
-                            }),
-                        ),
-                    }
-                }
-            })
-            .collect();
+        let results = apply_ops(&mut m, &policy, &ops, config, Timestamp::now());
         // Only a write proves the copy current (the precondition): an outcome without one is
         // decided on a fresh read.
         let refused = results
@@ -650,18 +601,7 @@ async fn write_policy(
             metrics.write("duplicate");
             return results;
         }
-        let patch = serde_json::json!({
-            "metadata": { "resourceVersion": resource_version },
-            "status": { "monitor": m },
-        });
-        let params = PatchParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..Default::default()
-        };
-        match api
-            .patch_status(&policy.name, &params, &Patch::Merge(&patch))
-            .await
-        {
+        match patch_monitor(&api, &policy, resource_version, &m).await {
             Ok(written) => {
                 metrics.write("ok");
                 copies.wrote(&policy, written.metadata.resource_version);
@@ -682,13 +622,104 @@ async fn write_policy(
     }
     warn!(policy = %policy, error = %last_error, "status.monitor not written");
     ops.iter()
-        .map(|op| {
-            let job = match op {
-                Op::Delta { job, .. } | Op::Ack { job, .. } => *job,
-            };
-            (job, OpResult::Failed(last_error.clone()))
+        .map(|op| (op.job(), OpResult::Failed(last_error.clone())))
+        .collect()
+}
+
+/// The outcomes for a policy that is gone: its deltas count as recorded, its acks are refused.
+fn gone(policy: &PolicyKey, ops: &[Op]) -> Vec<(usize, OpResult)> {
+    ops.iter()
+        .map(|op| match op {
+            Op::Delta { job, .. } => (*job, OpResult::Recorded { duplicate: false }),
+            Op::Ack { job, .. } => (
+                *job,
+                OpResult::AckRefused(AckError::PolicyNotFound(policy.to_string())),
+            ),
         })
         .collect()
+}
+
+/// Applies the ops to the monitor status in order, with each op's outcome.
+fn apply_ops(
+    m: &mut MonitorStatus,
+    policy: &PolicyKey,
+    ops: &[Op],
+    config: &RecorderConfig,
+    now: Timestamp,
+) -> Vec<(usize, OpResult)> {
+    ops.iter()
+        .map(|op| match op {
+            Op::Delta { job, delta, key } => {
+                let a = aggregate::apply(m, policy, delta, key.as_deref(), config.max_flows);
+                (
+                    *job,
+                    OpResult::Recorded {
+                        duplicate: a.duplicate,
+                    },
+                )
+            }
+            Op::Ack {
+                job,
+                target,
+                by,
+                comment,
+            } => (
+                *job,
+                acknowledge_within_budget(m, policy, target, by, comment, now),
+            ),
+        })
+        .collect()
+}
+
+/// One acknowledgement, refused (and undone) when it would grow the status past its budget.
+fn acknowledge_within_budget(
+    m: &mut MonitorStatus,
+    policy: &PolicyKey,
+    target: &AckTarget,
+    by: &str,
+    comment: &str,
+    now: Timestamp,
+) -> OpResult {
+    let kept = m.clone();
+    match aggregate::acknowledge(m, target, by, comment, now) {
+        Ok(n) => {
+            let bytes = serde_json::to_vec(&*m).map_or(usize::MAX, |v| v.len());
+            if bytes > MONITOR_BYTES_MAX && bytes > serde_json::to_vec(&kept).map_or(0, |v| v.len())
+            {
+                *m = kept;
+                OpResult::AckRefused(AckError::TooLarge {
+                    policy: policy.to_string(),
+                    bytes,
+                    budget: MONITOR_BYTES_MAX,
+                })
+            } else {
+                OpResult::Acked(n)
+            }
+        }
+        Err(ids) => OpResult::AckRefused(AckError::UnknownFlows {
+            policy: policy.to_string(),
+            ids,
+        }),
+    }
+}
+
+/// Writes `status.monitor` with the version read as precondition (a merge patch).
+async fn patch_monitor(
+    api: &Api<SegmentationPolicy>,
+    policy: &PolicyKey,
+    resource_version: Option<String>,
+    m: &MonitorStatus,
+) -> Result<SegmentationPolicy, kube::Error> {
+    let patch = serde_json::json!({
+        "metadata": { "resourceVersion": resource_version },
+        "status": { "monitor": m },
+    });
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    api.patch_status(&policy.name, &params, &Patch::Merge(&patch))
+        .await
 }
 
 fn backoff(attempt: usize) -> Duration {

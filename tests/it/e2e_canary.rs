@@ -8,15 +8,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 use crate::common;
-use crate::nsx_support;
 
-use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::e2e::{Env, at};
-use microseg::nsx::NsxApi;
-use serde_json::{Value, json};
+use common::e2e::{Env, Feeder, at, ingest};
+use serde_json::json;
 
 const TOKEN: &str = "e2e-canary-ingest-token-0123456789";
 
@@ -49,36 +45,10 @@ fn manifests(env: &Env, app: &App, enforce: i64, gates: &str, steps: &str) -> St
     )
 }
 
-async fn lines(env: &Env, ip: &str, port: u16) -> Vec<String> {
-    nsx_support::flow_lines(&env.sim.url, "10.0.0.10", ip, port).await
-}
-
-async fn ingest(http: u16, lines: &[String]) {
-    if lines.is_empty() {
-        return;
-    }
-    let resp = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{http}/ingest/lines"))
-        .bearer_auth(TOKEN)
-        .body(lines.join("\n"))
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success(), "ingest: {}", resp.status());
-}
-
 /// `(rule id, action)` of the application's catch-alls in NSX, in order.
 async fn catch_alls(env: &Env, name: &str) -> Vec<(String, String)> {
-    let id = microseg::nsx::naming::Identity::new("e2e")
-        .unwrap()
-        .object_id(&env.ns, name);
-    let policy = env
-        .nsx_client()
-        .get_policy("default", &id)
+    env.nsx_policy(name)
         .await
-        .unwrap()
-        .unwrap_or_else(|| panic!("{name}: no security policy in NSX"));
-    policy
         .rules
         .iter()
         .filter(|r| r.id.starts_with("catchall"))
@@ -103,28 +73,17 @@ fn canary_vms(env: &Env, name: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_canary_that_drops_rolls_back_and_one_that_holds_completes_every_step() {
     let env = Env::new("canary").await;
-    std::fs::write(env.dir.join("ingest-token"), TOKEN).unwrap();
-    let token = env.dir.join("ingest-token").display().to_string();
+    let token = env.secret_file("ingest-token", TOKEN);
     let ctl = env.controller("a", &["--ingest-token-file", &token]);
     let http = ctl.ingest;
 
-    let mut vms: Vec<Value> = serde_json::from_slice(
-        &std::fs::read(common::repo().join("deploy/nsxsim/example-vms.json")).unwrap(),
-    )
-    .unwrap();
-    for app in [&TRIAL, &STEADY] {
-        for (i, ip) in app.ips.iter().enumerate() {
-            vms.push(json!({"name": vm_name(app, i), "ips": [ip],
-                "tags": [{"scope": "app", "tag": format!("canary-{}", app.name)}]}));
-        }
-    }
-    let put = reqwest::Client::new()
-        .put(format!("{}/admin/vms", env.sim.url))
-        .json(&vms)
-        .send()
-        .await
-        .unwrap();
-    assert!(put.status().is_success());
+    env.put_vms([&TRIAL, &STEADY].into_iter().flat_map(|app| {
+        app.ips.iter().enumerate().map(move |(i, ip)| {
+            json!({"name": vm_name(app, i), "ips": [ip],
+                "tags": [{"scope": "app", "tag": format!("canary-{}", app.name)}]})
+        })
+    }))
+    .await;
 
     let mut yaml = manifests(
         &env,
@@ -144,24 +103,12 @@ async fn a_canary_that_drops_rolls_back_and_one_that_holds_completes_every_step(
     env.apply(&yaml);
 
     // Evidence: HTTPS to every VM, logged by the explicit rule, every second.
-    let feeding: Arc<Mutex<BTreeSet<&'static str>>> = Arc::new(Mutex::new(
-        TRIAL.ips.iter().chain(STEADY.ips).copied().collect(),
-    ));
-    let feeder = {
-        let feeding = feeding.clone();
-        let sim = env.sim.url.clone();
-        tokio::spawn(async move {
-            loop {
-                let ips: Vec<&str> = feeding.lock().unwrap().iter().copied().collect();
-                let mut batch = Vec::new();
-                for ip in ips {
-                    batch.extend(nsx_support::flow_lines(&sim, "10.0.0.10", ip, 443).await);
-                }
-                ingest(http, &batch).await;
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        })
-    };
+    let feeder = Feeder::start(
+        &env,
+        http,
+        TOKEN,
+        TRIAL.ips.iter().chain(STEADY.ips).copied(),
+    );
 
     // trial: step 1 of 1, one VM of four at DROP.
     env.wait_phase(TRIAL.name, "Enforcing", Duration::from_secs(60));
@@ -200,16 +147,18 @@ async fn a_canary_that_drops_rolls_back_and_one_that_holds_completes_every_step(
             })
         },
     );
-    let dropped = lines(&env, canary_ip, 8080).await;
+    let dropped = env.flow_lines(canary_ip, 8080).await;
     assert!(dropped[0].contains(" DROP "), "{dropped:?}");
-    let passed = lines(&env, other_ip, 8080).await;
+    let passed = env.flow_lines(other_ip, 8080).await;
     eprintln!("to the canary VM: {dropped:?}\nto another member: {passed:?}");
     assert!(passed[0].contains(" PASS "), "{passed:?}");
 
     // The canary's dropped flows roll the whole application back: every VM at PASS.
-    feeding.lock().unwrap().retain(|ip| !TRIAL.ips.contains(ip));
+    for ip in TRIAL.ips {
+        feeder.stop(ip);
+    }
     for _ in 0..3 {
-        ingest(http, &lines(&env, canary_ip, 8080).await).await;
+        ingest(http, TOKEN, &env.flow_lines(canary_ip, 8080).await).await;
     }
     env.wait_phase(TRIAL.name, "RolledBack", Duration::from_secs(30));
     env.eventually(
@@ -221,7 +170,7 @@ async fn a_canary_that_drops_rolls_back_and_one_that_holds_completes_every_step(
             rules == vec![("catchall_in".to_string(), "ALLOW".to_string())]
         },
     );
-    assert!(lines(&env, canary_ip, 8080).await[0].contains(" PASS "));
+    assert!(env.flow_lines(canary_ip, 8080).await[0].contains(" PASS "));
     assert_eq!(canary_summary(&env, TRIAL.name), "");
 
     // steady: step 1 (1 VM), step 2 (50% of 3 = 2 VMs), then every VM.
@@ -240,17 +189,11 @@ async fn a_canary_that_drops_rolls_back_and_one_that_holds_completes_every_step(
         vec![("catchall_in".to_string(), "DROP".to_string())]
     );
     for ip in STEADY.ips {
-        assert!(lines(&env, ip, 8080).await[0].contains(" DROP "), "{ip}");
+        assert!(env.flow_lines(ip, 8080).await[0].contains(" DROP "), "{ip}");
     }
-    let id = microseg::nsx::naming::Identity::new("e2e")
-        .unwrap()
-        .object_id(&env.ns, STEADY.name);
+    let id = env.object_id(STEADY.name);
     assert!(
-        env.nsx_client()
-            .get_group("default", &format!("{id}_canary1"))
-            .await
-            .unwrap()
-            .is_none(),
+        !env.nsx_group_exists(&format!("{id}_canary1")).await,
         "the canary group went with the canary"
     );
     let history: Vec<String> = env.policy(STEADY.name)["status"]["history"]

@@ -13,13 +13,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 use crate::common;
-use crate::nsx_support;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::e2e::{Env, at};
+use common::e2e::{Env, at, reconcile_count};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "e2e-health-ingest-token-0123456789";
@@ -161,23 +160,6 @@ fn settle(env: &Env, name: &str, phase: &str, type_: &str, status: &str) {
     );
 }
 
-async fn reconcile_count(http: u16) -> f64 {
-    let text = reqwest::get(format!("http://127.0.0.1:{http}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with("microseg_reconcile_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-async fn flow_lines(env: &Env, ip: &str, port: u16) -> Vec<String> {
-    nsx_support::flow_lines(&env.sim.url, "10.0.0.10", ip, port).await
-}
-
 fn kubectl_wait(env: &Env, what: &str, object: &str) -> bool {
     env.cp
         .kubectl(&[
@@ -199,21 +181,12 @@ async fn every_state_reads_right_in_kstatus_argo_cd_and_kubectl() {
         update: std::env::var_os("MICROSEG_UPDATE_GOLDEN").is_some(),
         drift: Vec::new(),
     };
-    std::fs::write(env.dir.join("ingest-token"), TOKEN).unwrap();
-    let mut vms: Vec<Value> = serde_json::from_slice(
-        &std::fs::read(common::repo().join("deploy/nsxsim/example-vms.json")).unwrap(),
+    let token = env.secret_file("ingest-token", TOKEN);
+    env.put_vms(
+        APPS.iter()
+            .map(|(name, ip)| json!({"name": format!("health-{name}"), "ips": [ip], "tags": []})),
     )
-    .unwrap();
-    for (name, ip) in APPS {
-        vms.push(json!({"name": format!("health-{name}"), "ips": [ip], "tags": []}));
-    }
-    let put = reqwest::Client::new()
-        .put(format!("{}/admin/vms", env.sim.url))
-        .json(&vms)
-        .send()
-        .await
-        .unwrap();
-    assert!(put.status().is_success(), "loading VMs: {}", put.status());
+    .await;
 
     // Just applied: what the API server shows before microseg has looked.
     let far = format!(
@@ -277,7 +250,6 @@ async fn every_state_reads_right_in_kstatus_argo_cd_and_kubectl() {
     yaml.retain(|d| !d.is_empty());
     env.apply(&yaml.join("---\n"));
 
-    let token = env.dir.join("ingest-token").display().to_string();
     let ctl = env.controller("a", &["--ingest-token-file", &token]);
 
     settle(&env, "pending", "Pending", "Ready", "True");
@@ -292,18 +264,11 @@ async fn every_state_reads_right_in_kstatus_argo_cd_and_kubectl() {
     settle(&env, "peer-missing", "Monitoring", "Stalled", "True");
     settle(&env, "rolledback", "Enforcing", "Ready", "True");
     let (http, ingest) = (ctl.http, ctl.ingest);
-    let dropped = flow_lines(&env, "10.88.0.8", 8080).await;
+    let dropped = env.flow_lines("10.88.0.8", 8080).await;
     assert!(dropped[0].contains(" DROP "), "{dropped:?}");
     for _ in 0..3 {
-        let lines = flow_lines(&env, "10.88.0.8", 8080).await;
-        let resp = reqwest::Client::new()
-            .post(format!("http://127.0.0.1:{ingest}/ingest/lines"))
-            .bearer_auth(TOKEN)
-            .body(lines.join("\n"))
-            .send()
-            .await
-            .unwrap();
-        assert!(resp.status().is_success(), "ingest: {}", resp.status());
+        let lines = env.flow_lines("10.88.0.8", 8080).await;
+        common::e2e::ingest(ingest, TOKEN, &lines).await;
     }
     settle(&env, "rolledback", "RolledBack", "Stalled", "True");
     env.eventually(

@@ -8,7 +8,7 @@ use crate::common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::e2e::Env;
+use common::e2e::{Env, reconcile_count};
 use microseg::api::{Phase, SegmentationPolicy};
 use microseg::nsx::NsxApi;
 use microseg::nsx::naming::Identity;
@@ -29,6 +29,41 @@ fn notice_kind(subject: &str) -> &'static str {
     } else {
         "Other"
     }
+}
+
+/// The example dns policy (it names no other application), on the window wave-1.
+fn apply_dns(env: &Env) {
+    env.apply(
+        &env.example("20-dns.yaml")
+            .replace("name: wave-critical", "name: wave-1"),
+    );
+}
+
+/// When the policy entered `phase`, as its history records it (it must have).
+fn entered_at(env: &Env, name: &str, phase: &str) -> String {
+    env.policy(name)["status"]["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["phase"] == phase)
+        .unwrap()["at"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Who holds the controller's lease ("" while nobody does).
+fn lease_holder(env: &Env) -> String {
+    let out = env.cp.kubectl(&[
+        "get",
+        "lease",
+        "-n",
+        &env.ns,
+        "microseg-controller",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// NSX holds exactly what `plan` says for the policy's current phase.
@@ -206,14 +241,7 @@ async fn the_example_wave_goes_from_pending_to_completed_with_nsx_matching_the_p
         vec!["Scheduled", "Reminder", "Enforced", "Completed"],
         "{subjects:?}"
     );
-    let events = env.cp.kubectl_ok(&[
-        "get",
-        "events",
-        "-n",
-        &env.ns,
-        "-o",
-        "jsonpath={range .items[*]}{.reason}{\"\\n\"}{end}",
-    ]);
+    let events = env.event_reasons();
     assert!(
         events.contains("NoticeSent") && events.contains("Applied"),
         "{events}"
@@ -237,20 +265,6 @@ async fn the_example_wave_goes_from_pending_to_completed_with_nsx_matching_the_p
         "a resync wrote to NSX: {:?}",
         env.sim.counters()
     );
-}
-
-/// The controller's `microseg_reconcile_total`.
-async fn reconcile_count(http: u16) -> f64 {
-    let text = reqwest::get(format!("http://127.0.0.1:{http}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with("microseg_reconcile_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -334,10 +348,7 @@ async fn a_controller_killed_in_mid_rollout_continues_on_time_without_repeating_
     let mut first = env.controller("first", &[]);
     // DNS names no other application, so it stands alone.
     env.apply(&env.window("wave-1", 1, 3, 30, 36, "15s"));
-    env.apply(
-        &env.example("20-dns.yaml")
-            .replace("name: wave-critical", "name: wave-1"),
-    );
+    apply_dns(&env);
     env.wait_phase("dns", "Monitoring", Duration::from_secs(60));
     first.kill();
     let recorded_before_restart: Vec<String> = env.policy("dns")["status"]["notifications"]
@@ -361,16 +372,7 @@ async fn a_controller_killed_in_mid_rollout_continues_on_time_without_repeating_
     tokio::time::sleep(wait.unsigned_abs()).await;
     let _second = env.controller("second", &[]);
     env.wait_phase("dns", "Completed", Duration::from_secs(60));
-    let history = env.policy("dns")["status"]["history"].clone();
-    let enforced = history
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|h| h["phase"] == "Enforcing")
-        .unwrap()["at"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let enforced = entered_at(&env, "dns", "Enforcing");
     let late = enforced
         .parse::<k8s_openapi::jiff::Timestamp>()
         .unwrap()
@@ -444,35 +446,13 @@ async fn with_two_controllers_only_the_leader_writes_and_killing_it_hands_over()
     let mut a = env.controller("a", &[&lease[..], &["--lease-holder", "a"]].concat());
     // b starts once a holds the lease.
     env.eventually("a holds the lease", Duration::from_secs(30), || {
-        env.cp
-            .kubectl(&[
-                "get",
-                "lease",
-                "-n",
-                &env.ns,
-                "microseg-controller",
-                "-o",
-                "jsonpath={.spec.holderIdentity}",
-            ])
-            .stdout
-            == b"a"
+        lease_holder(&env) == "a"
     });
     let b = env.controller("b", &[&lease[..], &["--lease-holder", "b"]].concat());
     env.apply(&env.window("wave-1", 1, 3, 20, 28, "15s"));
-    env.apply(
-        &env.example("20-dns.yaml")
-            .replace("name: wave-critical", "name: wave-1"),
-    );
+    apply_dns(&env);
     env.wait_phase("dns", "Monitoring", Duration::from_secs(60));
-    let holder = env.cp.kubectl_ok(&[
-        "get",
-        "lease",
-        "-n",
-        &env.ns,
-        "microseg-controller",
-        "-o",
-        "jsonpath={.spec.holderIdentity}",
-    ]);
+    let holder = lease_holder(&env);
     assert_eq!(holder, "a");
     assert!(a.log_text().contains("Applied NSX changes"));
     assert!(
@@ -504,27 +484,9 @@ async fn an_application_whose_members_match_nothing_is_held_not_enforced() {
         .replace("    - ipAddress: 10.0.0.53\n", "");
     env.apply(&ghost);
     env.wait_phase("ghost", "Held", Duration::from_secs(60));
-    let ready = env.policy("ghost")["status"]["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "EnforcementGate")
-        .cloned()
-        .unwrap();
-    assert!(
-        ready["message"]
-            .as_str()
-            .unwrap()
-            .contains("no effective members"),
-        "{ready}"
-    );
-    let identity = Identity::new("e2e").unwrap();
-    let live = env
-        .nsx_client()
-        .get_policy("default", &identity.object_id(&env.ns, "ghost"))
-        .await
-        .unwrap()
-        .unwrap();
+    let gate = env.condition_message("ghost", "EnforcementGate");
+    assert!(gate.contains("no effective members"), "{gate}");
+    let live = env.nsx_policy("ghost").await;
     let catch_all = live.rules.iter().find(|r| r.id == "catchall_in").unwrap();
     assert_eq!(catch_all.action, "ALLOW", "never DROP on an empty group");
 }
@@ -537,10 +499,7 @@ async fn a_refused_owner_notice_postpones_enforcement_to_delivery_plus_minimum_n
     std::fs::write(env.dir.join("notify/smtp-port"), refusing.port.to_string()).unwrap();
     let _controller = env.controller("a", &[]);
     env.apply(&env.window("wave-1", 1, 2, 14, 30, "12s"));
-    env.apply(
-        &env.example("20-dns.yaml")
-            .replace("name: wave-critical", "name: wave-1"),
-    );
+    apply_dns(&env);
     let window_enforce: String = env.cp.kubectl_ok(&[
         "get",
         "ew",
@@ -580,17 +539,8 @@ async fn a_refused_owner_notice_postpones_enforcement_to_delivery_plus_minimum_n
         "enforceAt {enforce} is not delivery {delivered} + 12s"
     );
     env.wait_phase("dns", "Enforcing", Duration::from_secs(40));
-    let history = env.policy("dns")["status"]["history"].clone();
-    let enforced: k8s_openapi::jiff::Timestamp = history
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|h| h["phase"] == "Enforcing")
-        .unwrap()["at"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let enforced: k8s_openapi::jiff::Timestamp =
+        entered_at(&env, "dns", "Enforcing").parse().unwrap();
     assert!(
         enforced >= enforce,
         "enforced at {enforced} before the postponed {enforce}"
@@ -604,14 +554,7 @@ async fn a_refused_owner_notice_postpones_enforcement_to_delivery_plus_minimum_n
         subjects.iter().any(|s| s.contains("scheduled")),
         "{subjects:?}"
     );
-    let events = env.cp.kubectl_ok(&[
-        "get",
-        "events",
-        "-n",
-        &env.ns,
-        "-o",
-        "jsonpath={range .items[*]}{.reason}{\"\\n\"}{end}",
-    ]);
+    let events = env.event_reasons();
     assert!(events.contains("NoticeFailed"), "{events}");
 }
 
@@ -620,35 +563,17 @@ async fn dry_run_reports_what_would_change_and_writes_nothing() {
     let env = Env::new("dryrun").await;
     let _controller = env.controller("a", &["--dry-run"]);
     env.apply(&env.window("wave-1", 1, 2, 3600, 7200, "10s"));
-    env.apply(
-        &env.example("20-dns.yaml")
-            .replace("name: wave-critical", "name: wave-1"),
-    );
+    apply_dns(&env);
     env.eventually("a dry-run condition", Duration::from_secs(60), || {
         env.condition("dns", "Synced") == ("False".into(), "DryRun".into())
     });
-    let message = env.policy("dns")["status"]["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "Synced")
-        .unwrap()["message"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let message = env.condition_message("dns", "Synced");
     assert!(
         message.contains("would apply") && message.contains("create group"),
         "{message}"
     );
     assert_eq!(env.nsx_calls("PATCH /infra"), 0, "dry run wrote to NSX");
-    let events = env.cp.kubectl_ok(&[
-        "get",
-        "events",
-        "-n",
-        &env.ns,
-        "-o",
-        "jsonpath={range .items[*]}{.reason}{\"\\n\"}{end}",
-    ]);
+    let events = env.event_reasons();
     assert!(events.contains("DryRun"), "{events}");
 }
 
@@ -657,10 +582,7 @@ async fn deletion_waits_while_nsx_is_unreachable_and_says_so() {
     let env = Env::new("outage").await;
     let _controller = env.controller("a", &[]);
     env.apply(&env.window("wave-1", 1, 2, 3600, 7200, "10s"));
-    env.apply(
-        &env.example("20-dns.yaml")
-            .replace("name: wave-critical", "name: wave-1"),
-    );
+    apply_dns(&env);
     env.eventually("dns synced", Duration::from_secs(60), || {
         env.condition("dns", "Synced").0 == "True"
     });
@@ -671,16 +593,7 @@ async fn deletion_waits_while_nsx_is_unreachable_and_says_so() {
     env.cp
         .kubectl_ok(&["delete", "segpol", "-n", &env.ns, "dns", "--wait=false"]);
     env.eventually("a DeletionBlocked event", Duration::from_secs(90), || {
-        env.cp
-            .kubectl_ok(&[
-                "get",
-                "events",
-                "-n",
-                &env.ns,
-                "-o",
-                "jsonpath={range .items[*]}{.reason}{\"\\n\"}{end}",
-            ])
-            .contains("DeletionBlocked")
+        env.event_reasons().contains("DeletionBlocked")
     });
     assert!(
         !env.policy("dns").is_null(),
@@ -690,12 +603,5 @@ async fn deletion_waits_while_nsx_is_unreachable_and_says_so() {
     env.eventually("deleted once NSX is back", Duration::from_secs(90), || {
         env.policy("dns").is_null()
     });
-    let identity = Identity::new("e2e").unwrap();
-    assert!(
-        env.nsx_client()
-            .get_group("default", &identity.object_id(&env.ns, "dns"))
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(!env.nsx_group_exists(&env.object_id("dns")).await);
 }

@@ -127,6 +127,28 @@ fn ok(line: &str) -> LogRecord<'_> {
     parse_line(line).unwrap_or_else(|e| panic!("{line}\n{e}: {:?}", e.token(line)))
 }
 
+/// The ESXi 8 local header `No(13) FIREWALL-PKTLOG[1069031]:` (no host, no PRI).
+fn esxi8_local_header() -> Option<SyslogHeader<'static>> {
+    Some(SyslogHeader::Rfc3164 {
+        pri: None,
+        host: None,
+        severity: Some("No(13)"),
+        app: Some("FIREWALL-PKTLOG"),
+        procid: Some("1069031"),
+    })
+}
+
+/// The header `esx01.lab.local dfwpktlogs:`, with `pri` glued to the timestamp or not.
+fn esx01_dfwpktlogs_header(pri: Option<u8>) -> Option<SyslogHeader<'static>> {
+    Some(SyslogHeader::Rfc3164 {
+        pri,
+        host: Some("esx01.lab.local"),
+        severity: None,
+        app: Some("dfwpktlogs"),
+        procid: None,
+    })
+}
+
 #[test]
 fn every_reference_example_parses_and_formats_back_verbatim() {
     for line in DOCUMENTED
@@ -190,16 +212,7 @@ fn ipv6_uncompressed_addresses_parse() {
 #[test]
 fn esxi8_local_header_with_severity_and_pid() {
     let r = ok(DOCUMENTED[4]);
-    assert_eq!(
-        r.syslog,
-        Some(SyslogHeader::Rfc3164 {
-            pri: None,
-            host: None,
-            severity: Some("No(13)"),
-            app: Some("FIREWALL-PKTLOG"),
-            procid: Some("1069031"),
-        })
-    );
+    assert_eq!(r.syslog, esxi8_local_header());
     assert_eq!(r.host(), None);
     assert_eq!(r.ruleset, None);
     assert_eq!(r.rule_id, 25577);
@@ -272,16 +285,7 @@ fn rfc5424_with_nil_fields_and_no_filter_hash() {
 #[test]
 fn rfc3164_forwarded_lines_carry_host_app_and_tag() {
     let r = ok(FORWARDED[0]);
-    assert_eq!(
-        r.syslog,
-        Some(SyslogHeader::Rfc3164 {
-            pri: Some(182),
-            host: Some("esx01.lab.local"),
-            severity: None,
-            app: Some("dfwpktlogs"),
-            procid: None,
-        })
-    );
+    assert_eq!(r.syslog, esx01_dfwpktlogs_header(Some(182)));
     assert_eq!(r.filter_hash, Some("2d4b6e2d"));
     assert_eq!(r.action, Some(Action::Drop));
     assert_eq!(r.tcp_flags, Some("S"));
@@ -623,27 +627,9 @@ fn bare_term_body_without_filter_hash_with_counters_and_tag() {
 fn headers_without_timestamp_keep_their_fields() {
     let received = Arrival::received(at("2026-01-01T00:00:00Z"));
     let r = parse_line_with(HEADERS_WITHOUT_TIMESTAMP[0].1, received).unwrap();
-    assert_eq!(
-        r.syslog,
-        Some(SyslogHeader::Rfc3164 {
-            pri: None,
-            host: Some("esx01.lab.local"),
-            severity: None,
-            app: Some("dfwpktlogs"),
-            procid: None,
-        })
-    );
+    assert_eq!(r.syslog, esx01_dfwpktlogs_header(None));
     let r = parse_line_with(HEADERS_WITHOUT_TIMESTAMP[1].1, received).unwrap();
-    assert_eq!(
-        r.syslog,
-        Some(SyslogHeader::Rfc3164 {
-            pri: None,
-            host: None,
-            severity: Some("No(13)"),
-            app: Some("FIREWALL-PKTLOG"),
-            procid: Some("1069031"),
-        })
-    );
+    assert_eq!(r.syslog, esxi8_local_header());
     let r = parse_line_with(HEADERS_WITHOUT_TIMESTAMP[4].1, received).unwrap();
     assert!(matches!(
         r.syslog,

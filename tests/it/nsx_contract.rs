@@ -83,20 +83,8 @@ async fn create_read_update_with_and_without_revision() {
     assert_eq!(g.description.as_deref(), Some("described"));
 
     // Absent objects read as None.
-    assert!(
-        t.client
-            .get_group(&t.domain, &t.id("absent"))
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(
-        t.client
-            .get_policy(&t.domain, &t.id("absent"))
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(!t.group_exists(&t.id("absent")).await);
+    assert!(!t.policy_exists(&t.id("absent")).await);
     t.cleanup().await;
 }
 
@@ -149,20 +137,8 @@ async fn stale_revision_retries_then_reports_conflict() {
 #[tokio::test]
 async fn paging_follows_the_cursor_across_pages() {
     let t = Target::with(nsxsim::Config::default(), |c| c.page_size = 7).await;
-    let children = (0..25)
-        .map(|i| {
-            let id = t.id(&format!("page-{i:02}"));
-            DomainChild::ChildGroup {
-                id: id.clone(),
-                marked_for_delete: false,
-                group: group(&id, vec![]),
-            }
-        })
-        .collect();
-    t.client
-        .patch_infra(&infra(&t.domain, children))
-        .await
-        .unwrap();
+    t.put_empty_groups((0..25).map(|i| t.id(&format!("page-{i:02}"))))
+        .await;
     let mut ids: Vec<String> = t
         .client
         .list_groups(&t.domain)
@@ -220,7 +196,7 @@ async fn hierarchical_create_and_delete() {
         p.rules[0].tag.as_deref(),
         Some(format!("{app}-r0").as_str())
     );
-    assert!(t.client.get_group(&t.domain, &app).await.unwrap().is_some());
+    assert!(t.group_exists(&app).await);
     assert!(matches!(
         t.client
             .realization(&format!(
@@ -272,14 +248,8 @@ async fn hierarchical_create_and_delete() {
         ))
         .await
         .unwrap();
-    assert!(
-        t.client
-            .get_policy(&t.domain, &app)
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(t.client.get_group(&t.domain, &app).await.unwrap().is_none());
+    assert!(!t.policy_exists(&app).await);
+    assert!(!t.group_exists(&app).await);
     t.cleanup().await;
 }
 
@@ -402,243 +372,8 @@ fn with(mut base: Value, key: &str, value: Value) -> Value {
 #[tokio::test]
 async fn validation_errors_have_nsx_codes_and_reject_the_whole_call() {
     let t = Target::new().await;
-    let long = |n: usize| "x".repeat(n);
-    let ips = |n: usize| -> Vec<String> {
-        (0..n)
-            .map(|i| format!("10.{}.{}.1", i / 250, i % 250))
-            .collect()
-    };
-    let cond = json!({"resource_type": "Condition", "member_type": "VirtualMachine", "key": "Tag", "operator": "EQUALS", "value": "a|b"});
-    let or = json!({"resource_type": "ConjunctionOperator", "conjunction_operator": "OR"});
-    let tags31: Vec<Value> = (0..31)
-        .map(|i| json!({"scope": "s", "tag": format!("t{i}")}))
-        .collect();
-    let l4 = |ports: Vec<&str>| json!([{"resource_type": "L4PortSetServiceEntry", "id": "e", "l4_protocol": "TCP", "destination_ports": ports}]);
-    // (name, group, rule, expected code on the simulator, message fragment)
-    let cases: Vec<(&str, Value, Value, i64, &str)> = vec![
-        (
-            "unknown group in a rule",
-            ok_group(&t),
-            with(
-                ok_rule(&t),
-                "source_groups",
-                json!([t.group_path("missing")]),
-            ),
-            500012,
-            "is invalid",
-        ),
-        (
-            "unknown service in a rule",
-            ok_group(&t),
-            with(ok_rule(&t), "services", json!(["/infra/services/nope"])),
-            500012,
-            "is invalid",
-        ),
-        (
-            "slash in an id",
-            with(ok_group(&t), "id", json!("a/b")),
-            ok_rule(&t),
-            255,
-            "invalid characters",
-        ),
-        (
-            "ampersand in an id",
-            ok_group(&t),
-            with(ok_rule(&t), "id", json!("a&b")),
-            255,
-            "invalid characters",
-        ),
-        (
-            "id longer than 255",
-            ok_group(&t),
-            with(ok_rule(&t), "id", json!(long(256))),
-            255,
-            "maximum is 255",
-        ),
-        (
-            "display_name longer than 255",
-            with(ok_group(&t), "display_name", json!(long(256))),
-            ok_rule(&t),
-            255,
-            "display_name",
-        ),
-        (
-            "description longer than 1024",
-            with(ok_group(&t), "description", json!(long(1025))),
-            ok_rule(&t),
-            255,
-            "description",
-        ),
-        (
-            "tag scope longer than 128",
-            with(
-                ok_group(&t),
-                "tags",
-                json!([{"scope": long(129), "tag": "x"}]),
-            ),
-            ok_rule(&t),
-            255,
-            "scope",
-        ),
-        (
-            "tag longer than 256",
-            with(
-                ok_group(&t),
-                "tags",
-                json!([{"scope": "s", "tag": long(257)}]),
-            ),
-            ok_rule(&t),
-            255,
-            "longer than 256",
-        ),
-        (
-            "more than 30 tags",
-            with(ok_group(&t), "tags", json!(tags31)),
-            ok_rule(&t),
-            255,
-            "maximum is 30",
-        ),
-        (
-            "port 0",
-            ok_group(&t),
-            with(ok_rule(&t), "service_entries", l4(vec!["0"])),
-            255,
-            "1-65535",
-        ),
-        (
-            "port 65536",
-            ok_group(&t),
-            with(ok_rule(&t), "service_entries", l4(vec!["65536"])),
-            255,
-            "1-65535",
-        ),
-        (
-            "reversed port range",
-            ok_group(&t),
-            with(ok_rule(&t), "service_entries", l4(vec!["90-80"])),
-            255,
-            "reversed",
-        ),
-        (
-            "more than 15 port values",
-            ok_group(&t),
-            with(
-                ok_rule(&t),
-                "service_entries",
-                l4(vec![
-                    "1-2", "3-4", "5-6", "7-8", "9-10", "11-12", "13-14", "15-16",
-                ]),
-            ),
-            255,
-            "maximum is 15",
-        ),
-        (
-            "ANY not alone",
-            ok_group(&t),
-            with(ok_rule(&t), "source_groups", json!(["ANY", "10.0.0.1"])),
-            255,
-            "ANY must be the only",
-        ),
-        (
-            "more than 128 sources",
-            ok_group(&t),
-            with(ok_rule(&t), "source_groups", json!(ips(129))),
-            255,
-            "maximum is 128",
-        ),
-        (
-            "expression of even length",
-            with(ok_group(&t), "expression", json!([cond, or])),
-            ok_rule(&t),
-            255,
-            "even number",
-        ),
-        (
-            "conjunction at an even index",
-            with(ok_group(&t), "expression", json!([or, cond, or])),
-            ok_rule(&t),
-            255,
-            "misplaced",
-        ),
-        (
-            "more than 5 conditions",
-            with(
-                ok_group(&t),
-                "expression",
-                json!([cond, or, cond, or, cond, or, cond, or, cond, or, cond]),
-            ),
-            ok_rule(&t),
-            255,
-            "maximum is 5",
-        ),
-        (
-            "more than 500 addresses",
-            with(
-                ok_group(&t),
-                "expression",
-                json!([{"resource_type": "IPAddressExpression", "ip_addresses": ips(501)}]),
-            ),
-            ok_rule(&t),
-            255,
-            "maximum is 500",
-        ),
-        (
-            "mixed IPv4 and IPv6",
-            with(
-                ok_group(&t),
-                "expression",
-                json!([{"resource_type": "IPAddressExpression", "ip_addresses": ["10.0.0.1", "fd00::1"]}]),
-            ),
-            ok_rule(&t),
-            255,
-            "mixes IPv4 and IPv6",
-        ),
-        (
-            "unknown property",
-            with(ok_group(&t), "colour", json!("blue")),
-            ok_rule(&t),
-            287,
-            "property colour is unrecognized",
-        ),
-    ];
-    for (name, g, r, sim_code, fragment) in cases {
-        let body = raw_app(&t, g, r);
-        let err = t
-            .client
-            .send_json(Method::PATCH, "/infra", Some(&body))
-            .await
-            .expect_err(name);
-        let (status, nsx_code, _) = code(&err);
-        assert_eq!(status, 400, "{name}: {err}");
-        if t.sim.is_some() {
-            let Error::Api { error, .. } = &err else {
-                unreachable!()
-            };
-            let all: Vec<&microseg::nsx::model::ApiError> = std::iter::once(error)
-                .chain(error.related_errors.iter())
-                .collect();
-            assert!(
-                all.iter()
-                    .any(|e| e.error_code == sim_code && e.error_message.contains(fragment)),
-                "{name}: expected {sim_code} with {fragment:?}, got {nsx_code}: {err}"
-            );
-        }
-        // Atomic: the valid group of the same call was not created.
-        assert!(
-            t.client
-                .get_group(&t.domain, &t.id("vgrp"))
-                .await
-                .unwrap()
-                .is_none(),
-            "{name}: partial write"
-        );
-        assert!(
-            t.client
-                .get_policy(&t.domain, &t.id("vpol"))
-                .await
-                .unwrap()
-                .is_none()
-        );
+    for case in invalid_bodies(&t) {
+        assert_rejected_whole(&t, case).await;
     }
     // The valid body goes through; duplicate sequence numbers are accepted (as on NSX).
     let mut rule2 = ok_rule(&t);
@@ -665,13 +400,7 @@ async fn validation_errors_have_nsx_codes_and_reject_the_whole_call() {
     let (status, _, msg) = code(&err);
     assert_eq!(status, 400);
     assert!(msg.contains("being referenced by other objects"), "{msg}");
-    assert!(
-        t.client
-            .get_group(&t.domain, &t.id("vgrp"))
-            .await
-            .unwrap()
-            .is_some()
-    );
+    assert!(t.group_exists(&t.id("vgrp")).await);
 
     // Default services are read-only.
     if t.sim.is_some() {
@@ -686,6 +415,244 @@ async fn validation_errors_have_nsx_codes_and_reject_the_whole_call() {
         );
     }
     t.cleanup().await;
+}
+
+/// An invalid call: (name, group, rule, expected code on the simulator, message fragment).
+type Invalid = (&'static str, Value, Value, i64, &'static str);
+
+/// One group and one rule per validation NSX does, each with one thing wrong.
+fn invalid_bodies(t: &Target) -> Vec<Invalid> {
+    let long = |n: usize| "x".repeat(n);
+    let ips = |n: usize| -> Vec<String> {
+        (0..n)
+            .map(|i| format!("10.{}.{}.1", i / 250, i % 250))
+            .collect()
+    };
+    let cond = json!({"resource_type": "Condition", "member_type": "VirtualMachine", "key": "Tag", "operator": "EQUALS", "value": "a|b"});
+    let or = json!({"resource_type": "ConjunctionOperator", "conjunction_operator": "OR"});
+    let tags31: Vec<Value> = (0..31)
+        .map(|i| json!({"scope": "s", "tag": format!("t{i}")}))
+        .collect();
+    let l4 = |ports: Vec<&str>| json!([{"resource_type": "L4PortSetServiceEntry", "id": "e", "l4_protocol": "TCP", "destination_ports": ports}]);
+    // (name, group, rule, expected code on the simulator, message fragment)
+    vec![
+        (
+            "unknown group in a rule",
+            ok_group(t),
+            with(
+                ok_rule(t),
+                "source_groups",
+                json!([t.group_path("missing")]),
+            ),
+            500012,
+            "is invalid",
+        ),
+        (
+            "unknown service in a rule",
+            ok_group(t),
+            with(ok_rule(t), "services", json!(["/infra/services/nope"])),
+            500012,
+            "is invalid",
+        ),
+        (
+            "slash in an id",
+            with(ok_group(t), "id", json!("a/b")),
+            ok_rule(t),
+            255,
+            "invalid characters",
+        ),
+        (
+            "ampersand in an id",
+            ok_group(t),
+            with(ok_rule(t), "id", json!("a&b")),
+            255,
+            "invalid characters",
+        ),
+        (
+            "id longer than 255",
+            ok_group(t),
+            with(ok_rule(t), "id", json!(long(256))),
+            255,
+            "maximum is 255",
+        ),
+        (
+            "display_name longer than 255",
+            with(ok_group(t), "display_name", json!(long(256))),
+            ok_rule(t),
+            255,
+            "display_name",
+        ),
+        (
+            "description longer than 1024",
+            with(ok_group(t), "description", json!(long(1025))),
+            ok_rule(t),
+            255,
+            "description",
+        ),
+        (
+            "tag scope longer than 128",
+            with(
+                ok_group(t),
+                "tags",
+                json!([{"scope": long(129), "tag": "x"}]),
+            ),
+            ok_rule(t),
+            255,
+            "scope",
+        ),
+        (
+            "tag longer than 256",
+            with(
+                ok_group(t),
+                "tags",
+                json!([{"scope": "s", "tag": long(257)}]),
+            ),
+            ok_rule(t),
+            255,
+            "longer than 256",
+        ),
+        (
+            "more than 30 tags",
+            with(ok_group(t), "tags", json!(tags31)),
+            ok_rule(t),
+            255,
+            "maximum is 30",
+        ),
+        (
+            "port 0",
+            ok_group(t),
+            with(ok_rule(t), "service_entries", l4(vec!["0"])),
+            255,
+            "1-65535",
+        ),
+        (
+            "port 65536",
+            ok_group(t),
+            with(ok_rule(t), "service_entries", l4(vec!["65536"])),
+            255,
+            "1-65535",
+        ),
+        (
+            "reversed port range",
+            ok_group(t),
+            with(ok_rule(t), "service_entries", l4(vec!["90-80"])),
+            255,
+            "reversed",
+        ),
+        (
+            "more than 15 port values",
+            ok_group(t),
+            with(
+                ok_rule(t),
+                "service_entries",
+                l4(vec![
+                    "1-2", "3-4", "5-6", "7-8", "9-10", "11-12", "13-14", "15-16",
+                ]),
+            ),
+            255,
+            "maximum is 15",
+        ),
+        (
+            "ANY not alone",
+            ok_group(t),
+            with(ok_rule(t), "source_groups", json!(["ANY", "10.0.0.1"])),
+            255,
+            "ANY must be the only",
+        ),
+        (
+            "more than 128 sources",
+            ok_group(t),
+            with(ok_rule(t), "source_groups", json!(ips(129))),
+            255,
+            "maximum is 128",
+        ),
+        (
+            "expression of even length",
+            with(ok_group(t), "expression", json!([cond, or])),
+            ok_rule(t),
+            255,
+            "even number",
+        ),
+        (
+            "conjunction at an even index",
+            with(ok_group(t), "expression", json!([or, cond, or])),
+            ok_rule(t),
+            255,
+            "misplaced",
+        ),
+        (
+            "more than 5 conditions",
+            with(
+                ok_group(t),
+                "expression",
+                json!([cond, or, cond, or, cond, or, cond, or, cond, or, cond]),
+            ),
+            ok_rule(t),
+            255,
+            "maximum is 5",
+        ),
+        (
+            "more than 500 addresses",
+            with(
+                ok_group(t),
+                "expression",
+                json!([{"resource_type": "IPAddressExpression", "ip_addresses": ips(501)}]),
+            ),
+            ok_rule(t),
+            255,
+            "maximum is 500",
+        ),
+        (
+            "mixed IPv4 and IPv6",
+            with(
+                ok_group(t),
+                "expression",
+                json!([{"resource_type": "IPAddressExpression", "ip_addresses": ["10.0.0.1", "fd00::1"]}]),
+            ),
+            ok_rule(t),
+            255,
+            "mixes IPv4 and IPv6",
+        ),
+        (
+            "unknown property",
+            with(ok_group(t), "colour", json!("blue")),
+            ok_rule(t),
+            287,
+            "property colour is unrecognized",
+        ),
+    ]
+}
+
+/// NSX refuses the call with 400 (on the simulator, with the expected code and message), and
+/// writes nothing of it: the valid group of the same call is not created.
+async fn assert_rejected_whole(t: &Target, (name, g, r, sim_code, fragment): Invalid) {
+    let body = raw_app(t, g, r);
+    let err = t
+        .client
+        .send_json(Method::PATCH, "/infra", Some(&body))
+        .await
+        .expect_err(name);
+    let (status, nsx_code, _) = code(&err);
+    assert_eq!(status, 400, "{name}: {err}");
+    if t.sim.is_some() {
+        let Error::Api { error, .. } = &err else {
+            unreachable!()
+        };
+        let all: Vec<&microseg::nsx::model::ApiError> = std::iter::once(error)
+            .chain(error.related_errors.iter())
+            .collect();
+        assert!(
+            all.iter()
+                .any(|e| e.error_code == sim_code && e.error_message.contains(fragment)),
+            "{name}: expected {sim_code} with {fragment:?}, got {nsx_code}: {err}"
+        );
+    }
+    // Atomic: the valid group of the same call was not created.
+    assert!(
+        !t.group_exists(&t.id("vgrp")).await,
+        "{name}: partial write"
+    );
+    assert!(!t.policy_exists(&t.id("vpol")).await);
 }
 
 #[tokio::test]
@@ -816,8 +783,7 @@ async fn session_expiry_is_renewed_and_bad_xsrf_refused() {
         ..nsxsim::Config::default()
     };
     let sim = nsxsim::spawn(cfg).await.unwrap();
-    let creds = credential_files(nsxsim::DEFAULT_PASSWORD);
-    let client = Client::new(sim_client_config(&sim.url, &creds, true)).unwrap();
+    let (client, _creds) = admin_client(&sim, true);
     assert!(client.get_group("default", "x").await.unwrap().is_none());
     tokio::time::sleep(Duration::from_millis(500)).await;
     // The session expired on the manager: the client logs in again and the call succeeds.
@@ -875,10 +841,9 @@ async fn session_expiry_is_renewed_and_bad_xsrf_refused() {
 
 #[tokio::test]
 async fn realization_is_reported_with_delay_and_errors() {
-    if real_nsx() {
+    let Some(t) = Target::simulated().await else {
         return;
-    }
-    let t = Target::new().await;
+    };
     t.sim().set_faults(Faults {
         realization_delay_ms: 400,
         ..Faults::default()
@@ -1015,10 +980,9 @@ async fn tls_is_verified_against_the_named_ca_bundle() {
 
 #[tokio::test]
 async fn state_dump_loads_into_a_new_simulator_and_counters_reset() {
-    if real_nsx() {
+    let Some(t) = Target::simulated().await else {
         return;
-    }
-    let t = Target::new().await;
+    };
     let app = t.id("snap");
     t.client
         .patch_infra(&application(&t.domain, &app, 4))
@@ -1076,14 +1040,7 @@ async fn state_dump_loads_into_a_new_simulator_and_counters_reset() {
     assert!(ids.values().all(|n| *n > max_before));
 
     // Counters by method and path pattern, over HTTP, and their reset.
-    let counters: Value = http
-        .get(format!("{}/admin/counters", sim2.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let counters = admin_get(&format!("{}/admin/counters", sim2.url)).await;
     assert_eq!(counters["PATCH /infra"]["by_status"]["200"], 1);
     assert_eq!(
         counters["GET /infra/domains/{d}/security-policies/{id}"]["total"],
@@ -1103,14 +1060,7 @@ async fn state_dump_loads_into_a_new_simulator_and_counters_reset() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let f: Value = http
-        .get(format!("{}/admin/faults", sim2.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let f = admin_get(&format!("{}/admin/faults", sim2.url)).await;
     assert_eq!(f["latency_ms"], 5);
     sim2.shutdown().await;
 }
@@ -1133,15 +1083,14 @@ async fn ids_with_reserved_characters_are_encoded_in_paths() {
         ))
         .await
         .unwrap();
-    assert!(t.client.get_group(&t.domain, &id).await.unwrap().is_none());
+    assert!(!t.group_exists(&id).await);
 }
 
 #[tokio::test]
 async fn effective_members_and_flow_logs_follow_the_policies() {
-    if real_nsx() {
+    let Some(t) = Target::simulated().await else {
         return;
-    }
-    let t = Target::new().await;
+    };
     let http = reqwest::Client::new();
     let vms = json!([
         {"name": "web-01", "ips": ["10.10.20.5"], "tags": [{"scope": "app", "tag": t.id("web")}]},
@@ -1191,29 +1140,12 @@ async fn effective_members_and_flow_logs_follow_the_policies() {
     assert_eq!(members["result_count"], 1);
     assert_eq!(members["results"][0]["display_name"], "web-01");
 
-    let flow = |port: u16| json!({"src_ip": "10.10.30.7", "dst_ip": "10.10.20.5", "protocol": "TCP", "dst_port": port});
-    let lines: Value = http
-        .post(format!("{}/admin/flow", t.sim().url))
-        .json(&flow(443))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let line = lines["lines"][0].as_str().unwrap();
+    let lines = flow_lines(&t.sim().url, "10.10.30.7", "10.10.20.5", 443).await;
+    let line = &lines[0];
     let https_id = ids[&format!("{web}-https")];
     assert!(line.contains(&format!("INET match PASS {https_id} IN 60 TCP 10.10.30.7/49152->10.10.20.5/443 S web-allow-https")), "{line}");
-    let lines: Value = http
-        .post(format!("{}/admin/flow", t.sim().url))
-        .json(&flow(3389))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let line = lines["lines"][0].as_str().unwrap();
+    let lines = flow_lines(&t.sim().url, "10.10.30.7", "10.10.20.5", 3389).await;
+    let line = &lines[0];
     let drop_id = ids[&format!("{web}-catch-all")];
     assert!(
         line.ends_with(&format!(
@@ -1328,8 +1260,7 @@ async fn request_rate_limit_message_and_retry_after() {
     assert_eq!(statuses, vec![200, 200, 200, 429]);
 
     // The client waits for Retry-After and then succeeds.
-    let creds = credential_files(nsxsim::DEFAULT_PASSWORD);
-    let client = Client::new(sim_client_config(&sim.url, &creds, false)).unwrap();
+    let (client, _creds) = admin_client(&sim, false);
     let start = std::time::Instant::now();
     let services: Vec<Value> = client.list("/infra/services").await.unwrap();
     assert!(services.iter().any(|s| s["id"] == "HTTPS"));
@@ -1348,30 +1279,17 @@ async fn paging_stops_on_result_count_when_the_last_page_has_a_cursor() {
         latency_ms: 1,
         ..Faults::default()
     });
-    let children = (0..10)
-        .map(|i| {
-            let id = t.id(&format!("lp-{i}"));
-            DomainChild::ChildGroup {
-                id: id.clone(),
-                marked_for_delete: false,
-                group: group(&id, vec![]),
-            }
-        })
-        .collect();
-    t.client
-        .patch_infra(&infra(&t.domain, children))
-        .await
-        .unwrap();
+    t.put_empty_groups((0..10).map(|i| t.id(&format!("lp-{i}"))))
+        .await;
     assert_eq!(t.client.list_groups(&t.domain).await.unwrap().len(), 10);
     assert_eq!(t.sim().counters()["GET /infra/domains/{d}/groups"].total, 3);
 }
 
 #[tokio::test]
 async fn concurrent_transaction_refusals_are_retried_for_hierarchical_writes() {
-    if real_nsx() {
+    let Some(t) = Target::simulated().await else {
         return;
-    }
-    let t = Target::new().await;
+    };
     t.sim().set_faults(Faults {
         atomic_conflict_fraction: 0.4,
         ..Faults::default()

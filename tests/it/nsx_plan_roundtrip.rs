@@ -11,10 +11,10 @@ use std::collections::BTreeMap;
 
 use microseg::api::manifest::{Resource, resources};
 use microseg::api::{Phase, SegmentationPolicy};
+use microseg::nsx::NsxApi;
 use microseg::nsx::naming::Identity;
-use microseg::nsx::{Client, NsxApi};
 use microseg::nsxsim;
-use microseg::plan::{self, Context, LiveState, PeerGroups};
+use microseg::plan::{self, Context, PeerGroups};
 use nsx_support::*;
 
 const EXAMPLES: [&str; 4] = [
@@ -35,18 +35,10 @@ fn policies() -> Vec<SegmentationPolicy> {
         .collect()
 }
 
-async fn live(client: &Client, domain: &str, id: &str) -> LiveState {
-    LiveState {
-        group: client.get_group(domain, id).await.unwrap(),
-        policy: client.get_policy(domain, id).await.unwrap(),
-    }
-}
-
 #[tokio::test]
 async fn plan_writes_are_accepted_and_read_back_in_sync() {
     let sim = nsxsim::spawn(nsxsim::Config::default()).await.unwrap();
-    let creds = credential_files(nsxsim::DEFAULT_PASSWORD);
-    let client = Client::new(sim_client_config(&sim.url, &creds, true)).unwrap();
+    let (client, _creds) = admin_client(&sim, true);
     let identity = Identity::new("demo").unwrap();
     let policies = policies();
     assert!(!policies.is_empty());
@@ -63,27 +55,7 @@ async fn plan_writes_are_accepted_and_read_back_in_sync() {
         })
         .collect();
     // Existing NSX objects the examples refer to (services such as DNS-UDP are defaults).
-    let external = [
-        include_str!("../../deploy/examples/10-web.yaml"),
-        include_str!("../../deploy/examples/11-app.yaml"),
-        include_str!("../../deploy/examples/12-db.yaml"),
-        include_str!("../../deploy/examples/20-dns.yaml"),
-    ]
-    .concat();
-    let group_paths: std::collections::BTreeSet<&str> = external
-        .split(|c: char| c.is_whitespace() || c == '"' || c == '\'')
-        .filter(|w| w.starts_with("/infra/domains/") && w.contains("/groups/"))
-        .collect();
-    for path in group_paths {
-        let (domain, id) = path
-            .trim_start_matches("/infra/domains/")
-            .split_once("/groups/")
-            .unwrap();
-        client
-            .patch_group(domain, &group(id, vec!["10.99.0.0/24"]))
-            .await
-            .unwrap();
-    }
+    put_external_groups(&client, &EXAMPLES.concat()).await;
     let mut seen: BTreeMap<(String, String), i64> = BTreeMap::new();
     // Pending first (groups only), so that rules naming peer applications find their groups.
     for phase in [
@@ -97,7 +69,7 @@ async fn plan_writes_are_accepted_and_read_back_in_sync() {
             let name = p.metadata.name.clone().unwrap();
             let id = identity.object_id(&ns, &name);
             let domain = p.spec.nsx.domain.clone();
-            let before = live(&client, &domain, &id).await;
+            let before = live_state(&client, &domain, &id).await;
             let seq = before.rule_sequence();
             let ctx = Context {
                 identity: &identity,
@@ -112,7 +84,7 @@ async fn plan_writes_are_accepted_and_read_back_in_sync() {
                     .await
                     .unwrap_or_else(|e| panic!("{name} {phase}: {e}"));
             }
-            let after = live(&client, &domain, &id).await;
+            let after = live_state(&client, &domain, &id).await;
             let again = plan::diff(&desired, &after, &identity, &ns, &name).unwrap();
             assert!(
                 again.is_empty(),

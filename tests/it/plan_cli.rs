@@ -8,7 +8,6 @@
 
 use crate::nsx_support;
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -18,8 +17,11 @@ use microseg::nsx::naming::Identity;
 use microseg::nsx::{Client, NsxApi};
 use microseg::nsxsim;
 use microseg::plan::report::{peer_groups, phase_at};
-use microseg::plan::{self, Context, LiveState};
-use nsx_support::{ClientExt, credential_files, group, sim_client_config};
+use microseg::plan::{self, Context};
+use nsx_support::{
+    ClientExt, CredentialFiles, credential_files, group, live_state, put_external_groups,
+    sim_client_config,
+};
 
 const MONITORING: &str = "2027-02-05T00:00:00Z";
 const ENFORCING: &str = "2027-02-20T00:00:00Z";
@@ -100,20 +102,7 @@ async fn write_state(client: &Client, dir: &Path, at: &str) {
         .unwrap()
         .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
         .collect();
-    let external: BTreeSet<&str> = texts
-        .split(|c: char| c.is_whitespace() || c == '"' || c == '\'')
-        .filter(|w| w.starts_with("/infra/domains/") && w.contains("/groups/"))
-        .collect();
-    for path in external {
-        let (domain, id) = path
-            .trim_start_matches("/infra/domains/")
-            .split_once("/groups/")
-            .unwrap();
-        client
-            .patch_group(domain, &group(id, vec!["10.99.0.0/24"]))
-            .await
-            .unwrap();
-    }
+    put_external_groups(client, &texts).await;
     // Groups first so rules naming peer applications find them, then each policy's phase.
     for pass in 0..2 {
         for p in &policies {
@@ -126,10 +115,7 @@ async fn write_state(client: &Client, dir: &Path, at: &str) {
             } else {
                 phase_at(p, &windows, now).unwrap().phase
             };
-            let live = LiveState {
-                group: client.get_group(&domain, &id).await.unwrap(),
-                policy: client.get_policy(&domain, &id).await.unwrap(),
-            };
+            let live = live_state(client, &domain, &id).await;
             let seq = live.rule_sequence();
             let cx = Context {
                 identity: &identity,
@@ -145,12 +131,29 @@ async fn write_state(client: &Client, dir: &Path, at: &str) {
     }
 }
 
+/// A simulator holding what the controller wrote for `dir` at `at`, its admin credential files
+/// and a client. A TLS simulator's CA is written to `ca` and trusted from there.
+async fn simulator_holding(
+    config: nsxsim::Config,
+    ca: Option<&Path>,
+    dir: &Path,
+    at: &str,
+) -> (nsxsim::Running, CredentialFiles, Client) {
+    let sim = nsxsim::spawn(config).await.unwrap();
+    let creds = credential_files(nsxsim::DEFAULT_PASSWORD);
+    let mut client_config = sim_client_config(&sim.url, &creds, false);
+    if let Some(ca) = ca {
+        std::fs::write(ca, sim.ca_pem.clone().unwrap()).unwrap();
+        client_config.ca_bundle = Some(ca.to_path_buf());
+    }
+    let client = Client::new(client_config).unwrap();
+    write_state(&client, dir, at).await;
+    (sim, creds, client)
+}
+
 /// A simulator snapshot of NSX after the controller handled `dir` at `at`.
 async fn snapshot(dir: &Path, at: &str) -> Scratch {
-    let sim = nsxsim::spawn(nsxsim::Config::default()).await.unwrap();
-    let creds = credential_files(nsxsim::DEFAULT_PASSWORD);
-    let client = Client::new(sim_client_config(&sim.url, &creds, false)).unwrap();
-    write_state(&client, dir, at).await;
+    let (sim, _creds, _) = simulator_holding(nsxsim::Config::default(), None, dir, at).await;
     let tmp = temp_dir("snapshot");
     let path = tmp.join("state.json");
     std::fs::write(&path, serde_json::to_string_pretty(&sim.state()).unwrap()).unwrap();
@@ -169,8 +172,9 @@ fn run(args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn plan(dir: &Path, at: &str, snapshot: &Path) -> Output {
-    run(&[
+/// `microseg plan -f DIR --cluster demo --at AT` followed by `extra`.
+fn plan_with(dir: &Path, at: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
         "plan",
         "-f",
         dir.to_str().unwrap(),
@@ -178,9 +182,56 @@ fn plan(dir: &Path, at: &str, snapshot: &Path) -> Output {
         "demo",
         "--at",
         at,
-        "--nsx-snapshot",
-        snapshot.to_str().unwrap(),
-    ])
+    ];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
+fn plan(dir: &Path, at: &str, snapshot: &Path) -> Output {
+    plan_with(dir, at, &["--nsx-snapshot", snapshot.to_str().unwrap()])
+}
+
+/// `microseg plan` of deploy/examples at `at` against the manager at `url` (basic auth with
+/// the credential files in `creds_dir`) followed by `extra`, off the async runtime.
+async fn plan_live(at: &'static str, url: &str, creds_dir: &str, extra: Vec<String>) -> Output {
+    let mut args: Vec<String> = [
+        "--nsx-insecure-allow-http",
+        "--nsx-url",
+        url,
+        "--nsx-auth",
+        "basic",
+        "--nsx-credentials-dir",
+        creds_dir,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra);
+    tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        plan_with(&examples(), at, &refs)
+    })
+    .await
+    .unwrap()
+}
+
+/// A copy of deploy/examples with `edit` applied to the file `file` only.
+fn examples_editing(label: &str, file: &str, edit: impl Fn(String) -> String) -> Scratch {
+    examples_with(
+        label,
+        |name, text| {
+            if name == file { edit(text) } else { text }
+        },
+    )
+}
+
+/// deploy/examples without the db's `from-backup` rule.
+fn examples_without_backup_rule(label: &str) -> Scratch {
+    examples_editing(label, "12-db.yaml", |text| {
+        let start = text.find("    - name: from-backup").unwrap();
+        let end = start + text[start..].find("  afterCleanup:").unwrap();
+        format!("{}{}", &text[..start], &text[end..])
+    })
 }
 
 /// The difference part of the output (after the per-phase plan).
@@ -285,10 +336,7 @@ async fn a_flipped_sources_excluded_exits_two_and_names_the_rule_and_the_field()
 #[tokio::test]
 async fn one_added_rule_exits_two_and_names_it() {
     let snap = snapshot(&examples(), MONITORING).await;
-    let dir = examples_with("added-rule", |name, text| {
-        if name != "10-web.yaml" {
-            return text;
-        }
+    let dir = examples_editing("added-rule", "10-web.yaml", |text| {
         text.replace(
             "  catchAll:",
             "    - name: metrics-scrape\n      direction: Inbound\n      peers: [{ cidr: 10.50.0.0/24 }]\n      ports: [{ protocol: TCP, port: 9100 }]\n  catchAll:",
@@ -313,10 +361,7 @@ async fn one_added_rule_exits_two_and_names_it() {
 #[tokio::test]
 async fn one_removed_peer_exits_two_and_names_it() {
     // NSX was written when the bastion rule had two peers; the pull request drops one.
-    let before = examples_with("two-peers", |name, text| {
-        if name != "10-web.yaml" {
-            return text;
-        }
+    let before = examples_editing("two-peers", "10-web.yaml", |text| {
         text.replace(
             "peers: [{ cidr: 10.0.0.10/32 }]",
             "peers: [{ cidr: 10.0.0.10/32 }, { cidr: 10.0.0.11/32 }]",
@@ -350,12 +395,8 @@ async fn a_phase_change_shows_the_catch_all_turning_to_drop() {
 
 #[test]
 fn a_schema_error_names_file_and_line_and_exits_one() {
-    let dir = examples_with("schema-error", |name, text| {
-        if name == "12-db.yaml" {
-            text.replace("port: 5432", "port: 70000")
-        } else {
-            text
-        }
+    let dir = examples_editing("schema-error", "12-db.yaml", |text| {
+        text.replace("port: 5432", "port: 70000")
     });
     let snap = dir.join("unused-snapshot.json");
     std::fs::write(&snap, "{\"domains\": {}}").unwrap();
@@ -389,37 +430,15 @@ fn a_broken_snapshot_is_an_error_naming_the_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_manager_is_read_through_the_nsx_flags() {
-    let sim = nsxsim::spawn(nsxsim::Config::default()).await.unwrap();
-    let creds = credential_files(nsxsim::DEFAULT_PASSWORD);
-    let client = Client::new(sim_client_config(&sim.url, &creds, false)).unwrap();
-    write_state(&client, &examples(), MONITORING).await;
+    let (sim, creds, client) =
+        simulator_holding(nsxsim::Config::default(), None, &examples(), MONITORING).await;
     // An object microseg does not own, in the same domain: never reported.
     client
         .patch_group("default", &group("hand-made", vec!["10.7.0.0/24"]))
         .await
         .unwrap();
-    let creds_dir = creds.0.parent().unwrap().to_str().unwrap().to_string();
-    let url = sim.url.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        run(&[
-            "plan",
-            "-f",
-            examples().to_str().unwrap(),
-            "--cluster",
-            "demo",
-            "--at",
-            ENFORCING,
-            "--nsx-insecure-allow-http",
-            "--nsx-url",
-            &url,
-            "--nsx-auth",
-            "basic",
-            "--nsx-credentials-dir",
-            &creds_dir,
-        ])
-    })
-    .await
-    .unwrap();
+    let creds_dir = creds.0.parent().unwrap().to_str().unwrap();
+    let out = plan_live(ENFORCING, &sim.url, creds_dir, Vec::new()).await;
     let diff = difference(&out);
     assert_eq!(out.status.code(), Some(2), "{diff}");
     assert!(!diff.contains("hand-made"), "{diff}");
@@ -480,60 +499,22 @@ async fn a_policy_gone_from_git_is_removed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_managers_certificate_is_verified_unless_told_otherwise() {
-    let sim = nsxsim::spawn(nsxsim::Config {
-        tls: true,
-        ..nsxsim::Config::default()
-    })
-    .await
-    .unwrap();
     let dir = temp_dir("tls");
     let ca = dir.join("ca.pem");
-    std::fs::write(&ca, sim.ca_pem.clone().unwrap()).unwrap();
-    let creds = credential_files(nsxsim::DEFAULT_PASSWORD);
-    let mut config = sim_client_config(&sim.url, &creds, false);
-    config.ca_bundle = Some(ca.clone());
-    let client = Client::new(config).unwrap();
-    write_state(&client, &examples(), MONITORING).await;
-    let creds_dir = creds.0.parent().unwrap().to_str().unwrap().to_string();
-    let url = sim.url.clone();
-    let with = move |extra: Vec<String>| {
-        let (url, creds_dir) = (url.clone(), creds_dir.clone());
-        tokio::task::spawn_blocking(move || {
-            let mut args: Vec<String> = [
-                "plan",
-                "-f",
-                examples().to_str().unwrap(),
-                "--cluster",
-                "demo",
-                "--at",
-                MONITORING,
-                "--nsx-insecure-allow-http",
-                "--nsx-url",
-                &url,
-                "--nsx-auth",
-                "basic",
-                "--nsx-credentials-dir",
-                &creds_dir,
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-            args.extend(extra);
-            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-            run(&refs)
-        })
+    let tls = nsxsim::Config {
+        tls: true,
+        ..nsxsim::Config::default()
     };
-    let unverified = with(Vec::new()).await.unwrap();
+    let (sim, creds, _) = simulator_holding(tls, Some(&ca), &examples(), MONITORING).await;
+    let creds_dir = creds.0.parent().unwrap().to_str().unwrap();
+    let with = |extra: Vec<String>| plan_live(MONITORING, &sim.url, creds_dir, extra);
+    let unverified = with(Vec::new()).await;
     let stderr = String::from_utf8(unverified.stderr).unwrap();
     assert_eq!(unverified.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("NSX unreachable"), "{stderr}");
-    let verified = with(vec!["--nsx-ca-file".into(), ca.display().to_string()])
-        .await
-        .unwrap();
+    let verified = with(vec!["--nsx-ca-file".into(), ca.display().to_string()]).await;
     assert_eq!(verified.status.code(), Some(0), "{}", difference(&verified));
-    let skipped = with(vec!["--nsx-insecure-skip-tls-verify".into()])
-        .await
-        .unwrap();
+    let skipped = with(vec!["--nsx-insecure-skip-tls-verify".into()]).await;
     assert_eq!(skipped.status.code(), Some(0), "{}", difference(&skipped));
     assert!(
         String::from_utf8(skipped.stderr)
@@ -554,21 +535,18 @@ fn fixture(name: &str) -> String {
 
 /// `plan -f DIR --base deploy/examples --flows ... --inventory ...` at the enforcement instant.
 fn impact(dir: &Path) -> (Output, String) {
-    let out = run(&[
-        "plan",
-        "-f",
-        dir.to_str().unwrap(),
-        "--cluster",
-        "demo",
-        "--at",
+    let out = plan_with(
+        dir,
         ENFORCING,
-        "--base",
-        examples().to_str().unwrap(),
-        "--flows",
-        &fixture("flows.log"),
-        "--inventory",
-        &fixture("vms.json"),
-    ]);
+        &[
+            "--base",
+            examples().to_str().unwrap(),
+            "--flows",
+            &fixture("flows.log"),
+            "--inventory",
+            &fixture("vms.json"),
+        ],
+    );
     let text = String::from_utf8(out.stdout.clone()).unwrap();
     let start = text.find("Impact on recorded traffic").unwrap_or_else(|| {
         panic!(
@@ -585,14 +563,7 @@ fn impact(dir: &Path) -> (Output, String) {
 
 #[test]
 fn a_pull_request_that_removes_a_rule_reports_the_flows_it_would_drop_and_exits_two() {
-    let dir = examples_with("flows-removed", |name, text| {
-        if name != "12-db.yaml" {
-            return text;
-        }
-        let start = text.find("    - name: from-backup").unwrap();
-        let end = start + text[start..].find("  afterCleanup:").unwrap();
-        format!("{}{}", &text[..start], &text[end..])
-    });
+    let dir = examples_without_backup_rule("flows-removed");
     let (out, report) = impact(&dir);
     assert_eq!(out.status.code(), Some(2), "{report}");
     assert!(
@@ -610,10 +581,7 @@ fn a_pull_request_that_removes_a_rule_reports_the_flows_it_would_drop_and_exits_
 
 #[test]
 fn a_pull_request_that_adds_a_rule_reports_the_flows_it_newly_allows_and_exits_zero() {
-    let dir = examples_with("flows-added", |name, text| {
-        if name != "12-db.yaml" {
-            return text;
-        }
+    let dir = examples_editing("flows-added", "12-db.yaml", |text| {
         text.replace(
             "  afterCleanup:",
             "    - name: node-exporter\n      direction: Inbound\n      peers: [{ cidr: 10.50.0.0/24 }]\n      ports: [{ protocol: TCP, port: 9100 }]\n  afterCleanup:",
@@ -670,21 +638,18 @@ async fn against_what_nsx_holds_only_the_removed_rule_drops_flows() {
     // flow, the removed rule drops the same two flows as against the base manifests.
     let snap = snapshot(&examples(), ENFORCING).await;
     let args = |dir: &Path| {
-        run(&[
-            "plan",
-            "-f",
-            dir.to_str().unwrap(),
-            "--cluster",
-            "demo",
-            "--at",
+        plan_with(
+            dir,
             ENFORCING,
-            "--nsx-snapshot",
-            snap.to_str().unwrap(),
-            "--flows",
-            &fixture("flows.log"),
-            "--inventory",
-            &fixture("vms.json"),
-        ])
+            &[
+                "--nsx-snapshot",
+                snap.to_str().unwrap(),
+                "--flows",
+                &fixture("flows.log"),
+                "--inventory",
+                &fixture("vms.json"),
+            ],
+        )
     };
     let same = args(&examples());
     let text = String::from_utf8(same.stdout.clone()).unwrap();
@@ -694,14 +659,7 @@ async fn against_what_nsx_holds_only_the_removed_rule_drops_flows() {
         text.contains("7 flows: 0 newly dropped, 0 newly allowed, 7 unchanged"),
         "{text}"
     );
-    let dir = examples_with("flows-removed-live", |name, text| {
-        if name != "12-db.yaml" {
-            return text;
-        }
-        let start = text.find("    - name: from-backup").unwrap();
-        let end = start + text[start..].find("  afterCleanup:").unwrap();
-        format!("{}{}", &text[..start], &text[end..])
-    });
+    let dir = examples_without_backup_rule("flows-removed-live");
     let removed = args(&dir);
     let text = String::from_utf8(removed.stdout.clone()).unwrap();
     assert_eq!(removed.status.code(), Some(2), "{text}");
@@ -710,25 +668,14 @@ async fn against_what_nsx_holds_only_the_removed_rule_drops_flows() {
 
 #[test]
 fn a_canary_window_shows_its_steps_and_the_step_in_force() {
-    let dir = examples_with("canary", |name, text| {
-        if name != "01-windows.yaml" {
-            return text;
-        }
+    let dir = examples_editing("canary", "01-windows.yaml", |text| {
         text.replacen(
             "  blackouts:",
             "  canary:\n    steps:\n      - { members: 1, for: 24h }\n      - { percent: 50, for: 24h }\n  blackouts:",
             1,
         )
     });
-    let out = run(&[
-        "plan",
-        "-f",
-        dir.to_str().unwrap(),
-        "--cluster",
-        "demo",
-        "--at",
-        "2027-02-17T00:00:00Z",
-    ]);
+    let out = plan_with(&dir, "2027-02-17T00:00:00Z", &[]);
     let text = String::from_utf8(out.stdout).unwrap();
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(

@@ -391,16 +391,24 @@ impl Evaluator<'_> {
     }
 }
 
-/// Adds a blocker (the first one stays) and evaluates again.
-fn block(
-    e: &Evaluator<'_>,
-    blocker: &mut Option<Blocker>,
-    b: Blocker,
+/// A decision in the making: the schedule's inputs, the first blocker found so far and when
+/// the Scheduled notice was delivered.
+struct Deciding<'a> {
+    e: Evaluator<'a>,
+    blocker: Option<Blocker>,
     delivered: Option<Timestamp>,
-) -> Decision {
-    let kept = blocker.take().unwrap_or(b);
-    *blocker = Some(kept);
-    e.evaluate(delivered, blocker.clone())
+}
+
+impl Deciding<'_> {
+    fn evaluate(&self) -> Decision {
+        self.e.evaluate(self.delivered, self.blocker.clone())
+    }
+
+    /// Adds a blocker (the first one stays) and evaluates again.
+    fn block(&mut self, b: Blocker) -> Decision {
+        self.blocker.get_or_insert(b);
+        self.evaluate()
+    }
 }
 
 fn nsx_error(message: String) -> Blocker {
@@ -412,60 +420,26 @@ fn nsx_error(message: String) -> Blocker {
 
 /// The decision for what was observed, or the fact it still needs.
 pub fn decide(o: &Observed<'_>) -> Step {
+    match plan_for(o) {
+        Ok(plan) => Step::Act(Box::new(plan)),
+        Err(need) => Step::Need(need),
+    }
+}
+
+/// The plan for what was observed, or the fact it still needs.
+fn plan_for(o: &Observed<'_>) -> Result<Plan, Need> {
     let p = o.policy;
     let prev = o.prev();
     let (spec, snapshot) = match &o.window {
         WindowSource::Found { spec, snapshot } => (spec, Some(snapshot.as_ref().clone())),
         WindowSource::Remembered(spec) => (spec, prev.window.clone()),
-        WindowSource::Missing => {
-            return Step::Act(Box::new(Plan {
-                decision: None,
-                writes: Vec::new(),
-                outcome: SyncOutcome::Failed {
-                    reason: reason::WINDOW_NOT_FOUND,
-                    message: o.window_problem.clone().unwrap_or_default(),
-                },
-                read_back: false,
-                notify_after: Vec::new(),
-                live_read: None,
-                live_planned: None,
-                desired_group: None,
-                choice: None,
-                carried: None,
-            }));
-        }
+        WindowSource::Missing => return Ok(window_missing(o)),
     };
     let window = Window::from_spec(spec, o.settings.log_silence);
-    let generation = p.metadata.generation;
-
-    // Readiness: the peers, NSX read, NSX confirmed in sync with this spec.
-    let mut blocker = o.peer_blocker.clone();
-    match &o.live {
-        Some(Err(e)) => {
-            blocker.get_or_insert(nsx_error(format!("NSX could not be read: {e}")));
-        }
-        None => {
-            blocker.get_or_insert(nsx_error("NSX was not read".into()));
-        }
-        Some(Ok(_)) => {}
-    }
-    let previously_synced = condition::find(&prev.conditions, condition::SYNCED)
-        .map(|c| c.status == condition::TRUE && c.observed_generation == generation)
-        .unwrap_or(false);
-    if !previously_synced && !prev.phase.unwrap_or_default().drops() {
-        blocker.get_or_insert(Blocker {
-            reason: reason::NOT_READY,
-            message: "NSX has not yet been confirmed in sync with this spec".into(),
-        });
-    }
+    let previously_synced = previously_synced(prev, p.metadata.generation);
+    let blocker = readiness_blocker(o, previously_synced);
     let monitor = monitor_summary(prev, spec.gates.rollback.as_ref(), o.now);
-    // A spec change under DROP: does it widen what DROP affects?
-    let comparison = match (&prev.enforced_spec, generation) {
-        (Some(enforced), Some(g)) if drops(prev.phase, p) && enforced.generation != g => {
-            Some(plan::widening::compare(enforced, &p.spec, &o.names.ns))
-        }
-        _ => None,
-    };
+    let comparison = widening_comparison(o);
     let widening = comparison.as_ref().and_then(|c| c.widening());
     let previous_schedule = prev.schedule.as_ref().map(Schedule::from_status);
     let e = Evaluator {
@@ -485,105 +459,21 @@ pub fn decide(o: &Observed<'_>) -> Step {
         open_alerts: monitor.open_alerts,
         reminder_before: o.settings.reminder_before,
     };
-    let mut delivered = scheduled_delivered_at(&facts);
-    let mut decision = e.evaluate(delivered, blocker.clone());
-
-    // Notices: the ones due are sent first (with the canary VMs when a step is in force); a
-    // Scheduled notice delivered now starts the notice period.
-    match &o.notices {
-        None => {
-            let due: Vec<Due> = notices::due(&decision, &facts, o.now)
-                .into_iter()
-                .filter(|d| !after_write(d.kind))
-                .collect();
-            if !due.is_empty() {
-                if let Some(key) = canary_key(&decision)
-                    && o.canary.as_ref().is_none_or(|c| c.key != key)
-                {
-                    return Step::Need(Need::Canary(Box::new(decision)));
-                }
-                return Step::Need(Need::Notify {
-                    decision: Box::new(decision),
-                    due,
-                });
-            }
-        }
-        Some(sent) => {
-            if !sent.records.is_empty() && decision.schedule.notice_delivered_at.is_none() {
-                let mut all = prev.notifications.clone();
-                all.extend(sent.records.iter().cloned());
-                if let Some(t) = scheduled_delivered_at(&Facts {
-                    records: &all,
-                    ..facts
-                }) {
-                    delivered = Some(t);
-                    decision = e.evaluate(delivered, blocker.clone());
-                }
-            }
-        }
-    }
-
-    // Members: counted in the minute before enforceAt (so that the flip is a pure write), and
-    // required on entering enforcement: a DROP on an empty group protects nothing and says the
-    // membership criteria are wrong.
-    if decision.phase == Phase::Monitoring
-        && members::due(decision.schedule.enforce_at, o.now)
-        && o.members.is_none()
-    {
-        return Step::Need(Need::Members);
-    }
-    if decision.phase == Phase::Enforcing && !drops(prev.phase, p) {
-        let problem = match &o.members {
-            None => return Step::Need(Need::Members),
-            Some(Ok(0)) => Some(Blocker {
-                reason: reason::NO_MEMBERS,
-                message: "spec.members: the NSX group has no effective members (no VM or address matches)".into(),
-            }),
-            Some(Ok(_)) => None,
-            Some(Err(err)) => Some(nsx_error(format!(
-                "NSX group members could not be read: {err}"
-            ))),
-        };
-        if let Some(b) = problem {
-            decision = block(&e, &mut blocker, b, delivered);
-        }
-    }
-
-    // Canary: the VMs of the step in force. If they cannot be read, every VM stays PASS (the
-    // NotReady gate), never the whole application at DROP.
-    let mut choice = None;
-    if let Some(key) = canary_key(&decision) {
-        match o.canary.as_ref().filter(|c| c.key == key) {
-            None => return Step::Need(Need::Canary(Box::new(decision))),
-            Some(CanaryFact { result: Ok(c), .. }) => choice = c.clone(),
-            Some(CanaryFact {
-                result: Err(err), ..
-            }) => {
-                let b = nsx_error(format!("canary VMs could not be read: {err}"));
-                decision = block(&e, &mut blocker, b, delivered);
-            }
-        }
-    }
-
-    // The notices that tell what the writes do, for the final decision.
-    let mut records = prev.notifications.clone();
-    records.extend(o.notices.iter().flat_map(|s| s.records.iter().cloned()));
-    let notify_after: Vec<Due> = notices::due(
-        &decision,
-        &Facts {
-            records: &records,
-            ..facts
-        },
-        o.now,
-    )
-    .into_iter()
-    .filter(|d| after_write(d.kind))
-    .collect();
+    let mut d = Deciding {
+        e,
+        blocker,
+        delivered: scheduled_delivered_at(&facts),
+    };
+    let decision = d.evaluate();
+    let decision = with_notices(o, &facts, &mut d, decision)?;
+    let decision = with_members(o, &mut d, decision)?;
+    let (decision, choice) = with_canary(o, &mut d, decision)?;
+    let notify_after = notify_after(o, &facts, &decision);
 
     let carried = Carried {
         window: window.clone(),
         snapshot,
-        blocker,
+        blocker: d.blocker,
         widening,
         comparison,
         previously_synced,
@@ -595,7 +485,184 @@ pub fn decide(o: &Observed<'_>) -> Step {
     if !o.settings.dry_run {
         plan.notify_after = notify_after;
     }
-    Step::Act(Box::new(plan))
+    Ok(plan)
+}
+
+/// The window is gone and the policy never had a schedule: no decision, nothing in NSX.
+fn window_missing(o: &Observed<'_>) -> Plan {
+    Plan {
+        decision: None,
+        writes: Vec::new(),
+        outcome: SyncOutcome::Failed {
+            reason: reason::WINDOW_NOT_FOUND,
+            message: o.window_problem.clone().unwrap_or_default(),
+        },
+        read_back: false,
+        notify_after: Vec::new(),
+        live_read: None,
+        live_planned: None,
+        desired_group: None,
+        choice: None,
+        carried: None,
+    }
+}
+
+/// The previous status recorded `Synced=True` for this generation.
+fn previously_synced(prev: &SegmentationPolicyStatus, generation: Option<i64>) -> bool {
+    condition::find(&prev.conditions, condition::SYNCED)
+        .map(|c| c.status == condition::TRUE && c.observed_generation == generation)
+        .unwrap_or(false)
+}
+
+/// Readiness: the peers, NSX read, NSX confirmed in sync with this spec (the first blocker).
+fn readiness_blocker(o: &Observed<'_>, previously_synced: bool) -> Option<Blocker> {
+    let mut blocker = o.peer_blocker.clone();
+    match &o.live {
+        Some(Err(e)) => {
+            blocker.get_or_insert(nsx_error(format!("NSX could not be read: {e}")));
+        }
+        None => {
+            blocker.get_or_insert(nsx_error("NSX was not read".into()));
+        }
+        Some(Ok(_)) => {}
+    }
+    if !previously_synced && !o.prev().phase.unwrap_or_default().drops() {
+        blocker.get_or_insert(Blocker {
+            reason: reason::NOT_READY,
+            message: "NSX has not yet been confirmed in sync with this spec".into(),
+        });
+    }
+    blocker
+}
+
+/// A spec change under DROP: how it compares with the spec enforced (does it widen what DROP
+/// affects?).
+fn widening_comparison(o: &Observed<'_>) -> Option<Comparison> {
+    let (p, prev) = (o.policy, o.prev());
+    match (&prev.enforced_spec, p.metadata.generation) {
+        (Some(enforced), Some(g)) if drops(prev.phase, p) && enforced.generation != g => {
+            Some(plan::widening::compare(enforced, &p.spec, &o.names.ns))
+        }
+        _ => None,
+    }
+}
+
+/// Notices: the ones due are sent first (with the canary VMs when a step is in force); a
+/// Scheduled notice delivered now starts the notice period.
+fn with_notices(
+    o: &Observed<'_>,
+    facts: &Facts<'_>,
+    d: &mut Deciding<'_>,
+    decision: Decision,
+) -> Result<Decision, Need> {
+    let Some(sent) = &o.notices else {
+        let due: Vec<Due> = notices::due(&decision, facts, o.now)
+            .into_iter()
+            .filter(|d| !after_write(d.kind))
+            .collect();
+        if due.is_empty() {
+            return Ok(decision);
+        }
+        if let Some(key) = canary_key(&decision)
+            && o.canary.as_ref().is_none_or(|c| c.key != key)
+        {
+            return Err(Need::Canary(Box::new(decision)));
+        }
+        return Err(Need::Notify {
+            decision: Box::new(decision),
+            due,
+        });
+    };
+    if sent.records.is_empty() || decision.schedule.notice_delivered_at.is_some() {
+        return Ok(decision);
+    }
+    let mut all = o.prev().notifications.clone();
+    all.extend(sent.records.iter().cloned());
+    match scheduled_delivered_at(&Facts {
+        records: &all,
+        ..*facts
+    }) {
+        Some(t) => {
+            d.delivered = Some(t);
+            Ok(d.evaluate())
+        }
+        None => Ok(decision),
+    }
+}
+
+/// Members: counted in the minute before enforceAt (so that the flip is a pure write), and
+/// required on entering enforcement: a DROP on an empty group protects nothing and says the
+/// membership criteria are wrong.
+fn with_members(
+    o: &Observed<'_>,
+    d: &mut Deciding<'_>,
+    decision: Decision,
+) -> Result<Decision, Need> {
+    if decision.phase == Phase::Monitoring
+        && members::due(decision.schedule.enforce_at, o.now)
+        && o.members.is_none()
+    {
+        return Err(Need::Members);
+    }
+    if decision.phase != Phase::Enforcing || drops(o.prev().phase, o.policy) {
+        return Ok(decision);
+    }
+    let problem = match &o.members {
+        None => return Err(Need::Members),
+        Some(Ok(0)) => Some(Blocker {
+            reason: reason::NO_MEMBERS,
+            message:
+                "spec.members: the NSX group has no effective members (no VM or address matches)"
+                    .into(),
+        }),
+        Some(Ok(_)) => None,
+        Some(Err(err)) => Some(nsx_error(format!(
+            "NSX group members could not be read: {err}"
+        ))),
+    };
+    Ok(match problem {
+        Some(b) => d.block(b),
+        None => decision,
+    })
+}
+
+/// Canary: the VMs of the step in force. If they cannot be read, every VM stays PASS (the
+/// NotReady gate), never the whole application at DROP.
+fn with_canary(
+    o: &Observed<'_>,
+    d: &mut Deciding<'_>,
+    decision: Decision,
+) -> Result<(Decision, Option<Choice>), Need> {
+    let Some(key) = canary_key(&decision) else {
+        return Ok((decision, None));
+    };
+    match o.canary.as_ref().filter(|c| c.key == key) {
+        None => Err(Need::Canary(Box::new(decision))),
+        Some(CanaryFact { result: Ok(c), .. }) => Ok((decision, c.clone())),
+        Some(CanaryFact {
+            result: Err(err), ..
+        }) => {
+            let b = nsx_error(format!("canary VMs could not be read: {err}"));
+            Ok((d.block(b), None))
+        }
+    }
+}
+
+/// The notices that tell what the writes do, for the final decision.
+fn notify_after(o: &Observed<'_>, facts: &Facts<'_>, decision: &Decision) -> Vec<Due> {
+    let mut records = o.prev().notifications.clone();
+    records.extend(o.notices.iter().flat_map(|s| s.records.iter().cloned()));
+    notices::due(
+        decision,
+        &Facts {
+            records: &records,
+            ..*facts
+        },
+        o.now,
+    )
+    .into_iter()
+    .filter(|d| after_write(d.kind))
+    .collect()
 }
 
 /// Notices that tell what NSX now does: sent after the write that does it.

@@ -170,78 +170,107 @@ fn events(
     sent: &Sent,
     window_event: Option<Ev>,
 ) -> (Vec<Ev>, Option<(Phase, f64)>, bool) {
-    let p = o.policy;
-    let prev = o.prev();
-    let generation = p.metadata.generation;
     let mut out: Vec<Ev> = window_event.into_iter().collect();
-    if decision.phase == Phase::Enforcing
-        && prev.phase != Some(Phase::Enforcing)
-        && !c.window.waived.is_empty()
-    {
-        let names: Vec<&str> = c.window.waived.iter().map(|g| g.as_str()).collect();
-        out.push(ev(
-            Severity::Warning,
-            reason::GATE_WAIVED,
-            format!(
-                "enforcing with gates waived by window {}: {} (DROP without that evidence)",
-                p.spec.window.name,
-                names.join(", ")
-            ),
-        ));
-    }
-    if let Some(cmp) = &c.comparison
-        && decision.phase.drops()
-    {
-        let note = match cmp.widening() {
-            Some(why) => format!(
-                "generation {} is approved: stays enforcing although it widens what DROP affects ({why})",
-                generation.unwrap_or_default()
-            ),
-            None if cmp.narrows.is_empty() => {
-                "spec change does not touch what DROP affects: stays enforcing".to_string()
-            }
-            None => format!(
-                "spec change only narrows what DROP affects or adds allow rules ({}): stays enforcing",
-                cmp.narrows.join("; ")
-            ),
-        };
-        out.push(ev(Severity::Normal, reason::CHANGE_ACCEPTED, note));
-    }
+    out.extend(gate_waived(o, c, decision));
+    out.extend(change_accepted(o, c, decision));
     let mut lateness = None;
-    if prev.phase != Some(decision.phase) {
-        let severity = if matches!(decision.phase, Phase::Held | Phase::RolledBack) {
-            Severity::Warning
-        } else {
-            Severity::Normal
-        };
-        out.push(Ev {
-            once: true,
-            ..ev(
-                severity,
-                decision.reason,
-                format!("{}: {}", decision.phase, decision.message),
-            )
-        });
-        let scheduled = match decision.phase {
-            Phase::Monitoring => Some(decision.schedule.monitor_from),
-            Phase::Enforcing => Some(decision.schedule.enforce_at),
-            Phase::Completed => Some(decision.schedule.cleanup_at),
-            _ => None,
-        };
-        lateness = scheduled.map(|at| {
-            (
-                decision.phase,
-                o.now.duration_since(at).as_secs_f64().max(0.0),
-            )
-        });
+    if o.prev().phase != Some(decision.phase) {
+        out.push(phase_entered(decision));
+        lateness = late_by(o, decision);
     }
-    let mut drift = false;
+    let (sync_event, drift) = sync_event(o, c, decision, sync);
+    out.extend(sync_event);
+    out.extend(notice_events(sent));
+    (out, lateness, drift)
+}
+
+/// Entering enforcement with evidence gates waived by the window.
+fn gate_waived(o: &Observed<'_>, c: &Carried, decision: &Decision) -> Option<Ev> {
+    if decision.phase != Phase::Enforcing
+        || o.prev().phase == Some(Phase::Enforcing)
+        || c.window.waived.is_empty()
+    {
+        return None;
+    }
+    let names: Vec<&str> = c.window.waived.iter().map(|g| g.as_str()).collect();
+    Some(ev(
+        Severity::Warning,
+        reason::GATE_WAIVED,
+        format!(
+            "enforcing with gates waived by window {}: {} (DROP without that evidence)",
+            o.policy.spec.window.name,
+            names.join(", ")
+        ),
+    ))
+}
+
+/// A spec change under DROP that stays enforcing, and why.
+fn change_accepted(o: &Observed<'_>, c: &Carried, decision: &Decision) -> Option<Ev> {
+    let cmp = c.comparison.as_ref().filter(|_| decision.phase.drops())?;
+    let note = match cmp.widening() {
+        Some(why) => format!(
+            "generation {} is approved: stays enforcing although it widens what DROP affects ({why})",
+            o.policy.metadata.generation.unwrap_or_default()
+        ),
+        None if cmp.narrows.is_empty() => {
+            "spec change does not touch what DROP affects: stays enforcing".to_string()
+        }
+        None => format!(
+            "spec change only narrows what DROP affects or adds allow rules ({}): stays enforcing",
+            cmp.narrows.join("; ")
+        ),
+    };
+    Some(ev(Severity::Normal, reason::CHANGE_ACCEPTED, note))
+}
+
+/// The phase entered, announced once (a Warning for Held and RolledBack).
+fn phase_entered(decision: &Decision) -> Ev {
+    let severity = if matches!(decision.phase, Phase::Held | Phase::RolledBack) {
+        Severity::Warning
+    } else {
+        Severity::Normal
+    };
+    Ev {
+        once: true,
+        ..ev(
+            severity,
+            decision.reason,
+            format!("{}: {}", decision.phase, decision.message),
+        )
+    }
+}
+
+/// How late (seconds, never negative) the phase entered is after its scheduled instant.
+fn late_by(o: &Observed<'_>, decision: &Decision) -> Option<(Phase, f64)> {
+    let scheduled = match decision.phase {
+        Phase::Monitoring => Some(decision.schedule.monitor_from),
+        Phase::Enforcing => Some(decision.schedule.enforce_at),
+        Phase::Completed => Some(decision.schedule.cleanup_at),
+        _ => None,
+    };
+    scheduled.map(|at| {
+        (
+            decision.phase,
+            o.now.duration_since(at).as_secs_f64().max(0.0),
+        )
+    })
+}
+
+/// The event of the NSX side, and whether a write corrected drift (NSX differed from what this
+/// controller had confirmed for the same phase and generation).
+fn sync_event(
+    o: &Observed<'_>,
+    c: &Carried,
+    decision: &Decision,
+    sync: &SyncOutcome,
+) -> (Option<Ev>, bool) {
+    let prev = o.prev();
     match sync {
         SyncOutcome::Applied(summary) => {
-            drift = prev.phase == Some(decision.phase)
+            let drift = prev.phase == Some(decision.phase)
                 && c.previously_synced
-                && prev.observed_generation == generation;
-            out.push(if drift {
+                && prev.observed_generation == o.policy.metadata.generation;
+            let event = if drift {
                 ev(
                     Severity::Warning,
                     "DriftCorrected",
@@ -256,32 +285,44 @@ fn events(
                     reason::APPLIED,
                     format!("Applied NSX changes: {}", summary.join("; ")),
                 )
-            });
+            };
+            (Some(event), drift)
         }
-        SyncOutcome::DryRun(summary) if !summary.is_empty() => out.push(ev(
-            Severity::Normal,
-            reason::DRY_RUN,
-            format!("Would apply: {}", summary.join("; ")),
-        )),
+        SyncOutcome::DryRun(summary) if !summary.is_empty() => (
+            Some(ev(
+                Severity::Normal,
+                reason::DRY_RUN,
+                format!("Would apply: {}", summary.join("; ")),
+            )),
+            false,
+        ),
         SyncOutcome::Failed { reason, message } => {
-            out.push(ev(Severity::Warning, reason, message.clone()))
+            (Some(ev(Severity::Warning, reason, message.clone())), false)
         }
-        _ => {}
+        _ => (None, false),
     }
-    for r in &sent.records {
-        out.push(ev(
-            Severity::Normal,
-            "NoticeSent",
-            format!(
-                "{} notice delivered to {} by {}",
-                r.kind, r.owner, r.channel
-            ),
-        ));
-    }
+}
+
+/// One event per notice delivered, and one for a notice that could not be.
+fn notice_events(sent: &Sent) -> Vec<Ev> {
+    let mut out: Vec<Ev> = sent
+        .records
+        .iter()
+        .map(|r| {
+            ev(
+                Severity::Normal,
+                "NoticeSent",
+                format!(
+                    "{} notice delivered to {} by {}",
+                    r.kind, r.owner, r.channel
+                ),
+            )
+        })
+        .collect();
     if let Some(e) = &sent.error {
         out.push(ev(Severity::Warning, "NoticeFailed", e.clone()));
     }
-    (out, lateness, drift)
+    out
 }
 
 /// When to look again: the next instant the answer can change, the Reminder, the member check

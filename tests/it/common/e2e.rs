@@ -2,8 +2,10 @@
 //! simulator, a real SMTP server, a ServiceAccount with exactly the chart's RBAC, and the
 //! controller as a separate process running with that identity.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -365,6 +367,83 @@ impl Env {
         .unwrap()
     }
 
+    /// The NSX object id (group and policy) of the policy `name` of this namespace.
+    pub fn object_id(&self, name: &str) -> String {
+        microseg::nsx::naming::Identity::new("e2e")
+            .unwrap()
+            .object_id(&self.ns, name)
+    }
+
+    /// The application's security policy as NSX holds it (there must be one).
+    pub async fn nsx_policy(&self, name: &str) -> microseg::nsx::model::SecurityPolicy {
+        use microseg::nsx::NsxApi;
+        self.nsx_client()
+            .get_policy("default", &self.object_id(name))
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{name}: no security policy in NSX"))
+    }
+
+    /// Whether NSX holds the group `id` in the default domain.
+    pub async fn nsx_group_exists(&self, id: &str) -> bool {
+        use microseg::nsx::NsxApi;
+        self.nsx_client()
+            .get_group("default", id)
+            .await
+            .unwrap()
+            .is_some()
+    }
+
+    /// The reasons of the namespace's events, one a line.
+    pub fn event_reasons(&self) -> String {
+        self.cp.kubectl_ok(&[
+            "get",
+            "events",
+            "-n",
+            &self.ns,
+            "-o",
+            "jsonpath={range .items[*]}{.reason}{\"\\n\"}{end}",
+        ])
+    }
+
+    /// The message of the policy's condition `type_` ("" when it has none).
+    pub fn condition_message(&self, name: &str, type_: &str) -> String {
+        self.policy(name)["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == type_).cloned())
+            .map(|c| c["message"].as_str().unwrap_or("").to_string())
+            .unwrap_or_default()
+    }
+
+    /// Writes `content` (a token) to `file` in the environment's directory; the path, for a
+    /// controller flag.
+    pub fn secret_file(&self, file: &str, content: &str) -> String {
+        let path = self.dir.join(file);
+        std::fs::write(&path, content).unwrap();
+        path.display().to_string()
+    }
+
+    /// Replaces the simulator's VMs with the example wave's and `extra`.
+    pub async fn put_vms(&self, extra: impl IntoIterator<Item = Value>) {
+        let mut vms: Vec<Value> = serde_json::from_slice(
+            &std::fs::read(super::repo().join("deploy/nsxsim/example-vms.json")).unwrap(),
+        )
+        .unwrap();
+        vms.extend(extra);
+        let put = reqwest::Client::new()
+            .put(format!("{}/admin/vms", self.sim.url))
+            .json(&vms)
+            .send()
+            .await
+            .unwrap();
+        assert!(put.status().is_success(), "loading VMs: {}", put.status());
+    }
+
+    /// The DFW lines the simulator writes for one TCP flow from 10.0.0.10 to `ip`.
+    pub async fn flow_lines(&self, ip: &str, port: u16) -> Vec<String> {
+        crate::nsx_support::flow_lines(&self.sim.url, "10.0.0.10", ip, port).await
+    }
+
     /// Subjects of the mail one address received, in order.
     pub fn subjects_to(&self, address: &str) -> Vec<String> {
         self.smtp
@@ -427,4 +506,82 @@ fn service_account(cp: &ControlPlane, ns: &str, dir: &std::path::Path) -> PathBu
     let path = dir.join("sa-kubeconfig");
     std::fs::write(&path, kubeconfig).unwrap();
     path
+}
+
+/// The controller's `microseg_reconcile_total`, read from its metrics on `http`.
+pub async fn reconcile_count(http: u16) -> f64 {
+    let text = reqwest::get(format!("http://127.0.0.1:{http}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("microseg_reconcile_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Posts DFW lines to the controller's ingestion on `port` with the bearer `token`; nothing
+/// when there are none.
+pub async fn ingest(port: u16, token: &str, lines: &[String]) {
+    if lines.is_empty() {
+        return;
+    }
+    let resp = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/ingest/lines"))
+        .bearer_auth(token)
+        .body(lines.join("\n"))
+        .send()
+        .await
+        .unwrap();
+    let code = resp.status();
+    let body = resp.text().await.unwrap_or_default();
+    assert!(code.is_success(), "ingest: {code} {body}");
+}
+
+/// Evidence that logs arrive: every second, the DFW lines of one HTTPS flow from 10.0.0.10 to
+/// each address in `ips`, posted to the controller's ingestion. Remove an address to stop.
+pub struct Feeder {
+    pub ips: Arc<Mutex<BTreeSet<&'static str>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Feeder {
+    pub fn start(
+        env: &Env,
+        ingest_port: u16,
+        token: &'static str,
+        ips: impl IntoIterator<Item = &'static str>,
+    ) -> Feeder {
+        let feeding = Arc::new(Mutex::new(ips.into_iter().collect::<BTreeSet<_>>()));
+        let task = {
+            let feeding = feeding.clone();
+            let sim = env.sim.url.clone();
+            tokio::spawn(async move {
+                loop {
+                    let ips: Vec<&str> = feeding.lock().unwrap().iter().copied().collect();
+                    let mut batch = Vec::new();
+                    for ip in ips {
+                        batch.extend(
+                            crate::nsx_support::flow_lines(&sim, "10.0.0.10", ip, 443).await,
+                        );
+                    }
+                    ingest(ingest_port, token, &batch).await;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            })
+        };
+        Feeder { ips: feeding, task }
+    }
+
+    /// Stops feeding `ip`.
+    pub fn stop(&self, ip: &str) {
+        self.ips.lock().unwrap().remove(ip);
+    }
+
+    /// Stops feeding altogether.
+    pub fn abort(&self) {
+        self.task.abort();
+    }
 }

@@ -57,6 +57,52 @@ pub fn credential_files(password: &str) -> CredentialFiles {
     CredentialFiles(user, pass, dir)
 }
 
+/// A client of the simulator as its admin (session authentication when `session`, else basic),
+/// and the credential files it reads (keep them while the client is in use).
+pub fn admin_client(sim: &Running, session: bool) -> (Client, CredentialFiles) {
+    let creds = credential_files(nsxsim::DEFAULT_PASSWORD);
+    let client = Client::new(sim_client_config(&sim.url, &creds, session)).expect("client");
+    (client, creds)
+}
+
+/// Creates the NSX groups that `manifests` name by path (they exist before microseg runs).
+pub async fn put_external_groups(client: &Client, manifests: &str) {
+    let paths: std::collections::BTreeSet<&str> = manifests
+        .split(|c: char| c.is_whitespace() || c == '"' || c == '\'')
+        .filter(|w| w.starts_with("/infra/domains/") && w.contains("/groups/"))
+        .collect();
+    for path in paths {
+        let (domain, id) = path
+            .trim_start_matches("/infra/domains/")
+            .split_once("/groups/")
+            .unwrap();
+        client
+            .patch_group(domain, &group(id, vec!["10.99.0.0/24"]))
+            .await
+            .unwrap();
+    }
+}
+
+/// What NSX holds of one application: its group and its policy.
+pub async fn live_state(client: &Client, domain: &str, id: &str) -> microseg::plan::LiveState {
+    microseg::plan::LiveState {
+        group: client.get_group(domain, id).await.unwrap(),
+        policy: client.get_policy(domain, id).await.unwrap(),
+    }
+}
+
+/// The JSON answer of a GET on the simulator's admin API (`url` in full).
+pub async fn admin_get(url: &str) -> serde_json::Value {
+    reqwest::Client::new()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// The DFW log lines the simulator at `sim_url` writes for one TCP flow, as its rules decide
 /// (`POST /admin/flow`).
 pub async fn flow_lines(sim_url: &str, src: &str, dst: &str, port: u16) -> Vec<String> {
@@ -148,6 +194,49 @@ impl Target {
             domain: "default".into(),
             creds: Some(creds),
         }
+    }
+
+    /// A fresh simulator target; `None` on a real manager (for tests of simulator-only
+    /// controls, which then return early).
+    pub async fn simulated() -> Option<Target> {
+        if real_nsx() {
+            return None;
+        }
+        Some(Self::new().await)
+    }
+
+    /// Creates one empty group per id, in one hierarchical call.
+    pub async fn put_empty_groups(&self, ids: impl IntoIterator<Item = String>) {
+        let children = ids
+            .into_iter()
+            .map(|id| DomainChild::ChildGroup {
+                id: id.clone(),
+                marked_for_delete: false,
+                group: group(&id, vec![]),
+            })
+            .collect();
+        self.client
+            .patch_infra(&infra(&self.domain, children))
+            .await
+            .unwrap();
+    }
+
+    /// Whether NSX holds the group `id`.
+    pub async fn group_exists(&self, id: &str) -> bool {
+        self.client
+            .get_group(&self.domain, id)
+            .await
+            .unwrap()
+            .is_some()
+    }
+
+    /// Whether NSX holds the security policy `id`.
+    pub async fn policy_exists(&self, id: &str) -> bool {
+        self.client
+            .get_policy(&self.domain, id)
+            .await
+            .unwrap()
+            .is_some()
     }
 
     /// The simulator; tests that need it return early on a real manager.

@@ -81,6 +81,18 @@ fn unavailable() -> crate::nsx::Error {
     }
 }
 
+/// The record of a notice delivered by email at `now`.
+fn delivered(d: &Due, now: Timestamp, enforce_at: Option<Time>) -> NotificationRecord {
+    NotificationRecord {
+        kind: d.kind.as_str().into(),
+        owner: d.owner.name.clone(),
+        channel: "email".into(),
+        message_id: d.message_id.clone(),
+        sent_at: Time(now),
+        enforce_at,
+    }
+}
+
 /// A controller around `decide` with everything else as values.
 struct Harness {
     policy: SegmentationPolicy,
@@ -149,16 +161,7 @@ impl Harness {
     /// One reconcile at `now`: decide (answering its needs), write, conclude, record.
     fn reconcile(&mut self, now: i64) -> Record {
         let now = at(now);
-        let window = match &self.window {
-            Some(spec) => WindowSource::Found {
-                spec: spec.clone(),
-                snapshot: snapshot(),
-            },
-            None => match self.policy.status.as_ref().and_then(remembered_window) {
-                Some(spec) => WindowSource::Remembered(spec),
-                None => WindowSource::Missing,
-            },
-        };
+        let window = self.window_source();
         let missing = matches!(window, WindowSource::Missing);
         let live = match (missing, self.read_fails) {
             (true, _) => None,
@@ -195,40 +198,7 @@ impl Harness {
         let plan = loop {
             match decide(&o) {
                 Step::Act(plan) => break plan,
-                Step::Need(Need::Members) => {
-                    self.needs.push("members".into());
-                    if let Ok(c) = &self.members
-                        && *c > 0
-                    {
-                        self.fresh_members = Some(*c);
-                    }
-                    o.members = Some(self.members.clone());
-                }
-                Step::Need(Need::Notify { due, .. }) => {
-                    self.needs.push(format!("notify {}", due.len()));
-                    let records = due
-                        .iter()
-                        .map(|d| NotificationRecord {
-                            kind: d.kind.as_str().into(),
-                            owner: d.owner.name.clone(),
-                            channel: "email".into(),
-                            message_id: d.message_id.clone(),
-                            sent_at: Time(now),
-                            enforce_at: Some(Time(at(ENFORCE))),
-                        })
-                        .collect();
-                    o.notices = Some(Sent {
-                        records,
-                        error: None,
-                    });
-                }
-                Step::Need(Need::Canary(d)) => {
-                    self.needs.push("canary".into());
-                    o.canary = Some(CanaryFact {
-                        key: canary_key(&d).unwrap(),
-                        result: Err(unavailable()),
-                    });
-                }
+                Step::Need(need) => self.answer(need, &mut o),
             }
             assert!(
                 self.needs.len() < 20,
@@ -236,6 +206,68 @@ impl Harness {
                 self.needs
             );
         };
+        let done = self.write(&plan);
+        if done.failed.is_none() && !plan.notify_after.is_empty() {
+            self.tell_after_write(&plan.notify_after, &mut o);
+        }
+        let record = conclude(&o, &plan, &done);
+        let mut status = record.status.clone();
+        status.monitor = Some(self.monitor.clone());
+        self.policy.status = Some(status);
+        self.events.extend(record.events.iter().cloned());
+        record
+    }
+
+    /// The window as the controller finds it: in the store, remembered in status, or missing.
+    fn window_source(&self) -> WindowSource {
+        match &self.window {
+            Some(spec) => WindowSource::Found {
+                spec: spec.clone(),
+                snapshot: snapshot(),
+            },
+            None => match self.policy.status.as_ref().and_then(remembered_window) {
+                Some(spec) => WindowSource::Remembered(spec),
+                None => WindowSource::Missing,
+            },
+        }
+    }
+
+    /// Observes the fact `decide` asked for (notices are delivered at once; canary VMs cannot
+    /// be read).
+    fn answer(&mut self, need: Need, o: &mut Observed<'_>) {
+        match need {
+            Need::Members => {
+                self.needs.push("members".into());
+                if let Ok(c) = &self.members
+                    && *c > 0
+                {
+                    self.fresh_members = Some(*c);
+                }
+                o.members = Some(self.members.clone());
+            }
+            Need::Notify { due, .. } => {
+                self.needs.push(format!("notify {}", due.len()));
+                let records = due
+                    .iter()
+                    .map(|d| delivered(d, o.now, Some(Time(at(ENFORCE)))))
+                    .collect();
+                o.notices = Some(Sent {
+                    records,
+                    error: None,
+                });
+            }
+            Need::Canary(d) => {
+                self.needs.push("canary".into());
+                o.canary = Some(CanaryFact {
+                    key: canary_key(&d).unwrap(),
+                    result: Err(unavailable()),
+                });
+            }
+        }
+    }
+
+    /// Makes the plan's writes in NSX, in order, until one fails; reads the policy back.
+    fn write(&mut self, plan: &Plan) -> Done {
         let mut done = Done::default();
         for (i, w) in plan.writes.iter().enumerate() {
             if self.write_fails {
@@ -248,29 +280,19 @@ impl Harness {
         if plan.read_back && done.failed.is_none() {
             done.read_back = Some(Ok(self.nsx.policy.clone()));
         }
-        if done.failed.is_none() && !plan.notify_after.is_empty() {
-            let dropping = self.catch_all();
-            for d in &plan.notify_after {
-                self.told
-                    .push((d.kind.as_str().to_string(), dropping.clone()));
-            }
-            let sent = o.notices.get_or_insert_with(Sent::default);
-            sent.records
-                .extend(plan.notify_after.iter().map(|d| NotificationRecord {
-                    kind: d.kind.as_str().into(),
-                    owner: d.owner.name.clone(),
-                    channel: "email".into(),
-                    message_id: d.message_id.clone(),
-                    sent_at: Time(now),
-                    enforce_at: None,
-                }));
+        done
+    }
+
+    /// Sends the notices that tell what the writes did, noting the catch-all NSX holds then.
+    fn tell_after_write(&mut self, due: &[Due], o: &mut Observed<'_>) {
+        let dropping = self.catch_all();
+        for d in due {
+            self.told
+                .push((d.kind.as_str().to_string(), dropping.clone()));
         }
-        let record = conclude(&o, &plan, &done);
-        let mut status = record.status.clone();
-        status.monitor = Some(self.monitor.clone());
-        self.policy.status = Some(status);
-        self.events.extend(record.events.iter().cloned());
-        record
+        let sent = o.notices.get_or_insert_with(Sent::default);
+        sent.records
+            .extend(due.iter().map(|d| delivered(d, o.now, None)));
     }
 
     /// Reconciles until the phase stops changing at this instant (the controller looks again
