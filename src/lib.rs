@@ -21,9 +21,12 @@
 //! - [`recommend`]: rules from observed flows (pure), [`vrni`] its vRNI client, [`vrnisim`] a
 //!   vRNI simulator.
 //! - [`cli`]: command-line dispatch for the `microseg` binary.
+//! - [`backoff`]: the exponential back-off of every retry loop (NSX calls, notices, monitor
+//!   status writes).
 
 pub mod api;
 pub mod app;
+pub mod backoff;
 pub mod cli;
 pub mod controller;
 pub mod monitor;

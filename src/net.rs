@@ -140,19 +140,22 @@ impl JsonSchema for Protocol {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// One protocol of each kind: every named one, a numbered one and the unnamed.
+    pub(crate) const EVERY_KIND: [Protocol; 6] = [
+        Protocol::Tcp,
+        Protocol::Udp,
+        Protocol::Icmp,
+        Protocol::Icmpv6,
+        Protocol::Other(47),
+        Protocol::Unnamed,
+    ];
 
     #[test]
     fn display_and_parse_agree_on_every_named_protocol() {
-        for p in [
-            Protocol::Tcp,
-            Protocol::Udp,
-            Protocol::Icmp,
-            Protocol::Icmpv6,
-            Protocol::Other(47),
-            Protocol::Unnamed,
-        ] {
+        for p in EVERY_KIND {
             assert_eq!(Protocol::parse(&p.to_string()), Some(p), "{p}");
         }
         assert_eq!(Protocol::parse(" icmpv4 "), Some(Protocol::Icmp));

@@ -7,6 +7,15 @@ use super::validate::{FieldError, against_crd};
 use super::{EnforcementWindow, SegmentationPolicy};
 use kube::CustomResourceExt;
 
+/// The namespace and name of a resource read from a manifest: a manifest that names no
+/// namespace applies to `default`, as `kubectl apply` does.
+pub fn key(meta: &super::k8s::ObjectMeta) -> (String, String) {
+    (
+        meta.namespace.clone().unwrap_or_else(|| "default".into()),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
 /// One YAML document of a file.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Document {

@@ -172,36 +172,14 @@ pub fn previous_groups(prev: &SegmentationPolicyStatus, id: &str) -> Vec<String>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::manifest::{Resource, resources};
     use crate::nsx::naming::Identity;
-    use crate::plan::{Context, LiveState, desired, diff};
+    use crate::plan::{LiveState, diff};
 
     fn enforcing() -> (DesiredState, Identity) {
-        let text = "apiVersion: microseg.io/v1alpha1
-kind: SegmentationPolicy
-metadata: { name: app, namespace: shop }
-spec:
-  owners: [{ name: Team, email: team@example.com }]
-  criticality: Low
-  window: { name: w }
-  members: [{ vmTag: { scope: app, tag: orders } }]
-";
-        let Resource::Policy(p) = resources(text).unwrap().remove(0).1 else {
-            panic!("not a policy")
-        };
-        let identity = Identity::new("demo").unwrap();
-        let (peers, seq) = (Default::default(), Default::default());
-        let d = desired(
-            &p,
-            Phase::Enforcing,
-            &Context {
-                identity: &identity,
-                peers: &peers,
-                previous_sequence: &seq,
-            },
+        (
+            crate::plan::canary::tests::enforcing(),
+            crate::plan::tests::identity(),
         )
-        .unwrap();
-        (d, identity)
     }
 
     fn choice(vms: usize, live: Vec<Group>) -> Choice {

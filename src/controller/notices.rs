@@ -167,6 +167,24 @@ mod tests {
         }
     }
 
+    /// The Scheduled notice of `shop/web` to `owner`, sent at `t` announcing `enforce_at`.
+    fn scheduled_sent(owner: &Owner, t: Timestamp, enforce_at: Timestamp) -> NotificationRecord {
+        NotificationRecord {
+            kind: "Scheduled".into(),
+            owner: owner.name.clone(),
+            channel: "email".into(),
+            message_id: message_id(
+                NoticeKind::Scheduled,
+                "shop",
+                "web",
+                &owner.name,
+                "scheduled",
+            ),
+            sent_at: Time(t),
+            enforce_at: Some(Time(enforce_at)),
+        }
+    }
+
     fn facts<'a>(owners: &'a [Owner], records: &'a [NotificationRecord]) -> Facts<'a> {
         Facts {
             namespace: "shop",
@@ -215,20 +233,7 @@ mod tests {
         let owners = owners()[..1].to_vec();
         let mut sim = Sim::new(window());
         sim.deliver(at(0));
-        let told = vec![NotificationRecord {
-            kind: "Scheduled".into(),
-            owner: owners[0].name.clone(),
-            channel: "email".into(),
-            message_id: message_id(
-                NoticeKind::Scheduled,
-                "shop",
-                "web",
-                &owners[0].name,
-                "scheduled",
-            ),
-            sent_at: Time(at(0)),
-            enforce_at: Some(Time(at(1000))),
-        }];
+        let told = vec![scheduled_sent(&owners[0], at(0), at(1000))];
         sim.settle(at(100));
         let kinds = |sim: &Sim, now| {
             let d = sim.clone().settle(now);
@@ -251,20 +256,7 @@ mod tests {
         sim.settle(at(100));
         // Delivered late: enforcement moves from 1000 to 1400.
         sim.deliver(at(400));
-        let told = vec![NotificationRecord {
-            kind: "Scheduled".into(),
-            owner: owners[0].name.clone(),
-            channel: "email".into(),
-            message_id: message_id(
-                NoticeKind::Scheduled,
-                "shop",
-                "web",
-                &owners[0].name,
-                "scheduled",
-            ),
-            sent_at: Time(at(400)),
-            enforce_at: Some(Time(at(1000))),
-        }];
+        let told = vec![scheduled_sent(&owners[0], at(400), at(1000))];
         let d = sim.settle(at(401));
         let due = due(&d, &facts(&owners, &told), at(401));
         assert_eq!(

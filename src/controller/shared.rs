@@ -88,13 +88,9 @@ impl WindowIndex {
         namespace: &str,
         name: &str,
     ) -> Vec<Arc<SegmentationPolicy>> {
-        let state = self.0.read().unwrap_or_else(PoisonError::into_inner);
-        state
-            .windows
-            .get(&(namespace.to_string(), name.to_string()))
-            .into_iter()
-            .flatten()
-            .filter_map(|p| store.get(&ObjectRef::new(p).within(namespace)))
+        self.refs(namespace, name)
+            .iter()
+            .filter_map(|r| store.get(r))
             .collect()
     }
 

@@ -483,36 +483,20 @@ pub fn apply(
     let cap = cap.clamp(1, FLOWS_MAX);
     let mut positions = FlowPositions::new(&m.flows);
     let mut acknowledged = m.flows.iter().filter(|f| f.acknowledged.is_some()).count();
-    m.unmatched_total = m.unmatched_total.saturating_add(to_i64(delta.unmatched));
-    m.healthy_total = m.healthy_total.saturating_add(to_i64(delta.healthy));
-    m.last_log_at = max_opt(m.last_log_at.as_ref().map(|t| t.0), delta.last_log).map(Time);
-    m.last_unmatched_at = max_opt(
-        m.last_unmatched_at.as_ref().map(|t| t.0),
-        delta.last_unmatched,
-    )
-    .map(Time);
+    add_totals(m, delta);
     for (k, c) in &delta.flows {
         let id = flow_id(policy, k);
         if let Some(f) = positions
             .find(&m.flows, &id)
             .and_then(|i| m.flows.get_mut(i))
         {
-            f.count = f.count.saturating_add(to_i64(c.count));
-            f.first_seen = Time(f.first_seen.0.min(c.first));
-            f.last_seen = Time(f.last_seen.0.max(c.last));
+            seen_again(f, c);
             continue;
         }
         out.new_flows += 1;
         if m.flows.len() >= cap {
             let oldest_acked = (acknowledged > 0)
-                .then(|| {
-                    m.flows
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, f)| f.acknowledged.is_some())
-                        .min_by_key(|(_, f)| f.last_seen.0)
-                        .map(|(i, _)| i)
-                })
+                .then(|| oldest_acknowledged(&m.flows))
                 .flatten();
             match oldest_acked {
                 Some(i) => {
@@ -528,24 +512,64 @@ pub fn apply(
             }
         }
         positions.pushed(&id, m.flows.len());
-        m.flows.push(FlowSummary {
-            id,
-            source: k.source.clone(),
-            destination: k.destination.clone(),
-            protocol: k.protocol.clone(),
-            port: k.port.map(i32::from),
-            direction: k.direction,
-            action: k.action.clone(),
-            count: to_i64(c.count),
-            first_seen: Time(c.first),
-            last_seen: Time(c.last),
-            acknowledged: None,
-        });
+        m.flows.push(first_seen(id, k, c));
     }
+    settle(m, delta);
+    out
+}
+
+/// Adds the delta's counters and last instants to the application's.
+fn add_totals(m: &mut MonitorStatus, delta: &Delta) {
+    m.unmatched_total = m.unmatched_total.saturating_add(to_i64(delta.unmatched));
+    m.healthy_total = m.healthy_total.saturating_add(to_i64(delta.healthy));
+    m.last_log_at = max_opt(m.last_log_at.as_ref().map(|t| t.0), delta.last_log).map(Time);
+    m.last_unmatched_at = max_opt(
+        m.last_unmatched_at.as_ref().map(|t| t.0),
+        delta.last_unmatched,
+    )
+    .map(Time);
+}
+
+/// A flow already kept, seen again: its count grows and its first and last sightings widen.
+fn seen_again(f: &mut FlowSummary, c: &FlowCount) {
+    f.count = f.count.saturating_add(to_i64(c.count));
+    f.first_seen = Time(f.first_seen.0.min(c.first));
+    f.last_seen = Time(f.last_seen.0.max(c.last));
+}
+
+/// A flow seen for the first time.
+fn first_seen(id: String, k: &FlowKey, c: &FlowCount) -> FlowSummary {
+    FlowSummary {
+        id,
+        source: k.source.clone(),
+        destination: k.destination.clone(),
+        protocol: k.protocol.clone(),
+        port: k.port.map(i32::from),
+        direction: k.direction,
+        action: k.action.clone(),
+        count: to_i64(c.count),
+        first_seen: Time(c.first),
+        last_seen: Time(c.last),
+        acknowledged: None,
+    }
+}
+
+/// The acknowledged flow seen longest ago: the one that makes room when the list is full.
+fn oldest_acknowledged(flows: &[FlowSummary]) -> Option<usize> {
+    flows
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.acknowledged.is_some())
+        .min_by_key(|(_, f)| f.last_seen.0)
+        .map(|(i, _)| i)
+}
+
+/// Once the flows are folded in: flows in order, the delta's minutes in the series, and the
+/// open alerts counted again.
+fn settle(m: &mut MonitorStatus, delta: &Delta) {
     sort_flows(&mut m.flows);
     merge_series(&mut m.series, &delta.buckets);
     m.open_alerts = open_alerts(m);
-    out
 }
 
 /// Where each flow id is in a flow list: finding a flow costs a hash, not a scan of the list.

@@ -722,6 +722,9 @@ async fn patch_monitor(
         .await
 }
 
+/// The wait after failed try `attempt` (0-based): 50 ms doubling up to 1.6 s.
 fn backoff(attempt: usize) -> Duration {
-    Duration::from_millis(50u64.saturating_mul(1 << attempt.min(5)))
+    const RETRY: crate::backoff::Backoff =
+        crate::backoff::Backoff::new(Duration::from_millis(50), Duration::from_millis(1600));
+    RETRY.step(u32::try_from(attempt).unwrap_or(u32::MAX).saturating_add(1))
 }

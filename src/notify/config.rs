@@ -44,6 +44,7 @@ use secrecy::{ExposeSecret, SecretString};
 use super::Error;
 use super::render::{DEFAULT_CONTACT, RenderOptions};
 use super::webhook::FormatRule;
+use crate::backoff::Backoff;
 
 /// The directory of a mounted Secret (or ConfigMap) holding settings as files.
 pub const CONFIG_DIR_ENV: &str = "MICROSEG_NOTIFY_CONFIG_DIR";
@@ -201,10 +202,7 @@ pub struct RetryPolicy {
 impl RetryPolicy {
     /// The wait after failed try number `failed` (1-based).
     pub fn backoff(&self, failed: u32) -> Duration {
-        let factor = 2u32.saturating_pow(failed.saturating_sub(1));
-        self.initial_backoff
-            .saturating_mul(factor)
-            .min(self.max_backoff)
+        Backoff::new(self.initial_backoff, self.max_backoff).step(failed)
     }
 }
 

@@ -51,21 +51,6 @@ fn tls_name(tls: SmtpTls) -> &'static str {
     }
 }
 
-/// The text of an error and its sources.
-fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(e) = source {
-        let s = e.to_string();
-        if !text.contains(&s) {
-            text.push_str(": ");
-            text.push_str(&s);
-        }
-        source = e.source();
-    }
-    text
-}
-
 impl SmtpNotifier {
     /// An e-mail channel with these settings. Reads the CA bundle, if any.
     pub fn new(config: &SmtpConfig, options: RenderOptions) -> Result<Self, Error> {
@@ -198,7 +183,7 @@ impl Notifier for SmtpNotifier {
                 channel: "email",
                 at: Timestamp::now(),
             }]),
-            Ok(Err(e)) => Err(fail(chain(&e))),
+            Ok(Err(e)) => Err(fail(super::error_chain(&e))),
             Err(_) => Err(fail(format!("no answer within {:?}", self.timeout))),
         }
     }

@@ -494,17 +494,7 @@ impl WebhookNotifier {
 /// The text of an error and its sources, with anything that looks like the URL's secret parts
 /// removed.
 fn describe(err: &(dyn std::error::Error + 'static), url: &Url) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(e) = source {
-        let s = e.to_string();
-        if !text.contains(&s) {
-            text.push_str(": ");
-            text.push_str(&s);
-        }
-        source = e.source();
-    }
-    scrub(&text, url)
+    scrub(&super::error_chain(err), url)
 }
 
 /// Removes the URL, its path and its query from a text.

@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 
+use crate::backoff::Backoff;
+
 /// Longest gap between two rate slots: 0.001 requests per second, the floor of the starting rate
 /// (a rate backed off further, or a configured 0, waits no longer than this).
 const MAX_SLOT_GAP: Duration = Duration::from_secs(1000);
@@ -193,12 +195,7 @@ impl Pacer {
         if let Some(d) = retry_after {
             return d.min(self.config.backoff_max.saturating_mul(6));
         }
-        let exp = self
-            .config
-            .backoff_base
-            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
-        let cap = exp.min(self.config.backoff_max);
-        cap.mul_f64(rand::random::<f64>().max(0.05))
+        Backoff::new(self.config.backoff_base, self.config.backoff_max).jittered(attempt)
     }
 }
 

@@ -283,4 +283,4 @@ pub fn without_groups(mut change: Change, domain: &str, ids: &[String]) -> Chang
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -21,12 +21,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::net::IpAddr;
 
-use crate::net::Protocol;
 use crate::nsx::model::{
     Expression, Group, Rule, RuleAction, RuleDirection, SecurityPolicy, ServiceEntry,
 };
 use crate::nsx::predefined;
 use crate::recommend::{Endpoint, Observation};
+
+mod fleets;
+#[cfg(test)]
+mod tests;
+
+pub use fleets::{dropped_at_enforcement, monitor_flows, phase_at};
 
 /// Id of NSX's default layer-3 section: evaluated after every other section.
 const DEFAULT_SECTION: &str = "default-layer3-section";
@@ -605,202 +610,4 @@ impl Impact {
         );
         out
     }
-}
-
-#[cfg(test)]
-mod tests;
-
-/// The application label of a microseg section: `namespace/name`.
-fn label(namespace: &str, name: &str) -> String {
-    format!("{namespace}/{name}")
-}
-
-fn key(p: &crate::api::SegmentationPolicy) -> (String, String) {
-    (
-        p.metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into()),
-        p.metadata.name.clone().unwrap_or_default(),
-    )
-}
-
-impl Fleet {
-    /// Everything NSX holds: microseg's sections named by their owner tags, others by id.
-    pub fn from_live(live: &super::live::Live) -> Fleet {
-        let groups = live
-            .groups
-            .iter()
-            .map(|((d, id), g)| (super::group_path(d, id), g.clone()))
-            .collect();
-        let sections = live
-            .policies
-            .values()
-            .map(|p| Section {
-                application: owner_label(p),
-                policy: p.clone(),
-            })
-            .collect();
-        Fleet::new(groups, sections)
-    }
-
-    /// This fleet without what `identity` owns (the sections and groups a plan replaces).
-    pub fn without_owned(&self, identity: &super::Identity) -> Fleet {
-        let ours = |tags: &[crate::nsx::model::Tag]| {
-            tags.iter()
-                .any(|t| t.scope == super::OWNER_CLUSTER && t.tag == identity.cluster())
-        };
-        Fleet {
-            groups: self
-                .groups
-                .iter()
-                .filter(|(_, g)| !ours(&g.tags))
-                .map(|(k, g)| (k.clone(), g.clone()))
-                .collect(),
-            sections: self
-                .sections
-                .iter()
-                .filter(|s| !ours(&s.policy.tags))
-                .cloned()
-                .collect(),
-        }
-    }
-
-    /// This fleet plus the desired objects of `policies`, each in the phase `phase_of` gives
-    /// (`None`: the policy is left out, as when its window is unknown).
-    pub fn with_desired(
-        &self,
-        policies: &[crate::api::SegmentationPolicy],
-        identity: &super::Identity,
-        phase_of: impl Fn(&crate::api::SegmentationPolicy) -> Option<crate::api::Phase>,
-    ) -> Result<Fleet, super::PlanError> {
-        let peers = super::report::peer_groups(policies, identity);
-        let sequence = BTreeMap::new();
-        let cx = super::Context {
-            identity,
-            peers: &peers,
-            previous_sequence: &sequence,
-        };
-        let mut groups = self.groups.clone();
-        let mut sections = self.sections.clone();
-        for p in policies {
-            let (ns, name) = key(p);
-            // A group exists from Pending on, so rules of others that name it resolve.
-            let phase = phase_of(p);
-            let d = super::desired(p, phase.unwrap_or(crate::api::Phase::Pending), &cx)?;
-            groups.insert(super::group_path(&d.domain, &d.group.id), d.group);
-            if phase.is_some()
-                && let Some(policy) = d.policy
-            {
-                sections.push(Section {
-                    application: label(&ns, &name),
-                    policy,
-                });
-            }
-        }
-        Ok(Fleet::new(groups, sections))
-    }
-}
-
-fn owner_label(p: &SecurityPolicy) -> String {
-    let tag = |scope: &str| {
-        p.tags
-            .iter()
-            .find(|t| t.scope == scope)
-            .map(|t| t.tag.clone())
-    };
-    match (tag(super::OWNER_NAMESPACE), tag(super::OWNER_NAME)) {
-        (Some(ns), Some(name)) => label(&ns, &name),
-        _ => format!("NSX policy {}", p.id),
-    }
-}
-
-/// The phase of every policy at `now` as `microseg plan` replays it (see
-/// [`super::report::phase_at`]).
-pub fn phase_at(
-    windows: &[crate::api::EnforcementWindow],
-    now: k8s_openapi::jiff::Timestamp,
-) -> impl Fn(&crate::api::SegmentationPolicy) -> Option<crate::api::Phase> + '_ {
-    move |p| super::report::phase_at(p, windows, now).map(|d| d.phase)
-}
-
-/// The recorded flows of `policy` that its current spec would drop when it enforces: every
-/// policy of `all` in monitor mode, against the same with `policy` enforcing. `flows` are the
-/// policy's monitor flows: the end on the application's side (by the flow's direction) is a
-/// member of the application, whatever its VM facts, since the application's catch-all logged it.
-/// This is what the dashboard's application page lists.
-pub fn dropped_at_enforcement(
-    policy: &crate::api::SegmentationPolicy,
-    all: &[crate::api::SegmentationPolicy],
-    identity: &super::Identity,
-    flows: &[Observation],
-) -> Result<Impact, super::PlanError> {
-    use crate::api::{Direction, Phase};
-    let target = key(policy);
-    let mut set: Vec<crate::api::SegmentationPolicy> =
-        all.iter().filter(|p| key(p) != target).cloned().collect();
-    set.push(policy.clone());
-    let own: Vec<String> = flows
-        .iter()
-        .filter_map(|f| match f.direction {
-            Some(Direction::Inbound) => Some(f.dst.ip.to_string()),
-            Some(Direction::Outbound) => Some(f.src.ip.to_string()),
-            None => None,
-        })
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let path = super::group_path(
-        &policy.spec.nsx.domain,
-        &identity.object_id(&target.0, &target.1),
-    );
-    let with_own = |mut f: Fleet| {
-        if !own.is_empty()
-            && let Some(g) = f.groups.get_mut(&path)
-        {
-            if !g.expression.is_empty() {
-                g.expression.push(Expression::ConjunctionOperator {
-                    conjunction_operator: "OR".into(),
-                });
-            }
-            g.expression.push(Expression::IpAddressExpression {
-                ip_addresses: own.clone(),
-            });
-        }
-        f
-    };
-    let empty = Fleet::default();
-    let before = with_own(empty.with_desired(&set, identity, |_| Some(Phase::Monitoring))?);
-    let after = with_own(empty.with_desired(&set, identity, |p| {
-        Some(if key(p) == target {
-            Phase::Enforcing
-        } else {
-            Phase::Monitoring
-        })
-    })?);
-    Ok(compare(&before, &after, flows))
-}
-
-/// Every monitor flow in a policy's status (acknowledged ones too: acknowledging a flow writes
-/// no rule), with its direction; rows whose address or protocol does not parse are skipped.
-pub fn monitor_flows(policy: &crate::api::SegmentationPolicy) -> Vec<Observation> {
-    let Some(m) = policy.status.as_ref().and_then(|s| s.monitor.as_ref()) else {
-        return Vec::new();
-    };
-    m.flows
-        .iter()
-        .filter_map(|f| {
-            Some(Observation {
-                src: Endpoint::ip(f.source.parse().ok()?),
-                dst: Endpoint::ip(f.destination.parse().ok()?),
-                protocol: Protocol::parse(&f.protocol)?,
-                src_port: None,
-                port: f.port.and_then(|p| u16::try_from(p).ok()).map(|p| (p, p)),
-                count: u64::try_from(f.count).unwrap_or(0),
-                direction: Some(f.direction),
-                seen: Some((f.first_seen.0.to_string(), f.last_seen.0.to_string())),
-                volume: None,
-            })
-        })
-        .collect()
 }

@@ -214,12 +214,7 @@ pub fn review(
     let mut entries = Vec::new();
     let mut in_git = BTreeSet::new();
     for p in policies {
-        let ns = p
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
-        let name = p.metadata.name.clone().unwrap_or_default();
+        let (ns, name) = crate::api::manifest::key(&p.metadata);
         in_git.insert((ns.clone(), name.clone()));
         let key = format!("{ns}/{name}");
         let error = |lines: Vec<String>| Entry {

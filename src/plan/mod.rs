@@ -185,101 +185,20 @@ pub fn desired(
         });
     }
 
-    let names: Vec<&str> = spec.rules.iter().map(|r| r.name.as_str()).collect();
-    let sequence = allocate_sequence(&names, cx.previous_sequence);
-    let mut rules = Vec::new();
-    for (i, (r, seq)) in spec.rules.iter().zip(sequence).enumerate() {
-        let peers = resolve_peers(&r.name, &r.peers, &namespace, cx.peers)?;
-        let (services, service_entries) = services(&r.ports, &format!("spec.rules[{i}].ports"))?;
-        let (sources, destinations, direction) = match r.direction {
-            Direction::Inbound => (peers, vec![gpath.clone()], RuleDirection::In),
-            Direction::Outbound => (vec![gpath.clone()], peers, RuleDirection::Out),
-        };
-        rules.push(Rule {
-            resource_type: "Rule".into(),
-            id: r.name.clone(),
-            display_name: Some(r.name.clone()),
-            action: nsx_action(r.action),
-            source_groups: sources,
-            sources_excluded: false,
-            destination_groups: destinations,
-            destinations_excluded: false,
-            services,
-            service_entries,
-            profiles: vec![ANY.into()],
-            scope: vec![gpath.clone()],
-            direction,
-            ip_protocol: Some("IPV4_IPV6".into()),
-            logged: r.logged,
-            disabled: false,
-            sequence_number: Some(seq),
-            tag: None,
-            notes: r.description.clone(),
-            tags: Vec::new(),
-            rule_id: None,
-            meta: Meta::default(),
-        });
-    }
-    let catch_all = match phase {
-        Phase::Monitoring | Phase::Held | Phase::RolledBack => Some((RuleAction::Allow, true)),
-        Phase::Enforcing => Some((RuleAction::Drop, true)),
-        Phase::Completed => match spec.after_cleanup {
-            AfterCleanup::KeepDrop => Some((RuleAction::Drop, false)),
-            AfterCleanup::Remove => None,
-        },
-        Phase::Pending => None,
-    };
-    if let Some((action, logged)) = catch_all {
-        let mut add = |rule_id: &str, direction: Direction, seq: i64| {
-            let (sources, destinations, dir) = match direction {
-                Direction::Inbound => (
-                    vec![ANY.to_string()],
-                    vec![gpath.clone()],
-                    RuleDirection::In,
-                ),
-                Direction::Outbound => (
-                    vec![gpath.clone()],
-                    vec![ANY.to_string()],
-                    RuleDirection::Out,
-                ),
-            };
-            rules.push(Rule {
-                resource_type: "Rule".into(),
-                id: rule_id.into(),
-                display_name: Some(format!("{application} catch-all {dir}")),
-                action: action.clone(),
-                source_groups: sources,
-                sources_excluded: false,
-                destination_groups: destinations,
-                destinations_excluded: false,
-                services: vec![ANY.into()],
-                service_entries: Vec::new(),
-                profiles: vec![ANY.into()],
-                scope: vec![gpath.clone()],
-                direction: dir,
-                ip_protocol: Some("IPV4_IPV6".into()),
-                logged,
-                disabled: false,
-                sequence_number: Some(seq),
-                tag: logged.then(|| monitor_tag(&id, direction)),
-                notes: Some(
-                    match (&action, logged) {
-                        (RuleAction::Allow, _) => "microseg catch-all: monitor mode (pass and log)",
-                        (_, true) => "microseg catch-all: enforcing (drop and log)",
-                        _ => "microseg catch-all: cleaned up (drop)",
-                    }
-                    .into(),
-                ),
-                tags: Vec::new(),
-                rule_id: None,
-                meta: Meta::default(),
-            });
+    let mut rules = spec_rules(policy, &gpath, cx)?;
+    if let Some((action, logged)) = catch_all(phase, spec.after_cleanup) {
+        let catch_all = CatchAll {
+            action,
+            logged,
+            application: &application,
+            id: &id,
+            gpath: &gpath,
         };
         if spec.catch_all.inbound {
-            add(CATCHALL_IN, Direction::Inbound, CATCHALL_IN_SEQ);
+            rules.push(catch_all.rule(CATCHALL_IN, Direction::Inbound, CATCHALL_IN_SEQ));
         }
         if spec.catch_all.outbound {
-            add(CATCHALL_OUT, Direction::Outbound, CATCHALL_OUT_SEQ);
+            rules.push(catch_all.rule(CATCHALL_OUT, Direction::Outbound, CATCHALL_OUT_SEQ));
         }
     }
     let policy = SecurityPolicy {
@@ -302,6 +221,125 @@ pub fn desired(
         group,
         policy: Some(policy),
     })
+}
+
+/// The NSX rules of `spec.rules`, each scoped to the application's group at `gpath`.
+fn spec_rules(
+    policy: &SegmentationPolicy,
+    gpath: &str,
+    cx: &Context<'_>,
+) -> Result<Vec<Rule>, PlanError> {
+    let namespace = policy.metadata.namespace.clone().unwrap_or_default();
+    let spec = &policy.spec;
+    let names: Vec<&str> = spec.rules.iter().map(|r| r.name.as_str()).collect();
+    let sequence = allocate_sequence(&names, cx.previous_sequence);
+    let mut rules = Vec::new();
+    for (i, (r, seq)) in spec.rules.iter().zip(sequence).enumerate() {
+        let peers = resolve_peers(&r.name, &r.peers, &namespace, cx.peers)?;
+        let (services, service_entries) = services(&r.ports, &format!("spec.rules[{i}].ports"))?;
+        let (sources, destinations, direction) = match r.direction {
+            Direction::Inbound => (peers, vec![gpath.to_string()], RuleDirection::In),
+            Direction::Outbound => (vec![gpath.to_string()], peers, RuleDirection::Out),
+        };
+        rules.push(Rule {
+            resource_type: "Rule".into(),
+            id: r.name.clone(),
+            display_name: Some(r.name.clone()),
+            action: nsx_action(r.action),
+            source_groups: sources,
+            sources_excluded: false,
+            destination_groups: destinations,
+            destinations_excluded: false,
+            services,
+            service_entries,
+            profiles: vec![ANY.into()],
+            scope: vec![gpath.to_string()],
+            direction,
+            ip_protocol: Some("IPV4_IPV6".into()),
+            logged: r.logged,
+            disabled: false,
+            sequence_number: Some(seq),
+            tag: None,
+            notes: r.description.clone(),
+            tags: Vec::new(),
+            rule_id: None,
+            meta: Meta::default(),
+        });
+    }
+    Ok(rules)
+}
+
+/// The catch-all's action in `phase` and whether it logs; `None`: no catch-all.
+fn catch_all(phase: Phase, after_cleanup: AfterCleanup) -> Option<(RuleAction, bool)> {
+    match phase {
+        Phase::Monitoring | Phase::Held | Phase::RolledBack => Some((RuleAction::Allow, true)),
+        Phase::Enforcing => Some((RuleAction::Drop, true)),
+        Phase::Completed => match after_cleanup {
+            AfterCleanup::KeepDrop => Some((RuleAction::Drop, false)),
+            AfterCleanup::Remove => None,
+        },
+        Phase::Pending => None,
+    }
+}
+
+/// The catch-all of one application in one phase.
+struct CatchAll<'a> {
+    action: RuleAction,
+    logged: bool,
+    application: &'a str,
+    /// The application's object id (the monitor tag names it).
+    id: &'a str,
+    gpath: &'a str,
+}
+
+impl CatchAll<'_> {
+    /// The catch-all rule of one direction.
+    fn rule(&self, rule_id: &str, direction: Direction, seq: i64) -> Rule {
+        let gpath = self.gpath.to_string();
+        let (sources, destinations, dir) = match direction {
+            Direction::Inbound => (
+                vec![ANY.to_string()],
+                vec![gpath.clone()],
+                RuleDirection::In,
+            ),
+            Direction::Outbound => (
+                vec![gpath.clone()],
+                vec![ANY.to_string()],
+                RuleDirection::Out,
+            ),
+        };
+        Rule {
+            resource_type: "Rule".into(),
+            id: rule_id.into(),
+            display_name: Some(format!("{} catch-all {dir}", self.application)),
+            action: self.action.clone(),
+            source_groups: sources,
+            sources_excluded: false,
+            destination_groups: destinations,
+            destinations_excluded: false,
+            services: vec![ANY.into()],
+            service_entries: Vec::new(),
+            profiles: vec![ANY.into()],
+            scope: vec![gpath],
+            direction: dir,
+            ip_protocol: Some("IPV4_IPV6".into()),
+            logged: self.logged,
+            disabled: false,
+            sequence_number: Some(seq),
+            tag: self.logged.then(|| monitor_tag(self.id, direction)),
+            notes: Some(
+                match (&self.action, self.logged) {
+                    (RuleAction::Allow, _) => "microseg catch-all: monitor mode (pass and log)",
+                    (_, true) => "microseg catch-all: enforcing (drop and log)",
+                    _ => "microseg catch-all: cleaned up (drop)",
+                }
+                .into(),
+            ),
+            tags: Vec::new(),
+            rule_id: None,
+            meta: Meta::default(),
+        }
+    }
 }
 
 fn nsx_action(a: Action) -> RuleAction {
@@ -347,42 +385,10 @@ pub fn diff(
     name: &str,
 ) -> Result<Change, PlanError> {
     let domain = &desired.domain;
-    for (tags, path) in [
-        (
-            live.group.as_ref().map(|g| &g.tags),
-            group_path(domain, &desired.group.id),
-        ),
-        (
-            live.policy.as_ref().map(|p| &p.tags),
-            policy_path(domain, &desired.group.id),
-        ),
-    ] {
-        if let Some(tags) = tags
-            && !identity.owns(tags, namespace, name)
-        {
-            return Err(PlanError::NotOwned { path });
-        }
-    }
+    check_owned(desired, live, identity, namespace, name)?;
     let mut summary = Vec::new();
     let mut children = Vec::new();
-
-    let group_changed = match &live.group {
-        None => {
-            summary.push(format!("create group {}", desired.group.id));
-            true
-        }
-        Some(g) => {
-            let fields = canonical::group_differences(g, &desired.group);
-            if !fields.is_empty() {
-                summary.push(format!(
-                    "update group {} ({})",
-                    desired.group.id,
-                    fields.join(", ")
-                ));
-            }
-            !fields.is_empty()
-        }
-    };
+    let group_changed = group_change(&desired.group, live.group.as_ref(), &mut summary);
     if group_changed {
         children.push(DomainChild::ChildGroup {
             id: desired.group.id.clone(),
@@ -390,7 +396,6 @@ pub fn diff(
             group: desired.group.clone(),
         });
     }
-
     match (&desired.policy, &live.policy) {
         (None, None) => {}
         (None, Some(p)) => {
@@ -402,43 +407,7 @@ pub fn diff(
             });
         }
         (Some(want), live_policy) => {
-            let live_rules: BTreeMap<&str, &Rule> = live_policy
-                .iter()
-                .flat_map(|p| &p.rules)
-                .map(|r| (r.id.as_str(), r))
-                .collect();
-            let want_ids: BTreeSet<&str> = want.rules.iter().map(|r| r.id.as_str()).collect();
-            let mut rule_children = Vec::new();
-            for r in &want.rules {
-                match live_rules.get(r.id.as_str()) {
-                    None => summary.push(format!("add rule {} ({})", r.id, describe_rule(r))),
-                    Some(l) => {
-                        let fields = canonical::rule_differences(l, r);
-                        if fields.is_empty() {
-                            continue;
-                        }
-                        summary.push(format!(
-                            "change rule {} ({}) to {}",
-                            r.id,
-                            fields.join(", "),
-                            describe_rule(r)
-                        ))
-                    }
-                }
-                rule_children.push(PolicyChild::ChildRule {
-                    id: r.id.clone(),
-                    marked_for_delete: false,
-                    rule: r.clone(),
-                });
-            }
-            for (id, _) in live_rules.iter().filter(|(id, _)| !want_ids.contains(*id)) {
-                summary.push(format!("remove rule {id}"));
-                rule_children.push(PolicyChild::ChildRule {
-                    id: (*id).to_string(),
-                    marked_for_delete: true,
-                    rule: minimal_rule(id),
-                });
-            }
+            let rule_children = rule_changes(want, live_policy.as_ref(), &mut summary);
             let policy_changed = match live_policy {
                 None => {
                     summary.insert(
@@ -473,6 +442,98 @@ pub fn diff(
     }
     let patch = (!children.is_empty()).then(|| infra(domain, children));
     Ok(Change { patch, summary })
+}
+
+/// Refuses a live group or policy that microseg does not own for this application.
+fn check_owned(
+    desired: &DesiredState,
+    live: &LiveState,
+    identity: &Identity,
+    namespace: &str,
+    name: &str,
+) -> Result<(), PlanError> {
+    let domain = &desired.domain;
+    for (tags, path) in [
+        (
+            live.group.as_ref().map(|g| &g.tags),
+            group_path(domain, &desired.group.id),
+        ),
+        (
+            live.policy.as_ref().map(|p| &p.tags),
+            policy_path(domain, &desired.group.id),
+        ),
+    ] {
+        if let Some(tags) = tags
+            && !identity.owns(tags, namespace, name)
+        {
+            return Err(PlanError::NotOwned { path });
+        }
+    }
+    Ok(())
+}
+
+/// Whether the group has to be written (created or updated), said in `summary`.
+fn group_change(want: &Group, live: Option<&Group>, summary: &mut Vec<String>) -> bool {
+    match live {
+        None => {
+            summary.push(format!("create group {}", want.id));
+            true
+        }
+        Some(g) => {
+            let fields = canonical::group_differences(g, want);
+            if !fields.is_empty() {
+                summary.push(format!("update group {} ({})", want.id, fields.join(", ")));
+            }
+            !fields.is_empty()
+        }
+    }
+}
+
+/// The rules to add, change and remove so that the live policy's rules become `want`'s, said
+/// in `summary`.
+fn rule_changes(
+    want: &SecurityPolicy,
+    live_policy: Option<&SecurityPolicy>,
+    summary: &mut Vec<String>,
+) -> Vec<PolicyChild> {
+    let live_rules: BTreeMap<&str, &Rule> = live_policy
+        .iter()
+        .flat_map(|p| &p.rules)
+        .map(|r| (r.id.as_str(), r))
+        .collect();
+    let want_ids: BTreeSet<&str> = want.rules.iter().map(|r| r.id.as_str()).collect();
+    let mut rule_children = Vec::new();
+    for r in &want.rules {
+        match live_rules.get(r.id.as_str()) {
+            None => summary.push(format!("add rule {} ({})", r.id, describe_rule(r))),
+            Some(l) => {
+                let fields = canonical::rule_differences(l, r);
+                if fields.is_empty() {
+                    continue;
+                }
+                summary.push(format!(
+                    "change rule {} ({}) to {}",
+                    r.id,
+                    fields.join(", "),
+                    describe_rule(r)
+                ))
+            }
+        }
+        rule_children.push(PolicyChild::ChildRule {
+            id: r.id.clone(),
+            marked_for_delete: false,
+            rule: r.clone(),
+        });
+    }
+    for (id, _) in live_rules.iter().filter(|(id, _)| !want_ids.contains(*id)) {
+        summary.push(format!("remove rule {id}"));
+        rule_children.push(PolicyChild::ChildRule {
+            id: (*id).to_string(),
+            marked_for_delete: true,
+            rule: minimal_rule(id),
+        });
+    }
+    rule_children
 }
 
 /// The H-API call that removes everything a policy owns (policy first, then group; NSX
@@ -610,4 +671,4 @@ pub fn describe_rule(r: &Rule) -> String {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

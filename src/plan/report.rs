@@ -10,7 +10,7 @@ use k8s_openapi::jiff::Timestamp;
 use super::{
     Context, DesiredState, Identity, PeerGroups, PlanError, describe_rule, desired, group_path,
 };
-use crate::api::{EnforcementWindow, Phase, SegmentationPolicy};
+use crate::api::{EnforcementWindow, Phase, SegmentationPolicy, manifest};
 use crate::schedule::{Decision, Inputs, MonitorSummary, Window, evaluate};
 
 /// Phases shown for the future, in order.
@@ -26,12 +26,7 @@ pub fn peer_groups(policies: &[SegmentationPolicy], identity: &Identity) -> Peer
     policies
         .iter()
         .map(|p| {
-            let ns = p
-                .metadata
-                .namespace
-                .clone()
-                .unwrap_or_else(|| "default".into());
-            let name = p.metadata.name.clone().unwrap_or_default();
+            let (ns, name) = manifest::key(&p.metadata);
             let path = group_path(&p.spec.nsx.domain, &identity.object_id(&ns, &name));
             ((ns, name), path)
         })
@@ -41,14 +36,7 @@ pub fn peer_groups(policies: &[SegmentationPolicy], identity: &Identity) -> Peer
 fn by_key(windows: &[EnforcementWindow]) -> BTreeMap<(String, String), &EnforcementWindow> {
     windows
         .iter()
-        .map(|w| {
-            let ns = w
-                .metadata
-                .namespace
-                .clone()
-                .unwrap_or_else(|| "default".into());
-            ((ns, w.metadata.name.clone().unwrap_or_default()), w)
-        })
+        .map(|w| (manifest::key(&w.metadata), w))
         .collect()
 }
 
@@ -70,11 +58,7 @@ fn decide(
     windows: &BTreeMap<(String, String), &EnforcementWindow>,
     now: Timestamp,
 ) -> Option<Decision> {
-    let ns = policy
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
+    let (ns, _) = manifest::key(&policy.metadata);
     let w = windows.get(&(ns, policy.spec.window.name.clone()))?;
     // Logs are assumed to arrive at every instant replayed, so the default silence never bites.
     let window = Window::from_spec(&w.spec, k8s_openapi::jiff::SignedDuration::from_hours(1));
@@ -138,12 +122,7 @@ pub fn render(
     let windows = by_key(windows);
     let mut out = String::new();
     for p in policies {
-        let ns = p
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
-        let name = p.metadata.name.clone().unwrap_or_default();
+        let (ns, name) = manifest::key(&p.metadata);
         let _ = writeln!(
             out,
             "{ns}/{name} \"{}\" ({:?}, window {})",
@@ -177,33 +156,7 @@ pub fn render(
             .get(&(ns.clone(), p.spec.window.name.clone()))
             .and_then(|w| w.spec.canary.as_ref())
         {
-            let steps: Vec<String> = c
-                .steps
-                .iter()
-                .enumerate()
-                .map(|(i, st)| {
-                    let size = match (st.members, st.percent) {
-                        (Some(1), _) => "1 VM".to_string(),
-                        (Some(m), _) => format!("{m} VMs"),
-                        (None, Some(pc)) => format!("{pc}% of the VMs"),
-                        (None, None) => "?".into(),
-                    };
-                    format!("step {}: {size}, at least {}", i + 1, st.duration)
-                })
-                .collect();
-            let _ = writeln!(
-                out,
-                "  canary: {}; then every VM. Each step: DROP catch-alls {}/{} applied to groups {}_canary1.. (the step's VMs{}), PASS catch-alls for the rest",
-                steps.join("; "),
-                crate::nsx::naming::CATCHALL_IN_CANARY,
-                crate::nsx::naming::CATCHALL_OUT_CANARY,
-                identity.object_id(&ns, &name),
-                if p.spec.canary_vms.is_empty() {
-                    String::new()
-                } else {
-                    format!(", {} first", p.spec.canary_vms.join(", "))
-                }
-            );
+            canary(&mut out, p, c, &identity.object_id(&ns, &name));
         }
         let sequence = BTreeMap::new();
         let cx = Context {
@@ -211,63 +164,107 @@ pub fn render(
             peers: &peers,
             previous_sequence: &sequence,
         };
-        let mut previous: Option<DesiredState> = None;
-        for phase in ROLLOUT {
-            let d = desired(p, phase, &cx)?;
-            let _ = writeln!(out, "  {phase}:");
-            let created = previous
-                .as_ref()
-                .map(|x| x.policy.is_none())
-                .unwrap_or(true);
-            match (&previous, &d.policy) {
-                (None, _) => {
-                    let _ = writeln!(
-                        out,
-                        "    group {} ({} membership criteria)",
-                        d.group.id,
-                        d.group.expression.len().div_ceil(2)
-                    );
-                }
-                (Some(_), Some(policy)) if created => {
-                    let _ = writeln!(
-                        out,
-                        "    create security policy {} ({}, {} rules):",
-                        policy.id,
-                        policy.category.as_deref().unwrap_or("Application"),
-                        policy.rules.len()
-                    );
-                    for r in &policy.rules {
-                        let _ = writeln!(
-                            out,
-                            "      {:>10} {:<22} {}",
-                            r.sequence_number.unwrap_or(0),
-                            r.id,
-                            describe_rule(r)
-                        );
-                    }
-                }
-                (Some(prev), _) => {
-                    let change = super::diff(
-                        &d,
-                        &super::LiveState {
-                            group: Some(prev.group.clone()),
-                            policy: prev.policy.clone(),
-                        },
-                        identity,
-                        &ns,
-                        &name,
-                    )?;
-                    for line in &change.summary {
-                        let _ = writeln!(out, "    {line}");
-                    }
-                    if change.summary.is_empty() {
-                        let _ = writeln!(out, "    no change");
-                    }
-                }
-            }
-            previous = Some(d);
-        }
+        rollout(&mut out, p, &cx)?;
         out.push('\n');
     }
     Ok(out)
+}
+
+/// The canary steps of the policy's window, and the objects each step writes.
+fn canary(
+    out: &mut String,
+    p: &SegmentationPolicy,
+    c: &crate::api::enforcement_window::Canary,
+    object_id: &str,
+) {
+    let steps: Vec<String> = c
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, st)| {
+            let size = match (st.members, st.percent) {
+                (Some(1), _) => "1 VM".to_string(),
+                (Some(m), _) => format!("{m} VMs"),
+                (None, Some(pc)) => format!("{pc}% of the VMs"),
+                (None, None) => "?".into(),
+            };
+            format!("step {}: {size}, at least {}", i + 1, st.duration)
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        "  canary: {}; then every VM. Each step: DROP catch-alls {}/{} applied to groups {}_canary1.. (the step's VMs{}), PASS catch-alls for the rest",
+        steps.join("; "),
+        crate::nsx::naming::CATCHALL_IN_CANARY,
+        crate::nsx::naming::CATCHALL_OUT_CANARY,
+        object_id,
+        if p.spec.canary_vms.is_empty() {
+            String::new()
+        } else {
+            format!(", {} first", p.spec.canary_vms.join(", "))
+        }
+    );
+}
+
+/// What each phase of the rollout writes: the group first, the security policy with its rules
+/// when it is created, then each phase's change from the one before.
+fn rollout(out: &mut String, p: &SegmentationPolicy, cx: &Context<'_>) -> Result<(), PlanError> {
+    let (ns, name) = manifest::key(&p.metadata);
+    let mut previous: Option<DesiredState> = None;
+    for phase in ROLLOUT {
+        let d = desired(p, phase, cx)?;
+        let _ = writeln!(out, "  {phase}:");
+        let created = previous
+            .as_ref()
+            .map(|x| x.policy.is_none())
+            .unwrap_or(true);
+        match (&previous, &d.policy) {
+            (None, _) => {
+                let _ = writeln!(
+                    out,
+                    "    group {} ({} membership criteria)",
+                    d.group.id,
+                    d.group.expression.len().div_ceil(2)
+                );
+            }
+            (Some(_), Some(policy)) if created => {
+                let _ = writeln!(
+                    out,
+                    "    create security policy {} ({}, {} rules):",
+                    policy.id,
+                    policy.category.as_deref().unwrap_or("Application"),
+                    policy.rules.len()
+                );
+                for r in &policy.rules {
+                    let _ = writeln!(
+                        out,
+                        "      {:>10} {:<22} {}",
+                        r.sequence_number.unwrap_or(0),
+                        r.id,
+                        describe_rule(r)
+                    );
+                }
+            }
+            (Some(prev), _) => {
+                let change = super::diff(
+                    &d,
+                    &super::LiveState {
+                        group: Some(prev.group.clone()),
+                        policy: prev.policy.clone(),
+                    },
+                    cx.identity,
+                    &ns,
+                    &name,
+                )?;
+                for line in &change.summary {
+                    let _ = writeln!(out, "    {line}");
+                }
+                if change.summary.is_empty() {
+                    let _ = writeln!(out, "    no change");
+                }
+            }
+        }
+        previous = Some(d);
+    }
+    Ok(())
 }

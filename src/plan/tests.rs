@@ -49,10 +49,6 @@ fn example_policies() -> Vec<SegmentationPolicy> {
         .collect()
 }
 
-fn identity() -> Identity {
-    Identity::new("demo").unwrap()
-}
-
 fn peers_of(policies: &[SegmentationPolicy]) -> PeerGroups {
     let id = identity();
     policies
@@ -66,16 +62,38 @@ fn peers_of(policies: &[SegmentationPolicy]) -> PeerGroups {
         .collect()
 }
 
-fn plan(p: &SegmentationPolicy, phase: Phase, peers: &PeerGroups) -> DesiredState {
+/// The one SegmentationPolicy of a manifest.
+pub(crate) fn policy(text: &str) -> SegmentationPolicy {
+    let Resource::Policy(p) = resources(text).unwrap().remove(0).1 else {
+        panic!("not a policy")
+    };
+    *p
+}
+
+pub(crate) fn identity() -> Identity {
+    Identity::new("demo").unwrap()
+}
+
+/// The desired state of `p` in `phase` for NSX holding no rule yet.
+pub(crate) fn plan(p: &SegmentationPolicy, phase: Phase, peers: &PeerGroups) -> DesiredState {
+    plan_over(p, phase, peers, &BTreeMap::new())
+}
+
+/// The desired state of `p` in `phase` for NSX holding rules with the sequence numbers `seq`.
+fn plan_over(
+    p: &SegmentationPolicy,
+    phase: Phase,
+    peers: &PeerGroups,
+    seq: &BTreeMap<String, i64>,
+) -> DesiredState {
     let id = identity();
-    let none = BTreeMap::new();
     desired(
         p,
         phase,
         &Context {
             identity: &id,
             peers,
-            previous_sequence: &none,
+            previous_sequence: seq,
         },
     )
     .unwrap()
@@ -330,17 +348,7 @@ fn adding_a_rule_leaves_the_other_rules_untouched() {
     extra.name = "from-reporting".into();
     db.spec.rules.insert(1, extra);
     let id = identity();
-    let seq = live.rule_sequence();
-    let after = desired(
-        &db,
-        Phase::Monitoring,
-        &Context {
-            identity: &id,
-            peers: &peers,
-            previous_sequence: &seq,
-        },
-    )
-    .unwrap();
+    let after = plan_over(&db, Phase::Monitoring, &peers, &live.rule_sequence());
     let change = diff(&after, &live, &id, "shop", "db").unwrap();
     assert_eq!(change.summary.len(), 1, "{:?}", change.summary);
     assert!(change.summary[0].starts_with("add rule from-reporting"));
@@ -358,17 +366,7 @@ fn removing_a_rule_marks_only_it_for_deletion() {
     let live = live_from(&plan(&web, Phase::Monitoring, &peers), 1002);
     web.spec.rules.remove(1);
     let id = identity();
-    let seq = live.rule_sequence();
-    let after = desired(
-        &web,
-        Phase::Monitoring,
-        &Context {
-            identity: &id,
-            peers: &peers,
-            previous_sequence: &seq,
-        },
-    )
-    .unwrap();
+    let after = plan_over(&web, Phase::Monitoring, &peers, &live.rule_sequence());
     let change = diff(&after, &live, &id, "shop", "web").unwrap();
     assert_eq!(
         change.summary,

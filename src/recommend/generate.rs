@@ -151,20 +151,53 @@ spec:
 
 /// Generates the samples for `seed`.
 pub fn samples(seed: u64) -> Samples {
-    let mut rng = SplitMix::new(seed);
-    let vms = inventory();
-    let mut flows = Vec::new();
-    let mut add = |rng: &mut SplitMix,
-                   src: &str,
-                   dst: &str,
-                   protocol: Protocol,
-                   port: Option<u16>,
-                   src_port: Option<u16>,
-                   count: u64| {
-        let ephemeral = rng.range(49152, 65535) as u16;
-        flows.push(Observation {
-            src: endpoint(&vms, src),
-            dst: endpoint(&vms, dst),
+    let mut g = Flows {
+        rng: SplitMix::new(seed),
+        vms: inventory(),
+        flows: Vec::new(),
+    };
+    g.application_traffic();
+    g.dependencies();
+    g.oddities();
+    let Flows {
+        mut rng,
+        vms,
+        flows,
+    } = g;
+    let mut files = BTreeMap::new();
+    files.insert("flows.json".into(), vrni_json(&flows));
+    files.insert("flows.csv".into(), to_csv(&flows));
+    files.insert("dfw.log".into(), dfw_log(&flows, &vms, &mut rng));
+    files.insert(
+        "vms.json".into(),
+        serde_json::to_string_pretty(&vms).unwrap_or_default() + "\n",
+    );
+    files.insert("policies/shop.yaml".into(), POLICIES.into());
+    Samples { flows, vms, files }
+}
+
+/// The flows generated so far, and the random source that varies them (the order of the draws
+/// makes a seed's samples).
+struct Flows {
+    rng: SplitMix,
+    vms: Vec<InventoryVm>,
+    flows: Vec<Observation>,
+}
+
+impl Flows {
+    /// One flow; a TCP or UDP flow without `src_port` comes from a random ephemeral port.
+    fn add(
+        &mut self,
+        (src, dst): (&str, &str),
+        protocol: Protocol,
+        port: Option<u16>,
+        src_port: Option<u16>,
+        count: u64,
+    ) {
+        let ephemeral = self.rng.range(49152, 65535) as u16;
+        self.flows.push(Observation {
+            src: endpoint(&self.vms, src),
+            dst: endpoint(&self.vms, dst),
             protocol,
             src_port: match protocol {
                 Protocol::Tcp | Protocol::Udp => Some(src_port.unwrap_or(ephemeral)),
@@ -176,116 +209,72 @@ pub fn samples(seed: u64) -> Samples {
             seen: None,
             volume: None,
         });
-    };
-    // The web tier calls the application.
-    for w in WEB {
-        for a in APP {
-            let n = rng.range(5, 20);
-            add(&mut rng, w, a, Protocol::Tcp, Some(8443), None, n);
-        }
     }
-    // Many clients of one /24 on HTTPS, a few flows each.
-    let mut clients: Vec<u64> = Vec::new();
-    while clients.len() < 24 {
-        let x = rng.range(10, 250);
-        if !clients.contains(&x) {
-            clients.push(x);
-        }
-    }
-    for x in clients {
-        let a = APP[rng.range(0, 2) as usize];
-        let n = rng.range(1, 4);
-        add(
-            &mut rng,
-            &format!("10.20.30.{x}"),
-            a,
-            Protocol::Tcp,
-            Some(443),
-            None,
-            n,
-        );
-    }
-    // A monitoring host scrapes and pings every member.
-    for a in APP {
-        add(&mut rng, MONITORING, a, Protocol::Tcp, Some(9100), None, 10);
-        add(&mut rng, MONITORING, a, Protocol::Icmp, None, None, 3);
-    }
-    // The application calls its database, DNS and NTP.
-    for a in APP {
-        for d in DB {
-            let n = rng.range(8, 15);
-            add(&mut rng, a, d, Protocol::Tcp, Some(5432), None, n);
-        }
-        let n = rng.range(10, 30);
-        add(&mut rng, a, DNS, Protocol::Udp, Some(53), None, n);
-        add(&mut rng, a, DNS, Protocol::Tcp, Some(53), None, 3);
-        // A reply recorded as a flow: DNS answering from port 53 to an ephemeral port.
-        let reply_port = rng.range(49152, 65535) as u16;
-        add(
-            &mut rng,
-            DNS,
-            a,
-            Protocol::Udp,
-            Some(reply_port),
-            Some(53),
-            4,
-        );
-        for t in NTP {
-            add(&mut rng, a, t, Protocol::Udp, Some(123), Some(123), 6);
-        }
-    }
-    // Replication between its own members.
-    add(
-        &mut rng,
-        APP[0],
-        APP[1],
-        Protocol::Tcp,
-        Some(7000),
-        None,
-        12,
-    );
-    add(
-        &mut rng,
-        APP[1],
-        APP[2],
-        Protocol::Tcp,
-        Some(7000),
-        None,
-        12,
-    );
-    // One-off flows a human has to judge.
-    add(
-        &mut rng,
-        "203.0.113.77",
-        APP[0],
-        Protocol::Tcp,
-        Some(22),
-        None,
-        1,
-    );
-    add(
-        &mut rng,
-        APP[1],
-        "198.51.100.9",
-        Protocol::Tcp,
-        Some(8080),
-        None,
-        1,
-    );
-    add(&mut rng, WEB[0], APP[2], Protocol::Tcp, Some(3389), None, 2);
-    // Traffic that does not touch the application.
-    add(&mut rng, WEB[1], DB[0], Protocol::Tcp, Some(5432), None, 5);
 
-    let mut files = BTreeMap::new();
-    files.insert("flows.json".into(), vrni_json(&flows));
-    files.insert("flows.csv".into(), to_csv(&flows));
-    files.insert("dfw.log".into(), dfw_log(&flows, &vms, &mut rng));
-    files.insert(
-        "vms.json".into(),
-        serde_json::to_string_pretty(&vms).unwrap_or_default() + "\n",
-    );
-    files.insert("policies/shop.yaml".into(), POLICIES.into());
-    Samples { flows, vms, files }
+    /// A TCP flow to `port` from an ephemeral port.
+    fn tcp(&mut self, src: &str, dst: &str, port: u16, count: u64) {
+        self.add((src, dst), Protocol::Tcp, Some(port), None, count);
+    }
+
+    /// What the application serves: the web tier, many clients of one /24, monitoring.
+    fn application_traffic(&mut self) {
+        // The web tier calls the application.
+        for w in WEB {
+            for a in APP {
+                let n = self.rng.range(5, 20);
+                self.tcp(w, a, 8443, n);
+            }
+        }
+        // Many clients of one /24 on HTTPS, a few flows each.
+        let mut clients: Vec<u64> = Vec::new();
+        while clients.len() < 24 {
+            let x = self.rng.range(10, 250);
+            if !clients.contains(&x) {
+                clients.push(x);
+            }
+        }
+        for x in clients {
+            let a = APP[self.rng.range(0, 2) as usize];
+            let n = self.rng.range(1, 4);
+            self.tcp(&format!("10.20.30.{x}"), a, 443, n);
+        }
+        // A monitoring host scrapes and pings every member.
+        for a in APP {
+            self.tcp(MONITORING, a, 9100, 10);
+            self.add((MONITORING, a), Protocol::Icmp, None, None, 3);
+        }
+    }
+
+    /// What the application calls: its database, DNS and NTP; and replication between its own
+    /// members.
+    fn dependencies(&mut self) {
+        for a in APP {
+            for d in DB {
+                let n = self.rng.range(8, 15);
+                self.tcp(a, d, 5432, n);
+            }
+            let n = self.rng.range(10, 30);
+            self.add((a, DNS), Protocol::Udp, Some(53), None, n);
+            self.tcp(a, DNS, 53, 3);
+            // A reply recorded as a flow: DNS answering from port 53 to an ephemeral port.
+            let reply_port = self.rng.range(49152, 65535) as u16;
+            self.add((DNS, a), Protocol::Udp, Some(reply_port), Some(53), 4);
+            for t in NTP {
+                self.add((a, t), Protocol::Udp, Some(123), Some(123), 6);
+            }
+        }
+        self.tcp(APP[0], APP[1], 7000, 12);
+        self.tcp(APP[1], APP[2], 7000, 12);
+    }
+
+    /// One-off flows a human has to judge, and traffic that does not touch the application.
+    fn oddities(&mut self) {
+        self.tcp("203.0.113.77", APP[0], 22, 1);
+        self.tcp(APP[1], "198.51.100.9", 8080, 1);
+        self.tcp(WEB[0], APP[2], 3389, 2);
+        // Traffic that does not touch the application.
+        self.tcp(WEB[1], DB[0], 5432, 5);
+    }
 }
 
 fn reference(e: &Endpoint, n: usize) -> Value {

@@ -533,12 +533,7 @@ fn known_apps(known: &[SegmentationPolicy], opts: &Options) -> Vec<Known> {
     known
         .iter()
         .filter_map(|p| {
-            let namespace = p
-                .metadata
-                .namespace
-                .clone()
-                .unwrap_or_else(|| "default".into());
-            let name = p.metadata.name.clone().unwrap_or_default();
+            let (namespace, name) = crate::api::manifest::key(&p.metadata);
             if namespace == opts.namespace && name == opts.name {
                 return None;
             }

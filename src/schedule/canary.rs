@@ -35,14 +35,11 @@ pub(super) fn canary_step(
             StepSize::Percent(p) => format!("step {k} of {n} ({p}% of the VMs)"),
         };
         if now < end {
-            d.schedule.canary_step = Some(k);
-            d.schedule.canary_since = Some(since);
-            d.phase = Phase::Enforcing;
-            d.reason = reason::CANARY;
-            d.message = format!(
+            let message = format!(
                 "canary {}: catch-all DROP for the canary VMs, PASS and logged for the rest; widens at {end} if the gates hold",
                 describe(k)
             );
+            stay(d, (k, since), reason::CANARY, message);
             d.next = Some((Phase::Enforcing, Some(end)));
             wake.push(end);
             return true;
@@ -64,15 +61,12 @@ pub(super) fn canary_step(
             held.push(format!("inside blackout {} until {}", b.name, b.end));
         }
         if !held.is_empty() {
-            d.schedule.canary_step = Some(k);
-            d.schedule.canary_since = Some(since);
-            d.phase = Phase::Enforcing;
-            d.reason = reason::CANARY_HELD;
-            d.message = format!(
+            let message = format!(
                 "canary {} held: {}; DROP stays on the canary VMs only",
                 describe(k),
                 held.join("; ")
             );
+            stay(d, (k, since), reason::CANARY_HELD, message);
             d.next = Some((Phase::Enforcing, None));
             return true;
         }
@@ -91,4 +85,13 @@ pub(super) fn canary_step(
         ));
         return false;
     }
+}
+
+/// Enforcing on the canary step `k` that began at `since`.
+fn stay(d: &mut Decision, (k, since): (i64, Timestamp), why: &'static str, message: String) {
+    d.schedule.canary_step = Some(k);
+    d.schedule.canary_since = Some(since);
+    d.phase = Phase::Enforcing;
+    d.reason = why;
+    d.message = message;
 }

@@ -65,33 +65,7 @@ pub(super) fn blockers(
     }
     // Evidence counts from the start of monitor mode, or from the last return to PASS.
     let evidence_from = later(s.monitor_from, s.evidence_from.unwrap_or(s.monitor_from));
-    if let Some(silence) = w.max_log_silence {
-        match inp.monitor.last_log_at.filter(|t| *t >= evidence_from) {
-            None => out.push(Blocking {
-                reason: reason::MONITORING_BLIND,
-                message: format!(
-                    "monitoring is blind: no DFW log line of this application has arrived since \
-                     {evidence_from} (send its DFW logs to microseg, or waive the Blind gate)"
-                ),
-                clears_at: None,
-            }),
-            Some(last) => {
-                let blind_at = plus(last, silence);
-                wake.push(blind_at);
-                if now >= blind_at {
-                    out.push(Blocking {
-                        reason: reason::MONITORING_BLIND,
-                        message: format!(
-                            "monitoring is blind: no DFW log line since {last} (maxLogSilence \
-                             {})",
-                            crate::api::duration::Duration::from(silence)
-                        ),
-                        clears_at: None,
-                    });
-                }
-            }
-        }
-    }
+    out.extend(blind(inp, evidence_from, now, wake));
     if let Some(max) = w.max_open_alerts
         && inp.monitor.open_alerts > max
     {
@@ -104,32 +78,74 @@ pub(super) fn blockers(
             clears_at: None,
         });
     }
-    if let Some(quiet) = w.quiet_period {
-        let last_flow = inp
-            .monitor
-            .last_unmatched_at
-            .filter(|t| *t >= evidence_from);
-        let since = last_flow.unwrap_or(evidence_from);
-        let quiet_end = plus(since, quiet);
-        if now < quiet_end {
-            let what = match (last_flow, s.evidence_from) {
-                (Some(t), _) => format!("unmatched flow seen at {t}"),
-                (None, Some(t)) if t >= s.monitor_from => {
-                    format!("back in monitor mode since {t}")
-                }
-                _ => format!("monitor mode since {since}"),
-            };
-            out.push(Blocking {
-                reason: reason::QUIET_PERIOD,
+    out.extend(quiet_period(inp, s, evidence_from, now));
+    out
+}
+
+/// The blind-monitoring gate: no DFW log line of the application since the evidence began, or
+/// none for `maxLogSilence` (the instant it turns blind is pushed to `wake`).
+fn blind(
+    inp: &Inputs<'_>,
+    evidence_from: Timestamp,
+    now: Timestamp,
+    wake: &mut Vec<Timestamp>,
+) -> Option<Blocking> {
+    let silence = inp.window.max_log_silence?;
+    match inp.monitor.last_log_at.filter(|t| *t >= evidence_from) {
+        None => Some(Blocking {
+            reason: reason::MONITORING_BLIND,
+            message: format!(
+                "monitoring is blind: no DFW log line of this application has arrived since \
+                 {evidence_from} (send its DFW logs to microseg, or waive the Blind gate)"
+            ),
+            clears_at: None,
+        }),
+        Some(last) => {
+            let blind_at = plus(last, silence);
+            wake.push(blind_at);
+            (now >= blind_at).then(|| Blocking {
+                reason: reason::MONITORING_BLIND,
                 message: format!(
-                    "{what}; quiet period of {} ends at {quiet_end}",
-                    crate::api::duration::Duration::from(quiet)
+                    "monitoring is blind: no DFW log line since {last} (maxLogSilence {})",
+                    crate::api::duration::Duration::from(silence)
                 ),
-                clears_at: Some(quiet_end),
-            });
+                clears_at: None,
+            })
         }
     }
-    out
+}
+
+/// The quiet-period gate: counted from the latest of the last unmatched flow and the start of
+/// the evidence.
+fn quiet_period(
+    inp: &Inputs<'_>,
+    s: &Schedule,
+    evidence_from: Timestamp,
+    now: Timestamp,
+) -> Option<Blocking> {
+    let quiet = inp.window.quiet_period?;
+    let last_flow = inp
+        .monitor
+        .last_unmatched_at
+        .filter(|t| *t >= evidence_from);
+    let since = last_flow.unwrap_or(evidence_from);
+    let quiet_end = plus(since, quiet);
+    if now >= quiet_end {
+        return None;
+    }
+    let what = match (last_flow, s.evidence_from) {
+        (Some(t), _) => format!("unmatched flow seen at {t}"),
+        (None, Some(t)) if t >= s.monitor_from => format!("back in monitor mode since {t}"),
+        _ => format!("monitor mode since {since}"),
+    };
+    Some(Blocking {
+        reason: reason::QUIET_PERIOD,
+        message: format!(
+            "{what}; quiet period of {} ends at {quiet_end}",
+            crate::api::duration::Duration::from(quiet)
+        ),
+        clears_at: Some(quiet_end),
+    })
 }
 
 /// The gates the window waived, for messages (empty when none).

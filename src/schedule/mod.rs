@@ -369,10 +369,26 @@ pub fn ceil_second(t: Timestamp) -> Timestamp {
 
 /// Decides the phase at `now`.
 pub fn evaluate(inp: &Inputs<'_>, now: Timestamp) -> Decision {
-    let w = inp.window;
     let prev_phase = inp.previous_phase.unwrap_or(Phase::Pending);
-    let suspended = inp.suspend || w.suspend;
+    let suspended = inp.suspend || inp.window.suspend;
+    let (mut d, mut wake) = start(inp, prev_phase, now);
+    // A change widens what DROP affects and its generation is not approved.
+    let widening = inp.widening.as_deref().filter(|_| !inp.approved);
+    if prev_phase == Phase::Completed && !suspended {
+        completed_again(&mut d, widening, now);
+    } else if prev_phase == Phase::Pending {
+        pending(&mut d, inp, now, &mut wake);
+    } else if d.schedule.enforced_since.is_none() {
+        not_enforcing(&mut d, inp, prev_phase, now, &mut wake);
+    } else {
+        enforced(&mut d, inp, prev_phase, widening, now, &mut wake);
+    }
+    finish(d, wake, now)
+}
 
+/// The decision before any rule applies: the previous phase, the effective schedule, whether
+/// the owner notice is due, and the first instant to wake at (the notice).
+fn start(inp: &Inputs<'_>, prev_phase: Phase, now: Timestamp) -> (Decision, Vec<Timestamp>) {
     let schedule = effective_schedule(inp, prev_phase);
     let notice_due = schedule.notice_delivered_at.is_none()
         && now >= schedule.notify_at
@@ -381,8 +397,7 @@ pub fn evaluate(inp: &Inputs<'_>, now: Timestamp) -> Decision {
     if schedule.notice_delivered_at.is_none() && schedule.notify_at > now {
         wake.push(schedule.notify_at);
     }
-
-    let mut d = Decision {
+    let d = Decision {
         phase: prev_phase,
         reason: reason::SCHEDULED,
         message: String::new(),
@@ -397,173 +412,174 @@ pub fn evaluate(inp: &Inputs<'_>, now: Timestamp) -> Decision {
         notice_due,
         blocker: inp.blocker.clone(),
     };
+    (d, wake)
+}
 
-    // Completed is terminal unless the brake is pulled or a change widens what DROP affects.
-    let widening = inp.widening.as_ref().filter(|_| !inp.approved);
-    if prev_phase == Phase::Completed
-        && !suspended
-        && let Some(why) = widening
-        && d.schedule.enforced_since.is_some()
-    {
-        regate(&mut d, why, now);
-        return finish(d, wake, now);
-    }
-    if prev_phase == Phase::Completed && !suspended {
-        d.phase = Phase::Completed;
-        d.reason = reason::COMPLETED;
-        d.message = "clean-up done".into();
-        d.gate = Gate {
-            open: true,
-            reason: reason::COMPLETED,
-            message: "enforcement completed".into(),
-        };
-        d.notice_due = false;
-        return finish(d, wake, now);
-    }
-
-    // Pending: nothing in NSX until monitorFrom (and never inside a blackout).
-    if prev_phase == Phase::Pending {
-        let due = now >= d.schedule.monitor_from;
-        let frozen = w.blackout_at(now);
-        if !due || frozen.is_some() {
-            d.phase = Phase::Pending;
-            d.reason = reason::NOT_STARTED;
-            let at = match frozen {
-                Some(_) if due => w.after_blackouts(now),
-                _ => d.schedule.monitor_from,
-            };
-            d.message = format!("monitor mode starts at {at}");
-            d.next = Some((Phase::Monitoring, Some(at)));
-            d.gate.message = "monitoring has not started".into();
-            wake.push(at);
-            return finish(d, wake, now);
+/// Completed is terminal unless the brake is pulled (handled by the caller) or a change widens
+/// what DROP affects.
+fn completed_again(d: &mut Decision, widening: Option<&str>, now: Timestamp) {
+    match widening {
+        Some(why) if d.schedule.enforced_since.is_some() => regate(d, why, now),
+        _ => {
+            completed(d, "clean-up done");
+            d.notice_due = false;
         }
-        d.phase = Phase::Monitoring;
-        d.reason = reason::SCHEDULED;
-        d.message = "monitor mode started: rules and a logging PASS catch-all".into();
-        d.next = Some((Phase::Enforcing, Some(d.schedule.enforce_at)));
-        d.gate = preview_gate(inp, &d.schedule, now, &mut wake);
-        wake.push(d.schedule.enforce_at);
-        return finish(d, wake, now);
     }
+}
 
+/// Pending: nothing in NSX until monitorFrom (and never inside a blackout); then Monitoring.
+fn pending(d: &mut Decision, inp: &Inputs<'_>, now: Timestamp, wake: &mut Vec<Timestamp>) {
+    let w = inp.window;
+    let due = now >= d.schedule.monitor_from;
+    let frozen = w.blackout_at(now);
+    if !due || frozen.is_some() {
+        d.phase = Phase::Pending;
+        d.reason = reason::NOT_STARTED;
+        let at = match frozen {
+            Some(_) if due => w.after_blackouts(now),
+            _ => d.schedule.monitor_from,
+        };
+        d.message = format!("monitor mode starts at {at}");
+        d.next = Some((Phase::Monitoring, Some(at)));
+        d.gate.message = "monitoring has not started".into();
+        wake.push(at);
+        return;
+    }
+    d.phase = Phase::Monitoring;
+    d.reason = reason::SCHEDULED;
+    d.message = "monitor mode started: rules and a logging PASS catch-all".into();
+    d.next = Some((Phase::Enforcing, Some(d.schedule.enforce_at)));
+    d.gate = preview_gate(inp, &d.schedule, now, wake);
+    wake.push(d.schedule.enforce_at);
+}
+
+/// Monitoring, RolledBack or Held with the catch-all at PASS: stays there (rolled back, or
+/// before enforceAt), or enforces once every gate is open.
+fn not_enforcing(
+    d: &mut Decision,
+    inp: &Inputs<'_>,
+    prev_phase: Phase,
+    now: Timestamp,
+    wake: &mut Vec<Timestamp>,
+) {
     let rolled_back_active = prev_phase == Phase::RolledBack
         && d.schedule.rolled_back_generation == Some(inp.generation);
+    if rolled_back_active {
+        let message =
+            "rolled back to monitor mode after dropped flows; change the spec to try again";
+        stop(
+            d,
+            Phase::RolledBack,
+            reason::ROLLED_BACK,
+            message.into(),
+            message.into(),
+        );
+    } else if now < d.schedule.enforce_at {
+        monitoring(d, inp, now, wake);
+    } else {
+        at_enforcement(d, inp, now, wake);
+    }
+}
 
-    if d.schedule.enforced_since.is_none() {
-        if rolled_back_active {
-            d.phase = Phase::RolledBack;
-            d.reason = reason::ROLLED_BACK;
-            d.message =
-                "rolled back to monitor mode after dropped flows; change the spec to try again"
-                    .into();
-            d.next = Some((Phase::Enforcing, None));
-            d.gate = Gate {
-                open: false,
-                reason: reason::ROLLED_BACK,
-                message: d.message.clone(),
-            };
-            return finish(d, wake, now);
-        }
-        if now < d.schedule.enforce_at {
-            d.phase = Phase::Monitoring;
-            let late_notice = d
-                .schedule
-                .notice_delivered_at
-                .filter(|t| plus(*t, w.minimum_notice) > w.enforce_at);
-            (d.reason, d.message) = match late_notice {
-                Some(t) => (
-                    reason::NOTICE_LATE,
-                    format!(
-                        "monitor mode until {}: the owner notice was delivered late, at {t}",
-                        d.schedule.enforce_at
-                    ),
-                ),
-                None => (
-                    reason::SCHEDULED,
-                    format!("monitor mode until {}", d.schedule.enforce_at),
-                ),
-            };
-            d.next = Some((Phase::Enforcing, Some(d.schedule.enforce_at)));
-            d.gate = preview_gate(inp, &d.schedule, now, &mut wake);
-            wake.push(d.schedule.enforce_at);
-            return finish(d, wake, now);
-        }
-        let blockers = blockers(inp, &d.schedule, now, true, &mut wake);
-        if blockers.is_empty() {
-            enter_enforcing(&mut d, inp, ceil_second(now), now, &mut wake);
-            // Entering enforcement is always a phase of its own, however late: clean-up follows
-            // only once the catch-all has dropped.
-            if d.phase == Phase::Completed {
-                d.phase = Phase::Enforcing;
-                d.reason = reason::SCHEDULED;
-                d.message = format!(
-                    "catch-all DROP and logged; clean-up is due at {}",
-                    d.schedule.cleanup_at
-                );
-                d.next = Some((Phase::Completed, Some(d.schedule.cleanup_at.max(now))));
-            }
-            return finish(d, wake, now);
-        }
-        d.phase = Phase::Held;
-        d.reason = blockers[0].reason;
-        d.gate = closed_gate(&blockers);
-        d.message = format!("enforcement held: {}", d.gate.message);
-        let known: Option<Vec<Timestamp>> = blockers.iter().map(|b| b.clears_at).collect();
-        d.next = Some((Phase::Enforcing, known.and_then(|v| v.into_iter().max())));
-        wake.extend(blockers.iter().filter_map(|b| b.clears_at));
-        return finish(d, wake, now);
-    }
+/// Monitoring before enforceAt, with the gate as it would stand if enforcement were due.
+fn monitoring(d: &mut Decision, inp: &Inputs<'_>, now: Timestamp, wake: &mut Vec<Timestamp>) {
+    let w = inp.window;
+    d.phase = Phase::Monitoring;
+    let late_notice = d
+        .schedule
+        .notice_delivered_at
+        .filter(|t| plus(*t, w.minimum_notice) > w.enforce_at);
+    (d.reason, d.message) = match late_notice {
+        Some(t) => (
+            reason::NOTICE_LATE,
+            format!(
+                "monitor mode until {}: the owner notice was delivered late, at {t}",
+                d.schedule.enforce_at
+            ),
+        ),
+        None => (
+            reason::SCHEDULED,
+            format!("monitor mode until {}", d.schedule.enforce_at),
+        ),
+    };
+    d.next = Some((Phase::Enforcing, Some(d.schedule.enforce_at)));
+    d.gate = preview_gate(inp, &d.schedule, now, wake);
+    wake.push(d.schedule.enforce_at);
+}
 
-    // Enforcing (or completed and suspended): safety moves first.
-    if suspended {
-        back_to_pass(&mut d.schedule);
-        d.phase = Phase::Held;
-        d.reason = reason::SUSPENDED;
-        d.message = "suspended: catch-all back to PASS".into();
-        d.gate = Gate {
-            open: false,
-            reason: reason::SUSPENDED,
-            message: "suspended by spec.suspend or the window's suspend".into(),
-        };
-        d.next = Some((Phase::Enforcing, None));
-        return finish(d, wake, now);
+/// Enforcement is due: Enforcing when every gate is open, Held otherwise.
+fn at_enforcement(d: &mut Decision, inp: &Inputs<'_>, now: Timestamp, wake: &mut Vec<Timestamp>) {
+    let blockers = blockers(inp, &d.schedule, now, true, wake);
+    if blockers.is_empty() {
+        enter_enforcing(d, inp, ceil_second(now), now, wake);
+        // Entering enforcement is always a phase of its own, however late: clean-up follows
+        // only once the catch-all has dropped.
+        if d.phase == Phase::Completed {
+            d.phase = Phase::Enforcing;
+            d.reason = reason::SCHEDULED;
+            d.message = format!(
+                "catch-all DROP and logged; clean-up is due at {}",
+                d.schedule.cleanup_at
+            );
+            d.next = Some((Phase::Completed, Some(d.schedule.cleanup_at.max(now))));
+        }
+        return;
     }
-    if let Some(b) = &inp.blocker {
+    d.phase = Phase::Held;
+    d.reason = blockers[0].reason;
+    d.gate = closed_gate(&blockers);
+    d.message = format!("enforcement held: {}", d.gate.message);
+    let known: Option<Vec<Timestamp>> = blockers.iter().map(|b| b.clears_at).collect();
+    d.next = Some((Phase::Enforcing, known.and_then(|v| v.into_iter().max())));
+    wake.extend(blockers.iter().filter_map(|b| b.clears_at));
+}
+
+/// Enforcing (or completed and suspended): safety moves first, then enforcement goes on.
+fn enforced(
+    d: &mut Decision,
+    inp: &Inputs<'_>,
+    prev_phase: Phase,
+    widening: Option<&str>,
+    now: Timestamp,
+    wake: &mut Vec<Timestamp>,
+) {
+    let w = inp.window;
+    if inp.suspend || w.suspend {
         back_to_pass(&mut d.schedule);
-        d.phase = Phase::Held;
-        d.reason = reason::NOT_READY;
-        d.message = format!("catch-all back to PASS: {}", b.message);
-        d.gate = Gate {
-            open: false,
-            reason: reason::NOT_READY,
-            message: b.message.clone(),
-        };
-        d.next = Some((Phase::Enforcing, None));
-        return finish(d, wake, now);
-    }
-    if w.rollback && inp.monitor.rollback_triggered && prev_phase == Phase::Enforcing {
+        stop(
+            d,
+            Phase::Held,
+            reason::SUSPENDED,
+            "suspended: catch-all back to PASS".into(),
+            "suspended by spec.suspend or the window's suspend".into(),
+        );
+    } else if let Some(b) = &inp.blocker {
+        back_to_pass(&mut d.schedule);
+        stop(
+            d,
+            Phase::Held,
+            reason::NOT_READY,
+            format!("catch-all back to PASS: {}", b.message),
+            b.message.clone(),
+        );
+    } else if w.rollback && inp.monitor.rollback_triggered && prev_phase == Phase::Enforcing {
         back_to_pass(&mut d.schedule);
         d.schedule.rolled_back_generation = Some(inp.generation);
         d.schedule.evidence_from = Some(ceil_second(now));
-        d.phase = Phase::RolledBack;
-        d.reason = reason::ROLLED_BACK;
-        d.message = "too many dropped unmatched flows: rolled back to monitor mode".into();
-        d.gate = Gate {
-            open: false,
-            reason: reason::ROLLED_BACK,
-            message: d.message.clone(),
-        };
-        d.next = Some((Phase::Enforcing, None));
-        return finish(d, wake, now);
+        let message = "too many dropped unmatched flows: rolled back to monitor mode";
+        stop(
+            d,
+            Phase::RolledBack,
+            reason::ROLLED_BACK,
+            message.into(),
+            message.into(),
+        );
+    } else if let Some(why) = widening {
+        regate(d, why, now);
+    } else {
+        let since = d.schedule.enforced_since.unwrap_or(now);
+        enter_enforcing(d, inp, since, now, wake);
     }
-    if let Some(why) = widening {
-        regate(&mut d, why, now);
-        return finish(d, wake, now);
-    }
-    let since = d.schedule.enforced_since.unwrap_or(now);
-    enter_enforcing(&mut d, inp, since, now, &mut wake);
-    finish(d, wake, now)
 }
 
 /// Back to PASS because the spec widens what DROP affects: Held, and the evidence (log lines,
@@ -571,18 +587,44 @@ pub fn evaluate(inp: &Inputs<'_>, now: Timestamp) -> Decision {
 fn regate(d: &mut Decision, why: &str, now: Timestamp) {
     back_to_pass(&mut d.schedule);
     d.schedule.evidence_from = Some(ceil_second(now));
-    d.phase = Phase::Held;
-    d.reason = reason::CHANGE_UNDER_DROP;
-    d.message = format!(
+    let message = format!(
         "catch-all back to PASS: the spec change widens what DROP affects ({why}); enforcement \
          needs the gates again, or approve this generation"
     );
+    stop(
+        d,
+        Phase::Held,
+        reason::CHANGE_UNDER_DROP,
+        message.clone(),
+        message,
+    );
+}
+
+/// `phase` with the catch-all at PASS and a closed gate of the same reason, until something
+/// other than time changes (no instant for the next enforcement).
+fn stop(d: &mut Decision, phase: Phase, why: &'static str, message: String, gate: String) {
+    d.phase = phase;
+    d.reason = why;
+    d.message = message;
     d.gate = Gate {
         open: false,
-        reason: reason::CHANGE_UNDER_DROP,
-        message: d.message.clone(),
+        reason: why,
+        message: gate,
     };
     d.next = Some((Phase::Enforcing, None));
+}
+
+/// Completed: clean-up done, the gate reports enforcement as over.
+fn completed(d: &mut Decision, message: &str) {
+    d.phase = Phase::Completed;
+    d.reason = reason::COMPLETED;
+    d.message = message.into();
+    d.gate = Gate {
+        open: true,
+        reason: reason::COMPLETED,
+        message: "enforcement completed".into(),
+    };
+    d.next = None;
 }
 
 /// Enforcing (or, past cleanupAt and outside a blackout, Completed).
@@ -617,15 +659,7 @@ fn enter_enforcing(
     let cleanup = d.schedule.cleanup_at;
     let frozen = w.blackout_at(now);
     if now >= cleanup && frozen.is_none() {
-        d.phase = Phase::Completed;
-        d.reason = reason::COMPLETED;
-        d.message = "post-enforcement monitoring over: clean-up done".into();
-        d.gate = Gate {
-            open: true,
-            reason: reason::COMPLETED,
-            message: "enforcement completed".into(),
-        };
-        d.next = None;
+        completed(d, "post-enforcement monitoring over: clean-up done");
         return;
     }
     d.phase = Phase::Enforcing;

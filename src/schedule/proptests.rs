@@ -15,6 +15,20 @@ struct WindowParams {
     cleanup_extra: Option<i64>,
 }
 
+/// No effective timestamp of `next` is earlier than in `prev`.
+fn never_earlier(prev: &Schedule, next: &Schedule) -> Result<(), TestCaseError> {
+    prop_assert!(next.notify_at >= prev.notify_at);
+    prop_assert!(next.monitor_from >= prev.monitor_from);
+    prop_assert!(
+        next.enforce_at >= prev.enforce_at,
+        "{:?} -> {:?}",
+        prev,
+        next
+    );
+    prop_assert!(next.cleanup_at >= prev.cleanup_at);
+    Ok(())
+}
+
 fn window_params() -> impl Strategy<Value = WindowParams> {
     (
         -200i64..600,
@@ -217,10 +231,7 @@ proptest! {
 
             // Effective timestamps never move earlier.
             if let Some(prev) = &last_schedule {
-                prop_assert!(d.schedule.notify_at >= prev.notify_at);
-                prop_assert!(d.schedule.monitor_from >= prev.monitor_from);
-                prop_assert!(d.schedule.enforce_at >= prev.enforce_at, "{:?} -> {:?}", prev, d.schedule);
-                prop_assert!(d.schedule.cleanup_at >= prev.cleanup_at);
+                never_earlier(prev, &d.schedule)?;
             }
             last_schedule = Some(d.schedule.clone());
 
@@ -350,10 +361,7 @@ proptest! {
             }
             let d = sim.settle(now);
             if let Some(prev) = &last_schedule {
-                prop_assert!(d.schedule.notify_at >= prev.notify_at);
-                prop_assert!(d.schedule.monitor_from >= prev.monitor_from);
-                prop_assert!(d.schedule.enforce_at >= prev.enforce_at, "{:?} -> {:?}", prev, d.schedule);
-                prop_assert!(d.schedule.cleanup_at >= prev.cleanup_at);
+                never_earlier(prev, &d.schedule)?;
             }
             if let Some(w) = d.wake_at {
                 prop_assert!(w > now);

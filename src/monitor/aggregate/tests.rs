@@ -116,15 +116,8 @@ fn flows(n: u16) -> Delta {
     let role = RuleRole::CatchAll(Direction::Inbound);
     for p in 0..n {
         let o = Observation {
-            time: now(),
-            rule_id: 1002,
-            rule_tag: None,
-            is_match: true,
-            action: Some(Action::Pass),
-            protocol: Some(Protocol::Tcp),
-            src: Some("10.9.0.1".parse().unwrap()),
-            dst: Some("10.1.0.5".parse().unwrap()),
             dst_port: Some(1000 + p),
+            ..observation()
         };
         d.add(&o, &role, now());
     }
@@ -347,32 +340,16 @@ fn records_at_the_ends_of_time_neither_panic_nor_overflow_the_counts() {
 fn apply_by_scan(m: &mut MonitorStatus, delta: &Delta, cap: usize) -> Applied {
     let mut out = Applied::default();
     let cap = cap.clamp(1, FLOWS_MAX);
-    m.unmatched_total = m.unmatched_total.saturating_add(to_i64(delta.unmatched));
-    m.healthy_total = m.healthy_total.saturating_add(to_i64(delta.healthy));
-    m.last_log_at = max_opt(m.last_log_at.as_ref().map(|t| t.0), delta.last_log).map(Time);
-    m.last_unmatched_at = max_opt(
-        m.last_unmatched_at.as_ref().map(|t| t.0),
-        delta.last_unmatched,
-    )
-    .map(Time);
+    add_totals(m, delta);
     for (k, c) in &delta.flows {
         let id = flow_id(&key(), k);
         if let Some(f) = m.flows.iter_mut().find(|f| f.id == id) {
-            f.count = f.count.saturating_add(to_i64(c.count));
-            f.first_seen = Time(f.first_seen.0.min(c.first));
-            f.last_seen = Time(f.last_seen.0.max(c.last));
+            seen_again(f, c);
             continue;
         }
         out.new_flows += 1;
         if m.flows.len() >= cap {
-            let oldest_acked = m
-                .flows
-                .iter()
-                .enumerate()
-                .filter(|(_, f)| f.acknowledged.is_some())
-                .min_by_key(|(_, f)| f.last_seen.0)
-                .map(|(i, _)| i);
-            match oldest_acked {
+            match oldest_acknowledged(&m.flows) {
                 Some(i) => {
                     m.flows.remove(i);
                 }
@@ -383,23 +360,9 @@ fn apply_by_scan(m: &mut MonitorStatus, delta: &Delta, cap: usize) -> Applied {
                 }
             }
         }
-        m.flows.push(FlowSummary {
-            id,
-            source: k.source.clone(),
-            destination: k.destination.clone(),
-            protocol: k.protocol.clone(),
-            port: k.port.map(i32::from),
-            direction: k.direction,
-            action: k.action.clone(),
-            count: to_i64(c.count),
-            first_seen: Time(c.first),
-            last_seen: Time(c.last),
-            acknowledged: None,
-        });
+        m.flows.push(first_seen(id, k, c));
     }
-    sort_flows(&mut m.flows);
-    merge_series(&mut m.series, &delta.buckets);
-    m.open_alerts = open_alerts(m);
+    settle(m, delta);
     out
 }
 

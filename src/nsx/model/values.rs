@@ -210,14 +210,7 @@ mod tests {
 
     #[test]
     fn service_entry_protocols_map_to_the_crate_protocol() {
-        for p in [
-            Protocol::Tcp,
-            Protocol::Udp,
-            Protocol::Icmp,
-            Protocol::Icmpv6,
-            Protocol::Other(47),
-            Protocol::Unnamed,
-        ] {
+        for p in crate::net::tests::EVERY_KIND {
             let l4 = L4Protocol::of(p);
             let icmp = IcmpProtocol::of(p);
             assert_eq!(l4.is_some(), p.has_ports(), "{p}");

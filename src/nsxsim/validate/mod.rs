@@ -16,38 +16,19 @@ pub use group::{check_group, parse_address};
 /// A JSON object.
 pub type Obj = Map<String, Value>;
 
-/// Fields of every policy object (ManagedResource / PolicyConfigResource).
-const BASE: &[&str] = &[
-    "_links",
-    "_schema",
-    "_self",
+/// Writable fields of every policy object (ManagedResource / PolicyConfigResource).
+const BASE_WRITABLE: &[&str] = &[
     "_revision",
-    "_create_time",
-    "_last_modified_time",
-    "_create_user",
-    "_last_modified_user",
-    "_protection",
-    "_system_owned",
     "id",
     "display_name",
     "description",
     "resource_type",
     "tags",
-    "path",
-    "parent_path",
-    "relative_path",
-    "unique_id",
-    "realization_id",
-    "origin_site_id",
-    "owner_id",
-    "remote_path",
-    "children",
-    "marked_for_delete",
-    "overridden",
 ];
 
-/// Read-only fields: accepted in a request (echoed from a GET) and ignored.
-const READ_ONLY: &[&str] = &[
+/// Read-only fields of every policy object: accepted in a request (echoed from a GET) and
+/// ignored.
+const BASE_READ_ONLY: &[&str] = &[
     "_links",
     "_schema",
     "_self",
@@ -68,6 +49,10 @@ const READ_ONLY: &[&str] = &[
     "marked_for_delete",
     "overridden",
     "children",
+];
+
+/// Read-only fields of some object types (rules, policies, groups): accepted and ignored too.
+const TYPE_READ_ONLY: &[&str] = &[
     "rule_id",
     "is_default",
     "internal_sequence_number",
@@ -201,8 +186,9 @@ pub const MAX_MEMBERS: usize = 500;
 /// Rejects properties outside `allowed` (plus the base fields when `base`).
 pub fn strict(obj: &Obj, base: bool, allowed: &[&[&str]], errs: &mut Vec<ApiError>) {
     for key in obj.keys() {
-        let known = (base && BASE.contains(&key.as_str()))
-            || allowed.iter().any(|list| list.contains(&key.as_str()));
+        let key = key.as_str();
+        let known = (base && (BASE_WRITABLE.contains(&key) || BASE_READ_ONLY.contains(&key)))
+            || allowed.iter().any(|list| list.contains(&key));
         if !known {
             errs.push(json_error(format!("property {key} is unrecognized.")));
         }
@@ -212,7 +198,9 @@ pub fn strict(obj: &Obj, base: bool, allowed: &[&[&str]], errs: &mut Vec<ApiErro
 /// The object's writable fields: read-only ones removed.
 pub fn writable(obj: &Obj) -> Obj {
     obj.iter()
-        .filter(|(k, _)| !READ_ONLY.contains(&k.as_str()))
+        .filter(|(k, _)| {
+            !BASE_READ_ONLY.contains(&k.as_str()) && !TYPE_READ_ONLY.contains(&k.as_str())
+        })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }

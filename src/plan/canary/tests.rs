@@ -4,9 +4,6 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::api::Phase;
-use crate::api::manifest::{Resource, resources};
-use crate::nsx::naming::Identity;
-use crate::plan::{Context, desired};
 
 fn vms(n: usize) -> Vec<String> {
     (1..=n).map(|i| format!("orders-{i:02}")).collect()
@@ -47,7 +44,8 @@ fn another_application_with_the_same_vm_names_gets_another_order() {
     assert_ne!(a, b);
 }
 
-fn enforcing() -> DesiredState {
+/// An application with one rule and both catch-alls, enforcing.
+pub(crate) fn enforcing() -> DesiredState {
     let text = "apiVersion: microseg.io/v1alpha1
 kind: SegmentationPolicy
 metadata: { name: app, namespace: shop }
@@ -60,22 +58,11 @@ spec:
     - { name: from-web, direction: Inbound, peers: [{ cidr: 10.1.0.0/24 }], ports: [{ protocol: TCP, port: 8443 }] }
   catchAll: { inbound: true, outbound: true }
 ";
-    let Resource::Policy(p) = resources(text).unwrap().remove(0).1 else {
-        panic!("not a policy")
-    };
-    let identity = Identity::new("demo").unwrap();
-    let peers = Default::default();
-    let seq = Default::default();
-    desired(
-        &p,
+    crate::plan::tests::plan(
+        &crate::plan::tests::policy(text),
         Phase::Enforcing,
-        &Context {
-            identity: &identity,
-            peers: &peers,
-            previous_sequence: &seq,
-        },
+        &Default::default(),
     )
-    .unwrap()
 }
 
 #[test]
@@ -135,7 +122,7 @@ fn a_canary_needs_the_enforcing_plan_and_a_vm() {
 fn the_canary_groups_travel_in_the_same_hierarchical_call_as_the_policy() {
     let d = enforcing();
     let (c, groups) = shape(&d, &vms(2)).unwrap();
-    let identity = Identity::new("demo").unwrap();
+    let identity = crate::plan::tests::identity();
     let change = crate::plan::diff(&c, &Default::default(), &identity, "shop", "app").unwrap();
     let change = with_groups(change, &c.domain, &groups);
     let body = serde_json::to_value(change.patch.unwrap()).unwrap();

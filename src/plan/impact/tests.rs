@@ -9,6 +9,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::api::manifest::{Resource, resources};
 use crate::api::{Phase, SegmentationPolicy};
+use crate::net::Protocol;
 use crate::nsx::naming::Identity;
 use crate::nsx::naming::{CATCHALL_IN, CATCHALL_OUT};
 
