@@ -91,6 +91,9 @@ fn stores() -> (Store<SegmentationPolicy>, Store<EnforcementWindow>) {
     (policies, windows)
 }
 
+/// The generation of the stores' change signal when a test server starts.
+const GENERATION: u64 = 0x2a;
+
 const PROXY_SECRET: &str = "proxy-secret-0123456789";
 
 fn config(token: Option<&str>, header: Option<&str>) -> DashboardConfig {
@@ -104,6 +107,8 @@ fn config(token: Option<&str>, header: Option<&str>) -> DashboardConfig {
 
 struct Server {
     url: String,
+    /// The stores' change signal.
+    changes: tokio::sync::watch::Sender<u64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -115,9 +120,11 @@ impl Drop for Server {
 
 async fn serve(config: DashboardConfig) -> Server {
     let (policies, windows) = stores();
+    let (changes, receiver) = tokio::sync::watch::channel(GENERATION);
     let app = router(DashboardState {
         policies,
         windows,
+        changes: receiver,
         recorder: None,
         client: None,
         config,
@@ -127,7 +134,7 @@ async fn serve(config: DashboardConfig) -> Server {
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    Server { url, task }
+    Server { url, changes, task }
 }
 
 fn client() -> reqwest::Client {
@@ -542,7 +549,7 @@ async fn acknowledge_names_the_wrong_field_and_needs_a_recorder() {
 }
 
 #[tokio::test]
-async fn events_announce_the_current_version_at_once() {
+async fn events_announce_the_current_version_at_once_and_each_store_change() {
     let s = serve(config(Some(TOKEN), None)).await;
     let mut r = client()
         .get(format!("{}/api/v1/events", s.url))
@@ -557,27 +564,93 @@ async fn events_announce_the_current_version_at_once() {
             .unwrap()
             .starts_with("text/event-stream")
     );
-    let chunk = tokio::time::timeout(std::time::Duration::from_secs(5), r.chunk())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let text = String::from_utf8_lossy(&chunk);
+    let mut next = async || {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(5), r.chunk())
+            .await
+            .expect("an event within 5 s")
+            .unwrap()
+            .unwrap();
+        String::from_utf8_lossy(&chunk).into_owned()
+    };
+    let text = next().await;
     assert!(text.contains("event: change"), "{text}");
-    let (policies, windows) = stores();
-    let fp = api::fingerprint(&policies.state(), &windows.state());
-    assert!(text.contains(&format!("{fp:016x}")), "{text}");
+    assert!(text.contains(&format!("{GENERATION:016x}")), "{text}");
+    s.changes.send_modify(|g| *g += 1);
+    let text = next().await;
+    assert!(text.contains("event: change"), "{text}");
+    assert!(text.contains(&format!("{:016x}", GENERATION + 1)), "{text}");
 }
 
-#[test]
-fn fingerprint_changes_with_any_resource_version() {
-    let (policies, windows) = stores();
-    let before = api::fingerprint(&policies.state(), &windows.state());
-    let mut changed: Vec<Arc<SegmentationPolicy>> = policies.state();
-    let mut p = (*changed[0]).clone();
-    p.metadata.resource_version = Some("99".into());
-    changed[0] = Arc::new(p);
-    assert_ne!(before, api::fingerprint(&changed, &windows.state()));
+/// Time is paused in these tests: it moves on only when every task waits, to the next timer.
+mod stream {
+    use std::time::Duration;
+
+    use futures::StreamExt;
+    use tokio::sync::watch;
+    use tokio::time::timeout;
+
+    use super::api::{EVENTS_MIN_GAP, EVENTS_SETTLE, versions};
+
+    const LIFETIME: Duration = Duration::from_secs(25);
+
+    #[tokio::test(start_paused = true)]
+    async fn the_stream_wakes_on_a_store_event() {
+        let (tx, rx) = watch::channel(7);
+        let mut stream = std::pin::pin!(versions(rx, LIFETIME));
+        assert_eq!(stream.next().await, Some(7), "the current version at once");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        tx.send_modify(|g| *g += 1);
+        let woke = timeout(EVENTS_SETTLE + Duration::from_millis(10), stream.next()).await;
+        assert_eq!(woke, Ok(Some(8)), "announced once the change settled");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_stream_sends_nothing_while_nothing_changes() {
+        let (tx, rx) = watch::channel(7);
+        let mut stream = std::pin::pin!(versions(rx, LIFETIME));
+        assert_eq!(stream.next().await, Some(7));
+        // Setting the same value again is no change of the stores.
+        tx.send_if_modified(|_| false);
+        assert!(
+            timeout(LIFETIME - Duration::from_secs(1), stream.next())
+                .await
+                .is_err(),
+            "nothing sent"
+        );
+        assert_eq!(
+            stream.next().await,
+            None,
+            "the stream ends after its lifetime"
+        );
+        drop(tx);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wave_of_events_sends_a_few_updates_with_the_latest_version() {
+        let (tx, rx) = watch::channel(0);
+        let mut stream = std::pin::pin!(versions(rx, LIFETIME));
+        assert_eq!(stream.next().await, Some(0));
+        // A thousand store events over two seconds.
+        let wave = tokio::spawn(async move {
+            for _ in 0..1_000 {
+                tx.send_modify(|g| *g += 1);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            tx
+        });
+        let mut sent = Vec::new();
+        while let Ok(Some(v)) = timeout(Duration::from_secs(3), stream.next()).await {
+            sent.push(v);
+        }
+        let _tx = wave.await.unwrap();
+        let most = (2_000 / EVENTS_MIN_GAP.as_millis() + 2) as usize;
+        assert!(
+            (1..=most).contains(&sent.len()),
+            "{} updates: {sent:?}",
+            sent.len()
+        );
+        assert_eq!(sent.last(), Some(&1_000), "{sent:?}");
+    }
 }
 
 #[test]
@@ -686,6 +759,7 @@ fn a_proxy_proves_itself_by_every_proof_configured() {
             state: DashboardState {
                 policies,
                 windows,
+                changes: tokio::sync::watch::channel(0).1,
                 recorder: None,
                 client: None,
                 config: DashboardConfig {
