@@ -5,7 +5,9 @@
 //!
 //! Besides the stores it keeps the [`WindowIndex`] (window → the policies that name it) current
 //! from the policy events, so that a window's summary reads its own policies and a window's spec
-//! change requeues only them.
+//! change requeues only them, and a generation that moves whenever a store takes an event
+//! ([`Shared::changes`]): what the dashboard's live updates wake on, instead of scanning the
+//! stores.
 //!
 //! kube's `ReflectHandle` is not used for the fan-out: it can only be taken before the watch
 //! starts, it does not pass deletions on, and a handle nobody polls (no term running) would hold
