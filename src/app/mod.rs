@@ -158,6 +158,7 @@ pub async fn run(rt: Runtime) -> Result<(), Error> {
         dashboard: DashboardState {
             policies: shared.policies.clone(),
             windows: shared.windows.clone(),
+            changes: shared.changes(),
             recorder: Some(recorder.clone()),
             client: Some(rt.client.clone()),
             config: rt.dashboard,

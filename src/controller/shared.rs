@@ -5,7 +5,9 @@
 //!
 //! Besides the stores it keeps the [`WindowIndex`] (window → the policies that name it) current
 //! from the policy events, so that a window's summary reads its own policies and a window's spec
-//! change requeues only them.
+//! change requeues only them, and a generation that moves whenever a store takes an event
+//! ([`Shared::changes`]): what the dashboard's live updates wake on, instead of scanning the
+//! stores.
 //!
 //! kube's `ReflectHandle` is not used for the fan-out: it can only be taken before the watch
 //! starts, it does not pass deletions on, and a handle nobody polls (no term running) would hold
@@ -181,6 +183,10 @@ pub struct Shared {
     /// Both stores hold their first list. (A store's own `wait_until_ready` wakes only the last
     /// of several tasks waiting at once.)
     synced: tokio::sync::watch::Receiver<bool>,
+    /// A generation bumped whenever a store takes a policy or window event (see [`changes`]).
+    ///
+    /// [`changes`]: Shared::changes
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Shared {
@@ -203,16 +209,7 @@ impl Shared {
                 }
             }
         });
-        let shared = Shared {
-            policies: policy_store,
-            windows: window_store,
-            index: WindowIndex::default(),
-            applied_policies: Subscribers::default(),
-            applied_windows: Subscribers::default(),
-            touched_windows: Subscribers::default(),
-            window_spec_changed: Subscribers::default(),
-            synced,
-        };
+        let shared = Shared::new(policy_store, window_store, synced);
         tokio::spawn({
             let shared = shared.clone();
             guarded_watcher(policies, watcher::Config::default(), on_invalid.clone())
@@ -243,6 +240,39 @@ impl Shared {
         shared
     }
 
+    fn new(
+        policies: Store<SegmentationPolicy>,
+        windows: Store<EnforcementWindow>,
+        synced: tokio::sync::watch::Receiver<bool>,
+    ) -> Shared {
+        Shared {
+            policies,
+            windows,
+            index: WindowIndex::default(),
+            applied_policies: Subscribers::default(),
+            applied_windows: Subscribers::default(),
+            touched_windows: Subscribers::default(),
+            window_spec_changed: Subscribers::default(),
+            synced,
+            changes: tokio::sync::watch::Sender::new(0),
+        }
+    }
+
+    /// A cheap change signal for readers that only need to know that the stores changed (the
+    /// dashboard's live updates): a generation bumped after either store took a created, changed
+    /// or deleted object, or a relist. Many events in a row may wake a receiver once.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Bumps the generation of [`changes`](Shared::changes) when `event` changed a store (the
+    /// objects of a relist reach the store all at once with its `InitDone`).
+    fn bump<K>(&self, event: &watcher::Event<K>) {
+        if !matches!(event, watcher::Event::Init | watcher::Event::InitApply(_)) {
+            self.changes.send_modify(|g| *g = g.wrapping_add(1));
+        }
+    }
+
     /// Both stores hold their first list.
     pub async fn ready(&self) {
         let mut synced = self.synced.clone();
@@ -253,6 +283,7 @@ impl Shared {
     }
 
     fn on_policy(&self, event: &watcher::Event<SegmentationPolicy>) {
+        self.bump(event);
         let touched = match event {
             watcher::Event::Apply(p) => {
                 self.applied_policies
@@ -282,6 +313,7 @@ impl Shared {
         event: &watcher::Event<EnforcementWindow>,
         generations: &mut HashMap<Key, Option<i64>>,
     ) {
+        self.bump(event);
         let changed = match event {
             watcher::Event::Apply(w) | watcher::Event::InitApply(w) => {
                 if let watcher::Event::Apply(w) = event {
@@ -411,6 +443,35 @@ mod tests {
         assert_eq!(subscribers.0.lock().unwrap().len(), 1);
         drop(subscribers);
         assert_eq!(a.by_ref().collect::<Vec<_>>().await, [2, 3]);
+    }
+
+    #[test]
+    fn the_change_signal_moves_with_every_event_a_store_takes() {
+        let (policies, _) = reflector::store::<SegmentationPolicy>();
+        let (windows, _) = reflector::store::<EnforcementWindow>();
+        let shared = Shared::new(policies, windows, tokio::sync::watch::channel(true).1);
+        let mut changes = shared.changes();
+        let start = *changes.borrow_and_update();
+        let p = policy("a", "w1").as_ref().clone();
+        let w: EnforcementWindow = serde_yaml::from_str(
+            "{apiVersion: microseg.io/v1alpha1, kind: EnforcementWindow, metadata: {name: w1, namespace: ns}, spec: {notifyAt: '2027-02-01T09:00:00Z', monitorFrom: '2027-02-01T09:00:00Z', enforceAt: '2027-02-16T09:00:00Z'}}",
+        )
+        .unwrap();
+        let mut generations = HashMap::new();
+        // A relist's objects are not in the store before its end.
+        shared.on_policy(&watcher::Event::Init);
+        shared.on_policy(&watcher::Event::InitApply(p.clone()));
+        shared.on_window(&watcher::Event::InitApply(w.clone()), &mut generations);
+        assert!(!changes.has_changed().unwrap());
+        shared.on_policy(&watcher::Event::InitDone);
+        assert!(changes.has_changed().unwrap());
+        assert_eq!(*changes.borrow_and_update(), start + 1);
+        shared.on_policy(&watcher::Event::Apply(p.clone()));
+        shared.on_policy(&watcher::Event::Delete(p));
+        shared.on_window(&watcher::Event::Apply(w.clone()), &mut generations);
+        shared.on_window(&watcher::Event::Delete(w), &mut generations);
+        shared.on_window(&watcher::Event::InitDone, &mut generations);
+        assert_eq!(*changes.borrow_and_update(), start + 6);
     }
 
     #[test]

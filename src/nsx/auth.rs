@@ -1,6 +1,7 @@
 //! NSX client credentials: where they come from (files or environment variables, never the
-//! command line) and how they are kept (a [`Secret`] whose `Debug` and `Display` are
-//! redacted, so a credential cannot reach a log line or an error message by accident).
+//! command line) and how they are kept (a [`Secret`]: a [`SecretString`], zeroed when dropped,
+//! whose `Debug` is redacted and which has no `Display`, so a credential cannot reach a log
+//! line or an error message by accident).
 
 // `nsx::Error::Api` carries NSX's whole error body by design (its code and message reach the
 // status condition), so results with it are large.
@@ -8,34 +9,24 @@
 
 use std::path::PathBuf;
 
+use secrecy::{ExposeSecret, SecretString};
+
 use super::Error;
 
-/// A secret string (password, session cookie, XSRF token). `Debug`/`Display` print
-/// `<redacted>`; [`Secret::expose`] is the only way to read it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+/// A secret string (password, session cookie, XSRF token), held in a [`SecretString`]:
+/// `Debug` prints `[REDACTED]`, and [`Secret::expose`] is the only way to read it.
+#[derive(Clone, Debug)]
+pub struct Secret(SecretString);
 
 impl Secret {
     /// Wraps a secret.
     pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
+        Secret(SecretString::from(s.into()))
     }
 
     /// The secret itself, for the one place that sends it.
     pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl std::fmt::Display for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
+        self.0.expose_secret()
     }
 }
 
@@ -168,12 +159,20 @@ mod tests {
     #[test]
     fn secrets_never_print() {
         let s = Secret::new("hunter2");
-        assert_eq!(format!("{s:?} {s}"), "<redacted> <redacted>");
+        assert_eq!(s.expose(), "hunter2");
+        for shown in [format!("{s:?}"), format!("{s:#?}")] {
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(shown.contains("REDACTED"), "{shown}");
+        }
         let login = Login {
             username: "admin".into(),
-            password: s,
+            password: s.clone(),
         };
-        assert!(!format!("{login:?}").contains("hunter2"));
+        let shown = format!("{login:?}");
+        assert!(
+            !shown.contains("hunter2") && shown.contains("admin"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -43,8 +43,8 @@ use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+
+use server::net::{Stopper, bind_loopback};
 
 pub use limits::{CallCount, Counters, Faults, LimitConfig, OutageMode};
 pub use server::Sim;
@@ -156,17 +156,13 @@ pub struct Running {
     /// Shared state, for in-process inspection.
     pub sim: Arc<Sim>,
     ca: Option<(rcgen::Certificate, KeyPair)>,
-    stop: watch::Sender<bool>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    server: Stopper,
 }
 
 impl Running {
     /// Stops the server and waits for its accept loop to end.
-    pub async fn shutdown(mut self) {
-        let _ = self.stop.send(true);
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
+    pub async fn shutdown(self) {
+        self.server.shutdown().await;
     }
 
     /// Replaces the faults (a positive `outage_seconds` starts an outage now).
@@ -244,12 +240,6 @@ impl Running {
     }
 }
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-    }
-}
-
 pub(crate) type TlsSetup = (
     tokio_rustls::TlsAcceptor,
     String,
@@ -302,22 +292,12 @@ pub(crate) fn tls_setup() -> Result<TlsSetup, Error> {
 
 /// Starts a simulator on `config.listen` (loopback only) and returns once it accepts calls.
 pub async fn spawn(config: Config) -> Result<Running, Error> {
-    if !config.listen.ip().is_loopback() {
-        return Err(Error::Listen {
-            addr: config.listen,
-            reason: "the simulator (and its unauthenticated admin API) binds loopback only".into(),
-        });
-    }
-    let listener = TcpListener::bind(config.listen)
+    let (listener, addr) = bind_loopback(config.listen)
         .await
-        .map_err(|e| Error::Listen {
+        .map_err(|reason| Error::Listen {
             addr: config.listen,
-            reason: e.to_string(),
+            reason,
         })?;
-    let addr = listener.local_addr().map_err(|e| Error::Listen {
-        addr: config.listen,
-        reason: e.to_string(),
-    })?;
     let (acceptor, ca_pem, ca) = if config.tls {
         let (a, pem, ca) = tls_setup()?;
         (Some(a), Some(pem), Some(ca))
@@ -333,8 +313,10 @@ pub async fn spawn(config: Config) -> Result<Running, Error> {
         config.pending_delete,
         config.tls,
     ));
-    let (stop, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(server::serve(listener, acceptor, sim.clone(), stop_rx));
+    let server = Stopper::spawn({
+        let sim = sim.clone();
+        |stop| server::serve(listener, acceptor, sim, stop)
+    });
     let scheme = if config.tls { "https" } else { "http" };
     Ok(Running {
         url: format!("{scheme}://{addr}"),
@@ -342,8 +324,7 @@ pub async fn spawn(config: Config) -> Result<Running, Error> {
         ca_pem,
         sim,
         ca,
-        stop,
-        task: Some(task),
+        server,
     })
 }
 

@@ -23,8 +23,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+
+use crate::nsxsim::server::net::{Stopper, bind_loopback};
 
 /// Errors of the simulator's start-up.
 #[derive(Debug, thiserror::Error)]
@@ -167,17 +167,13 @@ pub struct Running {
     pub ca_pem: Option<String>,
     /// State.
     pub sim: Arc<Sim>,
-    stop: watch::Sender<bool>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    server: Stopper,
 }
 
 impl Running {
     /// Stops the listener and waits for it.
-    pub async fn shutdown(mut self) {
-        let _ = self.stop.send(true);
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
+    pub async fn shutdown(self) {
+        self.server.shutdown().await;
     }
 
     /// The calls so far.
@@ -193,30 +189,14 @@ impl Running {
     }
 }
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-    }
-}
-
 /// Starts a simulator.
 pub async fn spawn(config: Config) -> Result<Running, Error> {
-    if !config.listen.ip().is_loopback() {
-        return Err(Error::Listen {
-            addr: config.listen,
-            reason: "the simulator (and its unauthenticated admin API) binds loopback only".into(),
-        });
-    }
-    let listener = TcpListener::bind(config.listen)
+    let (listener, addr) = bind_loopback(config.listen)
         .await
-        .map_err(|e| Error::Listen {
+        .map_err(|reason| Error::Listen {
             addr: config.listen,
-            reason: e.to_string(),
+            reason,
         })?;
-    let addr = listener.local_addr().map_err(|e| Error::Listen {
-        addr: config.listen,
-        reason: e.to_string(),
-    })?;
     let (acceptor, ca_pem) = if config.tls {
         let (a, pem, _) = crate::nsxsim::tls_setup().map_err(|e| Error::Tls(e.to_string()))?;
         (Some(a), Some(pem))
@@ -232,15 +212,16 @@ pub async fn spawn(config: Config) -> Result<Running, Error> {
         calls: Mutex::new(Vec::new()),
         started: std::time::Instant::now(),
     });
-    let (stop, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(server::serve(listener, acceptor, sim.clone(), stop_rx));
+    let server = Stopper::spawn({
+        let sim = sim.clone();
+        |stop| server::serve(listener, acceptor, sim, stop)
+    });
     let scheme = if config.tls { "https" } else { "http" };
     Ok(Running {
         url: format!("{scheme}://{addr}"),
         ca_pem,
         sim,
-        stop,
-        task: Some(task),
+        server,
     })
 }
 

@@ -13,13 +13,13 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use base64::Engine;
-use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::{Call, Faults, Sim, StoredFlow};
+use crate::nsxsim::server::net::{accept_until, serve_connection};
 
 /// Most ids one `POST /entities/fetch` takes (the reference: "Max batch size is 1000").
 pub const MAX_FETCH: usize = 1000;
@@ -458,39 +458,28 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .with_state(sim)
 }
 
-/// Serves until `shutdown` changes.
+/// Serves until `shutdown` is cancelled.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     sim: Arc<Sim>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) {
     let app = router(sim);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, _peer)) = accepted else { continue };
-                let app = app.clone();
-                let tls = tls.clone();
-                let mut stop = shutdown.clone();
-                tokio::spawn(async move {
-                    let svc = hyper_util::service::TowerToHyperService::new(app);
-                    match tls {
-                        Some(acceptor) => {
-                            let Ok(stream) = acceptor.accept(stream).await else { return };
-                            let conn = hyper::server::conn::http1::Builder::new()
-                                .serve_connection(TokioIo::new(stream), svc);
-                            tokio::select! { _ = conn => {} _ = stop.changed() => {} }
-                        }
-                        None => {
-                            let conn = hyper::server::conn::http1::Builder::new()
-                                .serve_connection(TokioIo::new(stream), svc);
-                            tokio::select! { _ = conn => {} _ = stop.changed() => {} }
-                        }
-                    }
-                });
+    accept_until(listener, shutdown, |stream, _peer, stop| {
+        let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+        let tls = tls.clone();
+        async move {
+            match tls {
+                Some(acceptor) => {
+                    let Ok(stream) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    serve_connection(stream, svc, stop).await;
+                }
+                None => serve_connection(stream, svc, stop).await,
             }
-            _ = shutdown.changed() => break,
         }
-    }
+    })
+    .await;
 }

@@ -171,23 +171,94 @@ impl IngestMetrics {
     }
 }
 
-/// Token bucket over lines.
-struct Bucket {
-    tokens: f64,
-    at: Instant,
+/// A token bucket over lines: it refills at `rate` lines a second up to `burst`.
+struct Budget {
+    rate: u32,
+    burst: u32,
+    /// Lines in the bucket, when they were counted.
+    bucket: Mutex<(f64, Instant)>,
+}
+
+impl Budget {
+    /// A full bucket.
+    fn new(rate: u32, burst: u32) -> Budget {
+        Budget {
+            rate,
+            burst,
+            bucket: Mutex::new((f64::from(burst), Instant::now())),
+        }
+    }
+
+    /// Takes `n` lines, or says after how many seconds they would fit.
+    fn take(&self, n: u64) -> Result<(), u64> {
+        let rate = f64::from(self.rate.max(1));
+        let burst = f64::from(self.burst.max(1));
+        let Ok(mut b) = self.bucket.lock() else {
+            return Ok(());
+        };
+        let (tokens, at) = &mut *b;
+        let now = Instant::now();
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(burst);
+        *at = now;
+        #[allow(clippy::cast_precision_loss)]
+        let need = n as f64;
+        if need <= *tokens {
+            *tokens -= need;
+            Ok(())
+        } else {
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let wait = ((need - *tokens) / rate).ceil().max(1.0) as u64;
+            Err(wait)
+        }
+    }
+}
+
+/// What attributes lines to applications: the live index, or (baseline,
+/// [`IngestConfig::index_per_batch`]) one rebuilt from every policy in the store.
+struct Attribution {
+    index: LiveIndex,
+    policies: Store<SegmentationPolicy>,
+    identity: Identity,
+    per_batch: bool,
+}
+
+impl Attribution {
+    /// The rule ids and monitor tags of every application now. `None` while the controller
+    /// starts (the first list of the policies is not in the index yet): lines cannot be
+    /// attributed then.
+    fn index(&self) -> Option<Arc<Index>> {
+        if !self.index.is_ready() {
+            return None;
+        }
+        Some(self.index_now())
+    }
+
+    /// The index once the first list is in (syslog has nobody to answer: it waits).
+    async fn index_when_ready(&self) -> Arc<Index> {
+        self.index.wait_ready().await;
+        self.index_now()
+    }
+
+    fn index_now(&self) -> Arc<Index> {
+        if !self.per_batch {
+            return self.index.snapshot();
+        }
+        let mut ix = Index::default();
+        let policies = self.policies.state();
+        attribution::add_all(&mut ix, &self.identity, policies.iter().map(AsRef::as_ref));
+        Arc::new(ix)
+    }
 }
 
 struct Inner {
     config: IngestConfig,
     recorder: Recorder,
-    policies: Store<SegmentationPolicy>,
-    index: LiveIndex,
-    identity: Identity,
+    attribution: Attribution,
     metrics: IngestMetrics,
     /// The HTTP senders' budget.
-    bucket: Mutex<Bucket>,
+    http_budget: Budget,
     /// Syslog's own budget.
-    syslog_bucket: Mutex<Bucket>,
+    syslog_budget: Budget,
     /// Body slots (`max_in_flight`).
     bodies: tokio::sync::Semaphore,
     last_warning: AtomicI64,
@@ -263,81 +334,26 @@ impl Ingest {
         identity: Identity,
         metrics: IngestMetrics,
     ) -> Ingest {
-        let burst = f64::from(config.burst_lines);
-        let syslog_burst = f64::from(config.syslog_burst_lines);
-        let slots = config.max_in_flight.max(1);
         Ingest {
             inner: Arc::new(Inner {
+                attribution: Attribution {
+                    index,
+                    policies,
+                    identity,
+                    per_batch: config.index_per_batch,
+                },
+                http_budget: Budget::new(config.rate_lines_per_second, config.burst_lines),
+                syslog_budget: Budget::new(
+                    config.syslog_rate_lines_per_second,
+                    config.syslog_burst_lines,
+                ),
+                bodies: tokio::sync::Semaphore::new(config.max_in_flight.max(1)),
                 config,
                 recorder,
-                policies,
-                index,
-                identity,
                 metrics,
-                bucket: Mutex::new(Bucket {
-                    tokens: burst,
-                    at: Instant::now(),
-                }),
-                syslog_bucket: Mutex::new(Bucket {
-                    tokens: syslog_burst,
-                    at: Instant::now(),
-                }),
-                bodies: tokio::sync::Semaphore::new(slots),
                 last_warning: AtomicI64::new(0),
             }),
         }
-    }
-
-    /// The rule ids and monitor tags of every application now: the live index, or (baseline)
-    /// one rebuilt from every policy in the store. `None` while the controller starts (the
-    /// first list of the policies is not in the index yet): lines cannot be attributed then.
-    fn index(&self) -> Option<Arc<Index>> {
-        if !self.inner.index.is_ready() {
-            return None;
-        }
-        Some(self.index_now())
-    }
-
-    /// The index once the first list is in (syslog has nobody to answer: it waits).
-    async fn index_when_ready(&self) -> Arc<Index> {
-        self.inner.index.wait_ready().await;
-        self.index_now()
-    }
-
-    fn index_now(&self) -> Arc<Index> {
-        if !self.inner.config.index_per_batch {
-            return self.inner.index.snapshot();
-        }
-        let mut ix = Index::default();
-        let policies = self.inner.policies.state();
-        attribution::add_all(
-            &mut ix,
-            &self.inner.identity,
-            policies.iter().map(AsRef::as_ref),
-        );
-        Arc::new(ix)
-    }
-
-    /// Takes `n` lines from the HTTP rate budget, or says after how many seconds they would fit.
-    fn take(&self, n: u64) -> Result<(), u64> {
-        let c = &self.inner.config;
-        take_from(
-            &self.inner.bucket,
-            c.rate_lines_per_second,
-            c.burst_lines,
-            n,
-        )
-    }
-
-    /// Takes `n` lines from syslog's own budget.
-    fn take_syslog(&self, n: u64) -> Result<(), u64> {
-        let c = &self.inner.config;
-        take_from(
-            &self.inner.syslog_bucket,
-            c.syslog_rate_lines_per_second,
-            c.syslog_burst_lines,
-            n,
-        )
     }
 
     /// Logs an unparsed sample at most every ten seconds (the counter has every one).
@@ -353,28 +369,6 @@ impl Ingest {
         {
             warn!(source, at = %error.at, error = %error.error, "ingestion: line not used (sampled)");
         }
-    }
-}
-
-/// Takes `n` lines from a token bucket, or says after how many seconds they would fit.
-fn take_from(bucket: &Mutex<Bucket>, rate: u32, burst: u32, n: u64) -> Result<(), u64> {
-    let rate = f64::from(rate.max(1));
-    let burst = f64::from(burst.max(1));
-    let Ok(mut b) = bucket.lock() else {
-        return Ok(());
-    };
-    let now = Instant::now();
-    b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(burst);
-    b.at = now;
-    #[allow(clippy::cast_precision_loss)]
-    let need = n as f64;
-    if need <= b.tokens {
-        b.tokens -= need;
-        Ok(())
-    } else {
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        let wait = ((need - b.tokens) / rate).ceil().max(1.0) as u64;
-        Err(wait)
     }
 }
 
@@ -551,7 +545,7 @@ fn lines_batch(ingest: &Ingest, body: Bytes) -> Result<Collector, Response> {
             "body: empty; send one DFW log line per line",
         ));
     }
-    let Some(index) = ingest.index() else {
+    let Some(index) = ingest.inner.attribution.index() else {
         return Err(starting());
     };
     let mut c = Collector::new(index);
@@ -573,7 +567,7 @@ fn loginsight_batch(ingest: &Ingest, body: Bytes) -> Result<Collector, Response>
         Err(e) => return Err(refuse(StatusCode::BAD_REQUEST, e.to_string())),
     };
     drop(body);
-    let Some(index) = ingest.index() else {
+    let Some(index) = ingest.inner.attribution.index() else {
         return Err(starting());
     };
     let mut c = Collector::new(index);
@@ -620,7 +614,7 @@ async fn finish(ingest: &Ingest, source: &str, c: Collector, key: String) -> Res
         ));
         return answer(StatusCode::PAYLOAD_TOO_LARGE, &report);
     }
-    if let Err(wait) = ingest.take(report.lines) {
+    if let Err(wait) = ingest.inner.http_budget.take(report.lines) {
         m.lines(source, "rate_limited", report.lines);
         report.error = Some(format!(
             "rate limit: more than {} lines per second (--ingest-rate); nothing of this batch \

@@ -29,7 +29,7 @@ use crate::nsx::codes;
 
 mod admin;
 mod api;
-mod net;
+pub(crate) mod net;
 mod route;
 mod session;
 mod views;

@@ -9,7 +9,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,11 +17,13 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::{Shared, User};
 use crate::api::condition::{self, READY, SYNCED};
@@ -45,8 +46,10 @@ pub use alerts::{Alert, AlertQuery, AlertQueue, AlertState, Overflow, alerts};
 pub const COMMENT_MAX: usize = 1024;
 /// Longest `by` accepted from a token user.
 pub const BY_MAX: usize = 128;
-/// How often the event stream looks for changes.
-const EVENTS_TICK: Duration = Duration::from_millis(500);
+/// The event stream announces changes at most this often.
+pub const EVENTS_MIN_GAP: Duration = Duration::from_millis(500);
+/// After the first change of a burst, the event stream waits this long for the rest of it.
+pub const EVENTS_SETTLE: Duration = Duration::from_millis(100);
 /// An event stream ends after this long (the browser reconnects at once), so that a graceful
 /// shutdown of the server never waits longer than this for it.
 const EVENTS_LIFETIME: Duration = Duration::from_secs(25);
@@ -687,59 +690,51 @@ pub async fn get_application(
     Json(view).into_response()
 }
 
-/// A fingerprint of everything the pages show: changes whenever an object changes.
-pub fn fingerprint(
-    policies: &[Arc<SegmentationPolicy>],
-    windows: &[Arc<EnforcementWindow>],
-) -> u64 {
-    let mut keys: Vec<(String, String, String, String)> = policies
-        .iter()
-        .map(|p| {
-            (
-                "p".to_string(),
-                p.namespace().unwrap_or_default(),
-                p.name_any(),
-                p.resource_version().unwrap_or_default(),
-            )
-        })
-        .chain(windows.iter().map(|w| {
-            (
-                "w".to_string(),
-                w.namespace().unwrap_or_default(),
-                w.name_any(),
-                w.resource_version().unwrap_or_default(),
-            )
-        }))
-        .collect();
-    keys.sort();
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    keys.hash(&mut h);
-    h.finish()
+/// The versions a live update stream announces: the current one at once, then the latest one
+/// whenever `changes` moves. A change is announced [`EVENTS_SETTLE`] after it (the rest of its
+/// burst comes along) and never sooner than [`EVENTS_MIN_GAP`] after the previous announcement,
+/// so that a wave of a thousand store events sends a few updates; while nothing changes nothing
+/// is sent. The stream ends after `lifetime`.
+pub fn versions(
+    changes: watch::Receiver<u64>,
+    lifetime: Duration,
+) -> impl Stream<Item = u64> + Send + 'static {
+    let deadline = Instant::now() + lifetime;
+    futures::stream::unfold(
+        (changes, None::<Instant>),
+        move |(mut changes, sent)| async move {
+            if let Some(sent) = sent {
+                match tokio::time::timeout_at(deadline, changes.changed()).await {
+                    Ok(Ok(())) => {}
+                    // Nothing can change any more: stay open, quiet, for the stream's lifetime.
+                    Ok(Err(_)) => {
+                        tokio::time::sleep_until(deadline).await;
+                        return None;
+                    }
+                    Err(_) => return None,
+                }
+                let at = (Instant::now() + EVENTS_SETTLE).max(sent + EVENTS_MIN_GAP);
+                if at >= deadline {
+                    // The browser reconnects at once and is told the latest version then.
+                    return None;
+                }
+                tokio::time::sleep_until(at).await;
+            }
+            let version = *changes.borrow_and_update();
+            Some((version, (changes, Some(Instant::now()))))
+        },
+    )
 }
 
 /// `GET /api/v1/events`: a `change` event at once and whenever the stores change.
 pub async fn events(
     State(s): State<Arc<Shared>>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let started = tokio::time::Instant::now();
-    let stream = futures::stream::unfold(None::<u64>, move |last| {
-        let s = s.clone();
-        async move {
-            loop {
-                if started.elapsed() >= EVENTS_LIFETIME {
-                    return None;
-                }
-                let fp = fingerprint(&s.state.policies.state(), &s.state.windows.state());
-                if last != Some(fp) {
-                    let event = Event::default()
-                        .event("change")
-                        .retry(Duration::from_secs(1))
-                        .data(format!("{{\"version\":\"{fp:016x}\"}}"));
-                    return Some((Ok(event), Some(fp)));
-                }
-                tokio::time::sleep(EVENTS_TICK).await;
-            }
-        }
+    let stream = versions(s.state.changes.clone(), EVENTS_LIFETIME).map(|version| {
+        Ok(Event::default()
+            .event("change")
+            .retry(Duration::from_secs(1))
+            .data(format!("{{\"version\":\"{version:016x}\"}}")))
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
 }

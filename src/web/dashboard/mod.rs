@@ -97,6 +97,9 @@ pub struct DashboardState {
     pub policies: Store<SegmentationPolicy>,
     /// Every EnforcementWindow the controller watches.
     pub windows: Store<EnforcementWindow>,
+    /// A generation that moves whenever `policies` or `windows` took an event: the live updates
+    /// wake on it.
+    pub changes: tokio::sync::watch::Receiver<u64>,
     /// The monitor recorder (acknowledgements); `None` refuses acknowledgements with 503.
     pub recorder: Option<Recorder>,
     /// Asks the API server whether a proxy-named user may acknowledge (a

@@ -17,7 +17,7 @@ async fn syslog_batch(ingest: &Ingest, source: &str, messages: &[Vec<u8>]) {
     if messages.is_empty() {
         return;
     }
-    let mut c = Collector::new(ingest.index_when_ready().await);
+    let mut c = Collector::new(ingest.inner.attribution.index_when_ready().await);
     for (i, m) in messages.iter().enumerate() {
         for line in m.split(|b| *b == b'\n') {
             c.line(|| format!("{source} message {}", i + 1), line);
@@ -27,7 +27,7 @@ async fn syslog_batch(ingest: &Ingest, source: &str, messages: &[Vec<u8>]) {
     if let Some(e) = report.errors.first() {
         ingest.sample_warning(source, e);
     }
-    if ingest.take_syslog(report.lines).is_err() {
+    if ingest.inner.syslog_budget.take(report.lines).is_err() {
         ingest
             .inner
             .metrics
