@@ -22,13 +22,14 @@
 //!   vRNI simulator.
 //! - [`cli`]: command-line dispatch for the `microseg` binary.
 //! - [`backoff`]: the exponential back-off of every retry loop (NSX calls, notices, monitor
-//!   status writes).
+//!   status writes); [`error_text`]: an error with its causes, as the clients report it.
 
 pub mod api;
 pub mod app;
 pub mod backoff;
 pub mod cli;
 pub mod controller;
+pub mod error_text;
 pub mod monitor;
 pub mod net;
 pub mod notify;

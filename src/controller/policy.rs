@@ -188,6 +188,7 @@ async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
             .map(Ok);
     }
     let mut needs = 0;
+    let mut waited = false;
     let plan = loop {
         match decide::decide(&o) {
             Step::Act(plan) => break plan,
@@ -198,12 +199,22 @@ async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
                 });
             }
             Step::Need(need) => {
+                // Notices are sent at the instant, never for a decision that may be discarded.
+                if let (Some(at), Need::Notify { .. }) = (ahead, &need)
+                    && !waited
+                {
+                    if !on_time(p, ctx, at, window_version.as_deref()).await {
+                        return Ok(Action::requeue(std::time::Duration::ZERO));
+                    }
+                    waited = true;
+                }
                 needs += 1;
                 answer(&mut o, need, p, ctx).await;
             }
         }
     };
     if let Some(at) = ahead
+        && !waited
         && !on_time(p, ctx, at, window_version.as_deref()).await
     {
         // Something the decision read changed, or the term ended: decided again from what

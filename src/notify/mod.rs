@@ -190,22 +190,6 @@ impl Error {
     }
 }
 
-/// The text of a channel's error and its sources (a source whose text the error already
-/// includes is not repeated), for the reason of an [`Error`].
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(e) = source {
-        let s = e.to_string();
-        if !text.contains(&s) {
-            text.push_str(": ");
-            text.push_str(&s);
-        }
-        source = e.source();
-    }
-    text
-}
-
 /// Sends notices. A notice counts as delivered when every contact of the owner accepted it.
 #[async_trait]
 pub trait Notifier: Send + Sync {

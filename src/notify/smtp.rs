@@ -183,7 +183,7 @@ impl Notifier for SmtpNotifier {
                 channel: "email",
                 at: Timestamp::now(),
             }]),
-            Ok(Err(e)) => Err(fail(super::error_chain(&e))),
+            Ok(Err(e)) => Err(fail(crate::error_text::chain(&e))),
             Err(_) => Err(fail(format!("no answer within {:?}", self.timeout))),
         }
     }

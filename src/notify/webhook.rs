@@ -494,7 +494,7 @@ impl WebhookNotifier {
 /// The text of an error and its sources, with anything that looks like the URL's secret parts
 /// removed.
 fn describe(err: &(dyn std::error::Error + 'static), url: &Url) -> String {
-    scrub(&super::error_chain(err), url)
+    scrub(&crate::error_text::chain(err), url)
 }
 
 /// Removes the URL, its path and its query from a text.

@@ -284,7 +284,7 @@ impl Client {
             .await
             .map_err(|e| Error::Transport {
                 call: call.into(),
-                reason: chain(&e),
+                reason: crate::error_text::chain(&e),
             })?;
         let status = resp.status();
         if !status.is_success() {
@@ -349,7 +349,7 @@ impl Client {
             }
             let resp = req.send().await.map_err(|e| Error::Transport {
                 call: call.clone(),
-                reason: chain(&e),
+                reason: crate::error_text::chain(&e),
             })?;
             let status = resp.status().as_u16();
             match status {
@@ -496,21 +496,6 @@ impl Client {
                 .await;
         }
     }
-}
-
-/// An error with its causes (a TLS failure is in the source chain of reqwest's error).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let text = c.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cur = c.source();
-    }
-    out
 }
 
 async fn message(resp: reqwest::Response) -> String {

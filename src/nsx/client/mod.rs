@@ -121,22 +121,6 @@ pub fn segment(s: &str) -> String {
     out
 }
 
-/// An error with its causes ("error sending request: connection refused"); reqwest errors
-/// carry no credentials, and the URL is stripped by the caller.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
-}
-
 /// NSX's error body, or the start of whatever the answer held instead.
 fn error_body(bytes: &[u8]) -> ApiError {
     serde_json::from_slice::<ApiError>(bytes).unwrap_or_else(|_| ApiError {
@@ -412,7 +396,7 @@ impl Client {
             }
             Err(e) => {
                 inner.metrics.record(method.as_str(), None, elapsed);
-                Err(error_chain(&e.without_url()))
+                Err(crate::error_text::chain(&e.without_url()))
             }
         }
     }
