@@ -22,7 +22,7 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
-use tracing::{info, instrument, warn};
+use tracing::{debug, info, instrument, warn};
 
 use super::canary::Choice;
 use super::context::Context;
@@ -165,6 +165,18 @@ fn snapshot_window(w: &EnforcementWindow) -> WindowSnapshot {
 }
 
 async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
+    // A copy older than this controller's own last status write (the watch lags under a wave
+    // of writes) would decide the last transition again and send its notice again: wait for
+    // the watch (at most `status_memo::CATCH_UP`).
+    if ctx.statuses.behind(
+        p.uid().as_deref().unwrap_or_default(),
+        &p.status.clone().unwrap_or_default(),
+    ) {
+        debug!(
+            "the copy of the policy predates this controller's last status write; waiting for the watch"
+        );
+        return Ok(Action::requeue(std::time::Duration::from_millis(250)));
+    }
     // The window's version before it is read: a change after this discards a decision made
     // ahead of its instant.
     let window_version = window_version(p, ctx);

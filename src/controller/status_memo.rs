@@ -17,10 +17,27 @@ use crate::api::SegmentationPolicyStatus;
 /// How long a written status is remembered.
 pub const HOLD: Duration = Duration::from_secs(30);
 
-/// Last status written per object uid (a digest, without the monitor's part).
+/// How long a reconcile waits for the watch to bring the controller's own last write before
+/// it decides on the copy it has (a bound: a copy that never matches is trusted after this).
+pub const CATCH_UP: Duration = Duration::from_secs(10);
+
+/// Last status written per object uid: a digest without the monitor's part, a digest of what
+/// only grows (phase, history, notices sent), and when.
 #[derive(Debug, Default)]
 pub struct StatusMemo {
     last: Mutex<HashMap<String, (u64, Instant)>>,
+    record: Mutex<HashMap<String, (u64, Instant)>>,
+}
+
+/// The phase, the history and the notices sent: what a copy older than the controller's last
+/// write lacks. Deciding on such a copy announces the phase change again and sends its notice
+/// again.
+fn record_digest(s: &SegmentationPolicyStatus) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_vec(&(&s.phase, &s.history, &s.notifications))
+        .unwrap_or_default()
+        .hash(&mut h);
+    h.finish()
 }
 
 fn digest(s: &SegmentationPolicyStatus) -> u64 {
@@ -46,6 +63,21 @@ impl StatusMemo {
         self.wrote_at(uid, status, Instant::now())
     }
 
+    /// Whether `status` (the copy a reconcile is about to decide on) is older than what this
+    /// controller wrote last for `uid`, less than [`CATCH_UP`] ago: the watch has not brought
+    /// that write yet, and the reconcile should wait for it rather than decide again.
+    pub fn behind(&self, uid: &str, status: &SegmentationPolicyStatus) -> bool {
+        self.behind_at(uid, status, Instant::now())
+    }
+
+    fn behind_at(&self, uid: &str, status: &SegmentationPolicyStatus, now: Instant) -> bool {
+        let record = self.record.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((d, at)) = record.get(uid).copied() else {
+            return false;
+        };
+        now.saturating_duration_since(at) < CATCH_UP && d != record_digest(status)
+    }
+
     fn is_last_at(&self, uid: &str, status: &SegmentationPolicyStatus, now: Instant) -> bool {
         let Some((d, at)) = self.lock().get(uid).copied() else {
             return false;
@@ -54,6 +86,11 @@ impl StatusMemo {
     }
 
     fn wrote_at(&self, uid: &str, status: &SegmentationPolicyStatus, now: Instant) {
+        {
+            let mut record = self.record.lock().unwrap_or_else(|e| e.into_inner());
+            record.retain(|_, (_, at)| now.saturating_duration_since(*at) < CATCH_UP);
+            record.insert(uid.to_string(), (record_digest(status), now));
+        }
         let d = digest(status);
         let mut last = self.lock();
         last.retain(|_, (_, at)| now.saturating_duration_since(*at) < HOLD);
@@ -110,5 +147,33 @@ mod tests {
         m.wrote_at("u2", &status(Phase::Monitoring), t0 + HOLD * 2);
         assert_eq!(m.lock().len(), 1);
         assert!(m.is_last_at("u2", &status(Phase::Monitoring), t0 + HOLD * 2));
+    }
+
+    #[test]
+    fn a_copy_without_the_last_write_is_behind_until_the_watch_brings_it() {
+        let m = StatusMemo::default();
+        let t0 = Instant::now();
+        assert!(
+            !m.behind_at("u1", &status(Phase::Monitoring), t0),
+            "nothing written"
+        );
+        let mut written = status(Phase::Enforcing);
+        written.history.push(crate::api::HistoryEntry {
+            phase: Phase::Enforcing,
+            at: crate::api::k8s::Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+            reason: "Scheduled".into(),
+            message: String::new(),
+        });
+        m.wrote_at("u1", &written, t0);
+        // The copy from before the write: the reconcile waits for the watch.
+        assert!(m.behind_at("u1", &status(Phase::Monitoring), t0 + CATCH_UP / 2));
+        // The copy with the write (and a new monitor summary, or new conditions): current.
+        let mut caught_up = written.clone();
+        caught_up.monitor = Some(Default::default());
+        caught_up.observed_generation = Some(3);
+        assert!(!m.behind_at("u1", &caught_up, t0 + CATCH_UP / 2));
+        // A copy that never matches is trusted after the bound; other objects are not affected.
+        assert!(!m.behind_at("u1", &status(Phase::Monitoring), t0 + CATCH_UP));
+        assert!(!m.behind_at("u2", &status(Phase::Monitoring), t0));
     }
 }
