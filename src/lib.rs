@@ -20,9 +20,11 @@
 //! - [`web`]: the health/metrics, ingestion and dashboard listeners.
 //! - [`recommend`]: rules from observed flows (pure), [`vrni`] its vRNI client, [`vrnisim`] a
 //!   vRNI simulator.
-//! - [`cli`]: command-line dispatch for the `microseg` binary.
+//! - [`cli`]: the `microseg` command line: dispatch on one runtime, each subcommand's flags and
+//!   IO shell (`controller`, `plan`, `recommend`), the NSX and kubeconfig flags once.
 //! - [`backoff`]: the exponential back-off of every retry loop (NSX calls, notices, monitor
-//!   status writes); [`error_text`]: an error with its causes, as the clients report it.
+//!   status writes); [`error_text`]: an error with its causes, as the clients report it;
+//!   [`secret`]: constant-time comparison of secrets.
 
 pub mod api;
 pub mod app;
@@ -38,6 +40,7 @@ pub mod nsxsim;
 pub mod plan;
 pub mod recommend;
 pub mod schedule;
+pub mod secret;
 pub mod vrni;
 pub mod vrnisim;
 pub mod web;

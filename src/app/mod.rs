@@ -3,8 +3,6 @@
 //! dashboard are built here and each gets what it needs, so that `controller`, `web` and
 //! `monitor` stand side by side and none wires the others. Everything stops on SIGTERM/SIGINT.
 
-pub mod cli;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

@@ -9,10 +9,12 @@ use crate::api;
 use crate::api::{EnforcementWindow, SegmentationPolicy};
 
 pub mod args;
+pub mod controller;
 pub mod plan;
+pub mod recommend;
 
-pub use crate::recommend::cli::{FlowFormat, RecommendArgs};
 pub use plan::PlanArgs;
+pub use recommend::{FlowFormat, RecommendArgs};
 
 /// Errors the command line reports.
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +36,7 @@ pub enum Error {
     Plan(#[from] crate::plan::PlanError),
     /// The controller failed to start or stopped with an error.
     #[error(transparent)]
-    Controller(#[from] Box<crate::app::cli::StartError>),
+    Controller(#[from] Box<controller::StartError>),
     /// A flag was wrong.
     #[error("{flag}: {reason}")]
     Flag {
@@ -96,7 +98,7 @@ pub enum Command {
         root: PathBuf,
     },
     /// Run the controller: reconcile SegmentationPolicies into NSX on schedule.
-    Controller(Box<crate::app::cli::ControllerArgs>),
+    Controller(Box<controller::ControllerArgs>),
     /// Run the NSX Manager simulator on a loopback address until interrupted.
     NsxSim(NsxSimArgs),
     /// Run the vRNI API simulator (token auth, flow search, bulk fetch) on a loopback address
@@ -167,7 +169,7 @@ async fn dispatch(command: Command) -> Result<ExitCode, Error> {
             }
         }
         Command::Plan(args) => return plan::run(&args).await,
-        Command::Recommend(args) => return crate::recommend::cli::run(&args).await,
+        Command::Recommend(args) => return recommend::run(&args).await,
         Command::Controller(args) => args.run().await.map_err(Box::new)?,
         Command::NsxSim(args) => {
             let mut config = args.sim.config()?;

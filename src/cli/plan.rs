@@ -9,11 +9,11 @@ use std::process::ExitCode;
 use k8s_openapi::jiff::Timestamp;
 
 use super::args::{KubeArgs, NsxArgs};
+use super::recommend::{FlowFormat, read_flow_file};
 use super::{Error, manifests_of, read_text};
 use crate::api::{EnforcementWindow, SegmentationPolicy};
 use crate::nsx::naming::Identity;
 use crate::plan::live::Live;
-use crate::recommend::cli::{FlowFormat, read_flow_file};
 
 /// Arguments of `microseg plan`.
 #[derive(clap::Args, Debug)]
@@ -157,7 +157,7 @@ async fn impact(
         return Ok(0);
     };
     if let Some(path) = &args.inventory {
-        let inventory = crate::recommend::cli::read_inventory(path)?;
+        let inventory = super::recommend::read_inventory(path)?;
         for f in &mut flows {
             crate::recommend::enrich(&mut f.src, &inventory);
             crate::recommend::enrich(&mut f.dst, &inventory);

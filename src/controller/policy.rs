@@ -166,17 +166,28 @@ fn snapshot_window(w: &EnforcementWindow) -> WindowSnapshot {
 
 async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
     // A copy older than this controller's own last status write (the watch lags under a wave
-    // of writes) would decide the last transition again and send its notice again: wait for
-    // the watch (at most `status_memo::CATCH_UP`).
-    if ctx.statuses.behind(
+    // of writes: seconds, at 1,000 policies more than ten) would decide the last transition
+    // again and send its notice again: wait for the watch a moment, then read the object.
+    let current;
+    let p = match ctx.statuses.behind(
         p.uid().as_deref().unwrap_or_default(),
         &p.status.clone().unwrap_or_default(),
     ) {
-        debug!(
-            "the copy of the policy predates this controller's last status write; waiting for the watch"
-        );
-        return Ok(Action::requeue(std::time::Duration::from_millis(250)));
-    }
+        None => p,
+        Some(age) if age < super::status_memo::WATCH_WAIT => {
+            debug!(
+                "the copy of the policy predates this controller's last status write; waiting for the watch"
+            );
+            return Ok(Action::requeue(std::time::Duration::from_millis(250)));
+        }
+        Some(_) => {
+            debug!("the watch lags behind this controller's last status write; reading the policy");
+            let api: Api<SegmentationPolicy> =
+                Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
+            current = api.get(&p.name_any()).await.map_err(Error::Kube)?;
+            &current
+        }
+    };
     // The window's version before it is read: a change after this discards a decision made
     // ahead of its instant.
     let window_version = window_version(p, ctx);

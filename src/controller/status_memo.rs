@@ -17,9 +17,12 @@ use crate::api::SegmentationPolicyStatus;
 /// How long a written status is remembered.
 pub const HOLD: Duration = Duration::from_secs(30);
 
-/// How long a reconcile waits for the watch to bring the controller's own last write before
-/// it decides on the copy it has (a bound: a copy that never matches is trusted after this).
-pub const CATCH_UP: Duration = Duration::from_secs(10);
+/// How long a copy older than the controller's own last write is recognised as such (a bound:
+/// a copy that never matches is trusted after this).
+pub const CATCH_UP: Duration = Duration::from_secs(30);
+
+/// How long a reconcile on such a copy waits for the watch before it reads the object itself.
+pub const WATCH_WAIT: Duration = Duration::from_secs(2);
 
 /// Last status written per object uid: a digest without the monitor's part, a digest of what
 /// only grows (phase, history, notices sent), and when.
@@ -63,19 +66,23 @@ impl StatusMemo {
         self.wrote_at(uid, status, Instant::now())
     }
 
-    /// Whether `status` (the copy a reconcile is about to decide on) is older than what this
-    /// controller wrote last for `uid`, less than [`CATCH_UP`] ago: the watch has not brought
-    /// that write yet, and the reconcile should wait for it rather than decide again.
-    pub fn behind(&self, uid: &str, status: &SegmentationPolicyStatus) -> bool {
+    /// How long ago this controller wrote the status that `status` (the copy a reconcile is
+    /// about to decide on) lacks, if it lacks one written less than [`CATCH_UP`] ago: the watch
+    /// has not brought that write yet, and deciding on the copy would decide again.
+    pub fn behind(&self, uid: &str, status: &SegmentationPolicyStatus) -> Option<Duration> {
         self.behind_at(uid, status, Instant::now())
     }
 
-    fn behind_at(&self, uid: &str, status: &SegmentationPolicyStatus, now: Instant) -> bool {
+    fn behind_at(
+        &self,
+        uid: &str,
+        status: &SegmentationPolicyStatus,
+        now: Instant,
+    ) -> Option<Duration> {
         let record = self.record.lock().unwrap_or_else(|e| e.into_inner());
-        let Some((d, at)) = record.get(uid).copied() else {
-            return false;
-        };
-        now.saturating_duration_since(at) < CATCH_UP && d != record_digest(status)
+        let (d, at) = record.get(uid).copied()?;
+        let age = now.saturating_duration_since(at);
+        (age < CATCH_UP && d != record_digest(status)).then_some(age)
     }
 
     fn is_last_at(&self, uid: &str, status: &SegmentationPolicyStatus, now: Instant) -> bool {
@@ -153,8 +160,9 @@ mod tests {
     fn a_copy_without_the_last_write_is_behind_until_the_watch_brings_it() {
         let m = StatusMemo::default();
         let t0 = Instant::now();
-        assert!(
-            !m.behind_at("u1", &status(Phase::Monitoring), t0),
+        assert_eq!(
+            m.behind_at("u1", &status(Phase::Monitoring), t0),
+            None,
             "nothing written"
         );
         let mut written = status(Phase::Enforcing);
@@ -166,14 +174,20 @@ mod tests {
         });
         m.wrote_at("u1", &written, t0);
         // The copy from before the write: the reconcile waits for the watch.
-        assert!(m.behind_at("u1", &status(Phase::Monitoring), t0 + CATCH_UP / 2));
+        assert_eq!(
+            m.behind_at("u1", &status(Phase::Monitoring), t0 + CATCH_UP / 2),
+            Some(CATCH_UP / 2)
+        );
         // The copy with the write (and a new monitor summary, or new conditions): current.
         let mut caught_up = written.clone();
         caught_up.monitor = Some(Default::default());
         caught_up.observed_generation = Some(3);
-        assert!(!m.behind_at("u1", &caught_up, t0 + CATCH_UP / 2));
+        assert_eq!(m.behind_at("u1", &caught_up, t0 + CATCH_UP / 2), None);
         // A copy that never matches is trusted after the bound; other objects are not affected.
-        assert!(!m.behind_at("u1", &status(Phase::Monitoring), t0 + CATCH_UP));
-        assert!(!m.behind_at("u2", &status(Phase::Monitoring), t0));
+        assert_eq!(
+            m.behind_at("u1", &status(Phase::Monitoring), t0 + CATCH_UP),
+            None
+        );
+        assert_eq!(m.behind_at("u2", &status(Phase::Monitoring), t0), None);
     }
 }

@@ -67,7 +67,7 @@ impl Secret {
 
 impl PartialEq for Secret {
     fn eq(&self, other: &Self) -> bool {
-        crate::web::secret::constant_time_eq(self.expose().as_bytes(), other.expose().as_bytes())
+        crate::secret::constant_time_eq(self.expose().as_bytes(), other.expose().as_bytes())
     }
 }
 

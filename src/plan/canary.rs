@@ -35,14 +35,7 @@ use crate::nsx::naming::{CATCHALL_IN_CANARY, CATCHALL_OUT_CANARY};
 /// How far before its catch-all a canary catch-all sorts (sequence numbers leave gaps).
 pub const CANARY_SEQ_OFFSET: i64 = 100;
 
-/// How large a canary step is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StepSize {
-    /// This many VMs.
-    Members(u32),
-    /// This percentage of the VMs, rounded up.
-    Percent(u8),
-}
+pub use crate::schedule::StepSize;
 
 /// How many of `total` VMs a step takes: at least one, at most `total - 1`. `None` when the
 /// application has fewer than two VMs: a canary cannot leave any VM at PASS.

@@ -17,7 +17,6 @@
 //! [`cli`] is the one IO shell here (files, vRNI, the cluster): the command's orchestration.
 //! Every other file of this directory stays pure (a test checks).
 
-pub mod cli;
 pub mod generate;
 pub mod input;
 mod render;

@@ -49,7 +49,15 @@ use crate::api::condition::reason;
 use crate::api::k8s::Time;
 use crate::api::time::{minus, plus};
 use crate::api::{EffectiveSchedule, EnforcementWindowSpec, NextTransition, Phase, WaivedGate};
-pub use crate::plan::canary::StepSize;
+
+/// How large a canary step is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepSize {
+    /// This many VMs.
+    Members(u32),
+    /// This percentage of the VMs, rounded up.
+    Percent(u8),
+}
 
 mod canary;
 mod gates;

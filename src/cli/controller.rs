@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use prometheus_client::registry::Registry;
 
-use super::{MonitorSettings, Runtime};
 use crate::api::duration::Duration;
+use crate::app::{MonitorSettings, Runtime};
 use crate::cli::args::{KubeArgs, NsxArgs, NsxClientError};
 use crate::controller::metrics::Metrics;
 use crate::controller::{LeaseSettings, Settings};
@@ -426,7 +426,7 @@ impl ControllerArgs {
             tracing::warn!("--dry-run: NSX changes are computed and reported, never written");
         }
         tracing::info!(cluster = %self.cluster, nsx = %crate::notify::webhook::redact_url(&self.nsx_url), "starting the microseg controller");
-        super::run(Runtime {
+        crate::app::run(Runtime {
             client,
             nsx: Arc::new(nsx),
             notifier,

@@ -1,16 +1,16 @@
 //! `microseg recommend`: the IO shell around the pure recommender. It reads the flows (a file,
 //! vRNI or the cluster), the inventory and the policies in Git, turns the flags into
-//! [`Options`], and writes the YAML. Everything it decides is in the pure modules next to it;
-//! the purity test of this directory covers them and not this file.
+//! [`Options`], and writes the YAML. Everything it decides is in the pure [`crate::recommend`]
+//! (which the purity test covers whole).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use super::{Application, InventoryVm, Observation, Options, RecommendError, input};
 use crate::api::SegmentationPolicy;
 use crate::api::manifest::Resource;
 use crate::cli::Error;
 use crate::cli::args::KubeArgs;
+use crate::recommend::{Application, InventoryVm, Observation, Options, RecommendError, input};
 
 /// Where `microseg recommend` reads flows.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,10 +111,10 @@ pub struct RecommendArgs {
     #[arg(long)]
     pub criticality: Option<String>,
     /// Prefix length IPv4 peers collapse to.
-    #[arg(long, default_value_t = super::DEFAULT_PREFIX)]
+    #[arg(long, default_value_t = crate::recommend::DEFAULT_PREFIX)]
     pub prefix: u8,
     /// Addresses of one network (same direction and service) that collapse to it.
-    #[arg(long, default_value_t = super::DEFAULT_COLLAPSE_MIN)]
+    #[arg(long, default_value_t = crate::recommend::DEFAULT_COLLAPSE_MIN)]
     pub collapse_min: usize,
     /// Entries whose evidence is below this are listed as comments instead of rules, counted in
     /// the input's measure (flow records; for vRNI conversations: sessions, else bytes, else
@@ -156,7 +156,7 @@ pub async fn run(args: &RecommendArgs) -> Result<ExitCode, Error> {
         None => Vec::new(),
     };
     let opts = options(args, source_policy.as_ref(), source)?;
-    let r = super::recommend(&flows, &app, &inventory, &known, &opts)?;
+    let r = crate::recommend::recommend(&flows, &app, &inventory, &known, &opts)?;
     match &args.output {
         Some(path) => std::fs::write(path, &r.yaml).map_err(|source| Error::Io {
             path: path.clone(),
@@ -394,7 +394,7 @@ fn application(args: &RecommendArgs) -> Result<Application, Error> {
     }
     for ip in &args.app_ip {
         app.networks
-            .push(super::parse_net(ip).ok_or_else(|| Error::Flag {
+            .push(crate::recommend::parse_net(ip).ok_or_else(|| Error::Flag {
                 flag: "--app-ip",
                 reason: format!("{ip:?} is not an IP address or CIDR block"),
             })?);
