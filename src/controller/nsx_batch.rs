@@ -105,23 +105,25 @@ struct Job {
     reply: oneshot::Sender<Result<(), Error>>,
 }
 
+/// Every (domain, child) of a write, in order.
+fn children(body: &Infra) -> impl Iterator<Item = (&String, &DomainChild)> {
+    body.children.iter().flat_map(
+        |InfraChild::ChildResourceReference {
+             id: domain,
+             children,
+             ..
+         }| children.iter().map(move |c| (domain, c)),
+    )
+}
+
 /// (domain, kind, id) of every object a write touches.
 fn touched(body: &Infra) -> Vec<(String, bool, String)> {
-    let mut out = Vec::new();
-    for InfraChild::ChildResourceReference {
-        id: domain,
-        children,
-        ..
-    } in &body.children
-    {
-        for c in children {
-            out.push(match c {
-                DomainChild::ChildGroup { id, .. } => (domain.clone(), true, id.clone()),
-                DomainChild::ChildSecurityPolicy { id, .. } => (domain.clone(), false, id.clone()),
-            });
-        }
-    }
-    out
+    children(body)
+        .map(|(domain, c)| match c {
+            DomainChild::ChildGroup { id, .. } => (domain.clone(), true, id.clone()),
+            DomainChild::ChildSecurityPolicy { id, .. } => (domain.clone(), false, id.clone()),
+        })
+        .collect()
 }
 
 /// The NSX client with writes coalesced.
@@ -308,25 +310,16 @@ pub fn merge<'a>(bodies: impl IntoIterator<Item = &'a Infra>) -> Infra {
 
 /// (domain, id) of the policies a write creates or updates.
 fn written_policies(body: &Infra) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for InfraChild::ChildResourceReference {
-        id: domain,
-        children,
-        ..
-    } in &body.children
-    {
-        for c in children {
-            if let DomainChild::ChildSecurityPolicy {
+    children(body)
+        .filter_map(|(domain, c)| match c {
+            DomainChild::ChildSecurityPolicy {
                 id,
                 marked_for_delete: false,
                 ..
-            } = c
-            {
-                out.push((domain.clone(), id.clone()));
-            }
-        }
-    }
-    out
+            } => Some((domain.clone(), id.clone())),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Whether the manager refused the content (split to find the application at fault) rather

@@ -135,10 +135,11 @@ fn a_failed_update_of_an_existing_policy_leaves_no_trace() {
     )
     .unwrap();
     let before = serde_json::to_value(&s).unwrap();
-    let replace = Op::Policy {
+    // A replacement of the policy that keeps only rule a.
+    let replace = |description: &str| Op::Policy {
         domain: "default".into(),
         id: "p".into(),
-        body: obj(json!({"category": "Environment", "description": "changed"})),
+        body: obj(json!({"category": "Environment", "description": description})),
         rev: RevCheck::Ignore,
         mode: Mode::Replace,
         replace_rules: Some(["a".to_string()].into_iter().collect()),
@@ -146,7 +147,7 @@ fn a_failed_update_of_an_existing_policy_leaves_no_trace() {
     let err = s
         .transact(
             vec![
-                replace,
+                replace("changed"),
                 rule_op("p", "a", "10.0.0.1"),
                 rule_op("p", "d", "ANY"),
                 Op::DeleteRule {
@@ -162,21 +163,8 @@ fn a_failed_update_of_an_existing_policy_leaves_no_trace() {
     assert_eq!(err.body.error_code, codes::INVALID_PATH);
     assert_eq!(serde_json::to_value(&s).unwrap(), before);
     // The replacement without the bad rule lands: b and c dropped, a kept, d added.
-    s.transact(
-        vec![
-            Op::Policy {
-                domain: "default".into(),
-                id: "p".into(),
-                body: obj(json!({"category": "Environment"})),
-                rev: RevCheck::Ignore,
-                mode: Mode::Replace,
-                replace_rules: Some(["a".to_string()].into_iter().collect()),
-            },
-            rule_op("p", "d", "ANY"),
-        ],
-        &ctx(),
-    )
-    .unwrap();
+    s.transact(vec![replace("changed"), rule_op("p", "d", "ANY")], &ctx())
+        .unwrap();
     let rules: Vec<&String> = s.domains["default"].policies["p"].rules.keys().collect();
     assert_eq!(rules, ["a", "d"]);
 }
