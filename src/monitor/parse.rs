@@ -836,6 +836,98 @@ pub fn parse_line_with(line: &str, arrival: Arrival) -> Result<LogRecord<'_>, Pa
         s: line,
         pos: pri.map_or(0, |p| p.1),
     };
+    let (ts_tok, mut syslog) = header_start(line, &mut c, pri)?;
+    let written = ts_tok.map(timestamp).transpose()?;
+
+    if syslog.is_none() {
+        syslog = rfc3164_header(line, &mut c, pri, written.is_some())?;
+    }
+    let message_start = c.peek().map_or(line.len(), |t| t.0);
+
+    // [filter-hash] AF
+    let mut tok = c.expect(Field::FilterHash, "line ends before the filter hash")?;
+    let mut filter_hash = None;
+    if !is_af(tok.1) {
+        if !is_filter_hash(tok.1) {
+            return Err(tok_err(
+                Field::FilterHash,
+                tok,
+                "expected up to 16 hex digits or INET/INET6",
+            ));
+        }
+        filter_hash = Some(tok.1);
+        tok = c.expect(Field::AddressFamily, "line ends before INET/INET6")?;
+    }
+    let af = match tok.1 {
+        "INET" => AddressFamily::Inet,
+        "INET6" => AddressFamily::Inet6,
+        _ => return Err(tok_err(Field::AddressFamily, tok, "expected INET or INET6")),
+    };
+
+    let tok = c.expect(Field::Reason, "line ends before the reason")?;
+    let reason = Reason::from_token(tok.1).ok_or_else(|| {
+        tok_err(
+            Field::Reason,
+            tok,
+            "expected match, TERM or another DFW reason code",
+        )
+    })?;
+
+    let (action, ruleset, rule_id) = rule(&mut c)?;
+
+    let tok = c.expect(Field::Direction, "line ends before the direction")?;
+    let direction = Direction::from_token(tok.1)
+        .ok_or_else(|| tok_err(Field::Direction, tok, "expected IN or OUT"))?;
+
+    let (length, protocol) = length_and_protocol(&mut c)?;
+
+    let mut tok = c.expect(Field::Endpoints, "line ends before the endpoints")?;
+    let close_reason = CloseReason::from_token(tok.1);
+    if close_reason.is_some() {
+        tok = c.expect(Field::Endpoints, "line ends before the endpoints")?;
+    }
+    let (src, src_port, dst, dst_port) = endpoints(tok, af)?;
+
+    let (tcp_flags, counters) = flags_and_counters(&mut c, protocol, reason)?;
+
+    let (extras, rule_tag) = extras_and_tag(line, &mut c);
+
+    let (timestamp, (time, time_source)) = time_of(written, syslog, arrival, message_start)?;
+
+    Ok(LogRecord {
+        syslog,
+        timestamp,
+        time,
+        time_source,
+        filter_hash,
+        af,
+        reason,
+        action,
+        ruleset,
+        rule_id,
+        direction,
+        length,
+        protocol,
+        close_reason,
+        src,
+        src_port,
+        dst,
+        dst_port,
+        tcp_flags,
+        counters,
+        extras: Extras(extras),
+        rule_tag,
+    })
+}
+
+/// The RFC 5424 header, or the timestamp token that starts a line without one: the timestamp
+/// token (if any) and the syslog header read so far.
+#[allow(clippy::type_complexity)]
+fn header_start<'a>(
+    line: &'a str,
+    c: &mut Cursor<'a>,
+    pri: Option<(u8, usize)>,
+) -> Result<(Option<(usize, &'a str)>, Option<SyslogHeader<'a>>), ParseError> {
     let mut ts_tok = None;
     let mut syslog = None;
     let rfc5424 = pri.is_some() && line.as_bytes().get(c.pos..c.pos + 2) == Some(b"1 ");
@@ -848,7 +940,7 @@ pub fn parse_line_with(line: &str, arrival: Arrival) -> Result<LogRecord<'_>, Pa
         let app = c.expect(Field::SyslogHeader, "RFC 5424 header ends before APP-NAME")?;
         let procid = c.expect(Field::SyslogHeader, "RFC 5424 header ends before PROCID")?;
         let msgid = c.expect(Field::SyslogHeader, "RFC 5424 header ends before MSGID")?;
-        let sd = structured_data(&mut c)?;
+        let sd = structured_data(c)?;
         // An optional UTF-8 BOM starts MSG.
         c.skip_spaces();
         if line.get(c.pos..).is_some_and(|r| r.starts_with('\u{feff}')) {
@@ -886,14 +978,23 @@ pub fn parse_line_with(line: &str, arrival: Arrival) -> Result<LogRecord<'_>, Pa
             ts_tok = Some(first);
         }
     }
-    let written = ts_tok.map(timestamp).transpose()?;
+    Ok((ts_tok, syslog))
+}
 
-    // RFC 3164-style tokens between the timestamp and the message: [host] [Sev(n)] app[pid]:
-    if syslog.is_none() {
+/// RFC 3164-style tokens between the timestamp and the message: `[host] [Sev(n)] app[pid]:`
+/// (none when the message starts right away).
+fn rfc3164_header<'a>(
+    line: &'a str,
+    c: &mut Cursor<'a>,
+    pri: Option<(u8, usize)>,
+    has_timestamp: bool,
+) -> Result<Option<SyslogHeader<'a>>, ParseError> {
+    let mut syslog = None;
+    {
         let t1 = c.peek().ok_or_else(|| {
             c.err(
                 Field::Line,
-                if written.is_some() {
+                if has_timestamp {
                     "line ends after the timestamp"
                 } else {
                     "line ends after <pri>"
@@ -935,7 +1036,7 @@ pub fn parse_line_with(line: &str, arrival: Arrival) -> Result<LogRecord<'_>, Pa
                     ));
                 }
             }
-            if written.is_none() {
+            if !has_timestamp {
                 // No timestamp: a header is only taken as one when its tag comes within three
                 // tokens ([host] [Sev(n)] app[pid]:); anything else is not a DFW line at all.
                 let mut look = Cursor {
@@ -973,37 +1074,11 @@ pub fn parse_line_with(line: &str, arrival: Arrival) -> Result<LogRecord<'_>, Pa
             });
         }
     }
-    let message_start = c.peek().map_or(line.len(), |t| t.0);
+    Ok(syslog)
+}
 
-    // [filter-hash] AF
-    let mut tok = c.expect(Field::FilterHash, "line ends before the filter hash")?;
-    let mut filter_hash = None;
-    if !is_af(tok.1) {
-        if !is_filter_hash(tok.1) {
-            return Err(tok_err(
-                Field::FilterHash,
-                tok,
-                "expected up to 16 hex digits or INET/INET6",
-            ));
-        }
-        filter_hash = Some(tok.1);
-        tok = c.expect(Field::AddressFamily, "line ends before INET/INET6")?;
-    }
-    let af = match tok.1 {
-        "INET" => AddressFamily::Inet,
-        "INET6" => AddressFamily::Inet6,
-        _ => return Err(tok_err(Field::AddressFamily, tok, "expected INET or INET6")),
-    };
-
-    let tok = c.expect(Field::Reason, "line ends before the reason")?;
-    let reason = Reason::from_token(tok.1).ok_or_else(|| {
-        tok_err(
-            Field::Reason,
-            tok,
-            "expected match, TERM or another DFW reason code",
-        )
-    })?;
-
+/// `[action] [ruleset/]rule-id`.
+fn rule<'a>(c: &mut Cursor<'a>) -> Result<(Option<Action>, Option<&'a str>, u32), ParseError> {
     let mut tok = c.expect(Field::Rule, "line ends before the rule")?;
     let action = Action::from_token(tok.1);
     if action.is_some() {
@@ -1025,10 +1100,11 @@ pub fn parse_line_with(line: &str, arrival: Arrival) -> Result<LogRecord<'_>, Pa
         .parse()
         .map_err(|_| tok_err(Field::Rule, tok, "rule id does not fit in 32 bits"))?;
 
-    let tok = c.expect(Field::Direction, "line ends before the direction")?;
-    let direction = Direction::from_token(tok.1)
-        .ok_or_else(|| tok_err(Field::Direction, tok, "expected IN or OUT"))?;
+    Ok((action, ruleset, rule_id))
+}
 
+/// `[length] protocol` (`PROTO <n>` for any other protocol).
+fn length_and_protocol(c: &mut Cursor<'_>) -> Result<(Option<u32>, Protocol), ParseError> {
     let mut tok = c.expect(Field::Protocol, "line ends before the protocol")?;
     let mut length = None;
     if all_digits(tok.1) {
@@ -1064,13 +1140,15 @@ pub fn parse_line_with(line: &str, arrival: Arrival) -> Result<LogRecord<'_>, Pa
         }
     };
 
-    let mut tok = c.expect(Field::Endpoints, "line ends before the endpoints")?;
-    let close_reason = CloseReason::from_token(tok.1);
-    if close_reason.is_some() {
-        tok = c.expect(Field::Endpoints, "line ends before the endpoints")?;
-    }
-    let (src, src_port, dst, dst_port) = endpoints(tok, af)?;
+    Ok((length, protocol))
+}
 
+/// TCP flags (not on a TERM line) and the packet and byte counters, when present.
+fn flags_and_counters<'a>(
+    c: &mut Cursor<'a>,
+    protocol: Protocol,
+    reason: Reason,
+) -> Result<(Option<&'a str>, Option<Counters>), ParseError> {
     let mut tcp_flags = None;
     let mut counters = None;
     if protocol == Protocol::Tcp
@@ -1096,13 +1174,17 @@ pub fn parse_line_with(line: &str, arrival: Arrival) -> Result<LogRecord<'_>, Pa
         });
     }
 
-    // Free tokens: extras, then the rule tag when the last one looks like a tag.
+    Ok((tcp_flags, counters))
+}
+
+/// Free tokens: extras, then the rule tag when the last one looks like a tag.
+fn extras_and_tag<'a>(line: &'a str, c: &mut Cursor<'a>) -> (&'a str, Option<&'a str>) {
     c.skip_spaces();
     let rest = line
         .get(c.pos..)
         .unwrap_or("")
         .trim_end_matches([' ', '\t']);
-    let (extras, rule_tag) = match rest.rfind([' ', '\t']) {
+    match rest.rfind([' ', '\t']) {
         None if rest.is_empty() => ("", None),
         None if is_rule_tag(rest) => ("", Some(rest)),
         None => (rest, None),
@@ -1117,9 +1199,18 @@ pub fn parse_line_with(line: &str, arrival: Arrival) -> Result<LogRecord<'_>, Pa
                 (rest, None)
             }
         }
-    };
+    }
+}
 
-    let (timestamp, (time, time_source)) = match written {
+/// The line's time: written in it, else the envelope's, else the receipt time.
+#[allow(clippy::type_complexity)]
+fn time_of<'a>(
+    written: Option<(&'a str, jiff::Timestamp)>,
+    syslog: Option<SyslogHeader<'_>>,
+    arrival: Arrival,
+    message_start: usize,
+) -> Result<(Option<&'a str>, (jiff::Timestamp, TimeSource)), ParseError> {
+    Ok(match written {
         Some((text, time)) => (Some(text), (time, TimeSource::written(syslog))),
         None => (
             None,
@@ -1137,31 +1228,6 @@ pub fn parse_line_with(line: &str, arrival: Arrival) -> Result<LogRecord<'_>, Pa
                 }
             },
         ),
-    };
-
-    Ok(LogRecord {
-        syslog,
-        timestamp,
-        time,
-        time_source,
-        filter_hash,
-        af,
-        reason,
-        action,
-        ruleset,
-        rule_id,
-        direction,
-        length,
-        protocol,
-        close_reason,
-        src,
-        src_port,
-        dst,
-        dst_port,
-        tcp_flags,
-        counters,
-        extras: Extras(extras),
-        rule_tag,
     })
 }
 
