@@ -283,11 +283,15 @@ pub fn monitor_summary(
     now: Timestamp,
 ) -> MonitorSummary {
     let m = status.monitor.clone().unwrap_or_default();
+    // `enforcedSince` is rounded up to the second (status precision), and log times are whole
+    // seconds: a drop logged in the second the DROP was written may read up to a second
+    // earlier. The count starts that second earlier, so that it never misses one (when the
+    // rounding crosses a minute, the drops would sit in the bucket before it).
     let enforced_since = status
         .schedule
         .as_ref()
         .and_then(|s| s.enforced_since.as_ref())
-        .map(|t| t.0);
+        .map(|t| crate::api::time::minus(t.0, k8s_openapi::jiff::SignedDuration::from_secs(1)));
     // Drops of an earlier enforcement never count again: the series has minute buckets, and
     // the bucket of the last return to PASS (a rollback) may hold the drops that caused it.
     let returned = status

@@ -329,6 +329,16 @@ impl Env {
             }
             std::thread::sleep(Duration::from_millis(250));
         }
+        // What the API server holds, for the reader of the failure.
+        let dump = self.cp.kubectl(&[
+            "get",
+            "segmentationpolicies,enforcementwindows",
+            "-n",
+            &self.ns,
+            "-o",
+            "yaml",
+        ]);
+        let _ = std::fs::write(self.dir.join("objects.yaml"), &dump.stdout);
         panic!(
             "{what}: not within {timeout:?} (namespace {}, logs in {})",
             self.ns,

@@ -318,3 +318,37 @@ fn drops_of_an_earlier_enforcement_do_not_roll_back_the_next_one() {
     // Without a recorded return to PASS the same bucket counts (first enforcement).
     assert!(monitor_summary(&status(None), Some(&gate), at(45)).rollback_triggered);
 }
+
+#[test]
+fn drops_in_the_second_enforcement_began_count_even_across_a_minute() {
+    // The DROP was written at +59.005 s; `enforcedSince` records +60 s (rounded up to the
+    // second), the three drops logged at +59 s sit in the minute bucket that ends at +60 s.
+    let gate = RollbackGate {
+        dropped_flows: 3,
+        period: crate::api::duration::Duration::seconds(120),
+    };
+    let status = SegmentationPolicyStatus {
+        schedule: Some(EffectiveSchedule {
+            notify_at: Time(at(-100)),
+            monitor_from: Time(at(-90)),
+            enforce_at: Time(at(59)),
+            cleanup_at: Time(at(500)),
+            notice_delivered_at: Some(Time(at(-100))),
+            enforced_since: Some(Time(at(60))),
+            rolled_back_generation: None,
+            evidence_from: None,
+            canary_step: None,
+            canary_since: None,
+        }),
+        monitor: Some(MonitorStatus {
+            series: vec![MonitorBucket {
+                start: Time(at(0)),
+                unmatched: 3,
+                dropped: 3,
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    assert!(monitor_summary(&status, Some(&gate), at(62)).rollback_triggered);
+}
