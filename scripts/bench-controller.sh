@@ -58,6 +58,9 @@ variant() {
     --nsx-credentials-dir "$WORK/nsx" --notify-config-dir "$WORK/notify" --nsx-rate-limit 95 --nsx-concurrency 20 \
     --reminder-before 45s --resync "${RESYNC}s" --http-addr "127.0.0.1:$HTTP_PORT" $FLAGS >"$D/controller.log" 2>&1 &
   CPID=$!; PIDS+=($CPID)
+  # The controller's RSS twice a second (seconds since the epoch, KiB), to place its peak.
+  ( while [ -r "/proc/$CPID/status" ]; do echo "$(date +%s.%N) $(awk '/VmRSS/{print $2}' "/proc/$CPID/status" 2>/dev/null)"; sleep 0.5; done ) > "$D/rss.tsv" 2>/dev/null &
+  PIDS+=($!)
   local T0 ENFORCE APPLY_START APPLY_DONE ALL_MON ALL_ENF RSS CPU
   T0=$(date +%s)
   ENFORCE=$(( T0 + 60 + N * 12 / 100 ))   # room for all N to reach Monitoring first

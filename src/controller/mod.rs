@@ -30,10 +30,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use events::Recorder;
 use futures::StreamExt;
 use kube::runtime::Predicate;
 use kube::runtime::controller::{self, Controller};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::predicates;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};

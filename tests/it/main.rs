@@ -14,6 +14,7 @@ mod e2e_abuse;
 mod e2e_ahead;
 mod e2e_canary;
 mod e2e_dashboard;
+mod e2e_events;
 mod e2e_fleet;
 mod e2e_guard;
 mod e2e_health;

@@ -433,3 +433,20 @@ async fn a_trickle_with_pauses_stays_in_one_batch_and_a_burst_closes_after_the_w
     let sizes: Vec<usize> = manager.calls().iter().map(|c| ids_in(c).len()).collect();
     assert_eq!(sizes, [10, 10, 1]);
 }
+
+#[test]
+fn a_batch_waits_longer_for_writes_that_trickle_in_but_not_for_a_burst() {
+    let window = Duration::from_millis(100);
+    // A burst: 500 writes within 50 ms close `window` after the last.
+    assert_eq!(gap_allowed(window, Duration::from_millis(50), 500), window);
+    // A trickle 70 ms apart: four mean gaps.
+    assert_eq!(
+        gap_allowed(window, Duration::from_millis(700), 10),
+        Duration::from_millis(280)
+    );
+    // Writes 300 ms apart (the API server busy): up to ten windows, a second.
+    assert_eq!(
+        gap_allowed(window, Duration::from_millis(3_000), 10),
+        Duration::from_secs(1)
+    );
+}
