@@ -236,6 +236,9 @@ async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
             }
         }
     };
+    // What NSX held is in the plan now: the reconciles that wait for their instant (a wave's
+    // 1,000 flips) do not each keep another copy of it.
+    o.live = None;
     if let Some(at) = ahead
         && !waited
         && !on_time(p, ctx, at, window_version.as_deref()).await

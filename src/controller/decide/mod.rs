@@ -190,7 +190,9 @@ pub struct Plan {
     /// rollback to PASS): sent once the writes succeeded, never before; recorded with the others
     /// in `Observed::notices`.
     pub notify_after: Vec<Due>,
-    live_read: Option<LiveState>,
+    /// A new application's group is the first write (then NSX held neither group nor policy).
+    group_first: bool,
+    /// NSX as the writes leave it (as read, plus a group written first).
     live_planned: Option<LiveState>,
     desired_group: Option<Group>,
     choice: Option<Choice>,
@@ -503,7 +505,7 @@ fn window_missing(o: &Observed<'_>) -> Plan {
         },
         read_back: false,
         notify_after: Vec::new(),
-        live_read: None,
+        group_first: false,
         live_planned: None,
         desired_group: None,
         choice: None,
@@ -685,7 +687,7 @@ fn nsx_plan(o: &Observed<'_>, decision: Decision, choice: Option<Choice>, c: Car
         outcome: SyncOutcome::InSync,
         read_back: false,
         notify_after: Vec::new(),
-        live_read: None,
+        group_first: false,
         live_planned: None,
         desired_group: None,
         choice,
@@ -708,7 +710,6 @@ fn nsx_plan(o: &Observed<'_>, decision: Decision, choice: Option<Choice>, c: Car
             return plan;
         }
     };
-    plan.live_read = Some(live.clone());
     let (p, names, identity) = (o.policy, &o.names, o.identity);
     let dry_run = o.settings.dry_run;
     // A new application's group goes first, alone, when its rules name a peer group NSX does
@@ -739,6 +740,7 @@ fn nsx_plan(o: &Observed<'_>, decision: Decision, choice: Option<Choice>, c: Car
         {
             plan.outcome = SyncOutcome::Applied(summary.clone());
             plan.writes.push(Write { patch, summary });
+            plan.group_first = true;
             live.group = Some(group);
         }
     }

@@ -70,10 +70,13 @@ pub fn conclude(o: &Observed<'_>, plan: &Plan, done: &Done) -> Record {
                 decision.clone()
             };
             // The writes before the failed one were made (a new application's group).
-            let live = if *index == 0 {
-                plan.live_read.clone()
-            } else {
-                plan.live_planned.clone()
+            let live = match &plan.live_planned {
+                // The group written first did not land: NSX is as read (nothing of it).
+                Some(l) if *index == 0 && plan.group_first => Some(LiveState {
+                    group: None,
+                    policy: l.policy.clone(),
+                }),
+                l => l.clone(),
             };
             let sync = SyncOutcome::Failed {
                 reason: reason::NSX_ERROR,

@@ -193,3 +193,42 @@ fn canary_vms_that_cannot_be_read_keep_every_vm_passing() {
         "{conditions}"
     );
 }
+
+#[test]
+fn a_new_applications_group_that_is_refused_is_not_recorded_as_in_nsx() {
+    // Without coalescing a new application's group is written first, alone; NSX refuses it.
+    let mut h = Harness::new(EVIDENCE);
+    h.settings.nsx_batch = None;
+    h.write_fails = true;
+    h.reconcile(150);
+    assert!(h.writes.is_empty());
+    let nsx = h
+        .policy
+        .status
+        .as_ref()
+        .unwrap()
+        .nsx
+        .clone()
+        .unwrap_or_default();
+    assert_eq!(nsx.group_path, None, "{nsx:?}");
+    assert_eq!(nsx.policy_path, None, "{nsx:?}");
+    assert_eq!(
+        h.condition(condition::SYNCED),
+        (condition::FALSE.into(), reason::NSX_ERROR.into())
+    );
+    // NSX answers again: both land and the status names them.
+    h.write_fails = false;
+    h.settle(160);
+    let nsx = h
+        .policy
+        .status
+        .as_ref()
+        .unwrap()
+        .nsx
+        .clone()
+        .unwrap_or_default();
+    assert!(
+        nsx.group_path.is_some() && nsx.policy_path.is_some(),
+        "{nsx:?}"
+    );
+}
