@@ -188,10 +188,9 @@ async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
             &current
         }
     };
-    // The window's version before it is read: a change after this discards a decision made
+    // With the window's resourceVersion as read: a change after this discards a decision made
     // ahead of its instant.
-    let window_version = window_version(p, ctx);
-    let mut o = observe(p, ctx).await;
+    let (mut o, window_version) = observe(p, ctx).await;
     // Within the lead before a scheduled instant: decided as of the instant (just after it, as
     // a reconcile requeued for it would be), written at it (`ahead`).
     let ahead = ctx
@@ -295,8 +294,9 @@ async fn on_time(
     window_before: Option<&str>,
 ) -> bool {
     let term = ctx.ahead.term();
-    let wait = ctx.clock.now().duration_until(at).unsigned_abs();
-    if ctx.clock.now() < at {
+    let now = ctx.clock.now();
+    if now < at {
+        let wait = now.duration_until(at).unsigned_abs();
         tokio::select! {
             () = tokio::time::sleep(wait) => {},
             () = term.cancelled() => return false,
@@ -317,8 +317,12 @@ async fn on_time(
     same
 }
 
-/// Everything the decision reads, but the facts it asks for on the way.
-async fn observe<'a>(p: &'a SegmentationPolicy, ctx: &'a Context) -> Observed<'a> {
+/// Everything the decision reads, but the facts it asks for on the way; and the resourceVersion
+/// of the window read (`None`: not in the store).
+async fn observe<'a>(
+    p: &'a SegmentationPolicy,
+    ctx: &'a Context,
+) -> (Observed<'a>, Option<String>) {
     let now = ctx.clock.now();
     let n = names(p, ctx);
     let prev = p.status.clone().unwrap_or_default();
@@ -326,6 +330,9 @@ async fn observe<'a>(p: &'a SegmentationPolicy, ctx: &'a Context) -> Observed<'a
     // rollback and readiness keep working when a window is pruned or renamed.
     let window_ref = ObjectRef::<EnforcementWindow>::new(&p.spec.window.name).within(&n.ns);
     let found = ctx.windows.get(&window_ref);
+    let window_version = found
+        .as_ref()
+        .and_then(|w| w.metadata.resource_version.clone());
     let window_problem = found.is_none().then(|| {
         format!(
             "spec.window.name: EnforcementWindow {:?} not found in {}{}",
@@ -363,7 +370,7 @@ async fn observe<'a>(p: &'a SegmentationPolicy, ctx: &'a Context) -> Observed<'a
         .members
         .fresh(&n.group_key(), p.metadata.generation, now)
         .map(Ok);
-    Observed {
+    let o = Observed {
         policy: p,
         names: n,
         now,
@@ -378,7 +385,8 @@ async fn observe<'a>(p: &'a SegmentationPolicy, ctx: &'a Context) -> Observed<'a
         members,
         canary: None,
         notices: None,
-    }
+    };
+    (o, window_version)
 }
 
 /// Observes the fact the decision asked for (or sends the notices it found due).

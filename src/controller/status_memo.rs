@@ -24,12 +24,19 @@ pub const CATCH_UP: Duration = Duration::from_secs(30);
 /// How long a reconcile on such a copy waits for the watch before it reads the object itself.
 pub const WATCH_WAIT: Duration = Duration::from_secs(2);
 
-/// Last status written per object uid: a digest without the monitor's part, a digest of what
-/// only grows (phase, history, notices sent), and when.
+/// Last status written per object uid.
 #[derive(Debug, Default)]
 pub struct StatusMemo {
-    last: Mutex<HashMap<String, (u64, Instant)>>,
-    record: Mutex<HashMap<String, (u64, Instant)>>,
+    written: Mutex<HashMap<String, Written>>,
+}
+
+/// One status write: a digest of the whole status but the monitor's part, a digest of what
+/// only grows (phase, history, notices sent), and when.
+#[derive(Clone, Copy, Debug)]
+struct Written {
+    whole: u64,
+    record: u64,
+    at: Instant,
 }
 
 /// The phase, the history and the notices sent: what a copy older than the controller's last
@@ -52,8 +59,12 @@ fn digest(s: &SegmentationPolicyStatus) -> u64 {
 }
 
 impl StatusMemo {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, Instant)>> {
-        self.last.lock().unwrap_or_else(|e| e.into_inner())
+    fn get(&self, uid: &str) -> Option<Written> {
+        self.written
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(uid)
+            .copied()
     }
 
     /// Whether `status` is what was written last for `uid`, less than [`HOLD`] ago.
@@ -79,29 +90,27 @@ impl StatusMemo {
         status: &SegmentationPolicyStatus,
         now: Instant,
     ) -> Option<Duration> {
-        let record = self.record.lock().unwrap_or_else(|e| e.into_inner());
-        let (d, at) = record.get(uid).copied()?;
-        let age = now.saturating_duration_since(at);
-        (age < CATCH_UP && d != record_digest(status)).then_some(age)
+        let w = self.get(uid)?;
+        let age = now.saturating_duration_since(w.at);
+        (age < CATCH_UP && w.record != record_digest(status)).then_some(age)
     }
 
     fn is_last_at(&self, uid: &str, status: &SegmentationPolicyStatus, now: Instant) -> bool {
-        let Some((d, at)) = self.lock().get(uid).copied() else {
-            return false;
-        };
-        now.saturating_duration_since(at) < HOLD && d == digest(status)
+        self.get(uid).is_some_and(|w| {
+            now.saturating_duration_since(w.at) < HOLD && w.whole == digest(status)
+        })
     }
 
     fn wrote_at(&self, uid: &str, status: &SegmentationPolicyStatus, now: Instant) {
-        {
-            let mut record = self.record.lock().unwrap_or_else(|e| e.into_inner());
-            record.retain(|_, (_, at)| now.saturating_duration_since(*at) < CATCH_UP);
-            record.insert(uid.to_string(), (record_digest(status), now));
-        }
-        let d = digest(status);
-        let mut last = self.lock();
-        last.retain(|_, (_, at)| now.saturating_duration_since(*at) < HOLD);
-        last.insert(uid.to_string(), (d, now));
+        let w = Written {
+            whole: digest(status),
+            record: record_digest(status),
+            at: now,
+        };
+        let kept = HOLD.max(CATCH_UP);
+        let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        written.retain(|_, w| now.saturating_duration_since(w.at) < kept);
+        written.insert(uid.to_string(), w);
     }
 }
 
@@ -152,7 +161,7 @@ mod tests {
         );
         // Old entries go when another status is written; other objects are not affected.
         m.wrote_at("u2", &status(Phase::Monitoring), t0 + HOLD * 2);
-        assert_eq!(m.lock().len(), 1);
+        assert_eq!(m.written.lock().unwrap().len(), 1);
         assert!(m.is_last_at("u2", &status(Phase::Monitoring), t0 + HOLD * 2));
     }
 

@@ -375,21 +375,12 @@ async fn syslog_listeners_hold_under_digits_idle_connections_and_floods() {
         }
         c.write_all(flood.as_bytes()).unwrap();
     }
-    let limited = || async {
-        let text = reqwest::get(s.url(s.ctl.http, "/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .filter(|l| {
-                l.starts_with("microseg_ingest_lines_total")
-                    && l.contains("source=\"syslog_tcp\"")
-                    && l.contains("outcome=\"rate_limited\"")
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>()
+    let limited = || {
+        common::e2e::metric_sum(
+            s.ctl.http,
+            "microseg_ingest_lines_total",
+            &["source=\"syslog_tcp\"", "outcome=\"rate_limited\""],
+        )
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     while limited().await < 55_000.0 {

@@ -167,19 +167,6 @@ fn rfc5424(line: &str) -> String {
     format!("<14>1 {ts} esx02.lab.local FIREWALL-PKTLOG - - - {rest}")
 }
 
-async fn metric(ctl: &Controller, needle: &str) -> f64 {
-    let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", ctl.http))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(needle))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn unmatched_flows_from_webhook_and_syslog_reach_the_right_policy_and_hold_enforcement_until_quiet()
  {
@@ -640,9 +627,10 @@ async fn bad_input_gets_a_clear_answer_and_loses_nothing_already_accepted() {
     )
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while metric(
-        &ctl,
-        "microseg_ingest_lines_total{source=\"syslog_udp\",outcome=\"unparsed\"}",
+    while common::e2e::metric_sum(
+        ctl.http,
+        "microseg_ingest_lines_total",
+        &["source=\"syslog_udp\"", "outcome=\"unparsed\""],
     )
     .await
         < 1.0

@@ -520,6 +520,12 @@ fn service_account(cp: &ControlPlane, ns: &str, dir: &std::path::Path) -> PathBu
 
 /// The controller's `microseg_reconcile_total`, read from its metrics on `http`.
 pub async fn reconcile_count(http: u16) -> f64 {
+    metric_sum(http, "microseg_reconcile_total", &[]).await
+}
+
+/// The sum of the controller's samples of metric `name` (served on `http`) whose labels include
+/// each of `labels` (e.g. `source="syslog_tcp"`).
+pub async fn metric_sum(http: u16, name: &str, labels: &[&str]) -> f64 {
     let text = reqwest::get(format!("http://127.0.0.1:{http}/metrics"))
         .await
         .unwrap()
@@ -527,7 +533,9 @@ pub async fn reconcile_count(http: u16) -> f64 {
         .await
         .unwrap();
     text.lines()
-        .filter(|l| l.starts_with("microseg_reconcile_total"))
+        .filter(|l| {
+            l.split(['{', ' ']).next() == Some(name) && labels.iter().all(|x| l.contains(x))
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }

@@ -202,14 +202,7 @@ fn a_new_applications_group_that_is_refused_is_not_recorded_as_in_nsx() {
     h.write_fails = true;
     h.reconcile(150);
     assert!(h.writes.is_empty());
-    let nsx = h
-        .policy
-        .status
-        .as_ref()
-        .unwrap()
-        .nsx
-        .clone()
-        .unwrap_or_default();
+    let nsx = h.nsx_status();
     assert_eq!(nsx.group_path, None, "{nsx:?}");
     assert_eq!(nsx.policy_path, None, "{nsx:?}");
     assert_eq!(
@@ -219,14 +212,7 @@ fn a_new_applications_group_that_is_refused_is_not_recorded_as_in_nsx() {
     // NSX answers again: both land and the status names them.
     h.write_fails = false;
     h.settle(160);
-    let nsx = h
-        .policy
-        .status
-        .as_ref()
-        .unwrap()
-        .nsx
-        .clone()
-        .unwrap_or_default();
+    let nsx = h.nsx_status();
     assert!(
         nsx.group_path.is_some() && nsx.policy_path.is_some(),
         "{nsx:?}"

@@ -143,6 +143,15 @@ impl Harness {
         }
     }
 
+    /// What the status says NSX holds.
+    fn nsx_status(&self) -> crate::api::NsxStatus {
+        self.policy
+            .status
+            .as_ref()
+            .and_then(|s| s.nsx.clone())
+            .unwrap_or_default()
+    }
+
     fn phase(&self) -> Option<Phase> {
         self.policy.status.as_ref().and_then(|s| s.phase)
     }
