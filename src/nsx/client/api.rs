@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use reqwest::Method;
 use serde_json::Value;
 
-use super::tree::{INFRA_TREE_FILTER, POLICY_TREE_FILTER, domain_trees, realization_of};
+use super::tree::{INFRA_TREE_FILTER, POLICY_TREE_FILTER, realization_of};
 use super::{Body, Client, POLICY_API, segment};
 use crate::nsx::model::{Group, Infra, ListResult, SecurityPolicy};
 use crate::nsx::{DomainTree, Error, NsxApi, Realization};
@@ -15,13 +15,7 @@ impl Client {
         let path = format!("{POLICY_API}/infra");
         let query = [("filter", filter.to_string())];
         let _one = self.inner.listings.acquire().await;
-        let a = self
-            .call(Method::GET, &path, &query, Body::None, true)
-            .await?;
-        domain_trees(&a.body).map_err(|e| Error::Decode {
-            path: "/infra".into(),
-            reason: e.to_string(),
-        })
+        self.get_trees(&path, &query).await
     }
 }
 

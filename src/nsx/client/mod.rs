@@ -77,6 +77,75 @@ async fn read_body(mut resp: reqwest::Response) -> Result<bytes::Bytes, reqwest:
     Ok(bytes::Bytes::from(buf))
 }
 
+/// How the body of a 2xx answer is read (any other answer's body is read whole: it is an
+/// error body of a few hundred bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reading {
+    Whole,
+    /// A `GET /infra` subtree, decoded as it arrives.
+    Trees,
+}
+
+/// How a call is made: whether it may be retried after a transport failure or a transient
+/// error (idempotent), whether it carries credentials (all but the login), how its body is read.
+#[derive(Clone, Copy, Debug)]
+struct Mode {
+    idempotent: bool,
+    authenticate: bool,
+    reading: Reading,
+}
+
+/// A body as read.
+enum Read {
+    Whole(bytes::Bytes),
+    Trees(Result<Vec<super::DomainTree>, serde_json::Error>),
+}
+
+impl Read {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Read::Whole(b) => b,
+            Read::Trees(_) => &[],
+        }
+    }
+}
+
+/// A `GET /infra` subtree decoded while it arrives (on a blocking thread, fed chunk by chunk):
+/// at fleet size the answer is tens of megabytes, and reading it whole before decoding held
+/// all of it beside the decoded objects. `Err`: the transport failed; `Ok(Err)`: the body is
+/// not a tree.
+async fn read_trees(
+    mut resp: reqwest::Response,
+) -> Result<Result<Vec<super::DomainTree>, serde_json::Error>, String> {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let decoding =
+        tokio::task::spawn_blocking(move || tree::domain_trees_from(tree::ChunkReader::new(rx)));
+    let mut failed = None;
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                // The decoder stopped (the body is not a tree): the rest is not needed.
+                if tx.send(Ok(chunk)).await.is_err() {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                let reason = crate::error_text::chain(&e.without_url());
+                let _ = tx.send(Err(reason.clone())).await;
+                failed = Some(reason);
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let decoded = decoding.await.map_err(|e| e.to_string())?;
+    match failed {
+        Some(reason) => Err(reason),
+        None => Ok(decoded),
+    }
+}
+
 /// The NSX client. Clones share the connection pool, the session and the pacing budget.
 #[derive(Clone)]
 pub struct Client {
@@ -242,9 +311,13 @@ impl Client {
         path: &str,
         query: &[(&str, String)],
         body: &Body,
-        idempotent: bool,
-        authenticate: bool,
-    ) -> Result<(HeaderMap, bytes::Bytes), Error> {
+        mode: Mode,
+    ) -> Result<(HeaderMap, Read), Error> {
+        let Mode {
+            idempotent,
+            authenticate,
+            reading,
+        } = mode;
         let inner = &self.inner;
         let url = format!("{}{}", inner.base, path);
         let mut retries = inner.pacer.retries();
@@ -256,7 +329,7 @@ impl Client {
                 None
             };
             let req = self.request(&method, &url, query, body, authenticate, session.as_ref());
-            let (status, headers, bytes) = match self.send(&method, path, req).await {
+            let (status, headers, read) = match self.send(&method, path, req, reading).await {
                 Ok(answer) => answer,
                 Err(reason) => {
                     if idempotent && let Some(wait) = retries.next(Failure::Transport, None) {
@@ -274,7 +347,7 @@ impl Client {
                     if session.is_some() {
                         self.touch_session().await;
                     }
-                    return Ok((headers, bytes));
+                    return Ok((headers, read));
                 }
                 429 | 503 => {
                     inner.pacer.on_throttle(status);
@@ -293,7 +366,7 @@ impl Client {
                 }
                 _ => {}
             }
-            let error = error_body(&bytes);
+            let error = error_body(read.bytes());
             if authenticate && codes::is_auth_failure(status, error.error_code) {
                 if let Some((_, generation)) = &session
                     && !relogged
@@ -374,29 +447,40 @@ impl Client {
         method: &Method,
         path: &str,
         req: reqwest::RequestBuilder,
-    ) -> Result<(u16, HeaderMap, bytes::Bytes), String> {
+        reading: Reading,
+    ) -> Result<(u16, HeaderMap, Read), String> {
         let inner = &self.inner;
         let permit = inner.pacer.acquire().await;
         let start = Instant::now();
+        let transport = |e: reqwest::Error| crate::error_text::chain(&e.without_url());
         let result = match req.send().await {
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 let headers = resp.headers().clone();
-                read_body(resp).await.map(|b| (status, headers, b))
+                if reading == Reading::Trees && resp.status().is_success() {
+                    read_trees(resp)
+                        .await
+                        .map(|t| (status, headers, Read::Trees(t)))
+                } else {
+                    read_body(resp)
+                        .await
+                        .map(|b| (status, headers, Read::Whole(b)))
+                        .map_err(transport)
+                }
             }
-            Err(e) => Err(e),
+            Err(e) => Err(transport(e)),
         };
         drop(permit);
         let elapsed = start.elapsed().as_secs_f64();
         match result {
-            Ok((status, headers, bytes)) => {
+            Ok((status, headers, read)) => {
                 inner.metrics.record(method.as_str(), Some(status), elapsed);
                 tracing::debug!(%method, path, status, elapsed_ms = (elapsed * 1000.0) as u64, "NSX call");
-                Ok((status, headers, bytes))
+                Ok((status, headers, read))
             }
-            Err(e) => {
+            Err(reason) => {
                 inner.metrics.record(method.as_str(), None, elapsed);
-                Err(crate::error_text::chain(&e.without_url()))
+                Err(reason)
             }
         }
     }
@@ -409,10 +493,56 @@ impl Client {
         body: Body,
         idempotent: bool,
     ) -> Result<Answer, Error> {
-        let (_, body) = self
-            .execute(method, path, query, &body, idempotent, true)
+        let (_, read) = self
+            .execute(
+                method,
+                path,
+                query,
+                &body,
+                Mode {
+                    idempotent,
+                    authenticate: true,
+                    reading: Reading::Whole,
+                },
+            )
             .await?;
+        let body = match read {
+            Read::Whole(b) => b,
+            Read::Trees(_) => bytes::Bytes::new(),
+        };
         Ok(Answer { body })
+    }
+
+    /// `GET` of a `/infra` subtree (`query`: its filter), decoded as it arrives.
+    async fn get_trees(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<Vec<super::DomainTree>, Error> {
+        let (_, read) = self
+            .execute(
+                Method::GET,
+                path,
+                query,
+                &Body::None,
+                Mode {
+                    idempotent: true,
+                    authenticate: true,
+                    reading: Reading::Trees,
+                },
+            )
+            .await?;
+        match read {
+            Read::Trees(Ok(trees)) => Ok(trees),
+            Read::Trees(Err(e)) => Err(Error::Decode {
+                path: "/infra".into(),
+                reason: e.to_string(),
+            }),
+            Read::Whole(body) => tree::domain_trees(&body).map_err(|e| Error::Decode {
+                path: "/infra".into(),
+                reason: e.to_string(),
+            }),
+        }
     }
 
     fn decode<T: DeserializeOwned>(path: &str, bytes: &[u8]) -> Result<T, Error> {

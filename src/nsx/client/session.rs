@@ -99,7 +99,17 @@ impl Client {
             ("j_password", login.password.clone()),
         ]);
         let (headers, _) = self
-            .execute(Method::POST, "/api/session/create", &[], &form, true, false)
+            .execute(
+                Method::POST,
+                "/api/session/create",
+                &[],
+                &form,
+                super::Mode {
+                    idempotent: true,
+                    authenticate: false,
+                    reading: super::Reading::Whole,
+                },
+            )
             .await
             .map_err(|e| match e {
                 Error::Api {

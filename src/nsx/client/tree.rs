@@ -38,67 +38,150 @@ pub const INFRA_TREE_FILTER: &str = "Type-Domain|Group|SecurityPolicy|Rule";
 /// The type filter of [`NsxApi::policy_trees`].
 pub const POLICY_TREE_FILTER: &str = "Type-Domain|SecurityPolicy|Rule";
 
-/// One node of a `GET /infra` subtree: its id and its `Child<Type>` wrappers, each object left
-/// as the raw JSON text (decoded one at a time: a whole fleet is never held as a `Value`).
+/// The top of a `GET /infra` subtree: its `ChildDomain` wrappers.
 #[derive(serde::Deserialize)]
-struct RawNode<'a> {
+struct InfraNode {
     #[serde(default)]
-    id: String,
-    #[serde(default, borrow)]
-    children: Vec<RawChild<'a>>,
+    children: Vec<InfraChild>,
 }
 
-/// A `Child<Type>` wrapper with the object under its capitalised key (reference §2.6).
+/// A `Child<Type>` wrapper under infra, with the domain under its capitalised key (reference
+/// §2.6); other children are skipped.
 #[derive(serde::Deserialize)]
-struct RawChild<'a> {
-    #[serde(rename = "Domain", default, borrow)]
-    domain: Option<&'a serde_json::value::RawValue>,
-    #[serde(rename = "Group", default, borrow)]
-    group: Option<&'a serde_json::value::RawValue>,
-    #[serde(rename = "SecurityPolicy", default, borrow)]
-    policy: Option<&'a serde_json::value::RawValue>,
+struct InfraChild {
+    #[serde(rename = "Domain", default)]
+    domain: Option<DomainNode>,
+}
+
+/// A domain and its children, each decoded as soon as it is read (see [`Entry`]).
+#[derive(serde::Deserialize)]
+struct DomainNode {
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    children: Vec<Entry>,
+}
+
+/// One child of a domain, decoded the moment its wrapper is read: the object's JSON text is
+/// held only for that, never the whole listing's (a fleet's listing is tens of megabytes).
+#[derive(serde::Deserialize)]
+#[serde(from = "RawEntry")]
+enum Entry {
+    Group(Group),
+    Policy(SecurityPolicy),
+    /// A group or policy that does not decode: its id.
+    Undecoded(String),
+    Other,
+}
+
+/// A domain child's wrapper with the object under its capitalised key, as JSON text.
+#[derive(serde::Deserialize)]
+struct RawEntry {
+    #[serde(rename = "Group", default)]
+    group: Option<Box<serde_json::value::RawValue>>,
+    #[serde(rename = "SecurityPolicy", default)]
+    policy: Option<Box<serde_json::value::RawValue>>,
+}
+
+impl From<RawEntry> for Entry {
+    fn from(raw: RawEntry) -> Entry {
+        #[derive(serde::Deserialize)]
+        struct Id {
+            #[serde(default)]
+            id: String,
+        }
+        let id_of = |raw: &serde_json::value::RawValue| {
+            serde_json::from_str::<Id>(raw.get())
+                .map(|n| n.id)
+                .unwrap_or_default()
+        };
+        if let Some(g) = raw.group {
+            return match serde_json::from_str::<Group>(g.get()) {
+                Ok(g) => Entry::Group(g),
+                Err(_) => Entry::Undecoded(id_of(&g)),
+            };
+        }
+        if let Some(p) = raw.policy {
+            return match serde_json::from_str::<SecurityPolicy>(p.get()) {
+                Ok(mut policy) => {
+                    policy.rules.extend(
+                        std::mem::take(&mut policy.children)
+                            .into_iter()
+                            .map(|crate::nsx::model::PolicyChild::ChildRule { rule, .. }| rule),
+                    );
+                    Entry::Policy(policy)
+                }
+                Err(_) => Entry::Undecoded(id_of(&p)),
+            };
+        }
+        Entry::Other
+    }
+}
+
+fn trees(infra: InfraNode) -> Vec<DomainTree> {
+    infra
+        .children
+        .into_iter()
+        .filter_map(|c| c.domain)
+        .map(|d| {
+            let mut tree = DomainTree {
+                domain: d.id,
+                ..DomainTree::default()
+            };
+            for entry in d.children {
+                match entry {
+                    Entry::Group(g) => tree.groups.push(g),
+                    Entry::Policy(p) => tree.policies.push(p),
+                    Entry::Undecoded(id) => tree.undecoded.push(id),
+                    Entry::Other => {}
+                }
+            }
+            tree
+        })
+        .collect()
 }
 
 /// Domains, groups and policies (rules moved from `children` into `rules`) of a `GET /infra`
 /// subtree. A group or policy that does not decode is named in `undecoded`.
 pub fn domain_trees(body: &[u8]) -> Result<Vec<DomainTree>, serde_json::Error> {
-    let infra: RawNode<'_> = serde_json::from_slice(body)?;
-    let id_of = |raw: &serde_json::value::RawValue| {
-        serde_json::from_str::<RawNode<'_>>(raw.get())
-            .map(|n| n.id)
-            .unwrap_or_default()
-    };
-    let mut out = Vec::new();
-    for d in infra.children.iter().filter_map(|c| c.domain) {
-        let domain: RawNode<'_> = serde_json::from_str(d.get())?;
-        let mut tree = DomainTree {
-            domain: domain.id,
-            ..DomainTree::default()
-        };
-        for c in &domain.children {
-            if let Some(g) = c.group {
-                match serde_json::from_str::<Group>(g.get()) {
-                    Ok(g) => tree.groups.push(g),
-                    Err(_) => tree.undecoded.push(id_of(g)),
-                }
-            }
-            if let Some(p) = c.policy {
-                match serde_json::from_str::<SecurityPolicy>(p.get()) {
-                    Ok(mut policy) => {
-                        policy.rules.extend(
-                            std::mem::take(&mut policy.children)
-                                .into_iter()
-                                .map(|crate::nsx::model::PolicyChild::ChildRule { rule, .. }| rule),
-                        );
-                        tree.policies.push(policy);
-                    }
-                    Err(_) => tree.undecoded.push(id_of(p)),
-                }
+    serde_json::from_slice(body).map(trees)
+}
+
+/// [`domain_trees`] of a body read as it arrives: the listing is never held whole.
+pub fn domain_trees_from(body: impl std::io::Read) -> Result<Vec<DomainTree>, serde_json::Error> {
+    serde_json::from_reader(std::io::BufReader::with_capacity(64 << 10, body)).map(trees)
+}
+
+/// A blocking reader of the chunks an async task sends (the body of an answer as it arrives);
+/// an `Err` chunk is the transport's failure, the end of the channel the end of the body.
+pub struct ChunkReader {
+    chunks: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, String>>,
+    current: bytes::Bytes,
+}
+
+impl ChunkReader {
+    /// Reads what `chunks` brings; to be read outside the async runtime (`spawn_blocking`).
+    pub fn new(chunks: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, String>>) -> ChunkReader {
+        ChunkReader {
+            chunks,
+            current: bytes::Bytes::new(),
+        }
+    }
+}
+
+impl std::io::Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.chunks.blocking_recv() {
+                Some(Ok(chunk)) => self.current = chunk,
+                Some(Err(reason)) => return Err(std::io::Error::other(reason)),
+                None => return Ok(0),
             }
         }
-        out.push(tree);
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
     }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -134,6 +217,25 @@ mod tests {
         assert!(t.policies[0].children.is_empty());
         assert_eq!(t.policies[0].rules[0].rule_id, Some(1017));
         assert!(domain_trees(b"{\"children\": 3}").is_err());
+        // The same body read as it arrives, seven bytes a chunk, decodes the same.
+        let text = serde_json::to_vec(&body).unwrap();
+        let (tx, rx) = tokio::sync::mpsc::channel(text.len());
+        for c in text.chunks(7) {
+            tx.try_send(Ok(bytes::Bytes::copy_from_slice(c))).unwrap();
+        }
+        drop(tx);
+        assert_eq!(
+            domain_trees_from(ChunkReader::new(rx)).unwrap(),
+            domain_trees(&text).unwrap()
+        );
+        // A transport failure mid-body is an IO error, not a decoding one.
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        tx.try_send(Ok(bytes::Bytes::copy_from_slice(&text[..40])))
+            .unwrap();
+        tx.try_send(Err("connection reset".into())).unwrap();
+        drop(tx);
+        let e = domain_trees_from(ChunkReader::new(rx)).unwrap_err();
+        assert!(e.is_io(), "{e}");
     }
 
     #[test]
