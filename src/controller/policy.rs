@@ -164,6 +164,9 @@ fn snapshot_window(w: &EnforcementWindow) -> WindowSnapshot {
     }
 }
 
+/// The steps that await NSX, the API server or a mail server are boxed: a reconcile's future
+/// then holds only the step under way, and a wave's 1,000 reconciles waiting for their instant
+/// hold only the decision.
 async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
     // A copy older than this controller's own last status write (the watch lags under a wave
     // of writes: seconds, at 1,000 policies more than ten) would decide the last transition
@@ -184,13 +187,15 @@ async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
             debug!("the watch lags behind this controller's last status write; reading the policy");
             let api: Api<SegmentationPolicy> =
                 Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
-            current = api.get(&p.name_any()).await.map_err(Error::Kube)?;
+            current = Box::pin(api.get(&p.name_any()))
+                .await
+                .map_err(Error::Kube)?;
             &current
         }
     };
     // With the window's resourceVersion as read: a change after this discards a decision made
     // ahead of its instant.
-    let (mut o, window_version) = observe(p, ctx).await;
+    let (mut o, window_version) = Box::pin(observe(p, ctx)).await;
     // Within the lead before a scheduled instant: decided as of the instant (just after it, as
     // a reconcile requeued for it would be), written at it (`ahead`).
     let ahead = ctx
@@ -231,7 +236,7 @@ async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
                     waited = true;
                 }
                 needs += 1;
-                answer(&mut o, need, p, ctx).await;
+                Box::pin(answer(&mut o, need, p, ctx)).await;
             }
         }
     };
@@ -246,14 +251,14 @@ async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
         // holds now (the instant has come, so not ahead).
         return Ok(Action::requeue(std::time::Duration::ZERO));
     }
-    let done = act(ctx, &o.names, &plan).await;
+    let done = Box::pin(act(ctx, &o.names, &plan)).await;
     // What the writes did is told once they succeeded (a failed DROP is reported Held, and
     // nobody is told it drops).
     if done.failed.is_none()
         && !plan.notify_after.is_empty()
         && let (Some(d), Some(w)) = (&plan.decision, o.window())
     {
-        let after = send_notices(
+        let after = Box::pin(send_notices(
             p,
             ctx,
             &o.names,
@@ -262,7 +267,7 @@ async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
             &w,
             plan.choice(),
             o.now,
-        )
+        ))
         .await;
         let sent = o.notices.get_or_insert_with(Sent::default);
         sent.records.extend(after.records);
@@ -272,7 +277,7 @@ async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
         };
     }
     let record = decide::conclude(&o, &plan, &done);
-    record_outcome(ctx, p, record, o.now).await
+    Box::pin(record_outcome(ctx, p, record, o.now)).await
 }
 
 /// The resourceVersion of the policy's window in the store (`None`: not there).
