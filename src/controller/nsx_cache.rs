@@ -269,20 +269,22 @@ impl NsxCache {
 
     /// Replaces the content with what NSX returned (read after `ticket` was taken). Objects
     /// written or read since are kept. Returns the `(domain, id)` of the applications whose
-    /// objects changed (drift, or new to the cache).
+    /// objects changed (drift, or new to the cache). The objects move from `trees` into the
+    /// cache (at fleet size a copy is tens of megabytes beside the old content and the listing).
     pub fn apply_refresh(
         &self,
         ticket: RefreshTicket,
-        trees: &[DomainTree],
+        trees: Vec<DomainTree>,
     ) -> Vec<(String, String)> {
         let mut live: HashMap<Key, Entry> = HashMap::new();
         let mut unknown: HashSet<Key> = HashSet::new();
+        let domains: BTreeSet<String> = trees.iter().map(|t| t.domain.clone()).collect();
         for t in trees {
-            for g in &t.groups {
+            for g in t.groups {
                 let k = key(&t.domain, GROUP, &g.id);
                 match self.owner(&g.tags, &g.id) {
                     Some(true) => {
-                        live.insert(k, Entry::Group(Box::new(g.clone())));
+                        live.insert(k, Entry::Group(Box::new(g)));
                     }
                     Some(false) => {}
                     None => {
@@ -290,11 +292,11 @@ impl NsxCache {
                     }
                 }
             }
-            for p in &t.policies {
+            for p in t.policies {
                 let k = key(&t.domain, POLICY, &p.id);
                 match self.owner(&p.tags, &p.id) {
                     Some(true) => {
-                        live.insert(k, Entry::Policy(Box::new(p.clone())));
+                        live.insert(k, Entry::Policy(Box::new(p)));
                     }
                     Some(false) => {}
                     None => {
@@ -340,7 +342,7 @@ impl NsxCache {
                 .filter(|k| !inner.unknown.contains(*k))
                 .map(|(d, _, id)| (d.clone(), id.clone())),
         );
-        inner.loaded = trees.iter().map(|t| t.domain.clone()).collect();
+        inner.loaded = domains;
         inner.live = live;
         inner.unknown = unknown;
         inner.written.retain(|_, s| *s > ticket.0);
@@ -378,7 +380,7 @@ impl NsxCache {
 pub async fn refresh(cache: &NsxCache, nsx: &dyn NsxApi) -> Result<Vec<(String, String)>, Error> {
     let ticket = cache.begin_refresh();
     let trees = nsx.infra_tree().await?;
-    Ok(cache.apply_refresh(ticket, &trees))
+    Ok(cache.apply_refresh(ticket, trees))
 }
 
 /// The NSX client with reads of groups and policies served by an [`NsxCache`].

@@ -39,7 +39,7 @@ const ID: &str = "ms_prod_shop_web";
 
 fn loaded(cache: &NsxCache, trees: &[DomainTree]) -> Vec<(String, String)> {
     let t = cache.begin_refresh();
-    cache.apply_refresh(t, trees)
+    cache.apply_refresh(t, trees.to_vec())
 }
 
 fn write(domain: &str, children: Vec<DomainChild>) -> Infra {
@@ -194,7 +194,7 @@ fn a_refresh_that_overlaps_a_write_keeps_the_write() {
     let g = group(ID, tags("shop", "web"), "10.0.0.1");
     cache.record_group("default", ID, Some(&g));
     // The read began before the write: it does not have the group yet.
-    cache.apply_refresh(ticket, &[tree("default", vec![], vec![])]);
+    cache.apply_refresh(ticket, vec![tree("default", vec![], vec![])]);
     assert_eq!(cache.group("default", ID), Some(Some(g)));
     // A later refresh is authoritative again.
     loaded(&cache, &[tree("default", vec![], vec![])]);
