@@ -18,7 +18,7 @@ N="${1:-1000}"
 VARIANTS="${2:-cache baseline}"
 ROOT="$PWD"; WORK="$ROOT/.tmp/bench"; rm -rf "$WORK"; mkdir -p "$WORK/mail" "$WORK/nsx" "$WORK/notify"
 PIDS=()
-cleanup() { set +e; for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; bash tests/control-plane/run.sh stop "$WORK/kubeconfig" >/dev/null 2>&1; }
+cleanup() { set +e; for p in "${PIDS[@]}"; do pkill -P "$p" 2>/dev/null; kill "$p" 2>/dev/null; done; wait 2>/dev/null; bash tests/control-plane/run.sh stop "$WORK/kubeconfig" >/dev/null 2>&1; }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 cargo build --quiet --release --bin microseg
@@ -125,6 +125,8 @@ print(sum(ok(p) for p in items))' "$1"; }
   kubectl get segpol -n "$NS" -o json > "$D/policies-after-resync.json"
   RSS=$(awk '/VmHWM/{print $2}' "/proc/$CPID/status")
   CPU=$(awk '{printf "%.1f", ($14+$15)/100}' "/proc/$CPID/stat")
+  # A wrapper (MICROSEG_BENCH_WRAP) leaves its child running when it is killed: the child first.
+  pkill -P "$CPID" 2>/dev/null || true
   kill "$CPID" "$SIM" 2>/dev/null || true; wait "$CPID" "$SIM" 2>/dev/null || true
   printf '%s\n' "$APPLY_START" "$APPLY_DONE" "$ALL_MON" "$ALL_ENF" "$(at "$ENFORCE")" "$RSS" "$CPU" "$HWM_MON" "$HWM_ENF" > "$D/times"
 }
@@ -169,6 +171,9 @@ for v in variants:
     before = {p["metadata"]["name"]: p["metadata"]["resourceVersion"] for p in load("policies-enforcing.json")["items"]}
     after = {p["metadata"]["name"]: p["metadata"]["resourceVersion"] for p in load("policies-after-resync.json")["items"]}
     moved = sum(1 for k in after if before.get(k) != after[k])
+    # When the RSS peaked, from the samples (seconds from enforceAt).
+    samples = [tuple(map(float, l.split())) for l in open(f"{d}/rss.tsv") if len(l.split()) == 2]
+    peak_at = max(samples, key=lambda x: x[1])[0] - ts(enforce_at) if samples else float("nan")
     rows[v] = {
         "kubectl apply of all policies (s)": (f"{a1-a0:.1f}", ""),
         "apply returned -> all Monitoring and Synced (s)": (f"{max(mon-a1, 0):.1f}", "<= 15"),
@@ -183,6 +188,7 @@ for v in variants:
         "resync, nothing changed: status writes": (str(moved), "0"),
         "controller peak RSS (MiB)": (f"{int(rss)/1024:.0f}", "<= 150"),
         "  peak by all Monitoring / all Enforcing (MiB)": (f"{int(hwm_mon)/1024:.0f}/{int(hwm_enf)/1024:.0f}", ""),
+        "  RSS peak sampled at, from enforceAt (s)": (f"{peak_at:+.0f}", ""),
         "controller CPU (s)": (cpu, ""),
     }
     print(f"[{v}] NSX calls to Monitoring: " + ", ".join(f"{k}={c['total']}" for k,c in sorted(cm.items())))
