@@ -59,6 +59,11 @@ async fn no_secret_in_logs_errors_or_debug_output() {
     let wrong = SmtpSink::start("secrets-wrong", &["--auth", "bot:another-password"]);
     let hook_ok = WebhookReceiver::start(StatusCode::OK).await;
     let hook_bad = WebhookReceiver::start(StatusCode::INTERNAL_SERVER_ERROR).await;
+    // The other tests of the binary, on other threads, hit the same log lines (the retry
+    // warnings) while this capture was being set up; a callsite registered during that moment
+    // can keep tracing's cached "nobody listens" (it did when only the notify_* tests ran).
+    // Every callsite's interest is asked again now that this capture exists.
+    tracing::callsite::rebuild_interest_cache();
 
     let pw_dir = servers::temp_dir("secrets-pw");
     let pw_file = pw_dir.path().join("password");

@@ -55,6 +55,9 @@ async fn no_credential_appears_in_any_log_line() {
     let creds = credential_files(password);
     let ca = creds.0.with_file_name("ca.pem");
     std::fs::write(&ca, sim.ca_pem.as_ref().unwrap()).unwrap();
+    // A callsite another test registered while this capture was being set up can keep
+    // tracing's cached "nobody listens" (see notify_secrets): asked again now.
+    tracing::callsite::rebuild_interest_cache();
 
     let mut cfg = sim_client_config(&sim.url, &creds, true);
     cfg.ca_bundle = Some(ca.clone());
