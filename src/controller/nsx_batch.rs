@@ -4,7 +4,8 @@
 //! [`BatchingNsx`] wraps the NSX client. A reconcile still calls `patch_infra` with its own
 //! application's objects and waits for its own answer; a task collects the writes that arrive
 //! less than [`BatchConfig::window`] apart (longer while writes trickle in: see `gap_allowed`;
-//! at most [`BatchConfig::max_wait`] after the first),
+//! at most [`BatchConfig::max_wait`] after the first; a batch of new applications in PASS only,
+//! `patch_infra_relaxed`, follows the recent pace of writes for up to [`RELAXED_MAX_WAIT`]),
 //! or that queued while the previous batch was being written, up to
 //! [`BatchConfig::max_objects`] intent objects, merges them per domain (groups before
 //! policies) and sends one atomic call.
@@ -103,6 +104,35 @@ struct Job {
     body: Infra,
     objects: usize,
     reply: oneshot::Sender<Result<(), Error>>,
+    /// Nobody waits for it at an instant (`NsxApi::patch_infra_relaxed`).
+    relaxed: bool,
+    /// When the writer handed it over.
+    at: tokio::time::Instant,
+}
+
+/// How long a batch of relaxed writes only (new applications in PASS) may wait at most from
+/// its first write: while a `kubectl apply` of 1,000 policies trickles in over a minute or two,
+/// a batch then carries many applications instead of the few that arrive within `max_wait`.
+const RELAXED_MAX_WAIT: Duration = Duration::from_secs(10);
+
+/// The recent pace of writes: a moving average of the time between two writes handed over,
+/// whichever batch they joined (the first write of a batch has no earlier one of its own).
+#[derive(Debug, Default)]
+struct Pace {
+    last: Option<tokio::time::Instant>,
+    gap: Duration,
+}
+
+impl Pace {
+    /// Records a write handed over at `at`; gaps longer than `cap` (a pause, not a trickle)
+    /// count as `cap`.
+    fn arrived(&mut self, at: tokio::time::Instant, cap: Duration) {
+        if let Some(last) = self.last {
+            let gap = at.saturating_duration_since(last).min(cap);
+            self.gap = (self.gap * 3 + gap) / 4;
+        }
+        self.last = Some(self.last.map_or(at, |l| l.max(at)));
+    }
 }
 
 /// Every (domain, child) of a write, in order.
@@ -331,6 +361,25 @@ fn refused(e: &Error) -> bool {
 }
 
 impl BatchingNsx {
+    /// Hands a write to the batching task and waits for its own result.
+    async fn submit(&self, body: &Infra, relaxed: bool) -> Result<(), Error> {
+        // What was read back or pending before this write is stale for its objects.
+        self.read_back.forget(&written_policies(body));
+        let (reply, rx) = oneshot::channel();
+        let job = Job {
+            body: body.clone(),
+            objects: objects(body),
+            reply,
+            relaxed,
+            at: tokio::time::Instant::now(),
+        };
+        if self.tx.send(job).is_err() {
+            return Err(Error::Config("the NSX write batcher has stopped".into()));
+        }
+        rx.await
+            .map_err(|_| Error::Config("the NSX write batcher has stopped".into()))?
+    }
+
     /// Wraps `inner`; the batching task stops when this is dropped.
     pub fn new(inner: Arc<dyn NsxApi>, config: BatchConfig, metrics: BatchMetrics) -> BatchingNsx {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -357,46 +406,25 @@ async fn run(
     mut rx: mpsc::UnboundedReceiver<Job>,
 ) {
     let mut carried: Option<Job> = None;
+    let mut pace = Pace::default();
     loop {
         // The first write of the batch: one left over from the last batch, one that queued
         // while the last batch was written, or the next to come.
         let first = match carried.take() {
             Some(j) => j,
             None => match rx.recv().await {
-                Some(j) => j,
+                Some(j) => {
+                    pace.arrived(j.at, config.window * 10);
+                    j
+                }
                 None => return,
             },
         };
-        let mut objects = first.objects;
-        let mut ids: std::collections::HashSet<_> = touched(&first.body).into_iter().collect();
-        let mut jobs = vec![first];
-        // Writes keep joining while they come less than `window` apart, for at most
-        // `max_wait` from the first (a `kubectl apply` of many objects makes reconciles trickle
-        // in over seconds, not all in the same 100 ms).
-        let start = tokio::time::Instant::now();
-        let hard = start + config.max_wait;
-        let mut deadline = (start + config.window).min(hard);
-        while objects < config.max_objects {
-            let next = tokio::select! {
-                biased;
-                j = rx.recv() => j,
-                () = tokio::time::sleep_until(deadline) => None,
-            };
-            let now = tokio::time::Instant::now();
-            deadline = (now + gap_allowed(config.window, now - start, jobs.len())).min(hard);
-            let Some(j) = next else { break };
-            let its = touched(&j.body);
-            // Two writes of one object never share a call: the later one waits for the next.
-            if objects + j.objects > config.max_objects || its.iter().any(|k| ids.contains(k)) {
-                carried = Some(j);
-                break;
-            }
-            ids.extend(its);
-            objects += j.objects;
-            jobs.push(j);
-        }
+        let (jobs, next) = collect(first, &mut rx, &config, &mut pace).await;
+        carried = next;
         #[allow(clippy::cast_precision_loss)]
         metrics.batch_size.observe(jobs.len() as f64);
+        let objects: usize = jobs.iter().map(|j| j.objects).sum();
         debug!(writes = jobs.len(), objects, "NSX batch");
         let bodies: Vec<Infra> = jobs.iter().map(|j| j.body.clone()).collect();
         let results = write(nsx.as_ref(), &metrics, &bodies).await;
@@ -415,6 +443,63 @@ async fn run(
             let _ = job.reply.send(r);
         }
     }
+}
+
+/// The writes of one batch, from `first`: they keep joining while they come close enough
+/// together, up to `max_objects`; a write that cannot join (too big, or it touches an object
+/// of the batch) is handed back for the next.
+///
+/// - A batch with a prompt write (anything but a new application in PASS) waits `window` for
+///   the next write, longer while writes trickle in (`gap_allowed`), at most `max_wait` from
+///   its first prompt write: the 1,000 flips of a wave close 100 ms after the last one.
+/// - A batch of relaxed writes only waits four times the recent gap between writes
+///   (`Pace`, at least `window`, at most ten), at most [`RELAXED_MAX_WAIT`]: the writes of a
+///   `kubectl apply` that hands policies over every few hundred milliseconds share calls.
+async fn collect(
+    first: Job,
+    rx: &mut mpsc::UnboundedReceiver<Job>,
+    config: &BatchConfig,
+    pace: &mut Pace,
+) -> (Vec<Job>, Option<Job>) {
+    let start = tokio::time::Instant::now();
+    let mut objects = first.objects;
+    let mut ids: std::collections::HashSet<_> = touched(&first.body).into_iter().collect();
+    let mut prompt_since = (!first.relaxed).then_some(start);
+    let mut jobs = vec![first];
+    let relaxed_hard = start + RELAXED_MAX_WAIT.max(config.max_wait);
+    let wait = |now: tokio::time::Instant,
+                prompt_since: Option<tokio::time::Instant>,
+                joined: usize,
+                pace: &Pace| match prompt_since {
+        Some(since) => {
+            (now + gap_allowed(config.window, now - start, joined)).min(since + config.max_wait)
+        }
+        None => (now + (pace.gap * 4).clamp(config.window, config.window * 10)).min(relaxed_hard),
+    };
+    let mut deadline = wait(start, prompt_since, 1, pace);
+    while objects < config.max_objects {
+        let next = tokio::select! {
+            biased;
+            j = rx.recv() => j,
+            () = tokio::time::sleep_until(deadline) => None,
+        };
+        let Some(j) = next else { break };
+        pace.arrived(j.at, config.window * 10);
+        let its = touched(&j.body);
+        // Two writes of one object never share a call: the later one waits for the next.
+        if objects + j.objects > config.max_objects || its.iter().any(|k| ids.contains(k)) {
+            return (jobs, Some(j));
+        }
+        let now = tokio::time::Instant::now();
+        if !j.relaxed && prompt_since.is_none() {
+            prompt_since = Some(now);
+        }
+        ids.extend(its);
+        objects += j.objects;
+        jobs.push(j);
+        deadline = wait(now, prompt_since, jobs.len(), pace);
+    }
+    (jobs, None)
 }
 
 /// How long a batch waits for the next write: `window`, or four times the mean gap between the
@@ -491,19 +576,11 @@ impl NsxApi for BatchingNsx {
     }
 
     async fn patch_infra(&self, body: &Infra) -> Result<(), Error> {
-        // What was read back or pending before this write is stale for its objects.
-        self.read_back.forget(&written_policies(body));
-        let (reply, rx) = oneshot::channel();
-        let job = Job {
-            body: body.clone(),
-            objects: objects(body),
-            reply,
-        };
-        if self.tx.send(job).is_err() {
-            return Err(Error::Config("the NSX write batcher has stopped".into()));
-        }
-        rx.await
-            .map_err(|_| Error::Config("the NSX write batcher has stopped".into()))?
+        self.submit(body, false).await
+    }
+
+    async fn patch_infra_relaxed(&self, body: &Infra) -> Result<(), Error> {
+        self.submit(body, true).await
     }
 
     async fn group_member_count(&self, domain: &str, id: &str) -> Result<u64, Error> {

@@ -438,6 +438,12 @@ impl NsxApi for CachedNsx {
         r
     }
 
+    async fn patch_infra_relaxed(&self, body: &Infra) -> Result<(), Error> {
+        let r = self.inner.patch_infra_relaxed(body).await;
+        self.cache.written(body, r.is_ok());
+        r
+    }
+
     async fn group_member_count(&self, domain: &str, id: &str) -> Result<u64, Error> {
         self.inner.group_member_count(domain, id).await
     }

@@ -432,7 +432,12 @@ async fn act(ctx: &Context, n: &Names, plan: &Plan) -> Done {
     let mut done = Done::default();
     for (i, w) in plan.writes.iter().enumerate() {
         ctx.metrics.nsx_writes.inc();
-        match ctx.nsx.patch_infra(&w.patch).await {
+        let written = if w.relaxed {
+            ctx.nsx.patch_infra_relaxed(&w.patch).await
+        } else {
+            ctx.nsx.patch_infra(&w.patch).await
+        };
+        match written {
             Ok(()) => info!(changes = %w.summary.join("; "), "Applied NSX changes"),
             Err(e) => {
                 warn!(error = %e, "NSX write failed");

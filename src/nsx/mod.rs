@@ -80,6 +80,13 @@ pub trait NsxApi: Send + Sync {
     }
     /// One hierarchical `PATCH /policy/api/v1/infra` call (atomic).
     async fn patch_infra(&self, body: &Infra) -> Result<(), Error>;
+    /// As [`NsxApi::patch_infra`], for a write nobody waits for at a scheduled instant (a new
+    /// application's objects, in PASS): a writer that coalesces may hold it longer so that more
+    /// applications share the call. Anything that changes what traffic does now (a DROP, a
+    /// return to PASS) goes through `patch_infra`.
+    async fn patch_infra_relaxed(&self, body: &Infra) -> Result<(), Error> {
+        self.patch_infra(body).await
+    }
     /// How many effective members (VMs and IP addresses) a group has now.
     async fn group_member_count(&self, domain: &str, id: &str) -> Result<u64, Error>;
     /// The display names of a group's effective VM members (`GET .../members/virtual-machines`,

@@ -173,6 +173,9 @@ pub struct Write {
     pub patch: Infra,
     /// What it changes, for people.
     pub summary: Vec<String>,
+    /// A new application's objects in PASS: nobody waits for them at an instant, and the
+    /// write may wait a little to share its call with others (`NsxApi::patch_infra_relaxed`).
+    pub relaxed: bool,
 }
 
 /// The decision and the NSX writes that carry it out, in order.
@@ -739,7 +742,11 @@ fn nsx_plan(o: &Observed<'_>, decision: Decision, choice: Option<Choice>, c: Car
         )) = pending
         {
             plan.outcome = SyncOutcome::Applied(summary.clone());
-            plan.writes.push(Write { patch, summary });
+            plan.writes.push(Write {
+                patch,
+                summary,
+                relaxed: true,
+            });
             plan.group_first = true;
             live.group = Some(group);
         }
@@ -756,6 +763,8 @@ fn nsx_plan(o: &Observed<'_>, decision: Decision, choice: Option<Choice>, c: Car
             plan::diff(d, &live, identity, &names.ns, &names.name)
         })
     });
+    // A new application that does not drop: nothing it writes changes what traffic does.
+    let relaxed = live.policy.is_none() && !phase.drops();
     plan.live_planned = Some(live);
     match planned {
         Err(e) => {
@@ -772,6 +781,7 @@ fn nsx_plan(o: &Observed<'_>, decision: Decision, choice: Option<Choice>, c: Car
                 plan.writes.push(Write {
                     patch,
                     summary: summary.clone(),
+                    relaxed,
                 });
             }
             plan.outcome = SyncOutcome::Applied(summary);

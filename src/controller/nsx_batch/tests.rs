@@ -450,3 +450,96 @@ fn a_batch_waits_longer_for_writes_that_trickle_in_but_not_for_a_burst() {
         Duration::from_secs(1)
     );
 }
+
+/// Writes handed over one at a time, `gap` apart, each from its own task; the answers.
+async fn trickle(
+    nsx: &Arc<BatchingNsx>,
+    bodies: Vec<(Infra, bool)>,
+    gap: Duration,
+) -> Vec<Result<(), Error>> {
+    let mut tasks = Vec::new();
+    for (b, relaxed) in bodies {
+        let nsx = nsx.clone();
+        tasks.push(tokio::spawn(async move {
+            if relaxed {
+                nsx.patch_infra_relaxed(&b).await
+            } else {
+                nsx.patch_infra(&b).await
+            }
+        }));
+        tokio::time::sleep(gap).await;
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+/// New applications handed over 300 ms apart (a `kubectl apply` on a busy API server) share
+/// calls; the same pace of prompt writes (flips) is not held: each goes within `window` plus
+/// the pace's allowance, never after `max_wait`.
+#[tokio::test(start_paused = true)]
+async fn new_applications_that_trickle_in_share_calls_but_prompt_writes_are_not_held() {
+    let manager = Arc::new(Manager::default());
+    let nsx = batcher(manager.clone(), 2_000);
+    let new_apps: Vec<(Infra, bool)> = (0..30)
+        .map(|i| (app("default", &format!("new-{i:02}"), 3), true))
+        .collect();
+    let results = trickle(&nsx, new_apps, Duration::from_millis(300)).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let relaxed_calls = manager.calls().len();
+    // 30 writes over 9 s, ten seconds at most per batch: the first write goes alone (no pace
+    // is known yet), the others share one call or two.
+    assert!(
+        relaxed_calls <= 3,
+        "{relaxed_calls} calls for 30 new applications"
+    );
+
+    let before = manager.calls().len();
+    let started = tokio::time::Instant::now();
+    let flips: Vec<(Infra, bool)> = (0..10)
+        .map(|i| (app("default", &format!("flip-{i:02}"), 1), false))
+        .collect();
+    let results = trickle(&nsx, flips, Duration::from_millis(300)).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let prompt_calls = manager.calls().len() - before;
+    assert!(
+        prompt_calls >= 3,
+        "prompt writes 300 ms apart are not held for seconds: {prompt_calls} calls"
+    );
+    // The last flip, handed over at 2.7 s, was written by 2.7 s + max_wait (1 s here).
+    assert!(
+        started.elapsed() <= Duration::from_millis(3_700),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// A prompt write that joins a batch of relaxed ones closes it soon: the new applications'
+/// allowance never delays a flip.
+#[tokio::test(start_paused = true)]
+async fn a_prompt_write_is_not_held_by_the_relaxed_batch_it_joins() {
+    let manager = Arc::new(Manager::default());
+    let nsx = batcher(manager.clone(), 2_000);
+    // Relaxed writes 300 ms apart keep their batch open for seconds.
+    let slow = {
+        let nsx = nsx.clone();
+        tokio::spawn(async move {
+            let bodies = (0..20)
+                .map(|i| (app("default", &format!("new-{i:02}"), 3), true))
+                .collect();
+            trickle(&nsx, bodies, Duration::from_millis(300)).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let flip = app("default", "flip", 1);
+    let at = tokio::time::Instant::now();
+    nsx.patch_infra(&flip).await.unwrap();
+    let took = at.elapsed();
+    assert!(
+        took <= Duration::from_millis(1_000),
+        "the flip waited {took:?}"
+    );
+    assert!(slow.await.unwrap().iter().all(Result::is_ok));
+}

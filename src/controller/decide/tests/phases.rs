@@ -352,3 +352,20 @@ fn drops_in_the_second_enforcement_began_count_even_across_a_minute() {
     };
     assert!(monitor_summary(&status, Some(&gate), at(62)).rollback_triggered);
 }
+
+#[test]
+fn a_new_applications_writes_may_wait_to_share_a_call_but_a_flip_never() {
+    let mut h = Harness::monitoring(EVIDENCE);
+    assert!(!h.writes.is_empty());
+    assert!(
+        h.writes.iter().all(|w| w.relaxed),
+        "a new application in PASS: {:?}",
+        h.writes.iter().map(|w| &w.summary).collect::<Vec<_>>()
+    );
+    h.writes.clear();
+    h.logs_until(ENFORCE - 10);
+    h.settle(ENFORCE);
+    assert_eq!(h.phase(), Some(Phase::Enforcing));
+    assert!(!h.writes.is_empty());
+    assert!(h.writes.iter().all(|w| !w.relaxed), "the DROP is prompt");
+}
