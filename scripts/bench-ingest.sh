@@ -18,13 +18,22 @@
 # rebuilt per batch, as before #15), on the same cluster and statuses. At the end: status totals
 # are checked against what was acknowledged, and per controller the peak RSS; the largest status.
 #
-#   bash scripts/bench-ingest.sh [POLICIES] [SECONDS] [SENDERS] [LINES_PER_BATCH]   (1000 10 8 500)
+#   bash scripts/bench-ingest.sh [POLICIES] [SECONDS] [SENDERS] [LINES_PER_BATCH]   (1000 10 8 10000)
 #   env: REPS (2), BASELINE (1; 0 skips the baseline controller), MICROSEG_BIN (a prebuilt
 #        microseg to measure instead of building target/release/microseg)
+#
+# LINES_PER_BATCH is what one request of a log relay carries at its documented defaults: Vector's
+# `http` sink flushes a batch at 1,049,000 bytes or after 1 s (batch.max_size / timeout_secs,
+# https://vector.dev/docs/reference/sinks/http/), about 10,000 of these lines of about 100 bytes;
+# Fluent Bit's `http` output posts a chunk per request, and a chunk is about 2 MB, twice that
+# (https://docs.fluentbit.io/manual/administration/buffering-and-storage, "Chunks"). Log Insight
+# documents the webhook's payload, not how many messages an alert carries; the webhook phase uses
+# the same count. Each batch holds one application's lines; a relay's batch mixes applications,
+# which spreads the same lines over more status writes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin:$HOME/.cargo/bin"
-N="${1:-1000}"; SECS="${2:-10}"; SENDERS="${3:-8}"; BATCH="${4:-500}"
+N="${1:-1000}"; SECS="${2:-10}"; SENDERS="${3:-8}"; BATCH="${4:-10000}"
 REPS="${REPS:-2}"; BASELINE="${BASELINE:-1}"; DISTINCT=100000
 ROOT="$PWD"; WORK="$ROOT/.tmp/bench-ingest"; rm -rf "$WORK"; mkdir -p "$WORK/nsx"
 PIDS=()

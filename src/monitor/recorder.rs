@@ -21,10 +21,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::StreamExt;
+use hyper::header::{ACCEPT, HeaderValue};
 use jiff::Timestamp;
-use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, Resource};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
@@ -581,27 +583,24 @@ async fn write_policy(
             }
         };
         let resource_version = current.metadata.resource_version.clone();
-        let before = current
-            .status
-            .as_ref()
-            .and_then(|s| s.monitor.clone())
-            .unwrap_or_default();
-        drop(current);
-        let mut m: MonitorStatus = before.clone();
+        let before = current.status.as_ref().and_then(|s| s.monitor.as_ref());
+        let mut m: MonitorStatus = before.cloned().unwrap_or_default();
         let results = apply_ops(&mut m, &policy, &ops, config, Timestamp::now());
+        let unchanged = before.map_or_else(|| m == MonitorStatus::default(), |b| m == *b);
+        drop(current);
         // Only a write proves the copy current (the precondition): an outcome without one is
         // decided on a fresh read.
         let refused = results
             .iter()
             .any(|(_, r)| matches!(r, OpResult::AckRefused(_)));
-        if from_copy && (m == before || refused) {
+        if from_copy && (unchanged || refused) {
             continue;
         }
-        if m == before {
+        if unchanged {
             metrics.write("duplicate");
             return results;
         }
-        match patch_monitor(&api, &policy, resource_version, &m).await {
+        match patch_monitor(client, &policy, resource_version.as_deref(), &m).await {
             Ok(written) => {
                 metrics.write("ok");
                 copies.wrote(&policy, written.metadata.resource_version);
@@ -703,23 +702,53 @@ fn acknowledge_within_budget(
     }
 }
 
-/// Writes `status.monitor` with the version read as precondition (a merge patch).
+/// The body of a `status.monitor` write: the version read as precondition (`null` when none
+/// was read) and the monitor status, serialised straight from the struct.
+#[derive(serde::Serialize)]
+struct MonitorPatch<'a> {
+    metadata: VersionPrecondition<'a>,
+    status: MonitorOnly<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct VersionPrecondition<'a> {
+    #[serde(rename = "resourceVersion")]
+    resource_version: Option<&'a str>,
+}
+
+#[derive(serde::Serialize)]
+struct MonitorOnly<'a> {
+    monitor: &'a MonitorStatus,
+}
+
+/// What the API server answers a status write with: the object's metadata only (the
+/// `as=PartialObjectMetadata` media type), so neither side encodes or decodes the whole
+/// policy for the new `resourceVersion`.
+const METADATA_ONLY: &str = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1";
+
+/// Writes `status.monitor` with the version read as precondition (a merge patch); returns the
+/// written object's metadata.
 async fn patch_monitor(
-    api: &Api<SegmentationPolicy>,
+    client: &Client,
     policy: &PolicyKey,
-    resource_version: Option<String>,
+    resource_version: Option<&str>,
     m: &MonitorStatus,
-) -> Result<SegmentationPolicy, kube::Error> {
-    let patch = serde_json::json!({
-        "metadata": { "resourceVersion": resource_version },
-        "status": { "monitor": m },
-    });
+) -> Result<PartialObjectMeta<SegmentationPolicy>, kube::Error> {
+    let body = MonitorPatch {
+        metadata: VersionPrecondition { resource_version },
+        status: MonitorOnly { monitor: m },
+    };
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..Default::default()
     };
-    api.patch_status(&policy.name, &params, &Patch::Merge(&patch))
-        .await
+    let mut req =
+        kube::core::Request::new(SegmentationPolicy::url_path(&(), Some(&policy.namespace)))
+            .patch_subresource("status", &policy.name, &params, &Patch::Merge(&body))
+            .map_err(kube::Error::BuildRequest)?;
+    req.headers_mut()
+        .insert(ACCEPT, HeaderValue::from_static(METADATA_ONLY));
+    client.request(req).await
 }
 
 /// The wait after failed try `attempt` (0-based): 50 ms doubling up to 1.6 s.
@@ -727,4 +756,40 @@ fn backoff(attempt: usize) -> Duration {
     const RETRY: crate::backoff::Backoff =
         crate::backoff::Backoff::new(Duration::from_millis(50), Duration::from_millis(1600));
     RETRY.step(u32::try_from(attempt).unwrap_or(u32::MAX).saturating_add(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_patch_body_carries_the_precondition_and_the_monitor_status_only() {
+        let m = MonitorStatus {
+            unmatched_total: 7,
+            batches: vec!["key:a".into()],
+            ..MonitorStatus::default()
+        };
+        let body = |rv| {
+            serde_json::to_value(MonitorPatch {
+                metadata: VersionPrecondition {
+                    resource_version: rv,
+                },
+                status: MonitorOnly { monitor: &m },
+            })
+            .unwrap()
+        };
+        assert_eq!(
+            body(Some("42")),
+            serde_json::json!({
+                "metadata": { "resourceVersion": "42" },
+                "status": { "monitor": serde_json::to_value(&m).unwrap() },
+            })
+        );
+        // Without a version read there is no precondition: null removes it from the patch.
+        assert_eq!(
+            body(None)["metadata"]["resourceVersion"],
+            serde_json::Value::Null
+        );
+        assert_eq!(body(None)["status"]["monitor"]["unmatchedTotal"], 7);
+    }
 }
