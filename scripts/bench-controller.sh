@@ -58,8 +58,9 @@ variant() {
     --nsx-credentials-dir "$WORK/nsx" --notify-config-dir "$WORK/notify" --nsx-rate-limit 95 --nsx-concurrency 20 \
     --reminder-before 45s --resync "${RESYNC}s" --http-addr "127.0.0.1:$HTTP_PORT" $FLAGS >"$D/controller.log" 2>&1 &
   CPID=$!; PIDS+=($CPID)
-  # The controller's RSS twice a second (seconds since the epoch, KiB), to place its peak.
-  ( while [ -r "/proc/$CPID/status" ]; do echo "$(date +%s.%N) $(awk '/VmRSS/{print $2}' "/proc/$CPID/status" 2>/dev/null)"; sleep 0.5; done ) > "$D/rss.tsv" 2>/dev/null &
+  # The controller's RSS twice a second (seconds since the epoch, KiB; and of it, KiB in
+  # transparent huge pages), to place its peak.
+  ( while [ -r "/proc/$CPID/status" ]; do echo "$(date +%s.%N) $(awk '/VmRSS/{print $2}' "/proc/$CPID/status" 2>/dev/null) $(awk '/AnonHugePages/{print $2}' "/proc/$CPID/smaps_rollup" 2>/dev/null)"; sleep 0.5; done ) > "$D/rss.tsv" 2>/dev/null &
   PIDS+=($!)
   local T0 ENFORCE APPLY_START APPLY_DONE ALL_MON ALL_ENF RSS CPU
   T0=$(date +%s)
@@ -172,8 +173,9 @@ for v in variants:
     after = {p["metadata"]["name"]: p["metadata"]["resourceVersion"] for p in load("policies-after-resync.json")["items"]}
     moved = sum(1 for k in after if before.get(k) != after[k])
     # When the RSS peaked, from the samples (seconds from enforceAt).
-    samples = [tuple(map(float, l.split())) for l in open(f"{d}/rss.tsv") if len(l.split()) == 2]
-    peak_at = max(samples, key=lambda x: x[1])[0] - ts(enforce_at) if samples else float("nan")
+    samples = [tuple(map(float, l.split())) for l in open(f"{d}/rss.tsv") if len(l.split()) == 3]
+    peak = max(samples, key=lambda x: x[1]) if samples else (float("nan"),) * 3
+    peak_at = peak[0] - ts(enforce_at)
     rows[v] = {
         "kubectl apply of all policies (s)": (f"{a1-a0:.1f}", ""),
         "apply returned -> all Monitoring and Synced (s)": (f"{max(mon-a1, 0):.1f}", "<= 15"),
@@ -189,6 +191,7 @@ for v in variants:
         "controller peak RSS (MiB)": (f"{int(rss)/1024:.0f}", "<= 150"),
         "  peak by all Monitoring / all Enforcing (MiB)": (f"{int(hwm_mon)/1024:.0f}/{int(hwm_enf)/1024:.0f}", ""),
         "  RSS peak sampled at, from enforceAt (s)": (f"{peak_at:+.0f}", ""),
+        "  of the sampled peak, in transparent huge pages (MiB)": (f"{peak[2]/1024:.0f}", ""),
         "controller CPU (s)": (cpu, ""),
     }
     print(f"[{v}] NSX calls to Monitoring: " + ", ".join(f"{k}={c['total']}" for k,c in sorted(cm.items())))

@@ -414,7 +414,7 @@ async fn run(
             Some(j) => j,
             None => match rx.recv().await {
                 Some(j) => {
-                    pace.arrived(j.at, config.window * 10);
+                    pace.arrived(j.at, longest_gap(config.window));
                     j
                 }
                 None => return,
@@ -474,7 +474,8 @@ async fn collect(
         Some(since) => {
             (now + gap_allowed(config.window, now - start, joined)).min(since + config.max_wait)
         }
-        None => (now + (pace.gap * 4).clamp(config.window, config.window * 10)).min(relaxed_hard),
+        None => (now + (pace.gap * 4).clamp(config.window, longest_gap(config.window)))
+            .min(relaxed_hard),
     };
     let mut deadline = wait(start, prompt_since, 1, pace);
     while objects < config.max_objects {
@@ -484,7 +485,7 @@ async fn collect(
             () = tokio::time::sleep_until(deadline) => None,
         };
         let Some(j) = next else { break };
-        pace.arrived(j.at, config.window * 10);
+        pace.arrived(j.at, longest_gap(config.window));
         let its = touched(&j.body);
         // Two writes of one object never share a call: the later one waits for the next.
         if objects + j.objects > config.max_objects || its.iter().any(|k| ids.contains(k)) {
@@ -511,7 +512,13 @@ async fn collect(
 /// calls with one or two applications.
 fn gap_allowed(window: Duration, elapsed: Duration, joined: usize) -> Duration {
     let mean = elapsed / u32::try_from(joined.max(1)).unwrap_or(u32::MAX);
-    (mean * 4).clamp(window, window * 10)
+    (mean * 4).clamp(window, longest_gap(window))
+}
+
+/// The longest a batch waits for its next write: ten windows (also the longest gap the pace
+/// of writes takes into account).
+fn longest_gap(window: Duration) -> Duration {
+    window * 10
 }
 
 /// Writes `bodies` as one call; a refused call is split in halves until the application at
@@ -569,6 +576,13 @@ impl NsxApi for BatchingNsx {
 
     async fn infra_tree(&self) -> Result<Vec<DomainTree>, Error> {
         self.inner.infra_tree().await
+    }
+
+    async fn infra_tree_known(
+        &self,
+        known: Arc<std::collections::HashSet<crate::nsx::TextDigest>>,
+    ) -> Result<Vec<DomainTree>, Error> {
+        self.inner.infra_tree_known(known).await
     }
 
     async fn policy_trees(&self) -> Result<Vec<DomainTree>, Error> {

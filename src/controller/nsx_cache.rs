@@ -24,7 +24,7 @@ use async_trait::async_trait;
 
 use crate::nsx::model::{DomainChild, Group, Infra, InfraChild, SecurityPolicy, Tag};
 use crate::nsx::naming::{Identity, OWNER_NAME, OWNER_NAMESPACE};
-use crate::nsx::{DomainTree, Error, NsxApi, Realization};
+use crate::nsx::{DomainTree, Error, NsxApi, Realization, TextDigest};
 
 /// (domain, kind, id); kind is `Group` or `SecurityPolicy`.
 pub type Key = (String, &'static str, String);
@@ -51,6 +51,9 @@ struct Inner {
     /// Groups kept as written, not yet seen as NSX returns them (NSX adds defaults and
     /// read-only fields: the first refresh after the write is no drift).
     as_written: HashSet<Key>,
+    /// The digest of the text NSX returned for each entry as the last refresh decoded it: the
+    /// next refresh does not decode that text again.
+    digests: HashMap<Key, TextDigest>,
     /// Last sequence number handed out.
     seq: u64,
 }
@@ -61,9 +64,20 @@ pub struct NsxCache {
     inner: Mutex<Inner>,
 }
 
-/// A refresh in progress: remembers which writes it may not overwrite.
-#[derive(Clone, Copy, Debug)]
-pub struct RefreshTicket(u64);
+/// A refresh in progress: remembers which writes it may not overwrite, and the digests of the
+/// texts the cache holds (NSX's read leaves them out).
+#[derive(Clone, Debug)]
+pub struct RefreshTicket {
+    seq: u64,
+    known: Arc<HashSet<TextDigest>>,
+}
+
+impl RefreshTicket {
+    /// The digests of the texts the cache holds as NSX returned them.
+    pub fn known(&self) -> Arc<HashSet<TextDigest>> {
+        self.known.clone()
+    }
+}
 
 fn key(domain: &str, kind: &'static str, id: &str) -> Key {
     (domain.to_string(), kind, id.to_string())
@@ -110,6 +124,7 @@ impl NsxCache {
     fn set(&self, k: Key, entry: Option<Entry>, known: bool) {
         let mut inner = self.lock();
         inner.as_written.remove(&k);
+        inner.digests.remove(&k);
         inner.seq += 1;
         let seq = inner.seq;
         inner.written.insert(k.clone(), seq);
@@ -264,13 +279,24 @@ impl NsxCache {
 
     /// Call before reading NSX for a refresh.
     pub fn begin_refresh(&self) -> RefreshTicket {
-        RefreshTicket(self.lock().seq)
+        let inner = self.lock();
+        let known = inner
+            .digests
+            .iter()
+            .filter(|(k, _)| inner.live.contains_key(*k) && !inner.unknown.contains(*k))
+            .map(|(_, d)| *d)
+            .collect();
+        RefreshTicket {
+            seq: inner.seq,
+            known: Arc::new(known),
+        }
     }
 
     /// Replaces the content with what NSX returned (read after `ticket` was taken). Objects
     /// written or read since are kept. Returns the `(domain, id)` of the applications whose
     /// objects changed (drift, or new to the cache). The objects move from `trees` into the
-    /// cache (at fleet size a copy is tens of megabytes beside the old content and the listing).
+    /// cache (at fleet size a copy is tens of megabytes beside the old content and the listing);
+    /// an object NSX's read left out as known keeps its entry.
     pub fn apply_refresh(
         &self,
         ticket: RefreshTicket,
@@ -278,12 +304,26 @@ impl NsxCache {
     ) -> Vec<(String, String)> {
         let mut live: HashMap<Key, Entry> = HashMap::new();
         let mut unknown: HashSet<Key> = HashSet::new();
+        let mut digests: HashMap<Key, TextDigest> = HashMap::new();
+        let mut same: Vec<Key> = Vec::new();
         let domains: BTreeSet<String> = trees.iter().map(|t| t.domain.clone()).collect();
         for t in trees {
+            let mut read: HashMap<(&str, String), TextDigest> = t
+                .digests
+                .into_iter()
+                .map(|(kind, id, d)| ((kind, id), d))
+                .collect();
+            let mut digest_of = |k: &Key| {
+                if let Some(d) = read.remove(&(k.1, k.2.clone())) {
+                    digests.insert(k.clone(), d);
+                }
+            };
+            same.extend(t.known.iter().map(|(kind, id)| key(&t.domain, kind, id)));
             for g in t.groups {
                 let k = key(&t.domain, GROUP, &g.id);
                 match self.owner(&g.tags, &g.id) {
                     Some(true) => {
+                        digest_of(&k);
                         live.insert(k, Entry::Group(Box::new(g)));
                     }
                     Some(false) => {}
@@ -296,6 +336,7 @@ impl NsxCache {
                 let k = key(&t.domain, POLICY, &p.id);
                 match self.owner(&p.tags, &p.id) {
                     Some(true) => {
+                        digest_of(&k);
                         live.insert(k, Entry::Policy(Box::new(p)));
                     }
                     Some(false) => {}
@@ -311,18 +352,40 @@ impl NsxCache {
         }
         for k in &unknown {
             live.remove(k);
+            digests.remove(k);
         }
         let mut inner = self.lock();
+        // Objects read unchanged keep their entry (moved, not copied) and digest; one the cache
+        // no longer holds as read (reset, or written since the read began) is read from NSX,
+        // unless written since (below).
+        let mut unchanged: HashSet<Key> = HashSet::new();
+        for k in same {
+            match (inner.digests.get(&k).copied(), inner.live.remove(&k)) {
+                (Some(d), Some(e)) => {
+                    live.insert(k.clone(), e);
+                    digests.insert(k.clone(), d);
+                    unchanged.insert(k);
+                }
+                (_, e) => {
+                    if let Some(e) = e {
+                        inner.live.insert(k.clone(), e);
+                    }
+                    unknown.insert(k);
+                }
+            }
+        }
         // Objects written or read while NSX was being read: newer than the read.
         let recent: Vec<Key> = inner
             .written
             .iter()
-            .filter(|(_, s)| **s > ticket.0)
+            .filter(|(_, s)| **s > ticket.seq)
             .map(|(k, _)| k.clone())
             .collect();
         for k in recent {
             live.remove(&k);
             unknown.remove(&k);
+            digests.remove(&k);
+            unchanged.remove(&k);
             if let Some(e) = inner.live.get(&k) {
                 live.insert(k.clone(), e.clone());
             }
@@ -332,7 +395,11 @@ impl NsxCache {
         }
         let mut changed: BTreeSet<(String, String)> = live
             .iter()
-            .filter(|(k, e)| inner.live.get(*k) != Some(*e) && !inner.as_written.contains(*k))
+            .filter(|(k, e)| {
+                !unchanged.contains(*k)
+                    && inner.live.get(*k) != Some(*e)
+                    && !inner.as_written.contains(*k)
+            })
             .chain(inner.live.iter().filter(|(k, _)| !live.contains_key(*k)))
             .map(|((d, _, id), _)| (d.clone(), id.clone()))
             .collect();
@@ -345,7 +412,8 @@ impl NsxCache {
         inner.loaded = domains;
         inner.live = live;
         inner.unknown = unknown;
-        inner.written.retain(|_, s| *s > ticket.0);
+        inner.digests = digests;
+        inner.written.retain(|_, s| *s > ticket.seq);
         let Inner {
             written,
             as_written,
@@ -379,7 +447,7 @@ impl NsxCache {
 /// changed.
 pub async fn refresh(cache: &NsxCache, nsx: &dyn NsxApi) -> Result<Vec<(String, String)>, Error> {
     let ticket = cache.begin_refresh();
-    let trees = nsx.infra_tree().await?;
+    let trees = nsx.infra_tree_known(ticket.known()).await?;
     Ok(cache.apply_refresh(ticket, trees))
 }
 
@@ -426,6 +494,13 @@ impl NsxApi for CachedNsx {
 
     async fn infra_tree(&self) -> Result<Vec<DomainTree>, Error> {
         self.inner.infra_tree().await
+    }
+
+    async fn infra_tree_known(
+        &self,
+        known: Arc<HashSet<TextDigest>>,
+    ) -> Result<Vec<DomainTree>, Error> {
+        self.inner.infra_tree_known(known).await
     }
 
     async fn policy_trees(&self) -> Result<Vec<DomainTree>, Error> {

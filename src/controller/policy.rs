@@ -21,13 +21,13 @@ use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 use tracing::{debug, info, instrument, warn};
 
 use super::canary::Choice;
 use super::context::Context;
 use super::decide::{
-    self, CanaryFact, Done, Names, Need, Observed, Plan, Record, Sent, Severity, Step, WindowSource,
+    self, CanaryFact, Done, Names, Need, Observed, PolicyFacts, Record, Sent, Severity, Step,
+    WindowSource, Write,
 };
 use super::notices::Due;
 use super::{Error, FIELD_MANAGER, NSX_CLEANUP_FINALIZER};
@@ -216,7 +216,7 @@ async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
     }
     let mut needs = 0;
     let mut waited = false;
-    let plan = loop {
+    let mut plan = loop {
         match decide::decide(&o) {
             Step::Act(plan) => break plan,
             Step::Need(_) if needs >= MAX_NEEDS => {
@@ -251,7 +251,13 @@ async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
         // holds now (the instant has come, so not ahead).
         return Ok(Action::requeue(std::time::Duration::ZERO));
     }
-    let done = Box::pin(act(ctx, &o.names, &plan)).await;
+    let done = Box::pin(act(
+        ctx,
+        &o.names,
+        std::mem::take(&mut plan.writes),
+        plan.read_back,
+    ))
+    .await;
     // What the writes did is told once they succeeded (a failed DROP is reported Held, and
     // nobody is told it drops).
     if done.failed.is_none()
@@ -277,7 +283,11 @@ async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
         };
     }
     let record = decide::conclude(&o, &plan, &done);
-    Box::pin(record_outcome(ctx, p, record, o.now)).await
+    let now = o.now;
+    // The status write waits its turn with the API server (a wave's 1,000 at once): only the
+    // record waits, not everything it was made from.
+    drop((o, plan, done));
+    Box::pin(record_outcome(ctx, p, record, now)).await
 }
 
 /// The resourceVersion of the policy's window in the store (`None`: not there).
@@ -428,9 +438,11 @@ async fn answer(o: &mut Observed<'_>, need: Need, p: &SegmentationPolicy, ctx: &
 }
 
 /// The plan's writes in order (the first failure stops them), then the policy read back.
-async fn act(ctx: &Context, n: &Names, plan: &Plan) -> Done {
+/// The plan's writes, in order (taken from the plan: they are not kept while the notices are
+/// sent and the status written), and the read back when asked.
+async fn act(ctx: &Context, n: &Names, writes: Vec<Write>, read_back: bool) -> Done {
     let mut done = Done::default();
-    for (i, w) in plan.writes.iter().enumerate() {
+    for (i, w) in writes.iter().enumerate() {
         ctx.metrics.nsx_writes.inc();
         let written = if w.relaxed {
             ctx.nsx.patch_infra_relaxed(&w.patch).await
@@ -446,8 +458,10 @@ async fn act(ctx: &Context, n: &Names, plan: &Plan) -> Done {
             }
         }
     }
-    if plan.read_back {
-        done.read_back = Some(ctx.nsx.get_policy(&n.domain, &n.id).await);
+    drop(writes);
+    if read_back {
+        let policy = ctx.nsx.get_policy(&n.domain, &n.id).await;
+        done.read_back = Some(policy.map(|p| p.as_ref().map(PolicyFacts::of)));
     }
     done
 }
@@ -646,15 +660,25 @@ async fn patch_status(
     p: &SegmentationPolicy,
     status: &SegmentationPolicyStatus,
 ) -> Result<(), Error> {
-    let api: Api<SegmentationPolicy> =
-        Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
+    /// The apply body: the status only (a typed body, encoded once, no JSON tree).
+    #[derive(serde::Serialize, Debug)]
+    #[serde(rename_all = "camelCase")]
+    struct Body<'a> {
+        api_version: &'a str,
+        kind: &'a str,
+        status: &'a SegmentationPolicyStatus,
+    }
     let _permit = ctx.status_writes.permit().await;
-    let body = json!({
-        "apiVersion": "microseg.io/v1alpha1",
-        "kind": "SegmentationPolicy",
-        "status": status,
-    });
-    api.patch_status(
+    let body = Body {
+        api_version: "microseg.io/v1alpha1",
+        kind: "SegmentationPolicy",
+        status,
+    };
+    // The answer is the metadata only: at 1,000 applications flipping together, decoding each
+    // whole policy back was megabytes nobody read.
+    crate::monitor::recorder::patch_status(
+        &ctx.client,
+        &p.namespace().unwrap_or_default(),
         &p.name_any(),
         &PatchParams::apply(FIELD_MANAGER).force(),
         &Patch::Apply(&body),

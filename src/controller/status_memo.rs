@@ -14,12 +14,9 @@ use std::time::{Duration, Instant};
 
 use crate::api::SegmentationPolicyStatus;
 
-/// How long a written status is remembered.
+/// How long a written status is remembered, both to skip writing it again and to recognise a
+/// copy older than it (a bound: a copy that never matches is trusted after this).
 pub const HOLD: Duration = Duration::from_secs(30);
-
-/// How long a copy older than the controller's own last write is recognised as such (a bound:
-/// a copy that never matches is trusted after this).
-pub const CATCH_UP: Duration = Duration::from_secs(30);
 
 /// How long a reconcile on such a copy waits for the watch before it reads the object itself.
 pub const WATCH_WAIT: Duration = Duration::from_secs(2);
@@ -78,7 +75,7 @@ impl StatusMemo {
     }
 
     /// How long ago this controller wrote the status that `status` (the copy a reconcile is
-    /// about to decide on) lacks, if it lacks one written less than [`CATCH_UP`] ago: the watch
+    /// about to decide on) lacks, if it lacks one written less than [`HOLD`] ago: the watch
     /// has not brought that write yet, and deciding on the copy would decide again.
     pub fn behind(&self, uid: &str, status: &SegmentationPolicyStatus) -> Option<Duration> {
         self.behind_at(uid, status, Instant::now())
@@ -92,7 +89,7 @@ impl StatusMemo {
     ) -> Option<Duration> {
         let w = self.get(uid)?;
         let age = now.saturating_duration_since(w.at);
-        (age < CATCH_UP && w.record != record_digest(status)).then_some(age)
+        (age < HOLD && w.record != record_digest(status)).then_some(age)
     }
 
     fn is_last_at(&self, uid: &str, status: &SegmentationPolicyStatus, now: Instant) -> bool {
@@ -107,9 +104,8 @@ impl StatusMemo {
             record: record_digest(status),
             at: now,
         };
-        let kept = HOLD.max(CATCH_UP);
         let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
-        written.retain(|_, w| now.saturating_duration_since(w.at) < kept);
+        written.retain(|_, w| now.saturating_duration_since(w.at) < HOLD);
         written.insert(uid.to_string(), w);
     }
 }
@@ -184,17 +180,17 @@ mod tests {
         m.wrote_at("u1", &written, t0);
         // The copy from before the write: the reconcile waits for the watch.
         assert_eq!(
-            m.behind_at("u1", &status(Phase::Monitoring), t0 + CATCH_UP / 2),
-            Some(CATCH_UP / 2)
+            m.behind_at("u1", &status(Phase::Monitoring), t0 + HOLD / 2),
+            Some(HOLD / 2)
         );
         // The copy with the write (and a new monitor summary, or new conditions): current.
         let mut caught_up = written.clone();
         caught_up.monitor = Some(Default::default());
         caught_up.observed_generation = Some(3);
-        assert_eq!(m.behind_at("u1", &caught_up, t0 + CATCH_UP / 2), None);
+        assert_eq!(m.behind_at("u1", &caught_up, t0 + HOLD / 2), None);
         // A copy that never matches is trusted after the bound; other objects are not affected.
         assert_eq!(
-            m.behind_at("u1", &status(Phase::Monitoring), t0 + CATCH_UP),
+            m.behind_at("u1", &status(Phase::Monitoring), t0 + HOLD),
             None
         );
         assert_eq!(m.behind_at("u2", &status(Phase::Monitoring), t0), None);

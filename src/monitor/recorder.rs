@@ -704,19 +704,19 @@ fn acknowledge_within_budget(
 
 /// The body of a `status.monitor` write: the version read as precondition (`null` when none
 /// was read) and the monitor status, serialised straight from the struct.
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, Debug)]
 struct MonitorPatch<'a> {
     metadata: VersionPrecondition<'a>,
     status: MonitorOnly<'a>,
 }
 
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, Debug)]
 struct VersionPrecondition<'a> {
     #[serde(rename = "resourceVersion")]
     resource_version: Option<&'a str>,
 }
 
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, Debug)]
 struct MonitorOnly<'a> {
     monitor: &'a MonitorStatus,
 }
@@ -742,10 +742,27 @@ async fn patch_monitor(
         field_manager: Some(FIELD_MANAGER.into()),
         ..Default::default()
     };
-    let mut req =
-        kube::core::Request::new(SegmentationPolicy::url_path(&(), Some(&policy.namespace)))
-            .patch_subresource("status", &policy.name, &params, &Patch::Merge(&body))
-            .map_err(kube::Error::BuildRequest)?;
+    patch_status(
+        client,
+        &policy.namespace,
+        &policy.name,
+        &params,
+        &Patch::Merge(&body),
+    )
+    .await
+}
+
+/// Patches a policy's status; the answer is the object's metadata only.
+pub(crate) async fn patch_status<P: serde::Serialize + std::fmt::Debug>(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    params: &PatchParams,
+    patch: &Patch<P>,
+) -> Result<PartialObjectMeta<SegmentationPolicy>, kube::Error> {
+    let mut req = kube::core::Request::new(SegmentationPolicy::url_path(&(), Some(namespace)))
+        .patch_subresource("status", name, params, patch)
+        .map_err(kube::Error::BuildRequest)?;
     req.headers_mut()
         .insert(ACCEPT, HeaderValue::from_static(METADATA_ONLY));
     client.request(req).await

@@ -13,7 +13,7 @@ use super::canary::{self, Choice};
 use super::context::Settings;
 use super::members;
 use super::notices::{self, Due, Facts, scheduled_delivered_at};
-use super::status::SyncOutcome;
+use super::status::{NsxFacts, SyncOutcome};
 use crate::api::condition::{self, reason};
 use crate::api::{
     AfterCleanup, EffectiveSchedule, EnforcementWindowSpec, NotificationRecord, Phase,
@@ -21,7 +21,7 @@ use crate::api::{
     approved_generation,
 };
 use crate::notify::NoticeKind;
-use crate::nsx::model::{Group, Infra, SecurityPolicy};
+use crate::nsx::model::Infra;
 use crate::nsx::naming::Identity;
 use crate::plan::widening::Comparison;
 use crate::plan::{self, LiveState, PeerGroups};
@@ -195,9 +195,12 @@ pub struct Plan {
     pub notify_after: Vec<Due>,
     /// A new application's group is the first write (then NSX held neither group nor policy).
     group_first: bool,
-    /// NSX as the writes leave it (as read, plus a group written first).
-    live_planned: Option<LiveState>,
-    desired_group: Option<Group>,
+    /// What the status says of NSX once the writes are made (as read, plus a group written
+    /// first): the facts only, not a copy of the objects (the 1,000 reconciles of a wave that
+    /// wait for their instant each hold a plan).
+    planned: Option<NsxFacts>,
+    /// The writes make the group (it exists once they succeed).
+    writes_group: bool,
     choice: Option<Choice>,
     carried: Option<Carried>,
 }
@@ -228,7 +231,7 @@ pub struct Done {
     /// The index of the write NSX refused or failed and why (the writes after it were not made).
     pub failed: Option<(usize, crate::nsx::Error)>,
     /// The policy as read back after the writes (when the plan asked for it).
-    pub read_back: Option<Result<Option<SecurityPolicy>, crate::nsx::Error>>,
+    pub read_back: Option<Result<Option<PolicyFacts>, crate::nsx::Error>>,
 }
 
 /// Kubernetes event severity.
@@ -509,8 +512,8 @@ fn window_missing(o: &Observed<'_>) -> Plan {
         read_back: false,
         notify_after: Vec::new(),
         group_first: false,
-        live_planned: None,
-        desired_group: None,
+        planned: None,
+        writes_group: false,
         choice: None,
         carried: None,
     }
@@ -691,8 +694,8 @@ fn nsx_plan(o: &Observed<'_>, decision: Decision, choice: Option<Choice>, c: Car
         read_back: false,
         notify_after: Vec::new(),
         group_first: false,
-        live_planned: None,
-        desired_group: None,
+        planned: None,
+        writes_group: false,
         choice,
         carried: Some(c),
     };
@@ -765,7 +768,11 @@ fn nsx_plan(o: &Observed<'_>, decision: Decision, choice: Option<Choice>, c: Car
     });
     // A new application that does not drop: nothing it writes changes what traffic does.
     let relaxed = live.policy.is_none() && !phase.drops();
-    plan.live_planned = Some(live);
+    plan.planned = Some(record::facts(
+        names,
+        live.group.is_some(),
+        live.policy.as_ref().map(PolicyFacts::of),
+    ));
     match planned {
         Err(e) => {
             plan.outcome = SyncOutcome::Failed {
@@ -775,7 +782,7 @@ fn nsx_plan(o: &Observed<'_>, decision: Decision, choice: Option<Choice>, c: Car
         }
         Ok((_, change)) if change.patch.is_none() => {}
         Ok((_, change)) if dry_run => plan.outcome = SyncOutcome::DryRun(change.summary),
-        Ok((desired, change)) => {
+        Ok((_, change)) => {
             let summary = change.summary;
             if let Some(patch) = change.patch {
                 plan.writes.push(Write {
@@ -786,14 +793,14 @@ fn nsx_plan(o: &Observed<'_>, decision: Decision, choice: Option<Choice>, c: Car
             }
             plan.outcome = SyncOutcome::Applied(summary);
             plan.read_back = true;
-            plan.desired_group = Some(desired.group);
+            plan.writes_group = true;
         }
     }
     plan
 }
 
 mod record;
-pub use record::conclude;
+pub use record::{PolicyFacts, conclude};
 
 #[cfg(test)]
 mod tests;

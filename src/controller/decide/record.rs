@@ -14,21 +14,43 @@ use crate::api::condition::{self, reason};
 use crate::controller::canary;
 use crate::controller::members;
 use crate::controller::status::{self, NsxFacts, Observation, SyncOutcome};
-use crate::plan::{self, LiveState};
+use crate::nsx::model::SecurityPolicy;
+use crate::plan;
 use crate::schedule::Decision;
 
-fn facts(n: &Names, live: &LiveState) -> NsxFacts {
+/// What the status says of a policy NSX holds: its revision and its rules' ids (not a copy of
+/// the policy: a reconcile keeps this while its notices are sent and its status written).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PolicyFacts {
+    /// `_revision`.
+    pub revision: Option<i64>,
+    /// Rule ids by rule name.
+    pub rule_ids: std::collections::BTreeMap<String, i64>,
+}
+
+impl PolicyFacts {
+    /// The facts of `p`.
+    pub fn of(p: &SecurityPolicy) -> PolicyFacts {
+        PolicyFacts {
+            revision: p.meta.revision,
+            rule_ids: p
+                .rules
+                .iter()
+                .filter_map(|r| r.rule_id.map(|n| (r.id.clone(), n)))
+                .collect(),
+        }
+    }
+}
+
+/// What the status says of NSX holding the application's group (`group`) and a policy.
+pub(super) fn facts(n: &Names, group: bool, policy: Option<PolicyFacts>) -> NsxFacts {
     NsxFacts {
-        group_path: live
-            .group
-            .as_ref()
-            .map(|_| crate::nsx::naming::group_path(&n.domain, &n.id)),
-        policy_path: live
-            .policy
+        group_path: group.then(|| crate::nsx::naming::group_path(&n.domain, &n.id)),
+        policy_path: policy
             .as_ref()
             .map(|_| crate::nsx::naming::policy_path(&n.domain, &n.id)),
-        revision: live.policy.as_ref().and_then(|p| p.meta.revision),
-        rule_ids: live.rule_ids(),
+        revision: policy.as_ref().and_then(|p| p.revision),
+        rule_ids: policy.map(|p| p.rule_ids).unwrap_or_default(),
     }
 }
 
@@ -51,7 +73,7 @@ pub fn conclude(o: &Observed<'_>, plan: &Plan, done: &Done) -> Record {
     let sent = o.notices.clone().unwrap_or_default();
 
     // How NSX went; a failed write never counts as enforcement: Held while NSX still passes.
-    let (sync, live, decision) = match &done.failed {
+    let (sync, nsx, decision) = match &done.failed {
         Some((index, err)) => {
             let message = format!("NSX write failed: {err}");
             let decision = if decision.phase.drops() && !prev.phase.unwrap_or_default().drops() {
@@ -70,30 +92,28 @@ pub fn conclude(o: &Observed<'_>, plan: &Plan, done: &Done) -> Record {
                 decision.clone()
             };
             // The writes before the failed one were made (a new application's group).
-            let live = match &plan.live_planned {
+            let nsx = match &plan.planned {
                 // The group written first did not land: NSX is as read (nothing of it).
-                Some(l) if *index == 0 && plan.group_first => Some(LiveState {
-                    group: None,
-                    policy: l.policy.clone(),
+                Some(f) if *index == 0 && plan.group_first => Some(NsxFacts {
+                    group_path: None,
+                    ..f.clone()
                 }),
-                l => l.clone(),
+                f => f.clone(),
             };
             let sync = SyncOutcome::Failed {
                 reason: reason::NSX_ERROR,
                 message,
             };
-            (sync, live, decision)
+            (sync, nsx, decision)
         }
         None => {
-            let mut live = plan.live_planned.clone();
+            let mut nsx = plan.planned.clone();
             // Read back for NSX's rule ids; the group is as written.
-            if let (Some(Ok(policy)), Some(l)) = (&done.read_back, &live) {
-                live = Some(LiveState {
-                    group: l.group.clone().or(plan.desired_group.clone()),
-                    policy: policy.clone(),
-                });
+            if let (Some(Ok(policy)), Some(f)) = (&done.read_back, &nsx) {
+                let group = f.group_path.is_some() || plan.writes_group;
+                nsx = Some(facts(&o.names, group, policy.clone()));
             }
-            (plan.outcome.clone(), live, decision.clone())
+            (plan.outcome.clone(), nsx, decision.clone())
         }
     };
 
@@ -108,7 +128,7 @@ pub fn conclude(o: &Observed<'_>, plan: &Plan, done: &Done) -> Record {
         decision: Some(&decision),
         window_problem: o.window_problem.clone(),
         sync: sync.clone(),
-        nsx: live.as_ref().map(|l| facts(&o.names, l)),
+        nsx,
         delivered: sent.records.clone(),
         notice_error: sent.error.clone(),
         log_silence: c.window.max_log_silence.unwrap_or(o.settings.log_silence),

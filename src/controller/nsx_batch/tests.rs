@@ -69,7 +69,7 @@ impl NsxApi for Manager {
                 domain,
                 groups: Vec::new(),
                 policies,
-                undecoded: Vec::new(),
+                ..DomainTree::default()
             })
             .collect())
     }

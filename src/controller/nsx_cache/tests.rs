@@ -31,7 +31,7 @@ fn tree(domain: &str, groups: Vec<Group>, policies: Vec<SecurityPolicy>) -> Doma
         domain: domain.into(),
         groups,
         policies,
-        undecoded: Vec::new(),
+        ..DomainTree::default()
     }
 }
 
@@ -281,4 +281,98 @@ fn in_place_writes_follow_each_other_and_an_unknown_policy_is_always_read_back()
         None,
         "read back from NSX, not derived from an unknown entry"
     );
+}
+
+/// `GET /infra` as NSX answers it (reference §7: wrappers with the object under its capitalised
+/// key, rules in `children`), holding `groups` and `policies` in domain `default`.
+fn infra_text(groups: &[Group], policies: &[SecurityPolicy]) -> Vec<u8> {
+    let mut children: Vec<serde_json::Value> = groups
+        .iter()
+        .map(|g| json!({"resource_type": "ChildGroup", "id": g.id, "Group": g}))
+        .collect();
+    children.extend(policies.iter().map(|p| {
+        let mut body = serde_json::to_value(p).unwrap();
+        let rules = body.as_object_mut().unwrap().remove("rules").unwrap();
+        body["children"] = rules
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| json!({"resource_type": "ChildRule", "id": r["id"], "Rule": r}))
+            .collect();
+        json!({"resource_type": "ChildSecurityPolicy", "id": p.id, "SecurityPolicy": body})
+    }));
+    serde_json::to_vec(
+        &json!({"resource_type": "Infra", "id": "infra", "children": [
+        {"resource_type": "ChildDomain", "id": "default",
+         "Domain": {"resource_type": "Domain", "id": "default", "children": children}}]}),
+    )
+    .unwrap()
+}
+
+/// A refresh through the client's decoder, leaving out what the cache holds.
+fn refreshed(cache: &NsxCache, text: &[u8]) -> (Vec<(String, String)>, Vec<DomainTree>) {
+    let ticket = cache.begin_refresh();
+    let trees = crate::nsx::client::domain_trees(text, ticket.known()).unwrap();
+    (cache.apply_refresh(ticket, trees.clone()), trees)
+}
+
+#[test]
+fn a_refresh_does_not_decode_again_what_the_cache_holds_as_nsx_returned_it() {
+    let cache = NsxCache::new(identity());
+    let g = group(ID, tags("shop", "web"), "10.0.0.1");
+    let p = policy(ID, tags("shop", "web"), 1001);
+    let foreign = group("hand-made", vec![], "10.1.1.1");
+    let text = infra_text(&[g.clone(), foreign.clone()], std::slice::from_ref(&p));
+    let (changed, trees) = refreshed(&cache, &text);
+    assert_eq!(changed, vec![("default".to_string(), ID.to_string())]);
+    assert_eq!((trees[0].groups.len(), trees[0].policies.len()), (2, 1));
+    assert!(trees[0].known.is_empty());
+    // The same answer again: this cluster's two objects are named, not decoded; the foreign
+    // group (not held) is decoded again; nothing changed and the entries are as before.
+    let (changed, trees) = refreshed(&cache, &text);
+    assert!(changed.is_empty(), "{changed:?}");
+    assert_eq!(
+        trees[0].known,
+        vec![(GROUP, ID.to_string()), (POLICY, ID.to_string())]
+    );
+    assert_eq!(trees[0].groups, vec![foreign.clone()]);
+    assert!(trees[0].policies.is_empty());
+    assert_eq!(cache.group("default", ID), Some(Some(g.clone())));
+    assert_eq!(cache.policy("default", ID), Some(Some(p.clone())));
+    // A rule changed by hand changes the policy's text: it is decoded and found.
+    let drifted = policy(ID, tags("shop", "web"), 1009);
+    let text2 = infra_text(&[g.clone(), foreign], std::slice::from_ref(&drifted));
+    let (changed, trees) = refreshed(&cache, &text2);
+    assert_eq!(changed, vec![("default".to_string(), ID.to_string())]);
+    assert_eq!(trees[0].known, vec![(GROUP, ID.to_string())]);
+    assert_eq!(cache.policy("default", ID), Some(Some(drifted)));
+    assert_eq!(cache.group("default", ID), Some(Some(g)));
+}
+
+#[test]
+fn an_entry_written_or_forgotten_since_is_not_taken_from_a_text_left_out() {
+    let cache = NsxCache::new(identity());
+    let g = group(ID, tags("shop", "web"), "10.0.0.1");
+    let text = infra_text(std::slice::from_ref(&g), &[]);
+    refreshed(&cache, &text);
+    // Written while NSX was being read: the write is newer than the read, and its entry is
+    // never matched by a digest again.
+    let ticket = cache.begin_refresh();
+    let trees = crate::nsx::client::domain_trees(&text[..], ticket.known()).unwrap();
+    assert_eq!(trees[0].known.len(), 1);
+    let written = group(ID, tags("shop", "web"), "10.0.0.2");
+    cache.record_group("default", ID, Some(&written));
+    cache.apply_refresh(ticket, trees);
+    assert_eq!(cache.group("default", ID), Some(Some(written.clone())));
+    assert!(cache.begin_refresh().known().is_empty());
+    // The next read decodes the group again (NSX holds the old one: a drift).
+    let (changed, _) = refreshed(&cache, &text);
+    assert_eq!(changed.len(), 1);
+    assert_eq!(cache.group("default", ID), Some(Some(g)));
+    // Forgotten (reset) while NSX was being read: what was left out is unknown, read from NSX.
+    let ticket = cache.begin_refresh();
+    let trees = crate::nsx::client::domain_trees(&text[..], ticket.known()).unwrap();
+    cache.reset();
+    cache.apply_refresh(ticket, trees);
+    assert_eq!(cache.group("default", ID), None);
 }

@@ -1,5 +1,8 @@
 //! [`NsxApi`] over the client's calls.
 
+use std::collections::HashSet;
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use reqwest::Method;
 use serde_json::Value;
@@ -7,15 +10,19 @@ use serde_json::Value;
 use super::tree::{INFRA_TREE_FILTER, POLICY_TREE_FILTER, realization_of};
 use super::{Body, Client, POLICY_API, segment};
 use crate::nsx::model::{Group, Infra, ListResult, SecurityPolicy};
-use crate::nsx::{DomainTree, Error, NsxApi, Realization};
+use crate::nsx::{DomainTree, Error, NsxApi, Realization, TextDigest};
 
 impl Client {
     /// `GET /infra` with the subtree of the types `filter` names, as domain trees.
-    async fn tree(&self, filter: &str) -> Result<Vec<DomainTree>, Error> {
+    async fn tree(
+        &self,
+        filter: &str,
+        known: Arc<HashSet<TextDigest>>,
+    ) -> Result<Vec<DomainTree>, Error> {
         let path = format!("{POLICY_API}/infra");
         let query = [("filter", filter.to_string())];
         let _one = self.inner.listings.acquire().await;
-        self.get_trees(&path, &query).await
+        self.get_trees(&path, &query, known).await
     }
 }
 
@@ -84,11 +91,18 @@ impl NsxApi for Client {
     }
 
     async fn infra_tree(&self) -> Result<Vec<DomainTree>, Error> {
-        self.tree(INFRA_TREE_FILTER).await
+        self.tree(INFRA_TREE_FILTER, Arc::default()).await
+    }
+
+    async fn infra_tree_known(
+        &self,
+        known: Arc<HashSet<TextDigest>>,
+    ) -> Result<Vec<DomainTree>, Error> {
+        self.tree(INFRA_TREE_FILTER, known).await
     }
 
     async fn policy_trees(&self) -> Result<Vec<DomainTree>, Error> {
-        self.tree(POLICY_TREE_FILTER).await
+        self.tree(POLICY_TREE_FILTER, Arc::default()).await
     }
 
     async fn patch_infra(&self, body: &Infra) -> Result<(), Error> {

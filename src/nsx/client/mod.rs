@@ -77,37 +77,54 @@ async fn read_body(mut resp: reqwest::Response) -> Result<bytes::Bytes, reqwest:
     Ok(bytes::Bytes::from(buf))
 }
 
-/// How the body of a 2xx answer is read (any other answer's body is read whole: it is an
-/// error body of a few hundred bytes).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Reading {
-    Whole,
-    /// A `GET /infra` subtree, decoded as it arrives.
-    Trees,
-}
-
 /// How a call is made: whether it may be retried after a transport failure or a transient
-/// error (idempotent), whether it carries credentials (all but the login), how its body is read.
+/// error (idempotent), and whether it carries credentials (all but the login).
 #[derive(Clone, Copy, Debug)]
 struct Mode {
     idempotent: bool,
     authenticate: bool,
-    reading: Reading,
 }
 
-/// A body as read.
-enum Read {
-    Whole(bytes::Bytes),
-    Trees(Result<Vec<super::DomainTree>, serde_json::Error>),
+/// How the body of a 2xx answer is read (any other answer's body is read whole: it is an
+/// error body of a few hundred bytes).
+trait Reader: Clone + Send + Sync {
+    type Out: Send;
+    /// The body, or why the transport failed while reading it.
+    fn read(
+        &self,
+        resp: reqwest::Response,
+    ) -> impl Future<Output = Result<Self::Out, String>> + Send;
 }
 
-impl Read {
-    fn bytes(&self) -> &[u8] {
-        match self {
-            Read::Whole(b) => b,
-            Read::Trees(_) => &[],
-        }
+/// The body whole.
+#[derive(Clone)]
+struct Whole;
+
+impl Reader for Whole {
+    type Out = bytes::Bytes;
+    async fn read(&self, resp: reqwest::Response) -> Result<bytes::Bytes, String> {
+        read_body(resp)
+            .await
+            .map_err(|e| crate::error_text::chain(&e.without_url()))
     }
+}
+
+/// A `GET /infra` subtree, decoded as it arrives (`Err`: the body is not a tree), the objects
+/// whose text has a digest in the set left out.
+#[derive(Clone)]
+struct Trees(Arc<std::collections::HashSet<super::TextDigest>>);
+
+impl Reader for Trees {
+    type Out = Result<Vec<super::DomainTree>, serde_json::Error>;
+    async fn read(&self, resp: reqwest::Response) -> Result<Self::Out, String> {
+        read_trees(resp, self.0.clone()).await
+    }
+}
+
+/// An answer as read: a success read by its [`Reader`], or any other status with its body.
+enum Reply<T> {
+    Success(HeaderMap, T),
+    Failure(u16, HeaderMap, bytes::Bytes),
 }
 
 /// A `GET /infra` subtree decoded while it arrives (on a blocking thread, fed chunk by chunk):
@@ -116,10 +133,11 @@ impl Read {
 /// not a tree.
 async fn read_trees(
     mut resp: reqwest::Response,
+    known: Arc<std::collections::HashSet<super::TextDigest>>,
 ) -> Result<Result<Vec<super::DomainTree>, serde_json::Error>, String> {
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     let decoding =
-        tokio::task::spawn_blocking(move || tree::domain_trees_from(tree::ChunkReader::new(rx)));
+        tokio::task::spawn_blocking(move || tree::domain_trees(tree::ChunkReader::new(rx), known));
     let mut failed = None;
     loop {
         match resp.chunk().await {
@@ -305,18 +323,18 @@ impl Client {
     /// transient NSX errors for idempotent calls only, one re-login when a session is refused);
     /// `authenticate` is false only for the login itself. Returns the answer's headers and
     /// body on 2xx.
-    async fn execute(
+    async fn execute<R: Reader>(
         &self,
         method: Method,
         path: &str,
         query: &[(&str, String)],
         body: &Body,
         mode: Mode,
-    ) -> Result<(HeaderMap, Read), Error> {
+        reader: R,
+    ) -> Result<(HeaderMap, R::Out), Error> {
         let Mode {
             idempotent,
             authenticate,
-            reading,
         } = mode;
         let inner = &self.inner;
         let url = format!("{}{}", inner.base, path);
@@ -329,8 +347,15 @@ impl Client {
                 None
             };
             let req = self.request(&method, &url, query, body, authenticate, session.as_ref());
-            let (status, headers, read) = match self.send(&method, path, req, reading).await {
-                Ok(answer) => answer,
+            let (status, headers, read) = match self.send(&method, path, req, &reader).await {
+                Ok(Reply::Success(headers, out)) => {
+                    inner.pacer.on_success();
+                    if session.is_some() {
+                        self.touch_session().await;
+                    }
+                    return Ok((headers, out));
+                }
+                Ok(Reply::Failure(status, headers, read)) => (status, headers, read),
                 Err(reason) => {
                     if idempotent && let Some(wait) = retries.next(Failure::Transport, None) {
                         tracing::warn!(%method, path, attempt = retries.attempts(Failure::Transport), ?wait, %reason, "NSX connection failed, retrying");
@@ -341,32 +366,22 @@ impl Client {
                     return Err(self.transport(format!("{method} {path}: {reason}")));
                 }
             };
-            match status {
-                200..=299 => {
-                    inner.pacer.on_success();
-                    if session.is_some() {
-                        self.touch_session().await;
-                    }
-                    return Ok((headers, read));
+            if let 429 | 503 = status {
+                inner.pacer.on_throttle(status);
+                let after = retry_after(&headers);
+                if let Some(wait) = retries.next(Failure::Busy, after) {
+                    tracing::debug!(%method, path, status, attempt = retries.attempts(Failure::Busy), ?wait, rate = inner.pacer.current_rate(), "NSX busy, backing off");
+                    tokio::time::sleep(wait).await;
+                    continue;
                 }
-                429 | 503 => {
-                    inner.pacer.on_throttle(status);
-                    let after = retry_after(&headers);
-                    if let Some(wait) = retries.next(Failure::Busy, after) {
-                        tracing::debug!(%method, path, status, attempt = retries.attempts(Failure::Busy), ?wait, rate = inner.pacer.current_rate(), "NSX busy, backing off");
-                        tokio::time::sleep(wait).await;
-                        continue;
-                    }
-                    tracing::warn!(%method, path, status, "NSX still busy after retries");
-                    return Err(Error::Busy {
-                        path: path.to_string(),
-                        status,
-                        retry_after: after,
-                    });
-                }
-                _ => {}
+                tracing::warn!(%method, path, status, "NSX still busy after retries");
+                return Err(Error::Busy {
+                    path: path.to_string(),
+                    status,
+                    retry_after: after,
+                });
             }
-            let error = error_body(read.bytes());
+            let error = error_body(&read);
             if authenticate && codes::is_auth_failure(status, error.error_code) {
                 if let Some((_, generation)) = &session
                     && !relogged
@@ -442,13 +457,13 @@ impl Client {
 
     /// Sends a request within the pacing budget and records it in the metrics: the status,
     /// headers and body, or why there is no answer (without the URL).
-    async fn send(
+    async fn send<R: Reader>(
         &self,
         method: &Method,
         path: &str,
         req: reqwest::RequestBuilder,
-        reading: Reading,
-    ) -> Result<(u16, HeaderMap, Read), String> {
+        reader: &R,
+    ) -> Result<Reply<R::Out>, String> {
         let inner = &self.inner;
         let permit = inner.pacer.acquire().await;
         let start = Instant::now();
@@ -457,14 +472,15 @@ impl Client {
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 let headers = resp.headers().clone();
-                if reading == Reading::Trees && resp.status().is_success() {
-                    read_trees(resp)
+                if resp.status().is_success() {
+                    reader
+                        .read(resp)
                         .await
-                        .map(|t| (status, headers, Read::Trees(t)))
+                        .map(|out| (status, Reply::Success(headers, out)))
                 } else {
                     read_body(resp)
                         .await
-                        .map(|b| (status, headers, Read::Whole(b)))
+                        .map(|b| (status, Reply::Failure(status, headers, b)))
                         .map_err(transport)
                 }
             }
@@ -473,10 +489,10 @@ impl Client {
         drop(permit);
         let elapsed = start.elapsed().as_secs_f64();
         match result {
-            Ok((status, headers, read)) => {
+            Ok((status, reply)) => {
                 inner.metrics.record(method.as_str(), Some(status), elapsed);
                 tracing::debug!(%method, path, status, elapsed_ms = (elapsed * 1000.0) as u64, "NSX call");
-                Ok((status, headers, read))
+                Ok(reply)
             }
             Err(reason) => {
                 inner.metrics.record(method.as_str(), None, elapsed);
@@ -493,7 +509,7 @@ impl Client {
         body: Body,
         idempotent: bool,
     ) -> Result<Answer, Error> {
-        let (_, read) = self
+        let (_, body) = self
             .execute(
                 method,
                 path,
@@ -502,24 +518,22 @@ impl Client {
                 Mode {
                     idempotent,
                     authenticate: true,
-                    reading: Reading::Whole,
                 },
+                Whole,
             )
             .await?;
-        let body = match read {
-            Read::Whole(b) => b,
-            Read::Trees(_) => bytes::Bytes::new(),
-        };
         Ok(Answer { body })
     }
 
-    /// `GET` of a `/infra` subtree (`query`: its filter), decoded as it arrives.
+    /// `GET` of a `/infra` subtree (`query`: its filter), decoded as it arrives, the objects
+    /// whose text has a digest in `known` left out.
     async fn get_trees(
         &self,
         path: &str,
         query: &[(&str, String)],
+        known: Arc<std::collections::HashSet<super::TextDigest>>,
     ) -> Result<Vec<super::DomainTree>, Error> {
-        let (_, read) = self
+        let (_, trees) = self
             .execute(
                 Method::GET,
                 path,
@@ -528,21 +542,14 @@ impl Client {
                 Mode {
                     idempotent: true,
                     authenticate: true,
-                    reading: Reading::Trees,
                 },
+                Trees(known),
             )
             .await?;
-        match read {
-            Read::Trees(Ok(trees)) => Ok(trees),
-            Read::Trees(Err(e)) => Err(Error::Decode {
-                path: "/infra".into(),
-                reason: e.to_string(),
-            }),
-            Read::Whole(body) => tree::domain_trees(&body).map_err(|e| Error::Decode {
-                path: "/infra".into(),
-                reason: e.to_string(),
-            }),
-        }
+        trees.map_err(|e| Error::Decode {
+            path: "/infra".into(),
+            reason: e.to_string(),
+        })
     }
 
     fn decode<T: DeserializeOwned>(path: &str, bytes: &[u8]) -> Result<T, Error> {

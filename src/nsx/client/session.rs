@@ -107,8 +107,8 @@ impl Client {
                 super::Mode {
                     idempotent: true,
                     authenticate: false,
-                    reading: super::Reading::Whole,
                 },
+                super::Whole,
             )
             .await
             .map_err(|e| match e {

@@ -2,8 +2,12 @@
 
 use serde_json::Value;
 
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::sync::Arc;
+
 use crate::nsx::model::{Group, SecurityPolicy};
-use crate::nsx::{DomainTree, Realization};
+use crate::nsx::{DomainTree, Realization, TextDigest, text_digest};
 
 /// Maps realized entities to one state: any `ERROR` fails (with NSX's message), all
 /// `REALIZED` is realized, anything else (including no entity yet) is in progress.
@@ -63,15 +67,26 @@ struct DomainNode {
 }
 
 /// One child of a domain, decoded the moment its wrapper is read: the object's JSON text is
-/// held only for that, never the whole listing's (a fleet's listing is tens of megabytes).
+/// held only for that, never the whole listing's (a fleet's listing is tens of megabytes). A
+/// text whose digest is [`KNOWN`] is not decoded: only its id is kept.
 #[derive(serde::Deserialize)]
 #[serde(from = "RawEntry")]
 enum Entry {
-    Group(Group),
-    Policy(SecurityPolicy),
+    Group(Group, TextDigest),
+    Policy(SecurityPolicy, TextDigest),
+    /// A group whose text the reader holds: its id.
+    KnownGroup(String),
+    /// A policy whose text the reader holds: its id.
+    KnownPolicy(String),
     /// A group or policy that does not decode: its id.
     Undecoded(String),
     Other,
+}
+
+thread_local! {
+    /// The digests of the texts the reader holds, while [`domain_trees`] decodes on this
+    /// thread (serde's `from` conversion of [`Entry`] takes no context).
+    static KNOWN: RefCell<Arc<HashSet<TextDigest>>> = RefCell::default();
 }
 
 /// A domain child's wrapper with the object under its capitalised key, as JSON text.
@@ -95,13 +110,26 @@ impl From<RawEntry> for Entry {
                 .map(|n| n.id)
                 .unwrap_or_default()
         };
+        let known = |raw: &serde_json::value::RawValue| {
+            let digest = text_digest(raw.get().as_bytes());
+            let held = KNOWN.with(|k| k.borrow().contains(&digest));
+            (held, digest)
+        };
         if let Some(g) = raw.group {
+            let (held, digest) = known(&g);
+            if held {
+                return Entry::KnownGroup(id_of(&g));
+            }
             return match serde_json::from_str::<Group>(g.get()) {
-                Ok(g) => Entry::Group(g),
+                Ok(g) => Entry::Group(g, digest),
                 Err(_) => Entry::Undecoded(id_of(&g)),
             };
         }
         if let Some(p) = raw.policy {
+            let (held, digest) = known(&p);
+            if held {
+                return Entry::KnownPolicy(id_of(&p));
+            }
             return match serde_json::from_str::<SecurityPolicy>(p.get()) {
                 Ok(mut policy) => {
                     policy.rules.extend(
@@ -109,7 +137,7 @@ impl From<RawEntry> for Entry {
                             .into_iter()
                             .map(|crate::nsx::model::PolicyChild::ChildRule { rule, .. }| rule),
                     );
-                    Entry::Policy(policy)
+                    Entry::Policy(policy, digest)
                 }
                 Err(_) => Entry::Undecoded(id_of(&p)),
             };
@@ -130,8 +158,16 @@ fn trees(infra: InfraNode) -> Vec<DomainTree> {
             };
             for entry in d.children {
                 match entry {
-                    Entry::Group(g) => tree.groups.push(g),
-                    Entry::Policy(p) => tree.policies.push(p),
+                    Entry::Group(g, digest) => {
+                        tree.digests.push((GROUP, g.id.clone(), digest));
+                        tree.groups.push(g);
+                    }
+                    Entry::Policy(p, digest) => {
+                        tree.digests.push((POLICY, p.id.clone(), digest));
+                        tree.policies.push(p);
+                    }
+                    Entry::KnownGroup(id) => tree.known.push((GROUP, id)),
+                    Entry::KnownPolicy(id) => tree.known.push((POLICY, id)),
                     Entry::Undecoded(id) => tree.undecoded.push(id),
                     Entry::Other => {}
                 }
@@ -141,14 +177,28 @@ fn trees(infra: InfraNode) -> Vec<DomainTree> {
         .collect()
 }
 
-/// Domains, groups and policies (rules moved from `children` into `rules`) of a `GET /infra`
-/// subtree. A group or policy that does not decode is named in `undecoded`.
-pub fn domain_trees(body: &[u8]) -> Result<Vec<DomainTree>, serde_json::Error> {
-    serde_json::from_slice(body).map(trees)
-}
+/// The kind of a group in [`DomainTree::known`] and [`DomainTree::digests`].
+pub const GROUP: &str = "Group";
+/// The kind of a security policy in [`DomainTree::known`] and [`DomainTree::digests`].
+pub const POLICY: &str = "SecurityPolicy";
 
-/// [`domain_trees`] of a body read as it arrives: the listing is never held whole.
-pub fn domain_trees_from(body: impl std::io::Read) -> Result<Vec<DomainTree>, serde_json::Error> {
+/// Domains, groups and policies (rules moved from `children` into `rules`) of a `GET /infra`
+/// subtree, read as it arrives: the listing is never held whole. A group or policy that does
+/// not decode is named in `undecoded`; one whose text has a digest in `known` is named in
+/// `known`, not decoded.
+pub fn domain_trees(
+    body: impl std::io::Read,
+    known: Arc<HashSet<TextDigest>>,
+) -> Result<Vec<DomainTree>, serde_json::Error> {
+    /// Puts the thread's set back to empty however the decoding ends.
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            KNOWN.with(|k| *k.borrow_mut() = Arc::default());
+        }
+    }
+    KNOWN.with(|k| *k.borrow_mut() = known);
+    let _reset = Reset;
     serde_json::from_reader(std::io::BufReader::with_capacity(64 << 10, body)).map(trees)
 }
 
@@ -206,7 +256,7 @@ mod tests {
                     {"resource_type": "ChildRule", "id": "r1", "marked_for_delete": false,
                      "Rule": {"resource_type": "Rule", "id": "r1", "rule_id": 1017, "action": "ALLOW",
                               "source_groups": ["ANY"], "destination_groups": ["ANY"], "services": ["ANY"]}}]}}]}}]});
-        let trees = domain_trees(&serde_json::to_vec(&body).unwrap()).unwrap();
+        let trees = domain_trees(&serde_json::to_vec(&body).unwrap()[..], Arc::default()).unwrap();
         assert_eq!(trees.len(), 1);
         let t = &trees[0];
         assert_eq!(t.domain, "default");
@@ -216,7 +266,7 @@ mod tests {
         assert_eq!(t.policies.len(), 1);
         assert!(t.policies[0].children.is_empty());
         assert_eq!(t.policies[0].rules[0].rule_id, Some(1017));
-        assert!(domain_trees(b"{\"children\": 3}").is_err());
+        assert!(domain_trees(&b"{\"children\": 3}"[..], Arc::default()).is_err());
         // The same body read as it arrives, seven bytes a chunk, decodes the same.
         let text = serde_json::to_vec(&body).unwrap();
         let (tx, rx) = tokio::sync::mpsc::channel(text.len());
@@ -225,8 +275,8 @@ mod tests {
         }
         drop(tx);
         assert_eq!(
-            domain_trees_from(ChunkReader::new(rx)).unwrap(),
-            domain_trees(&text).unwrap()
+            domain_trees(ChunkReader::new(rx), Arc::default()).unwrap(),
+            domain_trees(&text[..], Arc::default()).unwrap()
         );
         // A transport failure mid-body is an IO error, not a decoding one.
         let (tx, rx) = tokio::sync::mpsc::channel(2);
@@ -234,8 +284,36 @@ mod tests {
             .unwrap();
         tx.try_send(Err("connection reset".into())).unwrap();
         drop(tx);
-        let e = domain_trees_from(ChunkReader::new(rx)).unwrap_err();
+        let e = domain_trees(ChunkReader::new(rx), Arc::default()).unwrap_err();
         assert!(e.is_io(), "{e}");
+    }
+
+    #[test]
+    fn a_text_whose_digest_is_known_is_named_not_decoded() {
+        let g1 = json!({"resource_type": "Group", "id": "g1", "expression": []});
+        let p1 = json!({"resource_type": "SecurityPolicy", "id": "p1", "children": []});
+        let body = json!({"children": [{"resource_type": "ChildDomain", "id": "d",
+            "Domain": {"id": "d", "children": [
+                {"resource_type": "ChildGroup", "id": "g1", "Group": g1},
+                {"resource_type": "ChildSecurityPolicy", "id": "p1", "SecurityPolicy": p1}]}}]});
+        let text = serde_json::to_vec(&body).unwrap();
+        let all = domain_trees(&text[..], Arc::default()).unwrap();
+        assert!(all[0].known.is_empty());
+        assert_eq!(all[0].digests.len(), 2);
+        // The digest is of the object's text as it stands in the answer.
+        let (kind, id, digest) = all[0].digests[0].clone();
+        assert_eq!((kind, id.as_str()), (GROUP, "g1"));
+        assert_eq!(
+            digest,
+            text_digest(serde_json::to_string(&g1).unwrap().as_bytes())
+        );
+        let known: HashSet<TextDigest> = [digest].into_iter().collect();
+        let some = domain_trees(&text[..], Arc::new(known)).unwrap();
+        assert_eq!(some[0].known, vec![(GROUP, "g1".to_string())]);
+        assert!(some[0].groups.is_empty());
+        assert_eq!(some[0].policies.len(), 1);
+        // The set is the decoding's only: the next decoding on this thread knows nothing.
+        assert_eq!(domain_trees(&text[..], Arc::default()).unwrap(), all);
     }
 
     #[test]

@@ -287,7 +287,7 @@ impl Harness {
             self.writes.push(w.clone());
         }
         if plan.read_back && done.failed.is_none() {
-            done.read_back = Some(Ok(self.nsx.policy.clone()));
+            done.read_back = Some(Ok(self.nsx.policy.as_ref().map(PolicyFacts::of)));
         }
         done
     }

@@ -41,6 +41,16 @@ fn policy_op(id: &str) -> Op {
     }
 }
 
+/// A store with policy `p` in `default` and one rule per id, each from `ANY`.
+fn store_with_policy_p(rules: &[&str]) -> Store {
+    let mut s = Store::new();
+    let ops = std::iter::once(policy_op("p"))
+        .chain(rules.iter().map(|r| rule_op("p", r, "ANY")))
+        .collect();
+    s.transact(ops, &ctx()).unwrap();
+    s
+}
+
 fn rule_body(body: Value) -> Op {
     Op::Rule {
         domain: "default".into(),
@@ -123,17 +133,7 @@ fn a_failed_transaction_leaves_no_trace() {
 /// journal keeps the policy's fields and each rule touched, not a copy of the whole policy.
 #[test]
 fn a_failed_update_of_an_existing_policy_leaves_no_trace() {
-    let mut s = Store::new();
-    s.transact(
-        vec![
-            policy_op("p"),
-            rule_op("p", "a", "ANY"),
-            rule_op("p", "b", "ANY"),
-            rule_op("p", "c", "ANY"),
-        ],
-        &ctx(),
-    )
-    .unwrap();
+    let mut s = store_with_policy_p(&["a", "b", "c"]);
     let before = serde_json::to_value(&s).unwrap();
     // A replacement of the policy that keeps only rule a.
     let replace = |description: &str| Op::Policy {
@@ -171,16 +171,7 @@ fn a_failed_update_of_an_existing_policy_leaves_no_trace() {
 
 #[test]
 fn rule_ids_start_at_1002_stay_with_the_rule_and_are_never_reused() {
-    let mut s = Store::new();
-    s.transact(
-        vec![
-            policy_op("p"),
-            rule_op("p", "a", "ANY"),
-            rule_op("p", "b", "ANY"),
-        ],
-        &ctx(),
-    )
-    .unwrap();
+    let mut s = store_with_policy_p(&["a", "b"]);
     let id = |s: &Store, r: &str| s.domains["default"].policies["p"].rules[r]["rule_id"].clone();
     assert_eq!(id(&s, "a"), json!(1002));
     assert_eq!(id(&s, "b"), json!(1003));
