@@ -259,7 +259,7 @@ pub fn monitor_gates(p: &SegmentationPolicy) -> Option<u64> {
 /// One refresh of the NSX cache; the policies whose NSX objects changed.
 async fn refresh_cache(
     ctx: &Context,
-    cache: &nsx_cache::NsxCache,
+    cache: &Arc<nsx_cache::NsxCache>,
 ) -> Vec<ObjectRef<SegmentationPolicy>> {
     match nsx_cache::refresh(cache, ctx.nsx.as_ref()).await {
         Ok(changed) if changed.is_empty() => Vec::new(),

@@ -580,9 +580,9 @@ impl NsxApi for BatchingNsx {
 
     async fn infra_tree_known(
         &self,
-        known: Arc<std::collections::HashSet<crate::nsx::TextDigest>>,
+        held: Arc<dyn crate::nsx::Held>,
     ) -> Result<Vec<DomainTree>, Error> {
-        self.inner.infra_tree_known(known).await
+        self.inner.infra_tree_known(held).await
     }
 
     async fn policy_trees(&self) -> Result<Vec<DomainTree>, Error> {

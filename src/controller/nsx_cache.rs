@@ -24,7 +24,7 @@ use async_trait::async_trait;
 
 use crate::nsx::model::{DomainChild, Group, Infra, InfraChild, SecurityPolicy, Tag};
 use crate::nsx::naming::{Identity, OWNER_NAME, OWNER_NAMESPACE};
-use crate::nsx::{DomainTree, Error, NsxApi, Realization, TextDigest};
+use crate::nsx::{DomainTree, Error, Held, NsxApi, Realization, TextDigest};
 
 /// (domain, kind, id); kind is `Group` or `SecurityPolicy`.
 pub type Key = (String, &'static str, String);
@@ -69,13 +69,53 @@ pub struct NsxCache {
 #[derive(Clone, Debug)]
 pub struct RefreshTicket {
     seq: u64,
-    known: Arc<HashSet<TextDigest>>,
+    known: HashSet<TextDigest>,
 }
 
 impl RefreshTicket {
-    /// The digests of the texts the cache holds as NSX returned them.
-    pub fn known(&self) -> Arc<HashSet<TextDigest>> {
-        self.known.clone()
+    /// What the cache holds, for NSX's read to leave out: the texts it decoded last time, and
+    /// any object equal to its entry (one it wrote since, as NSX now returns it).
+    pub fn held(&self, cache: &Arc<NsxCache>) -> Arc<dyn Held> {
+        Arc::new(Holding {
+            cache: cache.clone(),
+            known: self.known.clone(),
+        })
+    }
+}
+
+/// [`Held`] by the cache as a refresh began.
+struct Holding {
+    cache: Arc<NsxCache>,
+    known: HashSet<TextDigest>,
+}
+
+impl Holding {
+    /// Whether a loaded domain holds `kind`/`id` as `is` (ids are this cluster's own, so the
+    /// domain, which the listing may name after its children, is not needed).
+    fn holds(&self, kind: &'static str, id: &str, is: impl Fn(&Entry) -> bool) -> bool {
+        let inner = self.cache.lock();
+        inner.loaded.iter().any(|d| {
+            let k = key(d, kind, id);
+            !inner.unknown.contains(&k) && inner.live.get(&k).is_some_and(&is)
+        })
+    }
+}
+
+impl Held for Holding {
+    fn text(&self, digest: &TextDigest) -> bool {
+        self.known.contains(digest)
+    }
+
+    fn group(&self, g: &Group) -> bool {
+        self.holds(GROUP, &g.id, |e| matches!(e, Entry::Group(c) if **c == *g))
+    }
+
+    fn policy(&self, p: &SecurityPolicy) -> bool {
+        self.holds(
+            POLICY,
+            &p.id,
+            |e| matches!(e, Entry::Policy(c) if **c == *p),
+        )
     }
 }
 
@@ -288,7 +328,7 @@ impl NsxCache {
             .collect();
         RefreshTicket {
             seq: inner.seq,
-            known: Arc::new(known),
+            known,
         }
     }
 
@@ -305,7 +345,7 @@ impl NsxCache {
         let mut live: HashMap<Key, Entry> = HashMap::new();
         let mut unknown: HashSet<Key> = HashSet::new();
         let mut digests: HashMap<Key, TextDigest> = HashMap::new();
-        let mut same: Vec<Key> = Vec::new();
+        let mut same: Vec<(Key, TextDigest)> = Vec::new();
         let domains: BTreeSet<String> = trees.iter().map(|t| t.domain.clone()).collect();
         for t in trees {
             let mut read: HashMap<(&str, String), TextDigest> = t
@@ -318,7 +358,11 @@ impl NsxCache {
                     digests.insert(k.clone(), d);
                 }
             };
-            same.extend(t.known.iter().map(|(kind, id)| key(&t.domain, kind, id)));
+            same.extend(
+                t.known
+                    .iter()
+                    .map(|(kind, id, d)| (key(&t.domain, kind, id), *d)),
+            );
             for g in t.groups {
                 let k = key(&t.domain, GROUP, &g.id);
                 match self.owner(&g.tags, &g.id) {
@@ -355,18 +399,29 @@ impl NsxCache {
             digests.remove(k);
         }
         let mut inner = self.lock();
-        // Objects read unchanged keep their entry (moved, not copied) and digest; one the cache
-        // no longer holds as read (reset, or written since the read began) is read from NSX,
-        // unless written since (below).
+        // Objects written or read while NSX was being read: newer than the read.
+        let recent: HashSet<Key> = inner
+            .written
+            .iter()
+            .filter(|(_, s)| **s > ticket.seq)
+            .map(|(k, _)| k.clone())
+            .collect();
+        // Objects read as the cache holds them keep their entry (moved, not copied) with the
+        // digest of the text read; one the cache no longer holds (reset meanwhile) is read from
+        // NSX. (The entry of one written since the read began was compared before that write:
+        // the write is kept, below.)
         let mut unchanged: HashSet<Key> = HashSet::new();
-        for k in same {
-            match (inner.digests.get(&k).copied(), inner.live.remove(&k)) {
-                (Some(d), Some(e)) => {
+        for (k, d) in same {
+            if recent.contains(&k) {
+                continue;
+            }
+            match inner.live.remove(&k) {
+                Some(e) if !inner.unknown.contains(&k) => {
                     live.insert(k.clone(), e);
                     digests.insert(k.clone(), d);
                     unchanged.insert(k);
                 }
-                (_, e) => {
+                e => {
                     if let Some(e) = e {
                         inner.live.insert(k.clone(), e);
                     }
@@ -374,13 +429,6 @@ impl NsxCache {
                 }
             }
         }
-        // Objects written or read while NSX was being read: newer than the read.
-        let recent: Vec<Key> = inner
-            .written
-            .iter()
-            .filter(|(_, s)| **s > ticket.seq)
-            .map(|(k, _)| k.clone())
-            .collect();
         for k in recent {
             live.remove(&k);
             unknown.remove(&k);
@@ -445,9 +493,12 @@ impl NsxCache {
 
 /// Reads NSX into the cache. Returns the `(domain, id)` of the applications whose objects
 /// changed.
-pub async fn refresh(cache: &NsxCache, nsx: &dyn NsxApi) -> Result<Vec<(String, String)>, Error> {
+pub async fn refresh(
+    cache: &Arc<NsxCache>,
+    nsx: &dyn NsxApi,
+) -> Result<Vec<(String, String)>, Error> {
     let ticket = cache.begin_refresh();
-    let trees = nsx.infra_tree_known(ticket.known()).await?;
+    let trees = nsx.infra_tree_known(ticket.held(cache)).await?;
     Ok(cache.apply_refresh(ticket, trees))
 }
 
@@ -496,11 +547,8 @@ impl NsxApi for CachedNsx {
         self.inner.infra_tree().await
     }
 
-    async fn infra_tree_known(
-        &self,
-        known: Arc<HashSet<TextDigest>>,
-    ) -> Result<Vec<DomainTree>, Error> {
-        self.inner.infra_tree_known(known).await
+    async fn infra_tree_known(&self, held: Arc<dyn Held>) -> Result<Vec<DomainTree>, Error> {
+        self.inner.infra_tree_known(held).await
     }
 
     async fn policy_trees(&self) -> Result<Vec<DomainTree>, Error> {

@@ -56,12 +56,23 @@ pub struct DomainTree {
     /// Ids of groups and policies present that do not decode (a reader must not take them as
     /// absent).
     pub undecoded: Vec<String>,
-    /// Groups and policies left out because their text is one the reader holds already (its
-    /// digest was in the `known` set of [`NsxApi::infra_tree_known`]): kind (`Group` or
-    /// `SecurityPolicy`) and id.
-    pub known: Vec<(&'static str, String)>,
+    /// Groups and policies left out because the reader holds them already (see [`Held`]):
+    /// kind (`Group` or `SecurityPolicy`), id and the digest of their text.
+    pub known: Vec<(&'static str, String, TextDigest)>,
     /// The digest of each group's and policy's text that was decoded: kind, id, digest.
     pub digests: Vec<(&'static str, String, TextDigest)>,
+}
+
+/// What the reader of [`NsxApi::infra_tree_known`] holds already: a group or policy it holds is
+/// named in [`DomainTree::known`], not kept decoded beside the reader's own copy.
+pub trait Held: Send + Sync {
+    /// Whether the reader holds the object whose JSON text has this digest (not decoded).
+    fn text(&self, digest: &TextDigest) -> bool;
+    /// Whether the reader holds this group as it is (a text it has not seen, e.g. after its
+    /// own write).
+    fn group(&self, g: &Group) -> bool;
+    /// Whether the reader holds this policy (rules in `rules`) as it is.
+    fn policy(&self, p: &SecurityPolicy) -> bool;
 }
 
 /// A digest of one object's JSON text as NSX returned it (the first 16 bytes of its SHA-256):
@@ -92,15 +103,14 @@ pub trait NsxApi: Send + Sync {
     /// Groups and security policies (rules embedded) of every domain in one read:
     /// `GET /infra?filter=Type-Domain|Group|SecurityPolicy|Rule` (reference §1, §7).
     async fn infra_tree(&self) -> Result<Vec<DomainTree>, Error>;
-    /// [`NsxApi::infra_tree`], with each group or policy whose text has a digest in `known`
-    /// named in [`DomainTree::known`] instead of decoded (the caller holds it already: a
-    /// refresh of 1,000 unchanged applications then holds no second copy of them). By default
-    /// nothing is left out.
+    /// [`NsxApi::infra_tree`], with each group or policy the caller holds already named in
+    /// [`DomainTree::known`] instead of kept decoded: a refresh of 1,000 unchanged applications
+    /// then holds no second copy of them. By default nothing is left out.
     async fn infra_tree_known(
         &self,
-        known: std::sync::Arc<std::collections::HashSet<TextDigest>>,
+        held: std::sync::Arc<dyn Held>,
     ) -> Result<Vec<DomainTree>, Error> {
-        let _ = known;
+        let _ = held;
         self.infra_tree().await
     }
     /// Security policies (rules embedded) of every domain in one read, without groups:

@@ -1,6 +1,5 @@
 //! [`NsxApi`] over the client's calls.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -10,19 +9,19 @@ use serde_json::Value;
 use super::tree::{INFRA_TREE_FILTER, POLICY_TREE_FILTER, realization_of};
 use super::{Body, Client, POLICY_API, segment};
 use crate::nsx::model::{Group, Infra, ListResult, SecurityPolicy};
-use crate::nsx::{DomainTree, Error, NsxApi, Realization, TextDigest};
+use crate::nsx::{DomainTree, Error, Held, NsxApi, Realization};
 
 impl Client {
     /// `GET /infra` with the subtree of the types `filter` names, as domain trees.
     async fn tree(
         &self,
         filter: &str,
-        known: Arc<HashSet<TextDigest>>,
+        held: Option<Arc<dyn Held>>,
     ) -> Result<Vec<DomainTree>, Error> {
         let path = format!("{POLICY_API}/infra");
         let query = [("filter", filter.to_string())];
         let _one = self.inner.listings.acquire().await;
-        self.get_trees(&path, &query, known).await
+        self.get_trees(&path, &query, held).await
     }
 }
 
@@ -91,18 +90,15 @@ impl NsxApi for Client {
     }
 
     async fn infra_tree(&self) -> Result<Vec<DomainTree>, Error> {
-        self.tree(INFRA_TREE_FILTER, Arc::default()).await
+        self.tree(INFRA_TREE_FILTER, None).await
     }
 
-    async fn infra_tree_known(
-        &self,
-        known: Arc<HashSet<TextDigest>>,
-    ) -> Result<Vec<DomainTree>, Error> {
-        self.tree(INFRA_TREE_FILTER, known).await
+    async fn infra_tree_known(&self, held: Arc<dyn Held>) -> Result<Vec<DomainTree>, Error> {
+        self.tree(INFRA_TREE_FILTER, Some(held)).await
     }
 
     async fn policy_trees(&self) -> Result<Vec<DomainTree>, Error> {
-        self.tree(POLICY_TREE_FILTER, Arc::default()).await
+        self.tree(POLICY_TREE_FILTER, None).await
     }
 
     async fn patch_infra(&self, body: &Infra) -> Result<(), Error> {

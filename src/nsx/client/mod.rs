@@ -109,10 +109,10 @@ impl Reader for Whole {
     }
 }
 
-/// A `GET /infra` subtree, decoded as it arrives (`Err`: the body is not a tree), the objects
-/// whose text has a digest in the set left out.
+/// A `GET /infra` subtree, decoded as it arrives (`Err`: the body is not a tree), what the
+/// reader holds left out.
 #[derive(Clone)]
-struct Trees(Arc<std::collections::HashSet<super::TextDigest>>);
+struct Trees(Option<Arc<dyn super::Held>>);
 
 impl Reader for Trees {
     type Out = Result<Vec<super::DomainTree>, serde_json::Error>;
@@ -133,11 +133,11 @@ enum Reply<T> {
 /// not a tree.
 async fn read_trees(
     mut resp: reqwest::Response,
-    known: Arc<std::collections::HashSet<super::TextDigest>>,
+    held: Option<Arc<dyn super::Held>>,
 ) -> Result<Result<Vec<super::DomainTree>, serde_json::Error>, String> {
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     let decoding =
-        tokio::task::spawn_blocking(move || tree::domain_trees(tree::ChunkReader::new(rx), known));
+        tokio::task::spawn_blocking(move || tree::domain_trees(tree::ChunkReader::new(rx), held));
     let mut failed = None;
     loop {
         match resp.chunk().await {
@@ -525,13 +525,13 @@ impl Client {
         Ok(Answer { body })
     }
 
-    /// `GET` of a `/infra` subtree (`query`: its filter), decoded as it arrives, the objects
-    /// whose text has a digest in `known` left out.
+    /// `GET` of a `/infra` subtree (`query`: its filter), decoded as it arrives, what `held`
+    /// holds left out.
     async fn get_trees(
         &self,
         path: &str,
         query: &[(&str, String)],
-        known: Arc<std::collections::HashSet<super::TextDigest>>,
+        held: Option<Arc<dyn super::Held>>,
     ) -> Result<Vec<super::DomainTree>, Error> {
         let (_, trees) = self
             .execute(
@@ -543,7 +543,7 @@ impl Client {
                     idempotent: true,
                     authenticate: true,
                 },
-                Trees(known),
+                Trees(held),
             )
             .await?;
         trees.map_err(|e| Error::Decode {

@@ -3,11 +3,10 @@
 use serde_json::Value;
 
 use std::cell::RefCell;
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::nsx::model::{Group, SecurityPolicy};
-use crate::nsx::{DomainTree, Realization, TextDigest, text_digest};
+use crate::nsx::{DomainTree, Held, Realization, TextDigest, text_digest};
 
 /// Maps realized entities to one state: any `ERROR` fails (with NSX's message), all
 /// `REALIZED` is realized, anything else (including no entity yet) is in progress.
@@ -67,26 +66,26 @@ struct DomainNode {
 }
 
 /// One child of a domain, decoded the moment its wrapper is read: the object's JSON text is
-/// held only for that, never the whole listing's (a fleet's listing is tens of megabytes). A
-/// text whose digest is [`KNOWN`] is not decoded: only its id is kept.
+/// held only for that, never the whole listing's (a fleet's listing is tens of megabytes). What
+/// the reader holds ([`HELD`]) keeps only its id and digest.
 #[derive(serde::Deserialize)]
 #[serde(from = "RawEntry")]
 enum Entry {
     Group(Group, TextDigest),
     Policy(SecurityPolicy, TextDigest),
-    /// A group whose text the reader holds: its id.
-    KnownGroup(String),
-    /// A policy whose text the reader holds: its id.
-    KnownPolicy(String),
+    /// A group the reader holds: its id and the digest of its text.
+    KnownGroup(String, TextDigest),
+    /// A policy the reader holds: its id and the digest of its text.
+    KnownPolicy(String, TextDigest),
     /// A group or policy that does not decode: its id.
     Undecoded(String),
     Other,
 }
 
 thread_local! {
-    /// The digests of the texts the reader holds, while [`domain_trees`] decodes on this
-    /// thread (serde's `from` conversion of [`Entry`] takes no context).
-    static KNOWN: RefCell<Arc<HashSet<TextDigest>>> = RefCell::default();
+    /// What the reader holds, while [`domain_trees`] decodes on this thread (serde's `from`
+    /// conversion of [`Entry`] takes no context).
+    static HELD: RefCell<Option<Arc<dyn Held>>> = RefCell::default();
 }
 
 /// A domain child's wrapper with the object under its capitalised key, as JSON text.
@@ -110,25 +109,25 @@ impl From<RawEntry> for Entry {
                 .map(|n| n.id)
                 .unwrap_or_default()
         };
-        let known = |raw: &serde_json::value::RawValue| {
-            let digest = text_digest(raw.get().as_bytes());
-            let held = KNOWN.with(|k| k.borrow().contains(&digest));
-            (held, digest)
-        };
+        let held = HELD.with(|h| h.borrow().clone());
+        let held_text = |digest: &TextDigest| held.as_ref().is_some_and(|h| h.text(digest));
         if let Some(g) = raw.group {
-            let (held, digest) = known(&g);
-            if held {
-                return Entry::KnownGroup(id_of(&g));
+            let digest = text_digest(g.get().as_bytes());
+            if held_text(&digest) {
+                return Entry::KnownGroup(id_of(&g), digest);
             }
             return match serde_json::from_str::<Group>(g.get()) {
+                Ok(g) if held.as_ref().is_some_and(|h| h.group(&g)) => {
+                    Entry::KnownGroup(g.id, digest)
+                }
                 Ok(g) => Entry::Group(g, digest),
                 Err(_) => Entry::Undecoded(id_of(&g)),
             };
         }
         if let Some(p) = raw.policy {
-            let (held, digest) = known(&p);
-            if held {
-                return Entry::KnownPolicy(id_of(&p));
+            let digest = text_digest(p.get().as_bytes());
+            if held_text(&digest) {
+                return Entry::KnownPolicy(id_of(&p), digest);
             }
             return match serde_json::from_str::<SecurityPolicy>(p.get()) {
                 Ok(mut policy) => {
@@ -137,7 +136,11 @@ impl From<RawEntry> for Entry {
                             .into_iter()
                             .map(|crate::nsx::model::PolicyChild::ChildRule { rule, .. }| rule),
                     );
-                    Entry::Policy(policy, digest)
+                    if held.as_ref().is_some_and(|h| h.policy(&policy)) {
+                        Entry::KnownPolicy(policy.id, digest)
+                    } else {
+                        Entry::Policy(policy, digest)
+                    }
                 }
                 Err(_) => Entry::Undecoded(id_of(&p)),
             };
@@ -166,8 +169,8 @@ fn trees(infra: InfraNode) -> Vec<DomainTree> {
                         tree.digests.push((POLICY, p.id.clone(), digest));
                         tree.policies.push(p);
                     }
-                    Entry::KnownGroup(id) => tree.known.push((GROUP, id)),
-                    Entry::KnownPolicy(id) => tree.known.push((POLICY, id)),
+                    Entry::KnownGroup(id, digest) => tree.known.push((GROUP, id, digest)),
+                    Entry::KnownPolicy(id, digest) => tree.known.push((POLICY, id, digest)),
                     Entry::Undecoded(id) => tree.undecoded.push(id),
                     Entry::Other => {}
                 }
@@ -184,20 +187,19 @@ pub const POLICY: &str = "SecurityPolicy";
 
 /// Domains, groups and policies (rules moved from `children` into `rules`) of a `GET /infra`
 /// subtree, read as it arrives: the listing is never held whole. A group or policy that does
-/// not decode is named in `undecoded`; one whose text has a digest in `known` is named in
-/// `known`, not decoded.
+/// not decode is named in `undecoded`; one `held` holds is named in `known`, not kept.
 pub fn domain_trees(
     body: impl std::io::Read,
-    known: Arc<HashSet<TextDigest>>,
+    held: Option<Arc<dyn Held>>,
 ) -> Result<Vec<DomainTree>, serde_json::Error> {
-    /// Puts the thread's set back to empty however the decoding ends.
+    /// Forgets what the reader holds however the decoding ends.
     struct Reset;
     impl Drop for Reset {
         fn drop(&mut self) {
-            KNOWN.with(|k| *k.borrow_mut() = Arc::default());
+            HELD.with(|h| *h.borrow_mut() = None);
         }
     }
-    KNOWN.with(|k| *k.borrow_mut() = known);
+    HELD.with(|h| *h.borrow_mut() = held);
     let _reset = Reset;
     serde_json::from_reader(std::io::BufReader::with_capacity(64 << 10, body)).map(trees)
 }
@@ -256,7 +258,7 @@ mod tests {
                     {"resource_type": "ChildRule", "id": "r1", "marked_for_delete": false,
                      "Rule": {"resource_type": "Rule", "id": "r1", "rule_id": 1017, "action": "ALLOW",
                               "source_groups": ["ANY"], "destination_groups": ["ANY"], "services": ["ANY"]}}]}}]}}]});
-        let trees = domain_trees(&serde_json::to_vec(&body).unwrap()[..], Arc::default()).unwrap();
+        let trees = domain_trees(&serde_json::to_vec(&body).unwrap()[..], None).unwrap();
         assert_eq!(trees.len(), 1);
         let t = &trees[0];
         assert_eq!(t.domain, "default");
@@ -266,7 +268,7 @@ mod tests {
         assert_eq!(t.policies.len(), 1);
         assert!(t.policies[0].children.is_empty());
         assert_eq!(t.policies[0].rules[0].rule_id, Some(1017));
-        assert!(domain_trees(&b"{\"children\": 3}"[..], Arc::default()).is_err());
+        assert!(domain_trees(&b"{\"children\": 3}"[..], None).is_err());
         // The same body read as it arrives, seven bytes a chunk, decodes the same.
         let text = serde_json::to_vec(&body).unwrap();
         let (tx, rx) = tokio::sync::mpsc::channel(text.len());
@@ -275,8 +277,8 @@ mod tests {
         }
         drop(tx);
         assert_eq!(
-            domain_trees(ChunkReader::new(rx), Arc::default()).unwrap(),
-            domain_trees(&text[..], Arc::default()).unwrap()
+            domain_trees(ChunkReader::new(rx), None).unwrap(),
+            domain_trees(&text[..], None).unwrap()
         );
         // A transport failure mid-body is an IO error, not a decoding one.
         let (tx, rx) = tokio::sync::mpsc::channel(2);
@@ -284,7 +286,7 @@ mod tests {
             .unwrap();
         tx.try_send(Err("connection reset".into())).unwrap();
         drop(tx);
-        let e = domain_trees(ChunkReader::new(rx), Arc::default()).unwrap_err();
+        let e = domain_trees(ChunkReader::new(rx), None).unwrap_err();
         assert!(e.is_io(), "{e}");
     }
 
@@ -297,7 +299,7 @@ mod tests {
                 {"resource_type": "ChildGroup", "id": "g1", "Group": g1},
                 {"resource_type": "ChildSecurityPolicy", "id": "p1", "SecurityPolicy": p1}]}}]});
         let text = serde_json::to_vec(&body).unwrap();
-        let all = domain_trees(&text[..], Arc::default()).unwrap();
+        let all = domain_trees(&text[..], None).unwrap();
         assert!(all[0].known.is_empty());
         assert_eq!(all[0].digests.len(), 2);
         // The digest is of the object's text as it stands in the answer.
@@ -307,13 +309,32 @@ mod tests {
             digest,
             text_digest(serde_json::to_string(&g1).unwrap().as_bytes())
         );
-        let known: HashSet<TextDigest> = [digest].into_iter().collect();
-        let some = domain_trees(&text[..], Arc::new(known)).unwrap();
-        assert_eq!(some[0].known, vec![(GROUP, "g1".to_string())]);
-        assert!(some[0].groups.is_empty());
-        assert_eq!(some[0].policies.len(), 1);
+        /// Holds the text of g1, and p1 as decoded.
+        struct Holds(TextDigest, SecurityPolicy);
+        impl Held for Holds {
+            fn text(&self, digest: &TextDigest) -> bool {
+                *digest == self.0
+            }
+            fn group(&self, _: &Group) -> bool {
+                false
+            }
+            fn policy(&self, p: &SecurityPolicy) -> bool {
+                *p == self.1
+            }
+        }
+        let p1_digest = all[0].digests[1].2;
+        let held = Holds(digest, all[0].policies[0].clone());
+        let some = domain_trees(&text[..], Some(Arc::new(held))).unwrap();
+        assert_eq!(
+            some[0].known,
+            vec![
+                (GROUP, "g1".to_string(), digest),
+                (POLICY, "p1".to_string(), p1_digest)
+            ]
+        );
+        assert!(some[0].groups.is_empty() && some[0].policies.is_empty());
         // The set is the decoding's only: the next decoding on this thread knows nothing.
-        assert_eq!(domain_trees(&text[..], Arc::default()).unwrap(), all);
+        assert_eq!(domain_trees(&text[..], None).unwrap(), all);
     }
 
     #[test]
