@@ -53,12 +53,23 @@ pub(super) fn canary_step(
                 inp.monitor.open_alerts
             ));
         }
-        if let Some(b) = w.blackout_at(now) {
-            // The answer changes at the blackout's end only if nothing else holds the step.
+        if w.blackout_at(now).is_some() {
+            // The answer changes at the end of the blackouts that follow each other from now
+            // (b1 until 08:11:45, then b0 until 08:12:53), only if nothing else holds the step;
+            // the message names that end and the blackout it belongs to, the same all along
+            // (naming the blackout in force would change it before anything else does).
+            let until = w.after_blackouts(now);
             if held.is_empty() {
-                wake.push(w.after_blackouts(now));
+                wake.push(until);
             }
-            held.push(format!("inside blackout {} until {}", b.name, b.end));
+            let last = w
+                .blackouts
+                .iter()
+                .find(|b| b.end == until)
+                .map_or("", |b| b.name.as_str());
+            held.push(format!(
+                "inside a blackout until {until} (the end of blackout {last})"
+            ));
         }
         if !held.is_empty() {
             let message = format!(
