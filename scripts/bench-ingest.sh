@@ -20,7 +20,9 @@
 #
 #   bash scripts/bench-ingest.sh [POLICIES] [SECONDS] [SENDERS] [LINES_PER_BATCH]   (1000 10 8 10000)
 #   env: REPS (2), BASELINE (1; 0 skips the baseline controller), MICROSEG_BIN (a prebuilt
-#        microseg to measure instead of building target/release/microseg)
+#        microseg to measure instead of building target/release/microseg), MICROSEG_BENCH_WRAP
+#        (prefixes the controller's command, e.g. "heaptrack -o /tmp/ingest" with a build without
+#        mimalloc; the RSS figures are then the wrapper's)
 #
 # LINES_PER_BATCH is what one request of a log relay carries at its documented defaults: Vector's
 # `http` sink flushes a batch at 1,049,000 bytes or after 1 s (batch.max_size / timeout_secs,
@@ -37,7 +39,7 @@ N="${1:-1000}"; SECS="${2:-10}"; SENDERS="${3:-8}"; BATCH="${4:-10000}"
 REPS="${REPS:-2}"; BASELINE="${BASELINE:-1}"; DISTINCT=100000
 ROOT="$PWD"; WORK="$ROOT/.tmp/bench-ingest"; rm -rf "$WORK"; mkdir -p "$WORK/nsx"
 PIDS=()
-cleanup() { set +e; for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; bash tests/control-plane/run.sh stop "$WORK/kubeconfig" >/dev/null 2>&1; }
+cleanup() { set +e; for p in "${PIDS[@]}"; do pkill -P "$p" 2>/dev/null; kill "$p" 2>/dev/null; done; wait 2>/dev/null; bash tests/control-plane/run.sh stop "$WORK/kubeconfig" >/dev/null 2>&1; }
 trap cleanup EXIT; trap 'exit 143' INT TERM
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 if [ -n "${MICROSEG_BIN:-}" ]; then M="$MICROSEG_BIN"; else
@@ -69,7 +71,7 @@ CPID=""; HTTP_PORT=""; INGEST_PORT=""; SYSLOG_PORT=""
 start_controller() {
   local label="$1"; shift
   HTTP_PORT=$(free_port); INGEST_PORT=$(free_port); SYSLOG_PORT=$(free_port)
-  env "$@" "$M" controller --cluster bench --namespace bench --nsx-url "http://127.0.0.1:$NSX_PORT" --nsx-insecure-allow-http \
+  env "$@" ${MICROSEG_BENCH_WRAP:-} "$M" controller --cluster bench --namespace bench --nsx-url "http://127.0.0.1:$NSX_PORT" --nsx-insecure-allow-http \
     --nsx-auth session --nsx-credentials-dir "$WORK/nsx" --nsx-rate-limit 1000 --nsx-concurrency 20 \
     --http-addr "127.0.0.1:$HTTP_PORT" --ingest-addr "127.0.0.1:$INGEST_PORT" --syslog-tcp-addr "127.0.0.1:$SYSLOG_PORT" \
     --ingest-token-file "$WORK/token" --ingest-rate 10000000 --ingest-burst-lines 1000000 --syslog-rate 10000000 --syslog-burst-lines 1000000 \
@@ -77,7 +79,8 @@ start_controller() {
   CPID=$!; PIDS+=($CPID)
   until curl -fs "http://127.0.0.1:$HTTP_PORT/readyz" >/dev/null 2>&1; do sleep 0.5; done
 }
-stop_controller() { kill "$CPID"; wait "$CPID" 2>/dev/null || true; }
+# A wrapper (MICROSEG_BENCH_WRAP) leaves its child running when it is killed: the child first.
+stop_controller() { pkill -P "$CPID" 2>/dev/null || true; kill "$CPID"; wait "$CPID" 2>/dev/null || true; }
 # quiet: waits until no reconcile ran for 3 s (the start-up resync of every policy is over).
 quiet() {
   local last=-1 now

@@ -562,11 +562,13 @@ async fn send_notices(
     };
     let mut records = Vec::new();
     let mut errors = Vec::new();
-    let monitor = p
+    // The open flows a notice quotes, borrowed: the monitor status may hold 500 flows and six
+    // hours of counts, and up to a wave of reconciles wait here for a send permit.
+    let flows: &[crate::api::FlowSummary] = p
         .status
         .as_ref()
-        .and_then(|s| s.monitor.clone())
-        .unwrap_or_default();
+        .and_then(|s| s.monitor.as_ref())
+        .map_or(&[], |m| m.flows.as_slice());
     for item in due {
         // A Scheduled notice announces the date that holds if it is delivered now: never less
         // than the minimum notice from now.
@@ -593,8 +595,7 @@ async fn send_notices(
                 crate::notify::NoticeKind::Postponed | crate::notify::NoticeKind::RolledBack
             )
             .then(|| d.message.clone()),
-            flows: monitor
-                .flows
+            flows: flows
                 .iter()
                 .filter(|f| f.acknowledged.is_none())
                 .take(20)

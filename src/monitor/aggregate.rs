@@ -476,7 +476,7 @@ pub fn apply(
             out.duplicate = true;
             return out;
         }
-        m.batches.push(key.to_string());
+        m.batches.push(key.into());
         let excess = m.batches.len().saturating_sub(BATCH_KEYS_MAX);
         m.batches.drain(..excess);
     }
@@ -540,13 +540,13 @@ fn seen_again(f: &mut FlowSummary, c: &FlowCount) {
 /// A flow seen for the first time.
 fn first_seen(id: String, k: &FlowKey, c: &FlowCount) -> FlowSummary {
     FlowSummary {
-        id,
-        source: k.source.clone(),
-        destination: k.destination.clone(),
-        protocol: k.protocol.clone(),
+        id: id.into(),
+        source: k.source.as_str().into(),
+        destination: k.destination.as_str().into(),
+        protocol: k.protocol.as_str().into(),
         port: k.port.map(i32::from),
         direction: k.direction,
-        action: k.action.clone(),
+        action: k.action.as_str().into(),
         count: to_i64(c.count),
         first_seen: Time(c.first),
         last_seen: Time(c.last),
@@ -687,22 +687,22 @@ pub fn acknowledge(
         AckTarget::Flows(ids) => {
             let unknown: Vec<String> = ids
                 .iter()
-                .filter(|id| !m.flows.iter().any(|f| &f.id == *id))
+                .filter(|id| !m.flows.iter().any(|f| f.id == id.as_str()))
                 .cloned()
                 .collect();
             if !unknown.is_empty() {
                 return Err(unknown);
             }
             for f in m.flows.iter_mut() {
-                if f.acknowledged.is_none() && ids.contains(&f.id) {
-                    f.acknowledged = Some(ack.clone());
+                if f.acknowledged.is_none() && ids.iter().any(|id| f.id == id.as_str()) {
+                    f.acknowledged = Some(Box::new(ack.clone()));
                     n += 1;
                 }
             }
         }
         AckTarget::All => {
             for f in m.flows.iter_mut().filter(|f| f.acknowledged.is_none()) {
-                f.acknowledged = Some(ack.clone());
+                f.acknowledged = Some(Box::new(ack.clone()));
                 n += 1;
             }
             n += u64::try_from(m.overflow).unwrap_or(0);

@@ -275,8 +275,14 @@ impl Alert {
     /// What to do with this alert, given its [`entries`](Alert::entries). Usable messages are
     /// always recorded, whatever the kind: nothing DFW is dropped.
     pub fn disposition(&self, entries: &[Entry<'_>]) -> Disposition {
-        let name = super::quote(self.name.as_deref().unwrap_or("").trim());
         let usable = entries.iter().any(|e| !matches!(e, Entry::Unusable { .. }));
+        self.disposition_of(usable, entries.len())
+    }
+
+    /// [`disposition`](Alert::disposition) from what its entries came to: whether any was usable,
+    /// and how many there were (for a caller that folds the entries as they come, keeping none).
+    pub fn disposition_of(&self, usable: bool, entries: usize) -> Disposition {
+        let name = super::quote(self.name.as_deref().unwrap_or("").trim());
         if usable {
             return Disposition::Record;
         }
@@ -294,7 +300,7 @@ impl Alert {
                      recorded"
                 ),
             },
-            _ if entries.is_empty() => Disposition::Acknowledge {
+            _ if entries == 0 => Disposition::Acknowledge {
                 note: format!(
                     "alert {name} carries no messages (NumHits {}): nothing to record",
                     self.num_hits.unwrap_or(0)
@@ -305,7 +311,7 @@ impl Alert {
                     "alert {name} is an aggregate-query alert (AlertType 2): its {} rows are \
                      group-by results, and none has the NSX content-pack field {FIELD_RULE_ID}; \
                      microseg needs a message-query alert over DFW packet logs",
-                    entries.len()
+                    entries
                 ),
             },
             Kind::MessageQuery | Kind::UserDefined => Disposition::Refuse {
@@ -314,7 +320,7 @@ impl Alert {
                      the NSX content-pack field {FIELD_RULE_ID}; the alert's query does not \
                      select DFW packet logs (appname dfwpktlogs or FIREWALL-PKTLOG, text \
                      \"INET match\"): point it at them, or remove microseg's webhook from it",
-                    entries.len()
+                    entries
                 ),
             },
         }

@@ -42,13 +42,13 @@ fn flow(
     (first, last): (&str, &str),
 ) -> FlowSummary {
     FlowSummary {
-        id: String::new(),
-        source: source.to_string(),
-        destination: destination.to_string(),
-        protocol: protocol.to_string(),
+        id: Default::default(),
+        source: source.into(),
+        destination: destination.into(),
+        protocol: protocol.into(),
         port,
         direction,
-        action: "PASS".to_string(),
+        action: "PASS".into(),
         count,
         first_seen: Time(at(first)),
         last_seen: Time(at(last)),

@@ -629,8 +629,8 @@ mod tests {
         n.application = "<script>alert(1)</script> & co".to_string();
         n.owner.name = "<b>owner</b>".to_string();
         n.reason = Some("\"quoted\" <img src=x>".to_string());
-        n.flows[0].source = "<i>10.0.0.1</i>".to_string();
-        n.flows[0].protocol = "<u>TCP</u>".to_string();
+        n.flows[0].source = "<i>10.0.0.1</i>".into();
+        n.flows[0].protocol = "<u>TCP</u>".into();
         let r = render(&n).unwrap();
         for raw in ["<script>", "<b>owner", "<i>10.0.0.1", "<u>TCP"] {
             assert!(!r.html.contains(raw), "{raw} unescaped in HTML");
@@ -681,10 +681,10 @@ mod tests {
     fn rule_snippets_parse_as_segmentation_policy_rules() {
         let mut flows = examples::flows();
         let mut v6 = flows[0].clone();
-        v6.source = "2001:db8::1234:5678:9abc:def0".to_string();
+        v6.source = "2001:db8::1234:5678:9abc:def0".into();
         flows.push(v6);
         let mut gre = flows[0].clone();
-        gre.protocol = "PROTO 47".to_string();
+        gre.protocol = "PROTO 47".into();
         gre.port = None;
         flows.push(gre);
         flows.push(flows[0].clone());
@@ -723,7 +723,7 @@ mod tests {
     #[test]
     fn a_peer_that_is_not_an_ip_gets_a_comment_not_a_rule() {
         let mut f = examples::flows()[0].clone();
-        f.source = "evil\n- name: x".to_string();
+        f.source = "evil\n- name: x".into();
         let entry = rule_entry(&f);
         assert!(entry.starts_with('#') && !entry.contains('\n'), "{entry}");
     }

@@ -571,32 +571,40 @@ fn loginsight_batch(ingest: &Ingest, body: Bytes) -> Result<Collector, Response>
         return Err(starting());
     };
     let mut c = Collector::new(index);
-    let entries: Vec<Entry<'_>> = alert.entries(c.now).collect();
-    match alert.disposition(&entries) {
-        Disposition::Acknowledge { note } => {
-            info!(alert = ?alert.name.as_deref().map(quote), kind = alert.kind().as_str(), "{note}");
-            let report = Report {
-                note: Some(note),
-                ..Report::default()
-            };
-            return Err(answer(StatusCode::OK, &report));
-        }
-        // Counted and quoted like any unusable batch, answered 422 with this error.
-        Disposition::Refuse { error } => c.report.error = Some(error),
-        Disposition::Record => {}
-    }
-    for entry in entries {
+    // Each entry is folded as it is parsed: no list of 10,000 records per batch.
+    let (mut usable, mut seen) = (false, 0);
+    for entry in alert.entries(c.now) {
         c.report.lines += 1;
+        seen += 1;
         match entry {
-            Entry::Line { record, .. } => c.observe(&Observation::from(&record)),
+            Entry::Line { record, .. } => {
+                usable = true;
+                c.observe(&Observation::from(&record));
+            }
             Entry::Fields { record, .. } => {
+                usable = true;
                 let o = Observation::from_fields(&record, c.now);
                 c.observe(&o);
             }
             Entry::Unusable { at, reason } => c.error(at.to_string(), reason),
         }
     }
-    Ok(c)
+    match alert.disposition_of(usable, seen) {
+        Disposition::Acknowledge { note } => {
+            info!(alert = ?alert.name.as_deref().map(quote), kind = alert.kind().as_str(), "{note}");
+            let report = Report {
+                note: Some(note),
+                ..Report::default()
+            };
+            Err(answer(StatusCode::OK, &report))
+        }
+        // Counted and quoted like any unusable batch, answered 422 with this error.
+        Disposition::Refuse { error } => {
+            c.report.error = Some(error);
+            Ok(c)
+        }
+        Disposition::Record => Ok(c),
+    }
 }
 
 /// Rate check, record, answer.

@@ -1,6 +1,8 @@
 //! What the controller reports about a `SegmentationPolicy`: its phase, conditions, schedule,
 //! NSX state, monitor summary, notices and history (`status`).
 
+use compact_str::CompactString;
+
 use super::*;
 
 /// Rollout phase of an application. Ordered as the rollout goes; Held and RolledBack are detours.
@@ -305,7 +307,7 @@ pub struct MonitorStatus {
     /// twice).
     #[serde(default)]
     #[schemars(length(max = 256))]
-    pub batches: Vec<String>,
+    pub batches: Vec<CompactString>,
 }
 
 /// One aggregated unmatched flow.
@@ -314,20 +316,20 @@ pub struct MonitorStatus {
 pub struct FlowSummary {
     /// Stable id of the flow (hash of application, addresses, protocol, port, direction, action).
     #[serde(default)]
-    pub id: String,
+    pub id: CompactString,
     /// Source address.
-    pub source: String,
+    pub source: CompactString,
     /// Destination address.
-    pub destination: String,
+    pub destination: CompactString,
     /// TCP, UDP, ICMP or PROTO n.
-    pub protocol: String,
+    pub protocol: CompactString,
     /// Destination port, when the protocol has ports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<i32>,
     /// Inbound or Outbound, from the application's point of view.
     pub direction: Direction,
     /// What the catch-all did: PASS or DROP.
-    pub action: String,
+    pub action: CompactString,
     /// How many times it was seen.
     pub count: i64,
     /// First seen.
@@ -338,7 +340,7 @@ pub struct FlowSummary {
     pub last_seen: Time,
     /// Who acknowledged the alert, when and why; absent while it is open.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub acknowledged: Option<Acknowledgement>,
+    pub acknowledged: Option<Box<Acknowledgement>>,
 }
 
 /// An acknowledged alert.

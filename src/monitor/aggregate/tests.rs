@@ -1,5 +1,6 @@
 use super::*;
 use crate::monitor::parse_line;
+use compact_str::CompactString;
 
 fn key() -> PolicyKey {
     PolicyKey {
@@ -108,7 +109,7 @@ fn batch_keys_are_bounded() {
         );
     }
     assert_eq!(m.batches.len(), BATCH_KEYS_MAX);
-    assert_eq!(m.batches.first().map(String::as_str), Some("k10"));
+    assert_eq!(m.batches.first().map(CompactString::as_str), Some("k10"));
 }
 
 fn flows(n: u16) -> Delta {
@@ -133,7 +134,7 @@ fn the_cap_counts_overflow_and_acknowledged_flows_make_room() {
     assert_eq!(m.overflow, 2);
     assert_eq!(m.open_alerts, 5, "overflowed flows stay open alerts");
 
-    let id = m.flows[0].id.clone();
+    let id = m.flows[0].id.to_string();
     let n = acknowledge(
         &mut m,
         &AckTarget::Flows(vec![id.clone()]),
@@ -418,7 +419,7 @@ proptest::proptest! {
                 }
                 Step::Ack(i) => {
                     let ids: Vec<String> =
-                        fast.flows.get(i % fast.flows.len().max(1)).map(|f| f.id.clone()).into_iter().collect();
+                        fast.flows.get(i % fast.flows.len().max(1)).map(|f| f.id.to_string()).into_iter().collect();
                     let a = acknowledge(&mut fast, &AckTarget::Flows(ids.clone()), "a", "", now());
                     let b = acknowledge(&mut slow, &AckTarget::Flows(ids), "a", "", now());
                     proptest::prop_assert_eq!(a, b);
