@@ -189,6 +189,7 @@ async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
                 Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
             current = Box::pin(api.get(&p.name_any()))
                 .await
+                .map(super::shared::without_managed_fields)
                 .map_err(Error::Kube)?;
             &current
         }

@@ -347,6 +347,14 @@ fn drop_managed_fields(obj: &mut SegmentationPolicy) {
     obj.managed_fields_mut().clear();
 }
 
+/// A policy read with a GET, without its `metadata.managedFields` (decoded as JSON trees, several
+/// times the size of the rest of the object's metadata): what a reconcile or a monitor write
+/// keeps while it waits holds no more than the store's copy.
+pub fn without_managed_fields(mut obj: SegmentationPolicy) -> SegmentationPolicy {
+    drop_managed_fields(&mut obj);
+    obj
+}
+
 /// Passes an object on only when `predicate`'s value for it changed (or it is a new object,
 /// by uid), as kube's `predicate_filter` does for a watch of its own.
 pub struct ChangeFilter<K: kube::Resource<DynamicType = ()> + 'static, P> {
@@ -409,6 +417,42 @@ mod tests {
     fn names(mut refs: Vec<ObjectRef<SegmentationPolicy>>) -> Vec<String> {
         refs.sort_by(|a, b| a.name.cmp(&b.name));
         refs.into_iter().map(|r| r.name).collect()
+    }
+
+    #[test]
+    fn a_policy_read_with_a_get_is_kept_without_its_managed_fields() {
+        // metadata.managedFields as the API server answers a GET after a server-side apply and
+        // a status write (ManagedFieldsEntry, Kubernetes API reference).
+        let mut p = (*policy("web", "w1")).clone();
+        p.metadata.resource_version = Some("4711".into());
+        p.metadata.managed_fields = Some(
+            serde_json::from_value(serde_json::json!([
+                {"manager": "kubectl", "operation": "Apply", "apiVersion": "microseg.io/v1alpha1",
+                 "time": "2026-12-01T10:00:00Z", "fieldsType": "FieldsV1",
+                 "fieldsV1": {"f:spec": {"f:owners": {}, "f:rules": {}, "f:window": {"f:name": {}}}}},
+                {"manager": "microseg-controller", "operation": "Apply",
+                 "apiVersion": "microseg.io/v1alpha1", "time": "2026-12-01T10:00:01Z",
+                 "fieldsType": "FieldsV1", "subresource": "status",
+                 "fieldsV1": {"f:status": {"f:phase": {}, "f:conditions": {}}}}
+            ]))
+            .unwrap(),
+        );
+        let kept = without_managed_fields(p.clone());
+        assert!(
+            kept.metadata
+                .managed_fields
+                .as_deref()
+                .unwrap_or_default()
+                .is_empty()
+        );
+        // Everything else is as read.
+        let mut expected = p;
+        expected
+            .metadata
+            .managed_fields
+            .clone_from(&kept.metadata.managed_fields);
+        assert_eq!(kept, expected);
+        assert_eq!(kept.metadata.resource_version.as_deref(), Some("4711"));
     }
 
     #[test]

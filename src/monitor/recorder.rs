@@ -566,7 +566,10 @@ async fn write_policy(
         let from_copy = copy.is_some();
         let read = match copy {
             Some(p) => Ok(Some(p)),
-            None => api.get_opt(&policy.name).await.map(|p| p.map(Arc::new)),
+            None => api.get_opt(&policy.name).await.map(|p| {
+                p.map(crate::controller::shared::without_managed_fields)
+                    .map(Arc::new)
+            }),
         };
         let current = match read {
             Ok(Some(p)) => p,
