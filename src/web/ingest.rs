@@ -571,25 +571,21 @@ fn loginsight_batch(ingest: &Ingest, body: Bytes) -> Result<Collector, Response>
         return Err(starting());
     };
     let mut c = Collector::new(index);
-    // Each entry is folded as it is parsed: no list of 10,000 records per batch.
-    let (mut usable, mut seen) = (false, 0);
+    // Each entry is folded as it is parsed: no list of 10,000 records per batch. Only an
+    // unusable entry counts as unparsed, so the report says whether any was usable.
     for entry in alert.entries(c.now) {
         c.report.lines += 1;
-        seen += 1;
         match entry {
-            Entry::Line { record, .. } => {
-                usable = true;
-                c.observe(&Observation::from(&record));
-            }
+            Entry::Line { record, .. } => c.observe(&Observation::from(&record)),
             Entry::Fields { record, .. } => {
-                usable = true;
                 let o = Observation::from_fields(&record, c.now);
                 c.observe(&o);
             }
             Entry::Unusable { at, reason } => c.error(at.to_string(), reason),
         }
     }
-    match alert.disposition_of(usable, seen) {
+    let usable = c.report.unparsed < c.report.lines;
+    match alert.disposition_of(usable, alert.messages.len()) {
         Disposition::Acknowledge { note } => {
             info!(alert = ?alert.name.as_deref().map(quote), kind = alert.kind().as_str(), "{note}");
             let report = Report {
