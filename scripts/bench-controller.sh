@@ -50,13 +50,15 @@ variant() {
   "$M" nsx-sim --listen "127.0.0.1:$NSX_PORT" --plain-http --password-file "$WORK/nsx/password" --rate-limit 100 --vms "$WORK/vms.json" >"$D/sim.log" 2>&1 &
   SIM=$!; PIDS+=($SIM)
   kubectl create namespace "$NS" >/dev/null
-  # The Reminder (48 h before enforceAt by default) comes 45 s before it in this compressed
-  # timeline: after every application is Monitoring, not in the second before the flip, where
-  # 1,000 reminder mails to the test SMTP sink held the reconciles that flip.
+  # The Reminder (48 h before enforceAt by default) comes 120 s before it in this compressed
+  # timeline: after every application is Monitoring, and, as in production, done before the
+  # member check (the minute before enforceAt) and the flip's lead (10 s). With 45 s, 1,000
+  # reminder mails to the test SMTP sink (~30 a second) and their status writes overlapped the
+  # lead and a third of the wave decided at the instant instead of ahead of it (session 10).
   # shellcheck disable=SC2086
   ${MICROSEG_BENCH_WRAP:-} "$CM" controller --cluster bench --namespace "$NS" --nsx-url "http://127.0.0.1:$NSX_PORT" --nsx-insecure-allow-http --nsx-auth session \
     --nsx-credentials-dir "$WORK/nsx" --notify-config-dir "$WORK/notify" --nsx-rate-limit 95 --nsx-concurrency 20 \
-    --reminder-before 45s --resync "${RESYNC}s" --http-addr "127.0.0.1:$HTTP_PORT" $FLAGS >"$D/controller.log" 2>&1 &
+    --reminder-before 120s --resync "${RESYNC}s" --http-addr "127.0.0.1:$HTTP_PORT" $FLAGS >"$D/controller.log" 2>&1 &
   CPID=$!; PIDS+=($CPID)
   # The controller's RSS twice a second (seconds since the epoch, KiB; and of it, KiB in
   # transparent huge pages), to place its peak.
@@ -64,7 +66,7 @@ variant() {
   PIDS+=($!)
   local T0 ENFORCE APPLY_START APPLY_DONE ALL_MON ALL_ENF RSS CPU
   T0=$(date +%s)
-  ENFORCE=$(( T0 + 60 + N * 12 / 100 ))   # room for all N to reach Monitoring first
+  ENFORCE=$(( T0 + 120 + N * 15 / 100 ))   # room for all N to reach Monitoring, then the Reminder
   python3 - "$N" "$(at "$T0")" "$(at "$ENFORCE")" "$(at $((ENFORCE + 3600)))" "$NS" > "$D/policies.yaml" <<'PY'
 import sys
 n, notify, enforce, cleanup, ns = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]

@@ -95,6 +95,14 @@ pub fn early(
     (until.saturating_sub(lead), Some(at))
 }
 
+/// How long a reconcile at `now` may wait for something besides the decision (a notice's send
+/// permit) before the decision ahead of the schedule's next instant `wake_at` is due: `None`
+/// when there is no such instant (or no lead), zero when the lead has already begun.
+pub fn give_way(wake_at: Option<Timestamp>, now: Timestamp, lead: Duration) -> Option<Duration> {
+    let at = wake_at.filter(|at| *at > now && !lead.is_zero())?;
+    Some(now.duration_until(at).unsigned_abs().saturating_sub(lead))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,6 +169,26 @@ mod tests {
             "at the instant: decided as of now"
         );
         assert_eq!(a.take("u", at(58), LEAD), None, "and forgotten");
+    }
+
+    #[test]
+    fn other_work_gives_way_at_the_lead_before_the_next_instant() {
+        assert_eq!(
+            give_way(Some(at(60)), at(15), LEAD),
+            Some(Duration::from_secs(40))
+        );
+        assert_eq!(
+            give_way(Some(at(60)), at(57), LEAD),
+            Some(Duration::ZERO),
+            "within the lead: no waiting"
+        );
+        assert_eq!(give_way(None, at(0), LEAD), None, "no instant ahead");
+        assert_eq!(give_way(Some(at(0)), at(0), LEAD), None, "instant past");
+        assert_eq!(
+            give_way(Some(at(60)), at(0), Duration::ZERO),
+            None,
+            "no lead: nothing is decided ahead"
+        );
     }
 
     #[test]

@@ -131,4 +131,46 @@ impl<const N: usize> Limit<N> {
     pub async fn permit(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
         self.0.acquire().await.ok()
     }
+
+    /// As [`Limit::permit`], waiting no later than `until`: `None` when no permit came by then.
+    pub async fn permit_until(
+        &self,
+        until: tokio::time::Instant,
+    ) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        tokio::time::timeout_at(until, self.0.acquire())
+            .await
+            .ok()?
+            .ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_permit_waited_for_until_an_instant_comes_by_then_or_not_at_all() {
+        let limit = Limit::<1>::default();
+        let now = tokio::time::Instant::now();
+        let held = limit.permit_until(now).await;
+        assert!(
+            held.is_some(),
+            "a free permit is taken even at the deadline"
+        );
+        assert!(
+            limit
+                .permit_until(now + std::time::Duration::from_secs(5))
+                .await
+                .is_none(),
+            "none came by the deadline"
+        );
+        assert!(tokio::time::Instant::now() >= now + std::time::Duration::from_secs(5));
+        drop(held);
+        assert!(
+            limit
+                .permit_until(tokio::time::Instant::now() + std::time::Duration::from_secs(5))
+                .await
+                .is_some()
+        );
+    }
 }

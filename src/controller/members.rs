@@ -1,17 +1,18 @@
 //! Member counts checked ahead of `enforceAt` (issue #22), so that the flip to DROP is a pure
-//! write: in the minute before enforcement a reconcile counts the group's effective members and
-//! remembers a positive count for the spec's generation; the flip uses it when it is at most
-//! [`FRESH`] old and the generation is unchanged (a new generation may have changed
-//! `spec.members`), and counts again otherwise. A count of zero is never taken ahead: the flip
-//! counts again, in case members appeared meanwhile. A count is kept (not consumed by the flip):
-//! a second reconcile of the flip on a copy the watch has not updated yet finds it too.
+//! write: in the minute before enforcement a reconcile checks that the group has effective
+//! members (one NSX call when a VM is one) and remembers a positive answer for the spec's
+//! generation; the flip uses it when it is at most [`FRESH`] old and the generation is unchanged
+//! (a new generation may have changed `spec.members`), and checks again otherwise. An empty
+//! group is never taken ahead: the flip checks again, in case members appeared meanwhile. An
+//! answer is kept (not consumed by the flip): a second reconcile of the flip on a copy the watch
+//! has not updated yet finds it too.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
-/// How long before `enforceAt` the members are counted.
+/// How long before `enforceAt` the members are checked.
 pub const AHEAD: SignedDuration = SignedDuration::from_secs(60);
 /// How old a count the flip takes.
 pub const FRESH: SignedDuration = SignedDuration::from_secs(120);
@@ -20,10 +21,10 @@ pub const FRESH: SignedDuration = SignedDuration::from_secs(120);
 struct Check {
     generation: Option<i64>,
     at: Timestamp,
-    count: u64,
+    present: bool,
 }
 
-/// Counts taken ahead, by group (`domain/id`).
+/// Checks taken ahead, by group (`domain/id`).
 #[derive(Debug, Default)]
 pub struct MemberChecks {
     checks: Mutex<HashMap<String, Check>>,
@@ -39,37 +40,33 @@ impl MemberChecks {
         self.checks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Remembers a count taken at `at` for `generation`.
-    pub fn remember(&self, group: &str, generation: Option<i64>, at: Timestamp, count: u64) {
+    /// Remembers whether the group had members at `at`, for `generation`.
+    pub fn remember(&self, group: &str, generation: Option<i64>, at: Timestamp, present: bool) {
         let mut checks = self.lock();
-        // Bounded by the groups counted within the last [`FRESH`].
+        // Bounded by the groups checked within the last [`FRESH`].
         checks.retain(|_, c| c.at.duration_until(at) <= FRESH);
         checks.insert(
             group.to_string(),
             Check {
                 generation,
                 at,
-                count,
+                present,
             },
         );
     }
 
-    /// A positive count for this generation taken at most [`FRESH`] before `now`.
-    pub fn fresh(&self, group: &str, generation: Option<i64>, now: Timestamp) -> Option<u64> {
-        let c = *self.lock().get(group)?;
-        (c.generation == generation
-            && c.count > 0
-            && c.at <= now
-            && c.at.duration_until(now) <= FRESH)
-            .then_some(c.count)
+    /// Whether members were found for this generation at most [`FRESH`] before `now` (an
+    /// empty group is checked again).
+    pub fn fresh(&self, group: &str, generation: Option<i64>, now: Timestamp) -> bool {
+        self.lock().get(group).is_some_and(|c| {
+            c.generation == generation
+                && c.present
+                && c.at <= now
+                && c.at.duration_until(now) <= FRESH
+        })
     }
 
-    /// Whether a fresh positive count is at hand (the pre-check need not run again).
-    pub fn has_fresh(&self, group: &str, generation: Option<i64>, now: Timestamp) -> bool {
-        self.fresh(group, generation, now).is_some()
-    }
-
-    /// Forgets a group's count (it enforces now, or is gone).
+    /// Forgets a group's check (it enforces now, or is gone).
     pub fn forget(&self, group: &str) {
         self.lock().remove(group);
     }
@@ -95,22 +92,21 @@ mod tests {
     }
 
     #[test]
-    fn a_count_is_taken_only_for_its_generation_while_fresh_and_positive() {
+    fn a_check_is_taken_only_for_its_generation_while_fresh_and_positive() {
         let m = MemberChecks::default();
-        m.remember("d/g", Some(3), at(0), 12);
-        assert_eq!(m.fresh("d/g", Some(3), at(60)), Some(12));
-        assert_eq!(m.fresh("d/g", Some(3), at(120)), Some(12));
-        assert_eq!(m.fresh("d/g", Some(3), at(121)), None, "too old");
-        assert_eq!(m.fresh("d/g", Some(4), at(60)), None, "spec changed");
-        assert_eq!(m.fresh("d/other", Some(3), at(60)), None);
-        m.remember("d/g", Some(3), at(0), 0);
-        assert_eq!(
-            m.fresh("d/g", Some(3), at(60)),
-            None,
-            "zero is counted again"
+        m.remember("d/g", Some(3), at(0), true);
+        assert!(m.fresh("d/g", Some(3), at(60)));
+        assert!(m.fresh("d/g", Some(3), at(120)));
+        assert!(!m.fresh("d/g", Some(3), at(121)), "too old");
+        assert!(!m.fresh("d/g", Some(4), at(60)), "spec changed");
+        assert!(!m.fresh("d/other", Some(3), at(60)));
+        m.remember("d/g", Some(3), at(0), false);
+        assert!(
+            !m.fresh("d/g", Some(3), at(60)),
+            "an empty group is checked again"
         );
-        m.remember("d/g", Some(3), at(0), 5);
+        m.remember("d/g", Some(3), at(0), true);
         m.forget("d/g");
-        assert_eq!(m.fresh("d/g", Some(3), at(60)), None);
+        assert!(!m.fresh("d/g", Some(3), at(60)));
     }
 }

@@ -47,6 +47,8 @@ pub struct Metrics {
     pub drift_corrected: Counter,
     /// Notices delivered, by kind.
     pub notices: Family<PhaseLabel, Counter>,
+    /// Notices that gave way to a scheduled instant (no send permit before its lead), by kind.
+    pub notices_deferred: Family<PhaseLabel, Counter>,
     /// Objects that cannot be decoded (skipped until fixed), by kind.
     pub invalid_objects: Family<KindLabel, Gauge>,
     /// Reconciles that panicked (caught; the other objects are still served), by kind.
@@ -67,6 +69,7 @@ impl Metrics {
             nsx_writes: Counter::default(),
             drift_corrected: Counter::default(),
             notices: Family::default(),
+            notices_deferred: Family::default(),
             invalid_objects: Family::default(),
             reconcile_panics: Family::default(),
         };
@@ -105,6 +108,11 @@ impl Metrics {
             "microseg_notices",
             "Owner notices delivered, by kind",
             m.notices.clone(),
+        );
+        registry.register(
+            "microseg_notices_deferred",
+            "Owner notices not sent because no send permit came before the lead of a scheduled instant, by kind",
+            m.notices_deferred.clone(),
         );
         registry.register(
             "microseg_invalid_objects",

@@ -597,8 +597,8 @@ impl NsxApi for BatchingNsx {
         self.submit(body, true).await
     }
 
-    async fn group_member_count(&self, domain: &str, id: &str) -> Result<u64, Error> {
-        self.inner.group_member_count(domain, id).await
+    async fn group_has_members(&self, domain: &str, id: &str) -> Result<bool, Error> {
+        self.inner.group_has_members(domain, id).await
     }
 
     async fn group_vm_names(&self, domain: &str, id: &str) -> Result<Vec<String>, Error> {

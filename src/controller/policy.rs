@@ -4,7 +4,7 @@
 //!    group paths, NSX as the cache holds it, and `now`;
 //! 2. **decide** (`decide::decide`, pure): the schedule's phase, the owner notices due, the
 //!    member check ahead of and on entering enforcement, the canary VMs, and the NSX writes
-//!    (`plan::desired`, `plan::diff`); it asks for a fact it lacks (a member count, the canary
+//!    (`plan::desired`, `plan::diff`); it asks for a fact it lacks (the group's members, the canary
 //!    VMs) or for notices to be sent, and is asked again;
 //! 3. **act**: the NSX writes (coalesced with other reconciles' by `nsx_batch`), the policy read
 //!    back for NSX's rule ids;
@@ -213,7 +213,7 @@ async fn apply(p: &SegmentationPolicy, ctx: &Context) -> Result<Action, Error> {
         o.members = ctx
             .members
             .fresh(&o.names.group_key(), p.metadata.generation, at)
-            .map(Ok);
+            .then_some(Ok(true));
     }
     let mut needs = 0;
     let mut waited = false;
@@ -385,7 +385,7 @@ async fn observe<'a>(
     let members = ctx
         .members
         .fresh(&n.group_key(), p.metadata.generation, now)
-        .map(Ok);
+        .then_some(Ok(true));
     let o = Observed {
         policy: p,
         names: n,
@@ -410,13 +410,13 @@ async fn answer(o: &mut Observed<'_>, need: Need, p: &SegmentationPolicy, ctx: &
     let n = &o.names;
     match need {
         Need::Members => {
-            let count = ctx.nsx.group_member_count(&n.domain, &n.id).await;
-            if let Ok(c) = &count {
+            let present = ctx.nsx.group_has_members(&n.domain, &n.id).await;
+            if let Ok(present) = &present {
                 // Ahead of the flip, so that the flip is a pure write.
                 ctx.members
-                    .remember(&n.group_key(), p.metadata.generation, o.now, *c);
+                    .remember(&n.group_key(), p.metadata.generation, o.now, *present);
             }
-            o.members = Some(count);
+            o.members = Some(present);
         }
         Need::Canary(d) => {
             let Some(w) = o.window() else { return };
@@ -570,7 +570,15 @@ async fn send_notices(
         .as_ref()
         .and_then(|s| s.monitor.as_ref())
         .map_or(&[], |m| m.flows.as_slice());
-    for item in due {
+    // A notice waits for its send permit only until the lead before the schedule's next
+    // instant: a backlog of mail (a wave's 1,000 Reminders) must not keep this reconcile from
+    // the decision made ahead of the instant. What is not sent by then is decided again with
+    // the instant (a Reminder is no longer due once enforceAt has come; the Enforced notice
+    // follows the flip).
+    let give_way = super::ahead::give_way(d.wake_at, now, ctx.settings.lead)
+        .map(|wait| tokio::time::Instant::now() + wait);
+    let mut due = due.into_iter();
+    while let Some(item) = due.next() {
         // A Scheduled notice announces the date that holds if it is delivered now: never less
         // than the minimum notice from now.
         let enforce_at = if item.kind == crate::notify::NoticeKind::Scheduled {
@@ -605,7 +613,29 @@ async fn send_notices(
             message_id: item.message_id.clone(),
             canary: super::canary::notice_plan(w, d, choice, enforce_at),
         };
-        let permit = ctx.notice_sends.permit().await;
+        let permit = match give_way {
+            None => ctx.notice_sends.permit().await,
+            Some(until) => match ctx.notice_sends.permit_until(until).await {
+                Some(permit) => Some(permit),
+                None => {
+                    let deferred: Vec<Due> = std::iter::once(item).chain(due).collect();
+                    warn!(
+                        notices = %deferred.iter().map(|i| format!("{} to {}", i.kind.as_str(), i.owner.name)).collect::<Vec<_>>().join(", "),
+                        instant = %d.wake_at.map(|t| t.to_string()).unwrap_or_default(),
+                        "notices deferred: no send permit came before the lead of the schedule's next instant (other notices are being sent); decided again with the instant"
+                    );
+                    for i in &deferred {
+                        ctx.metrics
+                            .notices_deferred
+                            .get_or_create(&super::metrics::PhaseLabel {
+                                phase: i.kind.as_str().to_string(),
+                            })
+                            .inc();
+                    }
+                    break;
+                }
+            },
+        };
         let sent = notifier.send(&notice).await;
         drop(permit);
         match sent {

@@ -127,8 +127,8 @@ pub trait NsxApi: Send + Sync {
     async fn patch_infra_relaxed(&self, body: &Infra) -> Result<(), Error> {
         self.patch_infra(body).await
     }
-    /// How many effective members (VMs and IP addresses) a group has now.
-    async fn group_member_count(&self, domain: &str, id: &str) -> Result<u64, Error>;
+    /// Whether a group has any effective member now (a VM or an IP address).
+    async fn group_has_members(&self, domain: &str, id: &str) -> Result<bool, Error>;
     /// The display names of a group's effective VM members (`GET .../members/virtual-machines`,
     /// paged), sorted; used to choose canary VMs.
     async fn group_vm_names(&self, domain: &str, id: &str) -> Result<Vec<String>, Error>;

@@ -160,7 +160,7 @@ async fn the_example_wave_goes_from_pending_to_completed_with_nsx_matching_the_p
                 .unwrap();
             eprintln!(
                 "web Held: members {:?}; vms loaded {}; group {:?}",
-                env.nsx_client().group_member_count("default", &id).await,
+                env.nsx_client().group_has_members("default", &id).await,
                 vms.len(),
                 env.nsx_client()
                     .get_group("default", &id)

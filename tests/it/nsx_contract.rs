@@ -1127,6 +1127,49 @@ async fn effective_members_and_flow_logs_follow_the_policies() {
     t.client.patch_infra(&body).await.unwrap();
     let ids = t.client.rule_ids(&t.domain, &web).await.unwrap();
 
+    // Whether a group has members (the check before a DROP): one listing of one item when a
+    // VM is a member; the IP addresses only when none is; an empty group has none.
+    let http_counters =
+        |url: String| async move { admin_get(&format!("{url}/admin/counters")).await };
+    http.delete(format!("{}/admin/counters", t.sim().url))
+        .send()
+        .await
+        .unwrap();
+    assert!(t.client.group_has_members(&t.domain, &web).await.unwrap());
+    let counters = http_counters(t.sim().url.clone()).await;
+    assert_eq!(
+        counters["GET /infra/domains/{d}/groups/{id}/members/virtual-machines"]["total"], 1,
+        "{counters}"
+    );
+    assert!(
+        counters
+            .get("GET /infra/domains/{d}/groups/{id}/members/ip-addresses")
+            .is_none(),
+        "{counters}"
+    );
+    let statics = t.id("statics");
+    let empty = t.id("empty");
+    for (id, ips) in [(&statics, vec!["10.99.0.0/24"]), (&empty, vec![])] {
+        t.client
+            .put_group(&t.domain, &group(id, ips))
+            .await
+            .unwrap();
+    }
+    assert!(
+        t.client
+            .group_has_members(&t.domain, &statics)
+            .await
+            .unwrap(),
+        "static addresses are members"
+    );
+    assert!(!t.client.group_has_members(&t.domain, &empty).await.unwrap());
+    let missing = t
+        .client
+        .group_has_members(&t.domain, &t.id("missing"))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&missing).0, 404);
+
     let members = t
         .client
         .send_json(

@@ -1,6 +1,6 @@
 //! The decide step of a policy reconcile, pure. The shell (`policy`) observes (the window or
 //! the window as last seen, the peers' groups, NSX as the cache holds it, the monitor summary in
-//! status, `now`), asks [`decide`] until it has every fact the decision needs (a member count,
+//! status, `now`), asks [`decide`] until it has every fact the decision needs (the group's members,
 //! the canary VMs, the notices it had to send), makes the NSX writes of the [`Plan`], and asks
 //! [`conclude`] for the status, the events and the requeue. No clock, no IO here: every phase,
 //! gate and error category is testable with a fixed `now` and NSX as a value.
@@ -112,8 +112,8 @@ pub struct Observed<'a> {
     /// Every peer group the rules name is in NSX (a new application then writes its group and
     /// policy in one call).
     pub peer_groups_in_nsx: bool,
-    /// The group's effective member count (`None`: not counted).
-    pub members: Option<Result<u64, crate::nsx::Error>>,
+    /// Whether the group has effective members (`None`: not checked).
+    pub members: Option<Result<bool, crate::nsx::Error>>,
     /// The canary VMs (`None`: not read).
     pub canary: Option<CanaryFact>,
     /// The notices sent in this reconcile (`None`: none was due yet).
@@ -153,7 +153,7 @@ pub enum Step {
 /// A fact the decision depends on.
 #[derive(Debug)]
 pub enum Need {
-    /// The group's effective member count (`Observed::members`).
+    /// Whether the group has effective members (`Observed::members`).
     Members,
     /// The canary VMs of the step this decision puts in force (`Observed::canary`).
     Canary(Box<Decision>),
@@ -621,13 +621,13 @@ fn with_members(
     }
     let problem = match &o.members {
         None => return Err(Need::Members),
-        Some(Ok(0)) => Some(Blocker {
+        Some(Ok(false)) => Some(Blocker {
             reason: reason::NO_MEMBERS,
             message:
                 "spec.members: the NSX group has no effective members (no VM or address matches)"
                     .into(),
         }),
-        Some(Ok(_)) => None,
+        Some(Ok(true)) => None,
         Some(Err(err)) => Some(nsx_error(format!(
             "NSX group members could not be read: {err}"
         ))),

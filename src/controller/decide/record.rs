@@ -367,7 +367,7 @@ fn requeue(o: &Observed<'_>, decision: &Decision, sync: &SyncOutcome, sent: &Sen
     {
         wait = wait.min(after(reminder_at));
     }
-    // The members are counted in the minute before enforceAt.
+    // The members are checked in the minute before enforceAt.
     let precheck_at = crate::api::time::minus(decision.schedule.enforce_at, members::AHEAD);
     if decision.phase == Phase::Monitoring && precheck_at > now {
         wait = wait.min(after(precheck_at));

@@ -86,8 +86,8 @@ impl NsxApi for Manager {
             None => Ok(()),
         }
     }
-    async fn group_member_count(&self, _: &str, _: &str) -> Result<u64, Error> {
-        Ok(1)
+    async fn group_has_members(&self, _: &str, _: &str) -> Result<bool, Error> {
+        Ok(true)
     }
     async fn group_vm_names(&self, _: &str, _: &str) -> Result<Vec<String>, Error> {
         Ok(vec!["vm-1".into()])

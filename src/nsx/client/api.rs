@@ -27,17 +27,18 @@ impl Client {
 
 #[async_trait]
 impl NsxApi for Client {
-    async fn group_member_count(&self, domain: &str, id: &str) -> Result<u64, Error> {
+    async fn group_has_members(&self, domain: &str, id: &str) -> Result<bool, Error> {
         let base = format!(
             "/infra/domains/{}/groups/{}/members",
             segment(domain),
             segment(id)
         );
-        let vms = self
-            .list_values(&format!("{base}/virtual-machines"))
-            .await?;
-        let ips = self.list_values(&format!("{base}/ip-addresses")).await?;
-        Ok((vms.len() + ips.len()) as u64)
+        // A member VM is the common case (tag criteria): one call. The IP addresses (static
+        // ones, and the VMs' own, which a VM without tools does not report) only when no VM is.
+        if self.has_any(&format!("{base}/virtual-machines")).await? {
+            return Ok(true);
+        }
+        self.has_any(&format!("{base}/ip-addresses")).await
     }
 
     async fn group_vm_names(&self, domain: &str, id: &str) -> Result<Vec<String>, Error> {

@@ -600,6 +600,22 @@ impl Client {
         }
     }
 
+    /// Whether a list has any item: one call for the first item only.
+    pub async fn has_any(&self, policy_path: &str) -> Result<bool, Error> {
+        let path = format!("{POLICY_API}{policy_path}");
+        let a = self
+            .call(
+                Method::GET,
+                &path,
+                &[("page_size", "1".to_string())],
+                Body::None,
+                true,
+            )
+            .await?;
+        let page: ListResult<Value> = Self::decode(policy_path, &a.body)?;
+        Ok(!page.results.is_empty() || page.result_count.is_some_and(|n| n > 0))
+    }
+
     /// Every item of a list, following the cursor to the end. The last page may or may not
     /// carry a cursor; reading stops at an absent or empty cursor, at an empty page, or once
     /// `result_count` (from the first page) items are read.

@@ -105,11 +105,11 @@ struct Harness {
     /// Faults and facts.
     read_fails: bool,
     write_fails: bool,
-    members: Result<u64, crate::nsx::Error>,
+    members: Result<bool, crate::nsx::Error>,
     /// The monitor's part of the status (written by the monitor, not the reconciler).
     monitor: MonitorStatus,
-    /// The member count taken ahead (the controller's `MemberChecks`).
-    fresh_members: Option<u64>,
+    /// Members found ahead (the controller's `MemberChecks`).
+    fresh_members: bool,
     /// What happened.
     needs: Vec<String>,
     /// Notices told after the writes, with the catch-all NSX held when each was sent.
@@ -133,9 +133,9 @@ impl Harness {
             next_rule_id: 1000,
             read_fails: false,
             write_fails: false,
-            members: Ok(3),
+            members: Ok(true),
             monitor: MonitorStatus::default(),
-            fresh_members: None,
+            fresh_members: false,
             needs: Vec::new(),
             told: Vec::new(),
             writes: Vec::new(),
@@ -200,7 +200,7 @@ impl Harness {
             peer_blocker: None,
             live,
             peer_groups_in_nsx: true,
-            members: self.fresh_members.map(Ok),
+            members: self.fresh_members.then_some(Ok(true)),
             canary: None,
             notices: None,
         };
@@ -247,10 +247,8 @@ impl Harness {
         match need {
             Need::Members => {
                 self.needs.push("members".into());
-                if let Ok(c) = &self.members
-                    && *c > 0
-                {
-                    self.fresh_members = Some(*c);
+                if let Ok(true) = &self.members {
+                    self.fresh_members = true;
                 }
                 o.members = Some(self.members.clone());
             }
@@ -460,7 +458,7 @@ fn observed_for<'a>(h: &'a Harness, p: &'a SegmentationPolicy, now: Timestamp) -
         peer_blocker: None,
         live: Some(Ok(h.nsx.clone())),
         peer_groups_in_nsx: true,
-        members: Some(Ok(3)),
+        members: Some(Ok(true)),
         canary: None,
         notices: Some(Sent::default()),
     }

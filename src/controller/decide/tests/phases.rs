@@ -176,7 +176,7 @@ fn members_are_counted_in_the_minute_before_so_the_flip_is_a_pure_write() {
 fn an_empty_group_holds_as_no_members() {
     let mut h = Harness::monitoring(EVIDENCE);
     h.logs_until(ENFORCE - 5);
-    h.members = Ok(0);
+    h.members = Ok(false);
     h.settle(ENFORCE);
     assert_eq!(h.phase(), Some(Phase::Held));
     assert_eq!(
