@@ -92,13 +92,72 @@ struct Holding {
 impl Holding {
     /// Whether a loaded domain holds `kind`/`id` as `is` (ids are this cluster's own, so the
     /// domain, which the listing may name after its children, is not needed).
-    fn holds(&self, kind: &'static str, id: &str, is: impl Fn(&Entry) -> bool) -> bool {
-        let inner = self.cache.lock();
-        inner.loaded.iter().any(|d| {
+    ///
+    /// `adopt` compares the entry with what was read and, when they differ only in NSX's
+    /// bookkeeping, takes it from the read: after its own write the cache holds the object as
+    /// written, with the revision and modification time NSX had before; without this, the first
+    /// refresh after a wave would decode every object the wave wrote again and hold that copy
+    /// beside the cache's until the refresh ends.
+    fn holds(&self, kind: &'static str, id: &str, adopt: impl Fn(&mut Entry) -> bool) -> bool {
+        let mut inner = self.cache.lock();
+        let Inner {
+            loaded,
+            unknown,
+            live,
+            ..
+        } = &mut *inner;
+        loaded.iter().any(|d| {
             let k = key(d, kind, id);
-            !inner.unknown.contains(&k) && inner.live.get(&k).is_some_and(&is)
+            !unknown.contains(&k) && live.get_mut(&k).is_some_and(&adopt)
         })
     }
+}
+
+/// `prev` with the top-level fields `written` sets (what a PATCH of it leaves in NSX, rules
+/// aside); `None` if either does not serialize.
+fn patched(prev: &SecurityPolicy, written: &SecurityPolicy) -> Option<SecurityPolicy> {
+    let serde_json::Value::Object(mut base) = serde_json::to_value(prev).ok()? else {
+        return None;
+    };
+    let serde_json::Value::Object(set) = serde_json::to_value(written).ok()? else {
+        return None;
+    };
+    base.extend(set);
+    serde_json::from_value(serde_json::Value::Object(base)).ok()
+}
+
+/// NSX's bookkeeping of an object: what changes on every write whatever was written.
+fn bookkeeping_from(meta: &mut crate::nsx::model::Meta, read: &crate::nsx::model::Meta) {
+    meta.revision = read.revision;
+    meta.last_modified_time = read.last_modified_time;
+}
+
+/// Whether `cached` is `read` but for NSX's bookkeeping; if so, `cached` takes it from `read`.
+fn adopt_group(cached: &mut Group, read: &Group) -> bool {
+    let mut candidate = cached.clone();
+    bookkeeping_from(&mut candidate.meta, &read.meta);
+    if candidate != *read {
+        return false;
+    }
+    *cached = candidate;
+    true
+}
+
+/// As [`adopt_group`], for a policy and each of its rules.
+fn adopt_policy(cached: &mut SecurityPolicy, read: &SecurityPolicy) -> bool {
+    if cached.rules.len() != read.rules.len() {
+        return false;
+    }
+    let mut candidate = cached.clone();
+    bookkeeping_from(&mut candidate.meta, &read.meta);
+    for (c, r) in candidate.rules.iter_mut().zip(&read.rules) {
+        bookkeeping_from(&mut c.meta, &r.meta);
+    }
+    if candidate != *read {
+        return false;
+    }
+    *cached = candidate;
+    true
 }
 
 impl Held for Holding {
@@ -107,15 +166,17 @@ impl Held for Holding {
     }
 
     fn group(&self, g: &Group) -> bool {
-        self.holds(GROUP, &g.id, |e| matches!(e, Entry::Group(c) if **c == *g))
+        self.holds(GROUP, &g.id, |e| match e {
+            Entry::Group(c) => adopt_group(c, g),
+            Entry::Policy(_) => false,
+        })
     }
 
     fn policy(&self, p: &SecurityPolicy) -> bool {
-        self.holds(
-            POLICY,
-            &p.id,
-            |e| matches!(e, Entry::Policy(c) if **c == *p),
-        )
+        self.holds(POLICY, &p.id, |e| match e {
+            Entry::Policy(c) => adopt_policy(c, p),
+            Entry::Group(_) => false,
+        })
     }
 }
 
@@ -285,7 +346,9 @@ impl NsxCache {
         {
             return None;
         }
-        let mut next = written.clone();
+        // PATCH semantics: a field the write leaves out keeps its value (e.g. the
+        // `sequence_number` NSX filled in); the rules are merged below.
+        let mut next = patched(&prev, written)?;
         next.children = Vec::new();
         next.rules = prev
             .rules

@@ -10,7 +10,9 @@
 //!
 //! Syslog batches have nobody waiting for them: they are merged per policy while they wait
 //! ([`Recorder::record_later`]), so a burst costs memory in distinct flows, not in lines, and
-//! the next round writes each policy once for all of them.
+//! a round writes each policy once for all of them. A round nobody waits for leaves a policy
+//! whose lines are still coming (a sender's burst read in chunks) for a later round, until they
+//! pause for [`SETTLE`] or have waited [`HOLD_MAX`]: a burst is one write, not two.
 //!
 //! "Read fresh" skips the GET when the watch's copy of the policy is the version this recorder
 //! wrote last (or when it wrote none yet): the `resourceVersion` precondition makes a stale copy
@@ -32,6 +34,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::aggregate::{self, AckTarget, Delta, PolicyKey};
@@ -149,8 +152,58 @@ enum Job {
 /// Syslog batches waiting for the next round, merged per policy.
 #[derive(Default)]
 struct Unanswered {
-    deltas: HashMap<PolicyKey, Delta>,
+    deltas: HashMap<PolicyKey, Waiting>,
     entries: usize,
+}
+
+/// One policy's merged syslog lines and when they came.
+struct Waiting {
+    delta: Delta,
+    /// The first line's batch.
+    first: Instant,
+    /// The last line's batch.
+    last: Instant,
+}
+
+/// A sender's burst of one application's lines is read in many 64 KiB chunks: a round nobody
+/// waits for writes a policy once its lines have paused this long (the burst is over), so that
+/// a burst is one status write and not two split by a round that began in its middle...
+pub const SETTLE: Duration = Duration::from_millis(50);
+/// ... or once its first line has waited this long (a stream that never pauses: its policy is
+/// written every two seconds, not at every round). A burst of 10,000 lines on one of eight
+/// connections takes about a second to read at 100,000 lines/s.
+pub const HOLD_MAX: Duration = Duration::from_secs(2);
+
+impl Unanswered {
+    /// Takes the policies ready at `now` (all of them when `all`): settled, or held for
+    /// [`HOLD_MAX`]. Returns them and when the first of the others will be ready.
+    fn take_ready(
+        &mut self,
+        now: Instant,
+        all: bool,
+    ) -> (HashMap<PolicyKey, Delta>, Option<Instant>) {
+        let ready_at = |w: &Waiting| (w.last + SETTLE).min(w.first + HOLD_MAX);
+        if all || self.deltas.values().all(|w| ready_at(w) <= now) {
+            self.entries = 0;
+            let taken = std::mem::take(&mut self.deltas);
+            return (taken.into_iter().map(|(k, w)| (k, w.delta)).collect(), None);
+        }
+        let keys: Vec<PolicyKey> = self
+            .deltas
+            .iter()
+            .filter(|(_, w)| ready_at(w) <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut taken = HashMap::with_capacity(keys.len());
+        for k in keys {
+            if let Some(w) = self.deltas.remove(&k) {
+                self.entries = self.entries.saturating_sub(w.delta.flows.len() + 1);
+                taken.insert(k, w.delta);
+            }
+        }
+        let next = self.deltas.values().map(ready_at).min();
+        (taken, next)
+    }
 }
 
 /// What the handles share with the recorder task besides the queue.
@@ -162,15 +215,16 @@ struct Shared {
 }
 
 impl Shared {
-    fn take(&self) -> HashMap<PolicyKey, Delta> {
-        let u = std::mem::take(
-            &mut *self
-                .unanswered
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
+    /// The syslog deltas ready for a round (every one when `all`), and when the next of the
+    /// others is.
+    fn take(&self, all: bool) -> (HashMap<PolicyKey, Delta>, Option<Instant>) {
+        let taken = self
+            .unanswered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take_ready(Instant::now(), all);
         self.taken.notify_waiters();
-        u.deltas
+        taken
     }
 }
 
@@ -260,16 +314,25 @@ impl Recorder {
                         deltas: pending,
                         entries,
                     } = &mut *u;
+                    let now = Instant::now();
                     for (policy, delta) in std::mem::take(&mut deltas) {
                         match pending.get_mut(&policy) {
-                            Some(d) => {
-                                let before = d.flows.len();
-                                d.absorb(delta);
-                                *entries += d.flows.len() - before;
+                            Some(w) => {
+                                let before = w.delta.flows.len();
+                                w.delta.absorb(delta);
+                                w.last = now;
+                                *entries += w.delta.flows.len() - before;
                             }
                             None => {
                                 *entries += delta.flows.len() + 1;
-                                pending.insert(policy, delta);
+                                pending.insert(
+                                    policy,
+                                    Waiting {
+                                        delta,
+                                        first: now,
+                                        last: now,
+                                    },
+                                );
                             }
                         }
                     }
@@ -416,7 +479,17 @@ async fn run(
     mut rx: mpsc::Receiver<Job>,
 ) {
     let config = Arc::new(config);
-    while let Some(first) = rx.recv().await {
+    // When syslog lines left waiting (not settled yet) are ready.
+    let mut next_ready: Option<Instant> = None;
+    loop {
+        let first = match next_ready {
+            Some(at) => tokio::select! {
+                j = rx.recv() => j,
+                () = tokio::time::sleep_until(at) => Some(Job::Wake),
+            },
+            None => rx.recv().await,
+        };
+        let Some(first) = first else { break };
         let mut jobs = vec![first];
         while jobs.len() < ROUND_MAX {
             match rx.try_recv() {
@@ -424,13 +497,20 @@ async fn run(
                 Err(_) => break,
             }
         }
+        // A round somebody waits for takes every syslog line read before it: a batch
+        // acknowledged after them is recorded after them.
+        let waited_for = jobs.iter().any(|j| !matches!(j, Job::Wake));
+        let (unanswered, next) = shared.take(waited_for);
+        next_ready = next;
+        if !waited_for && unanswered.is_empty() {
+            continue;
+        }
         #[allow(clippy::cast_precision_loss)]
         metrics.round_requests.observe(jobs.len() as f64);
-        let unanswered = shared.take();
         round(&client, &config, &metrics, &copies, jobs, unanswered).await;
     }
     // Every handle is gone; what syslog merged after the last wake-up is written too.
-    let rest = shared.take();
+    let (rest, _) = shared.take(true);
     if !rest.is_empty() {
         round(&client, &config, &metrics, &copies, Vec::new(), rest).await;
     }
@@ -781,6 +861,71 @@ fn backoff(attempt: usize) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn key(name: &str) -> PolicyKey {
+        PolicyKey {
+            namespace: "apps".into(),
+            name: name.into(),
+        }
+    }
+
+    fn waiting(first: Instant, last: Instant) -> Waiting {
+        Waiting {
+            delta: Delta {
+                unmatched: 1,
+                ..Delta::default()
+            },
+            first,
+            last,
+        }
+    }
+
+    #[test]
+    fn a_round_nobody_waits_for_takes_the_policies_whose_lines_settled_or_waited_long() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut u = Unanswered::default();
+        u.deltas.insert(key("done"), waiting(ms(0), ms(0)));
+        u.deltas.insert(key("mid-burst"), waiting(ms(20), ms(40)));
+        u.deltas.insert(key("endless"), waiting(ms(0), ms(990)));
+        u.entries = 3;
+        let (taken, next) = u.take_ready(ms(60), false);
+        assert_eq!(taken.keys().collect::<Vec<_>>(), [&key("done")]);
+        assert_eq!(u.entries, 2);
+        assert_eq!(
+            next,
+            Some(ms(90)),
+            "mid-burst settles 50 ms after its last line"
+        );
+        let (taken, next) = u.take_ready(ms(90), false);
+        assert_eq!(taken.keys().collect::<Vec<_>>(), [&key("mid-burst")]);
+        assert_eq!(next, Some(ms(1_040)), "endless: 50 ms after its last line");
+        u.deltas.get_mut(&key("endless")).unwrap().last = ms(1_990);
+        let (taken, next) = u.take_ready(ms(1_100), false);
+        assert!(taken.is_empty());
+        assert_eq!(next, Some(ms(2_000)));
+        let (taken, next) = u.take_ready(ms(2_000), false);
+        assert_eq!(
+            taken.keys().collect::<Vec<_>>(),
+            [&key("endless")],
+            "a stream that never pauses is written once it has waited two seconds"
+        );
+        assert_eq!((next, u.entries), (None, 0));
+        assert!(u.deltas.is_empty());
+    }
+
+    #[test]
+    fn a_round_somebody_waits_for_takes_every_line_read_before_it() {
+        let t0 = Instant::now();
+        let mut u = Unanswered::default();
+        u.deltas.insert(key("a"), waiting(t0, t0));
+        u.deltas
+            .insert(key("b"), waiting(t0, t0 + Duration::from_millis(30)));
+        u.entries = 2;
+        let (taken, next) = u.take_ready(t0 + Duration::from_millis(31), true);
+        assert_eq!((taken.len(), next, u.entries), (2, None, 0));
+        assert_eq!(taken[&key("b")].unmatched, 1);
+    }
 
     #[test]
     fn the_patch_body_carries_the_precondition_and_the_monitor_status_only() {

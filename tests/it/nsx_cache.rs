@@ -63,6 +63,16 @@ fn names(p: &SegmentationPolicy) -> (&str, &str) {
 
 /// The change a reconcile would make for `p` given `live`.
 fn change(identity: &Identity, p: &SegmentationPolicy, live: &LiveState) -> plan::Change {
+    change_in(identity, p, live, Phase::Monitoring)
+}
+
+/// The change a reconcile in `phase` would make.
+fn change_in(
+    identity: &Identity,
+    p: &SegmentationPolicy,
+    live: &LiveState,
+    phase: Phase,
+) -> plan::Change {
     let peers = PeerGroups::new();
     let seq = live.rule_sequence();
     let cx = Context {
@@ -70,7 +80,7 @@ fn change(identity: &Identity, p: &SegmentationPolicy, live: &LiveState) -> plan
         peers: &peers,
         previous_sequence: &seq,
     };
-    let d = plan::desired(p, Phase::Monitoring, &cx).unwrap();
+    let d = plan::desired(p, phase, &cx).unwrap();
     let (ns, name) = names(p);
     plan::diff(&d, live, identity, ns, name).unwrap()
 }
@@ -182,4 +192,48 @@ async fn a_resync_of_unchanged_applications_reads_the_tree_once_and_a_hand_edit_
         !format!("{:?}", group.expression).contains("192.0.2.66"),
         "{group:?}"
     );
+
+    // A wave: every application flips to DROP (its catch-alls changed in place, no rule
+    // created). The cache keeps what it wrote; the next refresh finds each policy as the cache
+    // holds it but for NSX's bookkeeping (`_revision`, `_last_modified_time`), and keeps no
+    // second, decoded copy of any (at 1,000 applications, tens of MiB for a moment).
+    for p in &policies {
+        let (ns, name) = names(p);
+        let l = live(identity.object_id(ns, name)).await;
+        let flip = change_in(&identity, p, &l, Phase::Enforcing)
+            .patch
+            .expect("the flip");
+        nsx.patch_infra(&flip).await.unwrap();
+    }
+    let ticket = cache.begin_refresh();
+    let trees = t
+        .client
+        .infra_tree_known(ticket.held(&cache))
+        .await
+        .unwrap();
+    let decoded: Vec<&str> = trees
+        .iter()
+        .flat_map(|t| t.policies.iter().map(|p| p.id.as_str()))
+        .filter(|id| id.starts_with("ms_"))
+        .collect();
+    assert!(decoded.is_empty(), "decoded again: {decoded:?}");
+    let changed = cache.apply_refresh(ticket, trees);
+    assert!(changed.is_empty(), "{changed:?}");
+    for p in &policies {
+        let (ns, name) = names(p);
+        let l = live(identity.object_id(ns, name)).await;
+        let policy = l.policy.as_ref().unwrap();
+        let fresh = t
+            .client
+            .get_policy(&domain, &policy.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(*policy, fresh, "the cache holds what NSX returns");
+        assert!(
+            change_in(&identity, p, &l, Phase::Enforcing)
+                .patch
+                .is_none()
+        );
+    }
 }
