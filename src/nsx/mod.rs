@@ -69,9 +69,10 @@ pub trait Held: Send + Sync {
     /// Whether the reader holds the object whose JSON text has this digest (not decoded).
     fn text(&self, digest: &TextDigest) -> bool;
     /// Whether the reader holds this group as it is (a text it has not seen, e.g. after its
-    /// own write).
+    /// own write), up to NSX's bookkeeping (`_revision`, `_last_modified_time`), which the
+    /// reader may then take from `g`.
     fn group(&self, g: &Group) -> bool;
-    /// Whether the reader holds this policy (rules in `rules`) as it is.
+    /// Whether the reader holds this policy (rules in `rules`) as it is, as for groups.
     fn policy(&self, p: &SecurityPolicy) -> bool;
 }
 
