@@ -99,7 +99,7 @@ pub struct Context {
     pub members: Arc<super::members::MemberChecks>,
     /// The status written last per policy (a reconcile on a stale copy skips writing it again).
     pub statuses: Arc<super::status_memo::StatusMemo>,
-    /// Bounds the status writes in flight.
+    /// Bounds the status writes in flight, and the reads of a policy the watch lags behind.
     pub status_writes: Arc<Limit<STATUS_WRITES>>,
     /// Bounds the owner notices being delivered at once.
     pub notice_sends: Arc<Limit<NOTICE_SENDS>>,
