@@ -5,7 +5,7 @@
 //! application's objects and waits for its own answer; a task collects the writes that arrive
 //! less than [`BatchConfig::window`] apart (longer while writes trickle in: see `gap_allowed`;
 //! at most [`BatchConfig::max_wait`] after the first; a batch of new applications in PASS only,
-//! `patch_infra_relaxed`, follows the recent pace of writes for up to [`RELAXED_MAX_WAIT`]),
+//! `patch_infra_relaxed`, waits out pauses of up to `relaxed_gap` for up to [`RELAXED_MAX_WAIT`]),
 //! or that queued while the previous batch was being written, up to
 //! [`BatchConfig::max_objects`] intent objects, merges them per domain (groups before
 //! policies) and sends one atomic call.
@@ -106,34 +106,12 @@ struct Job {
     reply: oneshot::Sender<Result<(), Error>>,
     /// Nobody waits for it at an instant (`NsxApi::patch_infra_relaxed`).
     relaxed: bool,
-    /// When the writer handed it over.
-    at: tokio::time::Instant,
 }
 
 /// How long a batch of relaxed writes only (new applications in PASS) may wait at most from
 /// its first write: while a `kubectl apply` of 1,000 policies trickles in over a minute or two,
 /// a batch then carries many applications instead of the few that arrive within `max_wait`.
 const RELAXED_MAX_WAIT: Duration = Duration::from_secs(10);
-
-/// The recent pace of writes: a moving average of the time between two writes handed over,
-/// whichever batch they joined (the first write of a batch has no earlier one of its own).
-#[derive(Debug, Default)]
-struct Pace {
-    last: Option<tokio::time::Instant>,
-    gap: Duration,
-}
-
-impl Pace {
-    /// Records a write handed over at `at`; gaps longer than `cap` (a pause, not a trickle)
-    /// count as `cap`.
-    fn arrived(&mut self, at: tokio::time::Instant, cap: Duration) {
-        if let Some(last) = self.last {
-            let gap = at.saturating_duration_since(last).min(cap);
-            self.gap = (self.gap * 3 + gap) / 4;
-        }
-        self.last = Some(self.last.map_or(at, |l| l.max(at)));
-    }
-}
 
 /// Every (domain, child) of a write, in order.
 fn children(body: &Infra) -> impl Iterator<Item = (&String, &DomainChild)> {
@@ -371,7 +349,6 @@ impl BatchingNsx {
             objects: objects(body),
             reply,
             relaxed,
-            at: tokio::time::Instant::now(),
         };
         if self.tx.send(job).is_err() {
             return Err(Error::Config("the NSX write batcher has stopped".into()));
@@ -406,21 +383,17 @@ async fn run(
     mut rx: mpsc::UnboundedReceiver<Job>,
 ) {
     let mut carried: Option<Job> = None;
-    let mut pace = Pace::default();
     loop {
         // The first write of the batch: one left over from the last batch, one that queued
         // while the last batch was written, or the next to come.
         let first = match carried.take() {
             Some(j) => j,
             None => match rx.recv().await {
-                Some(j) => {
-                    pace.arrived(j.at, longest_gap(config.window));
-                    j
-                }
+                Some(j) => j,
                 None => return,
             },
         };
-        let (jobs, next) = collect(first, &mut rx, &config, &mut pace).await;
+        let (jobs, next) = collect(first, &mut rx, &config).await;
         carried = next;
         #[allow(clippy::cast_precision_loss)]
         metrics.batch_size.observe(jobs.len() as f64);
@@ -452,14 +425,13 @@ async fn run(
 /// - A batch with a prompt write (anything but a new application in PASS) waits `window` for
 ///   the next write, longer while writes trickle in (`gap_allowed`), at most `max_wait` from
 ///   its first prompt write: the 1,000 flips of a wave close 100 ms after the last one.
-/// - A batch of relaxed writes only waits four times the recent gap between writes
-///   (`Pace`, at least `window`, at most ten), at most [`RELAXED_MAX_WAIT`]: the writes of a
-///   `kubectl apply` that hands policies over every few hundred milliseconds share calls.
+/// - A batch of relaxed writes only waits `relaxed_gap` for the next write, at most
+///   [`RELAXED_MAX_WAIT`] from its first: the writes of a `kubectl apply` that hands policies over every few
+///   hundred milliseconds, with pauses while the API server is busy, share calls.
 async fn collect(
     first: Job,
     rx: &mut mpsc::UnboundedReceiver<Job>,
     config: &BatchConfig,
-    pace: &mut Pace,
 ) -> (Vec<Job>, Option<Job>) {
     let start = tokio::time::Instant::now();
     let mut objects = first.objects;
@@ -469,15 +441,13 @@ async fn collect(
     let relaxed_hard = start + RELAXED_MAX_WAIT.max(config.max_wait);
     let wait = |now: tokio::time::Instant,
                 prompt_since: Option<tokio::time::Instant>,
-                joined: usize,
-                pace: &Pace| match prompt_since {
+                joined: usize| match prompt_since {
         Some(since) => {
             (now + gap_allowed(config.window, now - start, joined)).min(since + config.max_wait)
         }
-        None => (now + (pace.gap * 4).clamp(config.window, longest_gap(config.window)))
-            .min(relaxed_hard),
+        None => (now + relaxed_gap(config.window)).min(relaxed_hard),
     };
-    let mut deadline = wait(start, prompt_since, 1, pace);
+    let mut deadline = wait(start, prompt_since, 1);
     while objects < config.max_objects {
         let next = tokio::select! {
             biased;
@@ -485,7 +455,6 @@ async fn collect(
             () = tokio::time::sleep_until(deadline) => None,
         };
         let Some(j) = next else { break };
-        pace.arrived(j.at, longest_gap(config.window));
         let its = touched(&j.body);
         // Two writes of one object never share a call: the later one waits for the next.
         if objects + j.objects > config.max_objects || its.iter().any(|k| ids.contains(k)) {
@@ -498,7 +467,7 @@ async fn collect(
         ids.extend(its);
         objects += j.objects;
         jobs.push(j);
-        deadline = wait(now, prompt_since, jobs.len(), pace);
+        deadline = wait(now, prompt_since, jobs.len());
     }
     (jobs, None)
 }
@@ -515,10 +484,19 @@ fn gap_allowed(window: Duration, elapsed: Duration, joined: usize) -> Duration {
     (mean * 4).clamp(window, longest_gap(window))
 }
 
-/// The longest a batch waits for its next write: ten windows (also the longest gap the pace
-/// of writes takes into account).
+/// The longest a batch with a prompt write waits for its next write: ten windows.
 fn longest_gap(window: Duration) -> Duration {
     window * 10
+}
+
+/// How long a batch of relaxed writes only waits for its next write: twenty windows, two
+/// seconds by default. A `kubectl apply` of 1,000 policies on a busy API server hands them over
+/// some 90 ms apart with pauses of a second or two; when a batch closed at four times the
+/// recent gap between writes, each pause closed one, and a slow apply (87 s) cost 77 calls
+/// instead of a dozen. Nobody waits for these writes at an instant; the last application of an
+/// apply is written at most this long after it arrived.
+fn relaxed_gap(window: Duration) -> Duration {
+    window * 20
 }
 
 /// Writes `bodies` as one call; a refused call is split in halves until the application at

@@ -126,21 +126,30 @@ fn patched(prev: &SecurityPolicy, written: &SecurityPolicy) -> Option<SecurityPo
     serde_json::from_value(serde_json::Value::Object(base)).ok()
 }
 
-/// NSX's bookkeeping of an object: what changes on every write whatever was written.
-fn bookkeeping_from(meta: &mut crate::nsx::model::Meta, read: &crate::nsx::model::Meta) {
-    meta.revision = read.revision;
-    meta.last_modified_time = read.last_modified_time;
+/// NSX's bookkeeping of an object: what changes on every write whatever was written
+/// (revision, last modification time).
+type Bookkeeping = (Option<i64>, Option<i64>);
+
+/// Puts `to` into `meta`'s bookkeeping; returns what it held.
+fn swap_bookkeeping(meta: &mut crate::nsx::model::Meta, to: Bookkeeping) -> Bookkeeping {
+    let was = (meta.revision, meta.last_modified_time);
+    (meta.revision, meta.last_modified_time) = to;
+    was
 }
 
-/// Whether `cached` is `read` but for NSX's bookkeeping; if so, `cached` takes it from `read`.
+fn bookkeeping(meta: &crate::nsx::model::Meta) -> Bookkeeping {
+    (meta.revision, meta.last_modified_time)
+}
+
+/// Whether `cached` is `read` but for NSX's bookkeeping; if so, `cached` takes it from `read`
+/// (compared in place: the fleet's refresh checks every policy it holds).
 fn adopt_group(cached: &mut Group, read: &Group) -> bool {
-    let mut candidate = cached.clone();
-    bookkeeping_from(&mut candidate.meta, &read.meta);
-    if candidate != *read {
-        return false;
+    let was = swap_bookkeeping(&mut cached.meta, bookkeeping(&read.meta));
+    let same = *cached == *read;
+    if !same {
+        swap_bookkeeping(&mut cached.meta, was);
     }
-    *cached = candidate;
-    true
+    same
 }
 
 /// As [`adopt_group`], for a policy and each of its rules.
@@ -148,16 +157,21 @@ fn adopt_policy(cached: &mut SecurityPolicy, read: &SecurityPolicy) -> bool {
     if cached.rules.len() != read.rules.len() {
         return false;
     }
-    let mut candidate = cached.clone();
-    bookkeeping_from(&mut candidate.meta, &read.meta);
-    for (c, r) in candidate.rules.iter_mut().zip(&read.rules) {
-        bookkeeping_from(&mut c.meta, &r.meta);
+    let was = swap_bookkeeping(&mut cached.meta, bookkeeping(&read.meta));
+    let rules_were: Vec<Bookkeeping> = cached
+        .rules
+        .iter_mut()
+        .zip(&read.rules)
+        .map(|(c, r)| swap_bookkeeping(&mut c.meta, bookkeeping(&r.meta)))
+        .collect();
+    let same = *cached == *read;
+    if !same {
+        swap_bookkeeping(&mut cached.meta, was);
+        for (c, w) in cached.rules.iter_mut().zip(rules_were) {
+            swap_bookkeeping(&mut c.meta, w);
+        }
     }
-    if candidate != *read {
-        return false;
-    }
-    *cached = candidate;
-    true
+    same
 }
 
 impl Held for Holding {

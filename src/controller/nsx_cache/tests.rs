@@ -394,3 +394,36 @@ fn an_entry_written_or_forgotten_since_is_not_taken_from_a_text_left_out() {
     cache.apply_refresh(ticket, trees);
     assert_eq!(cache.group("default", ID), None);
 }
+
+/// The cache takes NSX's bookkeeping from a read that differs in nothing else, and keeps its
+/// own entry untouched when anything else differs (a drift is found, not papered over).
+#[test]
+fn a_read_that_differs_only_in_bookkeeping_is_adopted_and_any_other_difference_is_not() {
+    let mut cached = policy(ID, tags("shop", "web"), 7);
+    cached.meta.revision = Some(3);
+    cached.rules[0].meta.revision = Some(3);
+    let mut read = cached.clone();
+    read.meta.revision = Some(4);
+    read.meta.last_modified_time = Some(1_764_000_000_000);
+    read.rules[0].meta.revision = Some(4);
+
+    let mut drifted = read.clone();
+    drifted.rules[0].action = crate::nsx::model::RuleAction::Drop;
+    let before = cached.clone();
+    assert!(!adopt_policy(&mut cached, &drifted));
+    assert_eq!(cached, before, "a refused read leaves the entry as it was");
+
+    assert!(adopt_policy(&mut cached, &read));
+    assert_eq!(cached, read);
+
+    let mut g = group(ID, tags("shop", "web"), "10.0.0.1");
+    let mut g_read = g.clone();
+    g_read.meta.revision = Some(2);
+    let mut g_drifted = g_read.clone();
+    g_drifted.display_name = Some("by hand".into());
+    let g_before = g.clone();
+    assert!(!adopt_group(&mut g, &g_drifted));
+    assert_eq!(g, g_before);
+    assert!(adopt_group(&mut g, &g_read));
+    assert_eq!(g, g_read);
+}
