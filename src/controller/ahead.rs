@@ -85,10 +85,9 @@ pub fn early(
     wake_at: Option<Timestamp>,
     lead: Duration,
 ) -> (Duration, Option<Timestamp>) {
-    let Some(at) = wake_at.filter(|at| *at > now && !lead.is_zero()) else {
+    let Some((at, until)) = next_instant(wake_at, now, lead) else {
         return (requeue, None);
     };
-    let until = now.duration_until(at).unsigned_abs();
     if requeue < until {
         return (requeue, None);
     }
@@ -99,8 +98,18 @@ pub fn early(
 /// permit) before the decision ahead of the schedule's next instant `wake_at` is due: `None`
 /// when there is no such instant (or no lead), zero when the lead has already begun.
 pub fn give_way(wake_at: Option<Timestamp>, now: Timestamp, lead: Duration) -> Option<Duration> {
+    next_instant(wake_at, now, lead).map(|(_, until)| until.saturating_sub(lead))
+}
+
+/// The schedule's next instant after `now` and how far away it is; `None` when there is none
+/// or the lead is zero (nothing is decided ahead).
+fn next_instant(
+    wake_at: Option<Timestamp>,
+    now: Timestamp,
+    lead: Duration,
+) -> Option<(Timestamp, Duration)> {
     let at = wake_at.filter(|at| *at > now && !lead.is_zero())?;
-    Some(now.duration_until(at).unsigned_abs().saturating_sub(lead))
+    Some((at, now.duration_until(at).unsigned_abs()))
 }
 
 #[cfg(test)]
